@@ -1,0 +1,36 @@
+# Shared by demo.sh and test.sh: create .venv and install the project.
+# shellcheck shell=bash
+VENV="${PIXELDEID_VENV:-.venv}"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.12 python3.11 python3.10 python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+      PY="$cand"; break
+    fi
+  done
+fi
+
+_pip() {
+  # pip, quiet, without the find-links noise of these machines; fails when pip fails.
+  "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+}
+
+ensure_venv() {
+  # $1: extras set, "test" or "demo"
+  local extras stamp
+  if [ "$1" = "test" ]; then extras="test,gpu,ocr,codecs,slides,dask,bench"; else extras="gpu,ocr,codecs,slides,dask"; fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "creating $VENV with $PY"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+  fi
+  stamp="$VENV/.pixeldeid-$1-$(cat pyproject.toml | sha1sum | cut -c1-12)"
+  if [ ! -e "$stamp" ]; then
+    echo "installing pixeldeid[$extras] into $VENV (CPU torch)"
+    # CPU torch first: a local CPU wheel on these machines, the PyPI one elsewhere.
+    _pip "torch==2.13.0" || _pip torch
+    _pip -e ".[$extras]"
+    "$VENV/bin/python" -c "import pixeldeid, pydicom" 
+    touch "$stamp"
+  fi
+}
