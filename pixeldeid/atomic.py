@@ -1,0 +1,56 @@
+"""Atomic output: write to a temporary name in the target folder, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+TMP_PREFIX = ".pixeldeid-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path``; on success rename it to ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched, so a
+    reader never sees a partial file. The data is flushed and fsynced before the rename.
+
+    Examples
+    --------
+    >>> with atomic_output(out / "a.dcm") as fh:  # doctest: +SKIP
+    ...     fh.write(data)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path."""
+    with atomic_output(path) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete temporary files left by an interrupted run below ``folder``; return the count."""
+    n = 0
+    for p in Path(folder).rglob(TMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            n += 1
+    return n
