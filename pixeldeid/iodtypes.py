@@ -1,0 +1,76 @@
+"""Attribute Types (1, 2, 3) by IOD, from highdicom's tables generated from PS3.3.
+
+Compound PS3.15 action codes (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) say "remove unless a zero-length
+or dummy value is required to keep the IOD valid"; the Type of the attribute at its place
+in the IOD decides which.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+logger = logging.getLogger(__name__)
+
+_RANK = {"1": 4, "1C": 4, "2": 3, "2C": 3, "3": 1}
+_TYPE_OF_RANK = {4: "1", 3: "2", 1: "3"}
+
+
+@cache
+def _iod_types(sop_class_uid: str) -> dict[tuple[str, ...], str] | None:
+    try:
+        from highdicom._standard_utils import (
+            get_iod_module_map,
+            get_module_attribute_map,
+            get_sop_class_iod_map,
+        )
+    except ImportError:  # pragma: no cover - highdicom is a core dependency
+        return None
+    iod = get_sop_class_iod_map().get(sop_class_uid)
+    if iod is None:
+        return None
+    modules = get_module_attribute_map()
+    out: dict[tuple[str, ...], int] = {}
+    for mod in get_iod_module_map().get(iod, []):
+        for attr in modules.get(mod["key"], []):
+            key = (*attr["path"], attr["keyword"])
+            rank = _RANK.get(attr["type"], 1)
+            if rank > out.get(key, 0):
+                out[key] = rank
+    return {k: _TYPE_OF_RANK[v] for k, v in out.items()}
+
+
+def attribute_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> str | None:
+    """Return the Type ("1", "2" or "3") of ``keyword`` at sequence ``path`` in the IOD.
+
+    Conditional types count as their unconditional form (an attribute that is present is
+    taken to meet its condition). An attribute that the IOD does not list is Type "3";
+    returns None when the IOD itself is unknown (private or new SOP classes).
+    """
+    table = _iod_types(sop_class_uid)
+    if table is None:
+        return None
+    return table.get((*path, keyword), "3")
+
+
+def resolve_compound(code: str, attr_type: str | None) -> str:
+    """Resolve a compound action code to a simple one for the attribute's Type.
+
+    ``X/Z``: Z for Type 1/2, else X. ``X/D``: D for Type 1, Z->D for Type 2 (a dummy is
+    also valid), else X. ``X/Z/D``: D for Type 1, Z for Type 2, else X. ``Z/D``: D for
+    Type 1, else Z. ``X/Z/U*``: for Type 1/2 sequences keep and replace the contained UIDs
+    (``U``), else X. Unknown Type: the attribute is treated as Type 3 when not found in a
+    known IOD, and as Type 1 (keep a harmless dummy) when the IOD itself is unknown.
+    """
+    t = attr_type or "1"
+    if code == "X/Z":
+        return "Z" if t in ("1", "2") else "X"
+    if code == "X/D":
+        return "D" if t in ("1", "2") else "X"
+    if code == "X/Z/D":
+        return {"1": "D", "2": "Z"}.get(t, "X")
+    if code == "Z/D":
+        return "D" if t == "1" else "Z"
+    if code == "X/Z/U*":
+        return "U" if t in ("1", "2") else "X"
+    return code

@@ -1,0 +1,126 @@
+"""Patient pseudonyms: supplied subject maps, or PREFIX_001, PREFIX_002... persisted in SQLite.
+
+The SQLite map stores keyed hashes of the original Patient IDs, never the IDs
+themselves, so the map file carries no identity; with the project key the data holder
+can still confirm who is who. Numbers are allocated in order of first appearance under
+an immediate transaction, so parallel workers and later batches agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import os
+import re
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import ProfileError
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+
+
+def load_map_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
+    """Read an ``id_old,id_new`` CSV; return (patient ID map, UID map).
+
+    Rows whose old value looks like a UID (digits and dots) go to the UID map, the others
+    to the patient ID map (the MIDI-B benchmark's format).
+    """
+    ids: dict[str, str] = {}
+    uids: dict[str, str] = {}
+    p = Path(path)
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"id_old", "id_new"} <= set(reader.fieldnames):
+                raise ProfileError("expected a CSV header with columns id_old,id_new", str(p))
+            for n, row in enumerate(reader, start=2):
+                old, new = (row.get("id_old") or "").strip(), (row.get("id_new") or "").strip()
+                if not old or not new:
+                    raise ProfileError(f"line {n}: empty id_old or id_new", str(p))
+                if _UID_RE.match(old):
+                    if not _UID_RE.match(new) or len(new) > 64:
+                        raise ProfileError(f"line {n}: {new!r} is not a valid UID", str(p))
+                    uids[old] = new
+                else:
+                    ids[old] = new
+    except OSError as exc:
+        raise ProfileError(f"cannot read map: {exc.strerror}", str(p)) from None
+    return ids, uids
+
+
+class PseudonymMap:
+    """Assign and remember pseudonyms for original Patient IDs.
+
+    Parameters
+    ----------
+    db_path : path or None
+        The SQLite file (created if missing); None keeps the map in memory.
+    key : bytes
+        The project key used to hash the original IDs before storing them.
+    prefix : str
+        Pseudonyms are ``{prefix}_{n:03d}``.
+    supplied : mapping, optional
+        Exact original ID -> pseudonym pairs (a subject map) that take precedence.
+    """
+
+    def __init__(self, db_path: str | os.PathLike | None, key: bytes, prefix: str = "SUBJ",
+                 supplied: Mapping[str, str] | None = None) -> None:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9-]{0,11}$", prefix):
+            raise ProfileError(f"pseudonym prefix {prefix!r} must be 1-12 letters, digits or '-'")
+        self.prefix = prefix
+        self._key = key
+        self._supplied = dict(supplied or {})
+        self._cache: dict[str, str] = {}
+        self._db_path = str(db_path) if db_path else ":memory:"
+        if db_path:
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        self._con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
+        self._con.execute("PRAGMA journal_mode=WAL" if db_path else "PRAGMA journal_mode=MEMORY")
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS subjects (hkey TEXT PRIMARY KEY, pseudonym TEXT UNIQUE,"
+            " seq INTEGER, prefix TEXT)")
+
+    def _hkey(self, original: str) -> str:
+        return hmac.new(self._key, b"patient\x00" + original.encode("utf-8", "replace"),
+                        hashlib.sha256).hexdigest()
+
+    def __call__(self, original: str) -> str:
+        """Return the pseudonym for ``original`` (allocating the next number if new)."""
+        original = original.strip()
+        hit = self._cache.get(original)
+        if hit is not None:
+            return hit
+        if original in self._supplied:
+            self._cache[original] = self._supplied[original]
+            return self._supplied[original]
+        hkey = self._hkey(original)
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            row = con.execute("SELECT pseudonym FROM subjects WHERE hkey=?", (hkey,)).fetchone()
+            if row is None:
+                seq = con.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM subjects WHERE prefix=?",
+                                  (self.prefix,)).fetchone()[0]
+                width = max(3, len(str(seq)))
+                pseudo = f"{self.prefix}_{seq:0{width}d}"
+                con.execute("INSERT INTO subjects VALUES (?, ?, ?, ?)",
+                            (hkey, pseudo, seq, self.prefix))
+            else:
+                pseudo = row[0]
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self._cache[original] = pseudo
+        return pseudo
+
+    @property
+    def assigned(self) -> dict[str, str]:
+        """Original -> pseudonym pairs seen in this process (for ``--export-map``)."""
+        return dict(self._cache)
+
+    def close(self) -> None:
+        self._con.close()

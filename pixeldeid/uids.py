@@ -1,0 +1,75 @@
+"""Keyed, deterministic UID replacement.
+
+A UID is replaced by ``2.25.<n>`` where ``n`` is the first 128 bits of
+HMAC-SHA256(project key, original UID) as a decimal integer. The same study gets the
+same new UIDs on any machine and in any later run with the same key, and every reference
+to a UID is replaced consistently because the mapping is a pure function of the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+#: UIDs under the DICOM root are defined by the standard (SOP classes, transfer syntaxes,
+#: well-known frames of reference, coding schemes) and are never replaced.
+DICOM_ROOT = "1.2.840.10008."
+
+#: Keywords whose values are class/definition UIDs, never instance identity.
+STRUCTURAL_UID_KEYWORDS = frozenset({
+    "SOPClassUID", "MediaStorageSOPClassUID", "ReferencedSOPClassUID",
+    "ReferencedSOPClassUIDInFile", "AffectedSOPClassUID", "RequestedSOPClassUID",
+    "TransferSyntaxUID", "ReferencedTransferSyntaxUIDInFile", "ImplementationClassUID",
+    "CodingSchemeUID", "ContextGroupExtensionCreatorUID", "MappingResourceUID",
+    "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID", "SOPClassesInStudy",
+    "ReferencedColorPaletteInstanceUID", "PrivateRecordUID",
+})
+
+
+def uid_from_digest(digest: bytes) -> str:
+    """Return a ``2.25.`` UID from the first 16 bytes of ``digest`` (at most 44 characters)."""
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
+
+
+def is_structural(uid: str) -> bool:
+    """True for UIDs defined by the standard (under ``1.2.840.10008.``)."""
+    return uid.startswith(DICOM_ROOT)
+
+
+class UIDMapper:
+    """Map original UIDs to new ones under a project key.
+
+    Parameters
+    ----------
+    key : bytes
+        The project key. Keep it secret: with the key, originals can be confirmed.
+    overrides : mapping, optional
+        Exact old -> new values that take precedence (``--map-csv``).
+    """
+
+    def __init__(self, key: bytes, overrides: Mapping[str, str] | None = None) -> None:
+        if not key:
+            raise ValueError("UIDMapper needs a non-empty project key")
+        self._key = bytes(key)
+        self._overrides = dict(overrides or {})
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, uid: str) -> str:
+        """Return the replacement for ``uid`` (structural UIDs are returned unchanged)."""
+        uid = uid.strip().rstrip("\x00").strip()
+        if not uid or is_structural(uid):
+            return uid
+        new = self._cache.get(uid)
+        if new is None:
+            new = self._overrides.get(uid)
+            if new is None:
+                new = uid_from_digest(hmac.new(self._key, uid.encode("ascii", "replace"),
+                                               hashlib.sha256).digest())
+            self._cache[uid] = new
+        return new
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        """The old -> new pairs replaced so far in this process."""
+        return {k: v for k, v in self._cache.items() if k != v}
