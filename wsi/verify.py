@@ -1,0 +1,139 @@
+"""Verification of a de-identified slide: raw byte scan and openslide comparison."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .tiffedit import scan_raw
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import SlideOptions, VendorReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["verify_slide", "compare_outside_regions", "MIN_SCAN_LEN"]
+
+#: values shorter than this are not scanned for (too many chance hits in image data)
+MIN_SCAN_LEN = 4
+
+
+def scan_values(report_values: list[str], extra: tuple[str, ...] = ()) -> list[str]:
+    """The distinct values worth scanning for (at least ``MIN_SCAN_LEN`` characters)."""
+    out: list[str] = []
+    for v in [*report_values, *extra]:
+        v = v.strip() if isinstance(v, str) else v
+        if v and len(v) >= MIN_SCAN_LEN and v not in out:
+            out.append(v)
+    return out
+
+
+def verify_slide(src: str | os.PathLike, out: str | os.PathLike, vendor: str,
+                 options: SlideOptions, report: VendorReport
+                 ) -> tuple[list[str], list[tuple[str, int]]]:
+    """Check an edited slide; return ``(problems, raw scan hits)`` (empty lists = clean)."""
+    problems: list[str] = []
+    values = scan_values(report.removed_values, options.extra_values)
+    hits = scan_raw(out, values)
+    for v, off in hits[:10]:
+        problems.append(f"removed value {v!r} still in the file at byte {off}")
+    if not options.verify:
+        return problems, hits
+    try:
+        import openslide
+    except ImportError:  # pragma: no cover
+        problems.append("openslide not installed: cannot verify (pip install 'pixeldeid[slides]')")
+        return problems, hits
+    try:
+        a = openslide.OpenSlide(str(src))
+    except Exception as exc:
+        problems.append(f"input does not open in openslide: {exc}")
+        return problems, hits
+    try:
+        try:
+            b = openslide.OpenSlide(str(out))
+        except Exception as exc:
+            problems.append(f"output does not open in openslide: {exc}")
+            return problems, hits
+        try:
+            problems += _compare(a, b, vendor, options)
+        finally:
+            b.close()
+    finally:
+        a.close()
+    return problems, hits
+
+
+def _compare(a, b, vendor: str, options: SlideOptions) -> list[str]:
+    problems = []
+    vb = b.properties.get("openslide.vendor")
+    if vb != vendor:
+        problems.append(f"output opens as vendor {vb!r}, not {vendor!r}")
+    if a.level_dimensions != b.level_dimensions:
+        problems.append(f"level dimensions changed {a.level_dimensions} -> {b.level_dimensions}")
+        return problems
+    assoc = set(b.associated_images)
+    if options.label == "remove" and "label" in assoc:
+        problems.append("label image still present")
+    if options.macro == "remove" and "macro" in assoc:
+        problems.append("macro image still present")
+    problems += compare_outside_regions(a, b, options.redact_regions)
+    return problems
+
+
+def compare_outside_regions(a, b, regions, *, patches: int = 4, size: int = 256) -> list[str]:
+    """Compare read_region of two slides: the whole smallest level and a few level-0
+    patches, ignoring the redacted rectangles (level-0 coordinates)."""
+    problems = []
+    lvl = a.level_count - 1
+    w, h = a.level_dimensions[lvl]
+    if w * h <= 4096 * 4096:
+        ra = np.asarray(a.read_region((0, 0), lvl, (w, h)))
+        rb = np.asarray(b.read_region((0, 0), lvl, (w, h)))
+        ds = a.level_downsamples[lvl]
+        mask = region_mask((h, w), regions, ds, margin=2)
+        if not np.array_equal(ra[~mask], rb[~mask]):
+            problems.append(f"pixels differ outside redacted regions at level {lvl}")
+    W, H = a.level_dimensions[0]
+    rng = np.random.default_rng(0)
+    for _ in range(patches):
+        x = int(rng.integers(0, max(1, W - size)))
+        y = int(rng.integers(0, max(1, H - size)))
+        sw, sh = min(size, W), min(size, H)
+        ra = np.asarray(a.read_region((x, y), 0, (sw, sh)))
+        rb = np.asarray(b.read_region((x, y), 0, (sw, sh)))
+        shifted = [(rx - x, ry - y, rw, rh) for rx, ry, rw, rh in regions]
+        mask = region_mask((sh, sw), shifted, 1.0, margin=16)
+        if not np.array_equal(ra[~mask], rb[~mask]):
+            problems.append(f"pixels differ outside redacted regions at level 0 ({x},{y})")
+    return problems
+
+
+def region_mask(shape: tuple[int, int], regions, downsample: float, margin: int = 0) -> np.ndarray:
+    """Boolean mask of level-0 ``regions`` mapped to a level of ``downsample``.
+
+    ``margin`` pixels are added on every side (codec blocks touching the edge of a
+    redaction may change)."""
+    m = np.zeros(shape, dtype=bool)
+    for x, y, w, h in regions:
+        x0 = int(np.floor(x / downsample)) - margin
+        y0 = int(np.floor(y / downsample)) - margin
+        x1 = int(np.ceil((x + w) / downsample)) + margin
+        y1 = int(np.ceil((y + h) / downsample)) + margin
+        m[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
+    return m
+
+
+def file_is_unchanged(path: str | os.PathLike, digest: str) -> bool:
+    """Whether ``path`` still has the sha256 ``digest``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(Path(path), "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == digest
