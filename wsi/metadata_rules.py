@@ -1,0 +1,334 @@
+"""Pure metadata rules shared by the slide vendor modules.
+
+An allowlist of acquisition keys that are safe to keep (magnification, MPP,
+compression, dimensions, objective...), date handling (removed, or shifted by a
+whole number of days with the format of the value preserved), and small XML
+helpers (safe parsing, the text after the root element, base64 detection).
+Everything here is pure: no I/O, no logging side effects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+
+__all__ = [
+    "SAFE_KEYS",
+    "normalize_key",
+    "is_safe_key",
+    "is_date_key",
+    "classify_key",
+    "shift_date_value",
+    "clean_date_value",
+    "looks_like_date",
+    "clean_mapping",
+    "parse_xml",
+    "split_xml_tail",
+    "xml_declaration",
+    "serialize_xml",
+    "decode_base64_text",
+    "scan_needles",
+]
+
+#: Normalized names (lower case, letters and digits only, vendor prefixes stripped)
+#: of acquisition keys that carry no identity and are kept verbatim.
+SAFE_KEYS: frozenset[str] = frozenset({
+    # magnification and objective
+    "magnification", "appmag", "mag", "objectivepower", "objective", "objectivemagnification",
+    "nominalmagnification", "objectivename", "numericalaperture", "aperture", "lensna",
+    # pixel size
+    "mpp", "mppx", "mppy", "scanres", "pixelspacing", "xresolution", "yresolution",
+    "resolutionunit", "physicalsizex", "physicalsizey", "spacingz", "imagedvolumewidth",
+    "imagedvolumeheight", "imagedvolumedepth",
+    # compression
+    "compression", "quality", "jpegquality", "compressionquality", "compressionratio",
+    "lossyimagecompression", "lossyimagecompressionmethod", "lossyimagecompressionratio",
+    "lossycompressionratio",
+    # dimensions and sampling
+    "width", "height", "imagewidth", "imagelength", "imageheight", "tilewidth", "tileheight",
+    "tilelength", "sizex", "sizey", "sizez", "columns", "rows", "totalpixelmatrixcolumns",
+    "totalpixelmatrixrows", "levels", "levelcount", "numlevels", "zlayers", "bitsallocated",
+    "bitsstored", "highbit", "samplesperpixel", "photometricinterpretation",
+    "planarconfiguration", "pixelrepresentation", "bitdepth", "numberofframes",
+    # illumination and optics
+    "illuminationsource", "illumination", "exposuretime", "exposurescale", "gamma",
+    "focusoffset", "focusmethod", "scanmode", "focalplanes",
+    # device kind (not the unit): model, manufacturer, software version
+    "manufacturer", "manufacturermodelname", "model", "devicemodel", "scannermodel",
+    "softwareversions", "softwareversion", "deviceversion", "buildversion",
+})
+
+_VENDOR_PREFIXES = ("dicom", "piim", "pim", "dp")
+_DATE_WORDS = ("date", "time", "datetime", "timestamp", "created", "modified")
+
+
+def normalize_key(key: str) -> str:
+    """Return ``key`` lower-cased with non-alphanumerics and vendor prefixes removed.
+
+    ``DICOM_PIXEL_SPACING`` → ``pixelspacing``; ``Z-layers`` → ``zlayers``.
+    """
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", key.strip()) if p]
+    while len(parts) > 1 and parts[0].lower() in _VENDOR_PREFIXES:
+        parts = parts[1:]
+    return "".join(parts).lower()
+
+
+def is_safe_key(key: str, extra: Iterable[str] = ()) -> bool:
+    """True when ``key`` (normalized) is on the allowlist or in ``extra``."""
+    n = normalize_key(key)
+    return n in SAFE_KEYS or n in {normalize_key(e) for e in extra}
+
+
+def is_date_key(key: str) -> bool:
+    """True when the key names a date or time (``creationDate``, ``BuildDate``...)."""
+    n = normalize_key(key)
+    return any(w in n for w in _DATE_WORDS)
+
+
+def classify_key(key: str, extra_safe: Iterable[str] = ()) -> str:
+    """Return ``"keep"``, ``"date"`` or ``"remove"`` for a metadata key.
+
+    Allowlisted keys are kept; date and time keys are dated; all others are
+    removed (fail closed: an unknown key is never kept).
+    """
+    if is_safe_key(key, extra_safe):
+        return "keep"
+    if is_date_key(key):
+        return "date"
+    return "remove"
+
+
+# --- dates -------------------------------------------------------------------------------
+
+# Each pattern captures year, month, day by name; the rest of the value is preserved.
+_DATE_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"(?<!\d)(?P<y>(?:19|20)\d{2})-(?P<m>\d{1,2})-(?P<d>\d{1,2})(?!\d)"),      # ISO 8601
+    re.compile(r"(?<!\d)(?P<y>(?:19|20)\d{2}):(?P<m>\d{2}):(?P<d>\d{2})(?!\d)"),          # TIFF DateTime
+    re.compile(r"(?<!\d)(?P<y>(?:19|20)\d{2})/(?P<m>\d{1,2})/(?P<d>\d{1,2})(?!\d)"),      # 2012/05/14
+    re.compile(r"(?<!\d)(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>(?:19|20)\d{2}|\d{2})(?!\d)"),  # US (Aperio, Ventana)
+    re.compile(r"(?<!\d)(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>(?:19|20)\d{2})(?!\d)"),     # European
+    re.compile(r"(?<![\d.])(?P<y>(?:19|20)\d{2})(?P<m>[01]\d)(?P<d>[0-3]\d)(?=\d{0,6}(?:\.\d+)?(?:[+-]\d{4})?(?!\d))"),  # DICOM DA/DT
+)
+
+
+def _parse_match(m: re.Match[str]) -> _dt.date | None:
+    y, mo, d = m.group("y"), int(m.group("m")), int(m.group("d"))
+    year = int(y)
+    if len(y) == 2:
+        year += 2000 if year < 70 else 1900
+    try:
+        return _dt.date(year, mo, d)
+    except ValueError:
+        return None
+
+
+def _format_like(m: re.Match[str], new: _dt.date) -> str:
+    text = m.group(0)
+    base = m.start(0)
+    values = {"y": new.year, "m": new.month, "d": new.day}
+    out = text
+    # rebuild each captured field with its original width, right to left
+    for (s, e), k in sorted(((m.span(k), k) for k in ("y", "m", "d")), reverse=True):
+        width = e - s
+        val = values[k] % 100 if (k == "y" and width == 2) else values[k]
+        field = f"{val:0{width}d}" if width >= 2 else str(val)
+        out = out[: s - base] + field + out[e - base:]
+    return out
+
+
+def looks_like_date(value: str) -> bool:
+    """True when ``value`` contains a recognizable calendar date."""
+    return any(_parse_match(m) is not None for p in _DATE_PATTERNS for m in p.finditer(value))
+
+
+def shift_date_value(value: str, days: int) -> str | None:
+    """Shift every date found in ``value`` by ``days``, keeping the format.
+
+    Times of day and surrounding text are kept. Returns None when no date can be
+    parsed (the caller then removes the value: fail closed).
+
+    Examples
+    --------
+    >>> shift_date_value("20240301", -10)
+    '20240220'
+    >>> shift_date_value("2010-10-01T12:34:56.789Z", 1)
+    '2010-10-02T12:34:56.789Z'
+    """
+    for pattern in _DATE_PATTERNS:
+        matches = list(pattern.finditer(value))
+        parsed = [(m, _parse_match(m)) for m in matches]
+        parsed = [(m, d) for m, d in parsed if d is not None]
+        if not parsed:
+            continue
+        out, last = [], 0
+        for m, d in parsed:
+            out.append(value[last:m.start()])
+            out.append(_format_like(m, d + _dt.timedelta(days=days)))
+            last = m.end()
+        out.append(value[last:])
+        return "".join(out)
+    return None
+
+
+def clean_date_value(value: str, shift_days: int | None) -> str | None:
+    """Return the value to keep for a date, or None to remove it.
+
+    ``shift_days`` None removes the date; an integer shifts it. A value with no
+    parsable date is removed in either mode. Pure time values (``112108``) are
+    kept only when shifting, since a time of day alone is not a date.
+    """
+    if shift_days is None:
+        return None
+    shifted = shift_date_value(value, shift_days)
+    if shifted is not None:
+        return shifted
+    if re.fullmatch(r'\s*"?\d{2}:?\d{2}:?\d{2}(\.\d+)?"?\s*', value):
+        return value
+    return None
+
+
+def clean_mapping(props: Mapping[str, str], shift_days: int | None,
+                  extra_safe: Iterable[str] = ()) -> tuple[dict[str, str], list[str]]:
+    """Apply the key rules to a flat mapping of metadata.
+
+    Returns the cleaned mapping (allowlisted keys, shifted dates) and the list of
+    values that were removed or changed (to be scanned for afterwards).
+    """
+    extra = tuple(extra_safe)
+    kept: dict[str, str] = {}
+    removed: list[str] = []
+    for key, value in props.items():
+        kind = classify_key(key, extra)
+        if kind == "keep":
+            kept[key] = value
+            continue
+        if kind == "date":
+            new = clean_date_value(value, shift_days)
+            if new is not None:
+                kept[key] = new
+                if new != value:
+                    removed.append(value)
+                continue
+        removed.append(value)
+    return kept, removed
+
+
+# --- XML ---------------------------------------------------------------------------------
+
+_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.S)
+
+
+def xml_declaration(text: str) -> str:
+    """The ``<?xml ...?>`` declaration at the start of ``text``, or ``""``."""
+    m = _DECL.match(text)
+    return m.group(0).strip() if m else ""
+
+
+def split_xml_tail(text: str) -> tuple[str, str]:
+    """Split ``text`` into the XML document and whatever follows its root element.
+
+    Vendor XML blobs sometimes carry data after the closing root tag (comments,
+    a second fragment, NUL padding); that tail is identity-bearing until proven
+    otherwise and is dropped by the cleaners.
+
+    Raises
+    ------
+    ValueError
+        When no root element can be found.
+    """
+    body = _DECL.sub("", text, count=1)
+    offset = len(text) - len(body)
+    m = re.search(r"<([A-Za-z_][\w.\-:]*)", body)
+    # skip comments and processing instructions before the root
+    while m and (body[m.start():m.start() + 4] == "<!--"):
+        m = re.search(r"<([A-Za-z_][\w.\-:]*)", body[m.end():])
+    if not m:
+        raise ValueError("no XML root element")
+    root = m.group(1)
+    closing = list(re.finditer(rf"</{re.escape(root)}\s*>", body))
+    if closing:
+        end = closing[-1].end()
+    else:  # self-closing root
+        sc = re.match(rf"\s*(?:<!--.*?-->\s*)*<{re.escape(root)}\b[^>]*/>", body, re.S)
+        if not sc:
+            raise ValueError(f"root element <{root}> is not closed")
+        end = sc.end()
+    return text[: offset + end], text[offset + end:]
+
+
+def parse_xml(text: str | bytes) -> ET.Element:
+    """Parse vendor XML, refusing DTDs and entity declarations (fail closed).
+
+    Raises
+    ------
+    ValueError
+        For malformed XML or a document type declaration.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="strict")
+    if re.search(r"<!DOCTYPE|<!ENTITY", text, re.I):
+        raise ValueError("XML with a DOCTYPE or ENTITY declaration is refused")
+    body = _DECL.sub("", text, count=1)
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise ValueError(f"malformed XML: {exc}") from exc
+
+
+def serialize_xml(root: ET.Element, declaration: str = '<?xml version="1.0" encoding="UTF-8"?>',
+                  default_namespace: str | None = None) -> str:
+    """Serialize ``root`` as text with ``declaration`` on the first line.
+
+    With ``default_namespace`` the namespace is written as the default ``xmlns``
+    (needed by Leica SCN, whose detection checks the default namespace).
+    """
+    if default_namespace:
+        ET.register_namespace("", default_namespace)
+    body = ET.tostring(root, encoding="unicode", short_empty_elements=True)
+    return (declaration + "\n" if declaration else "") + body
+
+
+def decode_base64_text(value: str) -> bytes | None:
+    """Decode ``value`` as strict base64, or return None when it is not base64."""
+    s = re.sub(r"\s+", "", value)
+    if len(s) < 4 or len(s) % 4 or not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", s):
+        return None
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def scan_needles(values: Iterable[str | bytes], min_len: int = 5) -> list[bytes]:
+    """The distinct byte strings worth scanning the output for.
+
+    Strips quotes and whitespace, splits quoted arrays (Philips ``"a" "b"``),
+    drops values shorter than ``min_len`` (too short to search a large file for
+    without false alarms), and adds the decoded form of base64 values that
+    decode to printable text (a base64 barcode's plain text).
+    """
+    out: dict[bytes, None] = {}
+
+    def add(b: bytes) -> None:
+        b = b.strip(b" \t\r\n\"'\x00")
+        if len(b) >= min_len:
+            out.setdefault(b, None)
+
+    for v in values:
+        if isinstance(v, bytes):
+            add(v)
+            continue
+        if v is None:
+            continue
+        s = str(v)
+        parts = re.findall(r'"([^"]*)"', s) if s.count('"') >= 2 else []
+        for p in [s, *parts]:
+            add(p.encode("utf-8"))
+            dec = decode_base64_text(p)
+            if dec is not None and dec.isascii() and dec.decode("ascii").isprintable():
+                add(dec)
+    return list(out)
