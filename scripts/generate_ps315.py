@@ -41,9 +41,7 @@ TABLE_E1_1 = "table_E.1-1"
 TABLE_E3_10_1 = "table_E.3.10-1"
 
 #: Action codes allowed in Table E.1-1 (PS3.15 E.1.1).
-ALLOWED_CODES = frozenset(
-    {"X", "Z", "D", "K", "C", "U", "X/Z", "X/D", "X/Z/D", "X/Z/U*", "Z/D"}
-)
+ALLOWED_CODES = frozenset({"X", "Z", "D", "K", "C", "U", "X/Z", "X/D", "X/Z/D", "X/Z/U*", "Z/D"})
 
 #: Option names in output order, each with a pattern matched against the
 #: normalised column header (abbreviated as in 2024c, or spelled out).
@@ -81,6 +79,7 @@ E3_FIXED_COLUMNS: tuple[tuple[str, str], ...] = (
 _TAG_RE = re.compile(r"\(([0-9A-Fa-fxX]{4}),([0-9A-Fa-fxX]{4})\)")
 _PRIVATE_TAG_RE = re.compile(r"\(gggg,eeee\) where gggg is odd", re.IGNORECASE)
 _SAFE_TAG_RE = re.compile(r"\(([0-9A-Fa-f]{4}),[xX]{2}([0-9A-Fa-f]{2})\)")
+_NAME_NOTE_RE = re.compile(r"\s*\((see\s+notes?\s[^)]*)\)$", re.IGNORECASE)
 _RELEASE_RE = re.compile(r"\bDICOM\s+PS\s?3\.15\s+(\d{4}[a-z]?)\b")
 
 #: Zero-width characters and soft hyphens that the DocBook source scatters in names.
@@ -106,7 +105,11 @@ def _text(elem: ET.Element, *, skip_superscript: bool = False) -> str:
     parts: list[str] = []
 
     def walk(e: ET.Element) -> None:
-        if e.tag in _NOTE_TAGS or (skip_superscript and e.tag == DB + "superscript"):
+        if e.tag in _NOTE_TAGS or (
+            skip_superscript
+            and e.tag == DB + "superscript"
+            and "".join(e.itertext()).strip() != "*"  # "X/Z/U*" is a code, not a marker
+        ):
             if e.tail:
                 parts.append(e.tail)
             return
@@ -207,8 +210,7 @@ def _header_and_body(table: ET.Element) -> tuple[list[str], list[list[ET.Element
     for i, row in enumerate(body):
         if len(row) != len(headers):
             raise GenerateError(
-                f"table {table.get(XML_ID)!r} row {i + 1}: {len(row)} cells, "
-                f"{len(headers)} columns"
+                f"table {table.get(XML_ID)!r} row {i + 1}: {len(row)} cells, {len(headers)} columns"
             )
     return headers, body
 
@@ -315,6 +317,9 @@ def extract_e1_1(root: ET.Element) -> dict:
     seen: set[str] = set()
     for cells in body:
         name = _text(cells[cols["name"]])
+        note_m = _NAME_NOTE_RE.search(name)
+        if note_m:
+            name = name[: note_m.start()]
         tag_text = _text(cells[cols["tag"]], skip_superscript=True)
         label = f"{tag_text or '?'} {name!r}"
         if not name:
@@ -350,6 +355,8 @@ def extract_e1_1(root: ET.Element) -> dict:
                 if code_text[key]
             },
         }
+        if note_m:
+            row["note"] = note_m.group(1)
         rows.append(row)
     return {"options": [k for k, _ in OPTION_COLUMNS], "rows": rows}
 
