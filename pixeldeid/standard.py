@@ -445,3 +445,9 @@ def safe_private_for(creator: str, group: int, element_low: int) -> SafePrivate 
     if items is None:
         return None
     return items.get((group, element_low & 0xFF))
+
+
+def _cache_clear() -> None:
+    """Forget every loaded table (for tests that swap the configs folder)."""
+    for fn in (rules, release, _index, safe_private, _safe_private_folded):
+        fn.cache_clear()

@@ -262,7 +262,10 @@ def test_columns_found_by_header_not_position(tmp_path):
             "Study Date",
             "(0008,0020)",
             "Z",
-            **{"Rtn. Long. Full Dates Opt.": "K<superscript>2</superscript>", "Rtn. Long. Modif. Dates Opt.": "C"},
+            **{
+                "Rtn. Long. Full Dates Opt.": "K<superscript>2</superscript>",
+                "Rtn. Long. Modif. Dates Opt.": "C",
+            },
         ),
         _e1_row(
             "Curve\u200b Data",
