@@ -172,6 +172,7 @@ class SafePrivate:
 # --------------------------------------------------------------------- loading
 
 
+@cache
 def _load(fname: str) -> dict:
     """Read one generated JSON file, failing with a ProfileError that says how to fix it."""
     try:
@@ -228,6 +229,8 @@ def rules() -> tuple[Rule, ...]:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise _bad(_E1_FILE, row, f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(row["retired"], bool) or not isinstance(row["in_std_comp_iod"], bool):
+            raise _bad(_E1_FILE, row, "retired/in_std_comp_iod are not booleans")
         for key, code in (("basic", rule.basic), *opts.items()):
             if key != "basic" and key not in OPTIONS:
                 raise _bad(_E1_FILE, row, f"unknown option {key!r}")
@@ -398,6 +401,11 @@ def safe_private() -> Mapping[str, Mapping[tuple[int, int], SafePrivate]]:
     for a case- and padding-insensitive lookup.
     """
     data = _load(_E3_FILE)
+    if data["release"] != release():
+        raise ProfileError(
+            f"PS3.15 tables disagree: {_E3_FILE} is from {data['release']}, "
+            f"{_E1_FILE} from {release()}; {_HINT}"
+        )
     extra_keys = list(dict(data.get("extra_columns") or {}).values())
     table: dict[str, dict[tuple[int, int], SafePrivate]] = {}
     for row in data["rows"]:
@@ -449,5 +457,5 @@ def safe_private_for(creator: str, group: int, element_low: int) -> SafePrivate 
 
 def _cache_clear() -> None:
     """Forget every loaded table (for tests that swap the configs folder)."""
-    for fn in (rules, release, _index, safe_private, _safe_private_folded):
+    for fn in (_load, rules, release, _index, safe_private, _safe_private_folded):
         fn.cache_clear()

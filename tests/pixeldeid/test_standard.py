@@ -234,6 +234,26 @@ def test_missing_table_names_file_and_fix(fake_configs):
         "[]",
         '{"release": "2024c", "rows": []}',
         '{"release": "2024c", "options": [], "rows": [{"name": "x"}]}',
+        json.dumps(
+            {
+                "release": "2024c",
+                "options": list(OPTIONS),
+                "rows": [
+                    {
+                        "name": "x",
+                        "tag": "(0010,0010)",
+                        "group": 16,
+                        "element": 16,
+                        "group_mask": 65535,
+                        "element_mask": 65535,
+                        "retired": "false",
+                        "in_std_comp_iod": True,
+                        "basic": "Z",
+                        "options": {},
+                    }
+                ],
+            }
+        ),
     ],
 )
 def test_corrupt_table(fake_configs, content):
@@ -274,3 +294,13 @@ def test_import_reads_nothing():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_tables_of_different_releases_rejected(fake_configs):
+    shutil.copytree(REPO / "configs" / "ps315", fake_configs / "ps315")
+    path = fake_configs / "ps315" / "table_e3_10_1.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["release"] = "2019a"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ProfileError, match="disagree"):
+        safe_private()
