@@ -117,6 +117,8 @@ def _text(elem: ET.Element, *, skip_superscript: bool = False) -> str:
             parts.append(e.text)
         for child in e:
             walk(child)
+        if e.tag == DB + "para":
+            parts.append(" ")  # paragraphs of one cell are separate words
         if e.tail and e is not elem:
             parts.append(e.tail)
 

@@ -281,7 +281,12 @@ def test_columns_found_by_header_not_position(tmp_path):
             "X",
             **{"Retain Safe Private Option": "C"},
         ),  # fmt: skip
-        _e1_row("Overlay Data", "(60xx,3000)", "X", **{"Clean Graph. Opt.": "C"}),
+        _e1_row(
+            "Overlay Data</para><para>(see Note 7)",
+            "(60xx,3000)",
+            "X",
+            **{"Clean Graph. Opt.": "C"},
+        ),  # fmt: skip
         _e1_row(
             "Some UID",
             "(0020,000D)",
@@ -305,6 +310,7 @@ def test_columns_found_by_header_not_position(tmp_path):
     assert (curve["group"], curve["group_mask"], curve["element_mask"]) == (0x5000, 0xFF00, 0)
     assert private["kind"] == "private" and private["options"] == {"retain-safe-private": "C"}
     assert (overlay["element"], overlay["element_mask"]) == (0x3000, 0xFFFF)
+    assert (overlay["name"], overlay["note"]) == ("Overlay Data", "see Note 7")
     assert uid["basic"] == "X/Z/U*" and uid["options"] == {"retain-uids": "K"}
     (safe,) = e3["rows"]
     assert safe == {
