@@ -54,3 +54,39 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
             p.unlink()
             n += 1
     return n
+
+
+def write_exclusive(path: str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically unless another file already took the name.
+
+    Returns ``"written"``, ``"identical"`` (the name exists with the same bytes: a rerun
+    or an exact duplicate) or ``"conflict"`` (the name exists with other bytes; nothing is
+    written). The check and the creation are one atomic step (a hard link), so two
+    workers can never overwrite each other.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+            return "written"
+        except FileExistsError:
+            try:
+                same = path.stat().st_size == len(data) and path.read_bytes() == data
+            except OSError:
+                same = False
+            return "identical" if same else "conflict"
+        except OSError:  # file systems without hard links: fall back to a plain rename
+            if path.exists():
+                same = path.read_bytes() == data
+                return "identical" if same else "conflict"
+            os.replace(tmp, path)
+            return "written"
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

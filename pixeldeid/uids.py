@@ -54,6 +54,7 @@ class UIDMapper:
         self._key = bytes(key)
         self._overrides = dict(overrides or {})
         self._cache: dict[str, str] = {}
+        self._new: dict[str, str] = {}
 
     def __call__(self, uid: str) -> str:
         """Return the replacement for ``uid`` (structural UIDs are returned unchanged)."""
@@ -67,6 +68,13 @@ class UIDMapper:
                 new = uid_from_digest(hmac.new(self._key, uid.encode("ascii", "replace"),
                                                hashlib.sha256).digest())
             self._cache[uid] = new
+            if new != uid:
+                self._new[uid] = new
+        return new
+
+    def drain(self) -> dict[str, str]:
+        """Return the old -> new pairs first seen since the last call, and forget them."""
+        new, self._new = self._new, {}
         return new
 
     @property

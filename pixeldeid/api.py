@@ -1,0 +1,397 @@
+"""Public API of the DICOM header core.
+
+Examples
+--------
+>>> from pixeldeid.api import DeidConfig, Deidentifier
+>>> deid = Deidentifier(DeidConfig(profile="tcia-like", key=b"project key"))  # doctest: +SKIP
+>>> ds = deid.deidentify_dataset(pydicom.dcmread("in.dcm"))                    # doctest: +SKIP
+>>> deid.write(ds, "out/new.dcm")                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+
+from . import __version__
+from . import dates as _dates
+from .atomic import atomic_output
+from .engine import WalkContext, Walker, removed_text_values
+from .errors import DeidError, InputError
+from .profiles import Profile, load_profile
+from .pseudonyms import PseudonymMap
+from .standard import DEID_METHOD_CODES, action_for, release
+from .textclean import find_tokens, identity_tokens, words_of
+from .uids import UIDMapper
+
+logger = logging.getLogger(__name__)
+
+#: Implementation Class UID of pixeldeid (a 2.25 UID derived from the project name).
+IMPLEMENTATION_CLASS_UID = "2.25.201913775849326370402316823442906584619"
+IMPLEMENTATION_VERSION_NAME = "PIXELDEID_" + __version__.replace(".", "")[:6]
+
+MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+JPEG_TRANSFER_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
+})
+#: Header values of the patient that must not survive anywhere outside the pixel data.
+IDENTITY_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthName",
+                     "PatientMotherBirthName", "AccessionNumber", "PatientAddress",
+                     "PatientTelephoneNumbers", "MedicalRecordLocator", "OtherPatientNames")
+
+
+#: Descriptor tags cleaned by Clean Descriptors; when any is "C" the cleaning words are collected.
+CLEANED_TEXT_TAGS = (0x00081030, 0x0008103E, 0x00181030, 0x00204000, 0x00102180, 0x001021B0)
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """Clinical trial and site fields written when the user supplies them."""
+
+    site_id: str | None = None
+    site_name: str | None = None
+    sponsor: str | None = None
+    protocol_id: str | None = None
+    protocol_name: str | None = None
+    time_point_id: str | None = None
+    time_point_description: str | None = None
+
+
+@dataclass
+class DeidConfig:
+    """Settings of a header de-identification run.
+
+    Parameters
+    ----------
+    profile : str or Profile
+        A shipped profile name (``basic``, ``tcia-like``, ``limited-dataset``) or a path.
+    options : sequence of str
+        Extra PS3.15 option names (``retain-longitudinal-modified-dates`` ...).
+    key : bytes
+        The project key for UIDs, date offsets and pseudonym hashing.
+    pseudonym_prefix : str
+        Patient pseudonyms are ``PREFIX_001``... unless a subject map supplies them.
+    subject_map, uid_map : dict
+        Exact original -> new values (``--map-csv``).
+    pseudonym_db : path, optional
+        SQLite file remembering pseudonyms across batches (memory only when None).
+    date_offset_days, date_offset_seconds : int, optional
+        A fixed offset for every patient instead of the keyed per-patient one.
+    """
+
+    profile: str | Profile = "basic"
+    options: tuple[str, ...] = ()
+    key: bytes = b""
+    pseudonym_prefix: str | None = None
+    subject_map: dict[str, str] = field(default_factory=dict)
+    uid_map: dict[str, str] = field(default_factory=dict)
+    pseudonym_db: str | os.PathLike | None = None
+    date_offset_days: int | None = None
+    date_offset_seconds: int | None = None
+    site: SiteInfo = field(default_factory=SiteInfo)
+    strip_jpeg_metadata: bool = True
+    residual_check: bool = True
+
+
+@dataclass
+class InstanceResult:
+    """What happened to one instance (no identity in it: new values only)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    patient_pseudonym: str
+    modality: str
+    removed_jpeg_segments: list[str] = field(default_factory=list)
+
+
+def read_dicom(path: str | os.PathLike) -> Dataset:
+    """Read a DICOM Part 10 file fully, raising :class:`InputError` with a clear reason."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", str(p)) from None
+    if size == 0:
+        raise InputError("zero-byte file", str(p))
+    try:
+        ds = pydicom.dcmread(p, force=False)
+    except InvalidDicomError:
+        raise InputError("not a DICOM Part 10 file (no DICM preamble)", str(p)) from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError(f"unreadable or truncated DICOM: {exc}".splitlines()[0], str(p)) from None
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        raise InputError("no File Meta Information / Transfer Syntax UID", str(p))
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) or str(ds.get("SOPClassUID", ""))
+    if sop_class == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise InputError("DICOMDIR (media directory) is not an instance; use --layout dicomdir "
+                         "to write a new one", str(p))
+    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+        raise InputError("missing SOP Class UID or SOP Instance UID", str(p))
+    _check_complete(ds, p)
+    return ds
+
+
+def _check_complete(ds: Dataset, path: Path) -> None:
+    """Detect truncated files: every raw value must have its declared length."""
+    for elem in ds._dict.values():
+        length = getattr(elem, "length", None)
+        value = getattr(elem, "value", None)
+        if (length is not None and length != 0xFFFFFFFF and isinstance(value, bytes)
+                and len(value) < length):
+            raise InputError(f"truncated: element {elem.tag} has {len(value)} of {length} bytes",
+                             str(path))
+    if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
+        ts = UID(ds.file_meta.TransferSyntaxUID)
+        raw = ds._dict[pydicom.tag.Tag(0x7FE00010)]
+        if not ts.is_compressed and getattr(raw, "length", 0xFFFFFFFF) != 0xFFFFFFFF:
+            try:
+                rows, cols = int(ds.Rows), int(ds.Columns)
+                spp, bits = int(ds.get("SamplesPerPixel", 1)), int(ds.get("BitsAllocated", 16))
+                frames = int(ds.get("NumberOfFrames", 1) or 1)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"invalid image attributes: {exc}", str(path)) from None
+            expected = rows * cols * spp * frames * bits // 8
+            value = raw.value if raw.value is not None else b""
+            if len(value) < expected:
+                raise InputError(f"truncated pixel data: {len(value)} of {expected} bytes", str(path))
+
+
+class Deidentifier:
+    """Apply a profile to datasets with consistent UIDs, dates and pseudonyms."""
+
+    def __init__(self, config: DeidConfig) -> None:
+        if not config.key:
+            raise DeidError("a project key is required (--key-file)")
+        self.config = config
+        profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
+        self.profile = profile.with_options(config.options)
+        self.options = self.profile.options
+        self.uids = UIDMapper(config.key, config.uid_map)
+        prefix = config.pseudonym_prefix or self.profile.pseudonym_prefix or "SUBJ"
+        self.pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
+        self._allow = frozenset((a.creator.upper(), a.group, a.element)
+                                for a in self.profile.private_allowlist)
+        self._offsets: dict[str, _dates.DateOffset] = {}
+
+    # -- per instance ----------------------------------------------------------------
+    def offset_for(self, patient_id: str) -> _dates.DateOffset:
+        off = self._offsets.get(patient_id)
+        if off is None:
+            off = _dates.offset_for(self.config.key, patient_id, days=self.config.date_offset_days,
+                                    seconds=self.config.date_offset_seconds)
+            self._offsets[patient_id] = off
+        return off
+
+    def identity_values(self, ds: Dataset) -> list[str]:
+        """The patient's identifying values of ``ds`` (for cleaning and residual checks)."""
+        vals: list[str] = []
+        for kw in IDENTITY_KEYWORDS:
+            if kw in ds:
+                v = ds.data_element(kw).value
+                if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+                    vals.extend(str(x) for x in v)
+                elif isinstance(v, Sequence):
+                    continue
+                elif v:
+                    vals.append(str(v))
+        bd = str(ds.get("PatientBirthDate", "") or "")
+        if len(bd) == 8 and bd.isdigit():
+            vals += [bd, f"{bd[4:6]}/{bd[6:8]}/{bd[:4]}", f"{bd[:4]}-{bd[4:6]}-{bd[6:8]}"]
+        return vals
+
+    def deidentify_dataset(self, ds: Dataset, source: str | None = None) -> Dataset:
+        """De-identify ``ds`` in place and return it.
+
+        Raises
+        ------
+        DeidError
+            When a value that must be transformed is invalid for its VR, or identity is
+            still present after de-identification (the caller quarantines the file).
+        """
+        try:
+            return self._deidentify(ds)
+        except DeidError as exc:
+            if source and not exc.path:
+                raise type(exc)(exc.reason, source) from None
+            raise
+
+    def _deidentify(self, ds: Dataset) -> Dataset:
+        opts = self.options
+        original_pid = str(ds.get("PatientID", "") or "").strip()
+        if not original_pid:
+            original_pid = "NAME:" + str(ds.get("PatientName", "") or "") + ":" + str(
+                ds.get("PatientBirthDate", "") or "")
+        pseudonym = self.pseudonyms(original_pid)
+        offset = self.offset_for(original_pid)
+        id_values = self.identity_values(ds)
+        tokens = identity_tokens(id_values)
+        clean_tokens = tokens
+        if any(action_for(t, opts) == "C" for t in CLEANED_TEXT_TAGS) or \
+                "clean-structured-content" in opts or "clean-graphics" in opts:
+            words = words_of(removed_text_values(ds, opts)) - {pseudonym}
+            clean_tokens = sorted(set(tokens) | words, key=len, reverse=True)
+        sop_class = str(ds.SOPClassUID)
+
+        age = self._age(ds)
+        had_overlay = {t >> 16 for t in ds._dict if (t >> 16) & 0xFF01 == 0x6000 and t & 0xFFFF == 0x3000}
+
+        ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=self.uids,
+                          offset=offset, tokens=clean_tokens, private_allow=self._allow)
+        Walker(ctx).walk(ds)
+
+        # Overlay planes whose data was removed are removed whole (no dangling planes).
+        for g in had_overlay:
+            if (g << 16 | 0x3000) not in ds._dict:
+                for t in [t for t in ds._dict if t >> 16 == g]:
+                    del ds[t]
+
+        # Conditional companions of attributes the profile emptied (PS3.3 Patient Module).
+        if not ds.get("ResponsiblePerson") and "ResponsiblePersonRole" in ds:
+            del ds.ResponsiblePersonRole
+        ds.PatientID = pseudonym
+        ds.PatientName = pseudonym
+        if age is not None:
+            ds.PatientAge = age
+        self._record(ds)
+        self._site(ds, pseudonym)
+        ds.file_meta = self._file_meta(ds)
+        ds.preamble = b"\x00" * 128
+        self._last_tokens = [t for t in tokens if t != pseudonym and pseudonym not in t]
+        return ds
+
+    def _age(self, ds: Dataset) -> str | None:
+        if "retain-patient-characteristics" not in self.options:
+            return None
+        age = str(ds.get("PatientAge", "") or "").strip()
+        if not age:
+            at = str(ds.get("StudyDate", "") or ds.get("SeriesDate", "") or "")
+            birth = str(ds.get("PatientBirthDate", "") or "")
+            age = _dates.age_string(birth, at) or ""
+        return _dates.clip_age(age) if age else None
+
+    def _record(self, ds: Dataset) -> None:
+        opts = sorted(self.options)
+        ds.PatientIdentityRemoved = "YES"
+        methods = [f"pixeldeid {__version__}", f"DICOM PS3.15 {release()} Basic Profile"]
+        methods += opts
+        old = ds.get("DeidentificationMethod")
+        if old:
+            prev = [str(v) for v in (old if not isinstance(old, str) else [old])]
+            methods = prev + [m for m in methods if m not in prev]
+        ds.DeidentificationMethod = [m[:64] for m in methods]
+        self.add_method_code(ds, "basic")
+        for o in opts:
+            self.add_method_code(ds, o)
+        if "retain-longitudinal-full-dates" in self.options:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        elif "retain-longitudinal-modified-dates" in self.options:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+    @staticmethod
+    def add_method_code(ds: Dataset, name: str) -> None:
+        """Add the CID 7050 code of ``name`` to De-identification Method Code Sequence."""
+        value, meaning = DEID_METHOD_CODES[name]
+        seq = ds.get("DeidentificationMethodCodeSequence")
+        if seq is None:
+            ds.DeidentificationMethodCodeSequence = Sequence()
+            seq = ds.DeidentificationMethodCodeSequence
+        if any(str(it.get("CodeValue", "")) == value for it in seq):
+            return
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        seq.append(item)
+
+    def _site(self, ds: Dataset, pseudonym: str) -> None:
+        s = self.config.site
+        if s.site_name:
+            ds.InstitutionName = s.site_name[:64]
+        pairs = [("ClinicalTrialSponsorName", s.sponsor), ("ClinicalTrialProtocolID", s.protocol_id),
+                 ("ClinicalTrialProtocolName", s.protocol_name), ("ClinicalTrialSiteID", s.site_id),
+                 ("ClinicalTrialSiteName", s.site_name),
+                 ("ClinicalTrialTimePointID", s.time_point_id),
+                 ("ClinicalTrialTimePointDescription", s.time_point_description)]
+        if any(v for _, v in pairs):
+            for kw, v in pairs:
+                if v:
+                    setattr(ds, kw, v[:64])
+            for kw in ("ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialSiteID",
+                       "ClinicalTrialSiteName"):
+                if kw not in ds:
+                    setattr(ds, kw, "")  # Type 2 in the Clinical Trial Subject Module
+            ds.ClinicalTrialSubjectID = pseudonym
+
+    def _file_meta(self, ds: Dataset) -> FileMetaDataset:
+        old = getattr(ds, "file_meta", None)
+        ts = old.TransferSyntaxUID if old is not None and "TransferSyntaxUID" in old else None
+        meta = FileMetaDataset()
+        meta.FileMetaInformationVersion = b"\x00\x01"
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ts or pydicom.uid.ExplicitVRLittleEndian
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        return meta
+
+    # -- encoding --------------------------------------------------------------------
+    def encode(self, ds: Dataset, source: str | None = None) -> tuple[bytes, list[str]]:
+        """Serialize a de-identified dataset; strip JPEG metadata; check for residual identity.
+
+        Returns the file bytes and the names of removed JPEG segments.
+        """
+        removed: list[str] = []
+        ts = str(ds.file_meta.TransferSyntaxUID)
+        if self.config.strip_jpeg_metadata and ts in JPEG_TRANSFER_SYNTAXES and "PixelData" in ds:
+            from .jpegmarkers import strip_encapsulated
+
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            try:
+                new, removed = strip_encapsulated(ds.PixelData, frames)
+            except DeidError as exc:
+                raise DeidError(f"pixel data: {exc.reason}", source) from None
+            if removed:
+                ds.PixelData = new
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        data = buf.getvalue()
+        if self.config.residual_check:
+            self._residual(data, source)
+        return data, removed
+
+    def _residual(self, data: bytes, source: str | None) -> None:
+        tokens = [t for t in getattr(self, "_last_tokens", []) if len(t) >= 3]
+        if not tokens:
+            return
+        pix = data.rfind(b"\xe0\x7f\x10\x00")
+        header = data[:pix] if pix > 0 else data
+        hits = find_tokens(header, tokens)
+        if hits and action_for(0x00100010, self.options) != "K":
+            raise DeidError(f"identity still present after de-identification "
+                            f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
+
+    def write(self, ds: Dataset, path: str | os.PathLike, source: str | None = None) -> InstanceResult:
+        """Encode ``ds`` and write it atomically to ``path``."""
+        data, removed = self.encode(ds, source)
+        with atomic_output(path) as fh:
+            fh.write(data)
+        return InstanceResult(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(ds.PatientID),
+                              str(ds.get("Modality", "")), removed)
+
+    def close(self) -> None:
+        self.pseudonyms.close()

@@ -1,0 +1,343 @@
+"""Batch de-identification of DICOM files: inputs, workers, ledger, quarantine, summary.
+
+A rerun over the same output folder skips files already finished (recorded in the
+ledger ``OUT/.pixeldeid/ledger.sqlite``, keyed by a keyed hash of the input path, so the
+ledger carries no input names) and never leaves partial files: each output is written to
+a temporary name and linked into place in one step.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import sqlite3
+import stat
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .api import DeidConfig, Deidentifier, read_dicom
+from .atomic import atomic_output, remove_stale_temporaries, write_exclusive
+from .errors import DeidError, InputError
+from .quarantine import QUARANTINE_DIRNAME, quarantine
+
+logger = logging.getLogger(__name__)
+
+STATE_DIRNAME = ".pixeldeid"
+LAYOUTS = ("flat", "hierarchy", "dicomdir")
+
+
+@dataclass
+class FileOutcome:
+    """Result of one input file (``status``: written, identical, skipped, quarantined)."""
+
+    source: str
+    status: str
+    output: str | None = None
+    reason: str = ""
+    sop_instance_uid: str = ""
+    mapping: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class BatchSummary:
+    """Counts and the quarantine list of a batch."""
+
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    input_errors: list[FileOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.all)
+
+    @property
+    def all(self) -> list[FileOutcome]:
+        return self.outcomes + self.input_errors
+
+    @property
+    def quarantined(self) -> list[FileOutcome]:
+        return [o for o in self.all if o.status == "quarantined"]
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.quarantined else 0
+
+    def line(self, out_dir: str | os.PathLike) -> str:
+        return (f"{len(self.all)} input(s): {self.count('written')} written, "
+                f"{self.count('identical') + self.count('skipped')} already done, "
+                f"{len(self.quarantined)} quarantined -> {out_dir}")
+
+
+# -- inputs -------------------------------------------------------------------------
+def iter_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, str | None]]:
+    """Yield (file, None) for each input file, or (path, reason) for what cannot be read.
+
+    Directories are walked without following symbolic links to directories (no loops);
+    hidden state folders of pixeldeid are skipped. Files are yielded in sorted order.
+    """
+    for src in sources:
+        p = Path(src)
+        try:
+            st = p.stat()
+        except OSError as exc:
+            yield p, f"cannot read: {exc.strerror}"
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield p, None
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            yield p, "not a regular file or directory"
+            continue
+        errors: list[OSError] = []
+        for root, dirs, files in os.walk(p, onerror=errors.append, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if d not in (STATE_DIRNAME, QUARANTINE_DIRNAME))
+            for name in sorted(files):
+                f = Path(root) / name
+                if f.is_symlink() and not f.exists():
+                    yield f, "dangling symbolic link"
+                elif f.is_file():
+                    yield f, None
+            while errors:
+                e = errors.pop(0)
+                yield Path(e.filename or p), f"unreadable directory: {e.strerror}"
+
+
+# -- key and ledger ---------------------------------------------------------------------
+def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> bytes:
+    """Read the project key, or create one in ``OUT/.pixeldeid/key`` (mode 0600)."""
+    if key_file:
+        try:
+            key = Path(key_file).read_bytes().strip()
+        except OSError as exc:
+            raise DeidError(f"cannot read key file: {exc.strerror}", str(key_file)) from None
+        if len(key) < 16:
+            raise DeidError("project key must be at least 16 bytes", str(key_file))
+        return key
+    kp = out_dir / STATE_DIRNAME / "key"
+    if kp.exists():
+        return kp.read_bytes().strip()
+    kp.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    with atomic_output(kp) as fh:
+        fh.write(key + b"\n")
+    os.chmod(kp, 0o600)
+    logger.warning("no --key-file given: created a new project key in %s; keep it (and keep it "
+                   "secret) to give the same patients the same UIDs and pseudonyms later", kp)
+    return key
+
+
+class Ledger:
+    """SQLite record of finished inputs (hashed source path, size and mtime, output)."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._key = key
+        self._con = sqlite3.connect(path, timeout=60)
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("CREATE TABLE IF NOT EXISTS files (src TEXT PRIMARY KEY, sig TEXT, "
+                          "status TEXT, output TEXT, sop TEXT, reason TEXT)")
+
+    def src_key(self, path: Path) -> str:
+        return hmac.new(self._key, str(path.resolve()).encode("utf-8", "surrogateescape"),
+                        hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def signature(path: Path) -> str:
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    def finished(self, path: Path, out_dir: Path) -> str | None:
+        """The output of ``path`` if it was finished before and is still there."""
+        row = self._con.execute("SELECT sig, status, output FROM files WHERE src=?",
+                                (self.src_key(path),)).fetchone()
+        if not row or row[1] not in ("written", "identical"):
+            return None
+        try:
+            if row[0] != self.signature(path):
+                return None
+        except OSError:
+            return None
+        return row[2] if row[2] and (out_dir / row[2]).exists() else None
+
+    def record(self, o: FileOutcome) -> None:
+        p = Path(o.source)
+        try:
+            sig = self.signature(p)
+        except OSError:
+            sig = ""
+        self._con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                          (self.src_key(p), sig, o.status, o.output, o.sop_instance_uid, o.reason))
+
+    def commit(self) -> None:
+        self._con.commit()
+
+    def close(self) -> None:
+        self._con.commit()
+        self._con.close()
+
+
+# -- worker -----------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(config: DeidConfig, out_dir: str, layout: str, want_map: bool) -> None:
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    _WORKER.clear()
+    _WORKER.update(deid=Deidentifier(config), out=Path(out_dir), layout=layout, want_map=want_map)
+
+
+def _output_rel(ds, layout: str) -> str:
+    if layout == "hierarchy":
+        from .layout import hierarchy_path
+
+        return str(hierarchy_path(ds))
+    if layout == "dicomdir":
+        return f"{STATE_DIRNAME}/staging/{ds.SOPInstanceUID}.dcm"
+    return f"{ds.SOPInstanceUID}.dcm"
+
+
+def process_file(path: str) -> FileOutcome:
+    """De-identify one file into the output folder (runs in a worker)."""
+    deid: Deidentifier = _WORKER["deid"]
+    out: Path = _WORKER["out"]
+    try:
+        ds = read_dicom(path)
+        original = {"patient": str(ds.get("PatientID", "") or "")}
+        deid.deidentify_dataset(ds, source=path)
+        data, _removed = deid.encode(ds, source=path)
+        rel = _output_rel(ds, _WORKER["layout"])
+        status = write_exclusive(out / rel, data)
+        sop = str(ds.SOPInstanceUID)
+        if status == "conflict":
+            raise InputError("duplicate SOP Instance UID: another input already produced this "
+                             "instance with different content", path)
+        mapping: dict[str, dict[str, str]] = {}
+        if _WORKER["want_map"]:
+            mapping = {"patient": {original["patient"]: str(ds.PatientID)},
+                       "uid": deid.uids.drain()}
+        return FileOutcome(path, status, rel, sop_instance_uid=sop, mapping=mapping)
+    except DeidError as exc:
+        return FileOutcome(path, "quarantined", reason=exc.reason)
+    except MemoryError:
+        return FileOutcome(path, "quarantined", reason="out of memory while reading")
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+        logger.debug("unexpected error on %s", path, exc_info=True)
+        return FileOutcome(path, "quarantined", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+# -- batch ----------------------------------------------------------------------------
+def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+              config: DeidConfig, *, layout: str = "flat", jobs: int = 1,
+              export_map: str | os.PathLike | None = None, progress: bool | None = None,
+              ) -> BatchSummary:
+    """De-identify every DICOM file under ``sources`` into ``out_dir``.
+
+    Bad inputs are quarantined with a reason and the batch goes on. Returns a summary
+    whose ``exit_status`` is 0 when every input was cleaned and 1 otherwise.
+    """
+    from tqdm import tqdm
+
+    if layout not in LAYOUTS:
+        raise DeidError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    out_resolved = out.resolve()
+    remove_stale_temporaries(out)
+    state = out / STATE_DIRNAME
+    if config.pseudonym_db is None:
+        config.pseudonym_db = state / "subjects.sqlite"
+    ledger = Ledger(state / "ledger.sqlite", config.key)
+    summary = BatchSummary()
+    todo: list[str] = []
+    for path, reason in iter_inputs(sources):
+        try:
+            if path.resolve().is_relative_to(out_resolved):
+                continue  # never read our own outputs
+        except OSError:
+            pass
+        if reason:
+            rec = quarantine(path, out, reason, stage="header")
+            summary.input_errors.append(FileOutcome(str(path), "quarantined", reason=rec.reason))
+            continue
+        done = ledger.finished(path, out)
+        if done:
+            summary.outcomes.append(FileOutcome(str(path), "skipped", done))
+            continue
+        todo.append(str(path))
+
+    want_map = export_map is not None
+    bar = tqdm(total=len(todo), unit="file", desc="dicom", leave=False,
+               disable=None if progress is None else not progress)
+    try:
+        for outcome in _execute(todo, config, out, layout, jobs, want_map):
+            if outcome.status == "quarantined":
+                rec = quarantine(outcome.source, out, outcome.reason, stage="header")
+                outcome.reason = rec.reason
+            summary.outcomes.append(outcome)
+            ledger.record(outcome)
+            bar.update()
+            if len(summary.outcomes) % 200 == 0:
+                ledger.commit()
+    finally:
+        bar.close()
+        ledger.close()
+
+    if layout == "dicomdir":
+        _finish_dicomdir(out, summary)
+    if want_map:
+        _export_map(Path(export_map), summary)
+    return summary
+
+
+def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: int,
+             want_map: bool) -> Iterator[FileOutcome]:
+    if jobs <= 1 or len(todo) < 2:
+        _init_worker(config, str(out), layout, want_map)
+        try:
+            for p in todo:
+                yield process_file(p)
+        finally:
+            _WORKER["deid"].close()
+        return
+    chunk = max(1, min(32, len(todo) // (jobs * 8) or 1))
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                             initargs=(config, str(out), layout, want_map)) as pool:
+        yield from pool.map(process_file, todo, chunksize=chunk)
+
+
+def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
+    from .layout import DicomdirLayout
+
+    staging = out / STATE_DIRNAME / "staging"
+    if not staging.is_dir():
+        return
+    lay = DicomdirLayout(out)
+    for f in sorted(staging.glob("*.dcm")):
+        lay.add(f)
+    lay.close()
+
+
+def _export_map(path: Path, summary: BatchSummary) -> None:
+    rows: dict[tuple[str, str], str] = {}
+    for o in summary.outcomes:
+        for kind, pairs in o.mapping.items():
+            for old, new in pairs.items():
+                if old and old != new:
+                    rows[(kind, old)] = new
+    with atomic_output(path) as fh:
+        text = _csv_text([("id_old", "id_new", "kind")] +
+                         [(old, new, kind) for (kind, old), new in sorted(rows.items())])
+        fh.write(text.encode("utf-8"))
+    os.chmod(path, 0o600)
+
+
+def _csv_text(rows: list[tuple[str, ...]]) -> str:
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()

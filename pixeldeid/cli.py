@@ -1,0 +1,180 @@
+"""The ``pixeldeid`` command line: one command, one subcommand per kind of work.
+
+Exit status: 0 when every input was cleaned, 1 when some were quarantined or failed,
+2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import DeidError, MissingDependencyError
+
+logger = logging.getLogger("pixeldeid")
+
+DICOM_EPILOG = """\
+examples:
+  pixeldeid dicom /data/study1 -o /release/study1 --key-file project.key
+  pixeldeid dicom in/ -o out/ --profile tcia-like --layout hierarchy -j 4
+  pixeldeid dicom in/ -o out/ --option retain-longitudinal-modified-dates \\
+      --option clean-descriptors --prefix TRIAL --map-csv subjects.csv --export-map map.csv
+  pixeldeid dicom in/ -o out/ --layout dicomdir --site-id 07 --site-name "Site 07"
+
+The output folder also holds quarantine/ (inputs that could not be cleaned, with a
+.reason.txt each) and .pixeldeid/ (ledger, pseudonym map of hashed IDs and, when no
+--key-file is given, the generated project key). Release neither.
+"""
+
+#: Subcommands provided by other packages: name -> module with DESCRIPTION, EPILOG,
+#: add_arguments(parser) and run(args) -> int.
+PLUGIN_COMMANDS = {"deface": "defacing.cli", "wsi": "wsi.cli"}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_dicom(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dicom", help="de-identify DICOM headers (PS3.15 Annex E)",
+                       description="De-identify DICOM files: PS3.15 Annex E Basic Profile and "
+                                   "options, keyed UIDs, date shifting, pseudonyms.",
+                       epilog=DICOM_EPILOG, formatter_class=_Formatter)
+    p.add_argument("sources", nargs="+", metavar="SRC", help="DICOM files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--profile", default="basic",
+                   help="named profile (basic, tcia-like, limited-dataset) or a YAML file")
+    p.add_argument("--option", action="append", default=[], metavar="NAME",
+                   help="PS3.15 option to add, e.g. retain-longitudinal-modified-dates "
+                        "(repeatable; `pixeldeid profiles` lists them)")
+    p.add_argument("--key-file", metavar="F", help="project key file (>= 16 bytes)")
+    p.add_argument("--map-csv", metavar="F", help="CSV id_old,id_new of patient IDs and UIDs")
+    p.add_argument("--export-map", metavar="F", help="write the old->new mapping (for the data "
+                                                     "holder only)")
+    p.add_argument("--layout", choices=("flat", "hierarchy", "dicomdir"), default="flat")
+    p.add_argument("--prefix", metavar="P", help="pseudonym prefix (default SUBJ): P_001, P_002...")
+    p.add_argument("--subject-db", metavar="F",
+                   help="SQLite pseudonym map shared across batches (default OUT/.pixeldeid/)")
+    p.add_argument("--date-offset", type=int, metavar="DAYS",
+                   help="fixed date shift in days for every patient (default: keyed per patient)")
+    p.add_argument("--site-id", help="Clinical Trial Site ID")
+    p.add_argument("--site-name", help="site name, written to Institution Name too")
+    p.add_argument("--trial-sponsor")
+    p.add_argument("--trial-protocol-id")
+    p.add_argument("--trial-protocol-name")
+    p.add_argument("--time-point", help="Clinical Trial Time Point ID")
+    p.add_argument("--time-point-description", help="Clinical Trial Time Point Description")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="worker processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_dicom)
+
+
+def _run_dicom(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .api import DeidConfig, SiteInfo
+    from .batch import load_or_create_key, run_batch
+    from .pseudonyms import load_map_csv
+
+    out = Path(args.output)
+    key = load_or_create_key(args.key_file, out)
+    ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
+    site = SiteInfo(args.site_id, args.site_name, args.trial_sponsor, args.trial_protocol_id,
+                    args.trial_protocol_name, args.time_point, args.time_point_description)
+    config = DeidConfig(profile=args.profile, options=tuple(args.option), key=key,
+                        pseudonym_prefix=args.prefix, subject_map=ids, uid_map=uids,
+                        pseudonym_db=args.subject_db, date_offset_days=args.date_offset,
+                        date_offset_seconds=0 if args.date_offset is not None else None,
+                        site=site)
+    # Validate profile and options before touching any file (usage errors exit 2).
+    from .profiles import load_profile
+
+    load_profile(args.profile).with_options(args.option)
+    summary = run_batch(args.sources, out, config, layout=args.layout, jobs=max(1, args.jobs),
+                        export_map=args.export_map,
+                        progress=False if args.no_progress else None)
+    for o in summary.quarantined:
+        print(f"quarantined: {o.source}: {o.reason}", file=sys.stderr)
+    print(f"pixeldeid dicom: {summary.line(out)}")
+    return summary.exit_status
+
+
+def _add_profiles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profiles", help="list profiles and PS3.15 options",
+                       description="List the shipped profiles and the PS3.15 Annex E options.",
+                       epilog="example:\n  pixeldeid profiles", formatter_class=_Formatter)
+    p.set_defaults(func=_run_profiles)
+
+
+def _run_profiles(args: argparse.Namespace) -> int:
+    from .profiles import load_profile, profile_names
+    from .standard import OPTIONS, release
+
+    print(f"PS3.15 {release()} options:")
+    for o in OPTIONS:
+        print(f"  {o}")
+    print("profiles:")
+    for n in profile_names():
+        prof = load_profile(n)
+        print(f"  {n}: {', '.join(sorted(prof.options)) or '(no options)'}")
+    return 0
+
+
+def _add_plugins(sub: argparse._SubParsersAction) -> None:
+    for name, modname in PLUGIN_COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError as exc:  # a package of the distribution without its CLI yet
+            logger.debug("subcommand %s unavailable: %s", name, exc)
+            continue
+        if not hasattr(mod, "add_arguments") or not hasattr(mod, "run"):
+            continue
+        desc = getattr(mod, "DESCRIPTION", "")
+        p = sub.add_parser(name, help=desc.splitlines()[0] if desc else name, description=desc,
+                           epilog=getattr(mod, "EPILOG", None), formatter_class=_Formatter)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixeldeid", formatter_class=_Formatter,
+        description="Remove identity from medical images.",
+        epilog="Run `pixeldeid COMMAND --help` for the options and examples of each command.")
+    parser.add_argument("--version", action="version", version=f"pixeldeid {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_dicom(sub)
+    _add_profiles(sub)
+    _add_plugins(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else
+                                              logging.INFO if args.verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="pixeldeid: %(levelname)s: %(message)s")
+    logging.getLogger("pydicom").setLevel(max(level, logging.ERROR))
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (DeidError, MissingDependencyError) as exc:
+        print(f"pixeldeid: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pixeldeid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

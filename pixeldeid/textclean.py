@@ -1,0 +1,107 @@
+"""The "C" (clean) action for free text: remove identity known from the header and
+identity-shaped patterns, keep the rest (PS3.15 Clean Descriptors Option)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_PATTERNS = [
+    re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"),                 # 08/29/1951, 1951-08-29
+    re.compile(r"\b\d{1,2}[- ]?(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)[A-Z]*[- ]?\d{2,4}\b",
+               re.I),                                                   # 29-AUG-1951
+    re.compile(r"\b(19|20)\d{6}\b"),                                    # 19510829
+    re.compile(r"\b\d{1,2}:\d{2}(:\d{2})?\b"),                          # 10:42(:10)
+    re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),                             # e-mail
+    re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b"),                 # phone
+    re.compile(r"\b\d{5,}\b"),                                          # long digit runs (IDs)
+    re.compile(r"\b(MRN|DOB|SSN|ACC|ID)\b\s*[:#]?\s*\S+", re.I),        # labelled identifiers
+    # a capitalised word after a title or role: "Dr Lockhart", "Patient Ravenswood", "tech Smith"
+    re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Nurse|Sister|Sr|tech|technologist|Patient|Pt|"
+               r"Daughter|Son|Wife|Husband|Mother|Father)\b\.?\s+[A-Z][\w'-]+"),
+]
+
+#: Words that occur in identity fields (institution and department names, addresses)
+#: but carry no identity themselves; they are not removed from descriptors.
+STOPWORDS = frozenset("""
+the and of for with from at by to in on de la le der die das und hospital hospitals clinic
+clinics medical medicine center centre university universitat department dept radiology imaging
+ward wing unit institute health care healthcare general memorial street road lane avenue
+floor room building suite house trust foundation group service services nuclear diagnostic
+mri ct pet us xr cr dx mr nm scan scanner head chest body brain spine abdomen pelvis
+""".split())
+
+
+def identity_tokens(values: Iterable[str]) -> list[str]:
+    """Split header identity values into searchable tokens (name parts, IDs), longest first.
+
+    Person names are split on ``^``, spaces and ``=``; tokens shorter than 2 characters are
+    dropped. IDs are also given without leading zeros.
+    """
+    out: set[str] = set()
+    for v in values:
+        if not v:
+            continue
+        v = str(v).strip()
+        if not v:
+            continue
+        out.add(v)
+        for part in re.split(r"[\^=\s,]+", v):
+            part = part.strip(".")
+            if len(part) >= 2:
+                out.add(part)
+            if part.isdigit() and part.lstrip("0") and len(part.lstrip("0")) >= 3:
+                out.add(part.lstrip("0"))
+    return sorted(out, key=len, reverse=True)
+
+
+def words_of(values: Iterable[str]) -> set[str]:
+    """Identity words of free-text values: each word of 3+ characters not in :data:`STOPWORDS`."""
+    out: set[str] = set()
+    for v in values:
+        for w in re.split(r"[^\w'-]+|\^|=", str(v)):
+            w = w.strip("'-_")
+            if len(w) >= 3 and w.lower() not in STOPWORDS and not w.isdigit():
+                out.add(w)
+            for part in w.split("-"):
+                if len(part) >= 3 and part.lower() not in STOPWORDS:
+                    out.add(part)
+    return out
+
+
+def clean_text(value: str, tokens: Iterable[str]) -> str:
+    """Remove identity tokens (case-insensitive, whole words) and identity-shaped patterns.
+
+    Removed spans become ``X``-free gaps; runs of spaces are collapsed.
+    """
+    text = str(value)
+    for tok in tokens:
+        if len(tok) < 2:
+            continue
+        text = re.sub(r"(?<![A-Za-z0-9])" + re.escape(tok) + r"(?![A-Za-z0-9])", " ", text,
+                      flags=re.I)
+    for pat in _PATTERNS:
+        text = pat.sub(" ", text)
+    return re.sub(r"\s{2,}", " ", text).strip(" ,;:-_^")
+
+
+def find_tokens(data: bytes, tokens: Iterable[str]) -> list[str]:
+    """Return the tokens found in ``data`` as whole words, case-insensitive (ASCII and UTF-8)."""
+    low = data.lower()
+    hits = []
+    for tok in tokens:
+        b = tok.lower().encode("utf-8", "ignore")
+        if len(b) < 3:
+            continue
+        start = 0
+        while True:
+            i = low.find(b, start)
+            if i < 0:
+                break
+            before = low[i - 1:i] if i else b""
+            after = low[i + len(b):i + len(b) + 1]
+            if not (before.isalnum() or after.isalnum()):
+                hits.append(tok)
+                break
+            start = i + 1
+    return hits
