@@ -1,0 +1,172 @@
+"""Deface NIfTI files: read, deface, strip identifying header text, write atomically, QC."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from pixeldeid.atomic import TMP_PREFIX
+from pixeldeid.errors import InputError
+
+from .deface import DefaceResult, deface_array
+from .qc import write_qc
+from .volume import array_to_image, image_to_array, reference_image, resample_to, smooth_downsample
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """True when ``path`` is named like a NIfTI file."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: str | os.PathLike) -> str:
+    """File name without ``.nii`` / ``.nii.gz``."""
+    name = Path(path).name
+    for suf in (".nii.gz", ".nii"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def read_nifti(path: str | os.PathLike):
+    """Return ``(stored_data, affine, slope, inter, image)``; raise InputError when unreadable."""
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(f"not a NIfTI image ({type(img).__name__})", str(path))
+        data = np.asarray(img.dataobj.get_unscaled())
+        slope, inter = img.dataobj.slope, img.dataobj.inter
+    except InputError:
+        raise
+    except Exception as exc:  # nibabel raises many kinds on corrupt files
+        raise InputError(f"unreadable NIfTI: {type(exc).__name__}: {exc}", str(path)) from exc
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    return data, img.affine, slope, inter, img
+
+
+def clean_header(img) -> nib.Nifti1Header:
+    """Copy of the header with free-text fields and extensions (may embed DICOM) removed."""
+    hdr = img.header.copy()
+    hdr.extensions.clear()
+    hdr["descrip"] = b"defaced by pixeldeid"
+    hdr["aux_file"] = b""
+    if "db_name" in hdr:
+        hdr["db_name"] = b""
+    if "intent_name" in hdr:
+        hdr["intent_name"] = b""
+    return hdr
+
+
+def write_nifti_atomic(path: str | os.PathLike, data: np.ndarray, like, slope: float,
+                       inter: float) -> Path:
+    """Write ``data`` (stored units of ``like``) to ``path`` atomically, same dtype and scaling
+    meaning as the source image ``like``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hdr = clean_header(like)
+    if (slope, inter) != (1.0, 0.0):
+        values = data.astype(np.float64) * slope + inter
+    else:
+        values = data
+    cls = type(like)
+    out = cls(values, like.affine, hdr)
+    out.set_data_dtype(like.get_data_dtype())
+    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        nib.save(out, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def qc_arrays(data: np.ndarray, affine: np.ndarray, result: DefaceResult, spacing: float = 1.5):
+    """Before/after/removed/protected on an isotropic RAS grid for the QC renders."""
+    ref = data if data.ndim == 3 else data[..., 0]
+    after = result.data if result.data.ndim == 3 else result.data[..., 0]
+    sp = max(spacing, float(min(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))))
+    before_i = smooth_downsample(array_to_image(ref.astype(np.float32), affine), sp)
+    grid = before_i
+    after_i = resample_to(array_to_image(after.astype(np.float32), affine), grid,
+                          interpolator=sitk.sitkLinear)
+    masks = []
+    for m in (result.removed, result.protected):
+        mi = array_to_image(m.astype(np.uint8), affine)
+        masks.append(image_to_array(resample_to(mi, grid, interpolator=sitk.sitkNearestNeighbor,
+                                                pixel_type=sitk.sitkUInt8)) > 0)
+    flip = (slice(None, None, -1), slice(None, None, -1))  # LPS grid -> RAS array
+    return (image_to_array(before_i)[flip], image_to_array(after_i)[flip],
+            masks[0][flip], masks[1][flip])
+
+
+def surface_threshold(before: np.ndarray, modality: str, slope: float, inter: float) -> float:
+    """Stored-unit threshold separating skin from air for the surface renders."""
+    if modality == "ct":
+        return (-400.0 - inter) / slope
+    hi = float(np.percentile(before, 99.0))
+    return 0.12 * hi
+
+
+def deface_nifti(src: str | os.PathLike, dst: str | os.PathLike, *, modality: str = "auto",
+                 device: str = "cpu", qc_dir: str | os.PathLike | None = None,
+                 hint: str = "", reference: str | os.PathLike | None = None) -> DefaceResult:
+    """Deface one NIfTI file into ``dst`` (the input is never modified).
+
+    Parameters
+    ----------
+    src, dst : path
+        Input and output NIfTI (``.nii`` or ``.nii.gz``); ``dst`` is written atomically.
+    modality, device : str
+        See :func:`defacing.deface.deface_array`.
+    qc_dir : path, optional
+        Folder for ``<stem>_front.png``, ``_side.png``, ``_slices.png``, ``_metrics.json``.
+    hint : str
+        Modality hint (defaults to the BIDS suffix of the file name).
+    reference : path, optional
+        NIfTI of the same study and world frame to register instead (PET through its CT/MR).
+    """
+    data, affine, slope, inter, img = read_nifti(src)
+    if not (src_hint := hint):
+        src_hint = nifti_stem(src).rsplit("_", 1)[-1] if "_" in nifti_stem(src) else ""
+        src_hint = f"_{src_hint}" if src_hint else ""
+    ref_data = ref_aff = None
+    if reference is not None:
+        rd, ref_aff, rs, ri, _ = read_nifti(reference)
+        ref_data = rd.astype(np.float32) * rs + ri
+    result = deface_array(data, affine, modality=modality, slope=slope, inter=inter,
+                          device=device, path=str(src), hint=src_hint,
+                          reference=ref_data, reference_affine=ref_aff)
+    write_nifti_atomic(dst, result.data, img, slope, inter)
+    if qc_dir is not None:
+        before, after, removed, protected = qc_arrays(data, affine, result)
+        thr = surface_threshold(before, result.metrics["modality"], slope, inter)
+        result.metrics["source"] = Path(src).name
+        write_qc(Path(qc_dir) / nifti_stem(dst), before, after, removed, protected, thr,
+                 result.metrics)
+    return result
+
+
+__all__ = ["deface_nifti", "read_nifti", "write_nifti_atomic", "is_nifti", "nifti_stem",
+           "reference_image"]
