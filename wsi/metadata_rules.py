@@ -32,6 +32,13 @@ __all__ = [
     "serialize_xml",
     "decode_base64_text",
     "scan_needles",
+    "local_name",
+    "clean_xml_tree",
+    "TIFF_IDENTITY_TAGS",
+    "TIFF_DATE_TAGS",
+    "plan_tiff_tag_edits",
+    "large_value_needles",
+    "finalize_removed",
 ]
 
 #: Normalized names (lower case, letters and digits only, vendor prefixes stripped)
@@ -332,3 +339,136 @@ def scan_needles(values: Iterable[str | bytes], min_len: int = 5) -> list[bytes]
             if dec is not None and dec.isascii() and dec.decode("ascii").isprintable():
                 add(dec)
     return list(out)
+
+
+def local_name(tag: str) -> str:
+    """Element or attribute name without its ``{namespace}``."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def clean_xml_tree(root: ET.Element, shift_days: int | None, removed: list[str], *,
+                   keep_attrs: Iterable[str] = (), keep_text: Iterable[str] = (),
+                   drop_elements: Iterable[str] = ()) -> ET.Element:
+    """Clean every attribute and text node of an XML tree in place (fail closed).
+
+    An attribute or element text is kept when its name is in ``keep_attrs`` /
+    ``keep_text`` or on the :data:`SAFE_KEYS` allowlist; dates (by name) are shifted
+    or removed; everything else is removed and its value appended to ``removed``.
+    Elements named in ``drop_elements`` are removed with their subtree. Non-blank
+    text between elements (``tail``) is removed. Comments and processing
+    instructions are already dropped by :func:`parse_xml`.
+    """
+    keep_a = {normalize_key(k) for k in keep_attrs}
+    keep_t = {normalize_key(k) for k in keep_text}
+    drop = {normalize_key(k) for k in drop_elements}
+
+    def rule(name: str, value: str, keep: set[str]) -> str | None:
+        n = normalize_key(name)
+        if n in keep or n in SAFE_KEYS:
+            return value
+        if is_date_key(name):
+            return clean_date_value(value, shift_days)
+        return None
+
+    def walk(el: ET.Element) -> None:
+        for child in list(el):
+            if normalize_key(local_name(child.tag)) in drop:
+                removed.extend(t for t in child.itertext() if t.strip())
+                for d in child.iter():
+                    removed.extend(v for v in d.attrib.values() if v.strip())
+                if child.tail and child.tail.strip():
+                    removed.append(child.tail)
+                el.remove(child)
+                continue
+            walk(child)
+        for name, value in list(el.attrib.items()):
+            new = rule(local_name(name), value, keep_a)
+            if new is None:
+                del el.attrib[name]
+                if value.strip():
+                    removed.append(value)
+            elif new != value:
+                el.attrib[name] = new
+                removed.append(value)
+        if el.text and el.text.strip():
+            new = rule(local_name(el.tag), el.text, keep_t)
+            if new is None:
+                removed.append(el.text)
+                el.text = None
+            elif new != el.text:
+                removed.append(el.text)
+                el.text = new
+        if el.tail and el.tail.strip():
+            removed.append(el.tail)
+            el.tail = None
+
+    walk(root)
+    return root
+
+
+#: TIFF tags that name people, machines or files: blanked wherever they occur.
+TIFF_IDENTITY_TAGS: dict[int, str] = {
+    269: "DocumentName", 285: "PageName", 315: "Artist", 316: "HostComputer",
+    33432: "Copyright", 37510: "UserComment", 42016: "ImageUniqueID", 42033: "BodySerialNumber",
+    42037: "LensSerialNumber", 40091: "XPTitle", 40092: "XPComment", 40093: "XPAuthor",
+}
+#: TIFF date tags: shifted or blanked.
+TIFF_DATE_TAGS: dict[int, str] = {306: "DateTime", 36867: "DateTimeOriginal", 36868: "DateTimeDigitized"}
+
+
+def plan_tiff_tag_edits(ifd_tags: Iterable[tuple[int, Mapping[int, object]]],
+                        shift_days: int | None) -> tuple[list[tuple[int, int, str]], list[str]]:
+    """Plan edits of the generic identity and date tags of every IFD.
+
+    ``ifd_tags`` yields ``(ifd index, {tag code: decoded value})``. Returns the edits
+    ``(ifd, code, new ASCII value)`` (empty string = blank) and the removed values.
+    Values that are already blank are left alone.
+    """
+    edits: list[tuple[int, int, str]] = []
+    removed: list[str] = []
+    for index, tags in ifd_tags:
+        for code in sorted(tags):
+            value = tags[code]
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", errors="replace").strip("\x00")
+            if not isinstance(value, str) or not value.strip("\x00 "):
+                continue
+            if code in TIFF_IDENTITY_TAGS:
+                edits.append((index, code, ""))
+                removed.append(value)
+            elif code in TIFF_DATE_TAGS:
+                new = clean_date_value(value, shift_days)
+                if new != value:
+                    edits.append((index, code, new or ""))
+                    removed.append(value)
+    return edits, removed
+
+
+def large_value_needles(value: str, n: int = 3, width: int = 48) -> list[str]:
+    """A few slices of a long value such as a base64 image, taken from its second half.
+
+    Scanning for a whole multi-kilobyte value is wasteful; any surviving copy of it
+    contains these slices. The first half is skipped: the headers of images made by
+    the same encoder (JPEG tables) are identical and would match a replacement image.
+    """
+    v = value.strip()
+    if len(v) <= 4 * width:
+        return [v]
+    starts = sorted({len(v) * (k + n) // (2 * n) for k in range(n)})
+    return [v[s:s + width] for s in starts if s + width <= len(v)]
+
+
+def finalize_removed(values: Iterable[str], kept_text: str = "", min_len: int = 5) -> list[str]:
+    """The removed values a vendor module reports for the raw byte scan.
+
+    Applies :func:`scan_needles` (split quoted arrays, add decoded base64, drop
+    values shorter than ``min_len``: a 4-byte value would match by chance about once
+    per gigabyte of image data) and drops values that occur in ``kept_text`` (the
+    cleaned, allowlisted metadata: a removed "3.0" equal to a kept version is no leak).
+    """
+    out = []
+    for b in scan_needles(values, min_len=min_len):
+        v = b.decode("utf-8", errors="replace")
+        if v not in kept_text:
+            out.append(v)
+    return out

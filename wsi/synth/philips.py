@@ -181,6 +181,8 @@ def make_philips(path: str | os.PathLike, *, width: int = 1024, height: int = 76
     out = dict(planted)
     out["barcode_b64"] = base64.b64encode(planted["barcode"].encode()).decode("ascii")
     if xml_images:
-        out["label_b64"] = base64.b64encode(label_jpeg).decode("ascii")[200:260]
-        out["macro_b64"] = base64.b64encode(macro_jpeg).decode("ascii")[200:260]
+        # slices from the entropy-coded middle (JPEG headers are shared by any encoder run)
+        lb, mb = (base64.b64encode(b).decode("ascii") for b in (label_jpeg, macro_jpeg))
+        out["label_b64"] = lb[len(lb) // 2:len(lb) // 2 + 60]
+        out["macro_b64"] = mb[len(mb) // 2:len(mb) // 2 + 60]
     return out

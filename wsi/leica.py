@@ -1,0 +1,169 @@
+"""Leica SCN de-identification (openslide vendor ``leica``).
+
+Identity lives in the IFD 0 ImageDescription XML (default namespace
+``http://www.leica-microsystems.com/scn/2010/10/01``): the collection
+``barcode`` (base64, decoded by openslide), collection and image ``name`` /
+``uuid``, ``creationDate``, device serial numbers, users; and in the macro
+image, an ``image`` whose ``view`` covers the whole collection at offset 0,
+stored in its own IFDs.
+
+The XML is cleaned by allowlist (sizes, offsets, IFD numbers, objective,
+aperture, illumination, device model/version), dates shifted or removed. The
+macro ``image`` element is dropped and its IFDs unlinked; the ``ifd``
+attributes of the remaining dimensions are renumbered to the shorter chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pixeldeid.errors import DeidError, InputError
+
+from . import metadata_rules as mr
+from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import SlideOptions, VendorReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LEICA_XMLNS", "LEICA_KEEP", "clean_leica_xml", "deidentify"]
+
+LEICA_XMLNS = "http://www.leica-microsystems.com/scn/2010/10/01"
+_NS = {"d": LEICA_XMLNS}
+#: attribute and element names kept besides the shared allowlist
+LEICA_KEEP: frozenset[str] = frozenset({
+    "sizeX", "sizeY", "sizeZ", "offsetX", "offsetY", "spacingZ", "ifd", "z", "c", "r",
+    "model", "version", "objective", "numericalAperture", "illuminationSource",
+    "channel", "wavelength",
+})
+
+
+def _macro_images(collection: ET.Element) -> list[ET.Element]:
+    cx, cy = collection.get("sizeX"), collection.get("sizeY")
+    out = []
+    for image in collection.findall("d:image", _NS):
+        view = image.find("d:view", _NS)
+        if view is None:
+            continue
+        if (view.get("offsetX") == "0" and view.get("offsetY") == "0"
+                and view.get("sizeX") == cx and view.get("sizeY") == cy):
+            out.append(image)
+    return out
+
+
+def clean_leica_xml(text: str, shift_days: int | None, *, remove_macro: bool = True
+                    ) -> tuple[str, list[str], list[int]]:
+    """Clean a Leica SCN XML description.
+
+    Returns the cleaned XML (IFD numbers not yet renumbered), the removed values and
+    the IFD numbers of the dropped macro image(s).
+
+    Raises
+    ------
+    InputError
+        Malformed XML or not an SCN document.
+    """
+    try:
+        doc, tail = mr.split_xml_tail(text)
+        root = mr.parse_xml(doc)
+    except ValueError as exc:
+        raise InputError(f"Leica XML: {exc}") from exc
+    if root.tag != f"{{{LEICA_XMLNS}}}scn":
+        raise InputError("ImageDescription is not a Leica scn document")
+    collection = root.find("d:collection", _NS)
+    if collection is None:
+        raise InputError("Leica XML has no collection")
+    removed: list[str] = []
+    if tail.strip("\x00 \r\n\t"):
+        removed.append(tail.strip("\x00 \r\n\t"))
+    macro_ifds: list[int] = []
+    if remove_macro:
+        for image in _macro_images(collection):
+            for dim in image.iter(f"{{{LEICA_XMLNS}}}dimension"):
+                try:
+                    macro_ifds.append(int(dim.get("ifd", "")))
+                except ValueError as exc:
+                    raise InputError(f"Leica XML: bad ifd attribute {dim.get('ifd')!r}") from exc
+            # record what the rules would not keep (dates included), then drop it all
+            mr.clean_xml_tree(image, None, removed, keep_attrs=LEICA_KEEP, keep_text=LEICA_KEEP)
+            collection.remove(image)
+    # barcode: the element is dropped, its base64 and decoded forms recorded
+    for bc in collection.findall("d:barcode", _NS):
+        if bc.text and bc.text.strip():
+            removed.append(bc.text.strip())
+            dec = mr.decode_base64_text(bc.text)
+            if dec is not None:
+                removed.append(dec.decode("utf-8", errors="replace"))
+        collection.remove(bc)
+    mr.clean_xml_tree(root, shift_days, removed, keep_attrs=LEICA_KEEP, keep_text=LEICA_KEEP)
+    out = mr.serialize_xml(root, '<?xml version="1.0" encoding="utf-8"?>',
+                           default_namespace=LEICA_XMLNS)
+    return out, removed, sorted(set(macro_ifds))
+
+
+def _renumber(xml: str, dropped: list[int]) -> str:
+    """Rewrite ``ifd="N"`` attributes after IFDs ``dropped`` left the chain."""
+    root = mr.parse_xml(xml)
+    for dim in root.iter(f"{{{LEICA_XMLNS}}}dimension"):
+        n = int(dim.get("ifd", "0"))
+        dim.set("ifd", str(n - sum(d < n for d in dropped)))
+    return mr.serialize_xml(root, '<?xml version="1.0" encoding="utf-8"?>',
+                            default_namespace=LEICA_XMLNS)
+
+
+def deidentify(path: Path, options: SlideOptions) -> VendorReport:
+    """Edit a Leica SCN in place: macro image, XML metadata, generic TIFF tags.
+
+    Raises
+    ------
+    InputError
+        Not a Leica SCN, malformed XML, or the macro shares IFD 0 with the XML.
+    DeidError
+        A region redaction was asked (not supported for Leica yet).
+    """
+    from .api import VendorReport
+
+    if options.redact_regions:
+        raise DeidError("region redaction is not implemented for Leica SCN", str(path))
+    report = VendorReport()
+    with TiffEditor(path, "r+") as ed:
+        desc = ed.ifds[0].description
+        if not desc or LEICA_XMLNS not in desc:
+            raise InputError("not a Leica SCN (no scn XML in IFD 0)", str(path))
+        remove_macro = options.macro != "keep" or options.label != "keep"
+        xml, removed, macro_ifds = clean_leica_xml(desc, options.date_offset,
+                                                   remove_macro=remove_macro)
+        n_ifds = len(ed.ifds)
+        if 0 in macro_ifds:
+            raise InputError("the macro image is stored in IFD 0 with the XML; cannot remove it",
+                             str(path))
+        bad = [i for i in macro_ifds if i >= n_ifds]
+        if bad:
+            raise InputError(f"Leica XML names IFDs {bad} beyond the {n_ifds} in the file", str(path))
+        for index in sorted(macro_ifds, reverse=True):
+            n = ed.unlink_ifd(index)
+            report.actions.append(f"unlinked macro IFD {index} ({n} bytes zeroed)")
+        if macro_ifds:
+            xml = _renumber(xml, macro_ifds)
+        report.macro = "removed" if macro_ifds else ("kept" if not remove_macro else "absent")
+        report.label = report.macro
+        if options.label == "replace":
+            report.actions.append("label replacement: Leica has no separate label image; removed")
+        ed.set_ascii(0, IMAGE_DESCRIPTION, xml)
+        report.actions.append(f"cleaned XML ({len(desc)} -> {len(xml)} characters)")
+        for d in ed.ifds[1:]:
+            dd = d.description
+            if dd:
+                removed.append(dd)
+                ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
+        edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()})
+                                             for d in ed.ifds), options.date_offset)
+        for index, code, new in edits:
+            ed.set_ascii(index, code, new)
+        removed += rem
+    report.removed_values = mr.finalize_removed(removed, xml)
+    return report

@@ -1,0 +1,186 @@
+"""Ventana BIF de-identification (openslide vendor ``ventana``).
+
+Identity lives in the XMP packet (tag 700) of IFD 0, an ``iScan`` element whose
+attributes include BaseName, UnitNumber, UserName, Barcode1D, Barcode2D,
+BuildDate, SlideAnnotation...; in the ``Label Image`` / ``Label_Image`` IFD, which
+openslide shows as the *macro* (a photo of the whole slide, label included);
+and in the generic TIFF tags. The level-0 ``EncodeInfo`` XMP carries tile
+geometry only, and is cleaned with the same fail-closed rules.
+
+The iScan attributes are filtered by an allowlist (magnification, scan
+resolution, Z-layers, scanner model...), dates shifted or removed. The label
+image IFD is unlinked; when it is IFD 0 (the usual layout: it carries the XMP
+openslide detects the format by) it stays in the chain but its description is
+changed so openslide no longer lists it and its pixels are replaced by a blank
+image encoded with the same compression.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pixeldeid.errors import DeidError, InputError
+
+from . import metadata_rules as mr
+from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import SlideOptions, VendorReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ISCAN_KEEP", "ENCODE_INFO_KEEP", "MACRO_DESCRIPTIONS", "clean_xmp", "deidentify",
+           "blank_segment"]
+
+XMP = 700
+MACRO_DESCRIPTIONS = ("Label Image", "Label_Image")
+#: description given to a blanked label IFD that must stay in the chain
+BLANKED_DESCRIPTION = "Blank"
+#: iScan attributes kept besides the shared allowlist
+ISCAN_KEEP: frozenset[str] = frozenset({
+    "Magnification", "ScanRes", "Z-layers", "Z-spacing", "ScannerModel", "BuildVersion",
+    "ScanMode", "FocusMode", "CameraType", "Left", "Top", "Right", "Bottom", "FocusQuality",
+    "ScanWhitePoint", "ScanWhitePointX", "ScanWhitePointY",
+})
+#: EncodeInfo attributes (tile geometry openslide reads)
+ENCODE_INFO_KEEP: frozenset[str] = frozenset({
+    "Ver", "AOIScanned", "AOIIndex", "Width", "Height", "NumRows", "NumCols", "Pos-X",
+    "Pos-Y", "Direction", "Tile1", "Tile2", "OverlapX", "OverlapY", "Confidence", "OriginX",
+    "OriginY", "Flag", "XY", "Z", "Left", "Top", "Right", "Bottom",
+})
+
+
+def clean_xmp(raw: bytes, shift_days: int | None) -> tuple[bytes, list[str]]:
+    """Clean one Ventana XMP packet (iScan or EncodeInfo); return new bytes and removed values.
+
+    Raises
+    ------
+    InputError
+        When the packet is not well-formed XML.
+    """
+    text = raw.rstrip(b"\x00").decode("utf-8", errors="strict")
+    try:
+        doc, tail = mr.split_xml_tail(text)
+        root = mr.parse_xml(doc)
+    except ValueError as exc:
+        raise InputError(f"Ventana XMP: {exc}") from exc
+    removed: list[str] = []
+    if tail.strip("\x00 \r\n\t"):
+        removed.append(tail.strip("\x00 \r\n\t"))
+    keep = ISCAN_KEEP | ENCODE_INFO_KEEP
+    mr.clean_xml_tree(root, shift_days, removed, keep_attrs=keep, keep_text=())
+    decl = mr.xml_declaration(text) or '<?xml version="1.0" encoding="utf-8"?>'
+    out = mr.serialize_xml(root, decl).replace("\n", "", 1)
+    return out.encode("utf-8"), removed
+
+
+def blank_segment(ed: TiffEditor, ifd: int, index: int) -> int:
+    """Replace strip/tile ``index`` of ``ifd`` by a blank (white) one, same compression.
+
+    Returns the new segment size. Raises ``DeidError`` for a compression it cannot write.
+    """
+    import imagecodecs
+
+    d = ed.ifd(ifd)
+    h, w = d.shape
+    spp = int(d.first(277, 1))
+    if d.is_tiled:
+        th, tw = int(d.first(323)), int(d.first(322))
+    else:
+        rps = int(d.first(278, h))
+        th, tw = min(rps, h - index * rps), w
+    img = np.full((th, tw, spp) if spp > 1 else (th, tw), 255, np.uint8)
+    comp = int(d.first(259, 1))
+    if comp == 1:
+        data = img.tobytes()
+    elif comp in (6, 7):
+        data = imagecodecs.jpeg_encode(img, level=90)
+    elif comp == 5:
+        data = imagecodecs.lzw_encode(img.tobytes())
+    elif comp in (8, 32946):
+        data = imagecodecs.zlib_encode(img.tobytes())
+    elif comp in (33003, 33005, 34712):
+        data = imagecodecs.jpeg2k_encode(img, level=80)
+    else:
+        raise DeidError(f"cannot write a blank image with TIFF compression {comp}")
+    ed.replace_tile(ifd, index, bytes(data))
+    return len(data)
+
+
+def deidentify(path: Path, options: SlideOptions) -> VendorReport:
+    """Edit a Ventana BIF in place: label image (the macro), XMP metadata, TIFF tags.
+
+    Raises
+    ------
+    InputError
+        Not a Ventana BIF (no iScan XMP in IFD 0), or malformed XMP.
+    DeidError
+        A region redaction was asked (not supported for Ventana yet).
+    """
+    from .api import VendorReport
+
+    if options.redact_regions:
+        raise DeidError("region redaction is not implemented for Ventana BIF", str(path))
+    report = VendorReport()
+    removed: list[str] = []
+    with TiffEditor(path, "r+") as ed:
+        x0 = ed.ifds[0].tags.get(XMP)
+        if x0 is None or b"iScan" not in x0.raw:
+            raise InputError("not a Ventana BIF (no iScan XMP in IFD 0)", str(path))
+        # the label image (openslide: macro)
+        macros = [d.index for d in ed.ifds if (d.description or "") in MACRO_DESCRIPTIONS]
+        drop_macro = options.macro != "keep" or options.label != "keep"
+        blanked = False
+        if drop_macro:
+            for index in sorted(macros, reverse=True):
+                if index == 0:
+                    n = 0
+                    for i in range(len(ed.segments(0))):
+                        n += blank_segment(ed, 0, i)
+                    ed.set_ascii(0, IMAGE_DESCRIPTION, BLANKED_DESCRIPTION)
+                    blanked = True
+                    report.actions.append(f"blanked label image IFD 0 (kept for its XMP; {n} bytes)")
+                else:
+                    n = ed.unlink_ifd(index)
+                    report.actions.append(f"unlinked label image IFD {index} ({n} bytes zeroed)")
+        report.macro = ("kept" if not drop_macro else "removed" if macros else "absent")
+        report.label = report.macro if report.macro != "kept" else "kept"
+        if options.label == "replace":
+            report.actions.append("label replacement: Ventana has no separate label image; removed")
+        # XMP packets of every IFD
+        new_xml_all = ""
+        for d in list(ed.ifds):
+            tag = d.tags.get(XMP)
+            if tag is None:
+                continue
+            new, rem = clean_xmp(tag.raw, options.date_offset)
+            removed += rem
+            new_xml_all += new.decode("utf-8")
+            if new != tag.raw:
+                ed.set_tag_bytes(d.index, XMP, new)
+                report.actions.append(f"cleaned XMP of IFD {d.index} ({tag.nbytes} -> {len(new)} bytes)")
+        # descriptions: keep level=..., Thumbnail, the blank marker; others removed
+        for d in ed.ifds:
+            dd = d.description
+            if not dd:
+                continue
+            keep = ("level=" in dd and all(mr.is_safe_key(kv.split("=", 1)[0], ("level",))
+                                           for kv in dd.split()))
+            keep = keep or dd in ("Thumbnail", "Probability_Image") or (blanked and d.index == 0
+                                                                        and dd == BLANKED_DESCRIPTION)
+            keep = keep or (not drop_macro and dd in MACRO_DESCRIPTIONS)
+            if not keep:
+                removed.append(dd)
+                ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
+        edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()
+                                                         if c != XMP}) for d in ed.ifds),
+                                            options.date_offset)
+        for index, code, new in edits:
+            ed.set_ascii(index, code, new)
+        removed += rem
+    report.removed_values = mr.finalize_removed(removed, new_xml_all)
+    return report
