@@ -1,0 +1,282 @@
+"""Tests of metadata removal from JPEG / JPEG-LS / JPEG 2000 frames and encapsulated Pixel Data."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+
+import imagecodecs
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageCms
+from pydicom.encaps import encapsulate, fragment_frame, generate_frames, itemize_frame
+
+from pixeldeid.errors import InputError
+from pixeldeid.jpegmarkers import strip_encapsulated, strip_jpeg_metadata
+from tests.pixeldeid.corpus import jpeg_with_identity, make_planted_dataset
+
+TEXTS = ["Artist Quixmore", "XMP Pettigrew", "COM Abernathy", "IPTC Fairweather"]
+
+
+def _image(h=96, w=128, seed=0, dtype=np.uint8, top=255):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    img = (x * 2 + y) % (top + 1) + rng.integers(0, 8, (h, w))
+    return np.clip(img, 0, top).astype(dtype)
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">HH", marker, len(payload) + 2) + payload
+
+
+def _insert_after_soi(jpeg: bytes, *segments: bytes) -> bytes:
+    return jpeg[:2] + b"".join(segments) + jpeg[2:]
+
+
+def _pil(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_baseline_exif_xmp_com_app13_removed_pixels_identical():
+    img = _image()
+    jpeg = jpeg_with_identity(img, TEXTS)
+    out, removed = strip_jpeg_metadata(jpeg)
+    assert removed == ["APP1 Exif", "APP1 XMP", "COM", "APP13 Photoshop 3.0"]
+    for t in TEXTS:
+        assert t.encode() in jpeg and t.encode() not in out
+    assert out[2:4] == b"\xff\xe0" and out[6:11] == b"JFIF\0"  # JFIF APP0 kept
+    np.testing.assert_array_equal(_pil(out), _pil(jpeg))
+    # the entropy-coded data is copied verbatim
+    sos = jpeg.index(b"\xff\xda")
+    assert out.endswith(jpeg[sos:])
+
+
+def test_clean_jpeg_is_returned_unchanged():
+    buf = io.BytesIO()
+    Image.fromarray(_image()).save(buf, "JPEG", quality=80)
+    data = buf.getvalue()
+    out, removed = strip_jpeg_metadata(data)
+    assert removed == [] and out == data
+
+
+def test_icc_app2_and_adobe_app14_are_kept_other_app2_removed():
+    rgb = np.stack([_image(seed=s) for s in range(3)], -1)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", icc_profile=icc)
+    data = _insert_after_soi(buf.getvalue(), _segment(0xFFE2, b"FPXR\0\0 Quixmore"))
+    out, removed = strip_jpeg_metadata(data)
+    assert removed == ["APP2 FPXR"]
+    assert b"ICC_PROFILE\0" in out and b"Quixmore" not in out
+    np.testing.assert_array_equal(_pil(out), _pil(data))
+
+    cmyk = Image.fromarray(np.stack([_image(seed=s) for s in range(4)], -1), "CMYK")
+    buf = io.BytesIO()
+    cmyk.save(buf, "JPEG")
+    data = _insert_after_soi(buf.getvalue(), _segment(0xFFFE, b"tech Lockhart"))
+    assert b"\xff\xee" in data and b"Adobe" in data
+    out, removed = strip_jpeg_metadata(data)
+    assert removed == ["COM"] and b"Adobe" in out
+    np.testing.assert_array_equal(_pil(out), _pil(data))
+
+
+def test_unknown_app_identifier_is_not_echoed():
+    base = jpeg_with_identity(_image(), [])
+    data = _insert_after_soi(base, _segment(0xFFE3, b"Pettigrew Zebulon\0rest"),
+                             _segment(0xFFEB, b"JP\0\x01jumbf Huxtable"))
+    out, removed = strip_jpeg_metadata(data)
+    assert removed == ["APP3", "APP11 JUMBF"]
+    assert not any("Pettigrew" in r for r in removed)
+    assert out == base
+
+
+def test_progressive_com_between_scans_and_restart_markers():
+    img = _image(128, 160, seed=3)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", progressive=True, restart_marker_blocks=2)
+    data = buf.getvalue()
+    assert data.count(b"\xff\xda") > 1 and b"\xff\xdd" in data
+    second = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
+    data = data[:second] + _segment(0xFFFE, b"between scans Montgomery") + data[second:]
+    out, removed = strip_jpeg_metadata(data)
+    assert removed == ["COM"] and b"Montgomery" not in out
+    np.testing.assert_array_equal(_pil(out), _pil(data))
+
+
+def test_lossless_and_jpeg_ls_frames():
+    img = _image(64, 80, dtype=np.uint16, top=4095)
+    extra = (_segment(0xFFE1, b"Exif\0\0Lockhart"), _segment(0xFFFE, b"Blackwood"))
+    for enc, dec in [
+        (lambda a: imagecodecs.ljpeg_encode(a), imagecodecs.ljpeg_decode),
+        (lambda a: imagecodecs.jpeg8_encode(a, lossless=True, bitspersample=12),
+         imagecodecs.jpeg8_decode),
+        (lambda a: imagecodecs.jpegls_encode(a), imagecodecs.jpegls_decode),
+    ]:
+        data = _insert_after_soi(enc(img), *extra)
+        out, removed = strip_jpeg_metadata(data)
+        assert "COM" in removed and "APP1 Exif" in removed
+        assert b"Lockhart" not in out and b"Blackwood" not in out
+        np.testing.assert_array_equal(dec(out), img)
+
+
+def test_jpeg_ls_near_lossless_with_stuffed_ff_bytes():
+    img = _image(64, 80, seed=7)
+    enc = imagecodecs.jpegls_encode(img, level=2)
+    data = _insert_after_soi(enc, _segment(0xFFFE, b"Ravensworth"))
+    out, removed = strip_jpeg_metadata(data)
+    assert "COM" in removed and b"Ravensworth" not in out
+    np.testing.assert_array_equal(imagecodecs.jpegls_decode(out), imagecodecs.jpegls_decode(enc))
+
+
+def _j2k_with_comments(img: np.ndarray, *, tile_comment: bool) -> bytes:
+    cs = imagecodecs.jpeg2k_encode(img, codecformat="J2K", level=0)
+    assert cs[:2] == b"\xff\x4f"
+    com = _segment(0xFF64, b"\x00\x01main header Quixmore")
+    siz_end = 4 + struct.unpack(">H", cs[4:6])[0]
+    cs = cs[:siz_end] + com + cs[siz_end:]
+    if tile_comment:
+        sot = cs.index(b"\xff\x90")
+        tcom = _segment(0xFF64, b"\x00\x01tile Huxtable")
+        psot = struct.unpack(">I", cs[sot + 6:sot + 10])[0]
+        new_psot = psot + len(tcom) if psot else 0
+        cs = (cs[:sot + 6] + struct.pack(">I", new_psot) + cs[sot + 10:sot + 12] + tcom
+              + cs[sot + 12:])
+    return cs
+
+
+def test_j2k_comments_removed_in_main_and_tile_part_headers():
+    img = _image(64, 80, dtype=np.uint16, top=4095)
+    cs = _j2k_with_comments(img, tile_comment=True)
+    np.testing.assert_array_equal(imagecodecs.jpeg2k_decode(cs), img)  # our insertion is valid
+    out, removed = strip_jpeg_metadata(cs)
+    assert removed.count("J2K COM") >= 2
+    assert b"Quixmore" not in out and b"Huxtable" not in out
+    np.testing.assert_array_equal(imagecodecs.jpeg2k_decode(out), img)
+    out2, removed2 = strip_jpeg_metadata(out)
+    assert removed2 == [] and out2 == out
+
+
+def test_jp2_wrapper_xml_box_removed():
+    img = _image(48, 64)
+    jp2 = imagecodecs.jpeg2k_encode(img, codecformat="JP2", level=0)
+    xml = b"<name>Wolstenholme</name>"
+    jp2 += struct.pack(">I", 8 + len(xml)) + b"xml " + xml
+    out, removed = strip_jpeg_metadata(jp2)
+    assert "JP2 xml box" in removed and b"Wolstenholme" not in out
+    np.testing.assert_array_equal(imagecodecs.jpeg2k_decode(out), img)
+
+
+@pytest.mark.parametrize("cut", [3, 25, -40, -1])
+def test_truncated_jpeg_raises(cut):
+    data = jpeg_with_identity(_image(), TEXTS[:1])
+    if cut == -1:
+        data = data[:-2]  # no EOI
+    with pytest.raises(InputError):
+        strip_jpeg_metadata(data[:cut] if cut != -1 else data)
+
+
+@pytest.mark.parametrize("data", [b"", b"GIF89a....", b"\xff\xd8\x00\x00\x01\x02",
+                                  b"\xff\xd8\xff\xf2\x00\x04ab\xff\xd9"])
+def test_garbage_and_reserved_markers_raise(data):
+    with pytest.raises(InputError):
+        strip_jpeg_metadata(data)
+
+
+def test_truncated_j2k_raises():
+    cs = _j2k_with_comments(_image(32, 32), tile_comment=False)
+    with pytest.raises(InputError):
+        strip_jpeg_metadata(cs[: len(cs) // 2])
+
+
+# --- encapsulated Pixel Data -----------------------------------------------------------
+
+
+def test_planted_multiframe_pixel_data_is_cleaned_and_bot_recomputed():
+    ds, planted = make_planted_dataset(seed=1, frames=3)
+    before = ds.pixel_array.copy()
+    out, removed = strip_encapsulated(ds.PixelData, 3)
+    assert len(removed) == 12 and removed[0].startswith("frame 1: ")
+    for s in planted:
+        if "JPEG" in planted.where[s]:
+            assert s.encode() not in out and s.encode() in ds.PixelData
+    frames = list(generate_frames(out, number_of_frames=3))
+    assert len(frames) == 3
+    assert all(f.startswith(b"\xff\xd8\xff\xe0") for f in frames)
+    bot_len = struct.unpack("<I", out[4:8])[0]
+    assert bot_len == 12
+    ds.PixelData = out
+    np.testing.assert_array_equal(ds.pixel_array, before)
+
+
+def test_frames_spanning_fragments_without_bot():
+    jpegs = [jpeg_with_identity(_image(seed=s), TEXTS) for s in range(3)]
+    pd = b"".join([b"\xfe\xff\x00\xe0\x00\x00\x00\x00"]
+                  + [b"".join(itemize_frame(j, nr_fragments=3)) for j in jpegs])
+    out, removed = strip_encapsulated(pd, 3)
+    assert len(removed) == 12
+    assert out[:8] == b"\xfe\xff\x00\xe0\x00\x00\x00\x00"  # empty BOT stays empty
+    got = list(generate_frames(out, number_of_frames=3))
+    assert [_pil(g).tolist() for g in got] == [_pil(j).tolist() for j in jpegs]
+    assert not any(t.encode() in out for t in TEXTS)
+
+
+def test_frames_spanning_fragments_with_bot_clean_is_bit_identical():
+    clean = [jpeg_with_identity(_image(seed=s), []) for s in range(4)]
+    pd = encapsulate(clean, fragments_per_frame=2, has_bot=True)
+    out, removed = strip_encapsulated(pd, 4)
+    assert removed == [] and out == pd
+    # only the second frame carries metadata: the others keep their fragments
+    frames = list(clean)
+    frames[1] = jpeg_with_identity(_image(seed=1), TEXTS)
+    pd = encapsulate(frames, fragments_per_frame=2, has_bot=True)
+    out, removed = strip_encapsulated(pd, 4)
+    assert removed and all(r.startswith("frame 2: ") for r in removed)
+    got = list(generate_frames(out, number_of_frames=4))
+    orig = list(generate_frames(pd, number_of_frames=4))
+    assert got[0] == orig[0] and got[2] == orig[2] and got[3] == orig[3]
+    assert _pil(got[1]).tolist() == _pil(frames[1]).tolist()
+    assert len(list(fragment_frame(clean[0], 2))) == 2
+
+
+def test_encapsulation_errors():
+    jpegs = [jpeg_with_identity(_image(seed=s), TEXTS) for s in range(2)]
+    pd = encapsulate(jpegs, has_bot=True)
+    with pytest.raises(InputError):
+        strip_encapsulated(pd, 3)  # more frames than fragments
+    with pytest.raises(InputError):
+        strip_encapsulated(pd[:-10], 2)  # truncated item
+    with pytest.raises(InputError):
+        strip_encapsulated(b"\x00" * 16, 1)  # no item tags
+
+
+def _testdata(name: str):
+    from pydicom.data import get_testdata_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} not available")
+    return pydicom.dcmread(path)
+
+
+@pytest.mark.parametrize("name,changed", [
+    ("examples_ybr_color.dcm", False),          # 30-frame JPEG baseline, nothing to remove
+    ("emri_small_jpeg_ls_lossless.dcm", False),  # 10-frame JPEG-LS
+    ("emri_small_jpeg_2k_lossless.dcm", True),   # 10-frame J2K with COM
+    ("JPGLosslessP14SV1_1s_1f_8b.dcm", True),   # lossless JPEG with APP0 (non-JFIF) + COM
+    ("SC_rgb_jls_lossy_sample.dcm", True),      # JPEG-LS with SPIFF APP8
+    ("GDCMJ2K_TextGBR.dcm", True),              # JP2 wrapper with uuid boxes
+])
+def test_real_files_decode_identically(name, changed):
+    ds = _testdata(name)
+    nf = int(ds.get("NumberOfFrames", 1) or 1)
+    before = ds.pixel_array.copy()
+    out, removed = strip_encapsulated(ds.PixelData, nf)
+    assert bool(removed) == changed
+    if not changed:
+        assert out == ds.PixelData
+    ds.PixelData = out
+    np.testing.assert_array_equal(ds.pixel_array, before)
