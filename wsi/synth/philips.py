@@ -94,6 +94,8 @@ def _xml(planted: dict[str, str], n_levels: int, mpp: float, level_sizes: list[t
                    f"tiff-useBigTIFF=0-useJpegTables=1-source={planted['source_file']}",
                    "IString", "0x0008", "0x2111")
            + _attr("DICOM_LOSSY_IMAGE_COMPRESSION", "01", "IString", "0x0028", "0x2110")
+           + _attr("DICOM_PIXEL_SPACING", f"&quot;{mpp * 1e-3:.9g}&quot; &quot;{mpp * 1e-3:.9g}&quot;",
+                   "IDoubleArray", "0x0028", "0x0030")
            + _attr("DICOM_LOSSY_IMAGE_COMPRESSION_METHOD", "&quot;PHILIPS_DP_1_0&quot;",
                    "IStringArray", "0x0028", "0x2114")
            + _attr("DICOM_LOSSY_IMAGE_COMPRESSION_RATIO", "&quot;3&quot;", "IDoubleArray",

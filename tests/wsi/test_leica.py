@@ -1,0 +1,94 @@
+"""Leica SCN: synthetic slides with planted identity, de-identified and verified."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+openslide = pytest.importorskip("openslide")
+
+from pixeldeid.errors import InputError  # noqa: E402
+from wsi.api import deidentify_slide  # noqa: E402
+from wsi.leica import clean_leica_xml  # noqa: E402
+from wsi.synth.leica import LEICA_XMLNS, make_leica  # noqa: E402
+from wsi.tiffedit import TiffEditor, scan_raw  # noqa: E402
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+def assert_same_pixels(a_path, b_path):
+    a, b = openslide.OpenSlide(str(a_path)), openslide.OpenSlide(str(b_path))
+    assert a.level_dimensions == b.level_dimensions
+    for lvl in range(a.level_count):
+        # the main image sits inside a larger collection: compare its bounds
+        ds = a.level_downsamples[lvl]
+        x, y = int(a.properties["openslide.bounds-x"]), int(a.properties["openslide.bounds-y"])
+        w = int(int(a.properties["openslide.bounds-width"]) / ds)
+        h = int(int(a.properties["openslide.bounds-height"]) / ds)
+        assert np.array_equal(np.asarray(a.read_region((x, y), lvl, (w, h))),
+                              np.asarray(b.read_region((x, y), lvl, (w, h)))), f"level {lvl}"
+
+
+@pytest.mark.parametrize("macro_after_first", [False, True])
+def test_remove_macro_and_clean_xml(tmp_path, macro_after_first):
+    src = tmp_path / "case.scn"
+    planted = make_leica(src, macro_after_first=macro_after_first)
+    s = openslide.OpenSlide(str(src))
+    assert s.properties["openslide.vendor"] == "leica"
+    assert s.properties["leica.barcode"] == planted["barcode"]
+    assert "macro" in s.associated_images
+    assert {v for v, _ in scan_raw(src, list(planted.values()))} == set(planted.values())
+    before = sha(src)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="L-0001", date_offset=-3)
+    assert r.status == "clean", (r.reason, r.problems)
+    assert sha(src) == before
+    out = openslide.OpenSlide(r.output)
+    assert out.properties["openslide.vendor"] == "leica"
+    assert set(out.associated_images) == set()
+    assert "leica.barcode" not in out.properties and "openslide.barcode" not in out.properties
+    assert out.properties["leica.creation-date"] == "2023-05-11T09:30:11.123Z"
+    assert out.properties["leica.objective"] == "20"
+    assert out.properties["openslide.mpp-x"] == s.properties["openslide.mpp-x"]
+    assert scan_raw(r.output, list(planted.values())) == []
+    assert_same_pixels(src, r.output)
+    with TiffEditor(r.output) as ed:
+        assert len(ed.ifds) == 3  # the macro's two IFDs left the chain
+        assert 'ifd="2"' in ed.ifds[0].description and 'ifd="3"' not in ed.ifds[0].description
+
+
+def test_dates_removed_without_offset(tmp_path):
+    src = tmp_path / "case.scn"
+    make_leica(src)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="L2")
+    assert r.status == "clean", r.reason
+    assert "leica.creation-date" not in openslide.OpenSlide(r.output).properties
+
+
+def test_slide_without_macro(tmp_path):
+    src = tmp_path / "nomacro.scn"
+    planted = make_leica(src, macro=False)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="L3")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert r.report.macro == "absent"
+    assert scan_raw(r.output, [planted["barcode"], planted["serial"]]) == []
+
+
+def test_clean_leica_xml_rules():
+    xml = (f'<?xml version="1.0"?><scn xmlns="{LEICA_XMLNS}"><collection name="Doe" sizeX="10" '
+           'sizeY="10"><barcode>QUJDREVG</barcode><image name="x"><view sizeX="10" sizeY="10" '
+           'offsetX="0" offsetY="0"/><pixels><dimension ifd="3" sizeX="5" sizeY="5"/></pixels>'
+           '</image></collection></scn>trailing')
+    out, removed, macro_ifds = clean_leica_xml(xml, None)
+    assert macro_ifds == [3]
+    assert "Doe" not in out and "QUJDREVG" not in out and "trailing" not in out
+    assert {"Doe", "QUJDREVG", "ABCDEF", "trailing"} <= set(removed)
+    assert f'xmlns="{LEICA_XMLNS}"' in out
+    with pytest.raises(InputError):
+        clean_leica_xml("<scn><collection>", None)
+    with pytest.raises(InputError, match="scn"):
+        clean_leica_xml("<other/>", None)
