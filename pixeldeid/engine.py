@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -184,8 +184,7 @@ class Walker:
             if vr == "SQ":
                 self._recurse(ds, tag, path, depth, mode)
             elif vr == "UI":
-                if not self.ctx.retain_uids:
-                    self._map_uids(elem)
+                self._map_uids(elem)  # under Retain UIDs the table itself says K
             else:
                 elem.value = dummy_value(vr, elem.value)
         elif code == "C":
@@ -268,7 +267,8 @@ class Walker:
             return
         kw = elem.keyword
         partner_kw = _partner(kw) if kw and vr in ("DA", "TM") else None
-        partner = ds.data_element(partner_kw) if partner_kw and partner_kw in ds else None
+        ptag = tag_for_keyword(partner_kw) if partner_kw else None
+        partner = ds[ptag] if ptag is not None and ptag in ds._dict else None
         if partner is not None and action_for(partner.tag, self.ctx.options) not in (None, "C", "D"):
             partner = None  # the companion is removed or kept by its own rule
         try:

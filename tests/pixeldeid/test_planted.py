@@ -1,0 +1,86 @@
+"""Planted identity: no planted string survives anywhere in the raw output bytes or names.
+
+Identity is planted in standard attributes, 3 levels deep in sequences, in relocated and
+unknown private blocks, implicit-VR (UN) private elements, overlays and curves, the
+preamble, the file meta, Data Set Trailing Padding and JPEG APPn/COM segments of every
+frame (see ``pixeldeid._synth.make_planted_dataset``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from corpus import leaked, write_planted
+
+from pixeldeid.cli import main
+from pixeldeid.profiles import load_profile
+from pixeldeid.standard import action_for
+
+#: Planted places that an option deliberately retains: (profile, where-prefix, tag).
+RETAINED = {
+    "tcia-like": [("DeviceSerialNumber", 0x00181000), ("StationName", 0x00081010),
+                  ("Occupation", 0x00102180), ("AdmittingDiagnosesDescription", 0x00081080)],
+    "limited-dataset": [("StudyDate", 0x00080020), ("StudyTime", 0x00080030),
+                        ("Occupation", 0x00102180), ("AdmittingDiagnosesDescription", 0x00081080)],
+}
+
+
+def _allowed(profile: str, planted) -> set[str]:
+    opts = load_profile(profile).options
+    allowed = set()
+    for where_prefix, tag in RETAINED.get(profile, []):
+        code = action_for(tag, opts)
+        assert code in ("K", "C"), f"{where_prefix} is not retained by {profile}: {code}"
+        allowed |= {s for s in planted if planted.where.get(s, "").startswith(where_prefix)}
+    return allowed
+
+
+@pytest.mark.parametrize("profile", ["basic", "tcia-like", "limited-dataset"])
+@pytest.mark.parametrize("pixels,frames", [("jpeg", 3), ("native", 1)])
+def test_no_planted_identity_in_output(tmp_path: Path, key_file: Path, profile, pixels, frames):
+    src = tmp_path / "in" / "Grossmann_Juergen_QX-88213-PID.dcm"
+    _, planted = write_planted(src, pixels=pixels, frames=frames, seed=3)
+    out = tmp_path / "out"
+    rc = main(["-q", "dicom", str(src.parent), "-o", str(out), "--profile", profile,
+               "--key-file", str(key_file), "--no-progress"])
+    assert rc == 0
+    files = [p for p in out.rglob("*") if p.is_file() and ".pixeldeid" not in p.parts]
+    assert len(files) == 1, files
+    data = files[0].read_bytes()
+    allowed = _allowed(profile, planted)
+    leaks = [s for s in leaked(data, planted) if not any(a in s for a in allowed)]
+    assert not leaks, f"{len(leaks)} planted values leaked: {leaks}"
+    name_leaks = [s for s in planted if s in str(files[0].relative_to(out))]
+    assert not name_leaks
+    assert not any(s in "Grossmann_Juergen_QX-88213-PID" for s in [files[0].name])
+    ds = pydicom.dcmread(files[0])
+    assert ds.PatientIdentityRemoved == "YES"
+    assert ds.PatientID == ds.PatientName == "SUBJ_001"
+    codes = {it.CodeValue for it in ds.DeidentificationMethodCodeSequence}
+    assert "113100" in codes
+    assert data[:128] == b"\x00" * 128
+    assert (0xFFFC, 0xFFFC) not in ds
+    # no private creator survives without retained elements
+    for elem in ds.iterall():
+        g, e = elem.tag.group, elem.tag.element
+        if g & 1 and 0x10 <= e <= 0xFF:
+            assert any(x.tag.group == g and x.tag.element >> 8 == e for x in ds.iterall()), elem
+
+
+def test_safe_private_kept_only_under_option(tmp_path: Path, key_file: Path):
+    from corpus import SAFE_PRIVATE_CT, make_ct_series
+
+    src = tmp_path / "in"
+    make_ct_series(src, 1)
+    outs = {}
+    for prof in ("basic", "tcia-like"):
+        out = tmp_path / prof
+        assert main(["-q", "dicom", str(src), "-o", str(out), "--profile", prof,
+                     "--key-file", str(key_file), "--no-progress"]) == 0
+        outs[prof] = pydicom.dcmread(next(out.glob("*.dcm")))
+    assert not any(e.tag.group & 1 for e in outs["basic"].iterall())
+    kept = [e for e in outs["tcia-like"] if e.tag.group & 1 and e.tag.element >= 0x1000]
+    assert kept, "no safe private element kept under retain-safe-private"
+    assert SAFE_PRIVATE_CT
