@@ -285,7 +285,7 @@ def deidentify_slide(src: str | os.PathLike, out_dir: str | os.PathLike | None =
         result.output = str(final)
         result.status = "clean"
         logger.info("%s -> %s (%s): %s", src, final, vendor, ", ".join(report.actions))
-    except (DeidError, OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+    except Exception as exc:  # fail closed: any failure quarantines the slide
         reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         result.reason = reason
         result.status = "quarantined"

@@ -1,0 +1,184 @@
+"""Aperio SVS: label, macro and ImageDescription metadata, in place.
+
+openslide reads the tiled IFDs as levels, calls the non-tiled IFD at index 1 the
+thumbnail, and names the other non-tiled IFDs by the first word of the second line of
+their ImageDescription ("label", "macro"). GT450 files also mark label and macro with
+NewSubfileType 1 and 9. Rules kept here:
+
+- label/macro found by keyword, else by NewSubfileType 1/9 (non-tiled, not index 1);
+  an unnamed non-tiled image that is not the thumbnail is removed too (fail closed);
+- IFDs are unlinked from the end, and an unlink that would move a label or macro to
+  index 1 (where openslide would show it as the thumbnail) is refused;
+- ImageDescription ``key = value`` fields are kept only when on the allowlist
+  (AppMag, MPP, dimensions, stage offsets, optics); dates are shifted or removed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pixeldeid.errors import DeidError
+
+from .generic import blank_private_blobs, clean_standard_tags
+from .metadata_rules import classify_key, clean_date_value
+from .redact import map_regions, redact_ifd, replace_image, synthesize_label
+from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import SlideOptions, VendorReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["deidentify", "classify_ifds", "clean_description", "APERIO_SAFE_KEYS"]
+
+#: Aperio ImageDescription keys kept verbatim (besides metadata_rules.SAFE_KEYS)
+APERIO_SAFE_KEYS = (
+    "AppMag", "MPP", "StripeWidth", "OriginalWidth", "OriginalHeight", "Left", "Top",
+    "LineCameraSkew", "LineAreaXOffset", "LineAreaYOffset", "Focus Offset", "Exposure Time",
+    "Exposure Scale", "Gamma", "Filtered", "Compression", "Quality", "ICC Profile",
+)
+#: fraction of the macro width covered by the slide label (left end on Aperio scanners)
+MACRO_LABEL_FRACTION = 0.3
+
+
+def classify_ifds(ed: TiffEditor) -> dict[int, str]:
+    """Map each IFD index to "level", "thumbnail", "label", "macro" or "other"."""
+    out: dict[int, str] = {}
+    for d in ed.ifds:
+        if d.is_tiled:
+            out[d.index] = "level"
+            continue
+        desc = d.description or ""
+        lines = [ln for ln in desc.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+        word = lines[1].split(" ")[0].strip().lower() if len(lines) > 1 and lines[1] else ""
+        sub = int(d.first(NEW_SUBFILE_TYPE, 0) or 0)
+        if word in ("label", "macro"):
+            out[d.index] = word
+        elif d.index == 1:
+            out[d.index] = "thumbnail"
+        elif sub == 1:
+            out[d.index] = "label"
+        elif sub == 9:
+            out[d.index] = "macro"
+        else:
+            out[d.index] = "other"
+    return out
+
+
+def clean_description(desc: str, shift_days: int | None) -> tuple[str, list[str]]:
+    """Clean an Aperio ImageDescription; return it and the removed values.
+
+    The first ``|``-field (scanner, dimensions, associated-image name) is kept; each
+    ``key = value`` field is kept when allowlisted, dated when a date, else dropped.
+    """
+    parts = desc.split("|")
+    kept = [parts[0]]
+    removed: list[str] = []
+    for p in parts[1:]:
+        key, sep, value = p.partition("=")
+        key_s, value_s = key.strip(), value.strip()
+        if not sep:
+            if p.strip():
+                removed.append(p.strip())
+            continue
+        kind = classify_key(key_s, APERIO_SAFE_KEYS)
+        if kind == "keep":
+            kept.append(p)
+            continue
+        if kind == "date":
+            new = clean_date_value(value_s, shift_days)
+            if new is not None:
+                kept.append(f"{key_s} = {new}")
+                if new != value_s:
+                    removed.append(value_s)
+                continue
+        if value_s:
+            removed.append(value_s)
+    return "|".join(kept), removed
+
+
+def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
+    """De-identify an Aperio SVS in place; see the module docstring."""
+    from .api import VendorReport
+
+    rep = VendorReport()
+    with TiffEditor(path, "r+") as ed:
+        try:
+            _run(ed, options, rep)
+        except BaseException:
+            ed.rollback()
+            raise
+    return rep
+
+
+def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
+    kinds = classify_ifds(ed)
+    if kinds.get(0) != "level":
+        raise DeidError("first IFD of an Aperio slide must be tiled", str(ed.path))
+    # 1. metadata
+    for d in list(ed.ifds):
+        desc = d.description
+        if desc is None:
+            continue
+        new, removed = clean_description(desc, options.date_offset)
+        if new != desc:
+            ed.set_ascii(d.index, IMAGE_DESCRIPTION, new)
+            rep.removed_values += removed
+    rep.actions.append("ImageDescription cleaned")
+    rep.removed_values += clean_standard_tags(ed, options.date_offset)
+    rep.removed_values += blank_private_blobs(ed)
+    # 2. region redaction on levels and thumbnail (same field of view as level 0)
+    labels = [i for i, k in kinds.items() if k == "label"]
+    macros = [i for i, k in kinds.items() if k == "macro"]
+    others = [i for i, k in kinds.items() if k == "other"]
+    if options.redact_regions:
+        if macros and options.macro != "remove":
+            raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                            str(ed.path))
+        from .redact import RedactStats
+
+        st = RedactStats()
+        level0 = ed.ifd(0).shape
+        for i, k in kinds.items():
+            if k in ("level", "thumbnail"):
+                redact_ifd(ed, i, map_regions(options.redact_regions, level0, ed.ifd(i).shape), st)
+        rep.redaction = st.as_dict()
+        rep.actions.append(f"redacted {st.total_tiles} tiles/strips "
+                           f"({st.total_old} bytes affected, {st.total_new} written)")
+    # 3. label
+    remove: list[int] = list(others)
+    if labels:
+        if options.label == "remove":
+            remove += labels
+            rep.label = "removed"
+        elif options.label == "replace":
+            for i in labels:
+                d = ed.ifd(i)
+                img = synthesize_label(d.shape, options.pseudonym or "DE-IDENTIFIED",
+                                       int(d.first(277, 3)))
+                replace_image(ed, i, img)
+            rep.label = "replaced"
+        else:
+            rep.label = "kept"
+    # 4. macro
+    if macros:
+        if options.macro == "remove":
+            remove += macros
+            rep.macro = "removed"
+        elif options.macro == "redact":
+            for i in macros:
+                h, w = ed.ifd(i).shape
+                redact_ifd(ed, i, [(0, 0, int(round(w * MACRO_LABEL_FRACTION)), h)])
+            rep.macro = "redacted"
+        else:
+            rep.macro = "kept"
+    # 5. unlink from the end; never promote a label/macro to index 1
+    remaining = [i for i in range(len(ed.ifds)) if i not in remove]
+    if len(remaining) > 1 and kinds[remaining[1]] in ("label", "macro", "other"):
+        raise DeidError(f"removing IFDs would make the {kinds[remaining[1]]} image the "
+                        "thumbnail (index 1)", str(ed.path))
+    for i in sorted(set(remove), reverse=True):
+        ed.unlink_ifd(i)
+        rep.actions.append(f"unlinked {kinds[i]} IFD {i}")

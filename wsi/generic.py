@@ -1,0 +1,184 @@
+"""Generic tiled TIFF and OME-TIFF slides, and the TIFF metadata steps shared by vendors.
+
+openslide's generic-tiff driver shows the tiled pyramid only; any other page (a label or
+macro photographed by the scanner, which openslide cannot see) is identity that would
+leak silently, so non-tiled pages and pages not belonging to the pyramid are removed
+unless ``options.label == "keep"``. OME-XML in ImageDescription is cleaned: dates
+shifted or removed, free text (annotations, names, descriptions, experimenters) removed,
+acquisition keys on the allowlist kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pixeldeid.errors import DeidError
+
+from .metadata_rules import clean_date_value, plan_tiff_tag_edits
+from .redact import redact_regions
+from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import SlideOptions, VendorReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["deidentify", "clean_standard_tags", "clean_ome_xml", "XMP", "blank_private_blobs"]
+
+XMP = 700
+IPTC = 33723
+PHOTOSHOP = 34377
+EXIF_IFD = 34665
+GPS_IFD = 34853
+#: blobs that may carry free text: blanked (zeroed in place)
+BLOB_TAGS = (XMP, IPTC, PHOTOSHOP)
+
+
+def clean_standard_tags(ed: TiffEditor, shift_days: int | None) -> list[str]:
+    """Blank identity tags (Artist, HostComputer, DocumentName...) and shift/blank dates."""
+    edits, removed = plan_tiff_tag_edits(
+        ((d.index, {c: t.value for c, t in d.tags.items() if t.type == 2}) for d in ed.ifds),
+        shift_days)
+    for ifd, code, new in edits:
+        if ed.ifd(ifd).get(code) != new:
+            ed.set_ascii(ifd, code, new)
+    return removed
+
+
+def blank_private_blobs(ed: TiffEditor, codes=BLOB_TAGS) -> list[str]:
+    """Zero XMP/IPTC/Photoshop blobs; return text fragments of them to scan for."""
+    removed: list[str] = []
+    for d in ed.ifds:
+        for code in codes:
+            t = d.tags.get(code)
+            if t is None or not t.raw.strip(b"\x00"):
+                continue
+            text = t.raw.decode("utf-8", errors="replace")
+            removed += [m for m in re.findall(r">([^<>]{6,})<", text) if m.strip()][:20]
+            ed.set_tag_bytes(d.index, code, b"\x00" * t.nbytes)
+    return removed
+
+
+_OME_KEEP_ATTRS = {
+    "ID", "SizeX", "SizeY", "SizeZ", "SizeC", "SizeT", "Type", "DimensionOrder",
+    "PhysicalSizeX", "PhysicalSizeY", "PhysicalSizeZ", "PhysicalSizeXUnit",
+    "PhysicalSizeYUnit", "PhysicalSizeZUnit", "SamplesPerPixel", "IFD", "PlaneCount",
+    "FirstZ", "FirstT", "FirstC", "NominalMagnification", "LensNA", "Interleaved",
+    "BigEndian", "SignificantBits", "Color", "Model", "Manufacturer", "Immersion",
+    "Correction", "Creator", "UUID", "FileName", "Name",
+}
+_OME_DROP_ELEMENTS = {"StructuredAnnotations", "Experimenter", "ExperimenterGroup",
+                      "Description", "ROI", "Project", "Dataset", "Folder", "Plate", "Screen"}
+
+
+def clean_ome_xml(text: str, shift_days: int | None, pseudonym: str | None) -> tuple[str, list[str]]:
+    """Clean OME-XML: drop annotations/experimenters/descriptions, dates, names."""
+    import xml.etree.ElementTree as ET
+
+    removed: list[str] = []
+    try:
+        root = ET.fromstring(text.encode("utf-8"))
+    except ET.ParseError as exc:
+        raise DeidError(f"OME-XML does not parse: {exc}") from exc
+    ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+    if ns:
+        ET.register_namespace("", ns[1:-1])
+
+    def local(tag: str) -> str:
+        return tag.split("}")[-1]
+
+    def collect(el) -> None:
+        for e in el.iter():
+            if e.text and e.text.strip():
+                removed.append(e.text.strip())
+            for k, v in e.attrib.items():
+                if k not in ("ID",) and v.strip():
+                    removed.append(v)
+
+    for parent in list(root.iter()):
+        for child in list(parent):
+            if local(child.tag) in _OME_DROP_ELEMENTS:
+                collect(child)
+                parent.remove(child)
+    for el in root.iter():
+        if local(el.tag) == "AcquisitionDate" and el.text:
+            new = clean_date_value(el.text, shift_days)
+            removed.append(el.text)
+            el.text = new or "1900-01-01T00:00:00"
+        for k in list(el.attrib):
+            v = el.attrib[k]
+            if local(k) == "schemaLocation":
+                continue
+            if k in ("Name", "FileName"):
+                if v.strip():
+                    removed.append(v)
+                el.attrib[k] = pseudonym or ""
+            elif k not in _OME_KEEP_ATTRS:
+                removed.append(v)
+                del el.attrib[k]
+    out = ET.tostring(root, encoding="unicode")
+    return '<?xml version="1.0" encoding="UTF-8"?>' + out, [r for r in removed if r != pseudonym]
+
+
+def pyramid_ifds(ed: TiffEditor) -> list[int]:
+    """Indices of the IFDs openslide's generic-tiff driver uses: tiled, and each smaller
+    than the previous (tiled pages that are not reductions are not levels)."""
+    out: list[int] = []
+    last = None
+    for d in ed.ifds:
+        if not d.is_tiled:
+            continue
+        h, w = d.shape
+        if last is None or (w <= last[1] and h <= last[0]):
+            out.append(d.index)
+            last = (h, w)
+    return out
+
+
+def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
+    """De-identify a generic tiled TIFF / OME-TIFF in place (see module docstring)."""
+    from .api import VendorReport
+
+    rep = VendorReport()
+    with TiffEditor(path, "r+") as ed:
+        try:
+            _run(ed, options, rep)
+        except BaseException:
+            ed.rollback()
+            raise
+    return rep
+
+
+def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
+    levels = pyramid_ifds(ed)
+    if not levels or levels[0] != 0:
+        raise DeidError("first page is not a tiled level", str(ed.path))
+    # descriptions: OME-XML cleaned, anything else removed
+    for d in list(ed.ifds):
+        desc = d.description
+        if not desc or not desc.strip():
+            continue
+        if desc.lstrip().startswith("<?xml") or "<OME" in desc[:400]:
+            new, removed = clean_ome_xml(desc, options.date_offset, options.pseudonym)
+        else:
+            new, removed = "", [desc]
+        rep.removed_values += [r for r in removed if len(r) >= 4]
+        ed.set_ascii(d.index, IMAGE_DESCRIPTION, new)
+        rep.actions.append(f"ImageDescription of page {d.index} cleaned")
+    rep.removed_values += clean_standard_tags(ed, options.date_offset)
+    rep.removed_values += blank_private_blobs(ed)
+    extra = [d.index for d in ed.ifds if d.index not in levels]
+    if options.redact_regions:
+        st = redact_regions(ed, options.redact_regions, levels)
+        rep.redaction = st.as_dict()
+        rep.actions.append(f"redacted {st.total_tiles} tiles")
+    if extra and options.label != "keep":
+        for i in sorted(extra, reverse=True):
+            sub = ed.ifd(i).first(NEW_SUBFILE_TYPE, 0)
+            ed.unlink_ifd(i)
+            rep.actions.append(f"removed non-pyramid page {i} (NewSubfileType {sub})")
+        rep.label = "removed"
+        rep.macro = "removed"
