@@ -1,0 +1,139 @@
+"""Units of the header core: UIDs, dates, pseudonyms, profiles, text cleaning."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import re
+from pathlib import Path
+
+import pytest
+
+from pixeldeid import dates
+from pixeldeid.errors import DeidError, ProfileError
+from pixeldeid.profiles import load_profile, parse_profile, profile_names
+from pixeldeid.pseudonyms import PseudonymMap, load_map_csv
+from pixeldeid.textclean import clean_text, identity_tokens
+from pixeldeid.uids import UIDMapper
+
+UID_RE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
+
+
+def test_uid_mapping_is_keyed_deterministic_and_valid():
+    a, b = UIDMapper(b"k" * 16), UIDMapper(b"k" * 16)
+    c = UIDMapper(b"j" * 16)
+    uid = "1.3.12.2.1107.5.1.4.1001.30000019012313483281200000011"
+    assert a(uid) == b(uid) != c(uid)
+    assert UID_RE.match(a(uid)) and len(a(uid)) <= 64
+    assert a("1.2.840.10008.5.1.4.1.1.2") == "1.2.840.10008.5.1.4.1.1.2"
+    assert a(uid + "\x00") == a(uid)
+    assert len({a(f"1.2.3.{i}") for i in range(5000)}) == 5000
+    assert UIDMapper(b"k" * 16, {uid: "1.2.3.4"})(uid) == "1.2.3.4"
+
+
+@pytest.mark.parametrize("value,days,secs,expected", [
+    ("20200301", -1, 0, "20200229"),
+    ("2020.03.01", -1, 0, "20200229"),
+    ("20200101-20200131", -10, 0, "20191222-20200121"),
+])
+def test_shift_date(value, days, secs, expected):
+    assert dates.shift_date(value, dates.DateOffset(days, secs)) == expected
+
+
+def test_shift_time_keeps_precision_and_carries():
+    off = dates.DateOffset(0, 3600)
+    assert dates.shift_time("233015.123456", off) == ("003015.123456", 1)
+    assert dates.shift_time("2330", off) == ("0030", 1)
+    assert dates.shift_time("10", off) == ("11", 0)
+    assert dates.shift_pair("20201231", "233000", off) == ("20210101", "003000")
+
+
+def test_shift_datetime_keeps_precision_and_offset_suffix():
+    off = dates.DateOffset(-2, 60)
+    assert dates.shift_datetime("20200102101112.5+0100", off) == "20191231101212.5+0100"
+    assert dates.shift_datetime("2020", off) == "2019"
+    assert dates.shift_datetime("202001", off) == "201912"
+
+
+@pytest.mark.parametrize("bad", ["20201341", "2020", "abc", "20200230"])
+def test_invalid_dates_raise(bad):
+    with pytest.raises(DeidError, match="invalid DA"):
+        dates.shift_date(bad, dates.DateOffset(-1))
+
+
+def test_offsets_per_patient_are_keyed_and_in_range():
+    o1 = dates.offset_for(b"k" * 16, "P1")
+    assert o1 == dates.offset_for(b"k" * 16, "P1")
+    assert o1 != dates.offset_for(b"k" * 16, "P2")
+    assert -dates.MAX_SHIFT_DAYS <= o1.days <= -dates.MIN_SHIFT_DAYS
+    assert 0 <= o1.seconds < 86400
+
+
+def test_age_and_clipping():
+    assert dates.age_string("19300101", "20250615") == "095Y"
+    assert dates.clip_age("095Y") == "090Y"
+    assert dates.clip_age("089Y") == "089Y"
+    assert dates.age_string("20250101", "20250315") == "002M"
+
+
+def _alloc(db: str, ids: list[str], q) -> None:
+    m = PseudonymMap(db, b"k" * 16, "EMORY")
+    q.put({i: m(i) for i in ids})
+
+
+def test_pseudonyms_in_order_persisted_and_shared_across_processes(tmp_path: Path):
+    db = tmp_path / "s.sqlite"
+    m = PseudonymMap(db, b"k" * 16, "EMORY")
+    assert [m("A"), m("B"), m("A")] == ["EMORY_001", "EMORY_002", "EMORY_001"]
+    m.close()
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_alloc, args=(str(db), [f"P{i}" for i in range(20)], q))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join()
+    assert results[0] == results[1]
+    assert len(set(results[0].values())) == 20
+    m2 = PseudonymMap(db, b"k" * 16, "EMORY")
+    assert m2("B") == "EMORY_002"
+    assert PseudonymMap(None, b"k" * 16, "X", {"A": "HIRO-7"})("A") == "HIRO-7"
+    m2.close()
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("s.sqlite*"))
+    assert b"EMORY_020" in stored or b"EMORY_022" in stored
+    assert b"P17" not in stored  # only keyed hashes of original IDs are stored
+
+
+def test_map_csv(tmp_path: Path):
+    p = tmp_path / "m.csv"
+    p.write_text("id_old,id_new\nPAT1,S1\n1.2.3.4,2.25.55\n")
+    assert load_map_csv(p) == ({"PAT1": "S1"}, {"1.2.3.4": "2.25.55"})
+    p.write_text("old,new\nA,B\n")
+    with pytest.raises(ProfileError, match="id_old,id_new"):
+        load_map_csv(p)
+
+
+def test_shipped_profiles_and_did_you_mean(tmp_path: Path):
+    assert {"basic", "tcia-like", "limited-dataset"} <= set(profile_names())
+    tcia = load_profile("tcia-like")
+    assert "retain-longitudinal-modified-dates" in tcia.options
+    assert "retain-longitudinal-full-dates" in load_profile("limited-dataset").options
+    with pytest.raises(ProfileError, match="did you mean 'tcia-like'"):
+        load_profile("tcia_like")
+    with pytest.raises(ProfileError, match="did you mean"):
+        parse_profile({"name": "x", "options": ["retain-uid"]})
+    with pytest.raises(ProfileError, match="invalid profile"):
+        parse_profile({"name": "x", "options": [], "python": "import os"})
+    with pytest.raises(ProfileError):
+        tcia.with_options(["retain-longitudinal-full-dates"])  # conflicts with modified dates
+
+
+def test_clean_text_removes_identity_in_any_spelling():
+    toks = identity_tokens(["Doe^John^Q", "00012345", "19510829"])
+    assert "12345" in toks
+    out = clean_text("CT head for John DOE, MRN 12345 DOB 08/29/1951 29-AUG-1951 at 10:42", toks)
+    for s in ("John", "DOE", "12345", "1951", "10:42"):
+        assert s.lower() not in out.lower()
+    assert "CT head" in out
+    assert clean_text("Chest for Dr Lockhart", []) == "Chest for"

@@ -1,0 +1,83 @@
+"""UIDs are replaced consistently: every reference between instances still resolves."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pydicom
+from corpus import make_ct_series
+
+from pixeldeid.cli import main
+from pixeldeid.uids import UIDMapper
+
+
+def _uids(ds) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for elem in ds.iterall():
+        if elem.VR == "UI" and elem.value:
+            vals = elem.value if isinstance(elem.value, (list, pydicom.multival.MultiValue)) else [elem.value]
+            out.setdefault(elem.keyword, set()).update(str(v) for v in vals)
+    return out
+
+
+def test_references_resolve_after_deid(tmp_path: Path, key_file: Path):
+    src = tmp_path / "in"
+    make_ct_series(src, 6)
+    inputs = [pydicom.dcmread(p) for p in sorted(src.rglob("*.dcm"))]
+    out = tmp_path / "out"
+    export = tmp_path / "map.csv"
+    assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--export-map", str(export), "--no-progress"]) == 0
+    outputs = [pydicom.dcmread(p) for p in sorted(out.glob("*.dcm"))]
+    assert len(outputs) == len(inputs) == 6
+    sops = {str(d.SOPInstanceUID) for d in outputs}
+    studies = {str(d.StudyInstanceUID) for d in outputs}
+    series = {str(d.SeriesInstanceUID) for d in outputs}
+    fors = {str(d.FrameOfReferenceUID) for d in outputs}
+    assert len(studies) == len(series) == len(fors) == 1
+    old_uids = set().union(*(set().union(*_uids(d).values()) for d in inputs))
+    new_all = set().union(*(set().union(*_uids(d).values()) for d in outputs))
+    # no original instance UID survives; class UIDs (1.2.840.10008.*) do
+    survivors = {u for u in old_uids & new_all if not u.startswith("1.2.840.10008.")}
+    assert not survivors
+    for d in outputs:
+        assert d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
+        assert d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+        assert len(str(d.SOPInstanceUID)) <= 64 and str(d.SOPInstanceUID).startswith("2.25.")
+        for seq_kw in ("ReferencedImageSequence", "SourceImageSequence"):
+            for item in d.get(seq_kw, []):
+                ref = str(item.ReferencedSOPInstanceUID)
+                if ref.startswith("2.25."):
+                    pass
+                # a reference to an instance of the batch points at its new UID
+                assert ref in sops or ref not in {str(i.SOPInstanceUID) for i in inputs}
+    # the mapper is a pure function of (key, uid): references map like their targets
+    mapper = UIDMapper(key_file.read_bytes().strip())
+    by_old = {str(i.SOPInstanceUID): mapper(str(i.SOPInstanceUID)) for i in inputs}
+    assert set(by_old.values()) == sops
+    for i, o in zip(sorted(inputs, key=lambda d: mapper(str(d.SOPInstanceUID))),
+                    sorted(outputs, key=lambda d: str(d.SOPInstanceUID))):
+        for seq_kw in ("ReferencedImageSequence", "SourceImageSequence"):
+            old_refs = [str(it.ReferencedSOPInstanceUID) for it in i.get(seq_kw, [])]
+            new_refs = [str(it.ReferencedSOPInstanceUID) for it in o.get(seq_kw, [])]
+            assert new_refs == [mapper(r) for r in old_refs]
+    rows = list(csv.DictReader(export.open()))
+    assert {r["kind"] for r in rows} == {"patient", "uid"}
+    assert any(r["id_old"] == str(inputs[0].StudyInstanceUID) and r["id_new"] in studies for r in rows)
+
+
+def test_map_csv_supplies_exact_values(tmp_path: Path, key_file: Path):
+    src = tmp_path / "in"
+    make_ct_series(src, 2)
+    first = pydicom.dcmread(sorted(src.rglob("*.dcm"))[0])
+    m = tmp_path / "m.csv"
+    m.write_text(f"id_old,id_new\n{first.PatientID},MIDI_0042\n"
+                 f"{first.StudyInstanceUID},1.2.826.0.1.3680043.10.99.7\n")
+    out = tmp_path / "out"
+    assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--map-csv", str(m), "--no-progress"]) == 0
+    for p in out.glob("*.dcm"):
+        d = pydicom.dcmread(p)
+        assert d.PatientID == "MIDI_0042"
+        assert d.StudyInstanceUID == "1.2.826.0.1.3680043.10.99.7"
