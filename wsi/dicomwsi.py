@@ -1,0 +1,347 @@
+"""DICOM whole-slide image de-identification (openslide vendor ``dicom``).
+
+A DICOM slide is a set of VL Whole Slide Microscopy instances sharing one
+SeriesInstanceUID: pyramid levels (ImageType value 3 ``VOLUME``), and associated
+images ``LABEL``, ``OVERVIEW`` (openslide's *macro*) and ``THUMBNAIL``. The set is
+de-identified together so that the keyed UIDs stay consistent and openslide
+still opens it:
+
+- LABEL and OVERVIEW instances are not released (their pixels show the label);
+- every other instance goes through pixeldeid's header core
+  (:class:`pixeldeid.api.Deidentifier`: PS3.15 profile, keyed UIDs, date shift,
+  pseudonym);
+- the outputs are written to a staging folder, scanned byte by byte for every
+  removed value (header values that changed, and the LabelText / BarcodeValue
+  of the dropped label), opened with openslide and compared with the input
+  (vendor, level dimensions, pixels, no label or macro), then renamed into place.
+  Any problem quarantines every input file of the slide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pixeldeid.atomic import TMP_PREFIX
+from pixeldeid.errors import DeidError, InputError
+
+from . import metadata_rules as mr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pixeldeid.api import Deidentifier
+
+    from .api import SlideOptions, VendorReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "WSI_SOP_CLASS",
+    "DROPPED_KINDS",
+    "SeriesResult",
+    "image_kind",
+    "make_deidentifier",
+    "deidentify_series",
+    "deidentify_paths",
+    "deidentify",
+]
+
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+#: ImageType value 3 of instances that are never released, and openslide's name for them
+DROPPED_KINDS = {"LABEL": "label", "OVERVIEW": "macro"}
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+             "UI", "UR", "UT"}
+
+
+@dataclass
+class SeriesResult:
+    """Outcome for one DICOM slide (one SeriesInstanceUID)."""
+
+    sources: list[str]
+    status: str = "failed"  # clean | quarantined | failed
+    output_dir: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (source, kind)
+    removed_values: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    reason: str | None = None
+    quarantine_copies: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "clean"
+
+
+def image_kind(ds: Any) -> str:
+    """ImageType value 3 (``VOLUME``, ``LABEL``, ``OVERVIEW``, ``THUMBNAIL``), upper case."""
+    it = ds.get("ImageType")
+    if it is None:
+        return ""
+    vals = [it] if isinstance(it, str) else list(it)
+    return str(vals[2]).strip().upper() if len(vals) > 2 else ""
+
+
+def _text_values(ds: Any) -> set[str]:
+    """Every text value of a dataset, sequences included (file meta too)."""
+    out: set[str] = set()
+
+    def walk(d: Any) -> None:
+        for elem in d:
+            if elem.VR == "SQ":
+                for item in elem.value or ():
+                    walk(item)
+            elif elem.VR in _TEXT_VRS and elem.value not in (None, ""):
+                v = elem.value
+                vals = [v] if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") else list(v)
+                for x in vals:
+                    s = str(x).strip()
+                    if s:
+                        out.add(s)
+
+    walk(ds)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        walk(meta)
+    return out
+
+
+def make_deidentifier(key: bytes, options: SlideOptions | None = None, *,
+                      profile: str = "basic") -> Deidentifier:
+    """A header :class:`~pixeldeid.api.Deidentifier` for slides.
+
+    Dates are shifted by ``options.date_offset`` days when given (with the
+    ``retain-longitudinal-modified-dates`` option), else handled by the profile
+    (removed or emptied).
+    """
+    from pixeldeid.api import DeidConfig, Deidentifier
+
+    offset = None if options is None else options.date_offset
+    opts: tuple[str, ...] = ()
+    if offset is not None:
+        opts = ("retain-longitudinal-modified-dates",)
+    return Deidentifier(DeidConfig(profile=profile, options=opts, key=key, date_offset_days=offset))
+
+
+def _read(path: Path) -> Any:
+    from pixeldeid.api import read_dicom
+
+    ds = read_dicom(path)
+    sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
+    if sop != WSI_SOP_CLASS:
+        raise InputError(f"not a VL Whole Slide Microscopy instance (SOP class {sop})", str(path))
+    if "SeriesInstanceUID" not in ds:
+        raise InputError("no SeriesInstanceUID", str(path))
+    return ds
+
+
+def _slide_name(options: SlideOptions | None, series_uid: str) -> str:
+    if options is not None and options.pseudonym:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in options.pseudonym)
+    return "slide-" + hashlib.sha256(series_uid.encode()).hexdigest()[:16]
+
+
+def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                      options: SlideOptions, deid: Deidentifier, *,
+                      verify: bool | None = None) -> SeriesResult:
+    """De-identify the instances of one DICOM slide into ``out_dir/<pseudonym>/``.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        All instances of the slide (one SeriesInstanceUID).
+    out_dir : path
+        Output root; the slide's folder is named by ``options.pseudonym`` (else a hash
+        of the new SeriesInstanceUID).
+    options : SlideOptions
+        ``label``/``macro`` "keep" release the LABEL / OVERVIEW instances (testing
+        only); ``redact_regions`` is refused.
+    deid : Deidentifier
+        The header core, shared by every slide of a batch (consistent UIDs and dates).
+    verify : bool, optional
+        Open the output with openslide and compare with the input (default
+        ``options.verify``).
+
+    Returns
+    -------
+    SeriesResult
+        Never raises for bad input: problems quarantine every source of the slide.
+    """
+    from pixeldeid.quarantine import quarantine
+
+    sources = [Path(p) for p in paths]
+    result = SeriesResult([str(p) for p in sources])
+    out_dir = Path(out_dir)
+    verify = options.verify if verify is None else verify
+    stage: Path | None = None
+    try:
+        if not sources:
+            raise InputError("no DICOM instances given")
+        if options.redact_regions:
+            raise DeidError("region redaction is not implemented for DICOM WSI")
+        datasets = [(p, _read(p)) for p in sources]
+        series = {str(ds.SeriesInstanceUID) for _, ds in datasets}
+        if len(series) != 1:
+            raise InputError(f"instances of {len(series)} different slides (SeriesInstanceUID) "
+                             "given as one slide")
+        removed: set[str] = set()
+        keep_kinds = {k for k, n in DROPPED_KINDS.items()
+                      if (options.label if n == "label" else options.macro) == "keep"}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
+        kept_sources: list[Path] = []
+        new_series = ""
+        for p, ds in datasets:
+            kind = image_kind(ds)
+            if kind in DROPPED_KINDS and kind not in keep_kinds:
+                result.dropped.append((str(p), DROPPED_KINDS[kind]))
+                for kw in ("LabelText", "BarcodeValue"):
+                    if ds.get(kw):
+                        removed.add(str(ds.get(kw)).strip())
+                continue
+            before = _text_values(ds)
+            deid.deidentify_dataset(ds, source=str(p))
+            removed |= before - _text_values(ds)
+            new_series = str(ds.SeriesInstanceUID)
+            out = stage / f"{ds.SOPInstanceUID}.dcm"
+            deid.write(ds, out, source=str(p))
+            kept_sources.append(p)
+            result.outputs.append(out.name)
+        if not kept_sources:
+            raise InputError("the slide has no pyramid (VOLUME) instance to release")
+        result.removed_values = mr.finalize_removed(sorted(removed))
+        from .tiffedit import scan_raw
+
+        for name in result.outputs:
+            for v, off in scan_raw(stage / name, result.removed_values)[:5]:
+                result.problems.append(f"removed value of length {len(v)} still in {name} "
+                                       f"at byte {off}")
+        if verify and not result.problems:
+            result.problems += _verify(kept_sources[0], stage / result.outputs[0], options)
+        if result.problems:
+            raise DeidError("verification failed: " + "; ".join(result.problems[:3]))
+        final = out_dir / _slide_name(options, new_series)
+        if final.exists():
+            raise DeidError(f"output folder {final} already exists")
+        os.replace(stage, final)
+        stage = None
+        result.output_dir = str(final)
+        result.outputs = [str(final / n) for n in result.outputs]
+        result.status = "clean"
+        logger.info("DICOM slide %s -> %s: %d instances, %d dropped (%s)", sources[0].parent,
+                    final, len(result.outputs), len(result.dropped),
+                    ", ".join(k for _, k in result.dropped) or "none")
+    except (DeidError, OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        result.reason = reason
+        result.status = "quarantined"
+        result.outputs = []
+        for p in sources:
+            try:
+                rec = quarantine(p, out_dir, reason, stage="wsi")
+                if rec.copy:
+                    result.quarantine_copies.append(rec.copy)
+            except OSError as qexc:  # pragma: no cover - disk full etc.
+                result.status = "failed"
+                result.reason = f"{reason} (quarantine failed: {qexc})"
+        logger.error("DICOM slide %s: %s", sources[0] if sources else "?", reason)
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    return result
+
+
+def _verify(src: Path, out: Path, options: SlideOptions) -> list[str]:
+    try:
+        import openslide
+    except ImportError:  # pragma: no cover
+        return ["openslide not installed: cannot verify (pip install 'pixeldeid[slides]')"]
+    from .verify import compare_outside_regions
+
+    problems: list[str] = []
+    try:
+        a = openslide.OpenSlide(str(src))
+    except Exception as exc:
+        return [f"input does not open in openslide: {exc}"]
+    try:
+        try:
+            b = openslide.OpenSlide(str(out))
+        except Exception as exc:
+            return [f"output does not open in openslide: {exc}"]
+        try:
+            if b.properties.get("openslide.vendor") != "dicom":
+                problems.append(f"output opens as {b.properties.get('openslide.vendor')!r}")
+            if a.level_dimensions != b.level_dimensions:
+                problems.append(f"level dimensions changed {a.level_dimensions} -> "
+                                f"{b.level_dimensions}")
+                return problems
+            assoc = set(b.associated_images)
+            if options.label != "keep" and "label" in assoc:
+                problems.append("label image still present")
+            if options.macro != "keep" and "macro" in assoc:
+                problems.append("macro (overview) image still present")
+            problems += compare_outside_regions(a, b, ())
+        finally:
+            b.close()
+    finally:
+        a.close()
+    return problems
+
+
+def deidentify_paths(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                     options: SlideOptions, deid: Deidentifier) -> list[SeriesResult]:
+    """Group DICOM files (or folders of them) by slide and de-identify each slide.
+
+    Files that are not DICOM WSI instances are quarantined, one result each.
+    """
+    from pixeldeid.quarantine import quarantine
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    groups: dict[str, list[Path]] = {}
+    results: list[SeriesResult] = []
+    import pydicom
+
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True,
+                                 specific_tags=["SeriesInstanceUID", "SOPClassUID"])
+            uid = str(ds.get("SeriesInstanceUID", ""))
+            if not uid or str(ds.get("SOPClassUID", "")) != WSI_SOP_CLASS:
+                raise InputError("not a VL Whole Slide Microscopy instance", str(f))
+        except Exception as exc:  # pydicom raises many kinds on hostile files
+            reason = getattr(exc, "reason", None) or f"unreadable DICOM: {exc}".splitlines()[0]
+            r = SeriesResult([str(f)], status="quarantined", reason=reason)
+            with contextlib.suppress(OSError):
+                rec = quarantine(f, out_dir, reason, stage="wsi")
+                if rec.copy:
+                    r.quarantine_copies.append(rec.copy)
+            results.append(r)
+            continue
+        groups.setdefault(uid, []).append(f)
+    for members in groups.values():
+        results.append(deidentify_series(members, out_dir, options, deid))
+    return results
+
+
+def deidentify(path: Path, options: SlideOptions) -> VendorReport:
+    """Per-file plug-in entry point of :mod:`wsi.api`: refused for DICOM.
+
+    A DICOM slide is a set of files whose UIDs must change together and whose
+    LABEL/OVERVIEW instances are dropped, which a single-file edit cannot do. Use
+    :func:`deidentify_paths` (or :func:`deidentify_series`) instead.
+
+    Raises
+    ------
+    DeidError
+        Always.
+    """
+    raise DeidError("DICOM WSI slides are de-identified as a set of instances: use "
+                    "wsi.dicomwsi.deidentify_paths(files, out_dir, options, deid)", str(path))
