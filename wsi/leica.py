@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pixeldeid.errors import DeidError, InputError
+from pixeldeid.errors import InputError
 
 from . import metadata_rules as mr
 from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
@@ -123,47 +123,101 @@ def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     InputError
         Not a Leica SCN, malformed XML, or the macro shares IFD 0 with the XML.
     DeidError
-        A region redaction was asked (not supported for Leica yet).
+        A region redaction failed.
     """
     from .api import VendorReport
 
-    if options.redact_regions:
-        raise DeidError("region redaction is not implemented for Leica SCN", str(path))
     report = VendorReport()
     with TiffEditor(path, "r+") as ed:
-        desc = ed.ifds[0].description
-        if not desc or LEICA_XMLNS not in desc:
-            raise InputError("not a Leica SCN (no scn XML in IFD 0)", str(path))
-        remove_macro = options.macro != "keep" or options.label != "keep"
-        xml, removed, macro_ifds = clean_leica_xml(desc, options.date_offset,
-                                                   remove_macro=remove_macro)
-        n_ifds = len(ed.ifds)
-        if 0 in macro_ifds:
-            raise InputError("the macro image is stored in IFD 0 with the XML; cannot remove it",
-                             str(path))
-        bad = [i for i in macro_ifds if i >= n_ifds]
-        if bad:
-            raise InputError(f"Leica XML names IFDs {bad} beyond the {n_ifds} in the file", str(path))
-        for index in sorted(macro_ifds, reverse=True):
-            n = ed.unlink_ifd(index)
-            report.actions.append(f"unlinked macro IFD {index} ({n} bytes zeroed)")
-        if macro_ifds:
-            xml = _renumber(xml, macro_ifds)
-        report.macro = "removed" if macro_ifds else ("kept" if not remove_macro else "absent")
-        report.label = report.macro
-        if options.label == "replace":
-            report.actions.append("label replacement: Leica has no separate label image; removed")
-        ed.set_ascii(0, IMAGE_DESCRIPTION, xml)
-        report.actions.append(f"cleaned XML ({len(desc)} -> {len(xml)} characters)")
-        for d in ed.ifds[1:]:
-            dd = d.description
-            if dd:
-                removed.append(dd)
-                ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
-        edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()})
-                                             for d in ed.ifds), options.date_offset)
-        for index, code, new in edits:
-            ed.set_ascii(index, code, new)
-        removed += rem
+        try:
+            removed, xml = _run(ed, path, options, report)
+        except BaseException:
+            ed.rollback()
+            raise
     report.removed_values = mr.finalize_removed(removed, xml)
     return report
+
+
+def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
+         ) -> tuple[list[str], str]:
+    desc = ed.ifds[0].description
+    if not desc or LEICA_XMLNS not in desc:
+        raise InputError("not a Leica SCN (no scn XML in IFD 0)", str(path))
+    remove_macro = options.macro != "keep" or options.label != "keep"
+    xml, removed, macro_ifds = clean_leica_xml(desc, options.date_offset,
+                                               remove_macro=remove_macro)
+    n_ifds = len(ed.ifds)
+    if 0 in macro_ifds:
+        raise InputError("the macro image is stored in IFD 0 with the XML; cannot remove it",
+                         str(path))
+    bad = [i for i in macro_ifds if i >= n_ifds]
+    if bad:
+        raise InputError(f"Leica XML names IFDs {bad} beyond the {n_ifds} in the file", str(path))
+    if options.redact_regions:
+        _redact(ed, desc, options, report)
+    for index in sorted(macro_ifds, reverse=True):
+        n = ed.unlink_ifd(index)
+        report.actions.append(f"unlinked macro IFD {index} ({n} bytes zeroed)")
+    if macro_ifds:
+        xml = _renumber(xml, macro_ifds)
+    report.macro = "removed" if macro_ifds else ("kept" if not remove_macro else "absent")
+    report.label = report.macro
+    if options.label == "replace":
+        report.actions.append("label replacement: Leica has no separate label image; removed")
+    ed.set_ascii(0, IMAGE_DESCRIPTION, xml)
+    report.actions.append(f"cleaned XML ({len(desc)} -> {len(xml)} characters)")
+    for d in ed.ifds[1:]:
+        dd = d.description
+        if dd:
+            removed.append(dd)
+            ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
+    edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()})
+                                         for d in ed.ifds), options.date_offset)
+    for index, code, new in edits:
+        ed.set_ascii(index, code, new)
+    removed += rem
+    return removed, xml
+
+
+def _main_images(desc: str) -> list[tuple[float, float, list[int]]]:
+    """``(offset x, offset y, IFDs largest first)`` of each brightfield main image, with the
+    offsets in openslide level-0 pixels (collection clicks / level-0 clicks per pixel)."""
+    root = mr.parse_xml(mr.split_xml_tail(desc)[0])
+    collection = root.find("d:collection", _NS)
+    macros = {id(m) for m in _macro_images(collection)}
+    images = []
+    for image in collection.findall("d:image", _NS):
+        if id(image) in macros:
+            continue
+        src = image.findtext("d:scanSettings/d:illuminationSettings/d:illuminationSource", "", _NS)
+        if src.strip() != "brightfield":
+            continue
+        view = image.find("d:view", _NS)
+        dims = [d for d in image.iter(f"{{{LEICA_XMLNS}}}dimension") if d.get("z", "0") == "0"]
+        dims.sort(key=lambda d: -int(d.get("sizeX", "0")))
+        cpp = int(view.get("sizeX")) / int(dims[0].get("sizeX"))
+        images.append((cpp, int(view.get("offsetX")), int(view.get("offsetY")),
+                       [int(d.get("ifd")) for d in dims]))
+    if not images:
+        raise InputError("no brightfield main image in the Leica XML")
+    cpp0 = min(i[0] for i in images)
+    return [(ox / cpp0, oy / cpp0, ifds) for _, ox, oy, ifds in images]
+
+
+def _redact(ed: TiffEditor, desc: str, options: SlideOptions, report: VendorReport) -> None:
+    """Black out level-0 regions (openslide coordinates) on every main-image IFD."""
+    from .redact import RedactStats, map_regions, redact_ifd
+
+    st = RedactStats()
+    for ox, oy, ifds in _main_images(desc):
+        local = [(x - ox, y - oy, w, h) for x, y, w, h in options.redact_regions]
+        # clip to the image (map_regions clips the far side; clip the near side here)
+        local = [(max(0.0, x), max(0.0, y), w - max(0.0, -x), h - max(0.0, -y))
+                 for x, y, w, h in local]
+        local = [r for r in local if r[2] > 0 and r[3] > 0]
+        shape0 = ed.ifd(ifds[0]).shape
+        for i in ifds:
+            redact_ifd(ed, i, map_regions(local, shape0, ed.ifd(i).shape), st)
+    report.redaction = st.as_dict()
+    report.actions.append(f"redacted {st.total_tiles} tiles ({st.total_old} bytes affected, "
+                          f"{st.total_new} written)")

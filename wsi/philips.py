@@ -209,63 +209,89 @@ def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     InputError
         Not a Philips TIFF, or its XML cannot be parsed.
     DeidError
-        A region redaction was asked (not supported for Philips yet).
+        Redaction was asked with ``macro="keep"`` (regions cannot be mapped onto the macro).
     """
     from .api import VendorReport
 
-    if options.redact_regions:
-        raise DeidError("region redaction is not implemented for Philips TIFF", str(path))
     report = VendorReport()
     with TiffEditor(path, "r+") as ed:
-        d0 = ed.ifds[0]
-        desc = d0.description
-        software = d0.get(305)
-        if not (isinstance(software, str) and software.startswith("Philips")) or not desc:
-            raise InputError("not a Philips TIFF (Software/ImageDescription)", str(path))
-        replacement = None
-        if options.label == "replace":
-            replacement = label_jpeg(options.pseudonym or "DE-IDENTIFIED")
-        xml, removed, summary = clean_philips_xml(
-            desc, options.date_offset, keep_label=options.label == "keep",
-            keep_macro=options.macro == "keep", replacement_label=replacement)
-        report.removed_values += removed
-        # Label / Macro IFDs (stripped, description starts with Label / Macro)
-        doomed: list[tuple[int, str]] = []
-        for d in ed.ifds[1:]:
-            dd = d.description or ""
-            if d.is_tiled:
-                continue
-            if dd.startswith("Label") and options.label != "keep":
-                doomed.append((d.index, "label"))
-            elif dd.startswith("Macro") and options.macro != "keep":
-                doomed.append((d.index, "macro"))
-        for index, kind in sorted(doomed, reverse=True):
-            n = ed.unlink_ifd(index)
-            report.actions.append(f"unlinked {kind} IFD {index} ({n} bytes zeroed)")
-        kinds = {k for _, k in doomed} | {k for k in ("label", "macro") if summary.get(k)}
-        report.label = ("replaced" if options.label == "replace" else
-                        "kept" if options.label == "keep" else
-                        "removed" if "label" in kinds else "absent")
-        report.macro = ("kept" if options.macro == "keep" else
-                        "removed" if "macro" in kinds else "absent")
-        if summary.get("tail"):
-            report.actions.append(f"dropped {summary['tail']} characters after the XML root")
-        ed.set_ascii(0, IMAGE_DESCRIPTION, xml)
-        report.actions.append(f"cleaned XML ({len(desc)} -> {len(xml)} characters)")
-        # any other description (not Label/Macro) and the generic TIFF tags
-        for d in ed.ifds[1:]:
-            dd = d.description
-            if dd and not (dd.startswith("Label") or dd.startswith("Macro")):
-                report.removed_values.append(dd)
-                ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
-        edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()})
-                                             for d in ed.ifds), options.date_offset)
-        for index, code, new in edits:
-            ed.set_ascii(index, code, new)
-        report.removed_values += rem
-        if edits:
-            report.actions.append(f"cleaned {len(edits)} generic TIFF tags")
+        try:
+            xml = _run(ed, path, options, report)
+        except BaseException:
+            ed.rollback()
+            raise
     # a removed value that equals kept, allowlisted text (e.g. "3.0") is not a leak
     report.removed_values = mr.finalize_removed(report.removed_values, xml)
     logger.debug("%s: %s", path, "; ".join(report.actions))
     return report
+
+
+def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport) -> str:
+    d0 = ed.ifds[0]
+    desc = d0.description
+    software = d0.get(305)
+    if not (isinstance(software, str) and software.startswith("Philips")) or not desc:
+        raise InputError("not a Philips TIFF (Software/ImageDescription)", str(path))
+    replacement = None
+    if options.label == "replace":
+        replacement = label_jpeg(options.pseudonym or "DE-IDENTIFIED")
+    xml, removed, summary = clean_philips_xml(
+        desc, options.date_offset, keep_label=options.label == "keep",
+        keep_macro=options.macro == "keep", replacement_label=replacement)
+    report.removed_values += removed
+    # Label / Macro IFDs (stripped, description starts with Label / Macro)
+    doomed: list[tuple[int, str]] = []
+    for d in ed.ifds[1:]:
+        dd = d.description or ""
+        if d.is_tiled:
+            continue
+        if dd.startswith("Label") and options.label != "keep":
+            doomed.append((d.index, "label"))
+        elif dd.startswith("Macro") and options.macro != "keep":
+            doomed.append((d.index, "macro"))
+    for index, kind in sorted(doomed, reverse=True):
+        n = ed.unlink_ifd(index)
+        report.actions.append(f"unlinked {kind} IFD {index} ({n} bytes zeroed)")
+    kinds = {k for _, k in doomed} | {k for k in ("label", "macro") if summary.get(k)}
+    report.label = ("replaced" if options.label == "replace" else
+                    "kept" if options.label == "keep" else
+                    "removed" if "label" in kinds else "absent")
+    report.macro = ("kept" if options.macro == "keep" else
+                    "removed" if "macro" in kinds else "absent")
+    if summary.get("tail"):
+        report.actions.append(f"dropped {summary['tail']} characters after the XML root")
+    ed.set_ascii(0, IMAGE_DESCRIPTION, xml)
+    report.actions.append(f"cleaned XML ({len(desc)} -> {len(xml)} characters)")
+    # any other description (not Label/Macro) and the generic TIFF tags
+    for d in ed.ifds[1:]:
+        dd = d.description
+        if dd and not (dd.startswith("Label") or dd.startswith("Macro")):
+            report.removed_values.append(dd)
+            ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
+    edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()})
+                                         for d in ed.ifds), options.date_offset)
+    for index, code, new in edits:
+        ed.set_ascii(index, code, new)
+    report.removed_values += rem
+    if edits:
+        report.actions.append(f"cleaned {len(edits)} generic TIFF tags")
+    if options.redact_regions:
+        _redact(ed, options, report)
+    return xml
+
+
+def _redact(ed: TiffEditor, options: SlideOptions, report: VendorReport) -> None:
+    """Black out level-0 regions on every pyramid level (the tiled IFDs)."""
+    from .redact import RedactStats, map_regions, redact_ifd
+
+    if options.macro == "keep":
+        raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                        str(ed.path))
+    st = RedactStats()
+    level0 = ed.ifd(0).shape
+    for d in list(ed.ifds):
+        if d.is_tiled:
+            redact_ifd(ed, d.index, map_regions(options.redact_regions, level0, d.shape), st)
+    report.redaction = st.as_dict()
+    report.actions.append(f"redacted {st.total_tiles} tiles ({st.total_old} bytes affected, "
+                          f"{st.total_new} written)")

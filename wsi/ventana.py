@@ -119,68 +119,129 @@ def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     InputError
         Not a Ventana BIF (no iScan XMP in IFD 0), or malformed XMP.
     DeidError
-        A region redaction was asked (not supported for Ventana yet).
+        Redaction asked on a slide with overlapping tiles (not supported).
     """
     from .api import VendorReport
 
-    if options.redact_regions:
-        raise DeidError("region redaction is not implemented for Ventana BIF", str(path))
     report = VendorReport()
-    removed: list[str] = []
     with TiffEditor(path, "r+") as ed:
-        x0 = ed.ifds[0].tags.get(XMP)
-        if x0 is None or b"iScan" not in x0.raw:
-            raise InputError("not a Ventana BIF (no iScan XMP in IFD 0)", str(path))
-        # the label image (openslide: macro)
-        macros = [d.index for d in ed.ifds if (d.description or "") in MACRO_DESCRIPTIONS]
-        drop_macro = options.macro != "keep" or options.label != "keep"
-        blanked = False
-        if drop_macro:
-            for index in sorted(macros, reverse=True):
-                if index == 0:
-                    n = 0
-                    for i in range(len(ed.segments(0))):
-                        n += blank_segment(ed, 0, i)
-                    ed.set_ascii(0, IMAGE_DESCRIPTION, BLANKED_DESCRIPTION)
-                    blanked = True
-                    report.actions.append(f"blanked label image IFD 0 (kept for its XMP; {n} bytes)")
-                else:
-                    n = ed.unlink_ifd(index)
-                    report.actions.append(f"unlinked label image IFD {index} ({n} bytes zeroed)")
-        report.macro = ("kept" if not drop_macro else "removed" if macros else "absent")
-        report.label = report.macro if report.macro != "kept" else "kept"
-        if options.label == "replace":
-            report.actions.append("label replacement: Ventana has no separate label image; removed")
-        # XMP packets of every IFD
-        new_xml_all = ""
-        for d in list(ed.ifds):
-            tag = d.tags.get(XMP)
-            if tag is None:
-                continue
-            new, rem = clean_xmp(tag.raw, options.date_offset)
-            removed += rem
-            new_xml_all += new.decode("utf-8")
-            if new != tag.raw:
-                ed.set_tag_bytes(d.index, XMP, new)
-                report.actions.append(f"cleaned XMP of IFD {d.index} ({tag.nbytes} -> {len(new)} bytes)")
-        # descriptions: keep level=..., Thumbnail, the blank marker; others removed
-        for d in ed.ifds:
-            dd = d.description
-            if not dd:
-                continue
-            keep = ("level=" in dd and all(mr.is_safe_key(kv.split("=", 1)[0], ("level",))
-                                           for kv in dd.split()))
-            keep = keep or dd in ("Thumbnail", "Probability_Image") or (blanked and d.index == 0
-                                                                        and dd == BLANKED_DESCRIPTION)
-            keep = keep or (not drop_macro and dd in MACRO_DESCRIPTIONS)
-            if not keep:
-                removed.append(dd)
-                ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
-        edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()
-                                                         if c != XMP}) for d in ed.ifds),
-                                            options.date_offset)
-        for index, code, new in edits:
-            ed.set_ascii(index, code, new)
-        removed += rem
+        try:
+            removed, new_xml_all = _run(ed, path, options, report)
+        except BaseException:
+            ed.rollback()
+            raise
     report.removed_values = mr.finalize_removed(removed, new_xml_all)
     return report
+
+
+def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
+         ) -> tuple[list[str], str]:
+    removed: list[str] = []
+    x0 = ed.ifds[0].tags.get(XMP)
+    if x0 is None or b"iScan" not in x0.raw:
+        raise InputError("not a Ventana BIF (no iScan XMP in IFD 0)", str(path))
+    # the label image (openslide: macro)
+    macros = [d.index for d in ed.ifds if (d.description or "") in MACRO_DESCRIPTIONS]
+    drop_macro = options.macro != "keep" or options.label != "keep"
+    blanked = False
+    if drop_macro:
+        for index in sorted(macros, reverse=True):
+            if index == 0:
+                n = 0
+                for i in range(len(ed.segments(0))):
+                    n += blank_segment(ed, 0, i)
+                ed.set_ascii(0, IMAGE_DESCRIPTION, BLANKED_DESCRIPTION)
+                blanked = True
+                report.actions.append(f"blanked label image IFD 0 (kept for its XMP; {n} bytes)")
+            else:
+                n = ed.unlink_ifd(index)
+                report.actions.append(f"unlinked label image IFD {index} ({n} bytes zeroed)")
+    report.macro = ("kept" if not drop_macro else "removed" if macros else "absent")
+    report.label = report.macro if report.macro != "kept" else "kept"
+    if options.label == "replace":
+        report.actions.append("label replacement: Ventana has no separate label image; removed")
+    # XMP packets of every IFD
+    new_xml_all = ""
+    for d in list(ed.ifds):
+        tag = d.tags.get(XMP)
+        if tag is None:
+            continue
+        new, rem = clean_xmp(tag.raw, options.date_offset)
+        removed += rem
+        new_xml_all += new.decode("utf-8")
+        if new != tag.raw:
+            ed.set_tag_bytes(d.index, XMP, new)
+            report.actions.append(f"cleaned XMP of IFD {d.index} ({tag.nbytes} -> {len(new)} bytes)")
+    # descriptions: keep level=..., Thumbnail, the blank marker; others removed
+    for d in ed.ifds:
+        dd = d.description
+        if not dd:
+            continue
+        keep = ("level=" in dd and all(mr.is_safe_key(kv.split("=", 1)[0], ("level",))
+                                       for kv in dd.split()))
+        keep = keep or dd in ("Thumbnail", "Probability_Image") or (blanked and d.index == 0
+                                                                    and dd == BLANKED_DESCRIPTION)
+        keep = keep or (not drop_macro and dd in MACRO_DESCRIPTIONS)
+        if not keep:
+            removed.append(dd)
+            ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
+    edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()
+                                                     if c != XMP}) for d in ed.ifds),
+                                        options.date_offset)
+    for index, code, new in edits:
+        ed.set_ascii(index, code, new)
+    removed += rem
+    if options.redact_regions:
+        _redact(ed, options, report)
+    return removed, new_xml_all
+
+
+def _simple_geometry(ed: TiffEditor, level0: int) -> bool:
+    """True when openslide's level-0 pixels are the TIFF pixels of ``level0``.
+
+    That holds without an EncodeInfo XMP, or with one AOI at the origin whose tile
+    joints all have zero overlap.
+    """
+    tag = ed.ifd(level0).tags.get(XMP)
+    if tag is None:
+        return True
+    try:
+        root = mr.parse_xml(mr.split_xml_tail(tag.raw.rstrip(b"\x00").decode("utf-8"))[0])
+    except (ValueError, UnicodeDecodeError):
+        return False
+    infos = [i for i in root.iter("ImageInfo") if i.get("AOIScanned", "1") != "0"]
+    if len(infos) != 1:
+        return False
+    zero = {"0", "0.0", "0.000000", None}
+    if infos[0].get("Pos-X") not in zero or infos[0].get("Pos-Y") not in zero:
+        return False
+    for origin in root.iter():
+        if origin.get("OriginX") not in zero or origin.get("OriginY") not in zero:
+            return False
+    return all(j.get("OverlapX") in zero and j.get("OverlapY") in zero
+               for j in root.iter("TileJointInfo"))
+
+
+def _redact(ed: TiffEditor, options: SlideOptions, report: VendorReport) -> None:
+    """Black out level-0 regions on every level; the thumbnail is unlinked (its field of
+    view is not recorded, so regions cannot be mapped onto it with confidence)."""
+    from .redact import RedactStats, map_regions, redact_ifd
+
+    levels = [d.index for d in ed.ifds if "level=" in (d.description or "")]
+    if not levels:
+        raise DeidError("no pyramid levels found for redaction", str(ed.path))
+    level0 = max(levels, key=lambda i: ed.ifd(i).shape[1])
+    if not _simple_geometry(ed, level0):
+        raise DeidError("region redaction on a BIF with overlapping or offset tiles is not "
+                        "supported", str(ed.path))
+    st = RedactStats()
+    shape0 = ed.ifd(level0).shape
+    for i in levels:
+        redact_ifd(ed, i, map_regions(options.redact_regions, shape0, ed.ifd(i).shape), st)
+    for d in sorted((d for d in ed.ifds if d.description in ("Thumbnail", "Probability_Image")),
+                    key=lambda d: -d.index):
+        ed.unlink_ifd(d.index)
+        report.actions.append(f"unlinked {d.description} IFD {d.index} (regions cannot be mapped)")
+    report.redaction = st.as_dict()
+    report.actions.append(f"redacted {st.total_tiles} tiles ({st.total_old} bytes affected, "
+                          f"{st.total_new} written)")

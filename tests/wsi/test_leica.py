@@ -92,3 +92,20 @@ def test_clean_leica_xml_rules():
         clean_leica_xml("<scn><collection>", None)
     with pytest.raises(InputError, match="scn"):
         clean_leica_xml("<other/>", None)
+
+
+def test_region_redaction_in_collection_coordinates(tmp_path):
+    src = tmp_path / "case.scn"
+    make_leica(src)
+    a = openslide.OpenSlide(str(src))
+    bx, by = int(a.properties["openslide.bounds-x"]), int(a.properties["openslide.bounds-y"])
+    region = (bx + 100, by + 50, 300, 200)  # inside the main image, which is offset
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="R1", redact_regions=[region])
+    assert r.status == "clean", (r.reason, r.problems)  # verify compared pixels outside
+    out = openslide.OpenSlide(r.output)
+    x, y, w, h = region
+    for lvl, ds in enumerate(out.level_downsamples):
+        inner = out.read_region((x + 16, y + 16), lvl, (int((w - 32) / ds), int((h - 32) / ds)))
+        assert np.asarray(inner)[..., :3].max() <= 2, f"level {lvl}"
+    before = np.asarray(a.read_region((bx, by), 0, (64, 32)))
+    assert np.array_equal(before, np.asarray(out.read_region((bx, by), 0, (64, 32))))

@@ -143,3 +143,25 @@ def test_clean_xml_drops_tail_and_refuses_bad_documents():
         clean_philips_xml('<DataObject ObjectType="DPUfsImport"/>', None)
     with pytest.raises(InputError, match="malformed"):
         clean_philips_xml('<DataObject ObjectType="DPUfsImport"><Attribute></DataObject>', None)
+
+
+def test_region_redaction_on_every_level(slide, tmp_path):
+    src, planted = slide
+    region = (100, 100, 300, 200)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="R1", redact_regions=[region])
+    assert r.status == "clean", (r.reason, r.problems)  # verify compared pixels outside
+    assert r.report.redaction["tiles"][0] == 4  # only the tiles that intersect
+    out = openslide.OpenSlide(r.output)
+    x, y, w, h = region
+    for lvl, ds in enumerate(out.level_downsamples):
+        # interior of the region, away from the JPEG blocks it cuts through
+        inner = out.read_region((x + 16, y + 16), lvl, (int((w - 32) / ds), int((h - 32) / ds)))
+        assert np.asarray(inner)[..., :3].max() <= 2, f"level {lvl} not blacked out"
+    assert scan_raw(r.output, list(planted.values())) == []
+
+
+def test_redaction_refused_when_macro_kept(slide, tmp_path):
+    src, _ = slide
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="R2", macro="keep",
+                         redact_regions=[(0, 0, 10, 10)])
+    assert r.status == "quarantined" and "macro" in r.reason

@@ -99,3 +99,17 @@ def test_not_a_bif_is_refused(tmp_path):
     with pytest.raises(InputError, match="iScan"):
         ventana.deidentify(p, SlideOptions())
     assert sha(p) == before
+
+
+def test_region_redaction_unlinks_thumbnail(tmp_path):
+    src = tmp_path / "case.bif"
+    make_ventana(src)
+    region = (100, 100, 300, 200)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="R1", redact_regions=[region])
+    assert r.status == "clean", (r.reason, r.problems)
+    out = openslide.OpenSlide(r.output)
+    assert set(out.associated_images) == set()
+    x, y, w, h = region
+    for lvl, ds in enumerate(out.level_downsamples):
+        inner = out.read_region((x + 16, y + 16), lvl, (int((w - 32) / ds), int((h - 32) / ds)))
+        assert np.asarray(inner)[..., :3].max() <= 2, f"level {lvl}"
