@@ -573,7 +573,8 @@ class TiffEditor:
         vsz = 8 if self.kind == "bigtiff" else 4
         holders = self._sharers(tag) or [(d, tag)]
         old_off, old_n, old_inline = tag.value_offset, tag.nbytes, tag.inline
-        if len(raw) <= vsz:
+        # NDPI readers (openslide) mis-read short values moved inline: keep them in their slot
+        if len(raw) <= vsz and not (self.is_ndpi and not old_inline):
             field_b = raw.ljust(vsz, b"\x00")
             for hd, ht in holders:
                 self._write_entry(hd, ht, typ, count, field_b)

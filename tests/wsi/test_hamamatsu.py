@@ -1,0 +1,102 @@
+"""Hamamatsu NDPI: synthetic NDPI with planted identity and the real test3-DAPI-2-(387).ndpi."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import openslide
+import pytest
+
+from wsi.api import deidentify_slide
+from wsi.hamamatsu import clean_property_map
+from wsi.synth.hamamatsu import PROPERTY_MAP, make_ndpi
+from wsi.tiffedit import TiffEditor, scan_raw
+
+
+@pytest.fixture
+def ndpi(tmp_path):
+    return make_ndpi(tmp_path / "in" / "S24-001234.ndpi")
+
+
+def test_synthetic_ndpi_opens_with_planted_identity(ndpi):
+    s = openslide.OpenSlide(str(ndpi.path))
+    assert s.properties["openslide.vendor"] == "hamamatsu"
+    assert "macro" in s.associated_images
+    assert s.properties["hamamatsu.NDP.S/N"] == "SN-7788990"
+    with TiffEditor(ndpi.path) as ed:
+        assert ed.is_ndpi
+        offs = {d.tags[65449].value_offset for d in ed.ifds}
+        assert len(offs) == 1  # one shared property map
+    assert all(scan_raw(ndpi.path, [v]) for v in ndpi.planted)
+
+
+def test_ndpi_deidentified(ndpi, tmp_path):
+    before = hashlib.sha256(ndpi.path.read_bytes()).hexdigest()
+    r = deidentify_slide(ndpi.path, tmp_path / "out", pseudonym="SUBJ-9")
+    assert r.status == "clean", r.reason
+    assert hashlib.sha256(ndpi.path.read_bytes()).hexdigest() == before
+    assert scan_raw(r.output, ndpi.planted) == []
+    a, b = openslide.OpenSlide(str(ndpi.path)), openslide.OpenSlide(r.output)
+    assert b.properties["openslide.vendor"] == "hamamatsu"
+    assert b.level_dimensions == a.level_dimensions
+    assert "macro" not in b.associated_images
+    assert b.properties["hamamatsu.Reference"] == ""
+    assert b.properties["hamamatsu.Objective.Lens.Magnificant"] == "20.0"
+    assert "hamamatsu.Created" not in b.properties and "hamamatsu.NDP.S/N" not in b.properties
+    for lvl in range(b.level_count):
+        w, h = b.level_dimensions[lvl]
+        np.testing.assert_array_equal(np.asarray(a.read_region((0, 0), lvl, (w, h))),
+                                      np.asarray(b.read_region((0, 0), lvl, (w, h))))
+    # level JPEGs untouched byte for byte
+    with TiffEditor(ndpi.path) as ea, TiffEditor(r.output) as eb:
+        for i in range(3):
+            assert ea.read_segment(i, 0) == eb.read_segment(i, 0)
+
+
+def test_ndpi_date_shift(ndpi, tmp_path):
+    r = deidentify_slide(ndpi.path, tmp_path / "out", pseudonym="S", date_offset=30)
+    assert r.status == "clean", r.reason
+    b = openslide.OpenSlide(r.output)
+    assert b.properties["hamamatsu.Created"] == "2024/06/22"
+    assert b.properties["tiff.DateTime"] == "2024:07:01 10:11:12"
+
+
+def test_ndpi_macro_redact(ndpi, tmp_path):
+    r = deidentify_slide(ndpi.path, tmp_path / "out", pseudonym="S", macro="redact")
+    assert r.status == "clean", r.reason
+    b = openslide.OpenSlide(r.output)
+    m = np.asarray(b.associated_images["macro"].convert("RGB"))
+    a = np.asarray(openslide.OpenSlide(str(ndpi.path)).associated_images["macro"].convert("RGB"))
+    cut = int(m.shape[1] * 0.27)
+    assert m[:, : cut - 16].max() <= 8
+    np.testing.assert_array_equal(m[:, cut + 24:], a[:, cut + 24:])
+
+
+def test_ndpi_region_redaction_refused(ndpi, tmp_path):
+    r = deidentify_slide(ndpi.path, tmp_path / "out", redact_regions=[(0, 0, 100, 100)])
+    assert r.status == "quarantined" and "NDPI" in r.reason
+
+
+def test_property_map_rules():
+    new, removed = clean_property_map(PROPERTY_MAP, None)
+    assert "Product=C13210-01\r\n" in new and "Objective.Lens.Magnificant=20.0" in new
+    for bad in ("Created", "NDP.S/N", "Macro.S/N", "Operator", "Shading", "SerialNumber"):
+        assert bad not in new
+    assert {"SN-7788990", "MS-5566771", "Jane Q Doe", "SHD-99127", "2024/05/30"} <= set(removed)
+
+
+def test_real_ndpi(real, tmp_path):
+    src = real("test3-DAPI-2-(387).ndpi")
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="REAL-1")
+    assert r.status == "clean", r.reason
+    b = openslide.OpenSlide(r.output)
+    assert b.properties["openslide.vendor"] == "hamamatsu"
+    assert b.associated_images == {}
+    assert "hamamatsu.NDP.S/N" not in b.properties
+    # serials and dates gone everywhere, including the nested shading blob
+    assert scan_raw(r.output, ["950291", "950410", "2017/01/27", "2011/05/23",
+                               "2017:02:07 13:06:43"]) == []
+    with TiffEditor(r.output) as ed:
+        assert len(ed.ifds) == 4
+        assert ed.ifds[0].get(271) == "Hamamatsu"

@@ -1,0 +1,139 @@
+"""Hamamatsu NDPI: macro, Reference, serials, property map and dates, in place.
+
+- the macro is the IFD with SourceLens (65421) -1; the "map" (-2, a low-resolution
+  picture of the whole glass, label end included) goes with it;
+- 65427 Reference (slide name / barcode text) and 65442 scanner serial are blanked;
+- 65449 property map (one copy shared by every IFD) is rewritten with allowlisted
+  ``key=value`` records only; Created/Updated are shifted or removed; the nested
+  ``;NDP Shading Data ... ;SerialNumber=...;Date=...`` blob is dropped;
+- DateTime and other standard identity tags go through :mod:`wsi.generic`.
+
+Region redaction of NDPI levels (one JPEG per level with restart markers) is not
+implemented: a request for it is refused (the slide is quarantined), never ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pixeldeid.errors import DeidError
+
+from .generic import blank_private_blobs, clean_standard_tags
+from .metadata_rules import clean_date_value
+from .redact import redact_ifd
+from .tiffedit import TiffEditor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import SlideOptions, VendorReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["deidentify", "clean_property_map", "SOURCE_LENS", "NDPI_SAFE_KEYS"]
+
+SOURCE_LENS = 65421
+REFERENCE = 65427
+SERIAL = 65442
+PROPERTY_MAP = 65449
+#: fraction of the macro width covered by the label (left end in NDPI macros)
+MACRO_LABEL_FRACTION = 0.27
+
+#: property-map keys kept (regular expressions, whole key)
+NDPI_SAFE_KEYS = tuple(re.compile(p) for p in (
+    r"Product", r"system\.version", r"Objective\.Lens\.Magnificant", r"ccd\..*", r"PSHV.*",
+    r"exposure\..*", r".*focus\.pitch", r"slide\.tickness", r"valid\..*", r"cube\.kind",
+    r"colorfilterID", r"calibration\.version", r"target\.white\.intensity",
+    r"lane\.shift\.amount", r"variable\.exposuretime", r"YRNP\[\d+\]", r"zCoarse\[\d+\]",
+    r"zFine\[\d+\]", r"slant\..*", r"focalplane\..*", r"stage\.center", r"AHEX\[\d+\].*",
+    r"MHLN\[\d+\].*", r"roi\.slide\.macro",
+))
+_DATE_KEYS = ("Created", "Updated")
+
+
+def clean_property_map(text: str, shift_days: int | None) -> tuple[str, list[str]]:
+    """Keep allowlisted records of an NDPI property map; return it and removed values."""
+    kept: list[str] = []
+    removed: list[str] = []
+    for rec in text.split("\r\n"):
+        if not rec:
+            continue
+        key, sep, value = rec.partition("=")
+        if rec.startswith(";") or "\r" in rec or not sep:
+            # nested blob (NDP Shading Data): dropped whole; its identifying values scanned for
+            for m in re.finditer(r";(SerialNumber|Date|Name|Operator|User)=([^\r;]*)", rec):
+                v = m.group(2).strip()
+                if len(v) >= 4 and m.group(1) in ("SerialNumber", "Date", "Operator", "User"):
+                    removed.append(v)
+            continue
+        if any(p.fullmatch(key) for p in NDPI_SAFE_KEYS):
+            kept.append(rec)
+        elif key in _DATE_KEYS:
+            new = clean_date_value(value, shift_days)
+            if new is not None:
+                kept.append(f"{key}={new}")
+            if new != value:
+                removed.append(value)
+        elif value.strip():
+            removed.append(value.strip())
+    return "".join(r + "\r\n" for r in kept), removed
+
+
+def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
+    """De-identify an NDPI file in place; see the module docstring."""
+    from .api import VendorReport
+
+    rep = VendorReport()
+    with TiffEditor(path, "r+") as ed:
+        if not ed.is_ndpi:
+            raise DeidError("not an NDPI file (no tag 65420)", str(path))
+        try:
+            _run(ed, options, rep)
+        except BaseException:
+            ed.rollback()
+            raise
+    return rep
+
+
+def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
+    if options.redact_regions:
+        raise DeidError("region redaction of NDPI levels is not supported yet", str(ed.path))
+    lens = {d.index: float(d.first(SOURCE_LENS, 0.0)) for d in ed.ifds}
+    # property map: shared by every IFD; cleaning one copy cleans all of them
+    done: set[int] = set()
+    for d in list(ed.ifds):
+        t = d.tags.get(PROPERTY_MAP)
+        if t is None or t.value_offset in done:
+            continue
+        new, removed = clean_property_map(d.get(PROPERTY_MAP), options.date_offset)
+        ed.set_ascii(d.index, PROPERTY_MAP, new)
+        done.add(ed.ifd(d.index).tags[PROPERTY_MAP].value_offset)
+        rep.removed_values += removed
+    rep.actions.append("property map cleaned")
+    for code in (REFERENCE, SERIAL):
+        for d in list(ed.ifds):
+            v = ed.ifd(d.index).get(code)
+            if isinstance(v, str) and v.strip():
+                rep.removed_values.append(v.strip())
+                ed.set_ascii(d.index, code, "")
+    rep.actions.append("Reference and serial blanked")
+    rep.removed_values += clean_standard_tags(ed, options.date_offset)
+    rep.removed_values += blank_private_blobs(ed)
+    macros = [i for i, v in lens.items() if v == -1.0]
+    maps = [i for i, v in lens.items() if v == -2.0]
+    remove: list[int] = []
+    if macros or maps:
+        if options.macro == "remove":
+            remove += macros + maps
+            rep.macro = "removed" if macros else "absent"
+        elif options.macro == "redact":
+            for i in macros + maps:
+                h, w = ed.ifd(i).shape
+                redact_ifd(ed, i, [(0, 0, int(round(w * MACRO_LABEL_FRACTION)), h)])
+            rep.macro = "redacted"
+        else:
+            rep.macro = "kept"
+    for i in sorted(remove, reverse=True):
+        ed.unlink_ifd(i)
+        rep.actions.append(f"unlinked IFD {i} (SourceLens {lens[i]:g})")
