@@ -155,11 +155,17 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         raise InputError(f"Leica XML names IFDs {bad} beyond the {n_ifds} in the file", str(path))
     if options.redact_regions:
         _redact(ed, desc, options, report)
-    for index in sorted(macro_ifds, reverse=True):
+    # IFDs no remaining XML image refers to are invisible to openslide: not released
+    referenced = {int(d.get("ifd", "-1"))
+                  for d in mr.parse_xml(xml).iter(f"{{{LEICA_XMLNS}}}dimension")}
+    orphans = [i for i in range(1, n_ifds) if i not in referenced and i not in macro_ifds]
+    doomed = sorted(set(macro_ifds) | set(orphans))
+    for index in reversed(doomed):
         n = ed.unlink_ifd(index)
-        report.actions.append(f"unlinked macro IFD {index} ({n} bytes zeroed)")
-    if macro_ifds:
-        xml = _renumber(xml, macro_ifds)
+        what = "macro" if index in macro_ifds else "unreferenced"
+        report.actions.append(f"unlinked {what} IFD {index} ({n} bytes zeroed)")
+    if doomed:
+        xml = _renumber(xml, doomed)
     report.macro = "removed" if macro_ifds else ("kept" if not remove_macro else "absent")
     report.label = report.macro
     if options.label == "replace":

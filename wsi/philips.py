@@ -239,7 +239,8 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         desc, options.date_offset, keep_label=options.label == "keep",
         keep_macro=options.macro == "keep", replacement_label=replacement)
     report.removed_values += removed
-    # Label / Macro IFDs (stripped, description starts with Label / Macro)
+    # Label / Macro IFDs (stripped, description starts with Label / Macro); openslide
+    # ignores any other stripped IFD, which is therefore removed too
     doomed: list[tuple[int, str]] = []
     for d in ed.ifds[1:]:
         dd = d.description or ""
@@ -249,6 +250,9 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
             doomed.append((d.index, "label"))
         elif dd.startswith("Macro") and options.macro != "keep":
             doomed.append((d.index, "macro"))
+        elif not (dd.startswith("Label") or dd.startswith("Macro")):
+            # an image openslide does not show may still show identity: not released
+            doomed.append((d.index, "unrecognized image"))
     for index, kind in sorted(doomed, reverse=True):
         n = ed.unlink_ifd(index)
         report.actions.append(f"unlinked {kind} IFD {index} ({n} bytes zeroed)")

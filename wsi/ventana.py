@@ -156,6 +156,13 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
             else:
                 n = ed.unlink_ifd(index)
                 report.actions.append(f"unlinked label image IFD {index} ({n} bytes zeroed)")
+    # IFDs openslide does not use (no level=, not macro/thumbnail) may still show identity
+    known = ("Thumbnail", "Probability_Image", *MACRO_DESCRIPTIONS)
+    for d in sorted(ed.ifds[1:], key=lambda d: -d.index):
+        dd = d.description or ""
+        if "level=" not in dd and dd not in known:
+            n = ed.unlink_ifd(d.index)
+            report.actions.append(f"unlinked unrecognized IFD {d.index} ({n} bytes zeroed)")
     report.macro = ("kept" if not drop_macro else "removed" if macros else "absent")
     report.label = report.macro if report.macro != "kept" else "kept"
     if options.label == "replace":

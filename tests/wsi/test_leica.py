@@ -109,3 +109,19 @@ def test_region_redaction_in_collection_coordinates(tmp_path):
         assert np.asarray(inner)[..., :3].max() <= 2, f"level {lvl}"
     before = np.asarray(a.read_region((bx, by), 0, (64, 32)))
     assert np.array_equal(before, np.asarray(out.read_region((bx, by), 0, (64, 32))))
+
+
+def test_unreferenced_ifd_is_not_released(tmp_path):
+    import tifffile
+
+    src = tmp_path / "extra.scn"
+    planted = make_leica(src)
+    with tifffile.TiffWriter(src, append=True, bigtiff=True) as tw:
+        tw.write(np.zeros((8, 8), np.uint8), metadata=None, software=False,
+                 extratags=[(65001, "s", 0, planted["serial"], True)])
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="X1")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert any("unreferenced" in a for a in r.report.actions)
+    with TiffEditor(r.output) as ed:
+        assert len(ed.ifds) == 3
+    assert scan_raw(r.output, [planted["serial"]]) == []

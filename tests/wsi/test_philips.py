@@ -98,21 +98,38 @@ def test_bigtiff(tmp_path):
 
 
 def test_unknown_identity_place_is_caught_by_the_scan(tmp_path):
-    """A planted copy the cleaner does not know about quarantines the slide."""
-    import tifffile
+    """A planted copy the cleaner does not know about (a JPEG comment inside a kept
+    tile) quarantines the slide."""
+    from wsi.tiffedit import TiffEditor
 
     src = tmp_path / "leaky.tiff"
     planted = make_philips(src)
-    # append a page holding the serial number in a private ASCII tag
-    with tifffile.TiffWriter(src, append=True) as tw:
-        tw.write(np.zeros((8, 8), np.uint8), metadata=None, software=False,
-                 extratags=[(65001, "s", 0, planted["serial"], True)])
+    with TiffEditor(src, "r+") as ed:
+        tile = ed.read_segment(1, 0)
+        com = planted["serial"].encode()
+        ed.replace_tile(1, 0, tile[:2] + b"\xff\xfe" + (len(com) + 2).to_bytes(2, "big") + com
+                        + tile[2:])
     before = sha(src)
     r = deidentify_slide(src, tmp_path / "out", pseudonym="L1")
     assert r.status == "quarantined"
-    assert "FMT-SN-99812" in r.reason or any(v == planted["serial"] for v, _ in r.scan_hits)
+    assert any(v == planted["serial"] for v, _ in r.scan_hits)
     assert r.output is None and not (tmp_path / "out" / "L1.tiff").exists()
     assert sha(src) == before
+
+
+def test_unrecognized_page_is_not_released(tmp_path):
+    import tifffile
+
+    src = tmp_path / "extra.tiff"
+    planted = make_philips(src)
+    with tifffile.TiffWriter(src, append=True) as tw:
+        tw.write(np.zeros((8, 8), np.uint8), metadata=None, software=False,
+                 extratags=[(65001, "s", 0, planted["serial"], True)])
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="X1")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert any("unrecognized image" in a for a in r.report.actions)
+    assert len(tifffile.TiffFile(r.output).pages) == 3
+    assert scan_raw(r.output, [planted["serial"]]) == []
 
 
 def test_truncated_input_is_quarantined_untouched(slide, tmp_path):

@@ -113,3 +113,15 @@ def test_region_redaction_unlinks_thumbnail(tmp_path):
     for lvl, ds in enumerate(out.level_downsamples):
         inner = out.read_region((x + 16, y + 16), lvl, (int((w - 32) / ds), int((h - 32) / ds)))
         assert np.asarray(inner)[..., :3].max() <= 2, f"level {lvl}"
+
+
+def test_unrecognized_ifd_is_not_released(tmp_path):
+    src = tmp_path / "extra.bif"
+    planted = make_ventana(src)
+    with tifffile.TiffWriter(src, append=True) as tw:
+        tw.write(np.zeros((8, 8), np.uint8), metadata=None, software=False,
+                 description="Scanner snapshot", extratags=[(65001, "s", 0, planted["UnitNumber"], True)])
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="X1")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert any("unrecognized" in a for a in r.report.actions)
+    assert scan_raw(r.output, [planted["UnitNumber"], "Scanner snapshot"]) == []
