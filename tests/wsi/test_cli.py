@@ -1,0 +1,72 @@
+"""The ``pixeldeid wsi`` subcommand, called through its run() and through pixeldeid.cli."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+
+import openslide
+
+from wsi import cli
+from wsi.synth.aperio import make_aperio
+from wsi.synth.hamamatsu import make_ndpi
+from wsi.tiffedit import scan_raw
+
+
+def _run(argv):
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return cli.run(p.parse_args(argv))
+
+
+def test_batch_with_one_bad_file(tmp_path, capsys):
+    src = tmp_path / "in"
+    a = make_aperio(src / "a.svs", width=800, height=600)
+    n = make_ndpi(src / "b.ndpi", width=512, height=384)
+    bad = src / "c.svs"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 100)
+    out = tmp_path / "out"
+    rc = _run([str(src), "-o", str(out), "--value", "Jane Q Doe"])
+    assert rc == 1
+    err = capsys.readouterr()
+    assert "c.svs" in err.err and "3 slides: 2 clean, 1 quarantined" in err.out
+    outs = sorted(p.name for p in out.iterdir())
+    assert outs == ["SLIDE-0001.svs", "SLIDE-0002.ndpi", "quarantine", "wsi-report.csv"]
+    for f, s in (("SLIDE-0001.svs", a), ("SLIDE-0002.ndpi", n)):
+        assert scan_raw(out / f, s.planted) == []
+    assert openslide.OpenSlide(str(out / "SLIDE-0002.ndpi")).properties["openslide.vendor"] == "hamamatsu"
+    assert len(list((out / "quarantine").glob("*.reason.txt"))) == 1
+    assert "quarantined" in (out / "wsi-report.csv").read_text()
+
+
+def test_in_place_and_options(tmp_path):
+    s = make_aperio(tmp_path / "x.svs", width=800, height=600)
+    before = hashlib.sha256(s.path.read_bytes()).hexdigest()
+    rc = _run([str(s.path), "--in-place", "--label", "replace", "--macro", "redact",
+               "--redact", "10,10,100,100", "--pseudonym", "P-7", "--shift-days", "3"])
+    assert rc == 1  # a kept macro cannot take mapped regions: quarantined, input untouched
+    assert hashlib.sha256(s.path.read_bytes()).hexdigest() == before
+    rc = _run([str(s.path), "--in-place", "--label", "replace", "--macro", "remove",
+               "--redact", "10,10,100,100", "--pseudonym", "P-7", "--shift-days", "3"])
+    assert rc == 0
+    o = openslide.OpenSlide(str(s.path))
+    assert set(o.associated_images) == {"label", "thumbnail"}
+    assert o.properties["aperio.Date"] == "11/26/26"
+    assert scan_raw(s.path, s.planted[:5]) == []
+    assert not list(tmp_path.glob(".pixeldeid-tmp-*"))
+
+
+def test_usage_errors(tmp_path, capsys):
+    s = make_aperio(tmp_path / "x.svs", width=400, height=300)
+    assert _run([str(s.path)]) == 2
+    assert _run([str(s.path), "-o", str(tmp_path / "o"), "--ocr", "easyocr"]) == 2
+    assert _run([str(tmp_path / "nothing-here"), "-o", str(tmp_path / "o")]) == 1
+    assert "error" in capsys.readouterr().err
+
+
+def test_registered_in_pixeldeid_cli(tmp_path):
+    from pixeldeid.cli import main
+
+    s = make_aperio(tmp_path / "x.svs", width=400, height=300)
+    assert main(["wsi", str(s.path), "-o", str(tmp_path / "o"), "--pseudonym", "Q1"]) == 0
+    assert (tmp_path / "o" / "Q1.svs").is_file()

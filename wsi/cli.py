@@ -1,0 +1,148 @@
+"""``pixeldeid wsi``: de-identify whole-slide images (label, macro, metadata, regions)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+from pixeldeid.atomic import atomic_output
+
+from .api import SlideOptions, deidentify_slide
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "run", "SLIDE_SUFFIXES"]
+
+DESCRIPTION = """De-identify whole-slide images in place in their TIFF structure.
+Removes or replaces the label, removes or redacts the macro, cleans vendor metadata by an
+allowlist (dates removed or shifted), blacks out level-0 regions on every pyramid level and
+the thumbnail re-encoding only the tiles they touch, then scans the raw bytes of the output
+for every removed value and re-opens it with openslide. Slides that fail any step are
+quarantined (OUT/quarantine) with a reason; inputs are never modified unless --in-place."""
+
+EPILOG = """examples:
+  pixeldeid wsi slides/ -o clean/
+  pixeldeid wsi case.svs -o clean/ --pseudonym SUBJ-0001 --label replace --macro redact
+  pixeldeid wsi case.svs -o clean/ --macro remove --redact 12000,8000,2000,1500
+  pixeldeid wsi archive/*.ndpi --in-place --shift-days -37
+  pixeldeid wsi slides/ -o clean/ --pseudonym-map map.csv --value "Jane Doe" --value S24-1234
+"""
+
+#: file suffixes picked up when a folder is given
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".bif", ".scn", ".dcm")
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    try:
+        parts = tuple(int(float(p)) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--redact wants x,y,w,h integers, not {text!r}") from None
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0 or min(parts[:2]) < 0:
+        raise argparse.ArgumentTypeError(f"--redact wants x,y,w,h with w,h > 0, not {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``wsi`` subcommand's arguments."""
+    parser.add_argument("src", nargs="+", metavar="SRC", help="slide files or folders")
+    parser.add_argument("-o", "--out", metavar="OUT", help="output folder (not with --in-place)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="replace each input by its verified de-identified version")
+    parser.add_argument("--label", choices=("remove", "replace", "keep"), default="remove",
+                        help="remove the label, or replace it by one showing the pseudonym")
+    parser.add_argument("--macro", choices=("remove", "redact", "keep"), default="remove",
+                        help="remove the macro image, black out its label end, or keep it")
+    parser.add_argument("--redact", action="append", type=_region, default=[], metavar="X,Y,W,H",
+                        help="level-0 rectangle blacked out on every level and the thumbnail "
+                             "(repeatable)")
+    parser.add_argument("--ocr", default="none", metavar="ENGINE",
+                        help="OCR engine for text regions on macro/thumbnail (only 'none' now)")
+    parser.add_argument("--pseudonym", help="output name and replaced-label text (one SRC only)")
+    parser.add_argument("--pseudonym-map", metavar="CSV",
+                        help="CSV with columns source,pseudonym (source = file name or path)")
+    parser.add_argument("--prefix", default="SLIDE",
+                        help="pseudonyms PREFIX-0001... for slides without one (default SLIDE)")
+    parser.add_argument("--shift-days", type=int, default=None, metavar="N",
+                        help="shift kept dates by N days (default: remove dates)")
+    parser.add_argument("--value", action="append", default=[], metavar="TEXT",
+                        help="identifying text that must not survive anywhere (repeatable)")
+
+
+def _collect(srcs: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for s in srcs:
+        p = Path(s)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in SLIDE_SUFFIXES
+                          and "quarantine" not in q.parts)
+        else:
+            out.append(p)
+    return out
+
+
+def _load_map(path: str) -> dict[str, str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["source", "pseudonym"]:
+        rows = rows[1:]
+    return {r[0].strip(): r[1].strip() for r in rows if len(r) >= 2 and r[0].strip()}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pixeldeid wsi``; 0 all clean, 1 some quarantined/failed, 2 usage error."""
+    if args.in_place == bool(args.out):
+        print("pixeldeid wsi: error: give exactly one of -o OUT and --in-place", file=sys.stderr)
+        return 2
+    if args.ocr not in ("none", "", None):
+        print(f"pixeldeid wsi: error: OCR engine {args.ocr!r} is not available for slides yet; "
+              "give regions with --redact", file=sys.stderr)
+        return 2
+    files = _collect(args.src)
+    if not files:
+        print("pixeldeid wsi: error: no slide files found", file=sys.stderr)
+        return 2
+    if args.pseudonym and len(files) > 1:
+        print("pixeldeid wsi: error: --pseudonym needs exactly one slide", file=sys.stderr)
+        return 2
+    pmap = _load_map(args.pseudonym_map) if args.pseudonym_map else {}
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    bar = (tqdm(total=len(files), unit="slide", file=sys.stderr, disable=not sys.stderr.isatty())
+           if tqdm else None)
+    names = [args.pseudonym or pmap.get(str(f)) or pmap.get(f.name) or f"{args.prefix}-{k:04d}"
+             for k, f in enumerate(files, 1)]
+    if not args.in_place and len({n.lower() for n in names}) != len(names):
+        print("pixeldeid wsi: error: two slides would get the same pseudonym (output name)",
+              file=sys.stderr)
+        return 2
+    results = []
+    for f, pseudo in zip(files, names, strict=True):
+        opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),
+                            pseudonym=pseudo, date_offset=args.shift_days,
+                            extra_values=tuple(args.value))
+        r = deidentify_slide(f, args.out, in_place=args.in_place, options=opts,
+                             quarantine_dir=args.out or f.parent)
+        if not r.ok:
+            print(f"pixeldeid wsi: {f}: {r.reason}", file=sys.stderr)
+        results.append(r)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    if args.out:
+        with atomic_output(Path(args.out) / "wsi-report.csv") as fh:
+            lines = ["source,output,vendor,status,reason\n"]
+            for r in results:
+                cells = [r.source, r.output or "", r.vendor or "", r.status, (r.reason or "")]
+                lines.append(",".join('"' + c.replace('"', "'") + '"' for c in cells) + "\n")
+            fh.write("".join(lines).encode("utf-8"))
+    clean = sum(r.ok for r in results)
+    bad = len(results) - clean
+    dest = args.out or "in place"
+    print(f"pixeldeid wsi: {len(results)} slides: {clean} clean, {bad} quarantined ({dest})")
+    return 0 if bad == 0 else 1
