@@ -181,6 +181,14 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
                                          for d in ed.ifds), options.date_offset)
     for index, code, new in edits:
         ed.set_ascii(index, code, new)
+    blanks, rem2 = mr.plan_private_tag_blanking(
+        ((d.index, {c: (t.type, t.raw) for c, t in d.tags.items()}) for d in ed.ifds),
+        handled=(IMAGE_DESCRIPTION,))
+    for index, code in blanks:
+        ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)
+    if blanks:
+        report.actions.append(f"blanked {len(blanks)} private/unknown text tags")
+    removed += rem2
     removed += rem
     return removed, xml
 

@@ -39,6 +39,8 @@ __all__ = [
     "plan_tiff_tag_edits",
     "large_value_needles",
     "finalize_removed",
+    "TIFF_STRUCTURE_TAGS",
+    "plan_private_tag_blanking",
 ]
 
 #: Normalized names (lower case, letters and digits only, vendor prefixes stripped)
@@ -472,3 +474,34 @@ def finalize_removed(values: Iterable[str], kept_text: str = "", min_len: int = 
         if v not in kept_text:
             out.append(v)
     return out
+
+
+#: TIFF tags describing image structure, kept as they are (numbers and codec tables).
+TIFF_STRUCTURE_TAGS: frozenset[int] = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 271, 272, 273, 274, 277, 278,
+    279, 280, 281, 282, 283, 284, 286, 287, 290, 291, 296, 297, 305, 317, 318, 319, 320, 321,
+    322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532,
+    32995, 32996, 32997, 32998, 34675,
+})
+
+
+def plan_private_tag_blanking(ifd_tags: Iterable[tuple[int, Mapping[int, tuple[int, bytes]]]],
+                              handled: Iterable[int] = ()) -> tuple[list[tuple[int, int]], list[str]]:
+    """Plan the blanking of text/byte tags that are neither structure nor handled.
+
+    ``ifd_tags`` yields ``(ifd index, {code: (TIFF type, raw bytes)})``; ``handled``
+    names the tags the vendor module cleans itself (ImageDescription, XMP...). ASCII,
+    BYTE and UNDEFINED values of any other tag (private scanner tags, EXIF blobs) are
+    zeroed: fail closed. Returns ``(ifd, code)`` pairs and printable runs of the old
+    values (to scan for).
+    """
+    skip = set(handled) | TIFF_STRUCTURE_TAGS | set(TIFF_IDENTITY_TAGS) | set(TIFF_DATE_TAGS)
+    edits: list[tuple[int, int]] = []
+    removed: list[str] = []
+    for index, tags in ifd_tags:
+        for code, (type_, raw) in sorted(tags.items()):
+            if code in skip or type_ not in (1, 2, 7) or not raw.strip(b"\x00"):
+                continue
+            edits.append((index, code))
+            removed += [m.decode("ascii") for m in re.findall(rb"[\x20-\x7e]{5,}", raw)][:50]
+    return edits, removed

@@ -118,3 +118,12 @@ def test_large_value_needles_skip_the_header():
     slices = mr.large_value_needles(v)
     assert slices and all(s in v for s in slices)
     assert all(v.index(s) >= len(v) // 2 for s in slices)
+
+
+def test_plan_private_tag_blanking():
+    tags = {270: (2, b"desc\x00"), 256: (3, b"\x00\x04"), 65001: (2, b"SERIAL-123\x00"),
+            33723: (7, b"\x1c\x02iptc-name-Jane\x00"), 65002: (7, b"\x00\x00"),
+            65003: (4, b"\x01\x00\x00\x00")}
+    edits, removed = mr.plan_private_tag_blanking([(2, tags)], handled=(270,))
+    assert edits == [(2, 33723), (2, 65001)]  # text/bytes only, not blank, not handled
+    assert "SERIAL-123" in removed and "iptc-name-Jane" in removed

@@ -67,6 +67,7 @@ def test_remove_label_macro_and_shift_dates(slide, tmp_path):
     assert scan_raw(r.output, list(planted.values())) == []
     assert_same_pixels(src, r.output)
     assert r.report.label == "removed" and r.report.macro == "removed"
+    assert "blanked 1 private/unknown text tags" in r.report.actions  # serial in tag 65001
 
 
 def test_dates_removed_without_offset(slide, tmp_path):

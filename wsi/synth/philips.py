@@ -147,8 +147,11 @@ def make_philips(path: str | os.PathLike, *, width: int = 1024, height: int = 76
                  tile: int = 256, levels: int = 3, mpp: float = 0.25,
                  planted: dict[str, str] | None = None, label_ifd: bool = True,
                  macro_ifd: bool = True, xml_images: bool = True, tail: bool = True,
-                 bigtiff: bool = False, seed: int = 0) -> dict[str, str]:
+                 bigtiff: bool = False, private_tag: bool = True, seed: int = 0) -> dict[str, str]:
     """Write a synthetic Philips TIFF to ``path`` and return the planted values.
+
+    With ``private_tag`` the first reduced level also carries the serial number in a
+    private ASCII tag (65001), a place no vendor rule knows about.
 
     The returned mapping names each planted value; it includes ``label_b64`` and
     ``macro_b64`` (a slice of the base64 label/macro JPEG in the XML) when
@@ -174,8 +177,10 @@ def make_philips(path: str | os.PathLike, *, width: int = 1024, height: int = 76
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tw:
         tw.write(pyramid[0], tile=(tile, tile), description=xml, software="Philips DP v1.0",
                  subfiletype=0, **opts)
-        for lvl in pyramid[1:]:
-            tw.write(lvl, tile=(tile, tile), subfiletype=1, software=False, **opts)
+        for i, lvl in enumerate(pyramid[1:]):
+            extra = [(65001, "s", 0, planted["serial"], True)] if private_tag and i == 0 else []
+            tw.write(lvl, tile=(tile, tile), subfiletype=1, software=False, extratags=extra,
+                     **opts)
         if label_ifd:
             tw.write(label, description="Label", software=False, rowsperstrip=32, **opts)
         if macro_ifd:
