@@ -10,7 +10,6 @@ Examples
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from .engine import WalkContext, Walker, removed_text_values
 from .errors import DeidError, InputError
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap
+from .rawwrite import encode_part10
 from .standard import DEID_METHOD_CODES, action_for, release
-from .textclean import find_tokens, identity_tokens, words_of
+from .textclean import dicom_vocabulary, find_tokens, identity_tokens, words_of
 from .uids import UIDMapper
 
 logger = logging.getLogger(__name__)
@@ -367,15 +367,15 @@ class Deidentifier:
                 raise DeidError(f"pixel data: {exc.reason}", source) from None
             if removed:
                 ds.PixelData = new
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        data = buf.getvalue()
+        data = encode_part10(ds)
         if self.config.residual_check:
             self._residual(data, source)
         return data, removed
 
     def _residual(self, data: bytes, source: str | None) -> None:
-        tokens = [t for t in getattr(self, "_last_tokens", []) if len(t) >= 3]
+        vocab = dicom_vocabulary()
+        tokens = [t for t in getattr(self, "_last_tokens", [])
+                  if len(t) >= 3 and t.lower() not in vocab]
         if not tokens:
             return
         pix = data.rfind(b"\xe0\x7f\x10\x00")

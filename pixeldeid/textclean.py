@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import cache
 
 _PATTERNS = [
     re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"),                 # 08/29/1951, 1951-08-29
@@ -83,6 +84,29 @@ def clean_text(value: str, tokens: Iterable[str]) -> str:
     for pat in _PATTERNS:
         text = pat.sub(" ", text)
     return re.sub(r"\s{2,}", " ", text).strip(" ,;:-_^")
+
+
+@cache
+def dicom_vocabulary() -> frozenset[str]:
+    """Lower-case words of DICOM attribute names and SR code meanings (pydicom's dictionaries).
+
+    A header value that is one of these words (``PERFUSION`` in Image Type) is DICOM
+    vocabulary, so a patient name part that equals it cannot be told apart from it.
+    """
+    from pydicom.datadict import DicomDictionary
+
+    words: set[str] = set()
+    for entry in DicomDictionary.values():
+        words.update(w.lower() for w in re.findall(r"[A-Za-z]{3,}", entry[2]))
+    try:
+        from pydicom.sr._concepts_dict import concepts
+
+        for scheme in concepts.values():
+            for meaning in scheme:
+                words.update(w.lower() for w in re.findall(r"[A-Za-z]{3,}", meaning))
+    except Exception:  # noqa: BLE001 - optional extra vocabulary
+        pass
+    return frozenset(words)
 
 
 def find_tokens(data: bytes, tokens: Iterable[str]) -> list[str]:

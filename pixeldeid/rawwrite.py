@@ -1,0 +1,96 @@
+"""Fast Part 10 encoding: elements that were never decoded are copied as raw bytes.
+
+pydicom's own writer converts and re-encodes every element; the header engine leaves
+untouched elements as :class:`pydicom.dataelem.RawDataElement`, and this writer emits
+them with a packed header and their original value bytes. Only changed elements go
+through pydicom's element writer. The encoding (implicit/explicit VR, endianness) is
+that of the input, so the raw bytes stay valid.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
+
+#: Explicit VR with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
+                      "UV"})
+_DELIM_LE = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+_DELIM_BE = struct.pack(">HHL", 0xFFFE, 0xE0DD, 0)
+
+
+def _raw_bytes(raw: RawDataElement, little: bool, implicit: bool) -> bytes | None:
+    """Bytes of a raw element in the target encoding, or None when it must be re-encoded."""
+    if raw.is_little_endian != little or raw.is_implicit_VR != implicit or raw.value is None:
+        return None
+    value = raw.value
+    undefined = raw.length == 0xFFFFFFFF
+    tag = raw.tag
+    e = "<" if little else ">"
+    if implicit:
+        head = struct.pack(e + "HHL", tag >> 16, tag & 0xFFFF, 0xFFFFFFFF if undefined else len(value))
+    else:
+        vr = raw.VR
+        if not vr or len(vr) != 2:
+            return None
+        if vr in LONG_VRS:
+            head = struct.pack(e + "HH2sHL", tag >> 16, tag & 0xFFFF, vr.encode(), 0,
+                               0xFFFFFFFF if undefined else len(value))
+        else:
+            if len(value) > 0xFFFF:
+                return None
+            head = struct.pack(e + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value))
+    if undefined:
+        return head + value + (_DELIM_LE if little else _DELIM_BE)
+    return head + value
+
+
+def encode_dataset_body(ds: Dataset, little: bool, implicit: bool) -> bytes:
+    """Encode the data set (no preamble or meta) in the given encoding."""
+    parts: list[bytes] = []
+    fp = DicomBytesIO()
+    fp.is_little_endian = little
+    fp.is_implicit_VR = implicit
+    for tag in sorted(ds._dict.keys()):
+        elem = ds._dict[tag]
+        if isinstance(elem, RawDataElement):
+            b = _raw_bytes(elem, little, implicit)
+            if b is not None:
+                if fp.tell():
+                    parts.append(fp.getvalue())
+                    fp = DicomBytesIO()
+                    fp.is_little_endian = little
+                    fp.is_implicit_VR = implicit
+                parts.append(b)
+                continue
+        write_data_element(fp, ds[tag])
+    if fp.tell():
+        parts.append(fp.getvalue())
+    return b"".join(parts)
+
+
+def encode_part10(ds: Dataset) -> bytes:
+    """Preamble, File Meta Information and data set, in the transfer syntax of ``ds.file_meta``.
+
+    Deflated transfer syntaxes and datasets pydicom must convert fall back to pydicom's
+    complete writer.
+    """
+    from pydicom.uid import UID
+
+    ts = UID(ds.file_meta.TransferSyntaxUID)
+    if ts.is_deflated or not ts.is_transfer_syntax:
+        import io
+
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+    meta = DicomBytesIO()
+    meta.is_little_endian = True
+    meta.is_implicit_VR = False
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    body = encode_dataset_body(ds, ts.is_little_endian, ts.is_implicit_VR)
+    return (ds.preamble or b"\x00" * 128) + b"DICM" + meta.getvalue() + body
