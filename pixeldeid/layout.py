@@ -1,0 +1,268 @@
+"""Output naming: flat, HIRO-style hierarchy, and per-study DICOMDIR file-sets.
+
+Every name is computed from the **de-identified** dataset only (pseudonymous Patient
+ID, shifted dates, cleaned descriptions, replaced UIDs); nothing of an input path or
+input file name can reach an output name. Components are cleaned to letters, digits,
+``-`` and ``_`` (ASCII), bounded in length, and ``NA`` stands for a missing value.
+
+Layouts
+-------
+flat
+    ``<SOPInstanceUID>.dcm`` (:func:`flat_name`).
+hierarchy (HIRO type 1)
+    ``<PatientID>/study_<YYYYMMDD>_<6 hex>_<StudyDescription>/``
+    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<5 hex>.dcm``
+    where the hex digits are a SHA-256 prefix of the Study, Series and SOP Instance
+    UIDs (:func:`hierarchy_path`).
+DICOMDIR (HIRO type 2)
+    ``<PatientID>/study_<6 hex>_<YYYYMMDD>/DICOMDIR`` and ``.../DICOM/IM_nnnnn``, one
+    DICOM file-set per study, written with :class:`pydicom.fileset.FileSet`
+    (:class:`DicomdirLayout`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import re
+import threading
+import unicodedata
+from pathlib import Path, PurePosixPath
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomFileLike
+from pydicom.fileset import FileInstance, FileSet
+
+from pixeldeid.atomic import atomic_output
+from pixeldeid.dummy import dummy_value
+from pixeldeid.errors import DeidError
+
+__all__ = ["clean_component", "flat_name", "hierarchy_path", "uid_hash", "DicomdirLayout",
+           "LAYOUTS", "NA"]
+
+logger = logging.getLogger(__name__)
+
+NA = "NA"
+LAYOUTS = ("flat", "hierarchy", "dicomdir")
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                     *(f"LPT{i}" for i in range(1, 10))}
+MAX_INSTANCES_PER_STUDY = 99999  # IM_nnnnn: a File ID component has at most 8 characters
+
+
+def clean_component(value: object, max_len: int = 64) -> str:
+    """Return ``value`` as a file-system-safe name component.
+
+    Accents are dropped (NFKD), every run of characters other than ASCII letters,
+    digits, ``-`` and ``_`` becomes one ``_``; leading/trailing ``_``/``-`` are
+    stripped; the result is cut to ``max_len``. Empty or missing gives ``"NA"``; a
+    Windows device name (``CON``, ``NUL``, ``COM1``...) gets a leading ``_``.
+    """
+    if value is None:
+        return NA
+    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode()
+    text = _UNSAFE.sub("_", text).strip("_-")[:max_len].rstrip("_-")
+    if not text:
+        return NA
+    if text.upper() in _WINDOWS_RESERVED:
+        text = "_" + text
+    return text
+
+
+def uid_hash(uid: object, n: int) -> str:
+    """First ``n`` hex digits of SHA-256 of a UID (``"NA"``-hash when missing)."""
+    return hashlib.sha256(str(uid or "").strip().encode()).hexdigest()[:n]
+
+
+def _valid_uid(ds: Dataset, keyword: str) -> str:
+    uid = str(ds.get(keyword, "") or "").strip()
+    if not uid or len(uid) > 64 or not _UID.match(uid):
+        raise DeidError(f"{keyword} missing or not a valid UID; cannot name the output file")
+    return uid
+
+
+def _date(ds: Dataset, keyword: str = "StudyDate") -> str:
+    value = str(ds.get(keyword, "") or "").strip()
+    return value if len(value) == 8 and value.isdigit() else NA
+
+
+def _number(ds: Dataset, keyword: str, width: int = 0) -> str:
+    value = ds.get(keyword)
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        return NA
+    return f"{n:0{width}d}" if width else str(n)
+
+
+def flat_name(ds: Dataset) -> PurePosixPath:
+    """``<SOPInstanceUID>.dcm`` of the de-identified dataset.
+
+    Raises
+    ------
+    DeidError
+        SOP Instance UID missing or not a valid UID (never used as a path then).
+    """
+    return PurePosixPath(f"{_valid_uid(ds, 'SOPInstanceUID')}.dcm")
+
+
+def hierarchy_path(ds: Dataset) -> PurePosixPath:
+    """HIRO type 1 relative path of a de-identified instance.
+
+    ``<PatientID>/study_<StudyDate>_<6 hex>_<StudyDescription>/``
+    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<5 hex>.dcm``
+
+    Raises
+    ------
+    DeidError
+        SOP Instance UID missing or invalid.
+    """
+    sop = _valid_uid(ds, "SOPInstanceUID")
+    subject = clean_component(ds.get("PatientID") or None, 64)
+    study = "_".join([
+        "study", _date(ds), uid_hash(ds.get("StudyInstanceUID"), 6),
+        clean_component(ds.get("StudyDescription") or None, 48),
+    ])
+    modality = clean_component(ds.get("Modality") or None, 16)
+    series = "_".join([
+        f"{modality}{_number(ds, 'SeriesNumber')}",
+        clean_component(ds.get("SeriesDescription") or None, 48),
+        uid_hash(ds.get("SeriesInstanceUID"), 3),
+    ])
+    instance = f"{_number(ds, 'InstanceNumber', 5)}_{uid_hash(sop, 5)}.dcm"
+    return PurePosixPath(subject, study, series, instance)
+
+
+def _study_key(ds: Dataset) -> tuple[str, str]:
+    return clean_component(ds.get("PatientID") or None, 64), uid_hash(ds.get("StudyInstanceUID"), 6)
+
+
+# Type 1 attributes of the PATIENT/STUDY/SERIES/IMAGE directory records that a
+# de-identified dataset may have emptied; the record (not the instance) gets a dummy.
+_RECORD_TYPE1 = {"PatientID": "LO", "StudyDate": "DA", "StudyTime": "TM", "StudyID": "SH",
+                 "Modality": "CS", "SeriesNumber": "IS", "InstanceNumber": "IS"}
+
+
+class _Study:
+    def __init__(self) -> None:
+        self.fs = FileSet()
+        self.instances: list[tuple[FileInstance, Path]] = []
+
+
+class DicomdirLayout:
+    """Write de-identified instances as one DICOM file-set (DICOMDIR) per study.
+
+    Files go to ``root/<PatientID>/study_<6 hex>_<YYYYMMDD>/DICOM/IM_nnnnn`` as they
+    are added; :meth:`close` writes each study's ``DICOMDIR`` (atomically) with
+    :class:`pydicom.fileset.FileSet` records. Reserved files that were never written
+    are left out of the DICOMDIR.
+
+    Parameters
+    ----------
+    root : path
+        Output root folder.
+
+    Examples
+    --------
+    >>> with DicomdirLayout(out) as layout:  # doctest: +SKIP
+    ...     for ds in cleaned:
+    ...         layout.add(ds)
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self._studies: dict[PurePosixPath, _Study] = {}
+        self._study_dirs: dict[tuple[str, str], PurePosixPath] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __enter__(self) -> DicomdirLayout:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return sum(len(s.instances) for s in self._studies.values())
+
+    def reserve(self, ds: Dataset) -> Path:
+        """Register a de-identified instance and return the path to write it to.
+
+        The directory records are built now, so an instance pydicom cannot index
+        (unknown SOP Class) fails here, before anything is written.
+
+        Raises
+        ------
+        DeidError
+            Layout closed, invalid SOP Instance UID, a study with more than 99999
+            instances, a duplicate SOP Instance UID, or no directory record for the
+            SOP Class.
+        """
+        if self._closed:
+            raise DeidError("DicomdirLayout is closed")
+        _valid_uid(ds, "SOPInstanceUID")
+        header = Dataset()
+        for elem in ds:
+            if elem.tag < 0x7FE00000:
+                header.add(copy.deepcopy(elem))
+        header.file_meta = copy.deepcopy(getattr(ds, "file_meta", Dataset()))
+        for keyword, vr in _RECORD_TYPE1.items():
+            if not str(header.get(keyword, "") or "").strip():
+                header.add_new(keyword, vr, dummy_value(vr) if vr != "SH" else NA)
+        if "TransferSyntaxUID" not in header.file_meta:
+            raise DeidError("dataset has no Transfer Syntax UID in its file meta")
+        with self._lock:
+            # the first instance of a study fixes its folder name (date included)
+            key = _study_key(ds)
+            rel = self._study_dirs.setdefault(
+                key, PurePosixPath(key[0], f"study_{key[1]}_{_date(ds)}"))
+            study = self._studies.setdefault(rel, _Study())
+            n = len(study.instances) + 1
+            if n > MAX_INSTANCES_PER_STUDY:
+                raise DeidError(f"more than {MAX_INSTANCES_PER_STUDY} instances in one study")
+            try:
+                instance = study.fs.add(header)
+            except (ValueError, KeyError) as exc:
+                raise DeidError(f"cannot index the instance in a DICOMDIR: {exc}") from exc
+            if any(i is instance for i, _ in study.instances):
+                raise DeidError("duplicate SOP Instance UID in one study")
+            file_id = ["DICOM", f"IM_{n:05d}"]
+            instance.node._record.ReferencedFileID = file_id
+            path = self.root.joinpath(rel, *file_id)
+            study.instances.append((instance, path))
+        return path
+
+    def add(self, ds: Dataset) -> Path:
+        """Register and write (atomically) one de-identified instance; return its path."""
+        path = self.reserve(ds)
+        with atomic_output(path) as fh:
+            ds.save_as(fh, enforce_file_format=True)
+        return path
+
+    def close(self) -> list[Path]:
+        """Write the DICOMDIR of every study; return their paths. Idempotent."""
+        if self._closed:
+            return []
+        self._closed = True
+        written = []
+        for rel, study in sorted(self._studies.items()):
+            present = [(i, p) for i, p in study.instances if p.is_file()]
+            missing = [i for i, p in study.instances if not p.is_file()]
+            for instance in missing:
+                study.fs.remove(instance)
+            if missing:
+                logger.warning("%d reserved instance(s) of %s were not written; left out of "
+                               "its DICOMDIR", len(missing), rel)
+            if not present:
+                continue
+            path = self.root / rel / "DICOMDIR"
+            with atomic_output(path) as fh:
+                # FileSet.write() would impose its own PTxxxxxx/... File IDs; the records
+                # already carry ours, so only the DICOMDIR itself is encoded here
+                study.fs._write_dicomdir(DicomFileLike(fh))
+            written.append(path)
+        self._studies.clear()
+        return written

@@ -1,0 +1,172 @@
+"""Output naming: flat, hierarchy (HIRO 1) and DICOMDIR file-sets (HIRO 2)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+import pydicom
+import pytest
+from pydicom.fileset import FileSet
+
+from pixeldeid import dciodvfy
+from pixeldeid.errors import DeidError
+from pixeldeid.layout import DicomdirLayout, clean_component, flat_name, hierarchy_path
+from tests.pixeldeid.corpus import ct_slice_dataset, make_planted_dataset, write_dataset
+
+SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _deidentified(ds, subject="SUBJ-0001"):
+    """A crude stand-in for the engine's output: pseudonym ID, identity removed."""
+    ds.PatientID = subject
+    ds.PatientName = ""
+    ds.StudyDate = "20200102"
+    for kw in ("StudyTime", "AccessionNumber", "StudyID"):
+        if kw in ds:
+            ds.data_element(kw).value = ""
+    ds.StudyDescription = "CT CHEST/ABD ../../etc"
+    ds.SeriesDescription = "Axial 1.25 mm: soft tissue\\bone"
+    return ds
+
+
+def _names(path: PurePosixPath) -> list[str]:
+    return list(path.parts)
+
+
+def test_flat_name_is_the_sop_instance_uid():
+    ds = ct_slice_dataset(0, 1, seed=4)
+    assert flat_name(ds) == PurePosixPath(f"{ds.SOPInstanceUID}.dcm")
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The value length")
+@pytest.mark.parametrize("uid", ["", "../../etc/passwd", "1.2.3/4", "1.2." + "9" * 70, None])
+def test_invalid_uid_is_never_a_path(uid):
+    ds = ct_slice_dataset(0, 1)
+    if uid is None:
+        del ds.SOPInstanceUID
+    else:
+        ds.SOPInstanceUID = uid
+    with pytest.raises(DeidError):
+        flat_name(ds)
+    with pytest.raises(DeidError):
+        hierarchy_path(ds)
+
+
+def test_hierarchy_path_format():
+    ds = _deidentified(ct_slice_dataset(6, 10, seed=4))
+    p = hierarchy_path(ds)
+    assert len(p.parts) == 4
+    subject, study, series, inst = p.parts
+    assert subject == "SUBJ-0001"
+    assert re.fullmatch(r"study_20200102_[0-9a-f]{6}_CT_CHEST_ABD_etc", study)
+    assert re.fullmatch(r"CT3_Axial_1_25_mm_soft_tissue_bone_[0-9a-f]{3}", series)
+    assert re.fullmatch(r"00007_[0-9a-f]{5}\.dcm", inst)
+    assert all(SAFE.match(c) for c in p.parts)
+    # the same study and series give the same folders, other instances other files
+    q = hierarchy_path(_deidentified(ct_slice_dataset(7, 10, seed=4)))
+    assert q.parent == p.parent and q.name != p.name
+
+
+def test_hierarchy_path_missing_values_are_na():
+    ds = ct_slice_dataset(0, 1, seed=4)
+    for kw in ("PatientID", "StudyDate", "StudyDescription", "Modality", "SeriesNumber",
+               "SeriesDescription", "InstanceNumber"):
+        delattr(ds, kw)
+    subject, study, series, inst = hierarchy_path(ds).parts
+    assert subject == "NA" and study.startswith("study_NA_") and study.endswith("_NA")
+    assert series.startswith("NANA_NA_") and inst.startswith("NA_")
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("Größmann Jürgen", "Gromann_Jurgen"), ("..", "NA"), ("", "NA"), (None, "NA"),
+    ("a/b\\c:d*e?f", "a_b_c_d_e_f"), ("CON", "_CON"), ("x" * 200, "x" * 64),
+    ("__-lead-__", "lead"), ("山田", "NA"),
+])
+def test_clean_component(value, expected):
+    assert clean_component(value) == expected
+
+
+def test_no_planted_identity_in_output_names(tmp_path):
+    ds, planted = make_planted_dataset(seed=3, pixels="native")
+    # the engine replaces UIDs and removes identity; only descriptions are kept here on
+    # purpose, cleaned, to show what reaches a name is just the de-identified dataset
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(ds, kw, pydicom.uid.generate_uid(prefix=None))
+    _deidentified(ds, subject="ZXQ7")
+    # read back from a file whose name is full of identity
+    src = write_dataset(ds, tmp_path / "Größmann_QX-88213-PID" / "Jürgen_19570923.dcm")
+    back = pydicom.dcmread(src)
+    names = " ".join(_names(hierarchy_path(back)) + _names(flat_name(back)))
+    with DicomdirLayout(tmp_path / "out") as layout:
+        out = layout.add(back)
+    names += " " + str(out.relative_to(tmp_path / "out"))
+    for s in [*planted, "QX-88213", "Größmann", "Gromann", "Jurgen", "19570923"]:
+        assert s not in names, s
+    assert "20200102" in names
+
+
+def _series(seed, n, subject):
+    return [_deidentified(ct_slice_dataset(i, n, seed=seed), subject) for i in range(n)]
+
+
+def test_dicomdir_layout_reads_back_with_fileset(tmp_path):
+    root = tmp_path / "out"
+    data = {("S1", 1): _series(1, 3, "S1"), ("S1", 2): _series(2, 2, "S1"),
+            ("S2", 3): _series(3, 4, "S2")}
+    data[("S1", 2)][1].StudyDate = ""  # a missing date: same study folder, valid record
+    with DicomdirLayout(root) as layout:
+        for dss in data.values():
+            for ds in dss:
+                layout.add(ds)
+        assert len(layout) == 9
+    dirs = sorted(root.rglob("DICOMDIR"))
+    assert len(dirs) == 3
+    assert {d.relative_to(root).parts[0] for d in dirs} == {"S1", "S2"}
+    found = {}
+    for d in dirs:
+        assert re.fullmatch(r"study_[0-9a-f]{6}_(\d{8}|NA)", d.parent.name)
+        dd = pydicom.dcmread(d)
+        assert dd.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"
+        fs = FileSet(dd)
+        for inst in fs:
+            rel = inst.node._record.ReferencedFileID
+            assert list(rel)[0] == "DICOM" and re.fullmatch(r"IM_\d{5}", list(rel)[1])
+            loaded = inst.load()
+            assert loaded.SOPInstanceUID == inst.SOPInstanceUID
+            found[loaded.SOPInstanceUID] = loaded.PatientID
+            assert loaded.pixel_array.shape == (512, 512)
+    expected = {ds.SOPInstanceUID: ds.PatientID for dss in data.values() for ds in dss}
+    assert found == expected
+
+
+def test_reserved_but_unwritten_instances_are_left_out(tmp_path):
+    layout = DicomdirLayout(tmp_path)
+    dss = _series(5, 3, "S9")
+    paths = [layout.reserve(ds) for ds in dss]
+    for ds, p in zip(dss[:2], paths[:2], strict=True):
+        write_dataset(ds, p)
+    (d,) = layout.close()
+    assert layout.close() == []
+    fs = FileSet(pydicom.dcmread(d))
+    assert sorted(i.SOPInstanceUID for i in fs) == sorted(ds.SOPInstanceUID for ds in dss[:2])
+    with pytest.raises(DeidError):
+        layout.add(dss[2])
+
+
+def test_duplicate_instance_rejected(tmp_path):
+    layout = DicomdirLayout(tmp_path)
+    ds = _deidentified(ct_slice_dataset(0, 1, seed=8))
+    layout.add(ds)
+    with pytest.raises(DeidError, match="duplicate"):
+        layout.add(ds)
+
+
+@pytest.mark.skipif(not dciodvfy.is_available(), reason="dciodvfy not installed")
+def test_dicomdir_passes_dciodvfy(tmp_path):
+    with DicomdirLayout(tmp_path) as layout:
+        for ds in _series(6, 2, "S3"):
+            layout.add(ds)
+    (d,) = tmp_path.rglob("DICOMDIR")
+    errors = [f.message for f in dciodvfy.run_dciodvfy(d) if f.severity == "Error"]
+    assert errors == []
