@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Benchmark DICOM header de-identification: pixeldeid against peer tools, same files.
+
+Generates N synthetic 512 x 512 CT slices once (10 patients/series; pixeldeid._synth)
+into a cache folder, then in one run times, on the same files, each writing to its
+own fresh output folder:
+
+* ``pixeldeid dicom SRC -o OUT -j 1`` and ``-j 2`` (in process, ``pixeldeid.cli.main``)
+* dicognito (Python API: read, ``Anonymizer.anonymize``, write to OUT; its CLI edits
+  in place, so the API on read/write is the like-for-like measure)
+* deid (``deid.dicom.replace_identifiers`` with its default recipe), when importable
+* dicom-anonymizer (``dicomanonymizer.anonymize_dicom_file``), when importable
+
+and prints files/s for each and the ratio pixeldeid / peer (> 1: pixeldeid faster).
+
+Examples
+--------
+python scripts/bench_header.py                 # 1000 files, cache in ~/.cache
+python scripts/bench_header.py -n 200 --peers dicognito
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+
+from pixeldeid._synth import make_ct_series
+
+PEERS = ("dicognito", "deid", "dicom-anonymizer")
+
+
+def make_cache(folder: Path, n: int, series: int = 10) -> list[Path]:
+    """Return the N cached CT files, generating them on first use."""
+    files = sorted(folder.rglob("*.dcm")) if folder.is_dir() else []
+    if len(files) == n:
+        return files
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    per = [n // series + (1 if k < n % series else 0) for k in range(series)]
+    t0 = time.perf_counter()
+    for k, m in enumerate(per):
+        if m:
+            make_ct_series(tmp / f"series{k:02d}", m, seed=1000 + k)
+    tmp.rename(folder)
+    print(f"generated {n} CT files in {time.perf_counter() - t0:.1f} s -> {folder}")
+    return sorted(folder.rglob("*.dcm"))
+
+
+def _count(out: Path) -> int:
+    return sum(1 for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
+               and p.name != "DICOMDIR" and ".pixeldeid" not in p.parts)
+
+
+def run_pixeldeid(src: Path, out: Path, files: list[Path], jobs: int, key: Path) -> None:
+    from pixeldeid.cli import main
+
+    rc = main(["-q", "dicom", str(src), "-o", str(out), "-j", str(jobs), "--no-progress",
+               "--key-file", str(key)])
+    if rc != 0:
+        raise RuntimeError(f"pixeldeid exited with {rc}")
+
+
+def run_dicognito(src: Path, out: Path, files: list[Path], jobs: int, key: Path) -> None:
+    from dicognito.anonymizer import Anonymizer
+
+    anonymizer = Anonymizer(seed="pixeldeid-bench")
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        anonymizer.anonymize(ds)
+        ds.save_as(out / f"{i:06d}.dcm", enforce_file_format=True)
+
+
+def run_deid(src: Path, out: Path, files: list[Path], jobs: int, key: Path) -> None:
+    os.environ.setdefault("MESSAGELEVEL", "CRITICAL")
+    from deid.config import DeidRecipe
+    from deid.dicom import replace_identifiers
+
+    recipe = DeidRecipe()  # deid's default "dicom" recipe
+
+    # deid names outputs by input basename: give each series its own folder
+    by_dir: dict[Path, list[str]] = {}
+    for f in files:
+        by_dir.setdefault(f.parent, []).append(str(f))
+    for d, group in by_dir.items():
+        target = out / d.name
+        target.mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            replace_identifiers(dicom_files=group, deid=recipe, save=True, output_folder=str(target),
+                                overwrite=True, remove_private=True)
+
+
+def run_dicom_anonymizer(src: Path, out: Path, files: list[Path], jobs: int, key: Path) -> None:
+    from dicomanonymizer import anonymize_dicom_file
+
+    for i, f in enumerate(files):
+        anonymize_dicom_file(str(f), str(out / f"{i:06d}.dcm"))
+
+
+def _time(name: str, fn: Callable, src: Path, files: list[Path], work: Path, jobs: int,
+          key: Path, warm: list[Path]) -> dict:
+    out = work / name.replace(" ", "_")
+    try:
+        if warm:  # untimed: imports, recipe/profile loading, worker start-up code paths
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            fn(warm[0].parent, out, warm, jobs, key)
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        t0 = time.perf_counter()
+        fn(src, out, files, jobs, key)
+    except ImportError as exc:
+        return {"tool": name, "error": f"not installed ({exc.name})"}
+    except Exception as exc:  # a peer failing must not stop the benchmark
+        return {"tool": name, "error": f"{type(exc).__name__}: {exc}"[:200]}
+    dt = time.perf_counter() - t0
+    written = _count(out)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"tool": name, "seconds": dt, "written": written, "rate": len(files) / dt}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=1000, help="number of CT files (default 1000)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="folder of generated inputs (default ~/.cache/pixeldeid/bench_header_N)")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder for outputs")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help=f"comma-separated peers to run (default {','.join(PEERS)}; '' for none)")
+    ap.add_argument("--jobs", default="1,2", help="pixeldeid -j values (default 1,2)")
+    ap.add_argument("--warmup", type=int, default=5,
+                    help="untimed warm-up run of each tool on this many other files (default 5)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+
+    cache = args.cache or Path.home() / ".cache" / "pixeldeid" / f"bench_header_{args.n}"
+    files = make_cache(cache, args.n)
+    total_mb = sum(f.stat().st_size for f in files) / 2**20
+    for f in files:  # warm the page cache so the first tool is not penalized
+        f.read_bytes()
+    work = Path(tempfile.mkdtemp(prefix="pixeldeid-bench-", dir=args.work))
+    key = work / "key"
+    key.write_bytes(secrets.token_bytes(32))
+    warm: list[Path] = []
+    if args.warmup > 0:
+        wdir = work / "warmup-src" / "series"
+        wdir.mkdir(parents=True)
+        for i, f in enumerate(files[:args.warmup]):
+            warm.append(Path(shutil.copyfile(f, wdir / f"W{i:05d}.dcm")))
+    print(f"{len(files)} CT files, {total_mb:.0f} MiB, in {cache}; "
+          f"{os.cpu_count()} CPUs; pydicom {pydicom.__version__}")
+
+    results = []
+    try:
+        for j in [int(x) for x in args.jobs.split(",") if x]:
+            results.append(_time(f"pixeldeid -j {j}", run_pixeldeid, cache, files, work, j, key,
+                                 warm))
+        runners = {"dicognito": run_dicognito, "deid": run_deid,
+                   "dicom-anonymizer": run_dicom_anonymizer}
+        for peer in [p.strip() for p in args.peers.split(",") if p.strip()]:
+            if peer not in runners:
+                ap.error(f"unknown peer {peer!r}")
+            results.append(_time(peer, runners[peer], cache, files, work, 1, key, warm))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ours = [r for r in results if r["tool"].startswith("pixeldeid") and "rate" in r]
+    print(f"\n{'tool':<20}{'seconds':>9}{'files/s':>9}{'written':>9}  "
+          + "  ".join(f"{r['tool']}/peer" for r in ours))
+    for r in results:
+        if "error" in r:
+            print(f"{r['tool']:<20}  {r['error']}")
+            continue
+        ratios = "" if r["tool"].startswith("pixeldeid") else "  ".join(
+            f"{o['rate'] / r['rate']:>{len(o['tool']) + 5}.2f}" for o in ours)
+        print(f"{r['tool']:<20}{r['seconds']:>9.2f}{r['rate']:>9.1f}{r['written']:>9}  {ratios}")
+    bad = [r for r in results if r.get("written", len(files)) != len(files)]
+    for r in bad:
+        print(f"note: {r['tool']} wrote {r['written']} of {len(files)} files", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
