@@ -9,6 +9,7 @@ a temporary name and linked into place in one step.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import hmac
 import logging
@@ -98,12 +99,21 @@ def iter_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, st
             for name in sorted(files):
                 f = Path(root) / name
                 if f.is_symlink() and not f.exists():
-                    yield f, "dangling symbolic link"
+                    yield f, _broken_link_reason(f)
                 elif f.is_file():
                     yield f, None
             while errors:
                 e = errors.pop(0)
                 yield Path(e.filename or p), f"unreadable directory: {e.strerror}"
+
+
+def _broken_link_reason(link: Path) -> str:
+    try:
+        os.stat(link)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+    return "dangling symbolic link"
 
 
 # -- key and ledger ---------------------------------------------------------------------
@@ -257,7 +267,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         try:
             if path.resolve().is_relative_to(out_resolved):
                 continue  # never read our own outputs
-        except OSError:
+        except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
             pass
         if reason:
             rec = quarantine(path, out, reason, stage="header")

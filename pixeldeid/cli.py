@@ -78,8 +78,12 @@ def _run_dicom(args: argparse.Namespace) -> int:
 
     from .api import DeidConfig, SiteInfo
     from .batch import load_or_create_key, run_batch
+    from .profiles import load_profile
     from .pseudonyms import load_map_csv
 
+    # Validate profile and options before touching any file (usage errors exit 2 and
+    # write nothing, not even a generated key).
+    load_profile(args.profile).with_options(args.option)
     out = Path(args.output)
     key = load_or_create_key(args.key_file, out)
     ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
@@ -90,10 +94,6 @@ def _run_dicom(args: argparse.Namespace) -> int:
                         pseudonym_db=args.subject_db, date_offset_days=args.date_offset,
                         date_offset_seconds=0 if args.date_offset is not None else None,
                         site=site)
-    # Validate profile and options before touching any file (usage errors exit 2).
-    from .profiles import load_profile
-
-    load_profile(args.profile).with_options(args.option)
     summary = run_batch(args.sources, out, config, layout=args.layout, jobs=max(1, args.jobs),
                         export_map=args.export_map,
                         progress=False if args.no_progress else None)
