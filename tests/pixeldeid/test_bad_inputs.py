@@ -1,0 +1,204 @@
+"""Bad inputs in one batch with good files: each is quarantined with a one-line reason on
+stderr and a ``.reason.txt`` (plus a copy when it is a readable file), the good files are
+all written, and the exit status is 1. Usage errors exit 2 and write nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import copy_corpus, corpus_file, outputs
+from PIL import Image
+
+from pixeldeid.uids import UIDMapper
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+GOOD = ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm")
+
+
+def _good_files(folder: Path) -> list[Path]:
+    return copy_corpus(GOOD, folder)
+
+
+def _quarantine_records(out: Path) -> dict[str, dict[str, str]]:
+    """source path -> {"reason": ..., "stage": ..., "copy": copy file name or ""}."""
+    recs = {}
+    for rf in sorted((out / "quarantine").glob("*.reason.txt")):
+        fields = dict(line.split(": ", 1) for line in rf.read_text().splitlines() if ": " in line)
+        stem = rf.name[: -len(".reason.txt")]
+        copies = [p.name for p in rf.parent.glob(stem + "*") if p != rf]
+        fields["copy"] = copies[0] if copies else ""
+        recs[fields["source"]] = fields
+    return recs
+
+
+def _line_for(stderr: str, path: Path) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith(f"quarantined: {path}: ")]
+    assert len(lines) == 1, f"expected one stderr line for {path}, got {lines}"
+    return lines[0][len(f"quarantined: {path}: "):]
+
+
+def _mapped_sops(files, key: bytes) -> set[str]:
+    m = UIDMapper(key)
+    return {m(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)) for f in files}
+
+
+def _assert_batch(out: Path, status: int, stderr: str, good: list[Path],
+                  bad: dict[Path, tuple[str, bool]], key: bytes) -> None:
+    """``bad``: input path -> (substring of the reason, whether a copy is expected)."""
+    assert status == 1
+    written = outputs(out)
+    assert {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in written} == \
+        _mapped_sops(good, key)
+    recs = _quarantine_records(out)
+    assert set(recs) == {str(p) for p in bad}
+    for path, (why, copied) in bad.items():
+        reason = _line_for(stderr, path)
+        assert "\n" not in reason
+        assert why.lower() in reason.lower(), (path, reason)
+        rec = recs[str(path)]
+        assert why.lower() in rec["reason"].lower()
+        if copied:
+            copy = out / "quarantine" / rec["copy"]
+            assert rec["copy"] and copy.read_bytes() == path.read_bytes()
+        # the copy is named by a hash, never by the (possibly identifying) input name
+        assert path.name not in rec["copy"]
+
+
+def test_bad_files_quarantined_good_files_written(tmp_path, run, key_file, capsys):
+    src = tmp_path / "in"
+    good = _good_files(src)
+    ct = corpus_file("SC_rgb.dcm").read_bytes()
+    bad: dict[Path, tuple[str, bool]] = {}
+
+    half = src / "rtplan_half.dcm"
+    half.write_bytes(corpus_file("rtplan.dcm").read_bytes()[:1336])
+    bad[half] = ("truncated", True)
+    cut_pixels = src / "sc_cut_in_pixels.dcm"
+    cut_pixels.write_bytes(ct[: len(ct) - 5000])
+    bad[cut_pixels] = ("truncated", True)
+    text = src / "notes.txt"
+    text.write_text("Patient Jane Doe, MRN 12345678\nnot an image\n")
+    bad[text] = ("not a DICOM", True)
+    png = src / "photo.png"
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 7).save(buf, format="PNG")
+    png.write_bytes(buf.getvalue())
+    bad[png] = ("not a DICOM", True)
+    empty = src / "empty.dcm"
+    empty.write_bytes(b"")
+    bad[empty] = ("zero-byte", True)
+    dicomdir = src / "DICOMDIR"
+    dicomdir.write_bytes(corpus_file("DICOMDIR").read_bytes())
+    bad[dicomdir] = ("DICOMDIR", True)
+    dangling = src / "dangling.dcm"
+    dangling.symlink_to(src / "no-such-file.dcm")
+    bad[dangling] = ("dangling symbolic link", False)
+    loop = src / "loop.dcm"
+    loop.symlink_to(src / "loop2.dcm")
+    (src / "loop2.dcm").symlink_to(loop)
+    bad[loop] = ("symbolic link loop", False)
+    bad[src / "loop2.dcm"] = ("symbolic link loop", False)
+
+    before = {p: p.read_bytes() for p in src.iterdir() if p.is_file()}
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+    assert {p: p.read_bytes() for p in src.iterdir() if p.is_file()} == before
+
+
+def test_value_invalid_for_its_vr_is_quarantined(tmp_path, run, key_file, capsys):
+    """StudyDate 20201341 cannot be shifted: the file is quarantined, never passed through."""
+    src = tmp_path / "in"
+    good = _good_files(src)
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    ds.StudyDate = "20201341"
+    ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["bad date"])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    bad_date = src / "bad_date.dcm"
+    ds.save_as(bad_date, enforce_file_format=True)
+    status, out = run(src, "--option", "retain-longitudinal-modified-dates")
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, {bad_date: ("StudyDate", True)},
+                  key_file.read_bytes().strip())
+    assert b"20201341" not in b"".join(p.read_bytes() for p in outputs(out))
+
+
+def test_duplicate_sop_instance_uid_with_other_content(tmp_path, run, key_file, capsys):
+    src = tmp_path / "in"
+    good = _good_files(src)
+    ds = pydicom.dcmread(src / "MR_small.dcm")
+    arr = bytearray(ds.PixelData)
+    arr[100] ^= 0xFF  # other pixels, same SOP Instance UID
+    ds.PixelData = bytes(arr)
+    dup = src / "zz_MR_small_copy.dcm"  # sorted after the original
+    ds.save_as(dup)
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, {dup: ("duplicate SOP Instance UID", True)},
+                  key_file.read_bytes().strip())
+    # the written instance is the first one, not a mixture
+    written = [p for p in outputs(out)
+               if pydicom.dcmread(p).Modality == "MR"]
+    assert len(written) == 1
+    assert pydicom.dcmread(written[0]).PixelData == pydicom.dcmread(src / "MR_small.dcm").PixelData
+
+
+def test_exact_duplicate_is_not_an_error(tmp_path, run):
+    """The same file twice (a copy): written once, not quarantined."""
+    src = tmp_path / "in"
+    _good_files(src)
+    (src / "again.dcm").write_bytes((src / "CT_small.dcm").read_bytes())
+    status, out = run(src)
+    assert status == 0
+    assert len(outputs(out)) == len(GOOD)
+
+
+def test_unreadable_directory(tmp_path, run, key_file, capsys):
+    src = tmp_path / "in"
+    good = _good_files(src)
+    locked = src / "locked"
+    locked.mkdir()
+    (locked / "hidden.dcm").write_bytes(corpus_file("SC_rgb.dcm").read_bytes())
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("permissions are not enforced for this user (root)")
+        status, out = run(src)
+        err = capsys.readouterr().err
+        _assert_batch(out, status, err, good, {locked: ("unreadable directory", False)},
+                      key_file.read_bytes().strip())
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("extra, word", [
+    (("--profile", "tcia-lik"), "tcia-like"),
+    (("--option", "retain-longitudinal-modified-date"), "retain-longitudinal-modified-dates"),
+])
+@pytest.mark.parametrize("with_key", [True, False])
+def test_usage_error_exits_2_and_writes_nothing(tmp_path, run, capsys, extra, word, with_key):
+    src = tmp_path / "in"
+    _good_files(src)
+    out = tmp_path / "out"
+    kwargs = {} if with_key else {"key": None}
+    status, _ = run(src, *extra, out=out, **kwargs)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "did you mean" in err and word in err
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_missing_source_is_reported(tmp_path, run, capsys):
+    src = tmp_path / "in"
+    good = _good_files(src)
+    missing = tmp_path / "no-such-folder"
+    status, out = run([src, missing])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert len(outputs(out)) == len(good)
+    assert "no such file" in _line_for(err, missing).lower()
