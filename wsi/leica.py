@@ -177,7 +177,8 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         if dd:
             removed.append(dd)
             ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
-    edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()})
+    edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()
+                                                     if c in mr.TEXT_TAG_CODES})
                                          for d in ed.ifds), options.date_offset)
     for index, code, new in edits:
         ed.set_ascii(index, code, new)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as _dt
+import functools
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
@@ -36,11 +37,13 @@ __all__ = [
     "clean_xml_tree",
     "TIFF_IDENTITY_TAGS",
     "TIFF_DATE_TAGS",
+    "TEXT_TAG_CODES",
     "plan_tiff_tag_edits",
     "large_value_needles",
     "finalize_removed",
     "TIFF_STRUCTURE_TAGS",
     "plan_private_tag_blanking",
+    "xml_needs_no_cleaning",
 ]
 
 #: Normalized names (lower case, letters and digits only, vendor prefixes stripped)
@@ -75,6 +78,7 @@ _VENDOR_PREFIXES = ("dicom", "piim", "pim", "dp")
 _DATE_WORDS = ("date", "time", "datetime", "timestamp", "created", "modified")
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_key(key: str) -> str:
     """Return ``key`` lower-cased with non-alphanumerics and vendor prefixes removed.
 
@@ -417,6 +421,9 @@ TIFF_IDENTITY_TAGS: dict[int, str] = {
 #: TIFF date tags: shifted or blanked.
 TIFF_DATE_TAGS: dict[int, str] = {306: "DateTime", 36867: "DateTimeOriginal", 36868: "DateTimeDigitized"}
 
+#: codes of :data:`TIFF_IDENTITY_TAGS` and :data:`TIFF_DATE_TAGS` together
+TEXT_TAG_CODES: frozenset[int] = frozenset(TIFF_IDENTITY_TAGS) | frozenset(TIFF_DATE_TAGS)
+
 
 def plan_tiff_tag_edits(ifd_tags: Iterable[tuple[int, Mapping[int, object]]],
                         shift_days: int | None) -> tuple[list[tuple[int, int, str]], list[str]]:
@@ -505,3 +512,31 @@ def plan_private_tag_blanking(ifd_tags: Iterable[tuple[int, Mapping[int, tuple[i
             edits.append((index, code))
             removed += [m.decode("ascii") for m in re.findall(rb"[\x20-\x7e]{5,}", raw)][:50]
     return edits, removed
+
+
+_ATTR_NAME = re.compile(rb"\s([A-Za-z_][\w.:-]*)\s*=")
+
+
+def xml_needs_no_cleaning(text: str, keep_attrs: Iterable[str]) -> bool:
+    """Fast check that an XML packet holds nothing but allowlisted attributes.
+
+    True when, after the declaration, there are no comments, processing
+    instructions, CDATA or DOCTYPE, no text outside markup, nothing after the root,
+    and every attribute name is in ``keep_attrs`` or on the allowlist and is not a
+    date. Used to skip parsing large geometry-only packets (a Ventana EncodeInfo of
+    thousands of tile joints).
+    """
+    body = _DECL.sub("", text, count=1)
+    if re.search(r"<!|<\?", body):
+        return False
+    if re.search(r">[^<]*[^<\s][^<]*<", body) or not body.strip().startswith("<"):
+        return False
+    if not body.rstrip("\x00 \r\n\t").endswith(">"):
+        return False
+    keep = {normalize_key(k) for k in keep_attrs}
+    for raw_name in set(_ATTR_NAME.findall(body.encode("utf-8"))):
+        name = raw_name.decode("ascii")
+        n = normalize_key(name.rsplit(":", 1)[-1])
+        if not (n in keep or n in SAFE_KEYS) or (is_date_key(name) and n not in keep):
+            return False
+    return True

@@ -63,6 +63,12 @@ def clean_xmp(raw: bytes, shift_days: int | None) -> tuple[bytes, list[str]]:
         When the packet is not well-formed XML.
     """
     text = raw.rstrip(b"\x00").decode("utf-8", errors="strict")
+    if mr.xml_needs_no_cleaning(text, ISCAN_KEEP | ENCODE_INFO_KEEP):
+        try:
+            mr.split_xml_tail(text)
+        except ValueError as exc:
+            raise InputError(f"Ventana XMP: {exc}") from exc
+        return raw, []
     try:
         doc, tail = mr.split_xml_tail(text)
         root = mr.parse_xml(doc)
@@ -111,6 +117,19 @@ def blank_segment(ed: TiffEditor, ifd: int, index: int) -> int:
     return len(data)
 
 
+def _blank_image(ed: TiffEditor, ifd: int) -> int:
+    """Replace the pixels of ``ifd`` by a white image (one strip when stripped)."""
+    d = ed.ifd(ifd)
+    if d.is_tiled or int(d.first(259, 1)) not in (1, 5, 7, 8, 32946):
+        return sum(blank_segment(ed, ifd, i) for i in range(len(ed.segments(ifd))))
+    from .redact import replace_image
+
+    h, w = d.shape
+    spp = int(d.first(277, 1))
+    replace_image(ed, ifd, np.full((h, w, spp), 255, np.uint8))
+    return sum(n for _, n in ed.segments(ifd))
+
+
 def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     """Edit a Ventana BIF in place: label image (the macro), XMP metadata, TIFF tags.
 
@@ -147,9 +166,7 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
     if drop_macro:
         for index in sorted(macros, reverse=True):
             if index == 0:
-                n = 0
-                for i in range(len(ed.segments(0))):
-                    n += blank_segment(ed, 0, i)
+                n = _blank_image(ed, 0)
                 ed.set_ascii(0, IMAGE_DESCRIPTION, BLANKED_DESCRIPTION)
                 blanked = True
                 report.actions.append(f"blanked label image IFD 0 (kept for its XMP; {n} bytes)")
@@ -193,7 +210,7 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
             removed.append(dd)
             ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
     edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()
-                                                     if c != XMP}) for d in ed.ifds),
+                                                     if c in mr.TEXT_TAG_CODES}) for d in ed.ifds),
                                         options.date_offset)
     for index, code, new in edits:
         ed.set_ascii(index, code, new)

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from .philips import text_rgb, tissue_rgb
+from .philips import half, text_rgb, tissue_rgb
 
 __all__ = ["DEFAULT_PLANTED", "LEICA_XMLNS", "make_leica"]
 
@@ -38,9 +38,7 @@ DEFAULT_PLANTED: dict[str, str] = {
 def _pyramid(img: np.ndarray, n: int) -> list[np.ndarray]:
     out = [img]
     for _ in range(1, n):
-        prev = out[-1]
-        h2, w2 = prev.shape[0] // 2, prev.shape[1] // 2
-        out.append(prev[: h2 * 2, : w2 * 2].reshape(h2, 2, w2, 2, 3).mean((1, 3)).astype(np.uint8))
+        out.append(half(out[-1]))
     return out
 
 

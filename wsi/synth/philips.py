@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-__all__ = ["DEFAULT_PLANTED", "make_philips", "tissue_rgb", "text_rgb", "jpeg_bytes"]
+__all__ = ["DEFAULT_PLANTED", "make_philips", "tissue_rgb", "text_rgb", "jpeg_bytes", "half"]
 
 DEFAULT_PLANTED: dict[str, str] = {
     "barcode": "PHB-S23-7731-DOEJANE",
@@ -35,7 +35,13 @@ DEFAULT_PLANTED: dict[str, str] = {
 
 
 def tissue_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A smooth pink-purple tissue-like RGB image (uint8), deterministic in ``seed``."""
+    """A smooth pink-purple tissue-like RGB image (uint8), deterministic in ``seed``.
+
+    Images over 4096 x 4096 repeat a 2048 x 2048 patch (benchmark-sized slides).
+    """
+    if height * width > 4096 * 4096:
+        patch = tissue_rgb(2048, 2048, seed)
+        return np.tile(patch, (-(-height // 2048), -(-width // 2048), 1))[:height, :width]
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     field = np.zeros((height, width), np.float32)
@@ -49,6 +55,14 @@ def tissue_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     g = 240 - 140 * field + noise
     b = 245 - 50 * field + noise
     return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
+
+
+def half(img: np.ndarray) -> np.ndarray:
+    """Downsample an RGB image by two (box filter; plain decimation for large images)."""
+    h2, w2 = img.shape[0] // 2, img.shape[1] // 2
+    if h2 * w2 > 4096 * 4096:
+        return np.ascontiguousarray(img[: h2 * 2:2, : w2 * 2:2])
+    return img[: h2 * 2, : w2 * 2].reshape(h2, 2, w2, 2, 3).mean((1, 3)).astype(np.uint8)
 
 
 def text_rgb(lines: list[str], height: int, width: int) -> np.ndarray:
@@ -163,9 +177,7 @@ def make_philips(path: str | os.PathLike, *, width: int = 1024, height: int = 76
     base = tissue_rgb(height, width, seed)
     pyramid = [base]
     for _ in range(1, levels):
-        prev = pyramid[-1]
-        h2, w2 = prev.shape[0] // 2, prev.shape[1] // 2
-        pyramid.append(prev[: h2 * 2, : w2 * 2].reshape(h2, 2, w2, 2, 3).mean((1, 3)).astype(np.uint8))
+        pyramid.append(half(pyramid[-1]))
     sizes = [(p.shape[1], p.shape[0]) for p in pyramid]
     label = text_rgb([planted["barcode"], planted["operator"]], 96, 240)
     macro = tissue_rgb(120, 360, seed + 1)

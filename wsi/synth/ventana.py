@@ -17,9 +17,7 @@ from __future__ import annotations
 import os
 from xml.sax.saxutils import quoteattr
 
-import numpy as np
-
-from .philips import text_rgb, tissue_rgb
+from .philips import half, text_rgb, tissue_rgb
 
 __all__ = ["DEFAULT_PLANTED", "make_ventana"]
 
@@ -90,9 +88,7 @@ def make_ventana(path: str | os.PathLike, *, width: int = 1024, height: int = 76
     base = tissue_rgb(height, width, seed)
     pyramid = [base]
     for _ in range(1, levels):
-        prev = pyramid[-1]
-        h2, w2 = prev.shape[0] // 2, prev.shape[1] // 2
-        pyramid.append(prev[: h2 * 2, : w2 * 2].reshape(h2, 2, w2, 2, 3).mean((1, 3)).astype(np.uint8))
+        pyramid.append(half(pyramid[-1]))
     label = tissue_rgb(200, 600, seed + 1)
     label[:, :200] = text_rgb([p["Barcode2D"], p["BaseName"], p["UserName"]], 200, 200)
     thumb = pyramid[-1][::2, ::2].copy()
