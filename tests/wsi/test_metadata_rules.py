@@ -127,3 +127,15 @@ def test_plan_private_tag_blanking():
     edits, removed = mr.plan_private_tag_blanking([(2, tags)], handled=(270,))
     assert edits == [(2, 33723), (2, 65001)]  # text/bytes only, not blank, not handled
     assert "SERIAL-123" in removed and "iptc-name-Jane" in removed
+
+
+@pytest.mark.parametrize("text, clean", [
+    ('<?xml version="1.0"?><E Ver="2"><I Width="1" Height="2"/></E>', True),
+    ('<E Ver="2"><I Name="Doe"/></E>', False),           # attribute not on the allowlist
+    ('<E Ver="2">Jane</E>', False),                       # text content
+    ('<E Ver="2"><!-- Jane --></E>', False),              # comment
+    ('<E Ver="2"/>tail', False),                          # text after the root
+    ('<E Ver="2" BuildDate="1/2/2020"/>', False),         # a date is never passed through
+])
+def test_xml_needs_no_cleaning(text, clean):
+    assert mr.xml_needs_no_cleaning(text, {"Ver", "Width", "Height"}) is clean
