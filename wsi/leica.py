@@ -9,8 +9,11 @@ stored in its own IFDs.
 
 The XML is cleaned by allowlist (sizes, offsets, IFD numbers, objective,
 aperture, illumination, device model/version), dates shifted or removed. The
-macro ``image`` element is dropped and its IFDs unlinked; the ``ifd``
-attributes of the remaining dimensions are renumbered to the shorter chain.
+macro ``image`` element is dropped and its IFDs unlinked (a macro stored in
+IFD 0, which carries the XML, is blanked instead); the ``ifd`` attributes of the
+remaining dimensions are renumbered to the shorter chain. IFDs that no image of
+the XML names are unlinked too: openslide never shows them, so nobody would
+notice what they hold.
 """
 
 from __future__ import annotations
@@ -121,7 +124,7 @@ def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     Raises
     ------
     InputError
-        Not a Leica SCN, malformed XML, or the macro shares IFD 0 with the XML.
+        Not a Leica SCN, or malformed XML.
     DeidError
         A region redaction failed.
     """
@@ -147,9 +150,6 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
     xml, removed, macro_ifds = clean_leica_xml(desc, options.date_offset,
                                                remove_macro=remove_macro)
     n_ifds = len(ed.ifds)
-    if 0 in macro_ifds:
-        raise InputError("the macro image is stored in IFD 0 with the XML; cannot remove it",
-                         str(path))
     bad = [i for i in macro_ifds if i >= n_ifds]
     if bad:
         raise InputError(f"Leica XML names IFDs {bad} beyond the {n_ifds} in the file", str(path))
@@ -159,7 +159,14 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
     referenced = {int(d.get("ifd", "-1"))
                   for d in mr.parse_xml(xml).iter(f"{{{LEICA_XMLNS}}}dimension")}
     orphans = [i for i in range(1, n_ifds) if i not in referenced and i not in macro_ifds]
-    doomed = sorted(set(macro_ifds) | set(orphans))
+    if 0 in macro_ifds:
+        # IFD 0 carries the XML openslide detects the format by: it stays in the chain,
+        # no longer named by the XML, with its tiles replaced by blank ones
+        from .ventana import blank_segment
+
+        n = sum(blank_segment(ed, 0, i) for i in range(len(ed.segments(0))))
+        report.actions.append(f"blanked macro IFD 0 (kept for its XML; {n} bytes)")
+    doomed = sorted((set(macro_ifds) | set(orphans)) - {0})
     for index in reversed(doomed):
         n = ed.unlink_ifd(index)
         what = "macro" if index in macro_ifds else "unreferenced"

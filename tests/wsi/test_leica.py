@@ -125,3 +125,20 @@ def test_unreferenced_ifd_is_not_released(tmp_path):
     with TiffEditor(r.output) as ed:
         assert len(ed.ifds) == 3
     assert scan_raw(r.output, [planted["serial"]]) == []
+
+
+def test_macro_in_ifd0_is_blanked(tmp_path):
+    import tifffile
+
+    src = tmp_path / "m0.scn"
+    planted = make_leica(src, macro_first=True)
+    assert "macro" in openslide.OpenSlide(str(src)).associated_images
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="M0")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert not openslide.OpenSlide(r.output).associated_images
+    assert scan_raw(r.output, list(planted.values())) == []
+    with tifffile.TiffFile(r.output) as tf:
+        assert len(tf.pages) == 4  # blank IFD 0 (holds the XML) + 3 main levels
+        assert int(tf.pages[0].asarray().min()) >= 250
+        assert 'ifd="0"' not in tf.pages[0].description
+    assert_same_pixels(src, r.output)

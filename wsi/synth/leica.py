@@ -45,12 +45,14 @@ def _pyramid(img: np.ndarray, n: int) -> list[np.ndarray]:
 def make_leica(path: str | os.PathLike, *, width: int = 1024, height: int = 768,
                tile: int = 256, levels: int = 3, mpp: float = 0.5,
                planted: dict[str, str] | None = None, macro: bool = True,
-               macro_after_first: bool = False, seed: int = 0) -> dict[str, str]:
+               macro_after_first: bool = False, macro_first: bool = False,
+               seed: int = 0) -> dict[str, str]:
     """Write a synthetic Leica SCN (BigTIFF) to ``path`` and return the planted values.
 
     The main image's IFDs come first (0..levels-1), then the macro's two IFDs; with
     ``macro_after_first`` the macro IFDs sit between main levels 0 and 1 (so removing
-    them renumbers the later levels).
+    them renumbers the later levels); with ``macro_first`` the macro's largest IFD is
+    IFD 0 and carries the XML.
     """
     import tifffile
 
@@ -63,11 +65,11 @@ def make_leica(path: str | os.PathLike, *, width: int = 1024, height: int = 768,
     macro_img[:, :120] = text_rgb([p["barcode"][:10], p["barcode"][10:], p["collection_name"][:10]], 360, 120)
     macro_pyr = _pyramid(macro_img, 2)
 
-    order = [("main", 0)]
-    if macro and macro_after_first:
+    order = [("macro", 0), ("main", 0), ("macro", 1)] if (macro and macro_first) else [("main", 0)]
+    if macro and macro_after_first and not macro_first:
         order += [("macro", i) for i in range(len(macro_pyr))]
     order += [("main", i) for i in range(1, levels)]
-    if macro and not macro_after_first:
+    if macro and not macro_after_first and not macro_first:
         order += [("macro", i) for i in range(len(macro_pyr))]
     ifd_of = {key: n for n, key in enumerate(order)}
     dims = "".join(f'<dimension sizeX="{m.shape[1]}" sizeY="{m.shape[0]}" ifd="{ifd_of["main", i]}" />'
@@ -102,13 +104,14 @@ def make_leica(path: str | os.PathLike, *, width: int = 1024, height: int = 768,
     res = 1e4 / mpp  # pixels per cm
     opts = dict(compression="jpeg", photometric="rgb", metadata=None, software=False)
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
-        for kind, i in order:
+        for n, (kind, i) in enumerate(order):
             if kind == "main":
                 r = res / 2 ** i
-                tw.write(main[i], tile=(tile, tile), description=xml if i == 0 else None,
+                tw.write(main[i], tile=(tile, tile), description=xml if n == 0 else None,
                          resolution=(r, r), resolutionunit="CENTIMETER", **opts)
             else:
-                tw.write(macro_pyr[i], tile=(tile // 2, tile // 2), **opts)
+                tw.write(macro_pyr[i], tile=(tile // 2, tile // 2),
+                         description=xml if n == 0 else None, **opts)
     out = dict(p)
     out["barcode_b64"] = base64.b64encode(p["barcode"].encode()).decode("ascii")
     return out
