@@ -41,6 +41,8 @@ MAX_ANISOTROPY = 1.6
 MIN_VOXELS = 8
 MIN_EXTENT_MM = 60.0
 AIR_HU = -1000.0
+#: Grid spacing (mm) of the subject image used for registration.
+REGISTRATION_SPACING_MM = 3.0
 
 
 class RegistrationQualityError(DeidError):
@@ -207,7 +209,7 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
         raise InputError("volume is constant", path)
 
     fixed_native = array_to_image(_registration_image(ref, ref_mod), ref_affine, path)
-    spacing = max(2.0, float(min(fixed_native.GetSpacing())))
+    spacing = max(REGISTRATION_SPACING_MM, float(min(fixed_native.GetSpacing())))
     fixed = smooth_downsample(fixed_native, spacing)
     reg = _register(fixed, tpl, device)
     quality = registration_quality(fixed, tpl, reg)

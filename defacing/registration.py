@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 #: Depth (mm) below the top of the head used to place the initial alignment.
 CRANIUM_DEPTH_MM = 110.0
+#: Pyramid (shrink factors, smoothing sigmas in mm, iterations) of the two stages.
+SIM_SHRINK, SIM_SIGMAS, SIM_ITERATIONS = (2, 1), (4.0, 2.0), 120
+AFF_SHRINK, AFF_SIGMAS, AFF_ITERATIONS = (1,), (1.0,), 60
 
 
 @dataclass
@@ -102,7 +105,7 @@ def _method(shrink, sigmas, iterations: int, sampling: float, seed: int) -> sitk
     reg.SetMetricSamplingPercentage(sampling, seed)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
+        learningRate=2.0, minStep=2e-3, numberOfIterations=iterations,
         relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(list(shrink))
@@ -140,7 +143,7 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, *, fixed_mask: np.nda
         initial = initial_transform(fixed, moving, fm, mm)
     sim = sitk.Similarity3DTransform(initial) if isinstance(initial, sitk.Similarity3DTransform) \
         else initial
-    reg = _method((4, 2), (4.0, 2.0), 150, sampling, seed)
+    reg = _method(SIM_SHRINK, SIM_SIGMAS, SIM_ITERATIONS, sampling, seed)
     reg.SetInitialTransform(sim, inPlace=True)
     if metric_mask is not None:
         reg.SetMetricFixedMask(metric_mask)
@@ -154,7 +157,7 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, *, fixed_mask: np.nda
         aff.SetCenter(sim.GetCenter())
     else:
         aff = sitk.AffineTransform(sim)
-    reg = _method((2, 1), (2.0, 0.0), 100, sampling, seed)
+    reg = _method(AFF_SHRINK, AFF_SIGMAS, AFF_ITERATIONS, sampling, seed)
     reg.SetInitialTransform(aff, inPlace=True)
     if metric_mask is not None:
         reg.SetMetricFixedMask(metric_mask)

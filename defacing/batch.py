@@ -1,0 +1,144 @@
+"""Deface a batch of inputs (NIfTI files, BIDS datasets, DICOM series folders) into OUT.
+
+Every input ends up either defaced in OUT or copied to ``OUT/quarantine`` with a reason;
+nothing is passed through unchanged and nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixeldeid.errors import DeidError
+from pixeldeid.quarantine import quarantine
+
+from .nifti import deface_nifti, is_nifti
+
+logger = logging.getLogger(__name__)
+
+QC_DIRNAME = "qc"
+
+
+@dataclass
+class Outcome:
+    """One input and what became of it."""
+
+    source: str
+    output: str | None = None
+    reason: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class Summary:
+    """All outcomes of a run."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def defaced(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.ok]
+
+    @property
+    def quarantined(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def exit_status(self) -> int:
+        return 0 if not self.quarantined else 1
+
+    def line(self, out: str | os.PathLike) -> str:
+        return (f"{len(self.defaced)} defaced, {len(self.quarantined)} quarantined "
+                f"of {len(self.outcomes)} inputs -> {out}")
+
+
+@dataclass
+class Job:
+    """A unit of work: one NIfTI file or one DICOM series (several files)."""
+
+    kind: str  # "nifti" | "dicom" | "unsupported"
+    source: Path
+    output: Path | None = None
+    files: list[Path] = field(default_factory=list)
+    hint: str = ""
+    reference: Path | None = None
+
+
+def _is_dicom_file(p: Path) -> bool:
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
+    """Turn SRC arguments into jobs. Folders are scanned recursively; DICOM files are
+    grouped into series later. Unknown files become ``unsupported`` jobs (quarantined)."""
+    jobs: list[Job] = []
+    dicom_files: list[Path] = []
+    for s in sources:
+        src = Path(s)
+        if src.is_dir():
+            for p in sorted(src.rglob("*")):
+                if not p.is_file() or p.name.startswith("."):
+                    continue
+                if out in p.parents:
+                    continue
+                rel = p.relative_to(src)
+                if is_nifti(p):
+                    jobs.append(Job("nifti", p, out / src.name / rel))
+                elif _is_dicom_file(p) or p.suffix.lower() == ".dcm":
+                    dicom_files.append(p)
+                else:
+                    jobs.append(Job("unsupported", p))
+        elif is_nifti(src):
+            jobs.append(Job("nifti", src, out / src.name))
+        elif src.is_file() and (_is_dicom_file(src) or src.suffix.lower() == ".dcm"):
+            dicom_files.append(src)
+        else:
+            jobs.append(Job("unsupported", src))
+    if dicom_files:
+        jobs.append(Job("dicom", out, files=dicom_files))
+    return jobs
+
+
+def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str = "cpu",
+             qc: bool = False, deidentifier=None,
+             progress: Callable[[Iterable], Iterable] | None = None) -> Summary:
+    """Run jobs; failures are quarantined and the batch goes on."""
+    summary = Summary()
+    qc_dir = out / QC_DIRNAME if qc else None
+    it = progress(jobs) if progress else jobs
+    for job in it:
+        if job.kind == "unsupported":
+            reason = ("not found" if not job.source.exists()
+                      else "unsupported input (not NIfTI or DICOM)")
+            rec = quarantine(job.source, out, reason, stage="deface")
+            summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+            continue
+        if job.kind == "dicom":
+            from .dicom_series import deface_dicom_files
+
+            summary.outcomes.extend(deface_dicom_files(
+                job.files, out, modality=modality, device=device, qc_dir=qc_dir,
+                deidentifier=deidentifier))
+            continue
+        try:
+            res = deface_nifti(job.source, job.output, modality=modality, device=device,
+                               qc_dir=qc_dir, hint=job.hint, reference=job.reference)
+            summary.outcomes.append(Outcome(str(job.source), str(job.output), metrics=res.metrics))
+        except (DeidError, OSError, MemoryError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            logger.error("%s: %s", job.source, reason)
+            rec = quarantine(job.source, out, reason, stage="deface")
+            summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+    return summary

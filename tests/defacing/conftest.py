@@ -1,0 +1,55 @@
+"""Fixtures of the defacing tests: heads from ../shared (skip when absent) and synthetic
+heads derived from the project's own template (always available)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from defacing.template import load_template
+from defacing.volume import geometry_to_affine, image_to_array, resample_to
+from tests.conftest import shared_path
+
+
+def heads(*parts: str):
+    return shared_path("data", "heads", *parts)
+
+
+@pytest.fixture(scope="session")
+def template():
+    return load_template()
+
+
+def moved_template_head(angle_deg: float = 8.0, shift=(4.0, -6.0, 3.0), spacing: float = 2.5):
+    """The template head resampled through a known rigid motion onto an RAS grid.
+
+    Returns ``(array, affine)`` with intensities 0-1000 (T1-like), a stand-in for a
+    subject that the tests can build without reference data.
+    """
+    tpl = load_template()
+    tx = sitk.Euler3DTransform()
+    tx.SetCenter((0.0, -20.0, 10.0))
+    tx.SetRotation(np.deg2rad(angle_deg), np.deg2rad(angle_deg / 2), 0.0)
+    tx.SetTranslation(shift)
+    ref = sitk.Image([80, 96, 92], sitk.sitkFloat32)
+    ref.SetSpacing((spacing,) * 3)
+    ref.SetOrigin((-100.0, -130.0, -120.0))
+    img = resample_to(tpl.head, ref, tx)
+    return image_to_array(img).astype(np.float32), geometry_to_affine(img)
+
+
+@pytest.fixture(scope="session")
+def synthetic_head():
+    return moved_template_head()
+
+
+def save_nifti(path, data, affine, slope=None, inter=None, dtype=None):
+    img = nib.Nifti1Image(data, affine)
+    if dtype is not None:
+        img.set_data_dtype(dtype)
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter)
+    nib.save(img, str(path))
+    return path
