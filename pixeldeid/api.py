@@ -144,6 +144,16 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
     return ds
 
 
+def patient_key(ds: Dataset) -> str:
+    """The original patient of ``ds`` as pseudonyms and date offsets know it: the Patient ID,
+    or the name and birth date when there is no ID."""
+    pid = str(ds.get("PatientID", "") or "").strip()
+    if pid:
+        return pid
+    return "NAME:" + str(ds.get("PatientName", "") or "") + ":" + str(
+        ds.get("PatientBirthDate", "") or "")
+
+
 def _check_complete(ds: Dataset, path: Path) -> None:
     """Detect truncated files: every raw value must have its declared length."""
     for elem in ds._dict.values():
@@ -230,10 +240,7 @@ class Deidentifier:
 
     def _deidentify(self, ds: Dataset) -> Dataset:
         opts = self.options
-        original_pid = str(ds.get("PatientID", "") or "").strip()
-        if not original_pid:
-            original_pid = "NAME:" + str(ds.get("PatientName", "") or "") + ":" + str(
-                ds.get("PatientBirthDate", "") or "")
+        original_pid = patient_key(ds)
         pseudonym = self.pseudonyms(original_pid)
         offset = self.offset_for(original_pid)
         id_values = self.identity_values(ds)
@@ -367,19 +374,17 @@ class Deidentifier:
                 raise DeidError(f"pixel data: {exc.reason}", source) from None
             if removed:
                 ds.PixelData = new
-        data = encode_part10(ds)
+        data, header = encode_part10(ds)
         if self.config.residual_check:
-            self._residual(data, source)
+            self._residual(header, source)
         return data, removed
 
-    def _residual(self, data: bytes, source: str | None) -> None:
+    def _residual(self, header: bytes, source: str | None) -> None:
         vocab = dicom_vocabulary()
         tokens = [t for t in getattr(self, "_last_tokens", [])
                   if len(t) >= 3 and t.lower() not in vocab]
         if not tokens:
             return
-        pix = data.rfind(b"\xe0\x7f\x10\x00")
-        header = data[:pix] if pix > 0 else data
         hits = find_tokens(header, tokens)
         if hits and action_for(0x00100010, self.options) != "K":
             raise DeidError(f"identity still present after de-identification "

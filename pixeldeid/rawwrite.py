@@ -49,48 +49,63 @@ def _raw_bytes(raw: RawDataElement, little: bool, implicit: bool) -> bytes | Non
     return head + value
 
 
-def encode_dataset_body(ds: Dataset, little: bool, implicit: bool) -> bytes:
-    """Encode the data set (no preamble or meta) in the given encoding."""
+#: Bulk pixel-like data: not searched for header identity.
+BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
+def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
+                         ) -> tuple[list[bytes], list[bool]]:
+    """Encode the data set (no preamble or meta) element by element, in tag order.
+
+    Returns the encoded elements and, for each, whether it is bulk pixel data (Pixel Data,
+    Float and Double Float Pixel Data).
+    """
     parts: list[bytes] = []
-    fp = DicomBytesIO()
-    fp.is_little_endian = little
-    fp.is_implicit_VR = implicit
+    bulk: list[bool] = []
     for tag in sorted(ds._dict.keys()):
         elem = ds._dict[tag]
+        bulk.append(tag in BULK_TAGS)
+        target = parts
         if isinstance(elem, RawDataElement):
             b = _raw_bytes(elem, little, implicit)
             if b is not None:
-                if fp.tell():
-                    parts.append(fp.getvalue())
-                    fp = DicomBytesIO()
-                    fp.is_little_endian = little
-                    fp.is_implicit_VR = implicit
-                parts.append(b)
+                target.append(b)
                 continue
+        fp = DicomBytesIO()
+        fp.is_little_endian = little
+        fp.is_implicit_VR = implicit
         write_data_element(fp, ds[tag])
-    if fp.tell():
-        parts.append(fp.getvalue())
-    return b"".join(parts)
+        target.append(fp.getvalue())
+    return parts, bulk
 
 
-def encode_part10(ds: Dataset) -> bytes:
-    """Preamble, File Meta Information and data set, in the transfer syntax of ``ds.file_meta``.
+def encode_dataset_body(ds: Dataset, little: bool, implicit: bool) -> bytes:
+    """Encode the data set (no preamble or meta) in the given encoding."""
+    return b"".join(encode_dataset_parts(ds, little, implicit)[0])
 
-    Deflated transfer syntaxes and datasets pydicom must convert fall back to pydicom's
-    complete writer.
+
+def encode_part10(ds: Dataset) -> tuple[bytes, bytes]:
+    """Encode ``ds`` as a Part 10 file in the transfer syntax of ``ds.file_meta``.
+
+    Returns the file bytes and the plain (never deflated) bytes of everything except the
+    bulk pixel data: preamble, File Meta Information and header elements, for searching.
+    Deflated transfer syntaxes fall back to pydicom's complete writer.
     """
     from pydicom.uid import UID
 
     ts = UID(ds.file_meta.TransferSyntaxUID)
+    meta = DicomBytesIO()
+    meta.is_little_endian = True
+    meta.is_implicit_VR = False
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    head = (ds.preamble or b"\x00" * 128) + b"DICM" + meta.getvalue()
     if ts.is_deflated or not ts.is_transfer_syntax:
         import io
 
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
-        return buf.getvalue()
-    meta = DicomBytesIO()
-    meta.is_little_endian = True
-    meta.is_implicit_VR = False
-    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
-    body = encode_dataset_body(ds, ts.is_little_endian, ts.is_implicit_VR)
-    return (ds.preamble or b"\x00" * 128) + b"DICM" + meta.getvalue() + body
+        parts, bulk = encode_dataset_parts(ds, True, False)
+        return buf.getvalue(), head + b"".join(p for p, b in zip(parts, bulk, strict=True) if not b)
+    parts, bulk = encode_dataset_parts(ds, ts.is_little_endian, ts.is_implicit_VR)
+    header = head + b"".join(p for p, b in zip(parts, bulk, strict=True) if not b)
+    return head + b"".join(parts), header
