@@ -142,3 +142,21 @@ def test_macro_in_ifd0_is_blanked(tmp_path):
         assert int(tf.pages[0].asarray().min()) >= 250
         assert 'ifd="0"' not in tf.pages[0].description
     assert_same_pixels(src, r.output)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bad_xml"])
+def test_damaged_input_is_quarantined_untouched(tmp_path, damage):
+    src = tmp_path / "bad.scn"
+    make_leica(src)
+    data = bytearray(src.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 4]
+    else:  # break the XML (openslide no longer detects Leica; we must not guess)
+        i = data.find(b"<collection")
+        data[i:i + 11] = b"<collection"[::-1]
+    src.write_bytes(bytes(data))
+    before = sha(src)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="BAD")
+    assert r.status == "quarantined" and r.reason
+    assert sha(src) == before
+    assert not list((tmp_path / "out").glob("BAD*"))

@@ -125,3 +125,15 @@ def test_unrecognized_ifd_is_not_released(tmp_path):
     assert r.status == "clean", (r.reason, r.problems)
     assert any("unrecognized" in a for a in r.report.actions)
     assert scan_raw(r.output, [planted["UnitNumber"], "Scanner snapshot"]) == []
+
+
+def test_truncated_input_is_quarantined_untouched(tmp_path):
+    src = tmp_path / "bad.bif"
+    make_ventana(src)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 3])
+    before = sha(src)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="BAD")
+    assert r.status == "quarantined" and r.reason
+    assert sha(src) == before
+    assert not list((tmp_path / "out").glob("BAD*"))
