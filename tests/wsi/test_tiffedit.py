@@ -263,3 +263,27 @@ def test_copy_of_real_svs_opens_after_edit(tmp_path, real):
     ra = np.asarray(a.read_region((100, 100), 0, (300, 300)))
     rb = np.asarray(b.read_region((100, 100), 0, (300, 300)))
     np.testing.assert_array_equal(ra, rb)
+
+
+def test_scan_raw_without_ahocorasick_same_hits(tmp_path, monkeypatch):
+    import builtins
+
+    p = tmp_path / "mix.bin"
+    data = bytearray(200_000)
+    data[10:20] = b"S12-345678"
+    data[5000:5020] = "Jane Doe!!".encode("utf-16-be")
+    data[90_000:90_016] = base64.b64encode(b"xxSerial=4455")
+    p.write_bytes(bytes(data))
+    values = ["S12-345678", "Jane Doe", "Serial=4455"]
+    fast = scan_raw(p, values, chunk=50_000)
+    real_import = builtins.__import__
+
+    def no_ac(name, *a, **k):
+        if name == "ahocorasick_rs":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ac)
+    slow = scan_raw(p, values, chunk=50_000)
+    assert sorted(fast, key=lambda h: h[1]) == sorted(slow, key=lambda h: h[1])
+    assert {v for v, _ in slow} == set(values)
