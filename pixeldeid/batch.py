@@ -313,10 +313,39 @@ def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: 
         finally:
             _WORKER["deid"].close()
         return
+    _allocate_pseudonyms(todo, config)
     chunk = max(1, min(32, len(todo) // (jobs * 8) or 1))
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
                              initargs=(config, str(out), layout, want_map)) as pool:
         yield from pool.map(process_file, todo, chunksize=chunk)
+
+
+def _allocate_pseudonyms(todo: list[str], config: DeidConfig) -> None:
+    """Number the patients in input order before parallel work.
+
+    Pseudonyms are numbered in order of first appearance; workers would otherwise race
+    for the numbers and ``-j N`` would not give the same outputs as ``-j 1``.
+    """
+    import pydicom
+
+    from .api import patient_key
+    from .profiles import Profile, load_profile
+    from .pseudonyms import PseudonymMap
+
+    profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
+    prefix = config.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
+    pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
+    try:
+        for p in todo:
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=[
+                    "PatientID", "PatientName", "PatientBirthDate", "SOPInstanceUID"])
+            except Exception:  # noqa: BLE001 - the worker reports unreadable files
+                continue
+            if "SOPInstanceUID" in ds:
+                pseudonyms(patient_key(ds))
+    finally:
+        pseudonyms.close()
 
 
 def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
