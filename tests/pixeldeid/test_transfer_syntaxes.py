@@ -148,7 +148,8 @@ def test_pixel_data_preserved(corpus_runs, name):
     else:  # RLE: nothing to strip
         assert new == old
     if ts.is_compressed:
-        assert np.array_equal(_decoded(after), _decoded(before))
+        expected = _decoded(before)  # skips when no installed decoder reads the input
+        assert np.array_equal(_decoded(after), expected)
 
 
 def test_jpeg_metadata_segments_are_removed(tmp_path, run):

@@ -1,0 +1,190 @@
+"""Reruns, interruptions, workers and keys: inputs are never modified, outputs are atomic
+and deterministic, a rerun finishes what is missing and nothing twice."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import OTHER_KEY, copy_corpus, outputs, tree_digest
+
+from pixeldeid.uids import UIDMapper
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+#: Distinct instances of several transfer syntaxes and IODs (no two share a SOP Instance UID).
+FILES = ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "rtplan.dcm", "SC_rgb_jpeg_dcmtk.dcm",
+         "JPEG2000.dcm", "emri_small.dcm", "liver.dcm", "test-SR.dcm", "image_dfl.dcm",
+         "SC_rgb_rle_2frame.dcm", "JPEGLSNearLossless_08.dcm")
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    """An input tree: half the files at the top, half in a nested folder."""
+    src = tmp_path / "in"
+    copy_corpus(FILES[:6], src)
+    copy_corpus(FILES[6:], src / "series2" / "more")
+    sops = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in src.rglob("*.dcm")}
+    assert len(sops) == len(FILES)
+    return src
+
+
+def _summary(stdout: str) -> dict[str, int]:
+    m = re.search(r"(\d+) input\(s\): (\d+) written, (\d+) already done, (\d+) quarantined", stdout)
+    assert m, stdout
+    return dict(zip(("inputs", "written", "done", "quarantined"), map(int, m.groups()), strict=True))
+
+
+#: UIDs of definitions, not of instances: kept by design.
+DEFINITION_UID_KEYWORDS = {"TransferSyntaxUID", "CodingSchemeUID", "ContextUID",
+                           "MappingResourceUID", "ContextGroupExtensionCreatorUID"}
+
+
+def _uids(path: Path, instances_only: bool = False) -> set[str]:
+    """Every UI value of a file at any depth, file meta included."""
+    ds = pydicom.dcmread(path)
+    vals: set[str] = set()
+
+    def walk(d):
+        for e in d:
+            if e.VR == "SQ":
+                for it in e.value:
+                    walk(it)
+            elif e.VR == "UI" and e.value:
+                if instances_only and (e.keyword.endswith("ClassUID")
+                                       or e.keyword in DEFINITION_UID_KEYWORDS):
+                    continue
+                vals.update(map(str, e.value if e.VM > 1 else [e.value]))
+
+    walk(ds.file_meta)
+    walk(ds)
+    return vals
+
+
+def _instance_uids(files) -> set[str]:
+    return {u for f in files for u in _uids(f, instances_only=True)}
+
+
+def _sops(files) -> list[str]:
+    return sorted(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files)
+
+
+def test_inputs_never_modified_and_no_temporaries(inputs, run):
+    before = tree_digest(inputs)
+    mtimes = {p: p.stat().st_mtime_ns for p in inputs.rglob("*")}
+    status, out = run(inputs, "--profile", "tcia-like")
+    assert status == 0
+    assert tree_digest(inputs) == before
+    assert {p: p.stat().st_mtime_ns for p in inputs.rglob("*")} == mtimes
+    assert len(outputs(out)) == len(FILES)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".pixeldeid-tmp-")]
+
+
+def test_rerun_skips_finished_files(inputs, run, capsys):
+    status, out = run(inputs)
+    assert status == 0
+    first = tree_digest(out)
+    first_outputs = {p: p.stat().st_mtime_ns for p in outputs(out)}
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    assert status == 0
+    s = _summary(capsys.readouterr().out)
+    assert s == {"inputs": len(FILES), "written": 0, "done": len(FILES), "quarantined": 0}
+    assert {k: v for k, v in tree_digest(out).items() if not k.startswith(".pixeldeid")} == \
+        {k: v for k, v in first.items() if not k.startswith(".pixeldeid")}
+    # skipped, not rewritten
+    assert {p: p.stat().st_mtime_ns for p in outputs(out)} == first_outputs
+
+
+def test_interrupted_run_finishes_each_input_once(inputs, run, capsys, key_file):
+    all_files = sorted(inputs.rglob("*.dcm"))
+    half = all_files[: len(all_files) // 2]
+    status, out = run(half)
+    assert status == 0
+    assert len(outputs(out)) == len(half)
+    # what a killed run leaves: a temporary file beside the outputs
+    stale = out / ".pixeldeid-tmp-killed.dcm"
+    stale.write_bytes(b"partial")
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    assert status == 0
+    s = _summary(capsys.readouterr().out)
+    assert s == {"inputs": len(FILES), "written": len(FILES) - len(half), "done": len(half),
+                 "quarantined": 0}
+    files = outputs(out)
+    assert not stale.exists()
+    mapper = UIDMapper(key_file.read_bytes().strip())
+    expected = sorted(mapper(str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID))
+                      for p in all_files)
+    assert _sops(files) == expected  # each input exactly once
+
+
+def test_lost_ledger_rerun_gives_identical_outputs(inputs, run, capsys):
+    """Killed after writing outputs but before recording them: the rerun redoes the work,
+    finds the same bytes already there, and neither duplicates nor quarantines."""
+    status, out = run(inputs)
+    assert status == 0
+    first = {p.name: p.read_bytes() for p in outputs(out)}
+    for p in (out / ".pixeldeid").glob("ledger.sqlite*"):
+        p.unlink()
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    assert status == 0
+    s = _summary(capsys.readouterr().out)
+    assert s["quarantined"] == 0 and s["written"] == 0 and s["done"] == len(FILES)
+    assert {p.name: p.read_bytes() for p in outputs(out)} == first
+
+
+EXTRA = 40
+
+
+@pytest.mark.slow
+def test_two_workers_give_identical_outputs(inputs, run):
+    # many patients, so that workers racing for pseudonym numbers would show
+    template = pydicom.dcmread(inputs / "CT_small.dcm")
+    for i in range(EXTRA):
+        template.PatientID = f"EXTRA{i:02d}"
+        template.PatientName = f"Extra^Patient{i:02d}"
+        template.SOPInstanceUID = f"{template.SOPInstanceUID.rsplit('.', 1)[0]}.9{i:02d}"
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        template.save_as(inputs / f"extra{i:02d}.dcm")
+    status1, out1 = run(inputs, "-j", "1")
+    status2, out2 = run(inputs, "-j", "2")
+    assert status1 == status2 == 0
+    d1 = {k: v for k, v in tree_digest(out1).items() if not k.startswith(".pixeldeid")}
+    d2 = {k: v for k, v in tree_digest(out2).items() if not k.startswith(".pixeldeid")}
+    assert len(d1) == len(FILES) + EXTRA
+    assert d1 == d2
+
+
+def test_same_key_same_uids_other_key_other_uids(inputs, run, tmp_path):
+    _, out_a = run(inputs)
+    _, out_b = run(inputs)  # another output folder, same key
+    other = tmp_path / "other.key"
+    other.write_bytes(OTHER_KEY)
+    _, out_c = run(inputs, key=other)
+    a, b, c = outputs(out_a), outputs(out_b), outputs(out_c)
+    assert [p.name for p in a] == [p.name for p in b]
+    for pa, pb in zip(a, b, strict=True):
+        assert _uids(pa) == _uids(pb)
+    uids_a, uids_c = _instance_uids(a), _instance_uids(c)
+    assert len(uids_a) >= 3 * len(FILES) // 2  # SOP, study, series, frame of reference...
+    assert not uids_a & uids_c
+    assert len(uids_c) == len(uids_a)
+    # no original instance UID survives under either key
+    originals = _instance_uids(sorted(inputs.rglob("*.dcm")))
+    assert not (uids_a | uids_c) & originals
+
+
+def test_outputs_under_input_folder_are_not_reread(inputs, run):
+    """OUT inside a source folder: a rerun must not de-identify its own outputs."""
+    out = inputs / "deid"
+    status, _ = run(inputs, out=out)
+    assert status == 0
+    status, _ = run(inputs, out=out)
+    assert status == 0
+    assert len(outputs(out)) == len(FILES)
+    shutil.rmtree(out)
