@@ -69,6 +69,7 @@ class SeriesResult:
     output_dir: str | None = None
     outputs: list[str] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (source, kind)
+    replaced: list[str] = field(default_factory=list)  # sources of replaced labels
     removed_values: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     reason: str | None = None
@@ -141,6 +142,43 @@ def _read(path: Path) -> Any:
     return ds
 
 
+def _replace_label(ds: Any, options: SlideOptions) -> bool:
+    """Turn a single-frame LABEL dataset into a synthesized label carrying the pseudonym.
+
+    The pixels are replaced by a white image with the pseudonym (uncompressed RGB),
+    LabelText/BarcodeValue dropped; the header then goes through the core like any
+    other instance. Returns False (the label is dropped instead) for tiled labels.
+    """
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from .redact import synthesize_label
+
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        return False
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    img = synthesize_label((rows, cols), options.pseudonym or "DE-IDENTIFIED", 3)
+    for kw in ("LabelText", "BarcodeValue", "LossyImageCompressionRatio",
+               "LossyImageCompressionMethod", "ICCProfile"):
+        if kw in ds:
+            delattr(ds, kw)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.BurnedInAnnotation = "YES"  # the pseudonym
+    ds.SpecimenLabelInImage = "YES"
+    ds.PixelData = img.tobytes()
+    ds["PixelData"].VR = "OB"
+    if "OpticalPathSequence" in ds:
+        for item in ds.OpticalPathSequence:
+            if "ICCProfile" in item:
+                del item.ICCProfile
+    return True
+
+
 def _slide_name(options: SlideOptions | None, series_uid: str) -> str:
     if options is not None and options.pseudonym:
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in options.pseudonym)
@@ -161,7 +199,8 @@ def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.Path
         of the new SeriesInstanceUID).
     options : SlideOptions
         ``label``/``macro`` "keep" release the LABEL / OVERVIEW instances (testing
-        only); ``redact_regions`` is refused.
+        only); ``label="replace"`` releases a synthesized single-frame label carrying
+        only the pseudonym; ``redact_regions`` is refused.
     deid : Deidentifier
         The header core, shared by every slide of a batch (consistent UIDs and dates).
     verify : bool, optional
@@ -200,11 +239,14 @@ def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.Path
         for p, ds in datasets:
             kind = image_kind(ds)
             if kind in DROPPED_KINDS and kind not in keep_kinds:
-                result.dropped.append((str(p), DROPPED_KINDS[kind]))
                 for kw in ("LabelText", "BarcodeValue"):
                     if ds.get(kw):
                         removed.add(str(ds.get(kw)).strip())
-                continue
+                if kind == "LABEL" and options.label == "replace" and _replace_label(ds, options):
+                    result.replaced.append(str(p))
+                else:
+                    result.dropped.append((str(p), DROPPED_KINDS[kind]))
+                    continue
             before = _text_values(ds)
             deid.deidentify_dataset(ds, source=str(p))
             removed |= before - _text_values(ds)
@@ -282,8 +324,11 @@ def _verify(src: Path, out: Path, options: SlideOptions) -> list[str]:
                                 f"{b.level_dimensions}")
                 return problems
             assoc = set(b.associated_images)
-            if options.label != "keep" and "label" in assoc:
+            if options.label == "remove" and "label" in assoc:
                 problems.append("label image still present")
+            if (options.label == "replace" and "label" in assoc and "label" in a.associated_images
+                    and a.associated_images["label"].tobytes() == b.associated_images["label"].tobytes()):
+                problems.append("label image was not replaced")
             if options.macro != "keep" and "macro" in assoc:
                 problems.append("macro (overview) image still present")
             problems += compare_outside_regions(a, b, ())

@@ -146,3 +146,21 @@ def test_single_file_plugin_refuses(slide):
     src, _ = slide
     with pytest.raises(DeidError, match="as a set"):
         dicomwsi.deidentify(src / "level-0.dcm", SlideOptions())
+
+
+def test_replace_label_with_pseudonym(slide, tmp_path):
+    import numpy as np
+
+    src, planted = slide
+    (r,) = run(src, tmp_path / "out", label="replace", pseudonym="DS-0042")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert len(r.replaced) == 1 and [k for _, k in r.dropped] == ["macro"]
+    for f in r.outputs:
+        assert scan_raw(f, list(planted.values())) == [], f
+    out = openslide.OpenSlide(r.outputs[0])
+    new = np.asarray(out.associated_images["label"])
+    old = np.asarray(openslide.OpenSlide(str(src / "level-0.dcm")).associated_images["label"])
+    assert new.shape == old.shape and not np.array_equal(new, old)
+    labels = [pydicom.dcmread(f) for f in r.outputs]
+    labels = [d for d in labels if d.ImageType[2] == "LABEL"]
+    assert len(labels) == 1 and "LabelText" not in labels[0] and "BarcodeValue" not in labels[0]
