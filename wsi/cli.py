@@ -69,6 +69,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shift kept dates by N days (default: remove dates)")
     parser.add_argument("--value", action="append", default=[], metavar="TEXT",
                         help="identifying text that must not survive anywhere (repeatable)")
+    parser.add_argument("--key-file", metavar="F",
+                        help="project key for DICOM WSI UIDs (default: generated in OUT/.pixeldeid)")
+
+
+def _is_dicom(p: Path) -> bool:
+    if p.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(p, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int]:
+    """DICOM WSI: instances grouped by series and handled together (wsi.dicomwsi)."""
+    from pixeldeid.batch import load_or_create_key
+
+    from . import dicomwsi
+
+    opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),
+                        pseudonym=args.pseudonym, date_offset=args.shift_days,
+                        extra_values=tuple(args.value))
+    key = load_or_create_key(args.key_file, Path(args.out))
+    deid = dicomwsi.make_deidentifier(key, opts)
+    results = dicomwsi.deidentify_paths(files, args.out, opts, deid)
+    bad = 0
+    for r in results:
+        if not r.ok:
+            bad += 1
+            print(f"pixeldeid wsi: {', '.join(r.sources[:3])}: {r.reason}", file=sys.stderr)
+    return len(results) - bad, bad
 
 
 def _collect(srcs: list[str]) -> list[Path]:
@@ -103,6 +135,12 @@ def run(args: argparse.Namespace) -> int:
     files = _collect(args.src)
     if not files:
         print("pixeldeid wsi: error: no slide files found", file=sys.stderr)
+        return 2
+    dicom = [f for f in files if f.is_file() and _is_dicom(f)]
+    files = [f for f in files if f not in dicom]
+    if dicom and args.in_place:
+        print("pixeldeid wsi: error: DICOM WSI cannot be edited in place (new UIDs); use -o",
+              file=sys.stderr)
         return 2
     if args.pseudonym and len(files) > 1:
         print("pixeldeid wsi: error: --pseudonym needs exactly one slide", file=sys.stderr)
@@ -143,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
             fh.write("".join(lines).encode("utf-8"))
     clean = sum(r.ok for r in results)
     bad = len(results) - clean
+    if dicom:
+        c, b = _run_dicom(dicom, args)
+        clean, bad = clean + c, bad + b
     dest = args.out or "in place"
-    print(f"pixeldeid wsi: {len(results)} slides: {clean} clean, {bad} quarantined ({dest})")
+    print(f"pixeldeid wsi: {clean + bad} slides: {clean} clean, {bad} quarantined ({dest})")
     return 0 if bad == 0 else 1

@@ -70,3 +70,16 @@ def test_registered_in_pixeldeid_cli(tmp_path):
     s = make_aperio(tmp_path / "x.svs", width=400, height=300)
     assert main(["wsi", str(s.path), "-o", str(tmp_path / "o"), "--pseudonym", "Q1"]) == 0
     assert (tmp_path / "o" / "Q1.svs").is_file()
+
+
+def test_dicom_wsi_folder_grouped(tmp_path, capsys):
+    from wsi.synth.dicomwsi import make_dicom_wsi
+
+    make_dicom_wsi(tmp_path / "in" / "dcm")
+    make_aperio(tmp_path / "in" / "a.svs", width=400, height=300)
+    key = tmp_path / "k.key"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef")
+    rc = _run([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--key-file", str(key)])
+    assert rc == 0, capsys.readouterr().err
+    assert "2 slides: 2 clean" in capsys.readouterr().out
+    assert _run([str(tmp_path / "in"), "--in-place"]) == 2
