@@ -183,3 +183,16 @@ def test_redaction_refused_when_macro_kept(slide, tmp_path):
     r = deidentify_slide(src, tmp_path / "out", pseudonym="R2", macro="keep",
                          redact_regions=[(0, 0, 10, 10)])
     assert r.status == "quarantined" and "macro" in r.reason
+
+
+def test_in_place(slide, tmp_path):
+    src, planted = slide
+    ref = tmp_path / "ref.tiff"
+    ref.write_bytes(src.read_bytes())
+    r = deidentify_slide(src, in_place=True, pseudonym="IP1", date_offset=3)
+    assert r.status == "clean", (r.reason, r.problems)
+    assert Path(r.output) == src
+    assert scan_raw(src, list(planted.values())) == []
+    assert openslide.OpenSlide(str(src)).properties["openslide.vendor"] == "philips"
+    assert not openslide.OpenSlide(str(src)).associated_images
+    assert_same_pixels(ref, src)
