@@ -33,6 +33,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
     MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
     SecondaryCaptureImageStorage,
@@ -451,7 +452,7 @@ class _Planter:
 
 
 def make_planted_dataset(
-    *, seed: int = 0, pixels: str = "jpeg", frames: int = 1
+    *, seed: int = 0, pixels: str = "jpeg", frames: int = 1, implicit: bool = False
 ) -> tuple[FileDataset, PlantedStrings]:
     """Return a dataset with identity planted everywhere, and the planted strings.
 
@@ -465,6 +466,9 @@ def make_planted_dataset(
         ``"native"``: the 16-bit CT slice of ``ct_slice_dataset``, Explicit VR Little Endian.
     frames : int
         Number of JPEG frames (``"jpeg"`` only).
+    implicit : bool
+        Implicit VR Little Endian (``"native"`` only): a reader without the private
+        dictionaries sees every private element as UN.
 
     Returns
     -------
@@ -673,4 +677,8 @@ def make_planted_dataset(
         ds["PixelData"].VR = "OB"
     elif pixels != "native":
         raise ValueError(f"pixels must be 'jpeg' or 'native', not {pixels!r}")
+    if implicit:
+        if pixels != "native":
+            raise ValueError("implicit VR needs pixels='native'")
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     return ds, p.ps

@@ -107,6 +107,18 @@ def test_planted_places_are_where_the_docs_say(tmp_path):
     assert ds.pixel_array.shape == (2, 256, 256)
 
 
+def test_planted_implicit_vr_privates_read_back_as_un(tmp_path):
+    path, planted = write_planted(tmp_path / "p.dcm", seed=6, pixels="native", implicit=True)
+    assert len(leaked(path.read_bytes(), planted)) == len(planted)
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    assert ds[0x00294210].VR == "UN" and ds[0x00331001].VR == "UN"
+    assert ds[0x00294210].value.decode().strip() in planted
+    assert str(ds.PatientName) == "Größmann^Jürgen"
+
+
 def test_planted_dataset_rejects_unknown_pixels():
     with pytest.raises(ValueError, match="pixels"):
         make_planted_dataset(pixels="j2k")
+    with pytest.raises(ValueError, match="native"):
+        make_planted_dataset(pixels="jpeg", implicit=True)
