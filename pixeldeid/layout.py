@@ -27,11 +27,14 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 import unicodedata
 from pathlib import Path, PurePosixPath
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomFileLike
 from pydicom.fileset import FileInstance, FileSet
 
@@ -235,11 +238,40 @@ class DicomdirLayout:
             study.instances.append((instance, path))
         return path
 
-    def add(self, ds: Dataset) -> Path:
-        """Register and write (atomically) one de-identified instance; return its path."""
-        path = self.reserve(ds)
-        with atomic_output(path) as fh:
-            ds.save_as(fh, enforce_file_format=True)
+    def add(self, ds_or_path: Dataset | str | os.PathLike, *, move: bool = False) -> Path:
+        """Register one de-identified instance and put it in place; return its path.
+
+        Parameters
+        ----------
+        ds_or_path : Dataset or path
+            A dataset is written (atomically). A path names an already de-identified
+            DICOM file (e.g. in a staging folder): it is copied atomically, or moved
+            with ``move=True`` (``os.replace`` on the same file system).
+        move : bool
+            Move rather than copy a file given by path.
+        """
+        if isinstance(ds_or_path, Dataset):
+            path = self.reserve(ds_or_path)
+            with atomic_output(path) as fh:
+                ds_or_path.save_as(fh, enforce_file_format=True)
+            return path
+        src = Path(ds_or_path)
+        try:
+            header = dcmread(src, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            raise DeidError(f"cannot read the instance to add: {exc}") from exc
+        path = self.reserve(header)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            try:
+                os.replace(src, path)
+                return path
+            except OSError:  # another file system: copy, then remove the source
+                pass
+        with atomic_output(path) as fh, open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fh, 1 << 20)
+        if move:
+            src.unlink()
         return path
 
     def close(self) -> list[Path]:

@@ -154,6 +154,23 @@ def test_reserved_but_unwritten_instances_are_left_out(tmp_path):
         layout.add(dss[2])
 
 
+@pytest.mark.parametrize("move", [False, True])
+def test_add_staged_files_by_path(tmp_path, move):
+    staging = tmp_path / "staging"
+    dss = _series(7, 3, "S7")
+    staged = [write_dataset(ds, staging / f"{ds.SOPInstanceUID}.dcm") for ds in dss]
+    with DicomdirLayout(tmp_path / "out") as layout:
+        paths = [layout.add(p, move=move) for p in staged]
+    assert all(p.is_file() for p in paths)
+    assert [p.exists() for p in staged] == [not move] * 3
+    (d,) = (tmp_path / "out").rglob("DICOMDIR")
+    fs = FileSet(pydicom.dcmread(d))
+    assert sorted(i.load().SOPInstanceUID for i in fs) == sorted(ds.SOPInstanceUID for ds in dss)
+    assert paths[0].read_bytes() == write_dataset(dss[0], tmp_path / "again.dcm").read_bytes()
+    with pytest.raises(DeidError):
+        DicomdirLayout(tmp_path / "o2").add(tmp_path / "missing.dcm")
+
+
 def test_duplicate_instance_rejected(tmp_path):
     layout = DicomdirLayout(tmp_path)
     ds = _deidentified(ct_slice_dataset(0, 1, seed=8))
