@@ -24,6 +24,7 @@ from pydicom.uid import UID
 from . import __version__
 from . import dates as _dates
 from .atomic import atomic_output
+from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, removed_text_values
 from .errors import DeidError, InputError
 from .profiles import Profile, load_profile
@@ -51,6 +52,11 @@ IDENTITY_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirt
                      "PatientMotherBirthName", "AccessionNumber", "PatientAddress",
                      "PatientTelephoneNumbers", "MedicalRecordLocator", "OtherPatientNames")
 
+
+#: The words of pixeldeid's own dummy values: a name that is one of them ("ANONYMIZED", an
+#: input de-identified before) cannot be told apart from the dummies written in its place.
+_DUMMY_WORDS = frozenset(str(v).lower() for v in DUMMY_VALUES.values()
+                         if isinstance(v, str) and v.isalpha())
 
 #: Descriptor tags cleaned by Clean Descriptors; when any is "C" the cleaning words are collected.
 CLEANED_TEXT_TAGS = (0x00081030, 0x0008103E, 0x00181030, 0x00204000, 0x00102180, 0x001021B0)
@@ -174,6 +180,8 @@ def _check_complete(ds: Dataset, path: Path) -> None:
             except (TypeError, ValueError) as exc:
                 raise InputError(f"invalid image attributes: {exc}", str(path)) from None
             expected = rows * cols * spp * frames * bits // 8
+            if spp == 3 and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+                expected = expected // 3 * 2  # Cb, Cr at half the horizontal rate (PS3.3 C.7.6.3.1.2)
             value = raw.value if raw.value is not None else b""
             if len(value) < expected:
                 raise InputError(f"truncated pixel data: {len(value)} of {expected} bytes", str(path))
@@ -380,7 +388,7 @@ class Deidentifier:
         return data, removed
 
     def _residual(self, header: bytes, source: str | None) -> None:
-        vocab = dicom_vocabulary()
+        vocab = dicom_vocabulary() | _DUMMY_WORDS
         tokens = [t for t in getattr(self, "_last_tokens", [])
                   if len(t) >= 3 and t.lower() not in vocab]
         if not tokens:
