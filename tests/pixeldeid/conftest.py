@@ -165,6 +165,8 @@ CORPUS: dict[str, str] = {
     "eCT_Supplemental.dcm": "1.2.840.10008.1.2.1",
     "emri_small.dcm": "1.2.840.10008.1.2.1",
     "SC_rgb_small_odd.dcm": "1.2.840.10008.1.2.1",
+    "SC_ybr_full_422_uncompressed.dcm": "1.2.840.10008.1.2.1",  # 2 bytes a pixel
+    "color-pl.dcm": "1.2.840.10008.1.2.1",  # planar; PatientName "Anonymized" already
     # deflated explicit VR little endian
     "image_dfl.dcm": "1.2.840.10008.1.2.1.99",
     # explicit VR big endian

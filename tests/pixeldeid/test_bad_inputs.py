@@ -202,3 +202,25 @@ def test_missing_source_is_reported(tmp_path, run, capsys):
     assert status == 1
     assert len(outputs(out)) == len(good)
     assert "no such file" in _line_for(err, missing).lower()
+
+
+#: Damaged files of the pydicom corpus and what their reason must say.
+BROKEN = {
+    "MR_truncated.dcm": "truncated",
+    "rtplan_truncated.dcm": "truncated",
+    "no_meta.dcm": "not a DICOM",
+    "meta_missing_tsyntax.dcm": "Transfer Syntax",
+    "badVR.dcm": "invalid",
+    "emri_small_jpeg_2k_lossless_too_short.dcm": "",
+}
+
+
+def test_broken_corpus_files_quarantined(tmp_path, run, key_file, capsys):
+    src = tmp_path / "in"
+    good = _good_files(src)
+    bad = {p: (BROKEN[p.name], True) for p in copy_corpus(BROKEN, src / "broken")}
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+    for path in bad:
+        assert _line_for(err, path).strip()
