@@ -8,8 +8,9 @@
   ``;NDP Shading Data ... ;SerialNumber=...;Date=...`` blob is dropped;
 - DateTime and other standard identity tags go through :mod:`wsi.generic`.
 
-Region redaction of NDPI levels (one JPEG per level with restart markers) is not
-implemented: a request for it is refused (the slide is quarantined), never ignored.
+Region redaction re-encodes only the restart intervals of each level JPEG that a region
+touches, in place (:func:`wsi.redact.redact_ndpi_level`); a level it cannot handle
+(non-standard Huffman tables, an interval that would grow) quarantines the slide.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pixeldeid.errors import DeidError
 
 from .generic import blank_private_blobs, clean_standard_tags
 from .metadata_rules import clean_date_value
-from .redact import redact_ifd
+from .redact import RedactStats, map_regions, redact_ifd, redact_ndpi_level
 from .tiffedit import TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,9 +98,19 @@ def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
 
 
 def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
-    if options.redact_regions:
-        raise DeidError("region redaction of NDPI levels is not supported yet", str(ed.path))
     lens = {d.index: float(d.first(SOURCE_LENS, 0.0)) for d in ed.ifds}
+    if options.redact_regions:
+        if any(v < 0 for v in lens.values()) and options.macro != "remove":
+            raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                            str(ed.path))
+        st = RedactStats()
+        levels = [i for i, v in lens.items() if v > 0]
+        level0 = max((ed.ifd(i).shape for i in levels), key=lambda s: s[0] * s[1])
+        for i in levels:
+            redact_ndpi_level(ed, i, map_regions(options.redact_regions, level0, ed.ifd(i).shape), st)
+        rep.redaction = st.as_dict()
+        rep.actions.append(f"redacted {st.total_tiles} restart intervals "
+                           f"({st.total_old} bytes affected, {st.total_new} written in place)")
     # property map: shared by every IFD; cleaning one copy cleans all of them
     done: set[int] = set()
     for d in list(ed.ifds):

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RedactStats",
+    "redact_ndpi_level",
+    "redact_jpeg_dct",
     "redact_regions",
     "redact_ifd",
     "map_regions",
@@ -465,3 +467,129 @@ def synthesize_label(shape: tuple[int, int], text: str, samples: int = 3) -> np.
     draw.text((max(2, w // 20), h // 2 - size // 2), text, fill="black", font=font)
     arr = np.asarray(im, dtype=np.uint8)
     return arr if arr.ndim == 3 else arr[..., None]
+
+
+# ------------------------------------------------------------------ NDPI restart intervals
+#: largest NDPI level without restart markers that is re-encoded as one interval
+MAX_WHOLE_LEVEL_PIXELS = 64 * 1024 * 1024
+
+def _ndpi_header(head: bytes) -> dict:
+    """Parse the marker segments of an NDPI level JPEG up to SOS."""
+    info: dict = {"tables": [], "sof": None, "sos": None, "dri": 0, "sos_end": 0}
+    for m, s, e in _jpeg_markers(head):
+        if m in (0xDB, 0xC4):
+            info["tables"].append(head[s:e])
+        elif m == 0xC0 or m == 0xC1:
+            info["sof"] = head[s:e]
+        elif m == 0xDD:
+            info["dri"] = struct.unpack(">H", head[s + 4:s + 6])[0]
+        elif m == 0xDA:
+            info["sos"] = head[s:e]
+            info["sos_end"] = e
+    if info["sof"] is None or info["sos"] is None:
+        raise ValueError("NDPI level JPEG header incomplete")
+    sof = info["sof"]
+    h, w, nc = struct.unpack(">HHB", sof[5:10])
+    comps = [(sof[10 + 3 * i], sof[11 + 3 * i] >> 4, sof[11 + 3 * i] & 15) for i in range(nc)]
+    info.update(height=h, width=w, comps=comps,
+                mcu_w=8 * max(c[1] for c in comps), mcu_h=8 * max(c[2] for c in comps))
+    return info
+
+
+def _sos_selectors(sos: bytes) -> list[int]:
+    n = sos[4]
+    return [sos[6 + 2 * i] for i in range(n)]
+
+
+def redact_ndpi_level(ed: TiffEditor, ifd: int, rects: Sequence[tuple[int, int, int, int]],
+                      stats: RedactStats | None = None) -> RedactStats:
+    """Black out ``rects`` in an NDPI level by re-encoding only its affected restart intervals.
+
+    Each restart interval is decoded on its own (DC prediction restarts), its blocks that
+    intersect a rectangle are blacked out in the DCT domain, and the entropy-coded data is
+    re-encoded with the level's own (standard) Huffman tables and written back in place,
+    padded with 0xFF fill bytes up to the next restart marker: offsets, MCU starts and
+    every other interval stay byte-identical. Fails (``DeidError``) when the level has
+    no usable restart intervals, non-standard Huffman tables, or an interval would grow.
+    """
+    stats = stats or RedactStats()
+    if not rects:
+        return stats
+    d = ed.ifd(ifd)
+    (soff, slen), = [(o, n) for o, n in zip(*map(list, ed.segment_arrays(ifd)), strict=True)]
+    head = ed.read(soff, min(slen, 1 << 16))
+    info = _ndpi_header(head)
+    W, H = info["width"], info["height"]
+    R = info["dri"]
+    mcu_w, mcu_h = info["mcu_w"], info["mcu_h"]
+    per_row = -(-W // mcu_w)
+    if not R:  # no restart markers: the whole level is one interval (small levels only)
+        if W * H > MAX_WHOLE_LEVEL_PIXELS:
+            raise DeidError(f"NDPI IFD {ifd}: no restart intervals in a {W}x{H} level",
+                            str(ed.path))
+        across, tile_w, tile_h, down = 1, W, H, 1
+    elif per_row % R:
+        raise DeidError(f"NDPI IFD {ifd}: restart interval {R} does not tile rows of {per_row} MCUs",
+                        str(ed.path))
+    else:
+        across = per_row // R
+        tile_w, tile_h = R * mcu_w, mcu_h
+        down = -(-H // mcu_h)
+    n_int = across * down
+    starts_tag = d.get(65426)
+    if n_int == 1:
+        starts = [soff + info["sos_end"]]
+    elif isinstance(starts_tag, tuple) and len(starts_tag) == n_int:
+        starts = [soff + int(s) for s in starts_tag]
+    else:  # find the restart markers ourselves
+        data = ed.read(soff, slen)
+        starts = [info["sos_end"] + soff]
+        i = info["sos_end"]
+        while len(starts) < n_int:
+            j = data.find(b"\xff", i)
+            if j < 0 or j + 1 >= len(data):
+                raise DeidError(f"NDPI IFD {ifd}: restart markers missing", str(ed.path))
+            if 0xD0 <= data[j + 1] <= 0xD7:
+                starts.append(soff + j + 2)
+            i = j + 2 if data[j + 1] != 0xFF else j + 1
+    ends = [s - 2 for s in starts[1:]] + [soff + slen - 2]
+    tables = b"".join(info["tables"])
+    sof = bytearray(info["sof"])
+    struct.pack_into(">HH", sof, 5, tile_h, tile_w)
+    std_dht = _split_tables([t[4:] for t in info["tables"] if t[1] == 0xC4], "dht")
+    sel = _sos_selectors(info["sos"])
+    photometric = int(d.first(PHOTOMETRIC, 6))
+    touched = old_total = new_total = 0
+    for k in range(n_int):
+        r, c = divmod(k, across)
+        ox, oy = c * tile_w, r * tile_h
+        hit = [(max(x0, ox) - ox, max(y0, oy) - oy, min(x1, ox + tile_w) - ox, min(y1, oy + tile_h) - oy)
+               for x0, y0, x1, y1 in rects]
+        hit = [h for h in hit if h[2] > h[0] and h[3] > h[1]]
+        if not hit:
+            continue
+        old = ed.read(starts[k], ends[k] - starts[k])
+        if k + 1 < n_int and not (0xD0 <= ed.read(ends[k], 2)[1] <= 0xD7):
+            raise DeidError(f"NDPI IFD {ifd}: MCU start {k + 1} is not after a restart marker",
+                            str(ed.path))
+        standalone = b"\xff\xd8" + tables + bytes(sof) + info["sos"] + old.rstrip(b"\xff") + b"\xff\xd9"
+        new_full, _ = redact_jpeg_dct(standalone, None, hit, photometric)
+        segs = _jpeg_markers(new_full)
+        new_dht = _split_tables(_dht_payloads(new_full), "dht")
+        sos = [(s, e) for m, s, e in segs if m == 0xDA][0]
+        if not new_dht <= std_dht or _sos_selectors(new_full[sos[0]:sos[1]]) != sel:
+            raise DeidError(f"NDPI IFD {ifd}: cannot re-encode with the level's Huffman tables",
+                            str(ed.path))
+        body = new_full[sos[1]:]
+        body = body[:-2] if body.endswith(b"\xff\xd9") else body
+        if len(body) > len(old):
+            raise DeidError(f"NDPI IFD {ifd}: re-encoded restart interval {k} is larger than "
+                            "the original", str(ed.path))
+        ed.write_at(starts[k], body + b"\xff" * (len(old) - len(body)))
+        touched += 1
+        old_total += len(old)
+        new_total += len(body)
+    stats.tiles[ifd] = stats.tiles.get(ifd, 0) + touched
+    stats.bytes_old[ifd] = stats.bytes_old.get(ifd, 0) + old_total
+    stats.bytes_new[ifd] = stats.bytes_new.get(ifd, 0) + new_total
+    return stats

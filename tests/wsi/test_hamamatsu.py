@@ -73,9 +73,43 @@ def test_ndpi_macro_redact(ndpi, tmp_path):
     np.testing.assert_array_equal(m[:, cut + 24:], a[:, cut + 24:])
 
 
-def test_ndpi_region_redaction_refused(ndpi, tmp_path):
-    r = deidentify_slide(ndpi.path, tmp_path / "out", redact_regions=[(0, 0, 100, 100)])
-    assert r.status == "quarantined" and "NDPI" in r.reason
+def test_ndpi_region_redaction_whole_level_jpeg(ndpi, tmp_path):
+    # the synthetic levels have no restart markers: each level is one interval
+    r = deidentify_slide(ndpi.path, tmp_path / "out", redact_regions=[(300, 200, 400, 300)])
+    assert r.status == "clean", r.reason
+    b = openslide.OpenSlide(r.output)
+    for lvl, ds in enumerate(b.level_downsamples):
+        w, h = int(400 / ds), int(300 / ds)
+        if w and h:
+            assert np.asarray(b.read_region((300, 200), lvl, (w, h)))[..., :3].max() == 0, lvl
+    assert ndpi.path.stat().st_size == __import__("os").path.getsize(r.output)  # in place
+    r2 = deidentify_slide(ndpi.path, tmp_path / "out2", macro="keep", redact_regions=[(0, 0, 9, 9)])
+    assert r2.status == "quarantined" and "macro" in r2.reason
+
+
+def test_real_ndpi_restart_interval_redaction(real, tmp_path):
+    src = real("test3-DAPI-2-(387).ndpi")
+    region = (1000, 1500, 700, 400)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="RN", redact_regions=[region])
+    assert r.status == "clean", r.reason
+    a, b = openslide.OpenSlide(str(src)), openslide.OpenSlide(r.output)
+    red = r.report.redaction
+    assert red["tiles"][0] == 51  # 8-pixel restart-interval rows touched at level 0
+    assert red["bytes_written"] <= 1.1 * red["bytes_affected"]
+    for lvl, ds in enumerate(b.level_downsamples):
+        x, y, w, h = region
+        ra = np.asarray(a.read_region((0, 0), lvl, a.level_dimensions[lvl]))
+        rb = np.asarray(b.read_region((0, 0), lvl, b.level_dimensions[lvl]))
+        y0, y1 = int(np.ceil(y / ds)), int((y + h) / ds)
+        x0, x1 = int(np.ceil(x / ds)), int((x + w) / ds)
+        assert rb[y0:y1, x0:x1, :3].max() == 0, lvl
+        diff = np.argwhere((ra != rb).any(-1))
+        assert diff[:, 0].min() >= y / ds - 9 and diff[:, 0].max() <= (y + h) / ds + 9, lvl
+        assert diff[:, 1].min() >= x / ds - 9 and diff[:, 1].max() <= (x + w) / ds + 9, lvl
+    with TiffEditor(src) as ea, TiffEditor(r.output) as eb:
+        for i in range(4):  # offsets and MCU starts unchanged: edits were in place
+            assert ea.segments(i) == eb.segments(i)
+            assert ea.ifds[i].get(65426) == eb.ifds[i].get(65426)
 
 
 def test_property_map_rules():
