@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pixeldeid.errors import InputError
+from pixeldeid.errors import DeidError, InputError
 
 from . import metadata_rules as mr
 from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
@@ -126,7 +126,7 @@ def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     InputError
         Not a Leica SCN, or malformed XML.
     DeidError
-        A region redaction failed.
+        Region redaction asked on a slide with non-brightfield images.
     """
     from .api import VendorReport
 
@@ -213,7 +213,10 @@ def _main_images(desc: str) -> list[tuple[float, float, list[int]]]:
             continue
         src = image.findtext("d:scanSettings/d:illuminationSettings/d:illuminationSource", "", _NS)
         if src.strip() != "brightfield":
-            continue
+            # openslide does not show it, but it stays in the file: regions cannot be
+            # mapped onto it with confidence, so refuse (fail closed)
+            raise DeidError(f"region redaction with a non-brightfield image ({src.strip()!r}) "
+                            "is not supported")
         view = image.find("d:view", _NS)
         dims = [d for d in image.iter(f"{{{LEICA_XMLNS}}}dimension") if d.get("z", "0") == "0"]
         dims.sort(key=lambda d: -int(d.get("sizeX", "0")))
