@@ -6,9 +6,10 @@ IPTC APP13, JUMBF APP11 and other application segments. ``strip_jpeg_metadata``
 walks the marker segments and drops them, copying the entropy-coded data verbatim
 (no decoding, no quality loss).
 
-Kept, because decoders need them for colour: the JFIF APP0 header, the Adobe APP14
-colour-transform marker and ICC_PROFILE APP2 segments (a colour profile; its text
-fields describe a device, not a person). All other APPn segments (APP0 other than
+Kept, because decoders need them for colour: the JFIF APP0 header (its thumbnail
+removed), the Adobe APP14 colour-transform marker (its 12 fixed bytes only) and
+ICC_PROFILE APP2 segments (a colour profile; its text fields describe a device, not a
+person). All other APPn segments (APP0 other than
 JFIF such as the JFXX thumbnail, APP1..APP15 otherwise) and COM are removed, both in
 the header and between the scans of progressive or multi-scan images. The same
 marker syntax serves baseline, extended, progressive and lossless JPEG
@@ -81,6 +82,16 @@ def _keep_app(marker: int, payload: bytes) -> bool:
     if marker == 0xEE:
         return payload.startswith(b"Adobe")
     return False
+
+
+def _trim_kept(marker: int, payload: bytes) -> bytes | None:
+    """Trim a kept APP0/APP14 to its fixed fields (no JFIF thumbnail, nothing after the
+    Adobe transform byte); ``None`` when it is already minimal."""
+    if marker == 0xE0 and (len(payload) > 14 or payload[12:14].strip(b"\0")):
+        return payload[:12] + b"\0\0"  # JFIF: version, units, densities; 0x0 thumbnail
+    if marker == 0xEE and len(payload) > 12:
+        return payload[:12]  # "Adobe", version, flags0, flags1, transform
+    return None
 
 
 def _segment(data: bytes, pos: int) -> tuple[int, int]:
@@ -183,7 +194,12 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
         if 0xE0 <= marker <= 0xEF or marker == COM:
             payload = frame[pos + 4:end]
             if marker != COM and _keep_app(marker, payload):
-                out.append(frame[start:end])
+                trimmed = _trim_kept(marker, payload)
+                if trimmed is None:
+                    out.append(frame[start:end])
+                else:
+                    out.append(struct.pack(">BBH", 0xFF, marker, len(trimmed) + 2) + trimmed)
+                    removed.append(_app_name(marker, payload) + " extra data")
             else:
                 removed.append(_app_name(marker, payload))
             pos = end

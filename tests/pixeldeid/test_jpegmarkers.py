@@ -82,6 +82,22 @@ def test_icc_app2_and_adobe_app14_are_kept_other_app2_removed():
     np.testing.assert_array_equal(_pil(out), _pil(data))
 
 
+def test_jfif_thumbnail_and_adobe_extra_bytes_are_trimmed():
+    base = jpeg_with_identity(_image(), [])
+    app0_len = struct.unpack(">H", base[4:6])[0]
+    jfif = base[6:4 + app0_len]
+    assert len(jfif) == 14
+    thumb = bytes([2, 1]) + b"Quixmore"[:6]  # a 2x1 RGB "thumbnail" of 6 bytes
+    data = (base[:4] + _segment(0xFFE0, jfif[:12] + thumb)[2:]
+            + _segment(0xFFEE, b"Adobe\0\x64\0\0\0\0\x01 Pettigrew") + base[4 + app0_len:])
+    out, removed = strip_jpeg_metadata(data)
+    assert removed == ["APP0 JFIF extra data", "APP14 Adobe extra data"]
+    assert b"Quixmo" not in out and b"Pettigrew" not in out
+    assert out[:4 + app0_len] == base[:4 + app0_len]  # JFIF back to its 14 bytes
+    assert b"Adobe\0\x64\0\0\0\0\x01\xff" in out
+    np.testing.assert_array_equal(_pil(out), _pil(base))
+
+
 def test_unknown_app_identifier_is_not_echoed():
     base = jpeg_with_identity(_image(), [])
     data = _insert_after_soi(base, _segment(0xFFE3, b"Pettigrew Zebulon\0rest"),
