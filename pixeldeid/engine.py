@@ -271,11 +271,13 @@ class Walker:
         partner = ds[ptag] if ptag is not None and ptag in ds._dict else None
         if partner is not None and action_for(partner.tag, self.ctx.options) not in (None, "C", "D"):
             partner = None  # the companion is removed or kept by its own rule
+        where = kw or str(tag)
         try:
             if partner is not None and partner.VR in ("DA", "TM") and partner.VR != vr \
                     and len(_values(partner)) == 1 and len(vals) == 1 \
                     and "-" not in str(vals[0]) and "-" not in str(partner.value):
                 date_el, time_el = (elem, partner) if vr == "DA" else (partner, elem)
+                where = f"{date_el.keyword}/{time_el.keyword}"  # either may be the bad one
                 d, t = _dates.shift_pair(str(date_el.value), str(time_el.value), off)
                 date_el.value, time_el.value = d, t
                 done.add(int(partner.tag))
@@ -287,7 +289,7 @@ class Walker:
             else:
                 new = [_dates.shift_datetime(str(v), off) for v in vals]
         except DeidError as exc:
-            raise DeidError(f"{kw or tag}: {exc.reason}") from None
+            raise DeidError(f"{where}: {exc.reason}") from None
         _set_values(elem, new)
 
     # -- private elements ------------------------------------------------------------
