@@ -224,3 +224,48 @@ def test_broken_corpus_files_quarantined(tmp_path, run, key_file, capsys):
     _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
     for path in bad:
         assert _line_for(err, path).strip()
+
+
+def _with_raw_value(ds: pydicom.Dataset, keyword: str, value: str) -> None:
+    """Set ``keyword`` to ``value`` byte for byte (pydicom would refuse or fix it)."""
+    tag = pydicom.tag.Tag(keyword)
+    data = value.encode("ascii")
+    if len(data) % 2:
+        data += b" "
+    ds._dict[tag] = pydicom.dataelem.RawDataElement(
+        tag, pydicom.datadict.dictionary_VR(tag), len(data), data, 0, False, True)
+
+
+@pytest.mark.parametrize("keyword, value", [
+    ("StudyDate", "20201341"), ("StudyDate", "2020011"), ("StudyDate", "ABCDEFGH"),
+    ("StudyDate", "1997.04.24"), ("StudyDate", "20200101\\20201341"), ("StudyTime", "256000"),
+    ("StudyTime", "12:30:00"), ("AcquisitionDateTime", "20201341120000"),
+    ("ContentDate", "00000000"), ("SeriesTime", "1230.5.5"),
+])
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+def test_invalid_date_values_never_pass_through(tmp_path, run, capsys, keyword, value, profile):
+    """Shifted (tcia-like) or removed (basic): a value that cannot be shifted quarantines the
+    file with a reason naming the attribute; a written file never holds the original."""
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    _with_raw_value(ds, keyword, value)
+    src = tmp_path / "in"
+    src.mkdir()
+    ds.save_as(src / "x.dcm")
+    status, out = run(src, "--profile", profile)
+    err = capsys.readouterr().err
+    files = outputs(out)
+    if status == 1:
+        assert profile != "basic", "the Basic Profile removes dates: nothing to shift"
+        assert not files
+        assert keyword in _line_for(err, src / "x.dcm")
+        return
+    assert status == 0 and len(files) == 1
+    raw = files[0].read_bytes()
+    for part in value.split("\\"):
+        assert part.encode() not in raw
+    after = pydicom.dcmread(files[0])
+    if profile == "tcia-like":  # kept and shifted: a valid value of its VR
+        new = after.data_element(keyword)
+        from pydicom.valuerep import validate_value
+
+        validate_value(new.VR, new.value, "raise")
