@@ -86,6 +86,23 @@ def _compare(a, b, vendor: str, options: SlideOptions) -> list[str]:
     if options.macro == "remove" and "macro" in assoc:
         problems.append("macro image still present")
     problems += compare_outside_regions(a, b, options.redact_regions)
+    problems += check_regions_black(b, options.redact_regions)
+    return problems
+
+
+def check_regions_black(b, regions, *, limit: int = 12) -> list[str]:
+    """Each region must read (near) black on every level where it spans a few pixels."""
+    problems = []
+    for x, y, w, h in regions:
+        for lvl, ds in enumerate(b.level_downsamples):
+            # inner part only: block edges may blend with the neighbouring colour
+            x0, y0 = int(np.ceil(x / ds)) + 1, int(np.ceil(y / ds)) + 1
+            x1, y1 = int((x + w) / ds) - 1, int((y + h) / ds) - 1
+            if x1 - x0 < 2 or y1 - y0 < 2 or (x1 - x0) * (y1 - y0) > 4096 * 4096:
+                continue
+            px = np.asarray(b.read_region((int(x0 * ds), int(y0 * ds)), lvl, (x1 - x0, y1 - y0)))
+            if px[..., :3].max() > limit:
+                problems.append(f"region {x},{y},{w},{h} not blacked out at level {lvl}")
     return problems
 
 

@@ -191,3 +191,21 @@ def test_unopenable_fixtures_quarantined_input_untouched(real, tmp_path, name):
     assert r.status == "quarantined" and r.reason
     assert _sha(src) == before
     assert list((tmp_path / "out").glob("X*")) == []
+
+
+def test_leftover_value_quarantines(svs, tmp_path):
+    # a value the caller knows is identifying but the rules keep: the raw scan catches it
+    r = deidentify_slide(svs.path, tmp_path / "out", pseudonym="L1", extra_values=["StripeWidth = 992"])
+    assert r.status == "quarantined"
+    assert "still in the file" in r.reason
+    assert not (tmp_path / "out" / "L1.svs").exists()
+    assert r.scan_hits and r.scan_hits[0][0] == "StripeWidth = 992"
+
+
+def test_in_place_failure_leaves_input_untouched(svs, tmp_path):
+    before = _sha(svs.path)
+    r = deidentify_slide(svs.path, in_place=True, extra_values=["AppMag = 40"],
+                         quarantine_dir=tmp_path / "q")
+    assert r.status == "quarantined"
+    assert _sha(svs.path) == before
+    assert not list(svs.path.parent.glob(".pixeldeid-tmp-*"))
