@@ -1,0 +1,125 @@
+"""DICOM series in, DICOM series out (real 120-slice MR series from ../shared)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from defacing import cli
+from defacing.dicom_series import load_series
+from tests.defacing.conftest import heads
+
+pytestmark = [pytest.mark.shared, pytest.mark.slow]
+
+
+def _run(args):
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return cli.run(p.parse_args([str(a) for a in args]))
+
+
+@pytest.fixture(scope="module")
+def dicom_case(tmp_path_factory):
+    src = heads("dicom-mr-series")
+    out = tmp_path_factory.mktemp("dcmout")
+    status = _run([src, "-o", out, "--device", "cpu", "--qc"])
+    series = sorted((out / "dicom").iterdir())
+    return src, out, status, series
+
+
+def test_one_series_out_with_all_slices(dicom_case):
+    src, out, status, series = dicom_case
+    assert status == 0
+    assert len(series) == 1
+    files = sorted(series[0].glob("*.dcm"))
+    assert len(files) == len(list(src.glob("*.dcm"))) == 120
+    assert not (out / "quarantine").exists()
+    assert list((out / "qc").glob("*_front.png"))
+
+
+def test_headers_derived_deidentified_new_uids(dicom_case):
+    src, _, _, series = dicom_case
+    orig = pydicom.dcmread(sorted(src.glob("*.dcm"))[0], stop_before_pixels=True)
+    orig_uids = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+                 for f in src.glob("*.dcm")}
+    series_uids = set()
+    for f in sorted(series[0].glob("*.dcm")):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        assert ds.ImageType[0] == "DERIVED"
+        codes = [str(it.CodeValue) for it in ds.DeidentificationMethodCodeSequence]
+        assert "113102" in codes
+        assert ds.PatientIdentityRemoved == "YES"
+        assert str(ds.SOPInstanceUID) not in orig_uids
+        assert ds.file_meta.TransferSyntaxUID == orig.file_meta.TransferSyntaxUID
+        assert str(ds.get("PatientName", "")) != str(orig.PatientName) or not str(orig.PatientName)
+        series_uids.add(str(ds.SeriesInstanceUID))
+    assert series_uids and str(orig.SeriesInstanceUID) not in series_uids
+    assert len(series_uids) == 1
+
+
+def test_pixels_changed_only_in_face_and_readable(dicom_case):
+    src, _, _, series = dicom_case
+    before, aff_b, *_ = load_series(sorted(src.glob("*.dcm")))
+    after, aff_a, *_ = load_series(sorted(series[0].glob("*.dcm")))
+    assert np.allclose(aff_a, aff_b)
+    changed = before != after
+    assert changed.sum() > 50000
+    assert np.all(after[changed] == 0)
+    # changed voxels lie in the anterior, lower part of the head (LPS->RAS affine)
+    idx = np.argwhere(changed)[::50]
+    xyz = idx @ aff_a[:3, :3].T + aff_a[:3, 3]
+    ctr = np.array(before.shape) / 2 @ aff_a[:3, :3].T + aff_a[:3, 3]
+    assert np.median(xyz[:, 1]) > ctr[1] + 30  # anterior
+    assert np.median(xyz[:, 2]) < ctr[2]  # inferior half
+    # SimpleITK reads it as one volume
+    reader = sitk.ImageSeriesReader()
+    names = reader.GetGDCMSeriesFileNames(str(series[0]))
+    reader.SetFileNames(names)
+    img = reader.Execute()
+    assert img.GetSize() == (before.shape[0], before.shape[1], before.shape[2])
+
+
+def test_dciodvfy_finds_no_errors(dicom_case):
+    _, _, _, series = dicom_case
+    exe = shutil.which("dciodvfy") or str(Path(sys.executable).parent / "dciodvfy")
+    if not Path(exe).exists():
+        pytest.skip("dciodvfy not installed")
+    f = sorted(series[0].glob("*.dcm"))[60]
+    src_f = sorted(heads("dicom-mr-series").glob("*.dcm"))[60]
+    out = subprocess.run([exe, str(f)], capture_output=True, text=True, timeout=120)
+    ref = subprocess.run([exe, str(src_f)], capture_output=True, text=True, timeout=120)
+    errs = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+    ref_errs = [ln for ln in (ref.stdout + ref.stderr).splitlines() if ln.startswith("Error")]
+    # no error that the source did not already have
+    new = [e for e in errs if e not in ref_errs]
+    assert not new, new
+
+
+def test_mixed_series_is_quarantined(tmp_path):
+    src = heads("dicom-mr-series")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    files = sorted(src.glob("*.dcm"))[:40]
+    for f in files:
+        shutil.copy(f, mixed / f.name)
+    # an instance of another size claiming the same series
+    ds = pydicom.dcmread(files[5])
+    ds.Rows, ds.Columns = 256, 256
+    ds.PixelData = np.zeros((256, 256), np.uint16).tobytes()
+    ds.ImagePositionPatient = [float(v) + 0.5 for v in ds.ImagePositionPatient]
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(mixed / "x-odd.dcm")
+    out = tmp_path / "out"
+    assert _run([mixed, "-o", out, "--device", "cpu"]) == 1
+    assert not (out / "dicom").exists() or not any((out / "dicom").iterdir())
+    reasons = list((out / "quarantine").glob("*.reason.txt"))
+    assert len(reasons) == 41
+    assert "mixed series" in reasons[0].read_text()
