@@ -77,8 +77,9 @@ class BatchSummary:
 def iter_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, str | None]]:
     """Yield (file, None) for each input file, or (path, reason) for what cannot be read.
 
-    Directories are walked without following symbolic links to directories (no loops);
-    hidden state folders of pixeldeid are skipped. Files are yielded in sorted order.
+    Directories are walked without following symbolic links to directories (no loops;
+    such links are reported, not dropped); hidden state folders of pixeldeid are skipped.
+    Files are yielded in sorted order.
     """
     for src in sources:
         p = Path(src)
@@ -102,6 +103,12 @@ def iter_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, st
                     yield f, _broken_link_reason(f)
                 elif f.is_file():
                     yield f, None
+                else:  # FIFO, socket, device: never read, never dropped silently
+                    yield f, "not a regular file or directory"
+            for name in dirs:
+                d = Path(root) / name
+                if d.is_symlink():  # not walked (no loops); say so instead of dropping it
+                    yield d, "symbolic link to a directory is not followed; give its target as a source"
             while errors:
                 e = errors.pop(0)
                 yield Path(e.filename or p), f"unreadable directory: {e.strerror}"
