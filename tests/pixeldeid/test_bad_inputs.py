@@ -103,6 +103,15 @@ def test_bad_files_quarantined_good_files_written(tmp_path, run, key_file, capsy
     (src / "loop2.dcm").symlink_to(loop)
     bad[loop] = ("symbolic link loop", False)
     bad[src / "loop2.dcm"] = ("symbolic link loop", False)
+    elsewhere = tmp_path / "elsewhere"  # a linked folder: reported, never silently dropped
+    copy_corpus(["SC_rgb.dcm"], elsewhere)
+    linked = src / "linked_series"
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    bad[linked] = ("symbolic link to a directory", False)
+    if hasattr(os, "mkfifo"):
+        fifo = src / "pipe.dcm"
+        os.mkfifo(fifo)  # would block a reader forever
+        bad[fifo] = ("not a regular file", False)
 
     before = {p: p.read_bytes() for p in src.iterdir() if p.is_file()}
     status, out = run(src)
