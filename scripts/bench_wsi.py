@@ -134,16 +134,20 @@ def bench_one(name: str, path: Path, vendor: str, workdir: Path, region) -> dict
     row["edit_s"], rep = timed(mod.deidentify, path, opts)
     row["scan_s"], hits = timed(scan_raw, path, [v for v in rep.removed_values if len(v) >= 4])
     row["scan_hits"] = len(hits)
-    if region is not None and vendor == "aperio":
-        from wsi.redact import RedactStats, map_regions, redact_ifd
+    if region is not None:
+        from wsi.redact import RedactStats, map_regions, redact_ifd, redact_ndpi_level
 
         def do_redact():
             st = RedactStats()
             with TiffEditor(path, "r+") as ed:
                 level0 = ed.ifd(0).shape
                 for d in list(ed.ifds):
-                    if d.is_tiled or d.index == 1:
-                        redact_ifd(ed, d.index, map_regions([region], level0, d.shape), st)
+                    rects = map_regions([region], level0, d.shape)
+                    if vendor == "hamamatsu":
+                        if float(d.first(65421, 0)) > 0:
+                            redact_ndpi_level(ed, d.index, rects, st)
+                    elif d.is_tiled or d.index == 1:
+                        redact_ifd(ed, d.index, rects, st)
             return st
 
         row["redact_s"], st = timed(do_redact)
@@ -151,6 +155,24 @@ def bench_one(name: str, path: Path, vendor: str, workdir: Path, region) -> dict
         row["bytes_affected"] = st.total_old
         row["bytes_written"] = st.total_new
     return row
+
+
+HEADER = (f"{'slide':<22}{'MB':>8}{'rewrite s':>11}{'copy s':>9}{'edit ms':>9}"
+          f"{'scan s':>8}{'speed-up':>10}{'tiles':>7}{'redact s':>10}{'re-enc/affected':>26}")
+FOOTER = ("edit = label + macro + metadata in place; speed-up = rewrite (or copy for NDPI) / edit;"
+          " scan = raw byte scan of the whole file for the removed values;"
+          " re-enc/affected = bytes written / bytes of the tiles (NDPI: restart intervals)"
+          " the region touched.")
+
+
+def format_row(r: dict) -> str:
+    ref = r["rewrite_s"] if r["rewrite_s"] == r["rewrite_s"] else r["copy_s"]
+    ratio = (f"{r['bytes_written'] / r['bytes_affected']:.2f}"
+             f" ({r['bytes_written']}/{r['bytes_affected']})") if r.get("bytes_affected") else "-"
+    red = f"{r['redact_s']:.3f}" if "redact_s" in r else "-"
+    return (f"{r['slide']:<22}{r['bytes'] / 1e6:>8.0f}{r['rewrite_s']:>11.2f}{r['copy_s']:>9.2f}"
+            f"{r['edit_s'] * 1e3:>9.1f}{r['scan_s']:>8.2f}{ref / r['edit_s']:>9.0f}x"
+            f"{r.get('tiles', '-'):>7}{red:>10}{ratio:>26}")
 
 
 def main(argv=None) -> int:
@@ -164,6 +186,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     region = (3000, 2000, 1500, 1000)
+    print(HEADER)
+    print("-" * len(HEADER), flush=True)
     try:
         for s in [x for x in args.sizes.split(",") if x]:
             target = parse_size(s)
@@ -175,33 +199,23 @@ def main(argv=None) -> int:
                   f"{'BigTIFF' if big else 'classic'}) in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
             rows.append(bench_one(f"aperio {s}{' bigtiff' if big else ''}", p, "aperio", work, region))
+            print(format_row(rows[-1]), flush=True)
             p.unlink()
         if args.ndpi:
             from wsi.synth.hamamatsu import make_ndpi
 
             p = work / "ndpi-big.ndpi"
             make_ndpi(p, width=4096, height=3072, levels=4, filler=parse_size(args.ndpi))
-            print(f"generated {p.name} ({p.stat().st_size / 1e9:.2f} GB, IFDs past 4 GB)",
+            past = "IFDs past 4 GB" if p.stat().st_size > (1 << 32) else "under 4 GB"
+            print(f"generated {p.name} ({p.stat().st_size / 1e9:.2f} GB, {past})",
                   file=sys.stderr)
-            rows.append(bench_one(f"ndpi {args.ndpi}", p, "hamamatsu", work, None))
+            rows.append(bench_one(f"ndpi {args.ndpi}", p, "hamamatsu", work, region))
+            print(format_row(rows[-1]), flush=True)
             p.unlink()
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
-    hdr = (f"{'slide':<22}{'MB':>8}{'rewrite s':>11}{'copy s':>9}{'edit ms':>9}"
-           f"{'scan s':>8}{'speed-up':>10}{'tiles':>7}{'re-enc/affected':>17}")
-    print(hdr)
-    print("-" * len(hdr))
-    for r in rows:
-        ref = r["rewrite_s"] if r["rewrite_s"] == r["rewrite_s"] else r["copy_s"]
-        ratio = (f"{r['bytes_written'] / r['bytes_affected']:.2f}"
-                 f" ({r['bytes_written']}/{r['bytes_affected']})") if r.get("bytes_affected") else "-"
-        print(f"{r['slide']:<22}{r['bytes'] / 1e6:>8.0f}{r['rewrite_s']:>11.2f}{r['copy_s']:>9.2f}"
-              f"{r['edit_s'] * 1e3:>9.1f}{r['scan_s']:>8.2f}{ref / r['edit_s']:>9.0f}x"
-              f"{r.get('tiles', '-'):>7}{ratio:>17}")
-    print("edit = label + macro + metadata in place; speed-up = rewrite (or copy for NDPI) / edit;"
-          " scan = raw byte scan of the whole file for the removed values;"
-          " re-enc/affected = bytes written / bytes of the tiles the region touched.")
+    print(FOOTER)
     return 0
 
 

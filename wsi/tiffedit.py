@@ -285,8 +285,11 @@ class TiffEditor:
         """Read ``n`` bytes at ``offset`` (``InputError`` when past end of file)."""
         if offset < 0 or n < 0:
             raise self._err(f"negative offset/length {offset}/{n}")
-        self._fh.seek(offset)
-        data = self._fh.read(n)
+        try:
+            self._fh.seek(offset)
+            data = self._fh.read(n)
+        except (OSError, OverflowError) as exc:
+            raise self._err(f"cannot read {n} bytes at offset {offset}: {exc}") from exc
         if len(data) != n:
             raise self._err(f"truncated: {n} bytes at offset {offset} past end of file")
         return data
@@ -313,18 +316,28 @@ class TiffEditor:
             self.first_ifd = struct.unpack(bo + "Q", head[8:16])[0]
         else:
             raise self._err(f"not a TIFF file (version {version})")
-        if bo == "<" and version == 42 and self.first_ifd >= 8:
-            # NDPI: classic little-endian with tag 65420 in the first IFD
-            try:
-                n = struct.unpack("<H", self.read(self.first_ifd, 2))[0]
-                codes = self.read(self.first_ifd + 2, 12 * min(n, MAX_TAGS))
-                if any(struct.unpack_from("<H", codes, 12 * i)[0] == NDPI_FORMAT_FLAG
-                       for i in range(min(n, MAX_TAGS))):
-                    self.kind = "ndpi"
-                    # NDPI stores the first IFD offset as 8 bytes
-                    self.first_ifd = struct.unpack("<Q", head[4:12])[0]
-            except InputError:
-                pass
+        if bo == "<" and version == 42 and len(head) >= 12:
+            # NDPI: classic little-endian with tag 65420 in the first IFD, whose offset is
+            # stored as 8 bytes (the high half is non-zero in files over 4 GB)
+            off64 = struct.unpack("<Q", head[4:12])[0]
+            for cand in dict.fromkeys((self.first_ifd, off64)):
+                if cand < 8 or not self._has_ndpi_flag(cand):
+                    continue
+                self.kind = "ndpi"
+                self.first_ifd = off64
+                break
+
+    def _has_ndpi_flag(self, off: int) -> bool:
+        if off + 2 > self.size:
+            return False
+        try:
+            n = struct.unpack("<H", self.read(off, 2))[0]
+            if not 0 < n <= MAX_TAGS:
+                return False
+            codes = self.read(off + 2, 12 * n)
+        except InputError:
+            return False
+        return any(struct.unpack_from("<H", codes, 12 * i)[0] == NDPI_FORMAT_FLAG for i in range(n))
 
     @property
     def is_bigtiff(self) -> bool:

@@ -110,8 +110,8 @@ def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
             (277, 3, 1, struct.pack("<HH", spp, 0)),
             (278, 4, 1, struct.pack("<I", h)),
             (279, 4, 1, struct.pack("<I", len(data))),
-            (282, 5, 1, struct.pack("<I", res_off)),
-            (283, 5, 1, struct.pack("<I", res_off + 8)),
+            (282, 5, 1, struct.pack("<I", res_off & 0xFFFFFFFF)),
+            (283, 5, 1, struct.pack("<I", (res_off + 8) & 0xFFFFFFFF)),
             (296, 3, 1, struct.pack("<HH", 3, 0)),
             (305, 2, 16, struct.pack("<I", shared["software"])),
             (306, 2, 20, struct.pack("<I", shared["datetime"])),
@@ -129,7 +129,9 @@ def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
         for code, typ, count, field in tags:
             ifd += struct.pack("<HHI", code, typ, count) + field
         ifd += struct.pack("<Q", 0)  # next IFD, patched below
-        ifd += b"\x00" * (4 * n)  # high bits of offsets
+        for code, *_ in tags:  # high 32 bits of each out-of-line value's offset
+            high = {282: res_off >> 32, 283: (res_off + 8) >> 32}.get(code, 0)
+            ifd += struct.pack("<I", high)
         ifd_blobs.append((res_off, res))
         ifd_offsets.append(pos)
         ifd_blobs.append((pos, bytes(ifd)))
