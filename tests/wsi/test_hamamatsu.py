@@ -134,3 +134,31 @@ def test_real_ndpi(real, tmp_path):
     with TiffEditor(r.output) as ed:
         assert len(ed.ifds) == 4
         assert ed.ifds[0].get(271) == "Hamamatsu"
+
+
+@pytest.mark.slow
+def test_ndpi_over_4gb_offsets(tmp_path):
+    """IFDs and values past 4 GB (sparse filler): parsed with the high offset words, edited."""
+    import os
+
+    import tifffile
+
+    from wsi.api import SlideOptions
+    from wsi.hamamatsu import deidentify
+
+    s = make_ndpi(tmp_path / "big.ndpi", width=512, height=384, filler=(1 << 32) + (64 << 20))
+    if os.stat(s.path).st_blocks * 512 > (1 << 30):
+        pytest.skip("file system does not keep sparse files sparse")
+    with TiffEditor(s.path) as ed:
+        assert ed.is_ndpi and ed.first_ifd > (1 << 32)
+        assert ed.ifds[0].tags[282].value_offset > (1 << 32)
+        assert ed.ifds[0].get(282) == (43826, 1)
+    rep = deidentify(s.path, SlideOptions())
+    assert rep.macro == "removed"
+    with tifffile.TiffFile(s.path) as tf:
+        assert len(tf.pages) == 3
+        assert "NDP.S/N" not in tf.pages[0].tags[65449].value
+    # the values before the filler were edited in place; nothing planted survives there
+    with open(s.path, "rb") as fh:
+        head = fh.read(1 << 20)
+    assert all(v.encode() not in head for v in s.planted)
