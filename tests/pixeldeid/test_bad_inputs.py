@@ -54,6 +54,7 @@ def _assert_batch(out: Path, status: int, stderr: str, good: list[Path],
     written = outputs(out)
     assert {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in written} == \
         _mapped_sops(good, key)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".pixeldeid-tmp-")]
     recs = _quarantine_records(out)
     assert set(recs) == {str(p) for p in bad}
     for path, (why, copied) in bad.items():
@@ -69,7 +70,8 @@ def _assert_batch(out: Path, status: int, stderr: str, good: list[Path],
         assert path.name not in rec["copy"]
 
 
-def test_bad_files_quarantined_good_files_written(tmp_path, run, key_file, capsys):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_bad_files_quarantined_good_files_written(tmp_path, run, key_file, capsys, jobs):
     src = tmp_path / "in"
     good = _good_files(src)
     ct = corpus_file("SC_rgb.dcm").read_bytes()
@@ -114,7 +116,7 @@ def test_bad_files_quarantined_good_files_written(tmp_path, run, key_file, capsy
         bad[fifo] = ("not a regular file", False)
 
     before = {p: p.read_bytes() for p in src.iterdir() if p.is_file()}
-    status, out = run(src)
+    status, out = run(src, "-j", jobs)
     err = capsys.readouterr().err
     _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
     assert {p: p.read_bytes() for p in src.iterdir() if p.is_file()} == before
