@@ -381,10 +381,22 @@ def redact_ifd(ed: TiffEditor, ifd: int, rects: Sequence[tuple[int, int, int, in
     if not rects:
         return stats
     d = ed.ifd(ifd)
-    segs = ed.segments(ifd)
+    _, counts = ed.segment_arrays(ifd)
+    h, w = d.shape
+    if d.is_tiled:
+        th, tw = int(d.first(TILE_LENGTH)), int(d.first(TILE_WIDTH))
+    else:
+        th, tw = min(int(d.first(ROWS_PER_STRIP, h)), h), w
+    across = -(-w // tw)
+    candidates: set[int] = set()
+    for x0, y0, x1, y1 in rects:  # only the tiles under a rectangle are looked at
+        for r in range(y0 // th, (y1 - 1) // th + 1):
+            for c in range(x0 // tw, (x1 - 1) // tw + 1):
+                candidates.add(r * across + c)
     new: dict[int, bytes] = {}
     old_bytes = 0
-    for i, (_, n) in enumerate(segs):
+    for i in sorted(k for k in candidates if k < len(counts)):
+        n = int(counts[i])
         rows, cols, _ = _segment_shape(ed, ifd, i)
         oy, ox = _segment_origin(ed, ifd, i)
         hit = [(max(x0, ox), max(y0, oy), min(x1, ox + cols), min(y1, oy + rows))

@@ -457,8 +457,9 @@ class TiffEditor:
         return offs, cnts
 
     def read_segment(self, ifd: int, index: int) -> bytes:
-        off, n = self.segments(ifd)[index]
-        return self.read(self._fix_ndpi_offset(ifd, off), n)
+        """The raw bytes of strip/tile ``index`` of IFD ``ifd``."""
+        offs, cnts = self.segment_arrays(ifd)
+        return self.read(int(offs[index]), int(cnts[index]))
 
     def _fix_ndpi_offset(self, ifd: int, off: int) -> int:
         """NDPI strip offsets are 32-bit; restore the high bits the way openslide does."""
