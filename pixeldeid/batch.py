@@ -180,6 +180,26 @@ class Ledger:
             return None
         return row[2] if row[2] and (out_dir / row[2]).exists() else None
 
+    def changed_output(self, path: Path, out_dir: Path) -> Path | None:
+        """The output an earlier run wrote for ``path`` when the input has changed since.
+
+        Only an output that no other input also produced (an exact duplicate) is returned.
+        """
+        key = self.src_key(path)
+        row = self._con.execute("SELECT sig, status, output FROM files WHERE src=?",
+                                (key,)).fetchone()
+        if not row or row[1] != "written" or not row[2]:
+            return None
+        try:
+            if row[0] == self.signature(path):
+                return None
+        except OSError:
+            return None
+        shared = self._con.execute("SELECT 1 FROM files WHERE output=? AND src<>? LIMIT 1",
+                                   (row[2], key)).fetchone()
+        target = out_dir / row[2]
+        return target if not shared and target.is_file() else None
+
     def record(self, o: FileOutcome) -> None:
         p = Path(o.source)
         try:
@@ -284,6 +304,10 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         if done:
             summary.outcomes.append(FileOutcome(str(path), "skipped", done))
             continue
+        stale = ledger.changed_output(path, out)
+        if stale is not None:  # the input changed since an earlier run: withdraw, redo
+            logger.info("input changed since its output was written; redoing %s", path)
+            stale.unlink()
         todo.append(str(path))
 
     want_map = export_map is not None
