@@ -147,6 +147,11 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         raise InputError("missing SOP Class UID or SOP Instance UID", str(p))
     _check_complete(ds, p)
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")) and (
+            ("Rows" in ds and "Columns" in ds) or "Image Storage" in UID(str(ds.SOPClassUID)).name):
+        # A file cut at an element boundary reads without error: an image without its
+        # pixels is the sign (PS3.3 Image Pixel Module, Type 1).
+        raise InputError("image without Pixel Data (truncated?)", str(p))
     return ds
 
 
