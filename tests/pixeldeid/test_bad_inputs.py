@@ -280,3 +280,31 @@ def test_invalid_date_values_never_pass_through(tmp_path, run, capsys, keyword, 
         from pydicom.valuerep import validate_value
 
         validate_value(new.VR, new.value, "raise")
+
+
+def _element_ends(path: Path) -> list[int]:
+    """File offsets where a top-level element of ``path`` ends (cuts that read cleanly)."""
+    ds = pydicom.dcmread(path)
+    return sorted(e.value_tell + e.length for e in ds._dict.values()
+                  if isinstance(e, pydicom.dataelem.RawDataElement) and e.length != 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm"])
+def test_cut_anywhere_is_quarantined(tmp_path, run, key_file, capsys, name):
+    """A file cut at an element boundary reads without any error in pydicom; cut there or
+    mid-element, it must be quarantined, never written as an image without its pixels."""
+    whole = corpus_file(name).read_bytes()
+    ends = [n for n in _element_ends(corpus_file(name)) if 300 < n < len(whole)]
+    cuts = sorted(set(ends[:: max(1, len(ends) // 8)] + [n - 3 for n in ends[1::17]]
+                      + [len(whole) - 1, len(whole) // 2]))
+    src = tmp_path / "in"
+    good = _good_files(src)
+    bad = {}
+    for n in cuts:
+        p = src / "cut" / f"cut_at_{n}.dcm"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(whole[:n])
+        bad[p] = ("", True)
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())

@@ -238,3 +238,64 @@ def test_killed_run_then_rerun(inputs, run, key_file, tmp_path, capsys):
         ds = pydicom.dcmread(f)
         if "PixelData" in ds and not ds.file_meta.TransferSyntaxUID.is_encapsulated:
             assert len(ds.PixelData) >= ds.Rows * ds.Columns * ds.BitsAllocated // 8
+
+
+def _flip_pixel(path: Path, sop: str | None = None) -> None:
+    ds = pydicom.dcmread(path)
+    arr = bytearray(ds.PixelData)
+    arr[10] ^= 0x01
+    ds.PixelData = bytes(arr)
+    if sop:
+        ds.SOPInstanceUID = sop
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize("new_sop", [False, True])
+def test_rerun_redoes_a_changed_input(inputs, run, key_file, capsys, new_sop):
+    """An input changed since the last run is redone; its earlier output is withdrawn, so
+    the release holds exactly one, current, instance per input."""
+    status, out = run(inputs)
+    assert status == 0
+    ct = inputs / "CT_small.dcm"
+    _flip_pixel(ct, "1.2.3.4.5.6.7.8.9" if new_sop else None)
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    assert status == 0, capsys.readouterr().err
+    s = _summary(capsys.readouterr().out)
+    assert s == {"inputs": len(FILES), "written": 1, "done": len(FILES) - 1, "quarantined": 0}
+    files = outputs(out)
+    mapper = UIDMapper(key_file.read_bytes().strip())
+    expected = sorted(mapper(str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID))
+                      for p in inputs.rglob("*.dcm"))
+    assert _sops(files) == expected
+    new = out / f"{mapper(str(pydicom.dcmread(ct).SOPInstanceUID))}.dcm"
+    assert pydicom.dcmread(new).PixelData == pydicom.dcmread(ct).PixelData
+
+
+def test_rerun_changed_input_now_broken(inputs, run, capsys):
+    status, out = run(inputs)
+    assert status == 0
+    ct = inputs / "CT_small.dcm"
+    ct.write_bytes(ct.read_bytes()[:2000])
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    assert status == 1
+    assert "truncated" in capsys.readouterr().err
+    assert len(outputs(out)) == len(FILES) - 1  # the stale output is withdrawn
+
+
+def test_rerun_changed_duplicate_keeps_the_other_output(inputs, run, capsys):
+    """B was an exact copy of A (one output); B changes: A's output stays, B is a conflict."""
+    a = inputs / "CT_small.dcm"
+    b = inputs / "zz_copy_of_ct.dcm"
+    b.write_bytes(a.read_bytes())
+    status, out = run(inputs)
+    assert status == 0
+    before = {p.name: p.read_bytes() for p in outputs(out)}
+    _flip_pixel(b)
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    assert status == 1
+    assert f"quarantined: {b}: duplicate SOP Instance UID" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in outputs(out)} == before
