@@ -257,6 +257,8 @@ def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.Path
             result.outputs.append(out.name)
         if not kept_sources:
             raise InputError("the slide has no pyramid (VOLUME) instance to release")
+        # the caller's own identifying strings must not survive either
+        removed |= {v for v in options.extra_values if v and v.strip()}
         result.removed_values = mr.finalize_removed(sorted(removed))
         from .tiffedit import scan_raw
 

@@ -164,3 +164,12 @@ def test_replace_label_with_pseudonym(slide, tmp_path):
     labels = [pydicom.dcmread(f) for f in r.outputs]
     labels = [d for d in labels if d.ImageType[2] == "LABEL"]
     assert len(labels) == 1 and "LabelText" not in labels[0] and "BarcodeValue" not in labels[0]
+
+
+def test_extra_values_are_scanned_for(slide, tmp_path):
+    src, planted = slide
+    # Manufacturer is kept by the profile: naming it as identifying must quarantine
+    (r,) = run(src, tmp_path / "out", extra_values=("SynthScanner",))
+    assert r.status == "quarantined" and "verification failed" in r.reason
+    (r2,) = run(src, tmp_path / "out2", extra_values=("NOT-IN-THE-FILES-42",))
+    assert r2.status == "clean", r2.reason
