@@ -23,7 +23,15 @@ from pixeldeid.errors import DeidError
 
 from .generic import blank_private_blobs, clean_standard_tags
 from .metadata_rules import classify_key, clean_date_value
-from .redact import map_regions, redact_ifd, replace_image, synthesize_label
+from .redact import (
+    find_text_boxes,
+    map_regions,
+    ocr_level0_regions,
+    read_ifd_image,
+    redact_ifd,
+    replace_image,
+    synthesize_label,
+)
 from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,18 +141,29 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     labels = [i for i, k in kinds.items() if k == "label"]
     macros = [i for i, k in kinds.items() if k == "macro"]
     others = [i for i, k in kinds.items() if k == "other"]
-    if options.redact_regions:
-        if macros and options.macro != "remove":
-            raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
-                            str(ed.path))
+    level0 = ed.ifd(0).shape
+    regions = list(options.redact_regions)
+    if options.redact_regions and macros and options.macro != "remove":
+        raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                        str(ed.path))
+    if options.ocr:
+        lowest = min((i for i, k in kinds.items() if k == "level"),
+                     key=lambda i: ed.ifd(i).shape[0] * ed.ifd(i).shape[1])
+        sources = [i for i, k in kinds.items() if k == "thumbnail"] + [lowest]
+        for i in dict.fromkeys(sources):
+            h, w = ed.ifd(i).shape
+            if h * w <= 4096 * 4096:
+                found = ocr_level0_regions(ed.path, i, level0, options.ocr)
+                regions += found
+                rep.actions.append(f"OCR found {len(found)} text regions in IFD {i}")
+    if regions:
         from .redact import RedactStats
 
         st = RedactStats()
-        level0 = ed.ifd(0).shape
         for i, k in kinds.items():
             if k in ("level", "thumbnail"):
-                redact_ifd(ed, i, map_regions(options.redact_regions, level0, ed.ifd(i).shape), st)
-        rep.redaction = st.as_dict()
+                redact_ifd(ed, i, map_regions(regions, level0, ed.ifd(i).shape), st)
+        rep.redaction = {**st.as_dict(), "regions": [tuple(r) for r in regions]}
         rep.actions.append(f"redacted {st.total_tiles} tiles/strips "
                            f"({st.total_old} bytes affected, {st.total_new} written)")
     # 3. label
@@ -167,13 +186,15 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
         if options.macro == "remove":
             remove += macros
             rep.macro = "removed"
-        elif options.macro == "redact":
+        else:
             for i in macros:
                 h, w = ed.ifd(i).shape
-                redact_ifd(ed, i, [(0, 0, int(round(w * MACRO_LABEL_FRACTION)), h)])
-            rep.macro = "redacted"
-        else:
-            rep.macro = "kept"
+                rects = [(0, 0, int(round(w * MACRO_LABEL_FRACTION)), h)] \
+                    if options.macro == "redact" else []
+                if options.ocr:
+                    rects += find_text_boxes(read_ifd_image(ed.path, i), options.ocr)
+                redact_ifd(ed, i, rects)
+            rep.macro = "redacted" if options.macro == "redact" or options.ocr else "kept"
     # 5. unlink from the end; never promote a label/macro to index 1
     remaining = [i for i in range(len(ed.ifds)) if i not in remove]
     if len(remaining) > 1 and kinds[remaining[1]] in ("label", "macro", "other"):

@@ -94,7 +94,9 @@ class SlideOptions:
     date_offset : int, optional
         Days added to dates that are kept; ``None`` removes dates.
     ocr : str, optional
-        OCR engine name for text detection on macro/thumbnail (not yet wired).
+        OCR engine (``wsi.redact.OCR_ENGINES``: "rapidocr") that finds text on the
+        thumbnail and the lowest level (redacted on every level as regions) and on a
+        kept macro (redacted there).
     extra_values : tuple of str
         More identifying strings (from the caller's records) that must not survive
         anywhere in the output bytes.

@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="level-0 rectangle blacked out on every level and the thumbnail "
                              "(repeatable)")
     parser.add_argument("--ocr", default="none", metavar="ENGINE",
-                        help="OCR engine for text regions on macro/thumbnail (only 'none' now)")
+                        help="OCR engine finding text on thumbnail, lowest level and macro "
+                             "(rapidocr, or none)")
     parser.add_argument("--pseudonym", help="output name and replaced-label text (one SRC only)")
     parser.add_argument("--pseudonym-map", metavar="CSV",
                         help="CSV with columns source,pseudonym (source = file name or path)")
@@ -128,9 +129,13 @@ def run(args: argparse.Namespace) -> int:
     if args.in_place == bool(args.out):
         print("pixeldeid wsi: error: give exactly one of -o OUT and --in-place", file=sys.stderr)
         return 2
-    if args.ocr not in ("none", "", None):
-        print(f"pixeldeid wsi: error: OCR engine {args.ocr!r} is not available for slides yet; "
-              "give regions with --redact", file=sys.stderr)
+    from .redact import OCR_ENGINES, ocr_is_available
+
+    if args.ocr in ("none", ""):
+        args.ocr = None
+    elif args.ocr not in OCR_ENGINES or not ocr_is_available(args.ocr):
+        print(f"pixeldeid wsi: error: OCR engine {args.ocr!r} is not available "
+              f"(known: {', '.join(OCR_ENGINES)}; pip install 'pixeldeid[ocr]')", file=sys.stderr)
         return 2
     files = _collect(args.src)
     if not files:
@@ -161,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for f, pseudo in zip(files, names, strict=True):
         opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),
-                            pseudonym=pseudo, date_offset=args.shift_days,
+                            pseudonym=pseudo, date_offset=args.shift_days, ocr=args.ocr,
                             extra_values=tuple(args.value))
         r = deidentify_slide(f, args.out, in_place=args.in_place, options=opts,
                              quarantine_dir=args.out or f.parent)

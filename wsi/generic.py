@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pixeldeid.errors import DeidError
 
 from .metadata_rules import clean_date_value, plan_tiff_tag_edits
-from .redact import redact_regions
+from .redact import ocr_level0_regions, redact_regions
 from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,9 +171,17 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     rep.removed_values += clean_standard_tags(ed, options.date_offset)
     rep.removed_values += blank_private_blobs(ed)
     extra = [d.index for d in ed.ifds if d.index not in levels]
-    if options.redact_regions:
-        st = redact_regions(ed, options.redact_regions, levels)
-        rep.redaction = st.as_dict()
+    regions = list(options.redact_regions)
+    if options.ocr:
+        lowest = levels[-1]
+        h, w = ed.ifd(lowest).shape
+        if h * w <= 4096 * 4096:
+            found = ocr_level0_regions(ed.path, lowest, ed.ifd(0).shape, options.ocr)
+            regions += found
+            rep.actions.append(f"OCR found {len(found)} text regions in page {lowest}")
+    if regions:
+        st = redact_regions(ed, regions, levels)
+        rep.redaction = {**st.as_dict(), "regions": [tuple(r) for r in regions]}
         rep.actions.append(f"redacted {st.total_tiles} tiles")
     if extra and options.label != "keep":
         for i in sorted(extra, reverse=True):

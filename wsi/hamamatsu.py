@@ -24,7 +24,15 @@ from pixeldeid.errors import DeidError
 
 from .generic import blank_private_blobs, clean_standard_tags
 from .metadata_rules import clean_date_value
-from .redact import RedactStats, map_regions, redact_ifd, redact_ndpi_level
+from .redact import (
+    RedactStats,
+    find_text_boxes,
+    map_regions,
+    ocr_level0_regions,
+    read_ifd_image,
+    redact_ifd,
+    redact_ndpi_level,
+)
 from .tiffedit import TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,16 +107,24 @@ def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
 
 def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     lens = {d.index: float(d.first(SOURCE_LENS, 0.0)) for d in ed.ifds}
-    if options.redact_regions:
-        if any(v < 0 for v in lens.values()) and options.macro != "remove":
-            raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
-                            str(ed.path))
+    regions = list(options.redact_regions)
+    if regions and any(v < 0 for v in lens.values()) and options.macro != "remove":
+        raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                        str(ed.path))
+    levels = [i for i, v in lens.items() if v > 0]
+    if not levels:
+        raise DeidError("no pyramid level (SourceLens > 0)", str(ed.path))
+    level0 = max((ed.ifd(i).shape for i in levels), key=lambda s: s[0] * s[1])
+    if options.ocr:
+        lowest = min(levels, key=lambda i: ed.ifd(i).shape[0] * ed.ifd(i).shape[1])
+        found = ocr_level0_regions(ed.path, lowest, level0, options.ocr)
+        regions += found
+        rep.actions.append(f"OCR found {len(found)} text regions in IFD {lowest}")
+    if regions:
         st = RedactStats()
-        levels = [i for i, v in lens.items() if v > 0]
-        level0 = max((ed.ifd(i).shape for i in levels), key=lambda s: s[0] * s[1])
         for i in levels:
-            redact_ndpi_level(ed, i, map_regions(options.redact_regions, level0, ed.ifd(i).shape), st)
-        rep.redaction = st.as_dict()
+            redact_ndpi_level(ed, i, map_regions(regions, level0, ed.ifd(i).shape), st)
+        rep.redaction = {**st.as_dict(), "regions": [tuple(r) for r in regions]}
         rep.actions.append(f"redacted {st.total_tiles} restart intervals "
                            f"({st.total_old} bytes affected, {st.total_new} written in place)")
     # property map: shared by every IFD; cleaning one copy cleans all of them
@@ -138,13 +154,15 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
         if options.macro == "remove":
             remove += macros + maps
             rep.macro = "removed" if macros else "absent"
-        elif options.macro == "redact":
+        else:
             for i in macros + maps:
                 h, w = ed.ifd(i).shape
-                redact_ifd(ed, i, [(0, 0, int(round(w * MACRO_LABEL_FRACTION)), h)])
-            rep.macro = "redacted"
-        else:
-            rep.macro = "kept"
+                rects = [(0, 0, int(round(w * MACRO_LABEL_FRACTION)), h)] \
+                    if options.macro == "redact" else []
+                if options.ocr and i in macros:
+                    rects += find_text_boxes(read_ifd_image(ed.path, i), options.ocr)
+                redact_ifd(ed, i, rects)
+            rep.macro = "redacted" if options.macro == "redact" or options.ocr else "kept"
     for i in sorted(remove, reverse=True):
         ed.unlink_ifd(i)
         rep.actions.append(f"unlinked IFD {i} (SourceLens {lens[i]:g})")

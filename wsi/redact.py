@@ -605,3 +605,66 @@ def redact_ndpi_level(ed: TiffEditor, ifd: int, rects: Sequence[tuple[int, int, 
     stats.bytes_old[ifd] = stats.bytes_old.get(ifd, 0) + old_total
     stats.bytes_new[ifd] = stats.bytes_new.get(ifd, 0) + new_total
     return stats
+
+
+# ------------------------------------------------------------------ OCR text regions
+#: OCR engines for text on macro/thumbnail/low levels: name -> importable module
+OCR_ENGINES: dict[str, str] = {"rapidocr": "rapidocr_onnxruntime"}
+_ocr_cache: dict[str, object] = {}
+
+
+def ocr_is_available(engine: str) -> bool:
+    """Whether the OCR ``engine`` can be imported (weights ship inside its wheel)."""
+    import importlib.util
+
+    mod = OCR_ENGINES.get(engine)
+    return mod is not None and importlib.util.find_spec(mod) is not None
+
+
+def find_text_boxes(img: np.ndarray, engine: str = "rapidocr", *, margin: int = 4,
+                    min_score: float = 0.3) -> list[tuple[int, int, int, int]]:
+    """Boxes ``(x0, y0, x1, y1)`` around text found by OCR in an RGB image."""
+    from pixeldeid.errors import MissingDependencyError
+
+    if engine not in OCR_ENGINES:
+        raise DeidError(f"unknown OCR engine {engine!r} (known: {', '.join(OCR_ENGINES)})")
+    if not ocr_is_available(engine):
+        raise MissingDependencyError(f"OCR engine {engine}", "ocr", OCR_ENGINES[engine])
+    if engine not in _ocr_cache:
+        from rapidocr_onnxruntime import RapidOCR
+
+        _ocr_cache[engine] = RapidOCR()
+    ocr = _ocr_cache[engine]
+    img = np.ascontiguousarray(img[..., :3] if img.ndim == 3 else np.stack([img] * 3, -1))
+    result, _ = ocr(img)  # type: ignore[operator]
+    h, w = img.shape[:2]
+    boxes = []
+    for quad, _text, score in result or []:
+        if float(score) < min_score:
+            continue
+        xs = [p[0] for p in quad]
+        ys = [p[1] for p in quad]
+        boxes.append((max(0, int(min(xs)) - margin), max(0, int(min(ys)) - margin),
+                      min(w, int(np.ceil(max(xs))) + margin), min(h, int(np.ceil(max(ys))) + margin)))
+    return boxes
+
+
+def read_ifd_image(path, ifd: int) -> np.ndarray:
+    """Decode a whole (small) IFD with tifffile."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        return tf.pages[ifd].asarray()
+
+
+def ocr_level0_regions(path, ifd: int, level0: tuple[int, int], engine: str
+                       ) -> list[tuple[int, int, int, int]]:
+    """Text found in IFD ``ifd`` (thumbnail or a low level), as level-0 ``(x, y, w, h)``."""
+    img = read_ifd_image(path, ifd)
+    h, w = img.shape[:2]
+    sy, sx = level0[0] / h, level0[1] / w
+    out = []
+    for x0, y0, x1, y1 in find_text_boxes(img, engine):
+        X0, Y0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
+        out.append((X0, Y0, int(np.ceil(x1 * sx)) - X0, int(np.ceil(y1 * sy)) - Y0))
+    return out

@@ -62,7 +62,9 @@ def verify_slide(src: str | os.PathLike, out: str | os.PathLike, vendor: str,
             problems.append(f"output does not open in openslide: {exc}")
             return problems, hits
         try:
-            problems += _compare(a, b, vendor, options)
+            regions = [tuple(r) for r in (report.redaction or {}).get("regions",
+                                                                       options.redact_regions)]
+            problems += _compare(a, b, vendor, options, regions)
         except Exception as exc:  # openslide errors on damaged tiles
             problems.append(f"openslide read failed: {exc}")
         finally:
@@ -72,7 +74,7 @@ def verify_slide(src: str | os.PathLike, out: str | os.PathLike, vendor: str,
     return problems, hits
 
 
-def _compare(a, b, vendor: str, options: SlideOptions) -> list[str]:
+def _compare(a, b, vendor: str, options: SlideOptions, regions) -> list[str]:
     problems = []
     vb = b.properties.get("openslide.vendor")
     if vb != vendor:
@@ -85,8 +87,8 @@ def _compare(a, b, vendor: str, options: SlideOptions) -> list[str]:
         problems.append("label image still present")
     if options.macro == "remove" and "macro" in assoc:
         problems.append("macro image still present")
-    problems += compare_outside_regions(a, b, options.redact_regions)
-    problems += check_regions_black(b, options.redact_regions)
+    problems += compare_outside_regions(a, b, regions)
+    problems += check_regions_black(b, regions)
     return problems
 
 

@@ -209,3 +209,22 @@ def test_in_place_failure_leaves_input_untouched(svs, tmp_path):
     assert r.status == "quarantined"
     assert _sha(svs.path) == before
     assert not list(svs.path.parent.glob(".pixeldeid-tmp-*"))
+
+
+@pytest.mark.slow
+def test_ocr_finds_sticker_on_tissue_and_macro_text(tmp_path):
+    from wsi.redact import find_text_boxes, ocr_is_available
+
+    if not ocr_is_available("rapidocr"):
+        pytest.skip("rapidocr-onnxruntime not installed (pixeldeid[ocr])")
+    s = make_aperio(tmp_path / "s.svs", sticker=True)
+    a = openslide.OpenSlide(str(s.path))
+    assert find_text_boxes(np.asarray(a.associated_images["thumbnail"].convert("RGB")))
+    r = deidentify_slide(s.path, tmp_path / "out", pseudonym="O1", ocr="rapidocr", macro="keep")
+    assert r.status == "clean", r.reason
+    b = openslide.OpenSlide(r.output)
+    # the sticker (level-0 box 250..1750 x 300..780) is black on level 0 where its text was
+    assert np.asarray(b.read_region((300, 380), 0, (800, 120)))[..., :3].max() <= 12
+    assert find_text_boxes(np.asarray(b.associated_images["thumbnail"].convert("RGB"))) == []
+    assert find_text_boxes(np.asarray(b.associated_images["macro"].convert("RGB"))) == []
+    assert r.report.macro == "redacted"

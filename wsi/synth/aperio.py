@@ -27,12 +27,15 @@ def _desc(w: int, h: int, tile: int, extra: str, date: str, time: str, gt450: bo
 def make_aperio(path: str | os.PathLike, *, width: int = 2000, height: int = 1500,
                 tile: int = 240, levels: int = 3, gt450: bool = False, seed: int = 0,
                 label: bool = True, macro: bool = True, thumbnail: bool = True,
-                bigtiff: bool = False) -> Synth:
+                bigtiff: bool = False, sticker: bool = False) -> Synth:
     """Write a synthetic Aperio slide and return what was planted in it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     date, time = "11/23/26", "13:45:07"
     img = tissue(height, width, seed)
+    if sticker:  # a paper label stuck on the tissue area, with an accession number
+        st = text_image(480, 1500, [ACCESSION])
+        img[300:300 + st.shape[0], 250:250 + st.shape[1]] = st[: height - 300, : width - 250]
     desc0 = _desc(width, height, tile, "", date, time, gt450)
     lab = text_image(300, 360, [PATIENT, ACCESSION, "DOB 1961-02-03"])
     mac = np.concatenate([text_image(400, 330, [PATIENT, ACCESSION], bg="#dddddd"),
