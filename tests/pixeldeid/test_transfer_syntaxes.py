@@ -26,8 +26,8 @@ PIXELDEID_IMPLEMENTATION_CLASS_UID = "2.25.2019137758493263704023168234429065846
 NAMES = sorted(CORPUS)
 
 
-def _output(corpus_runs, name):
-    status, src, out = corpus_runs(name, "basic")
+def _output(corpus_runs, name, profile="basic"):
+    status, src, out = corpus_runs(name, profile)
     files = outputs(out)
     if status != 0 or len(files) != 1:
         pytest.fail(f"{name} was not de-identified (see test_corpus_file_is_cleaned)")
@@ -74,9 +74,10 @@ def _walk(ds, depth=0):
                 yield from _walk(item, depth + 1)
 
 
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
 @pytest.mark.parametrize("name", NAMES)
-def test_output_rereads_in_same_transfer_syntax(corpus_runs, name):
-    src, dst = _output(corpus_runs, name)
+def test_output_rereads_in_same_transfer_syntax(corpus_runs, name, profile):
+    src, dst = _output(corpus_runs, name, profile)
     before = pydicom.dcmread(src)
     after = pydicom.dcmread(dst)  # force=False: a valid Part 10 file
     assert str(after.file_meta.TransferSyntaxUID) == str(before.file_meta.TransferSyntaxUID)
@@ -87,9 +88,10 @@ def test_output_rereads_in_same_transfer_syntax(corpus_runs, name):
     assert after.SOPInstanceUID != before.SOPInstanceUID
 
 
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
 @pytest.mark.parametrize("name", NAMES)
-def test_file_meta_regenerated(corpus_runs, name):
-    _src, dst = _output(corpus_runs, name)
+def test_file_meta_regenerated(corpus_runs, name, profile):
+    _src, dst = _output(corpus_runs, name, profile)
     raw = dst.read_bytes()
     assert raw[:128] == b"\0" * 128
     assert raw[128:132] == b"DICM"
@@ -104,9 +106,10 @@ def test_file_meta_regenerated(corpus_runs, name):
     assert all(int(e.tag) != 0xFFFCFFFC for e, _ in _walk(ds)), "DataSetTrailingPadding left"
 
 
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
 @pytest.mark.parametrize("name", NAMES)
-def test_deidentification_recorded(corpus_runs, name):
-    _src, dst = _output(corpus_runs, name)
+def test_deidentification_recorded(corpus_runs, name, profile):
+    _src, dst = _output(corpus_runs, name, profile)
     ds = pydicom.dcmread(dst)
     assert ds.PatientIdentityRemoved == "YES"
     codes = {(str(i.CodeValue), str(i.CodingSchemeDesignator))
@@ -115,9 +118,37 @@ def test_deidentification_recorded(corpus_runs, name):
     assert ds.DeidentificationMethod
 
 
+#: Attributes no profile changes: their values must come back exactly (binary VRs of
+#: big endian and implicit VR files included).
+KEPT = ("SOPClassUID", "Modality", "ImageType", "Rows", "Columns", "BitsAllocated", "BitsStored",
+        "HighBit", "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation",
+        "PlanarConfiguration", "NumberOfFrames", "PixelSpacing", "SliceThickness",
+        "ImageOrientationPatient", "ImagePositionPatient", "RescaleSlope", "RescaleIntercept",
+        "WindowCenter", "WindowWidth", "FrameIncrementPointer", "GridFrameOffsetVector",
+        "DoseGridScaling", "SmallestImagePixelValue", "LargestImagePixelValue",
+        "RedPaletteColorLookupTableDescriptor")
+
+
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
 @pytest.mark.parametrize("name", NAMES)
-def test_pixel_data_preserved(corpus_runs, name):
-    src, dst = _output(corpus_runs, name)
+def test_kept_values_identical(corpus_runs, name, profile):
+    src, dst = _output(corpus_runs, name, profile)
+    before = pydicom.dcmread(src)
+    after = pydicom.dcmread(dst)
+    compared = 0
+    for kw in KEPT:
+        if kw not in before:
+            continue
+        assert kw in after, kw
+        assert after.data_element(kw).value == before.data_element(kw).value, kw
+        compared += 1
+    assert compared >= 1
+
+
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+@pytest.mark.parametrize("name", NAMES)
+def test_pixel_data_preserved(corpus_runs, name, profile):
+    src, dst = _output(corpus_runs, name, profile)
     before = pydicom.dcmread(src)
     after = pydicom.dcmread(dst)
     ts = UID(CORPUS[name])
