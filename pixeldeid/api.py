@@ -213,8 +213,11 @@ class Deidentifier:
     def offset_for(self, patient_id: str) -> _dates.DateOffset:
         off = self._offsets.get(patient_id)
         if off is None:
+            seconds = self.config.date_offset_seconds
+            if seconds is None and self.config.date_offset_days is not None:
+                seconds = 0  # a supplied offset in days moves dates by whole days only
             off = _dates.offset_for(self.config.key, patient_id, days=self.config.date_offset_days,
-                                    seconds=self.config.date_offset_seconds)
+                                    seconds=seconds)
             self._offsets[patient_id] = off
         return off
 
@@ -393,9 +396,9 @@ class Deidentifier:
         return data, removed
 
     def _residual(self, header: bytes, source: str | None) -> None:
-        vocab = dicom_vocabulary() | _DUMMY_WORDS
+        vocab = dicom_vocabulary()
         tokens = [t for t in getattr(self, "_last_tokens", [])
-                  if len(t) >= 3 and t.lower() not in vocab]
+                  if len(t) >= 3 and t.lower() not in vocab and t.lower() not in _DUMMY_WORDS]
         if not tokens:
             return
         hits = find_tokens(header, tokens)

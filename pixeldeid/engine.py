@@ -82,6 +82,56 @@ def _vr_of(ds: Dataset, tag: BaseTag) -> str:
         return vr or "UN"
 
 
+#: VRs whose raw value bytes are (single-byte) text that pixeldeid may rewrite in place.
+RAW_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
+                            "ST", "TM", "UC", "UI", "UR", "UT"})
+
+
+def _raw(ds: Dataset, tag: int) -> RawDataElement | None:
+    """The element as undecoded raw bytes, or None when pydicom has already decoded it."""
+    e = ds._dict.get(tag)
+    return e if isinstance(e, RawDataElement) and e.value is not None else None
+
+
+def _pad(text: str, vr: str) -> bytes:
+    b = text.encode("ascii")
+    if len(b) % 2:
+        b += b"\x00" if vr == "UI" else b" "
+    return b
+
+
+def get_strings(ds: Dataset, tag: int, vr: str) -> list[str]:
+    """Values of an ASCII-valued element (UI, DA, TM, DT...), read without decoding the element."""
+    raw = _raw(ds, tag)
+    if raw is not None:
+        try:
+            text = raw.value.decode("ascii")
+        except UnicodeDecodeError:
+            raise DeidError(f"{_keyword(tag) or tag}: non-ASCII bytes in a {vr} value") from None
+        text = text.rstrip("\x00 ")
+        return [v.strip("\x00 ") for v in text.split("\\")] if text else []
+    return [str(v) for v in _values(ds[tag])]
+
+
+def put_strings(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
+    """Replace the values of an ASCII-valued element, keeping it raw when it was raw."""
+    raw = _raw(ds, tag)
+    if raw is not None:
+        data = _pad("\\".join(values), vr)
+        ds._dict[tag] = raw._replace(value=data, length=len(data))
+    else:
+        _set_values(ds[tag], list(values))
+
+
+def zero_length(ds: Dataset, tag: int, vr: str) -> None:
+    """Make an element zero-length (Z), keeping it raw when it was raw."""
+    raw = _raw(ds, tag)
+    if raw is not None:
+        ds._dict[tag] = raw._replace(value=b"", length=0)
+    else:
+        ds[tag].value = Sequence() if vr == "SQ" else None
+
+
 def _keyword(tag: int) -> str:
     return keyword_for_tag(tag) or ""
 
@@ -168,25 +218,24 @@ class Walker:
             if vr == "SQ":
                 self._recurse(ds, tag, path, depth, mode)
             return
-        elem = ds[tag]
         if code == "Z":
-            elem.value = Sequence() if vr == "SQ" else None
+            zero_length(ds, tag, vr)
         elif code == "D":
             if vr == "SQ":
                 self._recurse(ds, tag, path, depth, "dummy")
             elif vr in DATE_VRS and self.ctx.offset is not None and self.ctx.modified_dates:
                 self._shift(ds, tag, vr, done)
             elif vr == "UI":
-                self._map_uids(elem)
+                self._map_uids(ds, tag)
             else:
-                elem.value = dummy_value(vr, elem.value)
+                self._dummy(ds, tag, vr)
         elif code == "U":
             if vr == "SQ":
                 self._recurse(ds, tag, path, depth, mode)
             elif vr == "UI":
-                self._map_uids(elem)  # under Retain UIDs the table itself says K
+                self._map_uids(ds, tag)  # under Retain UIDs the table itself says K
             else:
-                elem.value = dummy_value(vr, elem.value)
+                self._dummy(ds, tag, vr)
         elif code == "C":
             self._clean(ds, tag, vr, path, depth, done)
         else:  # pragma: no cover - the generator validates codes
@@ -209,7 +258,7 @@ class Walker:
         elif vr == "PN":
             elem.value = dummy_value("PN", elem.value) if elem.value else None
         elif vr == "UI":
-            self._map_uids(elem)
+            self._map_uids(ds, tag)
         elif vr in BINARY_VRS:
             # Binary content (e.g. Overlay Data under Clean Graphics) cannot be cleaned
             # without reading it: remove it (fail closed).
@@ -234,7 +283,7 @@ class Walker:
         elif vr == "UI":
             if self.ctx.retain_uids or _keyword(tag) in STRUCTURAL_UID_KEYWORDS:
                 return
-            self._map_uids(ds[tag])
+            self._map_uids(ds, tag)
         elif vr in DATE_VRS:
             # PS3.15 E.1.1 Note: handle all dates and times by VR, listed or not.
             if self.ctx.full_dates:
@@ -254,43 +303,52 @@ class Walker:
         for item in elem.value or []:
             self.walk(item, (*path, kw), depth + 1, mode)
 
-    def _map_uids(self, elem: DataElement) -> None:
-        vals = [self.ctx.uid_map(str(v)) for v in _values(elem)]
-        _set_values(elem, vals)
+    def _map_uids(self, ds: Dataset, tag: int) -> None:
+        vals = [self.ctx.uid_map(v) for v in get_strings(ds, tag, "UI")]
+        put_strings(ds, tag, "UI", vals)
+
+    def _dummy(self, ds: Dataset, tag: int, vr: str) -> None:
+        if vr in RAW_STRING_VRS and _raw(ds, tag) is not None:
+            put_strings(ds, tag, vr, [str(dummy_value(vr))])
+        else:
+            elem = ds[tag]
+            elem.value = dummy_value(vr, elem.value)
 
     def _shift(self, ds: Dataset, tag: BaseTag, vr: str, done: set[int]) -> None:
         off = self.ctx.offset
         assert off is not None
-        elem = ds[tag]
-        vals = _values(elem)
+        vals = get_strings(ds, tag, vr)
         if not vals:
             return
-        kw = elem.keyword
+        kw = _keyword(tag)
         partner_kw = _partner(kw) if kw and vr in ("DA", "TM") else None
         ptag = tag_for_keyword(partner_kw) if partner_kw else None
-        partner = ds[ptag] if ptag is not None and ptag in ds._dict else None
-        if partner is not None and action_for(partner.tag, self.ctx.options) not in (None, "C", "D"):
-            partner = None  # the companion is removed or kept by its own rule
+        pvr = _vr_of(ds, BaseTag(ptag)) if ptag is not None and ptag in ds._dict else None
+        if pvr is not None and action_for(ptag, self.ctx.options) not in (None, "C", "D"):
+            pvr = None  # the companion is removed or kept by its own rule
         where = kw or str(tag)
         try:
-            if partner is not None and partner.VR in ("DA", "TM") and partner.VR != vr \
-                    and len(_values(partner)) == 1 and len(vals) == 1 \
-                    and "-" not in str(vals[0]) and "-" not in str(partner.value):
-                date_el, time_el = (elem, partner) if vr == "DA" else (partner, elem)
-                where = f"{date_el.keyword}/{time_el.keyword}"  # either may be the bad one
-                d, t = _dates.shift_pair(str(date_el.value), str(time_el.value), off)
-                date_el.value, time_el.value = d, t
-                done.add(int(partner.tag))
+            pvals = get_strings(ds, ptag, pvr) if pvr in ("DA", "TM") and pvr != vr else []
+            if len(pvals) == 1 and len(vals) == 1 and "-" not in vals[0] and "-" not in pvals[0]:
+                if vr == "DA":
+                    dtag, dval, ttag, tval = tag, vals[0], ptag, pvals[0]
+                else:
+                    dtag, dval, ttag, tval = ptag, pvals[0], tag, vals[0]
+                where = f"{_keyword(dtag)}/{_keyword(ttag)}"  # either may be the bad one
+                d, t = _dates.shift_pair(dval, tval, off)
+                put_strings(ds, dtag, "DA", [d])
+                put_strings(ds, ttag, "TM", [t])
+                done.add(int(ptag))
                 return
             if vr == "DA":
-                new = [_dates.shift_date(str(v), off) for v in vals]
+                new = [_dates.shift_date(v, off) for v in vals]
             elif vr == "TM":
-                new = [_dates.shift_time(str(v), off)[0] for v in vals]
+                new = [_dates.shift_time(v, off)[0] for v in vals]
             else:
-                new = [_dates.shift_datetime(str(v), off) for v in vals]
+                new = [_dates.shift_datetime(v, off) for v in vals]
         except DeidError as exc:
             raise DeidError(f"{where}: {exc.reason}") from None
-        _set_values(elem, new)
+        put_strings(ds, tag, vr, new)
 
     # -- private elements ------------------------------------------------------------
     def _privates(self, ds: Dataset, tags: Iterable[BaseTag], creators: dict, kept: set,

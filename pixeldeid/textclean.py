@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 
 _PATTERNS = [
     re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"),                 # 08/29/1951, 1951-08-29
@@ -109,8 +109,24 @@ def dicom_vocabulary() -> frozenset[str]:
     return frozenset(words)
 
 
+@lru_cache(maxsize=256)
+def _token_regex(tokens: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    alt = b"|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+    return re.compile(rb"(?<![A-Za-z0-9])(?:" + alt + rb")(?![A-Za-z0-9])", re.I)
+
+
 def find_tokens(data: bytes, tokens: Iterable[str]) -> list[str]:
     """Return the tokens found in ``data`` as whole words, case-insensitive (ASCII and UTF-8)."""
+    toks = {t.lower().encode("utf-8", "ignore"): t for t in tokens}
+    toks = {k: v for k, v in toks.items() if len(k) >= 3}
+    if not toks:
+        return []
+    found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
+    return [toks[k] for k in sorted(found) if k in toks]
+
+
+def _find_tokens_slow(data: bytes, tokens: Iterable[str]) -> list[str]:
+    """Reference implementation of :func:`find_tokens` (used by tests)."""
     low = data.lower()
     hits = []
     for tok in tokens:
