@@ -472,7 +472,8 @@ class TiffEditor:
         return result
 
     def referenced_ranges(self, exclude_ifds: Iterable[int] = ()) -> np.ndarray:
-        """Byte ranges ``[start, end)`` used by the IFDs not in ``exclude_ifds`` (sorted)."""
+        """Byte ranges ``[start, end)`` used by the IFDs not in ``exclude_ifds``, merged into
+        disjoint sorted intervals."""
         ex = set(exclude_ifds)
         starts: list[np.ndarray] = [np.array([0])]
         ends: list[np.ndarray] = [np.array([16 if self.kind != "classic" else 8])]
@@ -493,7 +494,13 @@ class TiffEditor:
         s = np.concatenate(starts)
         e = np.concatenate(ends)
         order = np.argsort(s, kind="stable")
-        return np.stack([s[order], e[order]], axis=1)
+        s, e = s[order], np.maximum.accumulate(e[order])
+        # merge overlapping/adjacent ranges into disjoint sorted intervals
+        new_group = np.ones(len(s), dtype=bool)
+        new_group[1:] = s[1:] > e[:-1]
+        first = np.flatnonzero(new_group)
+        last = np.append(first[1:] - 1, len(s) - 1)
+        return np.stack([s[first], e[last]], axis=1)
 
     # ----------------------------------------------------------------- raw edits
     def _check_writable(self) -> None:
@@ -534,8 +541,10 @@ class TiffEditor:
         if live is None:
             live = self.referenced_ranges()
         end = offset + n
-        # the live ranges overlapping [offset, end)
-        hits = live[(live[:, 0] < end) & (live[:, 1] > offset)]
+        # the live ranges overlapping [offset, end): disjoint and sorted, so bisect
+        i0 = int(np.searchsorted(live[:, 1], offset, side="right"))
+        i1 = int(np.searchsorted(live[:, 0], end, side="left"))
+        hits = live[i0:max(i0, i1)]
         pos = offset
         zeroed = 0
         for s, e in sorted(hits.tolist()):
