@@ -270,6 +270,7 @@ class Deidentifier:
 
         age = self._age(ds)
         had_overlay = {t >> 16 for t in ds._dict if (t >> 16) & 0xFF01 == 0x6000 and t & 0xFFFF == 0x3000}
+        had_responsible = [kw for kw in ("ResponsiblePerson", "ResponsibleOrganization") if kw in ds]
 
         ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=self.uids,
                           offset=offset, tokens=clean_tokens, private_allow=self._allow)
@@ -284,6 +285,10 @@ class Deidentifier:
         # Conditional companions of attributes the profile emptied (PS3.3 Patient Module).
         if not ds.get("ResponsiblePerson") and "ResponsiblePersonRole" in ds:
             del ds.ResponsiblePersonRole
+        if "PatientSpeciesDescription" in ds or "PatientSpeciesCodeSequence" in ds:
+            for kw in had_responsible:  # Type 2C for an animal: emptied, not removed
+                if kw not in ds:
+                    setattr(ds, kw, "")
         ds.PatientID = pseudonym
         ds.PatientName = pseudonym
         if age is not None:
