@@ -69,10 +69,19 @@ def run(tmp_path: Path, key_file: Path) -> Callable[..., tuple[int, Path]]:
 
 # -- the pydicom test corpus ---------------------------------------------------------------
 def corpus_file(name: str) -> Path:
-    """Path of a pydicom / pydicom-data test file; skip the test when it is not installed.
+    """Path of a pydicom / pydicom-data (or ``deid-data/...``) test file; skip if not installed.
 
     ``download=False``: nothing is fetched from the network at test time.
     """
+    if name.startswith("deid-data/"):  # the deid-data package (pydicom/deid's examples)
+        try:
+            import deid_data
+        except ImportError:
+            pytest.skip("deid-data not installed")
+        p = Path(deid_data.__file__).parent / "data" / name[len("deid-data/"):]
+        if not p.is_file():
+            pytest.skip(f"deid-data file not installed: {name}")
+        return p
     from pydicom.data import get_testdata_file
 
     p = get_testdata_file(name, download=False)
@@ -200,6 +209,11 @@ CORPUS: dict[str, str] = {
     "JPEG2000.dcm": "1.2.840.10008.1.2.4.91",
     "SC_rgb_gdcm_KY.dcm": "1.2.840.10008.1.2.4.91",
     "693_J2KI.dcm": "1.2.840.10008.1.2.4.91",
+    # deid-data: a veterinary DX (Type 2C responsible person/organization), a CT and a
+    # photograph in JPEG baseline
+    "deid-data/animals/cat.dcm": "1.2.840.10008.1.2.1",
+    "deid-data/humans/ctbrain1.dcm": "1.2.840.10008.1.2.4.50",
+    "deid-data/dicom-cookies/image1.dcm": "1.2.840.10008.1.2.4.50",
 }
 
 
