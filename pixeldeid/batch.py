@@ -385,9 +385,18 @@ def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
     staging = out / STATE_DIRNAME / "staging"
     if not staging.is_dir():
         return
+    by_output = {o.output: o for o in summary.outcomes if o.output}
     lay = DicomdirLayout(out)
     for f in sorted(staging.glob("*.dcm")):
-        lay.add(f)
+        try:
+            lay.add(f)
+        except DeidError as exc:  # one instance that cannot be indexed: quarantine it only
+            o = by_output.get(f.relative_to(out).as_posix())
+            if o is None:
+                logger.warning("left out of the DICOMDIR: %s: %s", f.name, exc.reason)
+                continue
+            rec = quarantine(o.source, out, f"DICOMDIR: {exc.reason}", stage="layout")
+            o.status, o.reason, o.output = "quarantined", rec.reason, None
     lay.close()
 
 
