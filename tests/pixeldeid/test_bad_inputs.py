@@ -308,3 +308,22 @@ def test_cut_anywhere_is_quarantined(tmp_path, run, key_file, capsys, name):
     status, out = run(src)
     err = capsys.readouterr().err
     _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+
+
+def test_dicomdir_layout_quarantines_an_unindexable_instance(tmp_path, run, capsys):
+    """No Series Instance UID: no DICOMDIR record can be made; that instance is quarantined,
+    the others are written and indexed (not the whole batch failed with exit 2)."""
+    src = tmp_path / "in"
+    good = _good_files(src)
+    (odd,) = copy_corpus(["JPEGLSNearLossless_08.dcm"], src)
+    status, out = run(src, "--layout", "dicomdir")
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "DICOMDIR" in _line_for(err, odd)
+    files = outputs(out)
+    images = {p.resolve() for p in files if p.name.startswith("IM_")}
+    assert len(images) == len(good)
+    indexed = set()
+    for d in (p for p in files if p.name == "DICOMDIR"):
+        indexed |= {Path(i.path).resolve() for i in pydicom.fileset.FileSet(pydicom.dcmread(d))}
+    assert indexed == images
