@@ -281,6 +281,8 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if layout not in LAYOUTS:
         raise DeidError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
     out = Path(out_dir)
+    sources = list(sources)
+    _check_not_inside(sources, out)
     out.mkdir(parents=True, exist_ok=True)
     out_resolved = out.resolve()
     remove_stale_temporaries(out)
@@ -332,6 +334,23 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if want_map:
         _export_map(Path(export_map), summary)
     return summary
+
+
+def _check_not_inside(sources: list, out: Path) -> None:
+    """Refuse a source that is the output folder or inside it: its files would all be
+    skipped as our own outputs (a usage error, before anything is written)."""
+    try:
+        out_resolved = out.resolve()
+    except (OSError, RuntimeError):
+        return
+    for src in sources:
+        try:
+            resolved = Path(src).resolve()
+        except (OSError, RuntimeError):
+            continue  # reported as unreadable by iter_inputs
+        if resolved.is_relative_to(out_resolved):
+            raise DeidError(f"source {src} is inside the output folder {out}; "
+                            f"choose an output folder outside the sources")
 
 
 def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: int,
