@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import copy_corpus, corpus_file, outputs
+from conftest import copy_corpus, corpus_file, outputs, tree_digest
 from PIL import Image
 
 from pixeldeid.uids import UIDMapper
@@ -327,3 +327,19 @@ def test_dicomdir_layout_quarantines_an_unindexable_instance(tmp_path, run, caps
     for d in (p for p in files if p.name == "DICOMDIR"):
         indexed |= {Path(i.path).resolve() for i in pydicom.fileset.FileSet(pydicom.dcmread(d))}
     assert indexed == images
+
+
+@pytest.mark.parametrize("where", ["same", "parent"])
+def test_source_inside_output_folder_is_a_usage_error(tmp_path, run, capsys, where):
+    """Every file under OUT is skipped as one of our outputs: a source there would be
+    silently dropped whole, so it is refused before anything is written."""
+    parent = tmp_path / "data"
+    src = parent / "raw"
+    _good_files(src)
+    out = src if where == "same" else parent
+    before = tree_digest(parent)
+    status, _ = run(src, out=out)
+    assert status == 2
+    assert "inside the output folder" in capsys.readouterr().err
+    assert tree_digest(parent) == before
+    assert not (out / ".pixeldeid").exists()
