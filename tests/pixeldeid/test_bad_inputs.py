@@ -343,3 +343,18 @@ def test_source_inside_output_folder_is_a_usage_error(tmp_path, run, capsys, whe
     assert "inside the output folder" in capsys.readouterr().err
     assert tree_digest(parent) == before
     assert not (out / ".pixeldeid").exists()
+
+
+@pytest.mark.parametrize("key_bytes, why", [(None, "cannot read key file"),
+                                            (b"short\n", "at least 16 bytes")])
+def test_bad_key_file_is_a_usage_error(tmp_path, run, capsys, key_bytes, why):
+    src = tmp_path / "in"
+    _good_files(src)
+    key = tmp_path / "project.key.bad"
+    if key_bytes is not None:
+        key.write_bytes(key_bytes)
+    out = tmp_path / "out"
+    status, _ = run(src, out=out, key=key)
+    assert status == 2
+    assert why in capsys.readouterr().err
+    assert not out.exists() or not any(out.rglob("*"))
