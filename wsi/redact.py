@@ -417,8 +417,7 @@ def redact_ifd(ed: TiffEditor, ifd: int, rects: Sequence[tuple[int, int, int, in
         old_bytes += n
     if d.index != ifd:  # pragma: no cover - defensive
         raise RuntimeError("IFD index changed during redaction")
-    for i, b in sorted(new.items()):
-        ed.replace_tile(ifd, i, b)
+    ed.replace_tiles(ifd, new)
     stats.tiles[ifd] = stats.tiles.get(ifd, 0) + len(new)
     stats.bytes_old[ifd] = stats.bytes_old.get(ifd, 0) + old_bytes
     stats.bytes_new[ifd] = stats.bytes_new.get(ifd, 0) + sum(len(b) for b in new.values())
@@ -461,7 +460,7 @@ def replace_image(ed: TiffEditor, ifd: int, img: np.ndarray) -> None:
     ed.set_values(ifd, 279, [len(data)], type_=4)
     live_before = ed.referenced_ranges()
     for o, n in old:
-        ed.zero_unreferenced(ed._fix_ndpi_offset(ifd, o), n, live_before)
+        ed.zero_unreferenced(o, n, live_before)
 
 
 def synthesize_label(shape: tuple[int, int], text: str, samples: int = 3) -> np.ndarray:

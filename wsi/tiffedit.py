@@ -115,6 +115,8 @@ class Tag:
     inline: bool
     raw: bytes
     byteorder: str = "<"
+    #: NDPI: high 32 bits stored for this entry after the IFD (for inline offsets)
+    ndpi_high: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -408,7 +410,8 @@ class TiffEditor:
                 continue
             nbytes = isz * count
             if nbytes <= vsz:
-                tags[code] = Tag(code, typ, count, e, vfield, True, field_bytes[:nbytes], bo)
+                hi = struct.unpack_from("<I", high, 4 * i)[0] if high is not None else 0
+                tags[code] = Tag(code, typ, count, e, vfield, True, field_bytes[:nbytes], bo, hi)
                 continue
             voff = struct.unpack(bo + ("Q" if big else "I"), field_bytes)[0]
             if high is not None:
@@ -431,17 +434,9 @@ class TiffEditor:
         return self.ifd(ifd).get(code, default)
 
     def segments(self, ifd: int) -> list[tuple[int, int]]:
-        """``(offset, byte count)`` of every strip or tile of an IFD."""
-        d = self.ifd(ifd)
-        if d.is_tiled:
-            offs, cnts = d.get(TILE_OFFSETS, ()), d.get(TILE_BYTE_COUNTS, ())
-        else:
-            offs, cnts = d.get(STRIP_OFFSETS, ()), d.get(STRIP_BYTE_COUNTS, ())
-        if isinstance(offs, int):
-            offs = (offs,)
-        if isinstance(cnts, int):
-            cnts = (cnts,)
-        return list(zip(offs, cnts, strict=False))
+        """``(offset, byte count)`` of every strip or tile of an IFD (NDPI high bits restored)."""
+        offs, cnts = self.segment_arrays(ifd)
+        return list(zip(offs.tolist(), cnts.tolist(), strict=True))
 
     def segment_arrays(self, ifd: int) -> tuple[np.ndarray, np.ndarray]:
         """Offsets (NDPI high bits restored) and byte counts of all strips/tiles, as arrays."""
@@ -453,7 +448,11 @@ class TiffEditor:
         n = min(len(offs), len(cnts))
         offs, cnts = offs[:n], cnts[:n]
         if self.is_ndpi:
-            offs = np.array([self._fix_ndpi_offset(ifd, int(o)) for o in offs], dtype=np.int64)
+            oc_tag = d.tags[oc]
+            if oc_tag.inline and oc_tag.count == 1 and oc_tag.ndpi_high:
+                offs = offs + (oc_tag.ndpi_high << 32)  # high bits stored after the IFD
+            else:
+                offs = np.array([self._fix_ndpi_offset(ifd, int(o)) for o in offs], dtype=np.int64)
         return offs, cnts
 
     def read_segment(self, ifd: int, index: int) -> bytes:
@@ -708,13 +707,15 @@ class TiffEditor:
         ocode, ccode = (TILE_OFFSETS, TILE_BYTE_COUNTS) if d.is_tiled else (STRIP_OFFSETS, STRIP_BYTE_COUNTS)
         offs = list(d.get(ocode))
         cnts = list(d.get(ccode))
-        old_off, old_n = self._fix_ndpi_offset(ifd, offs[tile_index]), cnts[tile_index]
+        so, sc = self.segment_arrays(ifd)
+        old_off, old_n = int(so[tile_index]), int(sc[tile_index])
         new_off = self.append(new_bytes)
         offs[tile_index] = new_off
         cnts[tile_index] = len(new_bytes)
         otag, ctag = d.tags[ocode], d.tags[ccode]
         otype = otag.type
-        if max(offs) > 0xFFFFFFFF and otype in (3, 4):
+        ndpi_single = self.is_ndpi and otag.inline and otag.count == 1
+        if max(offs) > 0xFFFFFFFF and otype in (3, 4) and not ndpi_single:
             if self.kind != "bigtiff":
                 raise ValueError(f"{self.path}: tile offset past 4 GB in a 32-bit TIFF")
             otype = 16
@@ -731,7 +732,15 @@ class TiffEditor:
         """Patch item ``i`` of a numeric array tag, in place when the type is unchanged."""
         d = self.ifd(ifd)
         tag = d.tags[code]
-        if type_ == tag.type:
+        if self.is_ndpi and tag.inline and tag.count == 1 and type_ in (4, 13):
+            # NDPI: low 32 bits in the entry, high 32 bits in the word after the IFD
+            n = (d.size - 2 - 8) // 16
+            k = (tag.entry_offset - d.offset - 2) // 12
+            self.write_at(tag.value_offset, struct.pack("<I", value & 0xFFFFFFFF))
+            self.write_at(d.offset + 2 + 12 * n + 8 + 4 * k, struct.pack("<I", value >> 32))
+            tag.raw = struct.pack("<I", value & 0xFFFFFFFF)
+            tag.ndpi_high = value >> 32
+        elif type_ == tag.type:
             isz = TYPE_SIZES[type_]
             pos = tag.value_offset + i * isz
             self.write_at(pos, encode_value(type_, [value], self.byteorder))
@@ -744,10 +753,34 @@ class TiffEditor:
             self.set_values(ifd, code, vals, type_=type_)
 
     def replace_tiles(self, ifd: int, new: dict[int, bytes]) -> list[int]:
-        """Replace several tiles of one IFD; return the new offsets."""
+        """Replace several tiles/strips of one IFD; return their new offsets.
+
+        Same as :meth:`replace_tile` for each, with one re-read of the structure and one
+        computation of the live ranges for the whole batch."""
+        self._check_writable()
+        if not new:
+            return []
+        d = self.ifd(ifd)
+        ocode, ccode = (TILE_OFFSETS, TILE_BYTE_COUNTS) if d.is_tiled else (STRIP_OFFSETS, STRIP_BYTE_COUNTS)
+        otag, ctag = d.tags[ocode], d.tags[ccode]
+        so, sc = self.segment_arrays(ifd)
+        end = self.size + sum(len(b) + ALIGN for b in new.values())
+        fits = (otag.type in (16, 18) or end <= 0xFFFFFFFF
+                or (self.is_ndpi and otag.inline and otag.count == 1))
+        if not fits or (ctag.type == 3 and max(len(b) for b in new.values()) > 0xFFFF):
+            return [self.replace_tile(ifd, i, b) for i, b in sorted(new.items())]
+        old = [(int(so[i]), int(sc[i])) for i in new]
         out = []
         for i, b in sorted(new.items()):
-            out.append(self.replace_tile(ifd, i, b))
+            off = self.append(b)
+            self._patch_array(ifd, ocode, i, off, otag.type)
+            self._patch_array(ifd, ccode, i, len(b), ctag.type)
+            out.append(off)
+        self.refresh()
+        live = self.referenced_ranges()
+        for o, n in old:
+            self.zero_unreferenced(o, n, live)
+        self.edits.append(f"ifd{ifd}: {len(new)} tiles replaced")
         return out
 
 

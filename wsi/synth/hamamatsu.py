@@ -85,16 +85,22 @@ def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
                       ("props", PROPERTY_MAP.encode() + b"\x00"),
                       ("reference", f"{ACCESSION} {PATIENT}".encode() + b"\x00")):
         shared[key] = put(data)
-    strip_offsets = [put(data) for _, _, data in images]
-    filler_at = None
-    if filler:
-        filler_at = len(buf)
-    ifd_offsets: list[int] = []
-    ifd_blobs: list[tuple[int, bytes]] = []
+    # the filler goes before the image data, so the strips of a big file lie past 4 GB
+    # close to their IFDs, as in real NDPI files (offset high bits after each IFD)
+    strip_offsets = []
     pos = len(buf) + filler
+    strips: list[tuple[int, bytes]] = []
+    for _, _, data in images:
+        pos += pos % 2
+        strip_offsets.append(pos)
+        strips.append((pos, data))
+        pos += len(data)
+    ifd_offsets: list[int] = []
+    ifd_blobs: list[tuple[int, bytes]] = [*strips]
     for (im, lens_, data), soff in zip(images, strip_offsets, strict=True):
         h, w = im.shape[:2]
         spp = 1 if im.ndim == 2 else 3
+        pos += pos % 2
         res_off = pos  # two rationals right before the IFD
         res = struct.pack("<4I", 43826, 1, 43826, 1)
         pos += len(res)
@@ -129,8 +135,8 @@ def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
         for code, typ, count, field in tags:
             ifd += struct.pack("<HHI", code, typ, count) + field
         ifd += struct.pack("<Q", 0)  # next IFD, patched below
-        for code, *_ in tags:  # high 32 bits of each out-of-line value's offset
-            high = {282: res_off >> 32, 283: (res_off + 8) >> 32}.get(code, 0)
+        for code, *_ in tags:  # high 32 bits of each offset (inline strip offset too)
+            high = {282: res_off >> 32, 283: (res_off + 8) >> 32, 273: soff >> 32}.get(code, 0)
             ifd += struct.pack("<I", high)
         ifd_blobs.append((res_off, res))
         ifd_offsets.append(pos)
@@ -140,8 +146,6 @@ def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
     with open(path, "wb") as fh:
         struct.pack_into("<Q", buf, 4, ifd_offsets[0])
         fh.write(buf)
-        if filler:
-            fh.seek(filler_at + filler)
         # patch next-IFD pointers
         blobs = []
         k = 0
