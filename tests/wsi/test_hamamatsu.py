@@ -153,6 +153,19 @@ def test_ndpi_over_4gb_offsets(tmp_path):
         assert ed.is_ndpi and ed.first_ifd > (1 << 32)
         assert ed.ifds[0].tags[282].value_offset > (1 << 32)
         assert ed.ifds[0].get(282) == (43826, 1)
+        assert ed.segments(0)[0][0] > (1 << 32)  # strip offset with its high word
+    o = openslide.OpenSlide(str(s.path))
+    assert o.properties["openslide.vendor"] == "hamamatsu"
+    before = np.asarray(o.read_region((0, 0), 0, (128, 128)))
+    o.close()
+    # macro redacted in place-appended past 4 GB (high word written), then removed
+    rep = deidentify(s.path, SlideOptions(macro="redact"))
+    assert rep.macro == "redacted"
+    o = openslide.OpenSlide(str(s.path))
+    m = np.asarray(o.associated_images["macro"].convert("RGB"))
+    assert m[:, : int(m.shape[1] * 0.27) - 16].max() <= 8
+    np.testing.assert_array_equal(np.asarray(o.read_region((0, 0), 0, (128, 128))), before)
+    o.close()
     rep = deidentify(s.path, SlideOptions())
     assert rep.macro == "removed"
     with tifffile.TiffFile(s.path) as tf:
