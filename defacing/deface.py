@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from pixeldeid.errors import DeidError, InputError
 
-from .registration import Registration, affine_plausibility, head_mask, register_affine
+from .registration import Registration, affine_plausibility, head_mask
 from .template import Template, load_template
 from .volume import (
     array_to_image,
@@ -154,8 +154,9 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
         Sets registration windowing and the fill (CT: -1000 HU; MR/PET: background).
     slope, inter : float
         Scaling from stored values to real values (HU for CT).
-    device : {"cpu", "cuda", "auto"}
-        ``cpu`` registers with SimpleITK; ``cuda`` with MONAI/torch (``auto``: CUDA if present).
+    device : {"cpu", "cuda", "auto", "torch-cpu"}
+        ``cpu`` registers with SimpleITK; ``cuda`` with MONAI/torch (``auto``: CUDA if
+        present); ``torch-cpu`` runs the torch engine on the CPU.
     template : Template, optional
         Defaults to the packaged template.
     reference, reference_affine : ndarray, optional
@@ -256,16 +257,13 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
 
 
 def _register(fixed: sitk.Image, tpl: Template, device: str) -> Registration:
-    dev = device
-    if dev == "auto":
-        from . import engines
+    from .engines import ENGINES, resolve_device
 
-        dev = "cuda" if engines.cuda_available() else "cpu"
-    if dev == "cpu":
-        return register_affine(fixed, tpl.head, moving_mask=tpl.head_mask)
-    from .torch_registration import register_affine_torch
-
-    return register_affine_torch(fixed, tpl, device=dev)
+    engine, dev = resolve_device(device)
+    fn = ENGINES[engine].load()
+    if engine == "sitk":
+        return fn(fixed, tpl.head, moving_mask=tpl.head_mask)
+    return fn(fixed, tpl, device=dev)
 
 
 def registration_quality(fixed: sitk.Image, tpl: Template, reg: Registration) -> dict:
