@@ -356,25 +356,38 @@ def _check_not_inside(sources: list, out: Path) -> None:
 def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: int,
              want_map: bool) -> Iterator[FileOutcome]:
     if jobs <= 1 or len(todo) < 2:
-        _init_worker(config, str(out), layout, want_map)
-        try:
-            for p in todo:
-                yield process_file(p)
-        finally:
-            _WORKER["deid"].close()
+        yield from _serial(todo, config, out, layout, want_map)
         return
-    _allocate_pseudonyms(todo, config)
-    chunk = max(1, min(32, len(todo) // (jobs * 8) or 1))
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                             initargs=(config, str(out), layout, want_map)) as pool:
-        yield from pool.map(process_file, todo, chunksize=chunk)
+    shared = _prepare_parallel(todo, config)
+    parallel = [p for p in todo if p not in shared]
+    if parallel:
+        chunk = max(1, min(32, len(parallel) // (jobs * 8) or 1))
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                                 initargs=(config, str(out), layout, want_map)) as pool:
+            yield from pool.map(process_file, parallel, chunksize=chunk)
+    # inputs sharing a SOP Instance UID: in input order, so the same one wins as with -j 1
+    yield from _serial([p for p in todo if p in shared], config, out, layout, want_map)
 
 
-def _allocate_pseudonyms(todo: list[str], config: DeidConfig) -> None:
-    """Number the patients in input order before parallel work.
+def _serial(todo: list[str], config: DeidConfig, out: Path, layout: str,
+            want_map: bool) -> Iterator[FileOutcome]:
+    if not todo:
+        return
+    _init_worker(config, str(out), layout, want_map)
+    try:
+        for p in todo:
+            yield process_file(p)
+    finally:
+        _WORKER["deid"].close()
 
-    Pseudonyms are numbered in order of first appearance; workers would otherwise race
-    for the numbers and ``-j N`` would not give the same outputs as ``-j 1``.
+
+def _prepare_parallel(todo: list[str], config: DeidConfig) -> set[str]:
+    """Make ``-j N`` give the outputs of ``-j 1``; return the inputs to run in order.
+
+    Pseudonyms are numbered in order of first appearance, so the patients are numbered
+    here in input order (workers would race for the numbers). Inputs that share a SOP
+    Instance UID are returned: which of them is written must not depend on which worker
+    comes first.
     """
     import pydicom
 
@@ -385,6 +398,7 @@ def _allocate_pseudonyms(todo: list[str], config: DeidConfig) -> None:
     profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
     prefix = config.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
     pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
+    by_sop: dict[str, list[str]] = {}
     try:
         for p in todo:
             try:
@@ -394,8 +408,10 @@ def _allocate_pseudonyms(todo: list[str], config: DeidConfig) -> None:
                 continue
             if "SOPInstanceUID" in ds:
                 pseudonyms(patient_key(ds))
+                by_sop.setdefault(str(ds.SOPInstanceUID).strip(), []).append(p)
     finally:
         pseudonyms.close()
+    return {p for paths in by_sop.values() if len(paths) > 1 for p in paths}
 
 
 def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
