@@ -327,3 +327,33 @@ def test_rerun_with_layouts(inputs, run, capsys, layout):
             fs = pydicom.fileset.FileSet(pydicom.dcmread(out / d))
             indexed |= {Path(i.path).resolve() for i in fs}
         assert indexed == {(out / p).resolve() for p in images}
+
+
+@pytest.mark.slow
+def test_two_workers_pick_the_same_duplicate(tmp_path, run, capsys):
+    """Pairs of inputs sharing a SOP Instance UID with other pixels: -j 2 writes the same
+    one of each pair as -j 1 (the first in input order) and quarantines the other."""
+    src = tmp_path / "in"
+    (ct,) = copy_corpus(["CT_small.dcm"], src)
+    ds = pydicom.dcmread(ct)
+    ds.save_as(src / "a_first.dcm")  # shifts the pairs against the workers' chunks
+    ct.unlink()
+    for i in range(16):
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.9.7.{i}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        for variant in (b"a", b"b"):
+            arr = bytearray(ds.PixelData)
+            arr[0] = variant[0]
+            ds.PixelData = bytes(arr)
+            ds.save_as(src / f"f{i:02d}{variant.decode()}.dcm")
+    results = []
+    for jobs in ("1", "2"):
+        status, out = run(src, "-j", jobs)
+        err = capsys.readouterr().err
+        assert status == 1
+        quarantined = sorted(ln.split(": ")[1] for ln in err.splitlines()
+                             if ln.startswith("quarantined: "))
+        assert quarantined == sorted(str(src / f"f{i:02d}b.dcm") for i in range(16))
+        results.append({p.name: p.read_bytes() for p in outputs(out)})
+    assert len(results[0]) == 17
+    assert results[0] == results[1]
