@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pixeldeid.atomic import atomic_output
 from pixeldeid.errors import DeidError
 from pixeldeid.quarantine import quarantine
 
@@ -41,6 +43,7 @@ class Summary:
     """All outcomes of a run."""
 
     outcomes: list[Outcome] = field(default_factory=list)
+    copied: int = 0
 
     @property
     def defaced(self) -> list[Outcome]:
@@ -55,15 +58,16 @@ class Summary:
         return 0 if not self.quarantined else 1
 
     def line(self, out: str | os.PathLike) -> str:
+        copied = f", {self.copied} other files copied" if self.copied else ""
         return (f"{len(self.defaced)} defaced, {len(self.quarantined)} quarantined "
-                f"of {len(self.outcomes)} inputs -> {out}")
+                f"of {len(self.outcomes)} inputs{copied} -> {out}")
 
 
 @dataclass
 class Job:
     """A unit of work: one NIfTI file or one DICOM series (several files)."""
 
-    kind: str  # "nifti" | "dicom" | "unsupported"
+    kind: str  # "nifti" | "dicom" | "copy" | "unsupported"
     source: Path
     output: Path | None = None
     files: list[Path] = field(default_factory=list)
@@ -124,6 +128,15 @@ def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str 
                       else "unsupported input (not NIfTI or DICOM)")
             rec = quarantine(job.source, out, reason, stage="deface")
             summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+            continue
+        if job.kind == "copy":
+            try:
+                with open(job.source, "rb") as src, atomic_output(job.output) as dst:
+                    shutil.copyfileobj(src, dst)
+                summary.copied += 1
+            except OSError as exc:
+                rec = quarantine(job.source, out, f"copy failed: {exc}", stage="deface")
+                summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
             continue
         if job.kind == "dicom":
             from .dicom_series import deface_dicom_files
