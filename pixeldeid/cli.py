@@ -94,6 +94,8 @@ def _run_dicom(args: argparse.Namespace) -> int:
                         pseudonym_db=args.subject_db, date_offset_days=args.date_offset,
                         date_offset_seconds=0 if args.date_offset is not None else None,
                         site=site)
+    if not args.verbose:  # each quarantined input gets one line, printed below
+        logging.getLogger("pixeldeid.quarantine").setLevel(logging.ERROR)
     summary = run_batch(args.sources, out, config, layout=args.layout, jobs=max(1, args.jobs),
                         export_map=args.export_map,
                         progress=False if args.no_progress else None)
