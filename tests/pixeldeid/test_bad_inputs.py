@@ -388,3 +388,23 @@ def test_undecodable_name_of_a_bad_file_is_quarantined(tmp_path, run, key_file, 
     err = capsys.readouterr().err
     _assert_batch(out, status, err, good, {bad: ("not a DICOM", True)},
                   key_file.read_bytes().strip())
+
+
+def test_one_stderr_line_per_bad_input_from_the_command(tmp_path, key_file):
+    """The installed command (a real process, real logging): one line per bad input."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"
+    _good_files(src)
+    bad = [src / "notes.txt", src / "empty.dcm"]
+    bad[0].write_text("not an image")
+    bad[1].write_bytes(b"")
+    r = subprocess.run([sys.executable, "-m", "pixeldeid", "dicom", str(src), "-o",
+                        str(tmp_path / "out"), "--key-file", str(key_file), "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    for p in bad:
+        assert [ln for ln in r.stderr.splitlines() if str(p) in ln] == \
+            [f"quarantined: {p}: {_line_for(r.stderr, p)}"]
+    assert "2 quarantined" in r.stdout
