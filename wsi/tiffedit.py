@@ -40,6 +40,7 @@ import logging
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,24 @@ class Ifd:
     def description(self) -> str | None:
         v = self.get(IMAGE_DESCRIPTION)
         return v if isinstance(v, str) else None
+
+
+def merge_ranges(s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Merge ranges ``[s, e)`` into disjoint sorted intervals (adjacent ones joined)."""
+    s = np.asarray(s, dtype=np.int64)
+    e = np.asarray(e, dtype=np.int64)
+    if len(s) == 0:
+        return np.zeros((0, 2), np.int64)
+    if len(s) > 1 and not bool(np.all(s[1:] >= s[:-1])):
+        order = np.argsort(s, kind="stable")
+        s, e = s[order], e[order]
+    if len(s) > 1 and not bool(np.all(s[1:] >= e[:-1])):
+        e = np.maximum.accumulate(e)
+    new_group = np.ones(len(s), dtype=bool)
+    new_group[1:] = s[1:] > e[:-1]
+    first = np.flatnonzero(new_group)
+    last = np.append(first[1:] - 1, len(s) - 1)
+    return np.stack([s[first], e[last]], axis=1)
 
 
 def decode_value(type_: int, count: int, raw: bytes, byteorder: str = "<") -> Any:
@@ -474,32 +493,29 @@ class TiffEditor:
         """Byte ranges ``[start, end)`` used by the IFDs not in ``exclude_ifds``, merged into
         disjoint sorted intervals."""
         ex = set(exclude_ifds)
-        starts: list[np.ndarray] = [np.array([0])]
-        ends: list[np.ndarray] = [np.array([16 if self.kind != "classic" else 8])]
-        for d in self.ifds:
-            if d.index in ex:
-                continue
-            starts.append(np.array([d.offset]))
-            ends.append(np.array([d.offset + d.size]))
-            vs = [t for t in d.tags.values() if not t.inline]
-            if vs:
-                s = np.array([t.value_offset for t in vs], dtype=np.int64)
-                starts.append(s)
-                ends.append(s + np.array([t.nbytes for t in vs], dtype=np.int64))
-            so, sc = self.segment_arrays(d.index)
-            if len(so):
-                starts.append(so)
-                ends.append(so + sc)
-        s = np.concatenate(starts)
-        e = np.concatenate(ends)
-        order = np.argsort(s, kind="stable")
-        s, e = s[order], np.maximum.accumulate(e[order])
-        # merge overlapping/adjacent ranges into disjoint sorted intervals
-        new_group = np.ones(len(s), dtype=bool)
-        new_group[1:] = s[1:] > e[:-1]
-        first = np.flatnonzero(new_group)
-        last = np.append(first[1:] - 1, len(s) - 1)
-        return np.stack([s[first], e[last]], axis=1)
+        head = np.array([[0, 16 if self.kind != "classic" else 8]], dtype=np.int64)
+        parts = [head] + [self._ifd_ranges(d) for d in self.ifds if d.index not in ex]
+        both = np.concatenate(parts)
+        return merge_ranges(both[:, 0], both[:, 1])
+
+    def _ifd_ranges(self, d: Ifd) -> np.ndarray:
+        """Merged ranges of one IFD (structure, values, strips/tiles), cached per content."""
+        so, sc = self.segment_arrays(d.index)
+        vs = [t for t in d.tags.values() if not t.inline]
+        key = (d.offset, d.size, zlib.crc32(so.tobytes()), zlib.crc32(sc.tobytes()),
+               tuple((t.value_offset, t.nbytes) for t in vs))
+        cache = self.__dict__.setdefault("_range_cache", {})
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        tiles = merge_ranges(so, so + sc)  # fast when the tiles are in file order
+        s = np.concatenate([np.array([d.offset], np.int64),
+                            np.array([t.value_offset for t in vs], np.int64), tiles[:, 0]])
+        e = np.concatenate([np.array([d.offset + d.size], np.int64),
+                            np.array([t.value_offset + t.nbytes for t in vs], np.int64), tiles[:, 1]])
+        out = merge_ranges(s, e)
+        cache[key] = out
+        return out
 
     # ----------------------------------------------------------------- raw edits
     def _check_writable(self) -> None:

@@ -287,3 +287,20 @@ def test_scan_raw_without_ahocorasick_same_hits(tmp_path, monkeypatch):
     slow = scan_raw(p, values, chunk=50_000)
     assert sorted(fast, key=lambda h: h[1]) == sorted(slow, key=lambda h: h[1])
     assert {v for v, _ in slow} == set(values)
+
+
+def test_merge_ranges_matches_bytewise_union():
+    from wsi.tiffedit import merge_ranges
+
+    rng = np.random.default_rng(5)
+    s = rng.integers(0, 1000, 200)
+    e = s + rng.integers(1, 40, 200)
+    merged = merge_ranges(s, e)
+    want = np.zeros(1100, bool)
+    for a, b in zip(s, e, strict=True):
+        want[a:b] = True
+    got = np.zeros(1100, bool)
+    for a, b in merged:
+        got[a:b] = True
+    assert np.array_equal(want, got)
+    assert np.all(merged[1:, 0] > merged[:-1, 1])  # disjoint, sorted, gaps between
