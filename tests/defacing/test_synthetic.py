@@ -117,3 +117,44 @@ def test_tilted_heads_are_defaced(angle):
     res = deface_array(t1, affine)
     assert res.metrics["registration"]["head_dice"] > 0.9
     assert res.metrics["face_fraction_removed"] > 0.9
+
+
+def _crop(data, affine, axis, k):
+    a2 = affine.copy()
+    a2[:3, 3] = affine[:3, 3] + affine[:3, axis] * k
+    sl = [slice(None)] * 3
+    sl[axis] = slice(k, None)
+    return data[tuple(sl)], a2, tuple(sl)
+
+
+@pytest.mark.parametrize("axis, frac", [(1, 0.2), (2, 0.35)])
+def test_partial_coverage_removes_the_face_part_in_view(synthetic_head, axis, frac):
+    """Face partly out of the field of view (front or chin cut): the part in view goes."""
+    t1, affine = synthetic_head
+    full = deface_array(t1, affine)
+    k = int(t1.shape[axis] * frac)
+    data, a2, sl = _crop(t1, affine, axis, k)
+    res = deface_array(data, a2)
+    expect = full.removed[sl]
+    assert expect.sum() > 1000
+    dice = 2 * (res.removed & expect).sum() / (res.removed.sum() + expect.sum())
+    assert dice > 0.9
+    assert 0 < res.metrics["face_in_fov"] < full.metrics["face_in_fov"]
+
+
+def test_sheared_nan_and_tiny_inputs_rejected(synthetic_head):
+    from pixeldeid.errors import InputError
+
+    t1, affine = synthetic_head
+    sheared = affine.copy()
+    sheared[0, 1] = 0.8
+    with pytest.raises(InputError, match="sheared"):
+        deface_array(t1, sheared)
+    bad = t1.copy()
+    bad[10, 10, 10] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        deface_array(bad, affine)
+    with pytest.raises(InputError, match="too small"):
+        deface_array(t1[:30, :30, :30], np.diag([1.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(InputError, match="constant"):
+        deface_array(np.ones_like(t1), affine)
