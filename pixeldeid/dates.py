@@ -171,9 +171,19 @@ def age_string(birth: str, at: str) -> str | None:
     return f"{days:03d}D"
 
 
+_AS = re.compile(r"^(\d{1,3})\s*([DWMY])$", re.I)
+
+
 def clip_age(value: str, limit_years: int = 89) -> str:
-    """Clip an AS value above ``limit_years`` to ``090Y`` (HIPAA: ages over 89)."""
-    v = value.strip()
-    if len(v) == 4 and v[:3].isdigit() and v[3] == "Y" and int(v[:3]) > limit_years:
+    """Clip an AS value above ``limit_years`` to ``090Y`` (HIPAA: ages over 89).
+
+    Malformed ages written without the zero padding (``95Y``) are read and padded; an
+    age that cannot be read at all is emptied (it could hide an age over the limit).
+    """
+    m = _AS.match(value.strip())
+    if not m:
+        return ""
+    n, unit = int(m.group(1)), m.group(2).upper()
+    if unit == "Y" and n > limit_years:
         return f"{limit_years + 1:03d}Y"
-    return v
+    return f"{n:03d}{unit}"
