@@ -408,3 +408,28 @@ def test_one_stderr_line_per_bad_input_from_the_command(tmp_path, key_file):
         assert [ln for ln in r.stderr.splitlines() if str(p) in ln] == \
             [f"quarantined: {p}: {_line_for(r.stderr, p)}"]
     assert "2 quarantined" in r.stdout
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("95Y", "090Y"), ("095Y", "090Y"), ("120 Y", "090Y"), ("75Y", "075Y"), ("5M", "005M"),
+    ("ninety", ""), ("1000Y", ""),
+])
+def test_malformed_patient_age(tmp_path, run, value, expected):
+    """Retained ages are valid AS and never over 89 years, however the input wrote them."""
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    _with_raw_value(ds, "PatientAge", value)
+    src = tmp_path / "in"
+    src.mkdir()
+    ds.save_as(src / "x.dcm")
+    status, out = run(src, "--profile", "tcia-like")
+    assert status == 0
+    (dst,) = outputs(out)
+    after = pydicom.dcmread(dst)
+    assert str(after.PatientAge) == expected
+    if expected:
+        from pydicom.valuerep import validate_value
+
+        validate_value("AS", after.PatientAge, "raise")
+    status, out = run(src, "--profile", "basic")
+    assert status == 0
+    assert "PatientAge" not in pydicom.dcmread(outputs(out)[0])
