@@ -123,3 +123,27 @@ def test_mixed_series_is_quarantined(tmp_path):
     reasons = list((out / "quarantine").glob("*.reason.txt"))
     assert len(reasons) == 41
     assert "mixed series" in reasons[0].read_text()
+
+
+def test_compressed_series_keeps_transfer_syntax(tmp_path):
+    from pydicom.uid import JPEG2000Lossless
+
+    src = heads("dicom-mr-series")
+    comp = tmp_path / "j2k"
+    comp.mkdir()
+    for f in sorted(src.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.compress(JPEG2000Lossless)
+        ds.save_as(comp / f.name)
+    out = tmp_path / "out"
+    assert _run([comp, "-o", out, "--device", "cpu"]) == 0
+    series = sorted((out / "dicom").iterdir())
+    assert len(series) == 1
+    files = sorted(series[0].glob("*.dcm"))
+    assert len(files) == 120
+    assert all(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID
+               == JPEG2000Lossless for f in files)
+    before, *_ = load_series(sorted(src.glob("*.dcm")))
+    after, *_ = load_series(files)
+    changed = before != after
+    assert changed.sum() > 50000 and np.all(after[changed] == 0)
