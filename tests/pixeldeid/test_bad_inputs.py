@@ -223,6 +223,9 @@ BROKEN = {
     "meta_missing_tsyntax.dcm": "Transfer Syntax",
     "badVR.dcm": "invalid",
     "emri_small_jpeg_2k_lossless_too_short.dcm": "",
+    "DICOMDIR-implicit": "DICOMDIR",
+    "DICOMDIR-bigEnd": "DICOMDIR",
+    "DICOMDIR-empty.dcm": "DICOMDIR",
 }
 
 
@@ -433,3 +436,29 @@ def test_malformed_patient_age(tmp_path, run, value, expected):
     status, out = run(src, "--profile", "basic")
     assert status == 0
     assert "PatientAge" not in pydicom.dcmread(outputs(out)[0])
+
+
+@pytest.mark.parametrize("value", [
+    "1.2.840.113619.2.55.3.ABC.1",                 # letters
+    "1.2.840.0113619.2.55",                        # a leading zero
+    "1.2." + ".".join(["123456789"] * 8),          # longer than 64 characters
+    "1.2.3.4.5 ",                                  # padded with a space, not a NUL
+])
+def test_invalid_uids_become_valid_uids(tmp_path, run, value):
+    """Instance UIDs that violate the UI rules are replaced by valid ones, consistently."""
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    _with_raw_value(ds, "StudyInstanceUID", value)
+    _with_raw_value(ds, "FrameOfReferenceUID", value)  # another reference to the same value
+    src = tmp_path / "in"
+    src.mkdir()
+    ds.save_as(src / "x.dcm")
+    status, out = run(src)
+    assert status == 0
+    (dst,) = outputs(out)
+    after = pydicom.dcmread(dst)
+    from pydicom.valuerep import validate_value
+
+    validate_value("UI", after.StudyInstanceUID, "raise")
+    assert after.StudyInstanceUID.startswith("2.25.")
+    assert after.FrameOfReferenceUID == after.StudyInstanceUID
+    assert value.strip().encode() not in dst.read_bytes()
