@@ -215,6 +215,8 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
     reg = _register(fixed, tpl, device)
     quality = registration_quality(fixed, tpl, reg)
     quality["runtime_registration_s"] = round(time.perf_counter() - t0, 3)
+    quality["registered_on"] = "self" if reference is None else "reference"
+
     _check_quality(quality, path)
 
     # warp masks to the native voxel grid of the data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -147,3 +148,60 @@ def test_compressed_series_keeps_transfer_syntax(tmp_path):
     after, *_ = load_series(files)
     changed = before != after
     assert changed.sum() > 50000 and np.all(after[changed] == 0)
+
+
+def _fake_pet_series(src: Path, dst: Path) -> None:
+    """A PET-like series on a coarser grid sharing the MR's Frame of Reference: flat
+    uptake in the head, so it is registered through the MR."""
+    dst.mkdir()
+    series_uid = pydicom.uid.generate_uid()
+    for f in sorted(src.glob("*.dcm"))[::2]:
+        ds = pydicom.dcmread(f)
+        a = ds.pixel_array.astype(np.float32)
+        small = a.reshape(128, 4, 128, 4).mean(axis=(1, 3))
+        pet = np.where(small > 60, 1000, 20).astype(np.uint16)
+        ds.Rows, ds.Columns = 128, 128
+        ds.PixelSpacing = [float(v) * 4 for v in ds.PixelSpacing]
+        ps = float(ds.PixelSpacing[0])
+        # keep the same field of view: shift the first pixel centre by 1.5 old pixels
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        pos = np.array([float(v) for v in ds.ImagePositionPatient]) + (iop[:3] + iop[3:]) * 1.5 * ps / 4
+        ds.ImagePositionPatient = [float(v) for v in pos]
+        ds.PixelData = pet.tobytes()
+        ds.Modality = "PT"
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(dst / f.name)
+
+
+def test_pet_registered_through_mr_of_same_frame_of_reference(tmp_path):
+    src = heads("dicom-mr-series")
+    study = tmp_path / "study"
+    shutil.copytree(src, study / "mr")
+    _fake_pet_series(src, study / "pet")
+    out = tmp_path / "out"
+    assert _run([study, "-o", out, "--device", "cpu", "--qc"]) == 0
+    series = sorted((out / "dicom").iterdir())
+    assert len(series) == 2
+    on = sorted(json.loads(p.read_text())["registration"]["registered_on"]
+                for p in (out / "qc").glob("*_metrics.json"))
+    assert on == ["reference", "self"]
+    by_mod = {}
+    for s in series:
+        ds = pydicom.dcmread(next(s.glob("*.dcm")), stop_before_pixels=True)
+        by_mod[str(ds.Modality)] = s
+    pet_before, aff_p, *_ = load_series(sorted((study / "pet").glob("*.dcm")))
+    pet_after, *_ = load_series(sorted(by_mod["PT"].glob("*.dcm")))
+    mr_before, aff_m, *_ = load_series(sorted(src.glob("*.dcm")))
+    mr_after, *_ = load_series(sorted(by_mod["MR"].glob("*.dcm")))
+    pet_changed = np.argwhere(pet_before != pet_after)
+    assert len(pet_changed) > 500
+    assert np.all(pet_after[pet_before != pet_after] == pet_before.min())  # background
+    # the PET voxels removed lie where the MR was defaced (same world frame)
+    xyz = pet_changed @ aff_p[:3, :3].T + aff_p[:3, 3]
+    ijk = np.round((xyz - aff_m[:3, 3]) @ np.linalg.inv(aff_m[:3, :3]).T).astype(int)
+    ok = np.all((ijk >= 0) & (ijk < np.array(mr_before.shape)), axis=1)
+    mr_changed = mr_before != mr_after
+    hit = mr_changed[tuple(ijk[ok].T)].mean()
+    assert hit > 0.8
