@@ -33,6 +33,7 @@ IPTC = 33723
 PHOTOSHOP = 34377
 EXIF_IFD = 34665
 GPS_IFD = 34853
+SUB_IFDS = 330
 #: blobs that may carry free text: blanked (zeroed in place)
 BLOB_TAGS = (XMP, IPTC, PHOTOSHOP)
 
@@ -49,8 +50,16 @@ def clean_standard_tags(ed: TiffEditor, shift_days: int | None) -> list[str]:
 
 
 def blank_private_blobs(ed: TiffEditor, codes=BLOB_TAGS) -> list[str]:
-    """Zero XMP/IPTC/Photoshop blobs; return text fragments of them to scan for."""
+    """Zero XMP/IPTC/Photoshop blobs; return text fragments of them to scan for.
+
+    EXIF and GPS sub-IFDs (camera serials, capture dates, positions) are not rewritten
+    here: a file carrying one is refused (``DeidError``), never passed through."""
     removed: list[str] = []
+    for d in ed.ifds:
+        for code, name in ((EXIF_IFD, "EXIF"), (GPS_IFD, "GPS")):
+            if code in d.tags and any(d.tags[code].raw):
+                raise DeidError(f"IFD {d.index} has an {name} sub-IFD (not cleaned yet)",
+                                str(ed.path))
     for d in ed.ifds:
         for code in codes:
             t = d.tags.get(code)
@@ -156,6 +165,9 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     levels = pyramid_ifds(ed)
     if not levels or levels[0] != 0:
         raise DeidError("first page is not a tiled level", str(ed.path))
+    if (options.redact_regions or options.ocr) and any(SUB_IFDS in d.tags for d in ed.ifds):
+        # OME pyramids keep their reduced levels in SubIFDs, which are not redacted here
+        raise DeidError("SubIFD pyramid levels cannot be redacted yet", str(ed.path))
     # descriptions: OME-XML cleaned, anything else removed
     for d in list(ed.ifds):
         desc = d.description

@@ -66,3 +66,30 @@ def test_real_boxes_tiff(real, tmp_path):
     b = openslide.OpenSlide(r.output)
     assert np.asarray(b.read_region((64, 64), 0, (64, 64)))[..., :3].max() == 0
     assert r.report.redaction["tiles"][0] == 1
+
+
+def test_exif_subifd_refused_and_subifd_redaction_refused(tmp_path):
+    import tifffile
+
+    from wsi.synth import tissue
+
+    img = tissue(512, 512)
+    p = tmp_path / "exif.tif"
+    with tifffile.TiffWriter(p) as tw:  # tifffile will not write 34665: write 65000, rename
+        tw.write(img, tile=(256, 256), compression="zlib", metadata=None,
+                 extratags=[(65000, 4, 1, 8, True)])
+    with TiffEditor(p) as ed:
+        entry = ed.ifds[0].tags[65000].entry_offset
+    data = bytearray(p.read_bytes())
+    data[entry:entry + 2] = (34665).to_bytes(2, "little")  # an EXIF sub-IFD pointer
+    p.write_bytes(bytes(data))
+    r = deidentify_slide(p, tmp_path / "out")
+    assert r.status == "quarantined" and "EXIF" in r.reason
+    q = tmp_path / "sub.tif"
+    with tifffile.TiffWriter(q) as tw:
+        tw.write(img, tile=(256, 256), compression="zlib", metadata=None, subifds=1)
+        tw.write(np.ascontiguousarray(img[::2, ::2]), tile=(256, 256), compression="zlib",
+                 metadata=None, subfiletype=1)
+    assert deidentify_slide(q, tmp_path / "o2").status == "clean"
+    r = deidentify_slide(q, tmp_path / "o3", redact_regions=[(0, 0, 50, 50)])
+    assert r.status == "quarantined" and "SubIFD" in r.reason
