@@ -96,7 +96,11 @@ def iter_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, st
             continue
         errors: list[OSError] = []
         for root, dirs, files in os.walk(p, onerror=errors.append, followlinks=False):
-            dirs[:] = sorted(d for d in dirs if d not in (STATE_DIRNAME, QUARANTINE_DIRNAME))
+            # our own state, and the quarantine of an output folder (one with a state
+            # folder beside it); a user's folder that happens to be named "quarantine" is read
+            ours = STATE_DIRNAME in dirs
+            dirs[:] = sorted(d for d in dirs if d != STATE_DIRNAME
+                             and not (ours and d == QUARANTINE_DIRNAME))
             for name in sorted(files):
                 f = Path(root) / name
                 if f.is_symlink() and not f.exists():
