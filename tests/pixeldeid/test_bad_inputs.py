@@ -462,3 +462,22 @@ def test_invalid_uids_become_valid_uids(tmp_path, run, value):
     assert after.StudyInstanceUID.startswith("2.25.")
     assert after.FrameOfReferenceUID == after.StudyInstanceUID
     assert value.strip().encode() not in dst.read_bytes()
+
+
+def test_folder_named_quarantine_is_read(tmp_path, run, key_file):
+    """Only an output folder's quarantine (beside its .pixeldeid state) is skipped; a
+    user's folder that happens to be called quarantine is input like any other."""
+    src = tmp_path / "in"
+    good = _good_files(src)
+    (src / "quarantine").mkdir()
+    moved = src / "quarantine" / good[0].name
+    good[0].rename(moved)
+    old_out = src / "old_release"  # an earlier output folder left among the sources
+    status, _ = run([src / "quarantine"], out=old_out)
+    assert status == 0
+    (old_out / "quarantine").mkdir(exist_ok=True)
+    (old_out / "quarantine" / "0123456789abcdef.dcm").write_bytes(b"not read again")
+    status, out = run(src)
+    assert status == 0
+    sops = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in outputs(out)}
+    assert _mapped_sops([moved, *good[1:]], key_file.read_bytes().strip()) <= sops
