@@ -67,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
     from .batch import plan, run_jobs
 
     out = Path(args.out)
+    if args.device == "cuda":
+        from .engines import cuda_available
+
+        if not cuda_available():
+            print("pixeldeid deface: error: --device cuda but no CUDA device (torch with CUDA "
+                  "and monai: pip install 'pixeldeid[gpu]')", file=sys.stderr)
+            return 2
     for s in args.src:
         if Path(s).resolve() == out.resolve():
             print(f"pixeldeid deface: error: OUT {out} is also an input", file=sys.stderr)

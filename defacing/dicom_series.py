@@ -179,6 +179,15 @@ def _derived(ds) -> None:
     if len(it) == 1:
         it.append("SECONDARY")
     ds.ImageType = it
+    for grp_name in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for grp in ds.get(grp_name, []) or []:
+            for elem in grp:
+                if elem.VR == "SQ" and elem.keyword.endswith("FrameTypeSequence"):
+                    for item in elem.value:
+                        ft = list(item.get("FrameType", []) or [])
+                        if ft:
+                            ft[0] = "DERIVED"
+                            item.FrameType = ft
     desc = "Face removed by pixeldeid defacing (affine template registration)"
     old = str(ds.get("DerivationDescription", "") or "")
     ds.DerivationDescription = (desc if not old else f"{old}; {desc}")[:1024]

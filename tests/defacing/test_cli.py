@@ -81,3 +81,10 @@ def test_input_never_modified(batch):
     # the module fixture ran the whole batch; the inputs are still what was written
     assert (src / "notes.txt").read_text() == "hello"
     nib.load(str(src / "sub-01_T1w.nii.gz")).get_fdata()
+
+
+def test_cuda_without_device_is_usage_error(tmp_path, monkeypatch):
+    import defacing.engines as eng
+
+    monkeypatch.setattr(eng, "cuda_available", lambda: False)
+    assert _run([tmp_path, "-o", tmp_path / "o", "--device", "cuda"]) == 2

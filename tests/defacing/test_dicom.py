@@ -205,3 +205,37 @@ def test_pet_registered_through_mr_of_same_frame_of_reference(tmp_path):
     mr_changed = mr_before != mr_after
     hit = mr_changed[tuple(ijk[ok].T)].mean()
     assert hit > 0.8
+
+
+@pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent")
+def test_enhanced_multiframe_in_multiframe_out(tmp_path):
+    hd = pytest.importorskip("highdicom")
+    from highdicom.legacy import LegacyConvertedEnhancedMRImage
+
+    src = heads("dicom-mr-series")
+    dss = [pydicom.dcmread(f) for f in sorted(src.glob("*.dcm"))]
+    mf = LegacyConvertedEnhancedMRImage(dss, series_instance_uid=hd.UID(), series_number=9,
+                                        sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "mf").mkdir()
+    mf.save_as(tmp_path / "mf" / "enhanced.dcm")
+    out = tmp_path / "out"
+    assert _run([tmp_path / "mf", "-o", out, "--device", "cpu"]) == 0
+    files = list((out / "dicom").rglob("*.dcm"))
+    assert len(files) == 1
+    ds = pydicom.dcmread(files[0])
+    assert int(ds.NumberOfFrames) == 120
+    assert ds.ImageType[0] == "DERIVED"
+    ft = ds.SharedFunctionalGroupsSequence[0].get("MRImageFrameTypeSequence") or \
+        ds.PerFrameFunctionalGroupsSequence[0].MRImageFrameTypeSequence
+    assert ft[0].FrameType[0] == "DERIVED"
+    before, aff_b, *_ = load_series([tmp_path / "mf" / "enhanced.dcm"])
+    after, aff_a, *_ = load_series(files)
+    assert np.allclose(aff_a, aff_b)
+    changed = before != after
+    assert changed.sum() > 50000 and np.all(after[changed] == 0)
+    exe = shutil.which("dciodvfy") or str(Path(sys.executable).parent / "dciodvfy")
+    if Path(exe).exists():
+        def errors(path):
+            r = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=300)
+            return {ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Error")}
+        assert not errors(files[0]) - errors(tmp_path / "mf" / "enhanced.dcm")
