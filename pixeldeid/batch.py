@@ -116,6 +116,9 @@ def iter_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, st
             while errors:
                 e = errors.pop(0)
                 yield Path(e.filename or p), f"unreadable directory: {e.strerror}"
+        while errors:  # a folder that failed last is reported after the walk ends
+            e = errors.pop(0)
+            yield Path(e.filename or p), f"unreadable directory: {e.strerror}"
 
 
 def _broken_link_reason(link: Path) -> str:
