@@ -187,6 +187,31 @@ def test_unreadable_directory(tmp_path, run, key_file, capsys):
         locked.chmod(0o755)
 
 
+@pytest.mark.parametrize("name", ["a_locked", "z_locked"])  # walked before / after a series
+def test_unreadable_directory_as_root(tmp_path, run, key_file, capsys, monkeypatch, name):
+    """Root reads any folder: the listing error is simulated where the walk meets it."""
+    src = tmp_path / "in"
+    good = _good_files(src)
+    (src / "m_series").mkdir()
+    good[0] = good[0].rename(src / "m_series" / good[0].name)
+    locked = src / name
+    locked.mkdir()
+    (locked / "hidden.dcm").write_bytes(corpus_file("SC_rgb.dcm").read_bytes())
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == os.fspath(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    status, out = run(src)
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, {locked: ("unreadable directory", False)},
+                  key_file.read_bytes().strip())
+
+
 @pytest.mark.parametrize("extra, word", [
     (("--profile", "tcia-lik"), "tcia-like"),
     (("--option", "retain-longitudinal-modified-date"), "retain-longitudinal-modified-dates"),
