@@ -506,3 +506,27 @@ def test_folder_named_quarantine_is_read(tmp_path, run, key_file):
     assert status == 0
     sops = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in outputs(out)}
     assert _mapped_sops([moved, *good[1:]], key_file.read_bytes().strip()) <= sops
+
+
+def test_unreadable_file_as_root(tmp_path, run, key_file, capsys, monkeypatch):
+    """A file that cannot be opened (simulated for root): quarantined with the reason, the
+    copy failure noted, the batch goes on."""
+    import builtins
+
+    src = tmp_path / "in"
+    good = _good_files(src)
+    locked = src / "locked.dcm"
+    locked.write_bytes(corpus_file("SC_rgb.dcm").read_bytes())
+    real_open = builtins.open
+
+    def fake_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == os.fspath(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    status, out = run(src)
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, {locked: ("permission denied", False)},
+                  key_file.read_bytes().strip())
