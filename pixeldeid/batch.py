@@ -160,10 +160,30 @@ class Ledger:
     def __init__(self, path: Path, key: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._key = key
-        self._con = sqlite3.connect(path, timeout=60)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("CREATE TABLE IF NOT EXISTS files (src TEXT PRIMARY KEY, sig TEXT, "
-                          "status TEXT, output TEXT, sop TEXT, reason TEXT)")
+        try:
+            self._con = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            # Only a record of finished work: set the damaged file aside and start again
+            # (finished outputs are then found identical, not written twice).
+            aside = path.with_name(path.name + ".damaged")
+            logger.warning("ledger %s is damaged (%s); moved to %s, rebuilding", path, exc, aside)
+            os.replace(path, aside)
+            for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                if extra.exists():
+                    extra.unlink()
+            self._con = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        con = sqlite3.connect(path, timeout=60)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("CREATE TABLE IF NOT EXISTS files (src TEXT PRIMARY KEY, sig TEXT, "
+                        "status TEXT, output TEXT, sop TEXT, reason TEXT)")
+        except sqlite3.DatabaseError:
+            con.close()
+            raise
+        return con
 
     def src_key(self, path: Path) -> str:
         return hmac.new(self._key, str(path.resolve()).encode("utf-8", "surrogateescape"),
@@ -404,7 +424,11 @@ def _prepare_parallel(todo: list[str], config: DeidConfig) -> set[str]:
 
     profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
     prefix = config.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
-    pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
+    try:
+        pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
+    except sqlite3.DatabaseError as exc:
+        raise DeidError(f"pseudonym map is damaged ({exc}); restore it from a backup: it "
+                        f"numbers the patients", str(config.pseudonym_db)) from None
     by_sop: dict[str, list[str]] = {}
     try:
         for p in todo:
