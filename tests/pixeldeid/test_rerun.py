@@ -357,3 +357,30 @@ def test_two_workers_pick_the_same_duplicate(tmp_path, run, capsys):
         results.append({p.name: p.read_bytes() for p in outputs(out)})
     assert len(results[0]) == 17
     assert results[0] == results[1]
+
+
+def test_damaged_ledger_is_rebuilt(inputs, run, capsys):
+    status, out = run(inputs)
+    assert status == 0
+    first = {p.name: p.read_bytes() for p in outputs(out)}
+    ledger = out / ".pixeldeid" / "ledger.sqlite"
+    for p in ledger.parent.glob("ledger.sqlite-*"):
+        p.unlink()
+    ledger.write_bytes(b"this is not a database" * 10)
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    assert status == 0
+    s = _summary(capsys.readouterr().out)
+    assert s["done"] == len(FILES) and s["written"] == 0
+    assert {p.name: p.read_bytes() for p in outputs(out)} == first
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_damaged_pseudonym_map_is_an_error(inputs, run, tmp_path, capsys, jobs):
+    """The pseudonym map numbers the patients: it cannot be rebuilt, so nothing is done."""
+    db = tmp_path / "subjects.sqlite"
+    db.write_bytes(b"this is not a database" * 10)
+    status, out = run(inputs, "--subject-db", str(db), "-j", jobs)
+    assert status == 2
+    assert "pseudonym map is damaged" in capsys.readouterr().err
+    assert outputs(out) == []
