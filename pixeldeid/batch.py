@@ -144,7 +144,7 @@ def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> byt
     kp = out_dir / STATE_DIRNAME / "key"
     if kp.exists():
         return kp.read_bytes().strip()
-    kp.parent.mkdir(parents=True, exist_ok=True)
+    _make_output_dir(kp.parent)
     key = secrets.token_hex(32).encode()
     with atomic_output(kp) as fh:
         fh.write(key + b"\n")
@@ -152,6 +152,13 @@ def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> byt
     logger.warning("no --key-file given: created a new project key in %s; keep it (and keep it "
                    "secret) to give the same patients the same UIDs and pseudonyms later", kp)
     return key
+
+
+def _make_output_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission: a usage error, not a crash
+        raise DeidError(f"cannot create the output folder: {exc.strerror}", str(path)) from None
 
 
 class Ledger:
@@ -310,7 +317,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     out = Path(out_dir)
     sources = list(sources)
     _check_not_inside(sources, out)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_output_dir(out)
     out_resolved = out.resolve()
     remove_stale_temporaries(out)
     state = out / STATE_DIRNAME
