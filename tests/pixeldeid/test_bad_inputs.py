@@ -530,3 +530,18 @@ def test_unreadable_file_as_root(tmp_path, run, key_file, capsys, monkeypatch):
     err = capsys.readouterr().err
     _assert_batch(out, status, err, good, {locked: ("permission denied", False)},
                   key_file.read_bytes().strip())
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+@pytest.mark.parametrize("where", ["is_a_file", "under_a_file"])
+def test_output_folder_that_cannot_be_made(tmp_path, run, capsys, with_key, where):
+    src = tmp_path / "in"
+    _good_files(src)
+    blocker = tmp_path / "release"
+    blocker.write_bytes(b"a file, not a folder")
+    out = blocker if where == "is_a_file" else blocker / "sub"
+    kwargs = {} if with_key else {"key": None}
+    status, _ = run(src, out=out, **kwargs)
+    assert status == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
+    assert blocker.read_bytes() == b"a file, not a folder"
