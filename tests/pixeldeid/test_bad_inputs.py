@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import copy_corpus, corpus_file, outputs, tree_digest
 from PIL import Image
 
 from pixeldeid.uids import UIDMapper
+from tests.pixeldeid.conftest import copy_corpus, corpus_file, outputs, tree_digest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

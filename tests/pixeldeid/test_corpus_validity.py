@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pydicom
 import pytest
-from conftest import CORPUS, corpus_file, dciodvfy_exe, outputs
+
+from tests.pixeldeid.conftest import CORPUS, corpus_file, dciodvfy_exe, outputs
 
 PROFILES = ("basic", "tcia-like")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import OTHER_KEY, copy_corpus, outputs, tree_digest
 
 from pixeldeid.uids import UIDMapper
+from tests.pixeldeid.conftest import OTHER_KEY, copy_corpus, outputs, tree_digest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

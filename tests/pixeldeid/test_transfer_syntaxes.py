@@ -13,9 +13,10 @@ import struct
 import numpy as np
 import pydicom
 import pytest
-from conftest import CORPUS, outputs
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID
+
+from tests.pixeldeid.conftest import CORPUS, outputs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -185,7 +186,7 @@ def test_pixel_data_preserved(corpus_runs, name, profile):
 
 def test_jpeg_metadata_segments_are_removed(tmp_path, run):
     """A JPEG frame with a COM and an EXIF APP1 segment: both go, the image stays."""
-    from conftest import corpus_file
+    from tests.pixeldeid.conftest import corpus_file
 
     ds = pydicom.dcmread(corpus_file("SC_rgb_jpeg_dcmtk.dcm"))
     frame = _frames(ds)[0]
