@@ -17,6 +17,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -396,11 +397,34 @@ def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: 
     parallel = [p for p in todo if p not in shared]
     if parallel:
         chunk = max(1, min(32, len(parallel) // (jobs * 8) or 1))
+        _warm_caches()
         with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                                 initargs=(config, str(out), layout, want_map)) as pool:
+                                 initargs=(config, str(out), layout, want_map),
+                                 mp_context=_mp_context()) as pool:
             yield from pool.map(process_file, parallel, chunksize=chunk)
     # inputs sharing a SOP Instance UID: in input order, so the same one wins as with -j 1
     yield from _serial([p for p in todo if p in shared], config, out, layout, want_map)
+
+
+def _warm_caches() -> None:
+    """Load the PS3.15, IOD and vocabulary tables in the parent, so forked workers share them."""
+    from .iodtypes import warm
+    from .standard import rules, safe_private
+    from .textclean import dicom_vocabulary
+
+    rules()
+    safe_private()
+    dicom_vocabulary()
+    warm()
+
+
+def _mp_context():
+    """``fork`` on Linux (workers start in milliseconds with the warm tables), else default."""
+    import multiprocessing as mp
+
+    if sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods():
+        return mp.get_context("fork")
+    return None
 
 
 def _serial(todo: list[str], config: DeidConfig, out: Path, layout: str,
@@ -462,7 +486,7 @@ def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
     lay = DicomdirLayout(out)
     for f in sorted(staging.glob("*.dcm")):
         try:
-            lay.add(f)
+            lay.add(f, move=True)
         except DeidError as exc:  # one instance that cannot be indexed: quarantine it only
             o = by_output.get(f.relative_to(out).as_posix())
             if o is None:

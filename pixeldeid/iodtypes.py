@@ -17,7 +17,8 @@ _TYPE_OF_RANK = {4: "1", 3: "2", 1: "3"}
 
 
 @cache
-def _iod_types(sop_class_uid: str) -> dict[tuple[str, ...], str] | None:
+def _maps() -> tuple[dict, dict, dict] | None:
+    """highdicom's SOP class -> IOD, IOD -> modules and module -> attributes maps (loaded once)."""
     try:
         from highdicom._standard_utils import (
             get_iod_module_map,
@@ -26,12 +27,20 @@ def _iod_types(sop_class_uid: str) -> dict[tuple[str, ...], str] | None:
         )
     except ImportError:  # pragma: no cover - highdicom is a core dependency
         return None
-    iod = get_sop_class_iod_map().get(sop_class_uid)
+    return get_sop_class_iod_map(), get_iod_module_map(), get_module_attribute_map()
+
+
+@cache
+def _iod_types(sop_class_uid: str) -> dict[tuple[str, ...], str] | None:
+    maps = _maps()
+    if maps is None:
+        return None
+    sop_iod, iod_modules, modules = maps
+    iod = sop_iod.get(sop_class_uid)
     if iod is None:
         return None
-    modules = get_module_attribute_map()
     out: dict[tuple[str, ...], int] = {}
-    for mod in get_iod_module_map().get(iod, []):
+    for mod in iod_modules.get(iod, []):
         for attr in modules.get(mod["key"], []):
             key = (*attr["path"], attr["keyword"])
             rank = _RANK.get(attr["type"], 1)
@@ -51,6 +60,11 @@ def attribute_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> s
     if table is None:
         return None
     return table.get((*path, keyword), "3")
+
+
+def warm() -> None:
+    """Load the tables now (before forking workers, so they share them)."""
+    _maps()
 
 
 def resolve_compound(code: str, attr_type: str | None) -> str:
