@@ -116,7 +116,7 @@ def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
 
 
 def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str = "cpu",
-             qc: bool = False, deidentifier=None,
+             qc: bool = False, deidentifier=None, check_orientation: bool = False,
              progress: Callable[[Iterable], Iterable] | None = None) -> Summary:
     """Run jobs; failures are quarantined and the batch goes on."""
     summary = Summary()
@@ -143,11 +143,12 @@ def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str 
 
             summary.outcomes.extend(deface_dicom_files(
                 job.files, out, modality=modality, device=device, qc_dir=qc_dir,
-                deidentifier=deidentifier))
+                deidentifier=deidentifier, check_orientation=check_orientation))
             continue
         try:
             res = deface_nifti(job.source, job.output, modality=modality, device=device,
-                               qc_dir=qc_dir, hint=job.hint, reference=job.reference)
+                               qc_dir=qc_dir, hint=job.hint, reference=job.reference,
+                               check_orientation=check_orientation)
             summary.outcomes.append(Outcome(str(job.source), str(job.output), metrics=res.metrics))
         except (DeidError, OSError, MemoryError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SRC is a BIDS dataset root: write a defaced BIDS copy")
     parser.add_argument("--qc", action="store_true",
                         help="write PNG renders and JSON metrics per volume to OUT/qc")
+    parser.add_argument("--check-orientation", action="store_true",
+                        help="also register from flipped starts and quarantine heads that fit "
+                             "better upside down or face-to-back (about 2x slower)")
     parser.add_argument("--key-file", metavar="F",
                         help="project key for DICOM UIDs and pseudonyms (created in OUT if absent)")
     parser.add_argument("--profile", default="basic", help="DICOM header profile (default basic)")
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if any(j.kind == "dicom" for j in jobs):
             deid = _deidentifier(args, out)
         summary = run_jobs(jobs, out, modality=args.modality, device=args.device, qc=args.qc,
-                           deidentifier=deid, progress=_progress(len(jobs)))
+                           deidentifier=deid, progress=_progress(len(jobs)),
+                           check_orientation=getattr(args, "check_orientation", False))
     except DeidError as exc:
         print(f"pixeldeid deface: error: {exc}", file=sys.stderr)
         return 2

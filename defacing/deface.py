@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from pixeldeid.errors import DeidError, InputError
 
-from .registration import Registration, affine_plausibility, head_mask
+from .registration import Registration, affine_plausibility, head_mask, orientation_check
 from .template import Template, load_template
 from .volume import (
     array_to_image,
@@ -141,7 +141,7 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
                  template: Template | None = None, reference: np.ndarray | None = None,
                  reference_affine: np.ndarray | None = None,
                  margin_mm: float = BRAIN_MARGIN_MM, path: str | None = None,
-                 hint: str = "") -> DefaceResult:
+                 hint: str = "", check_orientation: bool = False) -> DefaceResult:
     """Deface a 3D or 4D head volume.
 
     Parameters
@@ -168,6 +168,10 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
         Source name for messages.
     hint : str
         Modality hint for ``auto`` (BIDS suffix or DICOM Modality).
+    check_orientation : bool
+        Also register from flipped starts (about twice the time) and quarantine a head
+        that fits the template better upside down or face-to-back: catches some headers
+        whose orientation is wrong (see :func:`defacing.registration.orientation_check`).
 
     Returns
     -------
@@ -218,6 +222,13 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
     quality["registered_on"] = "self" if reference is None else "reference"
 
     _check_quality(quality, path)
+    if check_orientation:
+        oc = orientation_check(fixed, tpl.head, tpl.head_mask)
+        quality["orientation_check"] = oc
+        if oc["worse_than_flip"]:
+            raise RegistrationQualityError(
+                f"registration failed its orientation check: the head fits the template "
+                f"better {oc['worse_than_flip']} (header orientation probably wrong)", path)
 
     # warp masks to the native voxel grid of the data
     native = reference_image(spatial, affine, path)

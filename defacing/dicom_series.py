@@ -217,7 +217,7 @@ def _set_pixels(ds, frames: dict[int, np.ndarray]) -> None:
 
 def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str = "auto",
                   device: str = "cpu", qc_dir: Path | None = None, source: str = "",
-                  reference=None):
+                  reference=None, check_orientation: bool = False):
     """Deface one series and write it to ``OUT/dicom/<new SeriesInstanceUID>/``.
 
     Returns ``(output folder, metrics)``. Raises DeidError/InputError on failure; nothing
@@ -231,7 +231,8 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
         ref_data, ref_aff = reference
     result = deface_array(data, affine, modality=modality, slope=slope, inter=inter,
                           device=device, path=source, hint=hint,
-                          reference=ref_data, reference_affine=ref_aff)
+                          reference=ref_data, reference_affine=ref_aff,
+                          check_orientation=check_orientation)
     # group changed frames per dataset
     per_ds: dict[int, tuple] = {}
     for k, (ds, fi) in enumerate(slices):
@@ -268,7 +269,8 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
 
 
 def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
-                       device: str = "cpu", qc_dir: Path | None = None, deidentifier=None):
+                       device: str = "cpu", qc_dir: Path | None = None, deidentifier=None,
+                       check_orientation: bool = False):
     """Group ``files`` into series and deface each; failures are quarantined per file.
 
     PET series are registered through a CT or MR series of the batch sharing their
@@ -301,7 +303,7 @@ def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
                 ref = (rdata.astype(np.float32) * rs + ri, raff)
             folder, metrics = deface_series(fs, out, deidentifier, modality=modality,
                                             device=device, qc_dir=qc_dir, source=source,
-                                            reference=ref)
+                                            reference=ref, check_orientation=check_orientation)
             outcomes.append(Outcome(source, str(folder), metrics=metrics))
         except (DeidError, OSError, MemoryError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)

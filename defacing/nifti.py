@@ -131,7 +131,8 @@ def surface_threshold(before: np.ndarray, modality: str, slope: float, inter: fl
 
 def deface_nifti(src: str | os.PathLike, dst: str | os.PathLike, *, modality: str = "auto",
                  device: str = "cpu", qc_dir: str | os.PathLike | None = None,
-                 hint: str = "", reference: str | os.PathLike | None = None) -> DefaceResult:
+                 hint: str = "", reference: str | os.PathLike | None = None,
+                 check_orientation: bool = False) -> DefaceResult:
     """Deface one NIfTI file into ``dst`` (the input is never modified).
 
     Parameters
@@ -146,6 +147,8 @@ def deface_nifti(src: str | os.PathLike, dst: str | os.PathLike, *, modality: st
         Modality hint (defaults to the BIDS suffix of the file name).
     reference : path, optional
         NIfTI of the same study and world frame to register instead (PET through its CT/MR).
+    check_orientation : bool
+        See :func:`defacing.deface.deface_array`.
     """
     data, affine, slope, inter, img = read_nifti(src)
     if not (src_hint := hint):
@@ -157,7 +160,8 @@ def deface_nifti(src: str | os.PathLike, dst: str | os.PathLike, *, modality: st
         ref_data = rd.astype(np.float32) * rs + ri
     result = deface_array(data, affine, modality=modality, slope=slope, inter=inter,
                           device=device, path=str(src), hint=src_hint,
-                          reference=ref_data, reference_affine=ref_aff)
+                          reference=ref_data, reference_affine=ref_aff,
+                          check_orientation=check_orientation)
     write_nifti_atomic(dst, result.data, img, slope, inter)
     if qc_dir is not None:
         before, after, removed, protected = qc_arrays(data, affine, result)

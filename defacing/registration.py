@@ -181,3 +181,50 @@ def affine_plausibility(transform: sitk.Transform) -> tuple[float, float]:
         a = np.eye(3)
     s = np.linalg.svd(a, compute_uv=False)
     return float(abs(np.linalg.det(a))), float(s.max() / max(s.min(), 1e-9))
+
+
+#: Rotations (Euler angles, radians) that mimic the commonest header errors: a head
+#: stored upside down (180 deg about left-right) or face-to-back (180 deg about S-I).
+FLIPS = {"upside-down": (np.pi, 0.0, 0.0), "front-back": (0.0, 0.0, np.pi)}
+#: How much better (Mattes MI, lower is better) a flipped start must score to fail.
+FLIP_MARGIN = 0.02
+
+
+def _centroid(image: sitk.Image, mask: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask)[:, ::-1].mean(axis=0)
+    return np.array(image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in idx)))
+
+
+def _similarity_metric(fixed, moving, init, seed: int) -> float:
+    reg = _method(SIM_SHRINK, SIM_SIGMAS, 60, 0.08, seed)
+    reg.SetInitialTransform(init, inPlace=True)
+    reg.Execute(fixed, moving)
+    return float(reg.GetMetricValue())
+
+
+def orientation_check(fixed: sitk.Image, moving: sitk.Image, moving_mask: np.ndarray,
+                      seed: int = 1234) -> dict:
+    """Register from the header's orientation and from flipped starts; return the metrics.
+
+    A head whose header orientation is wrong (stored upside down or face-to-back) fits
+    the template better from a flipped start. Returns ``{"as-stored": m, "upside-down":
+    m, "front-back": m, "worse_than_flip": name or ""}``.
+    """
+    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    fm = head_mask(fixed)
+    if fm.sum() < 100:
+        return {"as-stored": 0.0, "worse_than_flip": ""}
+    cf, cm = _centroid(fixed, fm), _centroid(moving, moving_mask)
+    out = {}
+    for name, angles in (("as-stored", (0.0, 0.0, 0.0)),) + tuple(FLIPS.items()):
+        e = sitk.Euler3DTransform()
+        e.SetRotation(*angles)
+        tx = sitk.Similarity3DTransform()
+        tx.SetCenter(tuple(float(v) for v in cf))
+        tx.SetMatrix(e.GetMatrix())
+        tx.SetTranslation(tuple(float(v) for v in cm - cf))
+        out[name] = round(_similarity_metric(fixed, moving, tx, seed), 4)
+    best = min(FLIPS, key=lambda k: out[k])
+    out["worse_than_flip"] = best if out[best] < out["as-stored"] - FLIP_MARGIN else ""
+    return out

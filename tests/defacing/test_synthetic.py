@@ -176,3 +176,17 @@ def test_thick_anisotropic_slices(synthetic_head, template):
     assert res.metrics["registration"]["head_dice"] > 0.9
     assert res.metrics["face_fraction_removed"] > 0.9
     assert res.metrics["brain_voxels_changed"] == 0
+
+
+def test_orientation_check_quarantines_upside_down_header(synthetic_head):
+    """A head whose voxels are stored upside down under an unchanged affine (a header
+    error) still passes the head-shape check; the opt-in orientation check catches it."""
+    from defacing.deface import RegistrationQualityError
+
+    t1, affine = synthetic_head
+    with pytest.raises(RegistrationQualityError, match="orientation"):
+        deface_array(np.ascontiguousarray(t1[:, :, ::-1]), affine, check_orientation=True)
+    ok = deface_array(t1, affine, check_orientation=True)
+    oc = ok.metrics["registration"]["orientation_check"]
+    assert oc["worse_than_flip"] == ""
+    assert oc["as-stored"] < min(oc["upside-down"], oc["front-back"])
