@@ -166,6 +166,14 @@ def patient_key(ds: Dataset) -> str:
         ds.get("PatientBirthDate", "") or "")
 
 
+def _birth_date_forms(ds: Dataset) -> list[str]:
+    """Patient's Birth Date as written in free text: YYYYMMDD, MM/DD/YYYY, YYYY-MM-DD."""
+    bd = str(ds.get("PatientBirthDate", "") or "")
+    if len(bd) == 8 and bd.isdigit():
+        return [bd, f"{bd[4:6]}/{bd[6:8]}/{bd[:4]}", f"{bd[:4]}-{bd[4:6]}-{bd[6:8]}"]
+    return []
+
+
 def _check_complete(ds: Dataset, path: Path) -> None:
     """Detect truncated files: every raw value must have its declared length."""
     for elem in ds._dict.values():
@@ -239,10 +247,7 @@ class Deidentifier:
                     continue
                 elif v:
                     vals.append(str(v))
-        bd = str(ds.get("PatientBirthDate", "") or "")
-        if len(bd) == 8 and bd.isdigit():
-            vals += [bd, f"{bd[4:6]}/{bd[6:8]}/{bd[:4]}", f"{bd[:4]}-{bd[4:6]}-{bd[6:8]}"]
-        return vals
+        return vals + _birth_date_forms(ds)
 
     def deidentify_dataset(self, ds: Dataset, source: str | None = None) -> Dataset:
         """De-identify ``ds`` in place and return it.
@@ -266,6 +271,10 @@ class Deidentifier:
         pseudonym = self.pseudonyms(original_pid)
         offset = self.offset_for(original_pid)
         id_values = self.identity_values(ds)
+        # With full dates retained, a kept date equal to the birth date (imaging on the day
+        # of birth) is allowed by the profile: the birth date is not a residual-check token.
+        birth_forms = (set(_birth_date_forms(ds)) if "retain-longitudinal-full-dates" in opts
+                       else set())
         tokens = identity_tokens(id_values)
         clean_tokens = tokens
         if any(action_for(t, opts) == "C" for t in CLEANED_TEXT_TAGS) or \
@@ -303,7 +312,8 @@ class Deidentifier:
         self._site(ds, pseudonym)
         ds.file_meta = self._file_meta(ds)
         ds.preamble = b"\x00" * 128
-        self._last_tokens = [t for t in tokens if t != pseudonym and pseudonym not in t]
+        self._last_tokens = [t for t in tokens if t != pseudonym and pseudonym not in t
+                             and t not in birth_forms]
         return ds
 
     def _age(self, ds: Dataset) -> str | None:
