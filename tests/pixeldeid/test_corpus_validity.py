@@ -1,6 +1,6 @@
 """The pydicom test corpus through ``pixeldeid dicom``: every file is cleaned (not
 quarantined) and dicom3tools' ``dciodvfy`` finds no error in the output that the input
-did not already have, under the Basic Profile and under ``tcia-like``."""
+did not already have, under ``basic``, ``tcia-like`` and ``limited-dataset``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.pixeldeid.conftest import CORPUS, corpus_file, dciodvfy_exe, outputs
 
-PROFILES = ("basic", "tcia-like")
+PROFILES = ("basic", "tcia-like", "limited-dataset")
 
 needs_dciodvfy = pytest.mark.skipif(dciodvfy_exe() is None, reason="dciodvfy not installed")
 

@@ -75,7 +75,7 @@ def _walk(ds, depth=0):
                 yield from _walk(item, depth + 1)
 
 
-@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+@pytest.mark.parametrize("profile", ["basic", "tcia-like", "limited-dataset"])
 @pytest.mark.parametrize("name", NAMES)
 def test_output_rereads_in_same_transfer_syntax(corpus_runs, name, profile):
     src, dst = _output(corpus_runs, name, profile)
@@ -89,7 +89,7 @@ def test_output_rereads_in_same_transfer_syntax(corpus_runs, name, profile):
     assert after.SOPInstanceUID != before.SOPInstanceUID
 
 
-@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+@pytest.mark.parametrize("profile", ["basic", "tcia-like", "limited-dataset"])
 @pytest.mark.parametrize("name", NAMES)
 def test_file_meta_regenerated(corpus_runs, name, profile):
     _src, dst = _output(corpus_runs, name, profile)
@@ -107,7 +107,7 @@ def test_file_meta_regenerated(corpus_runs, name, profile):
     assert all(int(e.tag) != 0xFFFCFFFC for e, _ in _walk(ds)), "DataSetTrailingPadding left"
 
 
-@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+@pytest.mark.parametrize("profile", ["basic", "tcia-like", "limited-dataset"])
 @pytest.mark.parametrize("name", NAMES)
 def test_deidentification_recorded(corpus_runs, name, profile):
     _src, dst = _output(corpus_runs, name, profile)
@@ -130,7 +130,7 @@ KEPT = ("SOPClassUID", "Modality", "ImageType", "Rows", "Columns", "BitsAllocate
         "RedPaletteColorLookupTableDescriptor")
 
 
-@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+@pytest.mark.parametrize("profile", ["basic", "tcia-like", "limited-dataset"])
 @pytest.mark.parametrize("name", NAMES)
 def test_kept_values_identical(corpus_runs, name, profile):
     src, dst = _output(corpus_runs, name, profile)
@@ -146,7 +146,7 @@ def test_kept_values_identical(corpus_runs, name, profile):
     assert compared >= 1
 
 
-@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+@pytest.mark.parametrize("profile", ["basic", "tcia-like", "limited-dataset"])
 @pytest.mark.parametrize("name", NAMES)
 def test_pixel_data_preserved(corpus_runs, name, profile):
     src, dst = _output(corpus_runs, name, profile)
