@@ -477,6 +477,7 @@ def _prepare_parallel(todo: list[str], config: DeidConfig) -> set[str]:
 
 
 def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
+    """Build the DICOMDIR file-sets from every staged instance (this run's and earlier runs')."""
     from .layout import DicomdirLayout
 
     staging = out / STATE_DIRNAME / "staging"
@@ -486,7 +487,7 @@ def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
     lay = DicomdirLayout(out)
     for f in sorted(staging.glob("*.dcm")):
         try:
-            lay.add(f, move=True)
+            lay.add(f)  # hard-linked: staging stays complete, so every run rebuilds all
         except DeidError as exc:  # one instance that cannot be indexed: quarantine it only
             o = by_output.get(f.relative_to(out).as_posix())
             if o is None:

@@ -100,9 +100,14 @@ def _run_dicom(args: argparse.Namespace) -> int:
                         export_map=args.export_map,
                         progress=False if args.no_progress else None)
     for o in summary.quarantined:
-        print(f"quarantined: {o.source}: {o.reason}", file=sys.stderr)
+        print(f"quarantined: {printable(o.source)}: {o.reason}", file=sys.stderr)
     print(f"pixeldeid dicom: {summary.line(out)}")
     return summary.exit_status
+
+
+def printable(path: object) -> str:
+    """A path for the terminal: undecodable bytes of a file name shown as ``\\xNN``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _add_profiles(sub: argparse._SubParsersAction) -> None:

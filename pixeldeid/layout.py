@@ -268,6 +268,18 @@ class DicomdirLayout:
                 return path
             except OSError:  # another file system: copy, then remove the source
                 pass
+        else:
+            # a hard link costs no space; atomically replaces what a rerun put there before
+            tmp = path.with_name(f".pixeldeid-tmp-link-{path.name}")
+            try:
+                if path.exists() and os.path.samefile(src, path):
+                    return path  # a rerun: already in place
+                tmp.unlink(missing_ok=True)
+                os.link(src, tmp)
+                os.replace(tmp, path)
+                return path
+            except OSError:  # no hard links here: copy
+                tmp.unlink(missing_ok=True)
         with atomic_output(path) as fh, open(src, "rb") as fin:
             shutil.copyfileobj(fin, fh, 1 << 20)
         if move:
@@ -291,6 +303,9 @@ class DicomdirLayout:
             if not present:
                 continue
             path = self.root / rel / "DICOMDIR"
+            # a fixed File-set UID (pydicom draws a random one), so a rerun writes the same bytes
+            digest = hashlib.sha256(b"pixeldeid-dicomdir\x00" + str(rel).encode()).digest()
+            study.fs.UID = "2.25." + str(int.from_bytes(digest[:16], "big"))
             with atomic_output(path) as fh:
                 # FileSet.write() would impose its own PTxxxxxx/... File IDs; the records
                 # already carry ours, so only the DICOMDIR itself is encoded here

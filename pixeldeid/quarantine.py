@@ -47,7 +47,12 @@ def quarantine(source: str | os.PathLike, out_dir: str | os.PathLike, reason: st
     source = Path(source)
     qdir = Path(out_dir) / QUARANTINE_DIRNAME
     qdir.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(str(source.resolve() if source.exists() else source).encode()).hexdigest()[:16]
+    try:
+        ident = source.resolve() if source.exists() else source
+    except OSError:
+        ident = source
+    # os.fsencode: file names need not be valid UTF-8 (surrogate escapes round-trip)
+    digest = hashlib.sha256(os.fsencode(ident)).hexdigest()[:16]
     suffix = "".join(source.suffixes[-2:]) if source.is_file() else ""
     copy: Path | None = qdir / f"{digest}{suffix}"
     reason_line = " ".join(str(reason).split())
@@ -60,7 +65,8 @@ def quarantine(source: str | os.PathLike, out_dir: str | os.PathLike, reason: st
             copy = None
     else:
         copy = None
-    text = f"source: {source}\nstage: {stage}\nreason: {reason_line}\n"
+    shown = str(source).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = f"source: {shown}\nstage: {stage}\nreason: {reason_line}\n"
     write_bytes_atomic(qdir / f"{digest}.reason.txt", text.encode("utf-8"))
     logger.warning("quarantined %s: %s", source, reason_line)
     return QuarantineRecord(str(source), None if copy is None else str(copy), reason_line)

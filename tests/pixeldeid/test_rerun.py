@@ -303,10 +303,7 @@ def test_rerun_changed_duplicate_keeps_the_other_output(inputs, run, capsys):
 
 @pytest.mark.parametrize("layout", [
     "hierarchy",
-    pytest.param("dicomdir", marks=pytest.mark.xfail(
-        strict=True, reason="pixeldeid/layout.py: each DICOMDIR gets a random Media Storage "
-                            "SOP Instance UID (pydicom FileSet default), so a rerun rewrites it "
-                            "with other bytes")),
+    "dicomdir",
 ])
 def test_rerun_with_layouts(inputs, run, capsys, layout):
     """Reruns in the other layouts: same exit status, the same bytes, nothing written twice."""
