@@ -393,15 +393,16 @@ def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: 
     if jobs <= 1 or len(todo) < 2:
         yield from _serial(todo, config, out, layout, want_map)
         return
-    shared = _prepare_parallel(todo, config)
-    parallel = [p for p in todo if p not in shared]
-    if parallel:
-        chunk = max(1, min(32, len(parallel) // (jobs * 8) or 1))
-        _warm_caches()
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                                 initargs=(config, str(out), layout, want_map),
-                                 mp_context=_mp_context()) as pool:
-            yield from pool.map(process_file, parallel, chunksize=chunk)
+    chunk = max(1, min(32, len(todo) // (jobs * 8) or 1))
+    _open_pseudonyms(config).close()  # a damaged map is a usage error before any worker starts
+    _warm_caches()
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                             initargs=(config, str(out), layout, want_map),
+                             mp_context=_mp_context()) as pool:
+        heads = list(pool.map(_scan_header, todo, chunksize=chunk))
+        shared = _prepare_parallel(todo, heads, config)
+        parallel = [p for p in todo if p not in shared]
+        yield from pool.map(process_file, parallel, chunksize=chunk)
     # inputs sharing a SOP Instance UID: in input order, so the same one wins as with -j 1
     yield from _serial([p for p in todo if p in shared], config, out, layout, want_map)
 
@@ -439,38 +440,52 @@ def _serial(todo: list[str], config: DeidConfig, out: Path, layout: str,
         _WORKER["deid"].close()
 
 
-def _prepare_parallel(todo: list[str], config: DeidConfig) -> set[str]:
-    """Make ``-j N`` give the outputs of ``-j 1``; return the inputs to run in order.
-
-    Pseudonyms are numbered in order of first appearance, so the patients are numbered
-    here in input order (workers would race for the numbers). Inputs that share a SOP
-    Instance UID are returned: which of them is written must not depend on which worker
-    comes first.
-    """
+def _scan_header(path: str) -> tuple[str, str] | None:
+    """(patient key, SOP Instance UID) of an input, or None when unreadable (runs in a worker)."""
     import pydicom
 
     from .api import patient_key
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+            "PatientID", "PatientName", "PatientBirthDate", "SOPInstanceUID"])
+    except Exception:  # noqa: BLE001 - the worker reports unreadable files
+        return None
+    if "SOPInstanceUID" not in ds:
+        return None
+    return patient_key(ds), str(ds.SOPInstanceUID).strip()
+
+
+def _open_pseudonyms(config: DeidConfig):
+    """The run's pseudonym map; a damaged one is a :class:`DeidError` (usage error)."""
     from .profiles import Profile, load_profile
     from .pseudonyms import PseudonymMap
 
     profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
     prefix = config.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
     try:
-        pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
+        return PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
     except sqlite3.DatabaseError as exc:
         raise DeidError(f"pseudonym map is damaged ({exc}); restore it from a backup: it "
                         f"numbers the patients", str(config.pseudonym_db)) from None
+
+
+def _prepare_parallel(todo: list[str], heads: list[tuple[str, str] | None],
+                      config: DeidConfig) -> set[str]:
+    """Make ``-j N`` give the outputs of ``-j 1``; return the inputs to run in order.
+
+    Pseudonyms are numbered in order of first appearance, so the patients are numbered
+    here in input order (workers would race for the numbers), from the headers the
+    workers read (``heads``, one per input). Inputs that share a SOP Instance UID are
+    returned: which of them is written must not depend on which worker comes first.
+    """
+    pseudonyms = _open_pseudonyms(config)
     by_sop: dict[str, list[str]] = {}
     try:
-        for p in todo:
-            try:
-                ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=[
-                    "PatientID", "PatientName", "PatientBirthDate", "SOPInstanceUID"])
-            except Exception:  # noqa: BLE001 - the worker reports unreadable files
-                continue
-            if "SOPInstanceUID" in ds:
-                pseudonyms(patient_key(ds))
-                by_sop.setdefault(str(ds.SOPInstanceUID).strip(), []).append(p)
+        for p, head in zip(todo, heads, strict=True):
+            if head is not None:
+                pseudonyms(head[0])
+                by_sop.setdefault(head[1], []).append(p)
     finally:
         pseudonyms.close()
     return {p for paths in by_sop.values() if len(paths) > 1 for p in paths}
