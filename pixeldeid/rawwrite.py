@@ -19,6 +19,8 @@ from pydicom.filewriter import write_data_element, write_file_meta_info
 #: Explicit VR with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
                       "UV"})
+_SIMPLE_META = frozenset({0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010,
+                          0x00020012, 0x00020013})
 _DELIM_LE = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 _DELIM_BE = struct.pack(">HHL", 0xFFFE, 0xE0DD, 0)
 
@@ -71,12 +73,62 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
             if b is not None:
                 target.append(b)
                 continue
+        elem = ds[tag]
+        if elem.VR == "SQ" and elem.value is not None:
+            target.append(_encode_sequence(elem, little, implicit))
+            continue
         fp = DicomBytesIO()
         fp.is_little_endian = little
         fp.is_implicit_VR = implicit
-        write_data_element(fp, ds[tag])
+        write_data_element(fp, elem)
         target.append(fp.getvalue())
     return parts, bulk
+
+
+def _encode_sequence(elem, little: bool, implicit: bool) -> bytes:
+    """A decoded sequence, with undefined lengths; the items' raw elements are copied."""
+    e = "<" if little else ">"
+    tag = int(elem.tag)
+    if implicit:
+        out = [struct.pack(e + "HHL", tag >> 16, tag & 0xFFFF, 0xFFFFFFFF)]
+    else:
+        out = [struct.pack(e + "HH2sHL", tag >> 16, tag & 0xFFFF, b"SQ", 0, 0xFFFFFFFF)]
+    item_start = struct.pack(e + "HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    item_end = struct.pack(e + "HHL", 0xFFFE, 0xE00D, 0)
+    for item in elem.value:
+        out.append(item_start)
+        out.extend(encode_dataset_parts(item, little, implicit)[0])
+        out.append(item_end)
+    out.append(_DELIM_LE if little else _DELIM_BE)
+    return b"".join(out)
+
+
+def _ui(tag: int, value: str) -> bytes:
+    return _explicit_le(tag, "UI", _even(value.encode("ascii"), b"\x00"))
+
+
+def _even(b: bytes, pad: bytes) -> bytes:
+    return b + pad if len(b) % 2 else b
+
+
+def _explicit_le(tag: int, vr: str, value: bytes) -> bytes:
+    if vr in LONG_VRS:
+        return struct.pack("<HH2sHL", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
+
+
+def encode_file_meta(meta) -> bytes:
+    """File Meta Information of the elements pixeldeid writes (PS3.10 7.1), encoded directly."""
+    body = b"".join([
+        _explicit_le(0x00020001, "OB", b"\x00\x01"),
+        _ui(0x00020002, str(meta.MediaStorageSOPClassUID)),
+        _ui(0x00020003, str(meta.MediaStorageSOPInstanceUID)),
+        _ui(0x00020010, str(meta.TransferSyntaxUID)),
+        _ui(0x00020012, str(meta.ImplementationClassUID)),
+        _explicit_le(0x00020013, "SH", _even(str(meta.ImplementationVersionName).encode("ascii"),
+                                              b" ")),
+    ])
+    return _explicit_le(0x00020000, "UL", struct.pack("<L", len(body))) + body
 
 
 def encode_dataset_body(ds: Dataset, little: bool, implicit: bool) -> bytes:
@@ -94,11 +146,16 @@ def encode_part10(ds: Dataset) -> tuple[bytes, bytes]:
     from pydicom.uid import UID
 
     ts = UID(ds.file_meta.TransferSyntaxUID)
-    meta = DicomBytesIO()
-    meta.is_little_endian = True
-    meta.is_implicit_VR = False
-    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
-    head = (ds.preamble or b"\x00" * 128) + b"DICM" + meta.getvalue()
+    fm = ds.file_meta
+    if set(fm.keys()) <= _SIMPLE_META:
+        meta_bytes = encode_file_meta(fm)
+    else:
+        meta = DicomBytesIO()
+        meta.is_little_endian = True
+        meta.is_implicit_VR = False
+        write_file_meta_info(meta, fm, enforce_standard=True)
+        meta_bytes = meta.getvalue()
+    head = (ds.preamble or b"\x00" * 128) + b"DICM" + meta_bytes
     if ts.is_deflated or not ts.is_transfer_syntax:
         import io
 
