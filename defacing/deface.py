@@ -1,7 +1,7 @@
 """Deface one head volume held in memory (3D or 4D array with a NIfTI affine).
 
-The template's face mask is warped to the subject with an affine registration and its
-voxels are set to background, except inside the warped template brain mask dilated by
+The template's face and ear masks are warped to the subject with an affine registration
+and their voxels are set to background, except inside the warped template brain mask dilated by
 a safety margin: those voxels are never written (the brain guarantee). A registration
 that fails its quality check raises :class:`RegistrationQualityError`.
 """
@@ -234,7 +234,8 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
     native = reference_image(spatial, affine, path)
     face = image_to_array(resample_to(tpl.face, native, reg.transform)) >= 0.5
     protected = image_to_array(resample_to(tpl.protected(margin_mm), native, reg.transform)) > 0.0
-    removed = face & ~protected
+    ears = image_to_array(resample_to(tpl.ears, native, reg.transform)) >= 0.5
+    removed = (face | ears) & ~protected
 
     fill = fill_value(modality, data, slope, inter)
     out = data.copy()
@@ -255,13 +256,15 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
         "protected_voxels": int(protected.sum()),
         "face_region_voxels": int(face.sum()),
         "removed_voxels": int(removed.sum()),
-        "face_fraction_removed": float(removed.sum() / face.sum()) if face.any() else 0.0,
+        "face_fraction_removed": float((removed & face).sum() / face.sum()) if face.any() else 0.0,
+        "ear_region_voxels": int(ears.sum()),
+        "ear_fraction_removed": float((removed & ears).sum() / ears.sum()) if ears.any() else 0.0,
         "face_in_fov": round(min(face_in_fov, 1.0), 4),
         "brain_margin_mm": margin_mm,
         "registration": quality,
         "runtime_s": round(time.perf_counter() - t0, 3),
     }
-    logger.info("%s: removed %d voxels (%.0f%% of face region), brain changes %d, dice %.3f",
+    logger.info("%s: removed %d voxels (%.0f%% of face region), brain changes %d, Dice %.3f",
                 path or "volume", metrics["removed_voxels"],
                 100 * metrics["face_fraction_removed"], changed_brain, quality["head_dice"])
     if changed_brain:  # impossible by construction; fail closed if it ever happens

@@ -35,10 +35,10 @@ def surface_render(vol: np.ndarray, threshold: float, axis: int, spacing: float 
     hit = v.any(axis=axis)
     depth = np.argmax(v, axis=axis).astype(np.float32) * spacing
     depth[~hit] = np.nan
-    gy, gx = np.gradient(np.nan_to_num(depth, nan=np.nanmax(depth) if hit.any() else 0.0))
+    far = float(inside.shape[axis]) * spacing  # fixed scale: before/after renders compare
+    gy, gx = np.gradient(np.nan_to_num(depth, nan=far))
     shade = 1.0 / np.sqrt(1.0 + gx ** 2 + gy ** 2)
-    dmax = np.nanmax(depth) if hit.any() else 1.0
-    img = 0.35 * shade + 0.65 * (1.0 - np.nan_to_num(depth, nan=dmax) / max(dmax, 1e-6))
+    img = 0.35 * shade + 0.65 * (1.0 - np.nan_to_num(depth, nan=far) / far)
     img[~hit] = 0.0
     # remaining two axes: rows = S (up), cols = the other in-plane axis
     img = np.rot90(img)  # (a, z) -> z rows with superior at top after rot90

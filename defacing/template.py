@@ -21,7 +21,7 @@ from pixeldeid.errors import ProfileError
 
 from .volume import array_to_image
 
-FILES = ("head_template.nii.gz", "face_mask.nii.gz", "brain_mask.nii.gz")
+FILES = ("head_template.nii.gz", "face_mask.nii.gz", "brain_mask.nii.gz", "ear_mask.nii.gz")
 
 
 def models_dir() -> Path:
@@ -49,6 +49,8 @@ class Template:
         Face-region coverage (0-1).
     brain : sitk.Image
         Brain coverage (0-1), from the ICBM 2009a MNI152 brain.
+    ears : sitk.Image
+        Ear boxes (0-1), lateral to the skull around each ear.
     head_mask : ndarray
         Binary head mask of ``head`` (``[z, y, x]``).
     face_volume_mm3 : float
@@ -58,6 +60,7 @@ class Template:
     head: sitk.Image
     face: sitk.Image
     brain: sitk.Image
+    ears: sitk.Image
     head_mask: np.ndarray
     face_volume_mm3: float
 
@@ -102,6 +105,7 @@ def load_template(folder: str | None = None) -> Template:
     head = _read(d / FILES[0])
     face = sitk.Cast(_read(d / FILES[1]) / 100.0, sitk.sitkFloat32)
     brain = sitk.Cast(_read(d / FILES[2]) / 100.0, sitk.sitkFloat32)
+    ears = sitk.Cast(_read(d / FILES[3]) / 100.0, sitk.sitkFloat32)
     vox = float(np.prod(face.GetSpacing()))
     face_vol = float((sitk.GetArrayViewFromImage(face) >= 0.5).sum()) * vox
-    return Template(head, face, brain, head_mask(head), face_vol)
+    return Template(head, face, brain, ears, head_mask(head), face_vol)

@@ -10,7 +10,8 @@ Sources (both installed from PyPI, nothing downloaded):
   coordinates onto the template grid (both are in MNI152 space).
 
 Outputs (2 mm canonical grid, LPS-aligned): ``head_template.nii.gz`` (int16),
-``face_mask.nii.gz`` and ``brain_mask.nii.gz`` (uint8 percent coverage 0-100), and
+``face_mask.nii.gz``, ``brain_mask.nii.gz`` and ``ear_mask.nii.gz`` (uint8 percent
+coverage 0-100; the ear boxes are drawn by this script around the template's ears), and
 ``SHA256SUMS``. Run: ``python scripts/build_deface_template.py [--out models/deface]``.
 """
 
@@ -50,6 +51,29 @@ def _save(img: sitk.Image, data: np.ndarray, path: Path) -> None:
     nib.save(out, str(path))
 
 
+#: Box (MNI world mm, RAS) around each ear of the pydeface average head: lateral to the
+#: skull, from behind the ear canal to the front of the tragus, lobe to helix top. Read off
+#: the template's side surface render (QC render of this script's output).
+EAR_LATERAL_MM = 62.0
+EAR_Y_MM = (-48.0, 12.0)
+EAR_Z_MM = (-78.0, -5.0)
+
+
+def _ear_mask(grid: sitk.Image) -> sitk.Image:
+    """Ear boxes (1 inside, 0 outside) on the template grid."""
+    size = np.array(grid.GetSize())
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), -1).reshape(-1, 3)
+    d = np.array(grid.GetDirection()).reshape(3, 3)
+    pts = np.array(grid.GetOrigin()) + (idx * np.array(grid.GetSpacing())) @ d.T
+    x, y, z = -pts[:, 0], -pts[:, 1], pts[:, 2]  # LPS -> RAS
+    m = ((np.abs(x) >= EAR_LATERAL_MM) & (y >= EAR_Y_MM[0]) & (y <= EAR_Y_MM[1])
+         & (z >= EAR_Z_MM[0]) & (z <= EAR_Z_MM[1]))
+    arr = m.reshape(tuple(size)).astype(np.float32)  # x, y, z
+    img = sitk.GetImageFromArray(np.transpose(arr, (2, 1, 0)))
+    img.CopyInformation(grid)
+    return img
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "models" / "deface"))
@@ -87,14 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     # onto the scalp), so the world placement is kept.
     brain2 = resample_to(sitk.SmoothingRecursiveGaussian(brain_img, [0.85] * 3), grid)
 
+    ears2 = _ear_mask(head2)
+
     h = image_to_array(head2)
     h = np.clip(np.round(h / max(h.max(), 1e-6) * 1000.0), 0, 1000).astype(np.int16)
     _save(head2, h, out / "head_template.nii.gz")
-    for img, name in ((face2, "face_mask.nii.gz"), (brain2, "brain_mask.nii.gz")):
+    for img, name in ((face2, "face_mask.nii.gz"), (brain2, "brain_mask.nii.gz"),
+                      (ears2, "ear_mask.nii.gz")):
         a = np.clip(np.round(image_to_array(img) * 100.0), 0, 100).astype(np.uint8)
         _save(img, a, out / name)
     lines = []
-    for name in ("head_template.nii.gz", "face_mask.nii.gz", "brain_mask.nii.gz"):
+    for name in ("head_template.nii.gz", "face_mask.nii.gz", "brain_mask.nii.gz",
+                 "ear_mask.nii.gz"):
         digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
         lines.append(f"{digest}  {name}\n")
         print(f"{name}: {os.path.getsize(out / name)} bytes")
