@@ -132,6 +132,24 @@ def _broken_link_reason(link: Path) -> str:
 
 
 # -- key and ledger ---------------------------------------------------------------------
+KEY_ID_NAME = "key-id"
+
+
+def check_key(out_dir: Path, key: bytes) -> None:
+    """Refuse another project key on an output folder written with one (new UIDs and
+    pseudonyms would sit beside the old ones: every instance twice)."""
+    kid = hmac.new(key, b"pixeldeid output folder key id", hashlib.sha256).hexdigest()
+    p = out_dir / STATE_DIRNAME / KEY_ID_NAME
+    if p.exists():
+        if p.read_text(encoding="ascii", errors="replace").strip() != kid:
+            raise DeidError("this output folder was written with another project key; give "
+                            "the same --key-file, or another output folder", str(out_dir))
+        return
+    _make_output_dir(p.parent)
+    with atomic_output(p) as fh:
+        fh.write(kid.encode() + b"\n")
+
+
 def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> bytes:
     """Read the project key, or create one in ``OUT/.pixeldeid/key`` (mode 0600)."""
     if key_file:
@@ -145,6 +163,10 @@ def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> byt
     kp = out_dir / STATE_DIRNAME / "key"
     if kp.exists():
         return kp.read_bytes().strip()
+    if (out_dir / STATE_DIRNAME / KEY_ID_NAME).exists():
+        raise DeidError("this output folder was written with a --key-file; give the same "
+                        "--key-file again (a new key would duplicate every instance)",
+                        str(out_dir))
     _make_output_dir(kp.parent)
     key = secrets.token_hex(32).encode()
     with atomic_output(kp) as fh:
@@ -322,6 +344,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     out_resolved = out.resolve()
     remove_stale_temporaries(out)
     state = out / STATE_DIRNAME
+    check_key(out, config.key)
     if config.pseudonym_db is None:
         config.pseudonym_db = state / "subjects.sqlite"
     ledger = Ledger(state / "ledger.sqlite", config.key)
