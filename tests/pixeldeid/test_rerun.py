@@ -381,3 +381,22 @@ def test_damaged_pseudonym_map_is_an_error(inputs, run, tmp_path, capsys, jobs):
     assert status == 2
     assert "pseudonym map is damaged" in capsys.readouterr().err
     assert outputs(out) == []
+
+
+def test_other_key_on_the_same_output_folder_is_refused(inputs, run, tmp_path, capsys):
+    """Another key (or none, which would generate one) would write every instance again
+    under new UIDs and pseudonyms beside the first ones: refused, nothing written."""
+    status, out = run(inputs)
+    assert status == 0
+    before = tree_digest(out)
+    other = tmp_path / "other.key"
+    other.write_bytes(OTHER_KEY)
+    for key in (other, None):
+        capsys.readouterr()
+        status, _ = run(inputs, out=out, key=key)
+        assert status == 2
+        assert "key" in capsys.readouterr().err
+        assert tree_digest(out) == before
+    status, _ = run(inputs, out=out)  # the right key again: all done
+    assert status == 0
+    assert len(outputs(out)) == len(FILES)
