@@ -150,6 +150,44 @@ def check_key(out_dir: Path, key: bytes) -> None:
         fh.write(kid.encode() + b"\n")
 
 
+SETTINGS_ID_NAME = "settings-id"
+
+
+def check_settings(out_dir: Path, config: DeidConfig, layout: str) -> None:
+    """Refuse other output-changing settings on an output folder written before.
+
+    A rerun skips finished inputs: with another profile, options, date offset, site or
+    layout its outputs would silently stay as the first settings made them (a stricter
+    profile asked for and not applied). Subject/UID maps may grow between batches and
+    are not part of the check.
+    """
+    import json
+    from dataclasses import asdict
+
+    from .profiles import Profile, load_profile
+
+    prof = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
+    prof = prof.with_options(config.options)
+    desc = {"options": sorted(prof.options),
+            "private_allowlist": sorted(map(repr, prof.private_allowlist)),
+            "prefix": config.pseudonym_prefix or prof.pseudonym_prefix,
+            "date_offset": [config.date_offset_days, config.date_offset_seconds],
+            "site": asdict(config.site), "strip_jpeg_metadata": config.strip_jpeg_metadata,
+            "residual_check": config.residual_check, "layout": layout}
+    sid = hmac.new(config.key, json.dumps(desc, sort_keys=True).encode(),
+                   hashlib.sha256).hexdigest()
+    p = out_dir / STATE_DIRNAME / SETTINGS_ID_NAME
+    if p.exists():
+        if p.read_text(encoding="ascii", errors="replace").strip() != sid:
+            raise DeidError("this output folder was written with other settings (profile, "
+                            "options, date offset, site or layout); rerun with the same "
+                            "settings, or use another output folder", str(out_dir))
+        return
+    _make_output_dir(p.parent)
+    with atomic_output(p) as fh:
+        fh.write(sid.encode() + b"\n")
+
+
 def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> bytes:
     """Read the project key, or create one in ``OUT/.pixeldeid/key`` (mode 0600)."""
     if key_file:
@@ -345,6 +383,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     remove_stale_temporaries(out)
     state = out / STATE_DIRNAME
     check_key(out, config.key)
+    check_settings(out, config, layout)
     if config.pseudonym_db is None:
         config.pseudonym_db = state / "subjects.sqlite"
     ledger = Ledger(state / "ledger.sqlite", config.key)
