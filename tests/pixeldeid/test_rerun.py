@@ -400,3 +400,36 @@ def test_other_key_on_the_same_output_folder_is_refused(inputs, run, tmp_path, c
     status, _ = run(inputs, out=out)  # the right key again: all done
     assert status == 0
     assert len(outputs(out)) == len(FILES)
+
+
+@pytest.mark.parametrize("first, then", [
+    (("--profile", "tcia-like"), ("--profile", "basic")),        # stricter asked, not applied
+    (("--profile", "basic"), ("--option", "retain-uids")),
+    (("--layout", "flat"), ("--layout", "hierarchy")),
+    ((), ("--date-offset", "-400")),
+])
+def test_other_settings_on_the_same_output_folder_are_refused(inputs, run, capsys, first, then):
+    """A rerun skips finished inputs, so other settings would silently not be applied."""
+    status, out = run(inputs, *first)
+    assert status == 0
+    before = tree_digest(out)
+    capsys.readouterr()
+    status, _ = run(inputs, *then, out=out)
+    assert status == 2
+    assert "other settings" in capsys.readouterr().err
+    assert tree_digest(out) == before
+    status, _ = run(inputs, *first, out=out)  # the same settings again: all done
+    assert status == 0
+
+
+def test_equivalent_settings_are_the_same_settings(inputs, run, capsys):
+    """tcia-like and basic with tcia-like's options resolve to the same options."""
+    status, out = run(inputs, "--profile", "tcia-like")
+    assert status == 0
+    from pixeldeid.profiles import load_profile
+
+    opts = [a for o in sorted(load_profile("tcia-like").options) for a in ("--option", o)]
+    capsys.readouterr()
+    status, _ = run(inputs, "--profile", "basic", *opts, out=out)
+    assert status == 0
+    assert _summary(capsys.readouterr().out)["done"] == len(FILES)
