@@ -337,7 +337,15 @@ def process_file(path: str) -> FileOutcome:
     deid: Deidentifier = _WORKER["deid"]
     out: Path = _WORKER["out"]
     try:
-        ds = read_dicom(path)
+        try:
+            ds = read_dicom(path)
+        except InputError:
+            # the -j N pre-pass numbers every patient with a readable header; do the same
+            # here so -j 1 numbers patients alike when such a file is damaged further on
+            head = _scan_header(path)
+            if head is not None:
+                deid.pseudonyms(head[0])
+            raise
         original = {"patient": str(ds.get("PatientID", "") or "")}
         deid.deidentify_dataset(ds, source=path)
         data, _removed = deid.encode(ds, source=path)
