@@ -433,3 +433,19 @@ def test_equivalent_settings_are_the_same_settings(inputs, run, capsys):
     status, _ = run(inputs, "--profile", "basic", *opts, out=out)
     assert status == 0
     assert _summary(capsys.readouterr().out)["done"] == len(FILES)
+
+
+def test_two_workers_number_patients_alike_around_a_damaged_file(inputs, run, capsys):
+    """A damaged file (readable header, pixels cut) of a new patient first in the batch:
+    -j 1 and -j 2 give the same pseudonyms, so the same bytes."""
+    raw = (inputs / "MR_small.dcm").read_bytes()
+    (inputs / "MR_small.dcm").unlink()
+    (inputs / "a_damaged.dcm").write_bytes(raw[: len(raw) - 3000])
+    results = []
+    for jobs in ("1", "2"):
+        status, out = run(inputs, "-j", jobs)
+        assert status == 1
+        assert "a_damaged.dcm" in capsys.readouterr().err
+        results.append({p.name: p.read_bytes() for p in outputs(out)})
+    assert len(results[0]) == len(FILES) - 1
+    assert results[0] == results[1]
