@@ -55,8 +55,8 @@ def _save(img: sitk.Image, data: np.ndarray, path: Path) -> None:
 #: skull, from behind the ear canal to the front of the tragus, lobe to helix top. Read off
 #: the template's side surface render (QC render of this script's output).
 EAR_LATERAL_MM = 62.0
-EAR_Y_MM = (-48.0, 12.0)
-EAR_Z_MM = (-78.0, -5.0)
+EAR_Y_MM = (-55.0, 16.0)
+EAR_Z_MM = (-80.0, 8.0)
 
 
 def _ear_mask(grid: sitk.Image) -> sitk.Image:
