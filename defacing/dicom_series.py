@@ -12,6 +12,7 @@ written Explicit VR Little Endian and the change is logged.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pixeldeid.errors import DeidError, InputError
 from pixeldeid.quarantine import quarantine
 
-from .deface import deface_array
+from .deface import deface_array, fill_value
 from .volume import RAS2LPS
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def load_series(files: list[Path], source: str = ""):
         NIfTI-style RAS affine.
     slices : list of (dataset, frame index)
         Where each slice came from, in volume order.
-    slope, inter : float
+    slope, inter : float or ndarray
+        Rescale to real units; arrays with one value per slice when it varies.
     """
     items = []
     for f in files:
@@ -131,8 +133,6 @@ def load_series(files: list[Path], source: str = ""):
             raise InputError("mixed series: slices differ in orientation", source)
         if np.max(np.abs(np.array(_pixel_spacing(ds)) - ps0)) > 1e-4:
             raise InputError("mixed series: slices differ in pixel spacing", source)
-        if _rescale(ds) != resc0:
-            raise InputError("rescale slope/intercept varies between slices", source)
     normal = np.cross(ori0[:3], ori0[3:])
     items.sort(key=lambda it: float(np.dot(it[3], normal)))
     d = np.array([float(np.dot(it[3], normal)) for it in items])
@@ -170,7 +170,11 @@ def load_series(files: list[Path], source: str = ""):
         if vol is None:
             vol = np.empty((cols, rows, len(items)), dtype=arr.dtype)
         vol[:, :, k] = arr[fi].T
-    return vol, affine, [(it[0], it[1]) for it in items], resc0[0], resc0[1]
+    rescales = np.array([_rescale(it[0]) for it in items])
+    if np.all(rescales == rescales[0]):
+        return vol, affine, [(it[0], it[1]) for it in items], resc0[0], resc0[1]
+    # per-slice scaling (common in PET): slope and intercept per slice (last axis)
+    return vol, affine, [(it[0], it[1]) for it in items], rescales[:, 0], rescales[:, 1]
 
 
 def _derived(ds) -> None:
@@ -202,6 +206,9 @@ def _set_pixels(ds, frames: dict[int, np.ndarray]) -> None:
     for fi, sl in frames.items():
         arr[fi] = sl
     arr = arr[0] if n == 1 else arr
+    if not ts.is_little_endian:  # native bytes below are little endian
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ts = ds.file_meta.TransferSyntaxUID
     if ts.is_compressed:
         try:
             ds.compress(ts, arr, generate_instance_uid=False)
@@ -229,10 +236,24 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
     ref_data = ref_aff = None
     if reference is not None:
         ref_data, ref_aff = reference
-    result = deface_array(data, affine, modality=modality, slope=slope, inter=inter,
-                          device=device, path=source, hint=hint,
-                          reference=ref_data, reference_affine=ref_aff,
-                          check_orientation=check_orientation)
+    per_slice = np.ndim(slope) > 0
+    if per_slice:  # register and mask on real values, fill each slice in its own units
+        real = data.astype(np.float32) * slope.astype(np.float32) + inter.astype(np.float32)
+        result = deface_array(real, affine, modality=modality, device=device, path=source,
+                              hint=hint, reference=ref_data, reference_affine=ref_aff,
+                              check_orientation=check_orientation)
+        filled = data.copy()
+        mod = result.metrics["modality"]
+        for k in range(data.shape[2]):
+            filled[:, :, k][result.removed[:, :, k]] = fill_value(
+                mod, data[:, :, k], float(slope[k]), float(inter[k]))
+        result.data = filled
+        result.metrics["fill_stored"] = "per slice"
+    else:
+        result = deface_array(data, affine, modality=modality, slope=slope, inter=inter,
+                              device=device, path=source, hint=hint,
+                              reference=ref_data, reference_affine=ref_aff,
+                              check_orientation=check_orientation)
     # group changed frames per dataset
     per_ds: dict[int, tuple] = {}
     for k, (ds, fi) in enumerate(slices):
@@ -261,8 +282,14 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
         from .nifti import qc_arrays, surface_threshold
         from .qc import write_qc
 
-        before, after, removed, protected = qc_arrays(data, affine, result)
-        thr = surface_threshold(before, result.metrics["modality"], slope, inter)
+        if per_slice:  # render real values
+            after_real = result.data.astype(np.float32) * slope + inter
+            qc_res = dataclasses.replace(result, data=after_real)
+            before, after, removed, protected = qc_arrays(real, affine, qc_res)
+            thr = surface_threshold(before, result.metrics["modality"], 1.0, 0.0)
+        else:
+            before, after, removed, protected = qc_arrays(data, affine, result)
+            thr = surface_threshold(before, result.metrics["modality"], slope, inter)
         write_qc(Path(qc_dir) / f"dicom_{series_uid}", before, after, removed, protected, thr,
                  result.metrics)
     return final, result.metrics

@@ -159,7 +159,11 @@ def _fake_pet_series(src: Path, dst: Path) -> None:
         ds = pydicom.dcmread(f)
         a = ds.pixel_array.astype(np.float32)
         small = a.reshape(128, 4, 128, 4).mean(axis=(1, 3))
-        pet = np.where(small > 60, 1000, 20).astype(np.uint16)
+        k = int(ds.InstanceNumber)
+        slope = 0.5 + (k % 7) * 0.25  # per-slice scaling, as PET scanners write it
+        pet = np.round(np.where(small > 60, 1000.0, 20.0) / slope).astype(np.uint16)
+        ds.RescaleSlope = f"{slope:g}"
+        ds.RescaleIntercept = "0"
         ds.Rows, ds.Columns = 128, 128
         ds.PixelSpacing = [float(v) * 4 for v in ds.PixelSpacing]
         ps = float(ds.PixelSpacing[0])
@@ -197,7 +201,11 @@ def test_pet_registered_through_mr_of_same_frame_of_reference(tmp_path):
     mr_after, *_ = load_series(sorted(by_mod["MR"].glob("*.dcm")))
     pet_changed = np.argwhere(pet_before != pet_after)
     assert len(pet_changed) > 500
-    assert np.all(pet_after[pet_before != pet_after] == pet_before.min())  # background
+    # background fill: the lowest real value of each slice (20 here, per-slice units)
+    _, _, _, slopes, _ = load_series(sorted((study / "pet").glob("*.dcm")))
+    assert np.ndim(slopes) == 1 and len(set(slopes.tolist())) > 1
+    real_after = pet_after * slopes
+    assert np.allclose(real_after[pet_before != pet_after], 20.0, atol=1.0)
     # the PET voxels removed lie where the MR was defaced (same world frame)
     xyz = pet_changed @ aff_p[:3, :3].T + aff_p[:3, 3]
     ijk = np.round((xyz - aff_m[:3, 3]) @ np.linalg.inv(aff_m[:3, :3]).T).astype(int)
