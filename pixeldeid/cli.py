@@ -102,6 +102,10 @@ def _run_dicom(args: argparse.Namespace) -> int:
     for o in summary.quarantined:
         print(f"quarantined: {printable(o.source)}: {o.reason}", file=sys.stderr)
     print(f"pixeldeid dicom: {summary.line(out)}")
+    if not summary.all:
+        print("pixeldeid: error: no input files found under "
+              f"{', '.join(printable(s) for s in args.sources)}", file=sys.stderr)
+        return 2
     return summary.exit_status
 
 

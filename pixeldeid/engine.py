@@ -36,6 +36,10 @@ COMPOUND = frozenset({"X/Z", "X/D", "X/Z/D", "Z/D", "X/Z/U*"})
 
 TRAILING_PADDING = 0xFFFCFFFC
 
+#: Free-text attributes that must keep a value when cleaning empties them (Type 1 in
+#: their usual place: SR TEXT content items, text objects of presentation states).
+NONEMPTY_TEXT = frozenset({"TextValue", "UnformattedTextValue"})
+
 #: Attributes of code sequence items: coded, not free text; kept in every mode.
 CODE_KEYWORDS = frozenset({
     "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning",
@@ -253,8 +257,11 @@ class Walker:
                 raise DeidError(f"no date offset to clean {elem.keyword or tag}")
             self._shift(ds, tag, vr, done)
         elif vr in TEXT_VRS:
-            vals = [clean_text(v, self.ctx.tokens) for v in _values(elem)]
-            _set_values(elem, [v for v in vals])
+            old = _values(elem)
+            vals = [clean_text(v, self.ctx.tokens) for v in old]
+            if old and not any(vals) and elem.keyword in NONEMPTY_TEXT:
+                vals = ["REMOVED"]  # Type 1 (e.g. SR TEXT content): a value must remain
+            _set_values(elem, vals)
         elif vr == "PN":
             elem.value = dummy_value("PN", elem.value) if elem.value else None
         elif vr == "UI":
