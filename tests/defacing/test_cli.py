@@ -13,6 +13,8 @@ import pytest
 from defacing import cli
 from tests.defacing.conftest import save_nifti
 
+pytestmark = pytest.mark.slow
+
 
 def _run(args):
     p = argparse.ArgumentParser()

@@ -41,6 +41,7 @@ def reference_case(template):
     return data, affine, res, fixed, reg
 
 
+@pytest.mark.slow
 def test_all_48_give_same_registration_image_and_mask_geometry(reference_case, template):
     """Registration input is orientation independent; a transform maps to the same voxels."""
     _, ras_affine, _, fixed_ras, reg = reference_case

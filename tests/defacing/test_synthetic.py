@@ -32,6 +32,7 @@ def ct_case(synthetic_head):
     return stored, affine, deface_array(stored, affine, slope=1.0, inter=-1024.0)
 
 
+@pytest.mark.slow
 def test_ct_is_detected_and_filled_with_air_in_stored_units(ct_case):
     stored, affine, res = ct_case
     assert res.metrics["modality"] == "ct"
@@ -44,6 +45,7 @@ def test_ct_is_detected_and_filled_with_air_in_stored_units(ct_case):
     assert hu_after[res.removed].max() == -1000.0
 
 
+@pytest.mark.slow
 def test_ct_never_changes_protected_voxels(ct_case):
     stored, _, res = ct_case
     assert res.metrics["brain_voxels_changed"] == 0
@@ -69,6 +71,7 @@ def test_guess_modality_from_hints_and_values(synthetic_head):
     assert guess_modality(pseudo_ct(t1)) == "ct"
 
 
+@pytest.mark.slow
 def test_registration_recovers_known_motion(synthetic_head, template):
     """Face mask warped with the estimated transform matches the one warped with the truth."""
     t1, affine = synthetic_head
@@ -87,6 +90,7 @@ def test_registration_recovers_known_motion(synthetic_head, template):
     assert abs(res.metrics["registration"]["volume_scale"] - 1.0) < 0.1
 
 
+@pytest.mark.slow
 def test_pet_fills_background_and_4d_uses_one_mask(synthetic_head):
     t1, affine = synthetic_head
     pet = ndimage.gaussian_filter(t1, 2.0).astype(np.float32) / 100.0 + 0.5  # background 0.5
@@ -101,6 +105,7 @@ def test_pet_fills_background_and_4d_uses_one_mask(synthetic_head):
     assert res.metrics["brain_voxels_changed"] == 0
 
 
+@pytest.mark.slow
 def test_pet_registers_through_reference(synthetic_head):
     t1, affine = synthetic_head
     pet = np.full(t1.shape, 0.1, np.float32)  # flat PET: cannot be registered on its own
@@ -111,6 +116,7 @@ def test_pet_registers_through_reference(synthetic_head):
     assert agree > 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("angle", [-20.0, 25.0])
 def test_tilted_heads_are_defaced(angle):
     t1, affine = moved_template_head(angle_deg=angle, shift=(0.0, 5.0, -5.0))
@@ -127,6 +133,7 @@ def _crop(data, affine, axis, k):
     return data[tuple(sl)], a2, tuple(sl)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis, frac", [(1, 0.2), (2, 0.35)])
 def test_partial_coverage_removes_the_face_part_in_view(synthetic_head, axis, frac):
     """Face partly out of the field of view (front or chin cut): the part in view goes."""
@@ -160,6 +167,7 @@ def test_sheared_nan_and_tiny_inputs_rejected(synthetic_head):
         deface_array(np.ones_like(t1), affine)
 
 
+@pytest.mark.slow
 def test_thick_anisotropic_slices(synthetic_head, template):
     """5 mm axial slices with 1.25 mm in-plane voxels (a clinical thick-slice scan)."""
     t1, affine = synthetic_head
@@ -178,6 +186,7 @@ def test_thick_anisotropic_slices(synthetic_head, template):
     assert res.metrics["brain_voxels_changed"] == 0
 
 
+@pytest.mark.slow
 def test_orientation_check_quarantines_upside_down_header(synthetic_head):
     """A head whose voxels are stored upside down under an unchanged affine (a header
     error) still passes the head-shape check; the opt-in orientation check catches it."""
