@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 
 import nibabel as nib
@@ -35,7 +36,10 @@ def batch(tmp_path_factory, synthetic_head):
     (src / "corrupt.nii.gz").write_bytes(blob)
     (src / "notes.txt").write_text("hello")
     out = tmp_path_factory.mktemp("out")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()}
     status = _run([src, "-o", out, "--qc", "--device", "cpu"])
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()}
+    assert before == after  # inputs never modified, nothing added beside them
     return src, out, status
 
 
@@ -78,11 +82,13 @@ def test_summary_line_and_usage_error(batch, capsys, tmp_path):
     assert "0 defaced, 1 quarantined of 1 inputs" in captured.out
 
 
-def test_input_never_modified(batch):
-    src, _, _ = batch
-    # the module fixture ran the whole batch; the inputs are still what was written
-    assert (src / "notes.txt").read_text() == "hello"
-    nib.load(str(src / "sub-01_T1w.nii.gz")).get_fdata()
+def test_no_temporaries_left_and_outputs_readable(batch):
+    _, out, _ = batch
+    assert not [p for p in out.rglob("*") if p.name.startswith(".pixeldeid-tmp-")]
+    outputs = [p for p in out.rglob("*.nii.gz") if "quarantine" not in p.parts]
+    assert len(outputs) == 1
+    for p in outputs:
+        nib.load(str(p)).get_fdata()
 
 
 def test_cuda_without_device_is_usage_error(tmp_path, monkeypatch):

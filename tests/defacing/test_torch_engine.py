@@ -21,8 +21,8 @@ def test_engine_registry():
 
 @pytest.mark.slow
 def test_torch_engine_matches_simpleitk(synthetic_head):
+    torch = pytest.importorskip("torch")
     pytest.importorskip("monai")
-    import torch
 
     dev = "cuda" if torch.cuda.is_available() else "torch-cpu"
     t1, affine = synthetic_head
