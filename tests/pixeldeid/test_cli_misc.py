@@ -44,3 +44,64 @@ def test_profiles_command_lists_options(capsys):
     assert main(["profiles"]) == 0
     out = capsys.readouterr().out
     assert "retain-longitudinal-modified-dates" in out and "tcia-like" in out
+
+
+def _pet() -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.128"  # PET Image Storage
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.99.8"
+    ds.PatientID = "PET77"
+    ds.PatientName = "Quillon^Ada"
+    ds.SeriesDate, ds.SeriesTime = "20240305", "231500"
+    ds.AcquisitionDate, ds.AcquisitionTime = "20240306", "000500"
+    item = Dataset()
+    item.RadiopharmaceuticalStartTime = "223000"
+    item.RadiopharmaceuticalStartDateTime = "20240305223000"
+    ds.RadiopharmaceuticalInformationSequence = Sequence([item])
+    return ds
+
+
+def _seconds(date: str, time: str) -> int:
+    import datetime as dt
+
+    return int(dt.datetime.strptime(date + time[:6], "%Y%m%d%H%M%S").timestamp())
+
+
+def test_pet_intervals_survive_a_shift_across_midnight():
+    ds = _pet()
+    deid = Deidentifier(DeidConfig(options=("retain-longitudinal-modified-dates",),
+                                   key=b"0123456789abcdef-key", date_offset_days=-400,
+                                   date_offset_seconds=3 * 3600))
+    deid.deidentify_dataset(ds)
+    item = ds.RadiopharmaceuticalInformationSequence[0]
+    # Series 23:15 -> 02:15 next day; acquisition 00:05 -> 03:05; injection 22:30 -> 01:30
+    assert ds.SeriesTime == "021500" and ds.AcquisitionTime == "030500"
+    assert item.RadiopharmaceuticalStartTime == "013000"
+    series = _seconds(ds.SeriesDate, ds.SeriesTime)
+    acq = _seconds(ds.AcquisitionDate, ds.AcquisitionTime)
+    inj = _seconds(item.RadiopharmaceuticalStartDateTime[:8], item.RadiopharmaceuticalStartDateTime[8:])
+    assert acq - series == 50 * 60  # interval across the original midnight kept
+    assert series - inj == 45 * 60  # injection to series start kept (DT and TM agree)
+    import datetime as dt
+
+    expected = dt.datetime(2024, 3, 5, 23, 15) + dt.timedelta(days=-400, hours=3)
+    assert ds.SeriesDate == expected.strftime("%Y%m%d")  # the carried day included
+
+
+def test_site_and_trial_fields(tmp_path: Path, key_file: Path):
+    import pydicom
+    from corpus import make_ct_series
+
+    make_ct_series(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert main(["-q", "dicom", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key_file),
+                 "--site-id", "07", "--site-name", "Site 07", "--trial-sponsor", "ACME",
+                 "--trial-protocol-id", "P-1", "--time-point", "BASELINE", "--prefix", "TRIAL",
+                 "--no-progress"]) == 0
+    ds = pydicom.dcmread(next(out.glob("*.dcm")))
+    assert ds.InstitutionName == "Site 07"
+    assert ds.ClinicalTrialSiteID == "07" and ds.ClinicalTrialSponsorName == "ACME"
+    assert ds.ClinicalTrialProtocolID == "P-1" and ds.ClinicalTrialTimePointID == "BASELINE"
+    assert ds.ClinicalTrialSubjectID == ds.PatientID == "TRIAL_001"
