@@ -74,18 +74,22 @@ def clean_header(img) -> nib.Nifti1Header:
 
 def write_nifti_atomic(path: str | os.PathLike, data: np.ndarray, like, slope: float,
                        inter: float) -> Path:
-    """Write ``data`` (stored units of ``like``) to ``path`` atomically, same dtype and scaling
-    meaning as the source image ``like``."""
+    """Write stored values ``data`` to ``path`` atomically with the header of ``like``.
+
+    The on-disk dtype, slope and intercept of the source are kept exactly (nibabel would
+    rescale float data to a new slope), so unchanged voxels keep their exact values.
+    """
+    from nibabel.openers import ImageOpener
+    from nibabel.volumeutils import array_to_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     hdr = clean_header(like)
-    if (slope, inter) != (1.0, 0.0):
-        values = data.astype(np.float64) * slope + inter
-    else:
-        values = data
-    cls = type(like)
-    out = cls(values, like.affine, hdr)
-    out.set_data_dtype(like.get_data_dtype())
+    dtype = like.get_data_dtype()
+    hdr.set_data_shape(data.shape)
+    hdr.set_data_dtype(dtype)
+    hdr.set_slope_inter(slope, inter)
+    hdr.set_data_offset(hdr.single_vox_offset)
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -93,7 +97,10 @@ def write_nifti_atomic(path: str | os.PathLike, data: np.ndarray, like, slope: f
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        nib.save(out, tmp)
+        with ImageOpener(tmp, "wb") as fh:
+            hdr.write_to(fh)
+            array_to_file(np.asarray(data, dtype=dtype), fh, dtype,
+                          offset=hdr.get_data_offset())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

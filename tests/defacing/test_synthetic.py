@@ -199,3 +199,24 @@ def test_orientation_check_quarantines_upside_down_header(synthetic_head):
     oc = ok.metrics["registration"]["orientation_check"]
     assert oc["worse_than_flip"] == ""
     assert oc["as-stored"] < min(oc["upside-down"], oc["front-back"])
+
+
+@pytest.mark.slow
+def test_ct_nifti_file_keeps_hounsfield_units(tmp_path, ct_case):
+    """Scaled int16 CT NIfTI (intercept -1024): output real values are HU, air = -1000."""
+    import nibabel as nib
+
+    from defacing.nifti import deface_nifti
+
+    stored, affine, _ = ct_case
+    img = nib.Nifti1Image(stored, affine)
+    img.header.set_slope_inter(1.0, -1024.0)
+    nib.save(img, str(tmp_path / "sub-01_ct.nii.gz"))
+    res = deface_nifti(tmp_path / "sub-01_ct.nii.gz", tmp_path / "out.nii.gz")
+    assert res.metrics["modality"] == "ct"
+    before = nib.load(str(tmp_path / "sub-01_ct.nii.gz")).get_fdata()
+    after_img = nib.load(str(tmp_path / "out.nii.gz"))
+    after = after_img.get_fdata()
+    assert after_img.get_data_dtype() == np.int16
+    assert np.all(after[res.removed] == -1000.0)
+    assert np.array_equal(after[~res.removed], before[~res.removed])
