@@ -20,14 +20,19 @@ def test_empty_source_folder_is_a_usage_error(tmp_path: Path, key_file: Path, ca
     assert "no input files found" in capsys.readouterr().err
 
 
-def test_sr_text_cleaned_to_nothing_keeps_a_value():
+def _instance(sop_class: str, n: int, patient_id: str, name: str) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
-    ds.SOPInstanceUID = "1.2.826.0.1.3680043.99.7"
-    ds.PatientID = "QX77"
-    ds.PatientName = "Ravenhurst^Odile"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.99.{n}"
+    ds.PatientID = patient_id
+    ds.PatientName = name
+    return ds
+
+
+def test_sr_text_cleaned_to_nothing_keeps_a_value():
+    ds = _instance("1.2.840.10008.5.1.4.1.1.88.11", 7, "QX77", "Ravenhurst^Odile")  # Basic Text SR
     item = Dataset()
     item.ValueType = "TEXT"
     item.RelationshipType = "CONTAINS"
@@ -47,13 +52,7 @@ def test_profiles_command_lists_options(capsys):
 
 
 def _pet() -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.128"  # PET Image Storage
-    ds.SOPInstanceUID = "1.2.826.0.1.3680043.99.8"
-    ds.PatientID = "PET77"
-    ds.PatientName = "Quillon^Ada"
+    ds = _instance("1.2.840.10008.5.1.4.1.1.128", 8, "PET77", "Quillon^Ada")  # PET Image Storage
     ds.SeriesDate, ds.SeriesTime = "20240305", "231500"
     ds.AcquisitionDate, ds.AcquisitionTime = "20240306", "000500"
     item = Dataset()
