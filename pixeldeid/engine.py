@@ -136,6 +136,22 @@ def zero_length(ds: Dataset, tag: int, vr: str) -> None:
         ds[tag].value = Sequence() if vr == "SQ" else None
 
 
+_CODES: dict[frozenset[str], dict[int, str | None]] = {}
+
+
+def code_for(tag: int, options: frozenset[str]) -> str | None:
+    """:func:`pixeldeid.standard.action_for`, memoised per option set (the hot path)."""
+    table = _CODES.get(options)
+    if table is None:
+        table = _CODES.setdefault(options, {})
+    t = int(tag)
+    try:
+        return table[t]
+    except KeyError:
+        code = table[t] = action_for(t, options)
+        return code
+
+
 def _keyword(tag: int) -> str:
     return keyword_for_tag(tag) or ""
 
@@ -200,7 +216,7 @@ class Walker:
                 continue
             if tag in done:
                 continue
-            code = action_for(tag, ctx.options)
+            code = code_for(tag, ctx.options)
             if code is None:
                 self._untabled(ds, tag, path, depth, done, mode)
                 continue
@@ -331,7 +347,7 @@ class Walker:
         partner_kw = _partner(kw) if kw and vr in ("DA", "TM") else None
         ptag = tag_for_keyword(partner_kw) if partner_kw else None
         pvr = _vr_of(ds, BaseTag(ptag)) if ptag is not None and ptag in ds._dict else None
-        if pvr is not None and action_for(ptag, self.ctx.options) not in (None, "C", "D"):
+        if pvr is not None and code_for(ptag, self.ctx.options) not in (None, "C", "D"):
             pvr = None  # the companion is removed or kept by its own rule
         where = kw or str(tag)
         try:
@@ -421,7 +437,7 @@ def removed_text_values(ds: Dataset, options: frozenset[str], depth: int = 0) ->
                 continue
             take = True
         else:
-            code = action_for(tag, options)
+            code = code_for(tag, frozenset(options))
             take = vr == "PN" or (code is not None and code not in ("K", "C"))
         if take:
             v = ds[tag].value
