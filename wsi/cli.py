@@ -28,6 +28,7 @@ EPILOG = """examples:
   pixeldeid wsi case.svs -o clean/ --pseudonym SUBJ-0001 --label replace --macro redact
   pixeldeid wsi case.svs -o clean/ --macro remove --redact 12000,8000,2000,1500
   pixeldeid wsi archive/*.ndpi --in-place --shift-days -37
+  pixeldeid wsi case.svs -o clean/ --dates shift --patient-id MRN0042 --key-file project.key
   pixeldeid wsi slides/ -o clean/ --pseudonym-map map.csv --value "Jane Doe" --value S24-1234
 """
 
@@ -63,15 +64,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(rapidocr, or none)")
     parser.add_argument("--pseudonym", help="output name and replaced-label text (one SRC only)")
     parser.add_argument("--pseudonym-map", metavar="CSV",
-                        help="CSV with columns source,pseudonym (source = file name or path)")
+                        help="CSV with columns source,pseudonym[,patient_id] (source = file "
+                             "name or path; patient_id keys the date offset)")
     parser.add_argument("--prefix", default="SLIDE",
                         help="pseudonyms PREFIX-0001... for slides without one (default SLIDE)")
+    parser.add_argument("--dates", choices=("remove", "shift"), default="remove",
+                        help="remove dates (default), or shift them by the project key's "
+                             "per-patient offset, the same days as the header core gives the "
+                             "DICOM of that patient (needs --patient-id or a patient_id column "
+                             "in --pseudonym-map)")
     parser.add_argument("--shift-days", type=int, default=None, metavar="N",
-                        help="shift kept dates by N days (default: remove dates)")
+                        help="shift kept dates by exactly N days for every slide (explicit "
+                             "override of the keyed offset; implies --dates shift)")
+    parser.add_argument("--patient-id", metavar="ID",
+                        help="original patient ID of the slide (one SRC only): keys its date "
+                             "offset like the DICOM header core does")
     parser.add_argument("--value", action="append", default=[], metavar="TEXT",
                         help="identifying text that must not survive anywhere (repeatable)")
     parser.add_argument("--key-file", metavar="F",
-                        help="project key for DICOM WSI UIDs (default: generated in OUT/.pixeldeid)")
+                        help="project key for DICOM WSI UIDs and keyed date offsets "
+                             "(default: generated in OUT/.pixeldeid)")
 
 
 def _is_dicom(p: Path) -> bool:
@@ -94,7 +106,7 @@ def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int]:
                         pseudonym=args.pseudonym, date_offset=args.shift_days,
                         extra_values=tuple(args.value))
     key = load_or_create_key(args.key_file, Path(args.out))
-    deid = dicomwsi.make_deidentifier(key, opts)
+    deid = dicomwsi.make_deidentifier(key, opts, keyed_dates=args.dates == "shift")
     results = dicomwsi.deidentify_paths(files, args.out, opts, deid)
     bad = 0
     for r in results:
@@ -116,12 +128,43 @@ def _collect(srcs: list[str]) -> list[Path]:
     return out
 
 
-def _load_map(path: str) -> dict[str, str]:
+def _load_map(path: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Read ``source,pseudonym[,patient_id]`` rows: (source -> pseudonym, source -> patient)."""
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["source", "pseudonym"]:
         rows = rows[1:]
-    return {r[0].strip(): r[1].strip() for r in rows if len(r) >= 2 and r[0].strip()}
+    rows = [r for r in rows if len(r) >= 2 and r[0].strip()]
+    pseudo = {r[0].strip(): r[1].strip() for r in rows}
+    patient = {r[0].strip(): r[2].strip() for r in rows if len(r) >= 3 and r[2].strip()}
+    return pseudo, patient
+
+
+def _date_offsets(files: list[Path], args: argparse.Namespace,
+                  patients: dict[str, str]) -> list[int | None] | str:
+    """Days to shift each slide's dates (None: remove), or a usage error message."""
+    if args.shift_days is not None:
+        return [args.shift_days] * len(files)
+    if args.dates != "shift":
+        return [None] * len(files)
+    if not files:
+        return []
+    if args.in_place and not args.key_file:
+        return "--dates shift with --in-place needs --key-file (the project key)"
+    ids = [args.patient_id or patients.get(str(f)) or patients.get(f.name) for f in files]
+    missing = [str(f) for f, i in zip(files, ids, strict=True) if not i]
+    if missing:
+        return ("--dates shift needs the patient ID of every slide (--patient-id, or a "
+                "patient_id column in --pseudonym-map); missing for " + ", ".join(missing[:3]))
+    from pixeldeid.batch import load_or_create_key
+
+    from .dates import slide_offset_days
+
+    try:
+        key = load_or_create_key(args.key_file, Path(args.out) if args.out else Path("."))
+    except ValueError as exc:
+        return str(exc)
+    return [slide_offset_days(key, i) for i in ids]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,10 +190,15 @@ def run(args: argparse.Namespace) -> int:
         print("pixeldeid wsi: error: DICOM WSI cannot be edited in place (new UIDs); use -o",
               file=sys.stderr)
         return 2
-    if args.pseudonym and len(files) > 1:
-        print("pixeldeid wsi: error: --pseudonym needs exactly one slide", file=sys.stderr)
+    if (args.pseudonym or args.patient_id) and len(files) > 1:
+        print("pixeldeid wsi: error: --pseudonym and --patient-id need exactly one slide",
+              file=sys.stderr)
         return 2
-    pmap = _load_map(args.pseudonym_map) if args.pseudonym_map else {}
+    pmap, patients = _load_map(args.pseudonym_map) if args.pseudonym_map else ({}, {})
+    offsets = _date_offsets(files, args, patients)
+    if isinstance(offsets, str):
+        print(f"pixeldeid wsi: error: {offsets}", file=sys.stderr)
+        return 2
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -164,9 +212,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     results = []
-    for f, pseudo in zip(files, names, strict=True):
+    for f, pseudo, days in zip(files, names, offsets, strict=True):
         opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),
-                            pseudonym=pseudo, date_offset=args.shift_days, ocr=args.ocr,
+                            pseudonym=pseudo, date_offset=days, ocr=args.ocr,
                             extra_values=tuple(args.value))
         r = deidentify_slide(f, args.out, in_place=args.in_place, options=opts,
                              quarantine_dir=args.out or f.parent)

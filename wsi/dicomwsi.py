@@ -114,10 +114,11 @@ def _text_values(ds: Any) -> set[str]:
 
 
 def make_deidentifier(key: bytes, options: SlideOptions | None = None, *,
-                      profile: str = "basic") -> Deidentifier:
+                      profile: str = "basic", keyed_dates: bool = False) -> Deidentifier:
     """A header :class:`~pixeldeid.api.Deidentifier` for slides.
 
-    Dates are shifted by ``options.date_offset`` days when given (with the
+    Dates are shifted by ``options.date_offset`` days when given, or by the key's
+    per-patient offset when ``keyed_dates`` (both with the
     ``retain-longitudinal-modified-dates`` option), else handled by the profile
     (removed or emptied).
     """
@@ -125,7 +126,7 @@ def make_deidentifier(key: bytes, options: SlideOptions | None = None, *,
 
     offset = None if options is None else options.date_offset
     opts: tuple[str, ...] = ()
-    if offset is not None:
+    if offset is not None or keyed_dates:
         opts = ("retain-longitudinal-modified-dates",)
     return Deidentifier(DeidConfig(profile=profile, options=opts, key=key, date_offset_days=offset))
 
