@@ -274,6 +274,11 @@ def deidentify_slide(src: str | os.PathLike, out_dir: str | os.PathLike | None =
         report = mod.deidentify(work, options)
         result.report = report
         result.seconds["edit"] = time.perf_counter() - t1
+        if options.label == "replace" and report.label != "replaced":
+            note = (f"--label replace: this {vendor} slide has no separate label image to "
+                    f"replace (label {report.label}, macro {report.macro})")
+            report.actions.append(note)
+            logger.warning("%s: %s", src, note)
         t2 = time.perf_counter()
         from .verify import verify_slide
 
