@@ -44,6 +44,7 @@ __all__ = [
     "TIFF_STRUCTURE_TAGS",
     "plan_private_tag_blanking",
     "xml_needs_no_cleaning",
+    "strip_uniform_block",
 ]
 
 #: Normalized names (lower case, letters and digits only, vendor prefixes stripped)
@@ -515,6 +516,65 @@ def plan_private_tag_blanking(ifd_tags: Iterable[tuple[int, Mapping[int, tuple[i
 
 
 _ATTR_NAME = re.compile(rb"\s([A-Za-z_][\w.:-]*)\s*=")
+
+
+_NUMERIC_DELETE = b"0123456789.-+"
+
+
+def strip_uniform_block(data: bytes, tag: bytes, keep_attrs: Iterable[str],
+                        words: Iterable[bytes] = ()) -> bytes | None:
+    """Cut out the run of identical self-closing ``<tag .../>`` elements from ``data``.
+
+    Large geometry packets (a Ventana EncodeInfo lists one ``TileJointInfo`` per pair of
+    neighbouring camera tiles, megabytes of them) are checked with whole-buffer byte
+    operations instead of attribute by attribute. The run must be the markup of its
+    first element (which must pass :func:`xml_needs_no_cleaning`: allowlisted attribute
+    names, no dates) repeated with one whitespace separator: every markup segment
+    between quotes occurs exactly once per element, and once those segments are cut
+    out nothing but numbers and ``words`` (e.g. ``RIGHT``) is left. Returns ``data``
+    without the run (to be checked by the general rules), or None when the run is not
+    that uniform (the caller then checks everything the slow way).
+    """
+    opener = b"<" + tag + b" "
+    start = data.find(opener)
+    if start < 0:
+        return None
+    end = data.find(b">", data.rfind(opener)) + 1
+    first_end = data.find(b">", start) + 1
+    if end <= 0 or first_end <= 0:
+        return None
+    first = data[start:first_end]
+    unit = first.split(b'"')
+    if (not first.endswith(b"/>") or b"'" in first or len(unit) % 2 != 1 or len(unit) < 3
+            or not xml_needs_no_cleaning(first.decode("latin-1"), keep_attrs)):
+        return None
+    block = data[start:end]
+    count = block.count(opener)
+    head, tail, middle = unit[0] + b'"', b'"' + unit[-1], unit[2:-1:2]
+    if not (block.startswith(head) and block.endswith(tail)):
+        return None
+    rest = block[len(head):len(block) - len(tail)]
+    # every markup segment exactly where each element has one ...
+    sep = data[first_end:data.find(b"<", first_end)] if count > 1 else b""
+    if sep.strip():
+        return None
+    boundary = tail + sep + head
+    if count > 1 and rest.count(boundary) != count - 1:
+        return None
+    for seg in set(middle):
+        if rest.count(b'"' + seg + b'"') != count * middle.count(seg):
+            return None
+    # ... and, numbers and words taken out, the run is the first element repeated
+    def norm(b: bytes) -> bytes:
+        b = b.translate(None, _NUMERIC_DELETE)
+        for w in words:
+            b = b.replace(w, b"")
+        return b
+
+    body = norm(b'"'.join(unit[1:-1]))
+    if norm(rest) != (body + norm(boundary)) * (count - 1) + body:
+        return None
+    return data[:start] + data[end:]
 
 
 def xml_needs_no_cleaning(text: str, keep_attrs: Iterable[str]) -> bool:

@@ -54,6 +54,10 @@ ENCODE_INFO_KEEP: frozenset[str] = frozenset({
 })
 
 
+#: words allowed as TileJointInfo values besides numbers (the Direction column)
+JOINT_WORDS: frozenset[bytes] = frozenset({b"RIGHT", b"LEFT", b"UP", b"DOWN"})
+
+
 def clean_xmp(raw: bytes, shift_days: int | None) -> tuple[bytes, list[str]]:
     """Clean one Ventana XMP packet (iScan or EncodeInfo); return new bytes and removed values.
 
@@ -62,10 +66,14 @@ def clean_xmp(raw: bytes, shift_days: int | None) -> tuple[bytes, list[str]]:
     InputError
         When the packet is not well-formed XML.
     """
-    text = raw.rstrip(b"\x00").decode("utf-8", errors="strict")
-    if mr.xml_needs_no_cleaning(text, ISCAN_KEEP | ENCODE_INFO_KEEP):
+    data = raw.rstrip(b"\x00")
+    text = data.decode("utf-8", errors="strict")
+    # the tile-joint run of an EncodeInfo is checked in bulk; the rest the usual way
+    stripped = mr.strip_uniform_block(data, b"TileJointInfo", ENCODE_INFO_KEEP, JOINT_WORDS)
+    check = text if stripped is None else stripped.decode("utf-8")
+    if mr.xml_needs_no_cleaning(check, ISCAN_KEEP | ENCODE_INFO_KEEP):
         try:
-            mr.split_xml_tail(text)
+            mr.split_xml_tail(check)
         except ValueError as exc:
             raise InputError(f"Ventana XMP: {exc}") from exc
         return raw, []
