@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "VENDORS",
+    "MACRO_REMOVE_ONLY",
     "SlideOptions",
     "VendorReport",
     "SlideResult",
@@ -74,6 +75,9 @@ VENDORS: dict[str, str] = {
 
 Region = tuple[int, int, int, int]
 
+#: vendors whose ``macro="redact"`` removes the macro (no macro redaction implemented)
+MACRO_REMOVE_ONLY: frozenset[str] = frozenset({"philips", "ventana", "leica", "generic-tiff"})
+
 
 @dataclass(frozen=True)
 class SlideOptions:
@@ -86,7 +90,9 @@ class SlideOptions:
         pseudonym ("keep" is for testing only and leaves identity).
     macro : {"remove", "redact", "keep"}
         Remove the macro (overview) image, keep it with the label area blacked out, or
-        keep it as is.
+        keep it as is. "redact" is implemented for Aperio and Hamamatsu only; vendors in
+        :data:`MACRO_REMOVE_ONLY` remove the macro instead and say so in the report
+        (DICOM WSI, ``wsi.dicomwsi``, drops the OVERVIEW instance).
     redact_regions : tuple of (x, y, w, h)
         Level-0 rectangles blacked out on every level, the thumbnail and the macro.
     pseudonym : str, optional
@@ -277,6 +283,12 @@ def deidentify_slide(src: str | os.PathLike, out_dir: str | os.PathLike | None =
         if options.label == "replace" and report.label != "replaced":
             note = (f"--label replace: this {vendor} slide has no separate label image to "
                     f"replace (label {report.label}, macro {report.macro})")
+            report.actions.append(note)
+            logger.warning("%s: %s", src, note)
+        if options.macro == "redact" and vendor in MACRO_REMOVE_ONLY and report.macro != "redacted":
+            note = (f"--macro redact: {vendor} macros are removed, not redacted (redaction of "
+                    f"the macro is implemented for aperio and hamamatsu only; macro "
+                    f"{report.macro})")
             report.actions.append(note)
             logger.warning("%s: %s", src, note)
         t2 = time.perf_counter()

@@ -55,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", choices=("remove", "replace", "keep"), default="remove",
                         help="remove the label, or replace it by one showing the pseudonym")
     parser.add_argument("--macro", choices=("remove", "redact", "keep"), default="remove",
-                        help="remove the macro image, black out its label end, or keep it")
+                        help="remove the macro image, black out its label end (+ OCR text), "
+                             "or keep it; redact is implemented for Aperio (SVS) and Hamamatsu "
+                             "(NDPI) only: Philips, Ventana, Leica and generic TIFF macros and "
+                             "the DICOM OVERVIEW are removed instead")
     parser.add_argument("--redact", action="append", type=_region, default=[], metavar="X,Y,W,H",
                         help="level-0 rectangle blacked out on every level and the thumbnail "
                              "(repeatable)")
