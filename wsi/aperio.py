@@ -32,6 +32,7 @@ from .redact import (
     replace_image,
     synthesize_label,
 )
+from .tiffclean import edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,16 +110,7 @@ def clean_description(desc: str, shift_days: int | None) -> tuple[str, list[str]
 
 def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
     """De-identify an Aperio SVS in place; see the module docstring."""
-    from .api import VendorReport
-
-    rep = VendorReport()
-    with TiffEditor(path, "r+") as ed:
-        try:
-            _run(ed, options, rep)
-        except BaseException:
-            ed.rollback()
-            raise
-    return rep
+    return edit_in_place(path, lambda ed, rep: _run(ed, options, rep))
 
 
 def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:

@@ -19,6 +19,7 @@ from pixeldeid.errors import DeidError
 
 from .metadata_rules import clean_date_value, plan_tiff_tag_edits
 from .redact import ocr_level0_regions, redact_regions
+from .tiffclean import edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,16 +150,7 @@ def pyramid_ifds(ed: TiffEditor) -> list[int]:
 
 def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
     """De-identify a generic tiled TIFF / OME-TIFF in place (see module docstring)."""
-    from .api import VendorReport
-
-    rep = VendorReport()
-    with TiffEditor(path, "r+") as ed:
-        try:
-            _run(ed, options, rep)
-        except BaseException:
-            ed.rollback()
-            raise
-    return rep
+    return edit_in_place(path, lambda ed, rep: _run(ed, options, rep))
 
 
 def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:

@@ -33,6 +33,7 @@ from .redact import (
     redact_ifd,
     redact_ndpi_level,
 )
+from .tiffclean import edit_in_place
 from .tiffedit import TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,18 +92,13 @@ def clean_property_map(text: str, shift_days: int | None) -> tuple[str, list[str
 
 def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
     """De-identify an NDPI file in place; see the module docstring."""
-    from .api import VendorReport
 
-    rep = VendorReport()
-    with TiffEditor(path, "r+") as ed:
+    def run(ed: TiffEditor, rep: VendorReport) -> None:
         if not ed.is_ndpi:
             raise DeidError("not an NDPI file (no tag 65420)", str(path))
-        try:
-            _run(ed, options, rep)
-        except BaseException:
-            ed.rollback()
-            raise
-    return rep
+        _run(ed, options, rep)
+
+    return edit_in_place(path, run)
 
 
 def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from pixeldeid.errors import DeidError, InputError
 
 from . import metadata_rules as mr
+from .tiffclean import clean_tiff_tags, edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,21 +129,11 @@ def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     DeidError
         Region redaction asked on a slide with non-brightfield images.
     """
-    from .api import VendorReport
-
-    report = VendorReport()
-    with TiffEditor(path, "r+") as ed:
-        try:
-            removed, xml = _run(ed, path, options, report)
-        except BaseException:
-            ed.rollback()
-            raise
-    report.removed_values = mr.finalize_removed(removed, xml)
-    return report
+    return edit_in_place(path, lambda ed, rep: _run(ed, path, options, rep))
 
 
-def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
-         ) -> tuple[list[str], str]:
+def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport) -> str:
+    """Edit ``ed``; add the removed values to ``report``; return the kept metadata text."""
     desc = ed.ifds[0].description
     if not desc or LEICA_XMLNS not in desc:
         raise InputError("not a Leica SCN (no scn XML in IFD 0)", str(path))
@@ -184,21 +175,9 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         if dd:
             removed.append(dd)
             ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
-    edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()
-                                                     if c in mr.TEXT_TAG_CODES})
-                                         for d in ed.ifds), options.date_offset)
-    for index, code, new in edits:
-        ed.set_ascii(index, code, new)
-    blanks, rem2 = mr.plan_private_tag_blanking(
-        ((d.index, {c: (t.type, t.raw) for c, t in d.tags.items()}) for d in ed.ifds),
-        handled=(IMAGE_DESCRIPTION,))
-    for index, code in blanks:
-        ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)
-    if blanks:
-        report.actions.append(f"blanked {len(blanks)} private/unknown text tags")
-    removed += rem2
-    removed += rem
-    return removed, xml
+    removed += clean_tiff_tags(ed, options.date_offset, report)
+    report.removed_values += removed
+    return xml
 
 
 def _main_images(desc: str) -> list[tuple[float, float, list[int]]]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from pixeldeid.errors import DeidError, InputError
 
 from . import metadata_rules as mr
+from .tiffclean import clean_tiff_tags, edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -211,17 +212,7 @@ def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     DeidError
         Redaction was asked with ``macro="keep"`` (regions cannot be mapped onto the macro).
     """
-    from .api import VendorReport
-
-    report = VendorReport()
-    with TiffEditor(path, "r+") as ed:
-        try:
-            xml = _run(ed, path, options, report)
-        except BaseException:
-            ed.rollback()
-            raise
-    # a removed value that equals kept, allowlisted text (e.g. "3.0") is not a leak
-    report.removed_values = mr.finalize_removed(report.removed_values, xml)
+    report = edit_in_place(path, lambda ed, rep: _run(ed, path, options, rep))
     logger.debug("%s: %s", path, "; ".join(report.actions))
     return report
 
@@ -272,22 +263,7 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         if dd and not (dd.startswith("Label") or dd.startswith("Macro")):
             report.removed_values.append(dd)
             ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
-    edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()
-                                                     if c in mr.TEXT_TAG_CODES})
-                                         for d in ed.ifds), options.date_offset)
-    for index, code, new in edits:
-        ed.set_ascii(index, code, new)
-    blanks, rem2 = mr.plan_private_tag_blanking(
-        ((d.index, {c: (t.type, t.raw) for c, t in d.tags.items()}) for d in ed.ifds),
-        handled=(IMAGE_DESCRIPTION,))
-    for index, code in blanks:
-        ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)
-    if blanks:
-        report.actions.append(f"blanked {len(blanks)} private/unknown text tags")
-    report.removed_values += rem2
-    report.removed_values += rem
-    if edits:
-        report.actions.append(f"cleaned {len(edits)} generic TIFF tags")
+    report.removed_values += clean_tiff_tags(ed, options.date_offset, report)
     if options.redact_regions:
         _redact(ed, options, report)
     return xml

@@ -26,6 +26,7 @@ import numpy as np
 from pixeldeid.errors import DeidError, InputError
 
 from . import metadata_rules as mr
+from .tiffclean import clean_tiff_tags, edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -148,21 +149,11 @@ def deidentify(path: Path, options: SlideOptions) -> VendorReport:
     DeidError
         Redaction asked on a slide with overlapping tiles (not supported).
     """
-    from .api import VendorReport
-
-    report = VendorReport()
-    with TiffEditor(path, "r+") as ed:
-        try:
-            removed, new_xml_all = _run(ed, path, options, report)
-        except BaseException:
-            ed.rollback()
-            raise
-    report.removed_values = mr.finalize_removed(removed, new_xml_all)
-    return report
+    return edit_in_place(path, lambda ed, rep: _run(ed, path, options, rep))
 
 
-def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
-         ) -> tuple[list[str], str]:
+def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport) -> str:
+    """Edit ``ed``; add the removed values to ``report``; return the kept metadata text."""
     removed: list[str] = []
     x0 = ed.ifds[0].tags.get(XMP)
     if x0 is None or b"iScan" not in x0.raw:
@@ -217,23 +208,11 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         if not keep:
             removed.append(dd)
             ed.set_ascii(d.index, IMAGE_DESCRIPTION, "")
-    edits, rem = mr.plan_tiff_tag_edits(((d.index, {c: t.value for c, t in d.tags.items()
-                                                     if c in mr.TEXT_TAG_CODES}) for d in ed.ifds),
-                                        options.date_offset)
-    for index, code, new in edits:
-        ed.set_ascii(index, code, new)
-    blanks, rem2 = mr.plan_private_tag_blanking(
-        ((d.index, {c: (t.type, t.raw) for c, t in d.tags.items()}) for d in ed.ifds),
-        handled=(IMAGE_DESCRIPTION, XMP))
-    for index, code in blanks:
-        ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)
-    if blanks:
-        report.actions.append(f"blanked {len(blanks)} private/unknown text tags")
-    removed += rem2
-    removed += rem
+    removed += clean_tiff_tags(ed, options.date_offset, report, handled=(IMAGE_DESCRIPTION, XMP))
     if options.redact_regions:
         _redact(ed, options, report)
-    return removed, new_xml_all
+    report.removed_values += removed
+    return new_xml_all
 
 
 def _simple_geometry(ed: TiffEditor, level0: int) -> bool:

@@ -1,0 +1,83 @@
+"""Shared steps of the TIFF vendor modules: the rollback-guarded edit, generic tag cleaning.
+
+:func:`edit_in_place` opens a slide for editing, runs a vendor's edit and undoes every
+byte of it when anything fails, so a slide is either fully edited or untouched.
+
+Text tags (Artist, HostComputer, DocumentName..., dates shifted or blanked) are planned
+by :func:`wsi.metadata_rules.plan_tiff_tag_edits`, private/unknown text and byte tags
+by :func:`wsi.metadata_rules.plan_private_tag_blanking`; this module applies both plans
+to a :class:`wsi.tiffedit.TiffEditor` in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import metadata_rules as mr
+from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import VendorReport
+
+__all__ = ["clean_tiff_tags", "edit_in_place"]
+
+
+def edit_in_place(path: str | Path, run: Callable[[TiffEditor, VendorReport], str | None]
+                  ) -> VendorReport:
+    """Open ``path`` for editing, call ``run(editor, report)``, roll back on any failure.
+
+    When ``run`` returns text (the cleaned, kept metadata), the report's removed values
+    are passed through :func:`wsi.metadata_rules.finalize_removed` against it: a removed
+    value equal to kept, allowlisted text is no leak and is not scanned for.
+    """
+    from .api import VendorReport
+
+    report = VendorReport()
+    with TiffEditor(path, "r+") as ed:
+        try:
+            kept = run(ed, report)
+        except BaseException:
+            ed.rollback()
+            raise
+    if kept is not None:
+        report.removed_values = mr.finalize_removed(report.removed_values, kept)
+    return report
+
+
+def clean_tiff_tags(ed: TiffEditor, shift_days: int | None, report: VendorReport,
+                    handled: Iterable[int] = (IMAGE_DESCRIPTION,)) -> list[str]:
+    """Clean the text tags and blank the private tags of every IFD of ``ed``.
+
+    Parameters
+    ----------
+    ed : TiffEditor
+        The slide, open for writing.
+    shift_days : int, optional
+        Days to shift kept dates by; None blanks them.
+    report : VendorReport
+        Gets an action line for what was changed.
+    handled : iterable of int
+        Tags the vendor module cleans itself (ImageDescription, XMP...): left alone.
+
+    Returns
+    -------
+    list of str
+        The old values, to scan the output for.
+    """
+    edits, removed = mr.plan_tiff_tag_edits(
+        ((d.index, {c: t.value for c, t in d.tags.items() if c in mr.TEXT_TAG_CODES})
+         for d in ed.ifds), shift_days)
+    for index, code, new in edits:
+        ed.set_ascii(index, code, new)
+    blanks, blobs = mr.plan_private_tag_blanking(
+        ((d.index, {c: (t.type, t.raw) for c, t in d.tags.items()}) for d in ed.ifds),
+        handled=tuple(handled))
+    for index, code in blanks:
+        ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)
+    if blanks:
+        report.actions.append(f"blanked {len(blanks)} private/unknown text tags")
+    if edits:
+        report.actions.append(f"cleaned {len(edits)} generic TIFF tags")
+    return blobs + removed
