@@ -88,6 +88,46 @@ def make_big_aperio(path: Path, target: int, bigtiff: bool) -> None:
                  description=f"{head} \nmacro 1200x400", metadata=None)
 
 
+def make_big_ventana(path: Path, target: int, tile: int) -> tuple[int, int, int]:
+    """A Ventana-style BIF of about ``target`` bytes: IFD 0 the label image with the iScan
+    XMP, a thumbnail, level 0 with its EncodeInfo XMP (one TileJointInfo per pair of
+    neighbouring tiles) and two smaller levels. Returns (columns, rows, XMP bytes)."""
+    from wsi.synth.ventana import DEFAULT_PLANTED, _encode_info, _iscan_xml
+
+    pool_img = tissue(2 * tile, 2 * tile, seed=3)
+    tables, pool = jpeg_tiles(pool_img, tile, quality=80)
+    mean = statistics.mean(len(t) for t in pool)
+    ntiles = max(16, int(target / mean))
+    cols = int(np.ceil(np.sqrt(ntiles * 4 / 3)))
+    rows = max(1, ntiles // cols)
+    w, h = cols * tile, rows * tile
+    xmp = _iscan_xml(DEFAULT_PLANTED, 40, 0.25).encode()
+    enc = _encode_info(cols, rows, tile).encode()
+
+    def tiles(n: int):
+        for i in range(n):
+            yield pool[i % len(pool)]
+
+    label = np.ascontiguousarray(np.concatenate([text_image(200, 200, ["Jane Q Doe"]),
+                                                 tissue(200, 400, 4)], axis=1))
+    opts = dict(photometric="rgb", metadata=None, software=False)
+    with tifffile.TiffWriter(path, bigtiff=w * h * 3 > (4 << 30)) as tw:
+        tw.write(label, description="Label_Image", rowsperstrip=16, compression="jpeg",
+                 extratags=[(700, 1, len(xmp), xmp, True)], **opts)
+        tw.write(np.ascontiguousarray(pool_img[::8, ::8]), description="Thumbnail",
+                 rowsperstrip=16, compression="jpeg", **opts)
+        kw = dict(dtype=np.uint8, tile=(tile, tile), compression=7, subsampling=(2, 2), **opts)
+        for lvl in range(3):
+            lw, lh = -(-w // 2 ** lvl), -(-h // 2 ** lvl)
+            n = -(-lw // tile) * -(-lh // tile)
+            extra = [(347, 7, len(tables), tables, True)]
+            if lvl == 0:
+                extra.append((700, 1, len(enc), enc, True))
+            tw.write(tiles(n), shape=(lh, lw, 3), extratags=extra,
+                     description=f"level={lvl} mag={40 / 2 ** lvl:g} quality=80", **kw)
+    return cols, rows, len(enc)
+
+
 def full_rewrite(src: Path, dst: Path) -> None:
     """Rewrite every page with tifffile, copying compressed segments as they are."""
     with tifffile.TiffFile(src) as tf, tifffile.TiffWriter(dst, bigtiff=True) as tw:
@@ -116,12 +156,12 @@ def timed(fn, *a, **k):
 def bench_one(name: str, path: Path, vendor: str, workdir: Path, region) -> dict:
     import importlib
 
-    mod = importlib.import_module({"aperio": "wsi.aperio", "hamamatsu": "wsi.hamamatsu"}[vendor])
+    mod = importlib.import_module(f"wsi.{vendor}")
     size = path.stat().st_size
     row = {"slide": name, "bytes": size}
     os.sync()  # the generated file's dirty pages are not the edit's cost
     dst = workdir / (path.stem + ".rewrite.tif")
-    if vendor == "aperio":
+    if vendor in ("aperio", "ventana"):
         row["rewrite_s"], _ = timed(full_rewrite, path, dst)
         dst.unlink()
     else:
@@ -180,6 +220,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="100M,1G,4.3G",
                     help="comma-separated target sizes (Aperio-style; sizes over 4 GB use BigTIFF)")
     ap.add_argument("--ndpi", default="4.3G", help="NDPI-style file size ('' to skip)")
+    ap.add_argument("--ventana", default="100M,1G",
+                    help="Ventana-style BIF sizes ('' to skip)")
+    ap.add_argument("--ventana-tile", type=int, default=1024,
+                    help="BIF level-0 tile (camera frame) size; the EncodeInfo XMP holds one "
+                         "TileJointInfo per pair of neighbouring tiles (default 1024)")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary folder)")
     args = ap.parse_args(argv)
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_wsi_"))
@@ -199,6 +244,14 @@ def main(argv=None) -> int:
                   f"{'BigTIFF' if big else 'classic'}) in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
             rows.append(bench_one(f"aperio {s}{' bigtiff' if big else ''}", p, "aperio", work, region))
+            print(format_row(rows[-1]), flush=True)
+            p.unlink()
+        for s in [x for x in args.ventana.split(",") if x]:
+            p = work / f"ventana-{s}.bif"
+            cols, rows_, nxmp = make_big_ventana(p, parse_size(s), args.ventana_tile)
+            print(f"generated {p.name} ({p.stat().st_size / 1e6:.0f} MB, {cols}x{rows_} tiles of "
+                  f"{args.ventana_tile}, EncodeInfo XMP {nxmp / 1e6:.1f} MB)", file=sys.stderr)
+            rows.append(bench_one(f"ventana {s} t{args.ventana_tile}", p, "ventana", work, None))
             print(format_row(rows[-1]), flush=True)
             p.unlink()
         if args.ndpi:
