@@ -526,18 +526,25 @@ def strip_uniform_block(data: bytes, tag: bytes, keep_attrs: Iterable[str],
     """Cut out the run of identical self-closing ``<tag .../>`` elements from ``data``.
 
     Large geometry packets (a Ventana EncodeInfo lists one ``TileJointInfo`` per pair of
-    neighbouring camera tiles, megabytes of them) are checked with whole-buffer byte
-    operations instead of attribute by attribute. The run must be the markup of its
-    first element (which must pass :func:`xml_needs_no_cleaning`: allowlisted attribute
-    names, no dates) repeated with one whitespace separator: every markup segment
-    between quotes occurs exactly once per element, and once those segments are cut
-    out nothing but numbers and ``words`` (e.g. ``RIGHT``) is left. Returns ``data``
-    without the run (to be checked by the general rules), or None when the run is not
-    that uniform (the caller then checks everything the slow way).
+    neighbouring camera tiles, megabytes of them) are checked by whole-buffer counts
+    instead of attribute by attribute. The run must repeat the markup of its first
+    element (which must pass :func:`xml_needs_no_cleaning`: allowlisted attribute names,
+    no dates) with one whitespace separator, its first attribute's value one of
+    ``words`` and every other value a number: each markup segment between quotes (the
+    element boundary with its word included) occurs exactly once per element, the run
+    holds exactly the quotes of those segments, and every byte the segments do not cover
+    is a digit, ``.``, ``+`` or ``-``. So nothing but numbers, words and allowlisted
+    markup is taken in bulk. Returns ``data`` without the run (to be checked by the
+    general rules), or None when the run is not that uniform (the caller then checks
+    everything the slow way).
     """
+    words = tuple(words)
+    if any(w != v and v.startswith(w) for w in words for v in words) or not all(
+            w.isalpha() for w in words):
+        raise ValueError("words must be letters only, none a prefix of another")
     opener = b"<" + tag + b" "
     start = data.find(opener)
-    if start < 0:
+    if start < 0 or not words:
         return None
     end = data.find(b">", data.rfind(opener)) + 1
     first_end = data.find(b">", start) + 1
@@ -546,33 +553,40 @@ def strip_uniform_block(data: bytes, tag: bytes, keep_attrs: Iterable[str],
     first = data[start:first_end]
     unit = first.split(b'"')
     if (not first.endswith(b"/>") or b"'" in first or len(unit) % 2 != 1 or len(unit) < 3
+            or unit[1] not in words or b"\x00" in first
             or not xml_needs_no_cleaning(first.decode("latin-1"), keep_attrs)):
         return None
-    block = data[start:end]
-    count = block.count(opener)
-    head, tail, middle = unit[0] + b'"', b'"' + unit[-1], unit[2:-1:2]
-    if not (block.startswith(head) and block.endswith(tail)):
-        return None
-    rest = block[len(head):len(block) - len(tail)]
-    # every markup segment exactly where each element has one ...
-    sep = data[first_end:data.find(b"<", first_end)] if count > 1 else b""
+    count = data.count(opener, start, end)
+    nxt = data.find(b"<", first_end)
+    sep = data[first_end:nxt] if count > 1 else b""
     if sep.strip():
         return None
-    boundary = tail + sep + head
-    if count > 1 and rest.count(boundary) != count - 1:
+    tail = b'"' + unit[-1]
+    # the run, behind the separator a previous element would have left, without its tail
+    run = tail + sep + data[start:end]
+    if not run.endswith(tail):
         return None
-    for seg in set(middle):
-        if rest.count(b'"' + seg + b'"') != count * middle.count(seg):
+    run = run[:len(run) - len(tail)]
+    boundary = tail + sep + unit[0] + b'"'
+    middle = [b'"' + m + b'"' for m in unit[2:-1:2]]
+    patterns = [boundary + w for w in words] + sorted(set(middle))
+    for p in patterns:  # no pattern inside another: occurrences are counted apart
+        if any(p != q and p in q for q in patterns):
             return None
-    # ... and, numbers and words taken out, the run is the first element repeated
-    def norm(b: bytes) -> bytes:
-        b = b.translate(None, _NUMERIC_DELETE)
-        for w in words:
-            b = b.replace(w, b"")
-        return b
-
-    body = norm(b'"'.join(unit[1:-1]))
-    if norm(rest) != (body + norm(boundary)) * (count - 1) + body:
+    covered = digits_in_patterns = quotes = boundaries = 0
+    for p in patterns:
+        n = run.count(p)
+        if p in middle and n != middle.count(p) * count:
+            return None
+        if p not in middle:
+            boundaries += n  # one per element, whatever its word
+        covered += n * len(p)
+        quotes += 2 * n
+        digits_in_patterns += n * (len(p) - len(p.translate(None, _NUMERIC_DELETE)))
+    if boundaries != count or run.count(b'"') != quotes:
+        return None
+    numeric = len(run) - len(run.translate(None, _NUMERIC_DELETE)) - digits_in_patterns
+    if len(run) - covered != numeric:
         return None
     return data[:start] + data[end:]
 

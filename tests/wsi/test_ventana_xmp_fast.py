@@ -35,6 +35,9 @@ def test_planted_identity_in_the_run_is_refused():
         data[:k] + b'OverlapY="0" Operator="jsmith" Confidence="100"/>' + data[k + len(joint):],
         data[:k] + b'OverlapY="0" Con12345678fidence="100"/>' + data[k + len(joint):],
         data[:k] + joint + b"<!--Jane Doe-->" + data[k + len(joint):],
+        data[:k] + b'OverlapY="0" Confidence="TIGER"/>' + data[k + len(joint):],  # word letters
+        data[:k] + b'OverlapY="0" Confidence="1" 2"/>' + data[k + len(joint):],
+        data.replace(b'Direction="UP"', b'Direction="UPDOE"', 1),
         data[:k] + joint + b'<TileJointInfo Direction="UP" Tile1="1" Tile2="2"/>'
         + data[k + len(joint):],
     ]
