@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 openslide = pytest.importorskip("openslide")
 
 from pixeldeid.errors import InputError  # noqa: E402
+from tests.wsi.conftest import assert_same_pixels as _same_pixels  # noqa: E402
+from tests.wsi.conftest import sha  # noqa: E402
 from wsi.api import deidentify_slide  # noqa: E402
 from wsi.leica import clean_leica_xml  # noqa: E402
 from wsi.synth.leica import LEICA_XMLNS, make_leica  # noqa: E402
 from wsi.tiffedit import TiffEditor, scan_raw  # noqa: E402
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
-
-
-def assert_same_pixels(a_path, b_path):
-    a, b = openslide.OpenSlide(str(a_path)), openslide.OpenSlide(str(b_path))
-    assert a.level_dimensions == b.level_dimensions
-    for lvl in range(a.level_count):
-        # the main image sits inside a larger collection: compare its bounds
-        ds = a.level_downsamples[lvl]
-        x, y = int(a.properties["openslide.bounds-x"]), int(a.properties["openslide.bounds-y"])
-        w = int(int(a.properties["openslide.bounds-width"]) / ds)
-        h = int(int(a.properties["openslide.bounds-height"]) / ds)
-        assert np.array_equal(np.asarray(a.read_region((x, y), lvl, (w, h))),
-                              np.asarray(b.read_region((x, y), lvl, (w, h)))), f"level {lvl}"
 
 
 @pytest.mark.parametrize("macro_after_first", [False, True])
@@ -160,3 +142,7 @@ def test_damaged_input_is_quarantined_untouched(tmp_path, damage):
     assert r.status == "quarantined" and r.reason
     assert sha(src) == before
     assert not list((tmp_path / "out").glob("BAD*"))
+
+
+def assert_same_pixels(a_path, b_path):
+    _same_pixels(a_path, b_path, bounds=True)

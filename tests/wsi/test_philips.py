@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,24 +10,11 @@ import pytest
 openslide = pytest.importorskip("openslide")
 
 from pixeldeid.errors import InputError  # noqa: E402
+from tests.wsi.conftest import assert_same_pixels, sha  # noqa: E402
 from wsi.api import deidentify_slide  # noqa: E402
 from wsi.philips import clean_philips_xml  # noqa: E402
 from wsi.synth.philips import make_philips  # noqa: E402
 from wsi.tiffedit import scan_raw  # noqa: E402
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
-
-
-def assert_same_pixels(a_path, b_path):
-    a, b = openslide.OpenSlide(str(a_path)), openslide.OpenSlide(str(b_path))
-    assert a.level_dimensions == b.level_dimensions
-    for lvl, (w, h) in enumerate(a.level_dimensions):
-        ds = a.level_downsamples[lvl]
-        ra = np.asarray(a.read_region((0, 0), lvl, (w, h)))
-        rb = np.asarray(b.read_region((0, 0), lvl, (w, h)))
-        assert np.array_equal(ra, rb), f"level {lvl} (downsample {ds}) differs"
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,22 +9,11 @@ openslide = pytest.importorskip("openslide")
 tifffile = pytest.importorskip("tifffile")
 
 from pixeldeid.errors import InputError  # noqa: E402
+from tests.wsi.conftest import assert_same_pixels, sha  # noqa: E402
 from wsi.api import deidentify_slide  # noqa: E402
 from wsi.synth.ventana import make_ventana  # noqa: E402
 from wsi.tiffedit import scan_raw  # noqa: E402
 from wsi.ventana import clean_xmp  # noqa: E402
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
-
-
-def assert_same_pixels(a_path, b_path):
-    a, b = openslide.OpenSlide(str(a_path)), openslide.OpenSlide(str(b_path))
-    assert a.level_dimensions == b.level_dimensions
-    for lvl, (w, h) in enumerate(a.level_dimensions):
-        assert np.array_equal(np.asarray(a.read_region((0, 0), lvl, (w, h))),
-                              np.asarray(b.read_region((0, 0), lvl, (w, h)))), f"level {lvl}"
 
 
 @pytest.mark.parametrize("label_description", ["Label_Image", "Label Image"])
