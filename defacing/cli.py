@@ -38,9 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SRC is a BIDS dataset root: write a defaced BIDS copy")
     parser.add_argument("--qc", action="store_true",
                         help="write PNG renders and JSON metrics per volume to OUT/qc")
-    parser.add_argument("--check-orientation", action="store_true",
-                        help="also register from flipped starts and quarantine heads that fit "
-                             "better upside down or face-to-back (about 2x slower)")
+    parser.add_argument("--no-check-orientation", dest="check_orientation",
+                        action="store_false", default=True,
+                        help="skip the header orientation check (on by default, ~25%% of the "
+                             "runtime): heads that fit the template better mirrored, upside "
+                             "down or axis-swapped are quarantined")
     parser.add_argument("--key-file", metavar="F",
                         help="project key for DICOM UIDs and pseudonyms (created in OUT if absent)")
     parser.add_argument("--profile", default="basic", help="DICOM header profile (default basic)")
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             deid = _deidentifier(args, out)
         summary = run_jobs(jobs, out, modality=args.modality, device=args.device, qc=args.qc,
                            deidentifier=deid, progress=_progress(len(jobs)),
-                           check_orientation=getattr(args, "check_orientation", False))
+                           check_orientation=getattr(args, "check_orientation", True))
     except DeidError as exc:
         print(f"pixeldeid deface: error: {exc}", file=sys.stderr)
         return 2

@@ -141,7 +141,7 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
                  template: Template | None = None, reference: np.ndarray | None = None,
                  reference_affine: np.ndarray | None = None,
                  margin_mm: float = BRAIN_MARGIN_MM, path: str | None = None,
-                 hint: str = "", check_orientation: bool = False) -> DefaceResult:
+                 hint: str = "", check_orientation: bool = True) -> DefaceResult:
     """Deface a 3D or 4D head volume.
 
     Parameters
@@ -169,9 +169,10 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
     hint : str
         Modality hint for ``auto`` (BIDS suffix or DICOM Modality).
     check_orientation : bool
-        Also register from flipped starts (about twice the time) and quarantine a head
-        that fits the template better upside down or face-to-back: catches some headers
-        whose orientation is wrong (see :func:`defacing.registration.orientation_check`).
+        Re-register coarsely from mirrored, upside-down and axis-swapped copies (about
+        25 % extra time; on by default) and quarantine a head that fits the template
+        better in one of them: the header's orientation is then wrong and the face mask
+        would land elsewhere (see :func:`defacing.registration.orientation_check`).
 
     Returns
     -------
@@ -216,19 +217,21 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
     fixed_native = array_to_image(_registration_image(ref, ref_mod), ref_affine, path)
     spacing = max(REGISTRATION_SPACING_MM, float(min(fixed_native.GetSpacing())))
     fixed = smooth_downsample(fixed_native, spacing)
+    oc = None
+    if check_orientation:  # first: a wrong header fails fast, before the full registration
+        oc = orientation_check(fixed, tpl.head, tpl.head_mask)
+        if oc["worse_than_flip"]:
+            raise RegistrationQualityError(
+                f"registration failed its orientation check: the head fits the template "
+                f"better as a {oc['worse_than_flip']} of the stored voxels (header "
+                f"orientation probably wrong; the face mask would miss the face)", path)
     reg = _register(fixed, tpl, device)
     quality = registration_quality(fixed, tpl, reg)
     quality["runtime_registration_s"] = round(time.perf_counter() - t0, 3)
     quality["registered_on"] = "self" if reference is None else "reference"
-
-    _check_quality(quality, path)
-    if check_orientation:
-        oc = orientation_check(fixed, tpl.head, tpl.head_mask)
+    if oc is not None:
         quality["orientation_check"] = oc
-        if oc["worse_than_flip"]:
-            raise RegistrationQualityError(
-                f"registration failed its orientation check: the head fits the template "
-                f"better {oc['worse_than_flip']} (header orientation probably wrong)", path)
+    _check_quality(quality, path)
 
     # warp masks to the native voxel grid of the data
     native = reference_image(spatial, affine, path)

@@ -224,7 +224,7 @@ def _set_pixels(ds, frames: dict[int, np.ndarray]) -> None:
 
 def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str = "auto",
                   device: str = "cpu", qc_dir: Path | None = None, source: str = "",
-                  reference=None, check_orientation: bool = False):
+                  reference=None, check_orientation: bool = True):
     """Deface one series and write it to ``OUT/dicom/<new SeriesInstanceUID>/``.
 
     Returns ``(output folder, metrics)``. Raises DeidError/InputError on failure; nothing
@@ -297,7 +297,7 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
 
 def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
                        device: str = "cpu", qc_dir: Path | None = None, deidentifier=None,
-                       check_orientation: bool = False):
+                       check_orientation: bool = True):
     """Group ``files`` into series and deface each; failures are quarantined per file.
 
     PET series are registered through a CT or MR series of the batch sharing their

@@ -189,16 +189,16 @@ def test_thick_anisotropic_slices(synthetic_head, template):
 @pytest.mark.slow
 def test_orientation_check_quarantines_upside_down_header(synthetic_head):
     """A head whose voxels are stored upside down under an unchanged affine (a header
-    error) still passes the head-shape check; the opt-in orientation check catches it."""
+    error) still passes the head-shape check; the orientation check (on by default) catches it."""
     from defacing.deface import RegistrationQualityError
 
     t1, affine = synthetic_head
     with pytest.raises(RegistrationQualityError, match="orientation"):
-        deface_array(np.ascontiguousarray(t1[:, :, ::-1]), affine, check_orientation=True)
-    ok = deface_array(t1, affine, check_orientation=True)
+        deface_array(np.ascontiguousarray(t1[:, :, ::-1]), affine)
+    ok = deface_array(t1, affine)
     oc = ok.metrics["registration"]["orientation_check"]
     assert oc["worse_than_flip"] == ""
-    assert oc["as-stored"] < min(oc["upside-down"], oc["front-back"])
+    assert oc["as-stored"] < min(oc["upside-down mirror"], oc["front-back mirror"])
 
 
 @pytest.mark.slow
