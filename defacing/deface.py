@@ -222,9 +222,10 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
         oc = orientation_check(fixed, tpl.head, tpl.head_mask)
         if oc["worse_than_flip"]:
             raise RegistrationQualityError(
-                f"registration failed its orientation check: the head fits the template "
-                f"better as a {oc['worse_than_flip']} of the stored voxels (header "
-                f"orientation probably wrong; the face mask would miss the face)", path)
+                f"registration failed its quality check (orientation): the head fits the "
+                f"template better after a {oc['worse_than_flip']} of the stored voxels "
+                f"(header orientation wrong, or not a head; the face mask would miss the "
+                f"face)", path)
     reg = _register(fixed, tpl, device)
     quality = registration_quality(fixed, tpl, reg)
     quality["runtime_registration_s"] = round(time.perf_counter() - t0, 3)
