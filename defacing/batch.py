@@ -6,6 +6,7 @@ nothing is passed through unchanged and nothing is dropped silently.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -22,6 +23,8 @@ from .nifti import deface_nifti, is_nifti
 logger = logging.getLogger(__name__)
 
 QC_DIRNAME = "qc"
+#: Per-file report written into OUT by :func:`run_jobs`.
+REPORT_NAME = "deface_report.json"
 
 
 @dataclass
@@ -44,6 +47,10 @@ class Summary:
 
     outcomes: list[Outcome] = field(default_factory=list)
     copied: int = 0
+    #: Images copied unchanged that may show a (low-resolution) face.
+    unchanged_images: list[str] = field(default_factory=list)
+    #: Per-file entries of copied and scrubbed files (see :func:`write_report`).
+    files: list[dict] = field(default_factory=list)
 
     @property
     def defaced(self) -> list[Outcome]:
@@ -59,6 +66,9 @@ class Summary:
 
     def line(self, out: str | os.PathLike) -> str:
         copied = f", {self.copied} other files copied" if self.copied else ""
+        if self.unchanged_images:
+            copied += (f", {len(self.unchanged_images)} images NOT defaced (copied unchanged, "
+                       f"may show a low-resolution face; see {REPORT_NAME})")
         return (f"{len(self.defaced)} defaced, {len(self.quarantined)} quarantined "
                 f"of {len(self.outcomes)} inputs{copied} -> {out}")
 
@@ -67,12 +77,13 @@ class Summary:
 class Job:
     """A unit of work: one NIfTI file or one DICOM series (several files)."""
 
-    kind: str  # "nifti" | "dicom" | "copy" | "unsupported"
+    kind: str  # "nifti" | "dicom" | "copy" | "copy-image" | "json" | "tsv" | "unsupported"
     source: Path
     output: Path | None = None
     files: list[Path] = field(default_factory=list)
     hint: str = ""
     reference: Path | None = None
+    reference_volumes: list[int] | None = None
 
 
 def _is_dicom_file(p: Path) -> bool:
@@ -116,7 +127,7 @@ def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
 
 
 def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str = "cpu",
-             qc: bool = False, deidentifier=None, check_orientation: bool = False,
+             qc: bool = False, deidentifier=None, check_orientation: bool = True,
              progress: Callable[[Iterable], Iterable] | None = None) -> Summary:
     """Run jobs; failures are quarantined and the batch goes on."""
     summary = Summary()
@@ -129,14 +140,8 @@ def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str 
             rec = quarantine(job.source, out, reason, stage="deface")
             summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
             continue
-        if job.kind == "copy":
-            try:
-                with open(job.source, "rb") as src, atomic_output(job.output) as dst:
-                    shutil.copyfileobj(src, dst)
-                summary.copied += 1
-            except OSError as exc:
-                rec = quarantine(job.source, out, f"copy failed: {exc}", stage="deface")
-                summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+        if job.kind in ("copy", "copy-image", "json", "tsv"):
+            _copy_job(job, out, summary)
             continue
         if job.kind == "dicom":
             from .dicom_series import deface_dicom_files
@@ -148,6 +153,7 @@ def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str 
         try:
             res = deface_nifti(job.source, job.output, modality=modality, device=device,
                                qc_dir=qc_dir, hint=job.hint, reference=job.reference,
+                               reference_volumes=job.reference_volumes,
                                check_orientation=check_orientation)
             summary.outcomes.append(Outcome(str(job.source), str(job.output), metrics=res.metrics))
         except (DeidError, OSError, MemoryError) as exc:
@@ -155,4 +161,47 @@ def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str 
             logger.error("%s: %s", job.source, reason)
             rec = quarantine(job.source, out, reason, stage="deface")
             summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+    write_report(summary, out)
     return summary
+
+
+def _copy_job(job: Job, out: Path, summary: Summary) -> None:
+    from .sidecars import scrub_json_file, scrub_tsv_file
+
+    entry = {"source": str(job.source), "output": str(job.output)}
+    try:
+        if job.kind == "json":
+            entry["status"] = "scrubbed"
+            entry["removed_keys"] = scrub_json_file(job.source, job.output)
+        elif job.kind == "tsv":
+            entry["status"] = "scrubbed"
+            entry["dates_removed"] = scrub_tsv_file(job.source, job.output)
+        else:
+            with open(job.source, "rb") as src, atomic_output(job.output) as dst:
+                shutil.copyfileobj(src, dst)
+            entry["status"] = "copied"
+            if job.kind == "copy-image":
+                entry["status"] = "copied-not-defaced"
+                entry["note"] = "image copied unchanged: may show a low-resolution face"
+                summary.unchanged_images.append(str(job.source))
+        summary.copied += 1
+        summary.files.append(entry)
+    except (DeidError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or f"copy failed: {exc}"
+        rec = quarantine(job.source, out, reason, stage="deface")
+        summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+
+
+def write_report(summary: Summary, out: Path) -> Path:
+    """Write ``OUT/deface_report.json``: one entry per input file and what became of it."""
+    entries = [{"source": o.source, "output": o.output,
+                "status": "defaced" if o.ok else "quarantined", "reason": o.reason,
+                "face_fraction_removed": o.metrics.get("face_fraction_removed"),
+                "brain_voxels_changed": o.metrics.get("brain_voxels_changed")}
+               for o in summary.outcomes]
+    path = Path(out) / REPORT_NAME
+    with atomic_output(path) as fh:
+        fh.write(json.dumps({"files": entries + summary.files,
+                             "images_not_defaced": summary.unchanged_images},
+                            indent=2).encode("utf-8"))
+    return path

@@ -1,8 +1,13 @@
 """BIDS mode: a defaced copy of a BIDS dataset.
 
-Anatomical images (``anat/`` T1w, T2w, FLAIR, PD, PDw, T2starw, ``*_ct``) and PET
-(``pet/``) are defaced; every other file (sidecars, TSVs, other NIfTI such as func/dwi)
-is copied unchanged so the output stays a valid BIDS dataset.
+Anatomical images (``anat/`` T1w, T2w, FLAIR, PD, PDw, T2starw, ``*_ct``), PET
+(``pet/``), diffusion (``dwi/``; registered on the mean of its b0 volumes, one mask for
+all volumes), field-map magnitude and spin-echo EPI images (``fmap/``) and ASL M0 scans
+are defaced. JSON sidecars lose identifying keys (dates, institution, station, device
+serial number, patient name/ID) and TSV tables their dated cells (see
+:mod:`defacing.sidecars`). Other images (``func/`` BOLD, field-map phase maps, ASL
+series) are copied unchanged, and every such copy is named in the summary and the
+per-file report as an image that may show a low-resolution face.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ logger = logging.getLogger(__name__)
 
 ANAT_SUFFIXES = ("T1w", "T2w", "FLAIR", "PD", "PDw", "T2starw", "ct", "CT")
 PET_SUFFIXES = ("pet",)
+DWI_SUFFIXES = ("dwi", "sbref")
+FMAP_SUFFIXES = ("magnitude", "magnitude1", "magnitude2", "epi")
+PERF_SUFFIXES = ("m0scan",)
+#: Largest b-value (s/mm2) of a volume used as b0-like registration reference.
+B0_MAX = 100.0
 
 
 def defaced_suffix(path: Path) -> str | None:
@@ -32,7 +42,28 @@ def defaced_suffix(path: Path) -> str | None:
         return suffix
     if folder == "pet" and suffix in PET_SUFFIXES:
         return suffix
+    if folder == "dwi" and suffix in DWI_SUFFIXES:
+        return suffix
+    if folder == "fmap" and suffix in FMAP_SUFFIXES:
+        return suffix
+    if folder == "perf" and suffix in PERF_SUFFIXES:
+        return suffix
     return None
+
+
+def b0_volumes(path: Path) -> list[int] | None:
+    """Indices of the b0-like volumes of a diffusion image from its ``.bval`` sidecar.
+
+    Returns None when there is no readable ``.bval`` or no volume with b <= ``B0_MAX``
+    (the mean of all volumes is then used).
+    """
+    bval = path.parent / (nifti_stem(path) + ".bval")
+    try:
+        values = [float(v) for v in bval.read_text().split()]
+    except (OSError, ValueError):
+        return None
+    idx = [i for i, b in enumerate(values) if b <= B0_MAX]
+    return idx or None
 
 
 def plan_bids(root: Path, out: Path) -> list[Job]:
@@ -55,11 +86,17 @@ def plan_bids(root: Path, out: Path) -> list[Job]:
             continue
         dst = out / root.name / rel
         suffix = defaced_suffix(p)
-        if suffix is None:
-            if is_nifti(p) and p.parent.name not in ("func", "dwi", "fmap", "perf", "meg",
-                                                       "eeg", "ieeg", "beh"):
-                logger.warning("%s: image not recognised as anat/pet; copied unchanged", p)
-            jobs.append(Job("copy", p, dst))
+        if suffix is not None:
+            vols = b0_volumes(p) if suffix == "dwi" else None
+            jobs.append(Job("nifti", p, dst, hint=f"_{suffix}", reference_volumes=vols))
+        elif is_nifti(p):
+            logger.warning("%s: image not defaced (no face model for this kind); copied "
+                           "unchanged, may show a low-resolution face", p)
+            jobs.append(Job("copy-image", p, dst))
+        elif p.suffix == ".json":
+            jobs.append(Job("json", p, dst))
+        elif p.suffix == ".tsv":
+            jobs.append(Job("tsv", p, dst))
         else:
-            jobs.append(Job("nifti", p, dst, hint=f"_{suffix}"))
+            jobs.append(Job("copy", p, dst))
     return jobs

@@ -139,7 +139,8 @@ def surface_threshold(before: np.ndarray, modality: str, slope: float, inter: fl
 def deface_nifti(src: str | os.PathLike, dst: str | os.PathLike, *, modality: str = "auto",
                  device: str = "cpu", qc_dir: str | os.PathLike | None = None,
                  hint: str = "", reference: str | os.PathLike | None = None,
-                 check_orientation: bool = False) -> DefaceResult:
+                 check_orientation: bool = True,
+                 reference_volumes: list[int] | None = None) -> DefaceResult:
     """Deface one NIfTI file into ``dst`` (the input is never modified).
 
     Parameters
@@ -156,6 +157,9 @@ def deface_nifti(src: str | os.PathLike, dst: str | os.PathLike, *, modality: st
         NIfTI of the same study and world frame to register instead (PET through its CT/MR).
     check_orientation : bool
         See :func:`defacing.deface.deface_array`.
+    reference_volumes : list of int, optional
+        Volumes of a 4D image whose mean is registered (e.g. the b0 volumes of a
+        diffusion series); one mask is applied to all volumes.
     """
     data, affine, slope, inter, img = read_nifti(src)
     if not (src_hint := hint):
@@ -165,6 +169,11 @@ def deface_nifti(src: str | os.PathLike, dst: str | os.PathLike, *, modality: st
     if reference is not None:
         rd, ref_aff, rs, ri, _ = read_nifti(reference)
         ref_data = rd.astype(np.float32) * rs + ri
+    elif reference_volumes and data.ndim == 4:
+        idx = [i for i in reference_volumes if 0 <= i < data.shape[3]]
+        if idx:
+            ref_data = data[..., idx].astype(np.float32).mean(axis=3) * slope + inter
+            ref_aff = affine
     result = deface_array(data, affine, modality=modality, slope=slope, inter=inter,
                           device=device, path=str(src), hint=src_hint,
                           reference=ref_data, reference_affine=ref_aff,
