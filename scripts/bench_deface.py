@@ -1,7 +1,8 @@
 """Benchmark: pixeldeid defacing vs ``niimath -deface`` on the same head, template and mask.
 
 Runs both tools on the same file in one run and prints seconds per volume and the
-ratio. niimath gets the project's template (``models/deface/head_template.nii.gz``) and
+ratio; pixeldeid runs with its orientation check (the default) and without it, so
+the check's share of the runtime is shown. niimath gets the project's template (``models/deface/head_template.nii.gz``) and
 the matching keep-mask (1 - face mask). When a brain mask of the subject is given
 (``--brain-mask``, e.g. Colin27's ch2bet), the brain voxels each tool changed are counted.
 
@@ -69,20 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     tmpl = models_dir() / "head_template.nii.gz"
 
     rows = []
-    engines = [("pixeldeid cpu (SimpleITK)", "cpu")]
+    engines = [("pixeldeid cpu (SimpleITK)", "cpu", True),
+               ("pixeldeid cpu, no orient. check", "cpu", False)]
     try:
         import torch
 
         if torch.cuda.is_available():
-            engines.append(("pixeldeid cuda (MONAI/torch)", "cuda"))
+            engines.append(("pixeldeid cuda (MONAI/torch)", "cuda", True))
     except ImportError:
         pass
-    for label, dev in engines:
+    for label, dev, check in engines:
         times = []
         for i in range(args.repeat):
-            out = tmp / f"pd_{dev}_{i}.nii.gz"
+            out = tmp / f"pd_{dev}_{check}_{i}.nii.gz"
             t = time.perf_counter()
-            deface_nifti(head, out, device=dev)
+            deface_nifti(head, out, device=dev, check_orientation=check)
             times.append(time.perf_counter() - t)
         rows.append((label, times, _changed(head, out, brain)))
 
