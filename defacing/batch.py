@@ -176,14 +176,19 @@ def _copy_job(job: Job, out: Path, summary: Summary) -> None:
         elif job.kind == "tsv":
             entry["status"] = "scrubbed"
             entry["dates_removed"] = scrub_tsv_file(job.source, job.output)
+        elif job.kind == "copy-image":  # voxels kept; header text and extensions dropped
+            from .nifti import read_nifti, write_nifti_atomic
+
+            data, _, slope, inter, img = read_nifti(job.source)
+            write_nifti_atomic(job.output, data, img, slope, inter, descrip=b"")
+            entry["status"] = "copied-not-defaced"
+            entry["note"] = ("image voxels copied unchanged (header free text and extensions "
+                             "removed): may show a low-resolution face")
+            summary.unchanged_images.append(str(job.source))
         else:
             with open(job.source, "rb") as src, atomic_output(job.output) as dst:
                 shutil.copyfileobj(src, dst)
             entry["status"] = "copied"
-            if job.kind == "copy-image":
-                entry["status"] = "copied-not-defaced"
-                entry["note"] = "image copied unchanged: may show a low-resolution face"
-                summary.unchanged_images.append(str(job.source))
         summary.copied += 1
         summary.files.append(entry)
     except (DeidError, OSError) as exc:

@@ -59,11 +59,11 @@ def read_nifti(path: str | os.PathLike):
     return data, img.affine, slope, inter, img
 
 
-def clean_header(img) -> nib.Nifti1Header:
+def clean_header(img, descrip: bytes = b"defaced by pixeldeid") -> nib.Nifti1Header:
     """Copy of the header with free-text fields and extensions (may embed DICOM) removed."""
     hdr = img.header.copy()
     hdr.extensions.clear()
-    hdr["descrip"] = b"defaced by pixeldeid"
+    hdr["descrip"] = descrip
     hdr["aux_file"] = b""
     if "db_name" in hdr:
         hdr["db_name"] = b""
@@ -73,7 +73,7 @@ def clean_header(img) -> nib.Nifti1Header:
 
 
 def write_nifti_atomic(path: str | os.PathLike, data: np.ndarray, like, slope: float,
-                       inter: float) -> Path:
+                       inter: float, descrip: bytes = b"defaced by pixeldeid") -> Path:
     """Write stored values ``data`` to ``path`` atomically with the header of ``like``.
 
     The on-disk dtype, slope and intercept of the source are kept exactly (nibabel would
@@ -84,7 +84,7 @@ def write_nifti_atomic(path: str | os.PathLike, data: np.ndarray, like, slope: f
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    hdr = clean_header(like)
+    hdr = clean_header(like, descrip)
     dtype = like.get_data_dtype()
     hdr.set_data_shape(data.shape)
     hdr.set_data_dtype(dtype)

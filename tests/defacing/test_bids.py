@@ -42,8 +42,10 @@ def bids(tmp_path_factory, synthetic_head):
     save_nifti(root / "sub-01" / "pet" / "sub-01_pet.nii.gz", pet, affine)
     (root / "sub-01" / "pet" / "sub-01_pet.json").write_text(json.dumps({"TracerName": "FDG"}))
     bold = np.random.default_rng(1).random((10, 10, 8, 3)).astype(np.float32)
-    save_nifti(root / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz", bold,
-               np.diag([3.0, 3.0, 3.0, 1.0]))
+    bold_img = nib.Nifti1Image(bold, np.diag([3.0, 3.0, 3.0, 1.0]))
+    bold_img.header["descrip"] = b"TE=30;Time=101112.500"
+    bold_img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"PatientName=DOE^JANE"))
+    nib.save(bold_img, str(root / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"))
     (root / "sub-01" / "func" / "sub-01_task-rest_bold.json").write_text(json.dumps(
         {"TaskName": "rest", "AcquisitionDateTime": "2021-03-04T10:11:12.5",
          "InstitutionName": "St Elsewhere Hospital", "InstitutionAddress": "1 Main St",
@@ -79,9 +81,18 @@ def test_bids_copy_has_same_files(bids):
     identifying = {"sub-01/func/sub-01_task-rest_bold.json", "sub-01/sub-01_scans.tsv",
                    "sub-01/sub-01_sessions.tsv"}
     for rel in src_files:
-        if (rel.suffix in (".json", ".tsv", ".bval") and str(rel) not in identifying) \
-                or "func" in rel.parts and rel.suffix == ".gz":
+        if rel.suffix in (".json", ".tsv", ".bval") and str(rel) not in identifying:
             assert (root / rel).read_bytes() == (out / rel).read_bytes(), rel
+
+
+def test_bids_image_not_defaced_keeps_voxels_loses_header_text(bids):
+    root, out, *_ = bids
+    rel = "sub-01/func/sub-01_task-rest_bold.nii.gz"
+    a, b = nib.load(str(root / rel)), nib.load(str(out / rel))
+    assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert np.array_equal(a.affine, b.affine) and a.get_data_dtype() == b.get_data_dtype()
+    assert len(b.header.extensions) == 0
+    assert b"Time" not in b.header["descrip"].tobytes()
 
 
 def test_bids_sidecars_and_tables_scrubbed(bids):
