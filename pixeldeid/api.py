@@ -26,12 +26,12 @@ from . import __version__
 from . import dates as _dates
 from .atomic import atomic_output
 from .dummy import DUMMY_VALUES
-from .engine import WalkContext, Walker, removed_text_values
+from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap
 from .rawwrite import encode_part10
-from .standard import DEID_METHOD_CODES, action_for, release
+from .standard import DEID_METHOD_CODES, release
 from .textclean import dicom_vocabulary, find_tokens, identity_tokens, words_of
 from .uids import UIDMapper
 
@@ -58,10 +58,6 @@ IDENTITY_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirt
 #: input de-identified before) cannot be told apart from the dummies written in its place.
 _DUMMY_WORDS = frozenset(str(v).lower() for v in DUMMY_VALUES.values()
                          if isinstance(v, str) and v.isalpha())
-
-#: Descriptor tags cleaned by Clean Descriptors; when any is "C" the cleaning words are collected.
-CLEANED_TEXT_TAGS = (0x00081030, 0x0008103E, 0x00181030, 0x00204000, 0x00102180, 0x001021B0)
-
 
 @dataclass(frozen=True)
 class SiteInfo:
@@ -277,8 +273,7 @@ class Deidentifier:
                        else set())
         tokens = identity_tokens(id_values)
         clean_tokens = tokens
-        if any(action_for(t, opts) == "C" for t in CLEANED_TEXT_TAGS) or \
-                "clean-structured-content" in opts or "clean-graphics" in opts:
+        if cleans_text(opts):
             words = words_of(removed_text_values(ds, opts)) - {pseudonym}
             clean_tokens = sorted(set(tokens) | words, key=len, reverse=True)
         sop_class = str(ds.SOPClassUID)
@@ -312,8 +307,9 @@ class Deidentifier:
         self._site(ds, pseudonym)
         ds.file_meta = self._file_meta(ds)
         ds.preamble = b"\x00" * 128
-        self._last_tokens = [t for t in tokens if t != pseudonym and pseudonym not in t
-                             and t not in birth_forms]
+        # what the residual check of encode() searches for travels with the dataset
+        ds._pixeldeid_residual_tokens = [t for t in tokens if t != pseudonym
+                                         and pseudonym not in t and t not in birth_forms]
         return ds
 
     def _age(self, ds: Dataset) -> str | None:
@@ -413,17 +409,17 @@ class Deidentifier:
                 ds.PixelData = new
         data, header = encode_part10(ds)
         if self.config.residual_check:
-            self._residual(header, source)
+            self._residual(ds, header, source)
         return data, removed
 
-    def _residual(self, header: bytes, source: str | None) -> None:
+    def _residual(self, ds: Dataset, header: bytes, source: str | None) -> None:
         vocab = dicom_vocabulary()
-        tokens = [t for t in getattr(self, "_last_tokens", [])
+        tokens = [t for t in getattr(ds, "_pixeldeid_residual_tokens", [])
                   if len(t) >= 3 and t.lower() not in vocab and t.lower() not in _DUMMY_WORDS]
         if not tokens:
             return
         hits = find_tokens(header, tokens)
-        if hits and action_for(0x00100010, self.options) != "K":
+        if hits:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
 

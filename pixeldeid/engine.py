@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cache
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
@@ -23,7 +24,7 @@ from . import dates as _dates
 from .dummy import dummy_value
 from .errors import DeidError
 from .iodtypes import attribute_type, resolve_compound
-from .standard import action_for, safe_private_for
+from .standard import action_for, rules, safe_private_for
 from .textclean import clean_text
 from .uids import STRUCTURAL_UID_KEYWORDS
 
@@ -59,7 +60,6 @@ class WalkContext:
     offset: _dates.DateOffset | None
     tokens: list[str]
     private_allow: frozenset[tuple[str, int, int]] = frozenset()
-    removed_values: list[str] = field(default_factory=list)
 
     @property
     def retain_uids(self) -> bool:
@@ -409,7 +409,27 @@ class Walker:
                     del ds[tag]
 
 
-STRING_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
+STRING_VRS = TEXT_VRS | {"PN"}
+
+
+@cache
+def cleans_text(options: frozenset[str]) -> bool:
+    """True when the options give the clean (C) action to some attribute that is not a
+    date or time (descriptors, free text, sequences): then the words of the removed
+    identity values are needed for cleaning (:func:`removed_text_values`)."""
+    for rule in rules():
+        if rule.group & 1 or rule.group_mask != 0xFFFF:
+            continue  # private row and repeating groups (overlay/curve data: binary)
+        tag = (rule.group << 16) | rule.element
+        if code_for(tag, options) != "C":
+            continue
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return True
+        if vr not in DATE_VRS:
+            return True
+    return False
 
 
 def removed_text_values(ds: Dataset, options: frozenset[str], depth: int = 0) -> list[str]:
@@ -446,7 +466,3 @@ def removed_text_values(ds: Dataset, options: frozenset[str], depth: int = 0) ->
             out += [str(x) for x in (v if isinstance(v, (list, MultiValue)) else [v]) if x]
     return out
 
-
-def is_raw(ds: Dataset, tag: int) -> bool:
-    """True when the element is still undecoded raw bytes (used by tests)."""
-    return isinstance(ds._dict.get(BaseTag(tag)), RawDataElement)

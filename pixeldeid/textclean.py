@@ -124,24 +124,3 @@ def find_tokens(data: bytes, tokens: Iterable[str]) -> list[str]:
     found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
     return [toks[k] for k in sorted(found) if k in toks]
 
-
-def _find_tokens_slow(data: bytes, tokens: Iterable[str]) -> list[str]:
-    """Reference implementation of :func:`find_tokens` (used by tests)."""
-    low = data.lower()
-    hits = []
-    for tok in tokens:
-        b = tok.lower().encode("utf-8", "ignore")
-        if len(b) < 3:
-            continue
-        start = 0
-        while True:
-            i = low.find(b, start)
-            if i < 0:
-                break
-            before = low[i - 1:i] if i else b""
-            after = low[i + len(b):i + len(b) + 1]
-            if not (before.isalnum() or after.isalnum()):
-                hits.append(tok)
-                break
-            start = i + 1
-    return hits

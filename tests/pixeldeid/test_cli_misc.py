@@ -104,3 +104,19 @@ def test_site_and_trial_fields(tmp_path: Path, key_file: Path):
     assert ds.ClinicalTrialSiteID == "07" and ds.ClinicalTrialSponsorName == "ACME"
     assert ds.ClinicalTrialProtocolID == "P-1" and ds.ClinicalTrialTimePointID == "BASELINE"
     assert ds.ClinicalTrialSubjectID == ds.PatientID == "TRIAL_001"
+
+
+def test_residual_check_uses_the_tokens_of_the_dataset_it_encodes():
+    import pytest
+
+    from pixeldeid.errors import DeidError
+
+    a = _instance("1.2.840.10008.5.1.4.1.1.2", 9, "QA1", "Zebedee^Quintus")
+    a.Manufacturer = "Zebedee Imaging"  # kept by the profile: the residual check must catch it
+    b = _instance("1.2.840.10008.5.1.4.1.1.2", 10, "QB2", "Ormerod^Lucia")
+    deid = Deidentifier(DeidConfig(key=b"0123456789abcdef-key"))
+    deid.deidentify_dataset(a)
+    deid.deidentify_dataset(b)  # another patient in between must not change A's check
+    with pytest.raises(DeidError, match="identity still present"):
+        deid.encode(a)
+    deid.encode(b)
