@@ -52,9 +52,10 @@ def test_no_planted_identity_in_output(tmp_path: Path, key_file: Path, profile, 
     allowed = _allowed(profile, planted)
     leaks = [s for s in leaked(data, planted) if not any(a in s for a in allowed)]
     assert not leaks, f"{len(leaks)} planted values leaked: {leaks}"
-    name_leaks = [s for s in planted if s in str(files[0].relative_to(out))]
+    out_name = str(files[0].relative_to(out))
+    name_leaks = [s for s in planted if s in out_name]
+    name_leaks += [part for part in src.stem.split("_") if part.lower() in out_name.lower()]
     assert not name_leaks
-    assert not any(s in "Grossmann_Juergen_QX-88213-PID" for s in [files[0].name])
     ds = pydicom.dcmread(files[0])
     assert ds.PatientIdentityRemoved == "YES"
     assert ds.PatientID == ds.PatientName == "SUBJ_001"
@@ -81,6 +82,12 @@ def test_safe_private_kept_only_under_option(tmp_path: Path, key_file: Path):
                      "--key-file", str(key_file), "--no-progress"]) == 0
         outs[prof] = pydicom.dcmread(next(out.glob("*.dcm")))
     assert not any(e.tag.group & 1 for e in outs["basic"].iterall())
-    kept = [e for e in outs["tcia-like"] if e.tag.group & 1 and e.tag.element >= 0x1000]
-    assert kept, "no safe private element kept under retain-safe-private"
-    assert SAFE_PRIVATE_CT
+    ds = outs["tcia-like"]
+    kept = set()
+    for e in ds:
+        if e.tag.group & 1 and e.tag.element >= 0x1000:
+            creator = ds[e.tag.group, e.tag.element >> 8].value
+            kept.add((e.tag.group, e.tag.element & 0xFF, creator))
+    # exactly the Table E.3.10-1 elements the generator planted; the unsafe GE element and
+    # the unknown creator's identity are gone
+    assert kept == {(g, low, creator) for g, low, creator, _vr, _v in SAFE_PRIVATE_CT}
