@@ -53,3 +53,14 @@ def save_nifti(path, data, affine, slope=None, inter=None, dtype=None):
         img.header.set_slope_inter(slope, inter)
     nib.save(img, str(path))
     return path
+
+
+def run_cli(args) -> int:
+    """Run ``pixeldeid deface`` (the defacing CLI plugin) in process; return the exit status."""
+    import argparse
+
+    from defacing import cli
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return cli.run(p.parse_args([str(a) for a in args]))

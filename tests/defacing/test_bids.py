@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -12,16 +11,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from defacing import cli
-from tests.defacing.conftest import save_nifti
+from tests.defacing.conftest import run_cli, save_nifti
 
 pytestmark = pytest.mark.slow
 
 
-def _run(args):
-    p = argparse.ArgumentParser()
-    cli.add_arguments(p)
-    return cli.run(p.parse_args([str(a) for a in args]))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +62,7 @@ def bids(tmp_path_factory, synthetic_head):
     out = tmp_path_factory.mktemp("bidsout")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        status = _run([root, "-o", out, "--bids", "--device", "cpu"])
+        status = run_cli([root, "-o", out, "--bids", "--device", "cpu"])
     return root, out / "study", status, printed.getvalue()
 
 
@@ -160,4 +154,4 @@ def test_bids_dwi_one_mask_for_all_volumes_same_as_t1(bids):
 
 def test_not_a_bids_root_is_usage_error(tmp_path):
     (tmp_path / "x").mkdir()
-    assert _run([tmp_path / "x", "-o", tmp_path / "o", "--bids"]) == 2
+    assert run_cli([tmp_path / "x", "-o", tmp_path / "o", "--bids"]) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -11,16 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from defacing import cli
-from tests.defacing.conftest import save_nifti
+from tests.defacing.conftest import run_cli, save_nifti
 
 pytestmark = pytest.mark.slow
 
 
-def _run(args):
-    p = argparse.ArgumentParser()
-    cli.add_arguments(p)
-    return cli.run(p.parse_args([str(a) for a in args]))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def batch(tmp_path_factory, synthetic_head):
     (src / "notes.txt").write_text("hello")
     out = tmp_path_factory.mktemp("out")
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()}
-    status = _run([src, "-o", out, "--qc", "--device", "cpu"])
+    status = run_cli([src, "-o", out, "--qc", "--device", "cpu"])
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()}
     assert before == after  # inputs never modified, nothing added beside them
     return src, out, status
@@ -75,8 +69,8 @@ def test_bad_inputs_quarantined_with_reason(batch, name, words):
 
 def test_summary_line_and_usage_error(batch, capsys, tmp_path):
     src, out, _ = batch
-    assert _run([tmp_path, "-o", tmp_path]) == 2
-    status = _run([src / "notes.txt", "-o", tmp_path / "o2"])
+    assert run_cli([tmp_path, "-o", tmp_path]) == 2
+    status = run_cli([src / "notes.txt", "-o", tmp_path / "o2"])
     assert status == 1
     captured = capsys.readouterr()
     assert "0 defaced, 1 quarantined of 1 inputs" in captured.out
@@ -95,4 +89,4 @@ def test_cuda_without_device_is_usage_error(tmp_path, monkeypatch):
     import defacing.engines as eng
 
     monkeypatch.setattr(eng, "cuda_available", lambda: False)
-    assert _run([tmp_path, "-o", tmp_path / "o", "--device", "cuda"]) == 2
+    assert run_cli([tmp_path, "-o", tmp_path / "o", "--device", "cuda"]) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -14,24 +13,19 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from defacing import cli
 from defacing.dicom_series import load_series
-from tests.defacing.conftest import heads
+from tests.defacing.conftest import heads, run_cli
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
 
-def _run(args):
-    p = argparse.ArgumentParser()
-    cli.add_arguments(p)
-    return cli.run(p.parse_args([str(a) for a in args]))
 
 
 @pytest.fixture(scope="module")
 def dicom_case(tmp_path_factory):
     src = heads("dicom-mr-series")
     out = tmp_path_factory.mktemp("dcmout")
-    status = _run([src, "-o", out, "--device", "cpu", "--qc"])
+    status = run_cli([src, "-o", out, "--device", "cpu", "--qc"])
     series = sorted((out / "dicom").iterdir())
     return src, out, status, series
 
@@ -119,7 +113,7 @@ def test_mixed_series_is_quarantined(tmp_path):
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     ds.save_as(mixed / "x-odd.dcm")
     out = tmp_path / "out"
-    assert _run([mixed, "-o", out, "--device", "cpu"]) == 1
+    assert run_cli([mixed, "-o", out, "--device", "cpu"]) == 1
     assert not (out / "dicom").exists() or not any((out / "dicom").iterdir())
     reasons = list((out / "quarantine").glob("*.reason.txt"))
     assert len(reasons) == 41
@@ -137,7 +131,7 @@ def test_compressed_series_keeps_transfer_syntax(tmp_path):
         ds.compress(JPEG2000Lossless)
         ds.save_as(comp / f.name)
     out = tmp_path / "out"
-    assert _run([comp, "-o", out, "--device", "cpu"]) == 0
+    assert run_cli([comp, "-o", out, "--device", "cpu"]) == 0
     series = sorted((out / "dicom").iterdir())
     assert len(series) == 1
     files = sorted(series[0].glob("*.dcm"))
@@ -185,7 +179,7 @@ def test_pet_registered_through_mr_of_same_frame_of_reference(tmp_path):
     shutil.copytree(src, study / "mr")
     _fake_pet_series(src, study / "pet")
     out = tmp_path / "out"
-    assert _run([study, "-o", out, "--device", "cpu", "--qc"]) == 0
+    assert run_cli([study, "-o", out, "--device", "cpu", "--qc"]) == 0
     series = sorted((out / "dicom").iterdir())
     assert len(series) == 2
     on = sorted(json.loads(p.read_text())["registration"]["registered_on"]
@@ -227,7 +221,7 @@ def test_enhanced_multiframe_in_multiframe_out(tmp_path):
     (tmp_path / "mf").mkdir()
     mf.save_as(tmp_path / "mf" / "enhanced.dcm")
     out = tmp_path / "out"
-    assert _run([tmp_path / "mf", "-o", out, "--device", "cpu"]) == 0
+    assert run_cli([tmp_path / "mf", "-o", out, "--device", "cpu"]) == 0
     files = list((out / "dicom").rglob("*.dcm"))
     assert len(files) == 1
     ds = pydicom.dcmread(files[0])
