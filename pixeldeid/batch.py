@@ -139,15 +139,21 @@ def check_key(out_dir: Path, key: bytes) -> None:
     """Refuse another project key on an output folder written with one (new UIDs and
     pseudonyms would sit beside the old ones: every instance twice)."""
     kid = hmac.new(key, b"pixeldeid output folder key id", hashlib.sha256).hexdigest()
-    p = out_dir / STATE_DIRNAME / KEY_ID_NAME
+    _check_stamp(out_dir, KEY_ID_NAME, kid,
+                 "this output folder was written with another project key; give the same "
+                 "--key-file, or another output folder")
+
+
+def _check_stamp(out_dir: Path, name: str, value: str, refusal: str) -> None:
+    """Record ``value`` in ``OUT/.pixeldeid/name``, or refuse when another one is there."""
+    p = out_dir / STATE_DIRNAME / name
     if p.exists():
-        if p.read_text(encoding="ascii", errors="replace").strip() != kid:
-            raise DeidError("this output folder was written with another project key; give "
-                            "the same --key-file, or another output folder", str(out_dir))
+        if p.read_text(encoding="ascii", errors="replace").strip() != value:
+            raise DeidError(refusal, str(out_dir))
         return
     _make_output_dir(p.parent)
     with atomic_output(p) as fh:
-        fh.write(kid.encode() + b"\n")
+        fh.write(value.encode() + b"\n")
 
 
 SETTINGS_ID_NAME = "settings-id"
@@ -176,16 +182,10 @@ def check_settings(out_dir: Path, config: DeidConfig, layout: str) -> None:
             "residual_check": config.residual_check, "layout": layout}
     sid = hmac.new(config.key, json.dumps(desc, sort_keys=True).encode(),
                    hashlib.sha256).hexdigest()
-    p = out_dir / STATE_DIRNAME / SETTINGS_ID_NAME
-    if p.exists():
-        if p.read_text(encoding="ascii", errors="replace").strip() != sid:
-            raise DeidError("this output folder was written with other settings (profile, "
-                            "options, date offset, site or layout); rerun with the same "
-                            "settings, or use another output folder", str(out_dir))
-        return
-    _make_output_dir(p.parent)
-    with atomic_output(p) as fh:
-        fh.write(sid.encode() + b"\n")
+    _check_stamp(out_dir, SETTINGS_ID_NAME, sid,
+                 "this output folder was written with other settings (profile, options, date "
+                 "offset, site or layout); rerun with the same settings, or use another "
+                 "output folder")
 
 
 def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> bytes:
