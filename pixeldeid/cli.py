@@ -83,16 +83,15 @@ def _run_dicom(args: argparse.Namespace) -> int:
 
     # Validate profile and options before touching any file (usage errors exit 2 and
     # write nothing, not even a generated key).
-    load_profile(args.profile).with_options(args.option)
+    profile = load_profile(args.profile).with_options(args.option)
     out = Path(args.output)
     key = load_or_create_key(args.key_file, out)
     ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
     site = SiteInfo(args.site_id, args.site_name, args.trial_sponsor, args.trial_protocol_id,
                     args.trial_protocol_name, args.time_point, args.time_point_description)
-    config = DeidConfig(profile=args.profile, options=tuple(args.option), key=key,
+    config = DeidConfig(profile=profile, key=key,
                         pseudonym_prefix=args.prefix, subject_map=ids, uid_map=uids,
                         pseudonym_db=args.subject_db, date_offset_days=args.date_offset,
-                        date_offset_seconds=0 if args.date_offset is not None else None,
                         site=site)
     if not args.verbose:  # each quarantined input gets one line, printed below
         logging.getLogger("pixeldeid.quarantine").setLevel(logging.ERROR)
