@@ -25,27 +25,26 @@ _DELIM_LE = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 _DELIM_BE = struct.pack(">HHL", 0xFFFE, 0xE0DD, 0)
 
 
+def _header(tag: int, vr: str | None, length: int, e: str, implicit: bool) -> bytes:
+    """Element header (PS3.5 7.1): implicit VR, explicit short-length or explicit long-length."""
+    if implicit or vr is None:
+        return struct.pack(e + "HHL", tag >> 16, tag & 0xFFFF, length)
+    if vr in LONG_VRS:
+        return struct.pack(e + "HH2sHL", tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
+    return struct.pack(e + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+
+
 def _raw_bytes(raw: RawDataElement, little: bool, implicit: bool) -> bytes | None:
     """Bytes of a raw element in the target encoding, or None when it must be re-encoded."""
     if raw.is_little_endian != little or raw.is_implicit_VR != implicit or raw.value is None:
         return None
     value = raw.value
     undefined = raw.length == 0xFFFFFFFF
-    tag = raw.tag
-    e = "<" if little else ">"
-    if implicit:
-        head = struct.pack(e + "HHL", tag >> 16, tag & 0xFFFF, 0xFFFFFFFF if undefined else len(value))
-    else:
-        vr = raw.VR
-        if not vr or len(vr) != 2:
-            return None
-        if vr in LONG_VRS:
-            head = struct.pack(e + "HH2sHL", tag >> 16, tag & 0xFFFF, vr.encode(), 0,
-                               0xFFFFFFFF if undefined else len(value))
-        else:
-            if len(value) > 0xFFFF:
-                return None
-            head = struct.pack(e + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value))
+    vr = raw.VR
+    if not implicit and (not vr or len(vr) != 2 or (vr not in LONG_VRS and len(value) > 0xFFFF)):
+        return None
+    head = _header(raw.tag, vr, 0xFFFFFFFF if undefined else len(value), "<" if little else ">",
+                   implicit)
     if undefined:
         return head + value + (_DELIM_LE if little else _DELIM_BE)
     return head + value
@@ -88,11 +87,7 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
 def _encode_sequence(elem, little: bool, implicit: bool) -> bytes:
     """A decoded sequence, with undefined lengths; the items' raw elements are copied."""
     e = "<" if little else ">"
-    tag = int(elem.tag)
-    if implicit:
-        out = [struct.pack(e + "HHL", tag >> 16, tag & 0xFFFF, 0xFFFFFFFF)]
-    else:
-        out = [struct.pack(e + "HH2sHL", tag >> 16, tag & 0xFFFF, b"SQ", 0, 0xFFFFFFFF)]
+    out = [_header(int(elem.tag), "SQ", 0xFFFFFFFF, e, implicit)]
     item_start = struct.pack(e + "HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
     item_end = struct.pack(e + "HHL", 0xFFFE, 0xE00D, 0)
     for item in elem.value:
@@ -112,9 +107,7 @@ def _even(b: bytes, pad: bytes) -> bytes:
 
 
 def _explicit_le(tag: int, vr: str, value: bytes) -> bytes:
-    if vr in LONG_VRS:
-        return struct.pack("<HH2sHL", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(value)) + value
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
+    return _header(tag, vr, len(value), "<", False) + value
 
 
 def encode_file_meta(meta) -> bytes:
