@@ -32,7 +32,9 @@ The output folder also holds quarantine/ (inputs that could not be cleaned, with
 
 #: Subcommands provided by other packages: name -> module with DESCRIPTION, EPILOG,
 #: add_arguments(parser) and run(args) -> int.
-PLUGIN_COMMANDS = {"deface": "defacing.cli", "wsi": "wsi.cli"}
+PLUGIN_COMMANDS = {"run": "pixeldeid.pipeline.cli", "deface": "defacing.cli", "wsi": "wsi.cli",
+                   "verify": "pixeldeid.verify.cli", "report": "pixeldeid.report.cli",
+                   "templates": "pixeldeid.burnedin.templates_cli"}
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

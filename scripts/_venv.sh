@@ -18,7 +18,7 @@ _pip() {
 ensure_venv() {
   # $1: extras set, "test" or "demo"
   local extras stamp
-  if [ "$1" = "test" ]; then extras="test,gpu,ocr,codecs,slides,dask,bench"; else extras="gpu,ocr,codecs,slides,dask"; fi
+  if [ "$1" = "test" ]; then extras="test,gpu,ocr,tesseract,codecs,slides,dask,bench"; else extras="gpu,ocr,codecs,slides,dask"; fi
   if [ ! -x "$VENV/bin/python" ]; then
     echo "creating $VENV with $PY"
     "$PY" -m venv "$VENV"
