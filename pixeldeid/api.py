@@ -15,6 +15,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -34,6 +35,9 @@ from .rawwrite import encode_part10
 from .standard import DEID_METHOD_CODES, release
 from .textclean import dicom_vocabulary, find_tokens, identity_tokens, words_of
 from .uids import UIDMapper
+
+if TYPE_CHECKING:
+    from .burnedin.stage import PixelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +96,8 @@ class DeidConfig:
         SQLite file remembering pseudonyms across batches (memory only when None).
     date_offset_days, date_offset_seconds : int, optional
         A fixed offset for every patient instead of the keyed per-patient one.
+    pixels : PixelSettings, optional
+        The burned-in text stage (:mod:`pixeldeid.burnedin.stage`); None: pixels untouched.
     """
 
     profile: str | Profile = "basic"
@@ -106,6 +112,7 @@ class DeidConfig:
     site: SiteInfo = field(default_factory=SiteInfo)
     strip_jpeg_metadata: bool = True
     residual_check: bool = True
+    pixels: PixelSettings | None = None
 
 
 @dataclass
