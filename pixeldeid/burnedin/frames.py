@@ -1,0 +1,276 @@
+"""Pixel access for burned-in text work: frame geometry, display images, the raw frame layout.
+
+:class:`PixelFrames` looks at a dataset's Image Pixel attributes without decoding
+anything; :meth:`PixelFrames.display` decodes only the frames asked for and turns them into
+8-bit RGB images for OCR (palette applied, YBR converted, MONOCHROME1 inverted, more than
+8 bits windowed). :func:`native_view` gives a writable numpy view of uncompressed pixel
+data laid out as ``(frames, rows, cols[, samples])`` for in-place redaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRBigEndian
+
+from pixeldeid.errors import InputError
+
+__all__ = ["PixelFrames", "NATIVE_SYNTAXES", "PHOTOMETRICS", "native_view", "black_value"]
+
+logger = logging.getLogger(__name__)
+
+NATIVE_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+})
+PHOTOMETRICS = frozenset({
+    "MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "PALETTE COLOR",
+    "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420",
+})
+
+
+def _source(ds: Dataset) -> str | None:
+    name = getattr(ds, "filename", None)
+    return name if isinstance(name, str) else None
+
+
+def transfer_syntax(ds: Dataset) -> UID:
+    """The dataset's transfer syntax UID (file meta), Explicit VR LE when unknown."""
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if ts is None:
+        little = getattr(ds, "is_little_endian", True)
+        implicit = getattr(ds, "is_implicit_VR", False)
+        ts = ("1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1") if little \
+            or little is None else ExplicitVRBigEndian
+    return UID(str(ts))
+
+
+class PixelFrames:
+    """The pixel data of a dataset, seen as frames (nothing is decoded on construction).
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        A dataset with Pixel Data.
+
+    Raises
+    ------
+    InputError
+        No Pixel Data, float/double pixel data, or Image Pixel attributes that do not fit.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        path = _source(ds)
+        if "PixelData" not in ds:
+            raise InputError("no Pixel Data (float or double pixel data is not supported)", path)
+        try:
+            self.rows = int(ds.Rows)
+            self.columns = int(ds.Columns)
+            self.samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            self.bits_allocated = int(ds.BitsAllocated)
+            self.bits_stored = int(ds.get("BitsStored", self.bits_allocated) or self.bits_allocated)
+            self.signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+            self.planar = int(ds.get("PlanarConfiguration", 0) or 0)
+            nf = ds.get("NumberOfFrames", 1)
+            self.n_frames = int(nf) if nf not in (None, "") else 1
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise InputError(f"Image Pixel attributes unusable: {exc}", path) from exc
+        self.photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+        self.transfer_syntax = str(transfer_syntax(ds))
+        if self.rows <= 0 or self.columns <= 0 or self.n_frames <= 0:
+            raise InputError(f"empty image: Rows={self.rows} Columns={self.columns} "
+                             f"NumberOfFrames={self.n_frames}", path)
+        if self.photometric not in PHOTOMETRICS:
+            raise InputError(f"PhotometricInterpretation {self.photometric!r} not supported", path)
+        if self.samples not in (1, 3) or (self.samples == 3) != (
+                self.photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")):
+            raise InputError(f"SamplesPerPixel {self.samples} does not fit "
+                             f"PhotometricInterpretation {self.photometric!r}", path)
+        if self.bits_allocated not in (1, 8, 16, 32) or not 1 <= self.bits_stored <= \
+                self.bits_allocated:
+            raise InputError(f"BitsAllocated {self.bits_allocated} / BitsStored "
+                             f"{self.bits_stored} not supported", path)
+        self.path = path
+
+    @property
+    def native(self) -> bool:
+        """Whether the pixel data is uncompressed (not encapsulated)."""
+        return self.transfer_syntax in NATIVE_SYNTAXES
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return (self.rows, self.columns) if self.samples == 1 else \
+            (self.rows, self.columns, self.samples)
+
+    def _indices(self, indices: Sequence[int] | None) -> list[int]:
+        if indices is None:
+            return list(range(self.n_frames))
+        out = [int(i) for i in indices]
+        bad = [i for i in out if not 0 <= i < self.n_frames]
+        if bad:
+            raise InputError(f"frame index {bad[0]} out of range (0..{self.n_frames - 1})", self.path)
+        return out
+
+    def decode(self, indices: Sequence[int] | None = None, *, as_rgb: bool = True) -> np.ndarray:
+        """Decoded stored values, ``(n, rows, cols[, 3])``; YBR converted to RGB when ``as_rgb``.
+
+        Only the asked frames are decoded (one at a time), for native and encapsulated data.
+        """
+        from pydicom.pixels import get_decoder
+
+        idx = self._indices(indices)
+        try:
+            decoder = get_decoder(self.transfer_syntax)
+        except NotImplementedError as exc:
+            raise InputError(f"no decoder for transfer syntax {self.transfer_syntax}", self.path) \
+                from exc
+        out = None
+        try:
+            if indices is None and self.native:
+                arr, _ = decoder.as_array(self.ds, as_rgb=as_rgb)
+                return arr.reshape((self.n_frames, *arr.shape[-len(self.frame_shape):])) \
+                    if self.n_frames == 1 else arr
+            for k, i in enumerate(idx):
+                arr, _ = decoder.as_array(self.ds, index=i, as_rgb=as_rgb)
+                if out is None:
+                    out = np.empty((len(idx), *arr.shape), dtype=arr.dtype)
+                out[k] = arr
+        except (ValueError, RuntimeError, NotImplementedError, KeyError, AttributeError) as exc:
+            raise InputError(f"pixel data cannot be decoded: {exc}", self.path) from exc
+        if out is None:
+            return np.empty((0, *self.frame_shape), dtype=np.uint8)
+        return out
+
+    def display(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Frames as ``(n, rows, cols, 3)`` uint8 RGB for OCR and analysis.
+
+        Palette colour is applied, YBR converted to RGB, MONOCHROME1 inverted; more than 8 bits
+        are windowed with the first Window Center/Width (after the modality LUT), else each
+        frame's min..max.
+        """
+        arr = self.decode(indices)
+        if self.photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            rgb = apply_color_lut(arr, self.ds).astype(np.float64)
+            top = float(2 ** int(self.ds.RedPaletteColorLookupTableDescriptor[2]) - 1)
+            return np.clip(np.rint(rgb * (255.0 / max(top, 1.0))), 0, 255).astype(np.uint8)
+        if self.samples == 3:
+            if arr.dtype == np.uint8:
+                return np.ascontiguousarray(arr)
+            top = float(2 ** self.bits_stored - 1)
+            return np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        if self.bits_stored <= 8 and not self.signed and self.bits_allocated == 8:
+            grey = arr.astype(np.uint8)
+        else:
+            grey = _window(arr, self.ds)
+        if self.photometric == "MONOCHROME1":
+            grey = 255 - grey
+        return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _window(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Grey frames (n, H, W) to uint8 with the first window, else per-frame min..max."""
+    values = arr.astype(np.float64)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    values = values * slope + intercept
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    out = np.empty(values.shape, dtype=np.uint8)
+    try:
+        c = float(center[0] if isinstance(center, Sequence) and not isinstance(center, str)
+                  else center)
+        w = float(width[0] if isinstance(width, Sequence) and not isinstance(width, str)
+                  else width)
+    except (TypeError, ValueError, IndexError):
+        c = w = None
+    for k in range(values.shape[0]):
+        v = values[k]
+        if c is not None and w is not None and w >= 1:
+            lo, hi = c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2
+        else:
+            lo, hi = float(v.min()), float(v.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        out[k] = np.clip(np.rint((v - lo) * scale), 0, 255).astype(np.uint8)
+    return out
+
+
+def black_value(frames: PixelFrames, stored: np.ndarray | None = None) -> tuple[int, ...]:
+    """The stored value(s) that show as black for the frames' photometric interpretation.
+
+    MONOCHROME2: 0 (signed data: the smaller of 0 and the image minimum); MONOCHROME1: the
+    largest stored value (signed: the larger of 0 and the image maximum); RGB: 0, 0, 0; YBR:
+    0 and the neutral chroma (half range); PALETTE COLOR: the index of the darkest entry.
+    ``stored`` (the image's stored values) is needed only for signed monochrome data.
+    """
+    pi, bs = frames.photometric, frames.bits_stored
+    if pi == "MONOCHROME2":
+        if frames.signed:
+            return (int(min(0, stored.min())) if stored is not None and stored.size else 0,)
+        return (0,)
+    if pi == "MONOCHROME1":
+        if frames.signed:
+            top = (1 << (bs - 1)) - 1
+            return (int(max(0, stored.max())) if stored is not None and stored.size else top,)
+        return ((1 << bs) - 1,)
+    if pi == "RGB":
+        return (0, 0, 0)
+    if pi.startswith("YBR"):
+        return (0, 1 << (bs - 1), 1 << (bs - 1))
+    if pi == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        desc = frames.ds.RedPaletteColorLookupTableDescriptor
+        n = int(desc[0]) or 65536
+        first = int(desc[1])
+        top = (1 << frames.bits_stored) - 1
+        candidates = np.arange(first, min(first + n, top + 1), dtype=np.int64)
+        if candidates.size == 0:
+            candidates = np.array([first], dtype=np.int64)
+        dtype = np.uint8 if frames.bits_allocated == 8 else np.uint16
+        rgb = apply_color_lut(candidates.astype(dtype), frames.ds).astype(np.float64)
+        luma = rgb @ np.array([0.299, 0.587, 0.114])
+        return (int(candidates[int(np.argmin(luma))]),)
+    raise InputError(f"no black value for PhotometricInterpretation {pi!r}", frames.path)
+
+
+def native_view(frames: PixelFrames, buf: bytearray | memoryview) -> np.ndarray:
+    """A writable view of uncompressed pixel bytes as ``(n, rows, cols[, samples])``.
+
+    Planar configuration 1 is seen through a transposed view (writes go to the right bytes).
+    YBR_FULL_422 is seen as ``(n, rows, cols // 2, 4)`` pixel pairs ``Y1 Y2 Cb Cr``. Bytes
+    after the last frame (odd-length padding) are left out of the view.
+
+    Raises
+    ------
+    InputError
+        1-bit data, or fewer bytes than the frames need.
+    """
+    if frames.bits_allocated == 1:
+        raise InputError("1-bit pixel data cannot be redacted in place", frames.path)
+    nbytes = frames.bits_allocated // 8
+    order = ">" if frames.transfer_syntax == ExplicitVRBigEndian else "<"
+    dtype = np.dtype(f"{order}{'i' if frames.signed else 'u'}{nbytes}")
+    n, r, c, s = frames.n_frames, frames.rows, frames.columns, frames.samples
+    if frames.photometric == "YBR_FULL_422":
+        if c % 2 or nbytes != 1:
+            raise InputError(f"native YBR_FULL_422 with Columns={c} and BitsAllocated="
+                             f"{frames.bits_allocated} is not supported", frames.path)
+        need = n * r * c * 2
+    else:
+        need = n * r * c * s * nbytes
+    if len(buf) < need:
+        raise InputError(f"Pixel Data has {len(buf)} bytes, {need} needed for {n} frame(s)",
+                         frames.path)
+    flat = np.frombuffer(buf, dtype=dtype, count=need // nbytes)
+    if frames.photometric == "YBR_FULL_422":
+        return flat.reshape(n, r, c // 2, 4)
+    if s == 1:
+        return flat.reshape(n, r, c)
+    if frames.planar == 1:
+        return flat.reshape(n, s, r, c).transpose(0, 2, 3, 1)
+    return flat.reshape(n, r, c, s)
