@@ -1,0 +1,512 @@
+"""Gather what the QC report shows from an output folder (run ledger optional)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..quarantine import QUARANTINE_DIRNAME
+from ..verify.checks import file_kind, iter_outputs
+from ..verify.ledger import LedgerItem, RunLedger
+from . import thumbs
+from .kanon import QUASI_IDENTIFIERS, KAnonymity, k_anonymity, patient_records
+
+logger = logging.getLogger(__name__)
+
+#: Free text shown first in the retained-text list.
+MAIN_TEXT = ("StudyDescription", "SeriesDescription", "ProtocolName")
+TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+#: Text attributes that are structure, not free text (not listed).
+NOT_FREE_TEXT = frozenset({
+    "PatientID", "PatientName", "ClinicalTrialSubjectID", "DeidentificationMethod",
+    "ImplementationVersionName", "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion",
+    "LongCodeValue", "URNCodeValue", "MappingResource", "ContextIdentifier",
+    "PrivateCreator", "SpecificCharacterSet", "TimezoneOffsetFromUTC", "ContextGroupVersion",
+    "SoftwareVersions", "DeviceSerialNumber", "StationName", "SourceApplicationEntityTitle"})
+#: Defacing QC folder of ``pixeldeid deface --qc`` (defacing.batch.QC_DIRNAME).
+DEFACE_QC_DIRNAME = "qc"
+
+
+@dataclass
+class Picture:
+    """An image of the report (``src`` relative to the report folder) with its caption."""
+
+    src: str
+    caption: str = ""
+
+
+@dataclass
+class Panel:
+    """Before/after (or single) pictures of one output."""
+
+    title: str
+    pictures: list[Picture] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class ReportData:
+    """Everything the template renders."""
+
+    out: str
+    ledger: bool = False
+    method: list[tuple[str, str]] = field(default_factory=list)
+    counts: list[dict] = field(default_factory=list)      # stage, modality, status counts
+    statuses: list[str] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+    quarantine: list[dict] = field(default_factory=list)
+    redactions: list[Panel] = field(default_factory=list)
+    strips: list[Panel] = field(default_factory=list)
+    deface: list[Panel] = field(default_factory=list)
+    slides: list[Panel] = field(default_factory=list)
+    retained_text: list[tuple[str, list[str]]] = field(default_factory=list)
+    kanon: KAnonymity | None = None
+    kanon_rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_quarantine(out: Path) -> list[dict]:
+    """The ``OUT/quarantine/*.reason.txt`` records: name, source, stage, reason."""
+    qdir = out / QUARANTINE_DIRNAME
+    rows = []
+    for p in sorted(qdir.glob("*.reason.txt")) if qdir.is_dir() else []:
+        rec = {"name": p.name[:-len(".reason.txt")], "source": "", "stage": "", "reason": ""}
+        try:
+            text = p.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            rec["reason"] = f"(reason file unreadable: {exc.strerror})"
+            rows.append(rec)
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("source", "stage", "reason"):
+                rec[key.strip()] = value.strip()
+        rows.append(rec)
+    return rows
+
+
+class _Images:
+    """Writes report images under ``report/images`` with neutral numbered names."""
+
+    def __init__(self, report_dir: Path, limit: int) -> None:
+        self.dir = report_dir / "images"
+        self.n = 0
+        self.limit = limit
+        self.skipped = 0
+
+    def room(self) -> bool:
+        if self.n >= self.limit:
+            self.skipped += 1
+            return False
+        return True
+
+    def save(self, img, tag: str) -> str:
+        self.n += 1
+        name = f"{self.n:05d}-{tag}.png"
+        thumbs.save_png(img, self.dir / name)
+        return f"images/{name}"
+
+    def copy(self, src: Path, tag: str) -> str | None:
+        if not src.is_file():
+            return None
+        self.n += 1
+        name = f"{self.n:05d}-{tag}{src.suffix.lower()}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, self.dir / name)
+        return f"images/{name}"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: int = 400,
+            progress: Callable | None = None) -> ReportData:
+    """Read ``out`` (and its run ledger when there is one) and write the report images.
+
+    Parameters
+    ----------
+    out : path
+        The output folder.
+    report_dir : path
+        Where the report goes (images are written to ``report_dir/images``).
+    k : int
+        Equivalence classes smaller than this are flagged.
+    max_images : int
+        At most this many images (thumbnails, strips, renders) are written.
+    """
+    out = Path(out)
+    rdir = Path(report_dir)
+    data = ReportData(str(out))
+    images = _Images(rdir, max_images)
+    ledger = RunLedger(out)
+    try:
+        data.ledger = ledger.present
+        items = ledger.items()
+        meta = ledger.meta()
+        artifacts = ledger.artifacts()
+    finally:
+        ledger.close()
+    by_output = {it.output.rstrip("/"): it for it in items if it.output}
+    files = [p for p in iter_outputs(out) if not _inside(p, rdir)]
+    headers = _read_outputs(out, files, progress)
+
+    _method(data, meta, headers, out)
+    _counts(data, items, headers, out)
+    data.quarantine = read_quarantine(out)
+    known = {q["source"] for q in data.quarantine}
+    for it in items:
+        if it.status == "quarantined" and it.src not in known:
+            data.quarantine.append({"name": "", "source": it.src, "stage": ",".join(it.stages),
+                                    "reason": it.reason or "(no reason recorded)"})
+    _pixels(data, items, artifacts, headers, out, images, by_output)
+    _deface(data, items, artifacts, out, images)
+    _slides(data, items, artifacts, headers, out, images)
+    _retained(data, headers, items)
+    recs = patient_records((h["patient"], h["qi"]) for h in headers if h.get("kind") == "dicom")
+    data.kanon = k_anonymity(recs, k=k)
+    for c in data.kanon.classes:
+        data.kanon_rows.append({"values": c.values, "size": c.size, "small": c.size < k,
+                                "patients": c.patients})
+    if images.skipped:
+        data.notes.append(f"{images.skipped} image(s) not shown: more than --max-images "
+                          f"{max_images}")
+    return data
+
+
+def _read_outputs(out: Path, files: list[Path], progress) -> list[dict]:
+    """One dict per output file: kind, rel, and for DICOM the header facts the report uses."""
+    import pydicom
+
+    rows = []
+    it = progress(files) if progress else files
+    for p in it:
+        rel = p.relative_to(out).as_posix()
+        kind = file_kind(p)
+        row: dict = {"rel": rel, "kind": kind, "path": p}
+        if kind == "dicom":
+            try:
+                ds = pydicom.dcmread(p, force=True, defer_size="4 KB")
+            except Exception as exc:  # noqa: BLE001 - shown as unreadable
+                row["error"] = type(exc).__name__
+                rows.append(row)
+                continue
+            row["modality"] = str(ds.get("Modality", "") or "")
+            row["patient"] = str(ds.get("PatientID", "") or "")
+            row["frames"] = int(ds.get("NumberOfFrames", 1) or 1)
+            row["qi"] = {a: _text(ds.get(a)) for a in QUASI_IDENTIFIERS if a in ds}
+            row["text"] = list(_free_text(ds))
+            row["method"] = [str(v) for v in (ds.get("DeidentificationMethod") or [])] if not \
+                isinstance(ds.get("DeidentificationMethod"), str) else [ds.DeidentificationMethod]
+            row["codes"] = [str(c.get("CodeMeaning", "")) for c in
+                            (ds.get("DeidentificationMethodCodeSequence") or [])]
+            row["longitudinal"] = str(ds.get("LongitudinalTemporalInformationModified", "") or "")
+            from ..verify.ocr import pixels_at_risk
+
+            row["at_risk"] = pixels_at_risk(ds)
+        elif kind == "nifti":
+            try:
+                import nibabel as nib
+
+                hdr = nib.load(str(p)).header
+                row["descrip"] = bytes(hdr["descrip"].tobytes()).rstrip(b"\x00").decode(
+                    "latin-1").strip()
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = type(exc).__name__
+        rows.append(row)
+    return rows
+
+
+def _text(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return "\\".join(str(x) for x in v)
+    return str(v)
+
+
+def _free_text(ds, depth: int = 0):
+    """``(attribute, value)`` of retained free text at any depth (private: by tag)."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            if depth < 4 and elem.keyword != "DeidentificationMethodCodeSequence":
+                for item in elem.value or []:
+                    yield from _free_text(item, depth + 1)
+            continue
+        if elem.VR not in TEXT_VRS or elem.keyword in NOT_FREE_TEXT:
+            continue
+        if elem.tag.is_private and elem.tag.element < 0x100:
+            continue  # private creator
+        name = elem.keyword or f"private ({elem.tag.group:04X},{elem.tag.element:04X})"
+        v = _text(elem.value).strip()
+        if v:
+            yield name, v
+
+
+def _method(data: ReportData, meta: dict, headers: list[dict], out: Path) -> None:
+    rows: list[tuple[str, str]] = []
+    if meta:
+        for key in ("profile", "options", "ps315_release", "pixeldeid_version", "layout",
+                    "created", "finished"):
+            if meta.get(key):
+                v = meta[key]
+                if key == "options":
+                    try:
+                        v = ", ".join(json.loads(v)) or "(none)"
+                    except (TypeError, ValueError):
+                        pass
+                rows.append((key.replace("_", " "), v))
+        if meta.get("job"):
+            rows.append(("job file", meta["job"]))
+    methods = Counter(" | ".join(h["method"]) for h in headers if h.get("method"))
+    for m, n in methods.most_common():
+        rows.append(("De-identification Method (DICOM)", f"{m}  [{n} file(s)]"))
+    codes = sorted({c for h in headers for c in h.get("codes", []) if c})
+    if codes:
+        rows.append(("De-identification Method codes (CID 7050)", "; ".join(codes)))
+    longi = sorted({h["longitudinal"] for h in headers if h.get("longitudinal")})
+    if longi:
+        rows.append(("Longitudinal Temporal Information Modified", ", ".join(longi)))
+    if not any(r[0] == "ps315 release" for r in rows):
+        from ..standard import release
+
+        rows.append(("PS3.15 release of this pixeldeid", release()))
+    for name in ("deface_report.json", "wsi-report.csv"):
+        if (out / name).is_file():
+            rows.append(("report file", name))
+    data.method = rows
+
+
+def _counts(data: ReportData, items: list[LedgerItem], headers: list[dict], out: Path) -> None:
+    table: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    if items:
+        for it in items:
+            for st in it.stages or ["(none)"]:
+                table[(st, it.modality or "")][it.status] += 1
+    else:
+        stage_of = {"dicom": "header", "nifti": "deface", "tiff": "wsi"}
+        for h in headers:
+            if h["kind"] in stage_of:
+                table[(stage_of[h["kind"]], h.get("modality", "") or h["kind"].upper())][
+                    "done"] += 1
+        for q in read_quarantine(out):
+            table[(q["stage"] or "(unknown)", "")]["quarantined"] += 1
+    statuses = sorted({s for c in table.values() for s in c},
+                      key=lambda s: (["planned", "done", "skipped", "quarantined"] + [s]).index(s))
+    data.statuses = statuses
+    for (stage, modality), c in sorted(table.items()):
+        data.counts.append({"stage": stage, "modality": modality or "(unknown)",
+                            **{s: c.get(s, 0) for s in statuses}})
+    tot: Counter = Counter()
+    if items:
+        tot.update(it.status for it in items)
+    else:
+        tot["outputs"] = len(headers)
+        tot["quarantined"] = len(read_quarantine(out))
+    data.totals = dict(tot)
+
+
+def _art_by_item(artifacts, stage: str | None = None) -> dict[int, list]:
+    by: dict[int, list] = defaultdict(list)
+    for a in artifacts:
+        if stage is None or a.stage == stage:
+            by[a.item].append(a)
+    return by
+
+
+def _copy_artifacts(arts, out: Path, images: _Images) -> list[Picture]:
+    pics = []
+    for a in arts:
+        p = out / a.path
+        if not _inside(p, out) or not images.room():
+            continue
+        src = images.copy(p, a.kind or "qc")
+        if src:
+            pics.append(Picture(src, a.caption or a.kind))
+    return pics
+
+
+def _pixels(data: ReportData, items, artifacts, headers, out: Path, images: _Images,
+            by_output) -> None:
+    arts = _art_by_item(artifacts, "pixels")
+    done_outputs: set[str] = set()
+    for it in items:
+        px = it.details.get("pixels") if isinstance(it.details, dict) else None
+        if it.id in arts:
+            pics = _copy_artifacts([a for a in arts[it.id] if a.kind != "strip"], out, images)
+            if pics:
+                data.redactions.append(Panel(it.output or f"item {it.id}", pics))
+            strip_pics = _copy_artifacts([a for a in arts[it.id] if a.kind == "strip"], out, images)
+            if strip_pics:
+                data.strips.append(Panel(it.output or f"item {it.id}", strip_pics))
+            if it.output:
+                done_outputs.add(it.output)
+            continue
+        if not px or not it.output or it.status != "done":
+            continue
+        boxes = [b for b in (px.get("boxes") or []) if isinstance(b, dict)]
+        if not boxes:
+            continue
+        panel = _rebuild_redaction(it, boxes, out, images)
+        if panel is not None:
+            data.redactions.append(panel)
+            done_outputs.add(it.output)
+    for h in headers:  # at-risk pixels without a ledger record: the output as written
+        if h.get("kind") != "dicom" or h["rel"] in done_outputs:
+            continue
+        if h.get("frames", 1) > 1 and h.get("at_risk") and images.room():
+            try:
+                idx = thumbs.strip_frames(h["frames"])
+                frames, _ = thumbs.dicom_frames(h["path"], idx)
+                src = images.save(thumbs.strip(list(frames)), "strip")
+                data.strips.append(Panel(h["rel"], [Picture(src, f"frames {idx}")]))
+            except Exception as exc:  # noqa: BLE001 - undecodable: say so
+                data.notes.append(f"{h['rel']}: frames not shown ({type(exc).__name__})")
+        elif h.get("at_risk") and images.room() and h["rel"] not in by_output:
+            try:
+                frames, _ = thumbs.dicom_frames(h["path"], [0])
+                src = images.save(thumbs.thumbnail(frames[0]), "after")
+                data.redactions.append(Panel(h["rel"], [Picture(src, "output, frame 0")],
+                                             note="no run ledger record: output only"))
+            except Exception as exc:  # noqa: BLE001
+                data.notes.append(f"{h['rel']}: frame not shown ({type(exc).__name__})")
+
+
+def _rebuild_redaction(it: LedgerItem, boxes: list[dict], out: Path,
+                       images: _Images) -> Panel | None:
+    frames = sorted({int(b["frame"]) for b in boxes if b.get("frame") is not None}) or [0]
+    frames = frames[:4]
+    pics: list[Picture] = []
+    note = ""
+    src = Path(it.src)
+    for f in frames:
+        fb = [b for b in boxes if b.get("frame") in (None, f)]
+        if src.is_file() and images.room():
+            try:
+                img, _ = thumbs.dicom_frames(src, [f])
+                pics.append(Picture(images.save(thumbs.thumbnail(img[0], fb), "before"),
+                                    f"before, frame {f}"))
+            except Exception as exc:  # noqa: BLE001
+                note = f"source not decodable ({type(exc).__name__})"
+        elif not src.is_file():
+            note = "source no longer available: after only"
+        if images.room():
+            try:
+                img, _ = thumbs.dicom_frames(out / it.output, [f])
+                pics.append(Picture(images.save(thumbs.thumbnail(img[0], fb), "after"),
+                                    f"after, frame {f}"))
+            except Exception as exc:  # noqa: BLE001
+                note = f"output not decodable ({type(exc).__name__})"
+    if not pics:
+        return None
+    labels = Counter(str(b.get("label", "")) for b in boxes)
+    desc = ", ".join(f"{n} {lab or 'unlabelled'}" for lab, n in sorted(labels.items()))
+    return Panel(it.output or "", pics, note=f"{len(boxes)} box(es): {desc}" +
+                 (f"; {note}" if note else ""))
+
+
+def _deface(data: ReportData, items, artifacts, out: Path, images: _Images) -> None:
+    seen: set[Path] = set()
+    arts = _art_by_item(artifacts, "deface")
+    for it in items:
+        pics = _copy_artifacts(arts.get(it.id, []), out, images)
+        seen.update((out / a.path).resolve() for a in arts.get(it.id, []))
+        qc = (it.details.get("deface") or {}).get("qc", []) if isinstance(it.details, dict) else []
+        for rel in qc:
+            p = out / rel
+            if p.suffix.lower() == ".png" and _inside(p, out) and p.resolve() not in seen \
+                    and images.room():
+                src = images.copy(p, "render")
+                seen.add(p.resolve())
+                if src:
+                    pics.append(Picture(src, p.stem))
+        if pics:
+            data.deface.append(Panel(it.output or f"item {it.id}", pics))
+    qdir = out / DEFACE_QC_DIRNAME
+    groups: dict[str, list[Path]] = defaultdict(list)
+    if qdir.is_dir():
+        for p in sorted(qdir.glob("*.png")):
+            if p.resolve() not in seen:
+                groups[p.stem.rsplit("_", 1)[0]].append(p)
+    for stem, ps in sorted(groups.items()):
+        pics = []
+        for p in ps:
+            if images.room():
+                src = images.copy(p, "render")
+                if src:
+                    pics.append(Picture(src, p.stem.rsplit("_", 1)[-1]))
+        if pics:
+            data.deface.append(Panel(stem, pics))
+
+
+def _slide_assoc(path: Path) -> dict:
+    try:
+        import openslide
+
+        s = openslide.OpenSlide(str(path))
+    except Exception:  # noqa: BLE001 - not a slide or unreadable
+        return {}
+    try:
+        return {k: s.associated_images[k].convert("RGB") for k in ("label", "macro")
+                if k in s.associated_images}
+    finally:
+        s.close()
+
+
+def _slides(data: ReportData, items, artifacts, headers, out: Path, images: _Images) -> None:
+    arts = _art_by_item(artifacts, "wsi")
+    covered: set[str] = set()
+    for it in items:
+        if it.kind != "slide" and "wsi" not in it.stages:
+            continue
+        pics = _copy_artifacts(arts.get(it.id, []), out, images)
+        wsi = it.details.get("wsi") if isinstance(it.details, dict) else None
+        note = ""
+        if isinstance(wsi, dict):
+            note = ", ".join(f"{k}: {wsi[k]}" for k in ("label", "macro") if k in wsi)
+        if not pics and it.status == "done" and it.output:
+            before = _slide_assoc(Path(it.src)) if Path(it.src).is_file() else {}
+            after = _slide_assoc(out / it.output)
+            for name in ("label", "macro"):
+                for when, d in (("before", before), ("after", after)):
+                    if name in d and images.room():
+                        pics.append(Picture(images.save(thumbs.thumbnail(d[name]), name),
+                                            f"{name} {when}"))
+                if name not in after:
+                    note += f"{'; ' if note else ''}{name}: none in the output"
+        if it.output:
+            covered.add(it.output)
+        if pics or note:
+            data.slides.append(Panel(it.output or f"item {it.id}", pics, note))
+    for h in headers:
+        if h["kind"] != "tiff" or h["rel"] in covered:
+            continue
+        after = _slide_assoc(h["path"])
+        pics = [Picture(images.save(thumbs.thumbnail(img), name), f"{name} (output)")
+                for name, img in after.items() if images.room()]
+        data.slides.append(Panel(h["rel"], pics, "" if after else
+                                 "no label or macro image in the output"))
+
+
+def _retained(data: ReportData, headers: list[dict], items: list[LedgerItem]) -> None:
+    by: dict[str, set[str]] = defaultdict(set)
+    for h in headers:
+        for name, v in h.get("text", []):
+            by[name].add(v)
+        if h.get("descrip"):
+            by["NIfTI descrip"].add(h["descrip"])
+    for it in items:
+        px = it.details.get("pixels") if isinstance(it.details, dict) else None
+        for b in (px or {}).get("boxes", []) if isinstance(px, dict) else []:
+            if isinstance(b, dict) and b.get("label") == "safe" and b.get("text"):
+                by["safe OCR text"].add(str(b["text"]))
+    order = [k for k in MAIN_TEXT if k in by] + sorted(k for k in by if k not in MAIN_TEXT)
+    data.retained_text = [(k, sorted(by[k])) for k in order]

@@ -1,0 +1,507 @@
+"""The checks of ``pixeldeid verify``: every output file against every known identity value.
+
+Per output file: a raw byte search (UTF-8, and UTF-16 for TIFF/slides; gzip members
+decompressed; zip members read), then by format: every DICOM element at any depth
+(private and file meta too) and dciodvfy; the NIfTI header text fields and extensions and
+that the image opens; the TIFF tags of every page, that the slide opens in openslide and
+that it has no label or macro image left with text; OCR of pixel data where pixels were at
+risk. Findings name the file, the check and the kind and length of the value found --
+never the value itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..batch import STATE_DIRNAME
+from ..quarantine import QUARANTINE_DIRNAME
+from .identity import IdentityValue, Term, identity_from_ledger, identity_from_sources, terms_for
+from .ledger import LedgerItem, RunLedger
+from .scan import Hit, Matcher
+
+logger = logging.getLogger(__name__)
+
+#: A folder holding this file is a QC report (images of identity by design): not scanned.
+REPORT_MARKER = ".pixeldeid-report"
+TIFF_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".bif", ".scn", ".qptiff")
+TEXT_SUFFIXES = (".json", ".tsv", ".csv", ".txt", ".xml", ".html", ".bval", ".bvec")
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_ZIP_MEMBER_LIMIT = 1 << 30
+
+
+@dataclass
+class Finding:
+    """One problem in one output (``file`` relative to OUT; no identity value in it)."""
+
+    file: str
+    check: str
+    what: str
+    kind: str = ""
+    length: int = 0
+
+    def line(self) -> str:
+        return f"{self.file}: [{self.check}] {self.what}"
+
+
+@dataclass
+class VerifyResult:
+    """The outcome of :func:`verify_output`."""
+
+    out: str
+    files: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    not_ocr_verified: list[tuple[str, str]] = field(default_factory=list)
+    ocr_verified: list[str] = field(default_factory=list)
+    values: dict[str, int] = field(default_factory=dict)
+    ocr_required: bool = True
+
+    @property
+    def clean(self) -> bool:
+        """No finding, and every at-risk file OCR-verified (unless OCR was switched off)."""
+        return not self.findings and not (self.ocr_required and self.not_ocr_verified)
+
+    @property
+    def exit_status(self) -> int:
+        return 0 if self.clean else 1
+
+    def to_json(self) -> dict:
+        return {"out": self.out, "files": self.files, "clean": self.clean,
+                "values_by_kind": self.values,
+                "findings": [asdict(f) for f in self.findings],
+                "not_ocr_verified": [{"file": f, "reason": r} for f, r in self.not_ocr_verified],
+                "ocr_verified": self.ocr_verified}
+
+
+def _what(h: Hit, where: str, count: int = 1) -> str:
+    enc = "" if h.encoding == "utf-8" else f" ({h.encoding})"
+    more = f" ({count} places)" if count > 1 else ""
+    return f"{h.term.kind} value (length {h.term.length}) {where}{enc}{more}"
+
+
+def iter_outputs(out: Path) -> list[Path]:
+    """Every file of OUT that may be released: not the state folder, the quarantine or a
+    QC report folder."""
+    files: list[Path] = []
+    for root, dirs, names in os.walk(out, followlinks=False):
+        r = Path(root)
+        if r == out:
+            dirs[:] = [d for d in dirs if d not in (STATE_DIRNAME, QUARANTINE_DIRNAME)]
+        dirs[:] = sorted(d for d in dirs if not (r / d / REPORT_MARKER).exists())
+        files += [r / n for n in sorted(names) if (r / n).is_file() and not (r / n).is_symlink()]
+    return files
+
+
+def file_kind(path: Path) -> str:
+    """``dicom``, ``nifti``, ``tiff``, ``zip``, ``text`` or ``other`` (by content and name)."""
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return "other"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") or name.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if name.endswith(TEXT_SUFFIXES):
+        return "text"
+    return "other"
+
+
+class _Verifier:
+    def __init__(self, out: Path, values: list[IdentityValue], exclude: Sequence[str], *,
+                 ledger: RunLedger, against_dicoms: Sequence[str], ocr: str | None,
+                 dciodvfy: bool) -> None:
+        self.out = out
+        self.values = values
+        terms = terms_for(values, exclude=exclude)
+        self.text = Matcher(terms, min_len=3)
+        self.raw = Matcher(terms, min_len=4)
+        self.raw16 = Matcher(terms, min_len=4, utf16=True)
+        self.text16 = Matcher(terms, min_len=3, utf16=True)
+        self.ledger = ledger
+        self.items_by_output: dict[str, LedgerItem] = {}
+        for it in ledger.items():
+            if it.output:
+                self.items_by_output[it.output.rstrip("/")] = it
+        self.against_dicoms = list(against_dicoms)
+        self.ocr_name = ocr
+        self._engine = None
+        self._engine_error: str | None = None
+        self.dciodvfy = dciodvfy
+        self._source_errors: Counter | None = None
+        self.result = VerifyResult(str(out), ocr_required=ocr is not None)
+
+    # -- helpers -------------------------------------------------------------------
+    def add(self, rel: str, check: str, what: str, kind: str = "", length: int = 0) -> None:
+        self.result.findings.append(Finding(rel, check, what, kind, length))
+
+    def add_hits(self, rel: str, check: str, hits: Iterable[Hit], where: str) -> None:
+        """One finding per (kind, length, encoding), counting the places."""
+        groups: dict[tuple, list[Hit]] = {}
+        for h in hits:
+            groups.setdefault((h.term.kind, h.term.length, h.encoding), []).append(h)
+        for (kind, length, _enc), hs in groups.items():
+            offsets = sorted({h.offset for h in hs})
+            at = where.format(offset=offsets[0]) if "{offset}" in where else where
+            self.add(rel, check, _what(hs[0], at, len(offsets)), kind, length)
+
+    def item_for(self, path: Path) -> LedgerItem | None:
+        rel = path.relative_to(self.out).as_posix()
+        it = self.items_by_output.get(rel)
+        if it is None:  # a file inside an item's output folder (series, BIDS)
+            for parent in Path(rel).parents:
+                it = self.items_by_output.get(parent.as_posix())
+                if it is not None:
+                    break
+        return it
+
+    # -- per file ------------------------------------------------------------------
+    def check_file(self, path: Path) -> None:
+        rel = path.relative_to(self.out).as_posix()
+        kind = file_kind(path)
+        try:
+            matcher = self.raw16 if kind == "tiff" else self.text if kind == "text" else self.raw
+            self.add_hits(rel, "raw-bytes", matcher.scan_file(path), "in the file bytes at {offset}")
+        except OSError as exc:
+            self.add(rel, "raw-bytes", f"unreadable: {exc.strerror or exc}")
+            return
+        if kind == "dicom":
+            self.check_dicom(path, rel)
+        elif kind == "nifti":
+            self.check_nifti(path, rel)
+        elif kind == "tiff":
+            self.check_tiff(path, rel)
+        elif kind == "zip":
+            self.check_zip(path, rel)
+
+    # DICOM ------------------------------------------------------------------------
+    def check_dicom(self, path: Path, rel: str) -> None:
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception as exc:  # noqa: BLE001
+            self.add(rel, "dicom-open", f"does not parse: {type(exc).__name__}")
+            return
+        for where, data in _dicom_values(ds):
+            hits = self.text.find(data)
+            if hits:
+                self.add_hits(rel, "dicom-header", hits, f"in {where}")
+        if self.dciodvfy:
+            self.check_dciodvfy(path, rel)
+        from .ocr import pixels_at_risk
+
+        if pixels_at_risk(ds):
+            self.check_ocr_dicom(ds, path, rel)
+
+    def check_dciodvfy(self, path: Path, rel: str) -> None:
+        from .. import dciodvfy
+
+        if not dciodvfy.is_available():
+            self.add(rel, "dciodvfy", "dciodvfy not installed (pip install 'pixeldeid[test]'); "
+                                      "give --no-dciodvfy to skip")
+            return
+        item = self.item_for(path)
+        src = item.src if item is not None and item.kind == "dicom" else None
+        if src and Path(src).is_file():
+            errors = dciodvfy.new_errors(src, path)
+        else:
+            errors = [f.message for f in dciodvfy.run_dciodvfy(path) if f.severity == "Error"]
+            if self.against_dicoms:
+                known = self.source_errors()
+                errors = [e for e in errors if e not in known]
+        for e in errors:
+            self.add(rel, "dciodvfy", e)
+
+    def source_errors(self) -> Counter:
+        """Normalized dciodvfy errors of the --against sources (outputs with no ledger
+        mapping to their source are compared with all of them)."""
+        if self._source_errors is None:
+            from .. import dciodvfy
+
+            c: Counter = Counter()
+            for s in self.against_dicoms:
+                c.update(f.message for f in dciodvfy.run_dciodvfy(s) if f.severity == "Error")
+            self._source_errors = c
+        return self._source_errors
+
+    def engine(self):
+        if self._engine is None and self._engine_error is None:
+            try:
+                from .ocr import get_engine
+
+                self._engine = get_engine(self.ocr_name or "auto")
+            except Exception as exc:  # noqa: BLE001 - MissingDependencyError, ProfileError, ...
+                self._engine_error = f"no OCR engine: {exc}".splitlines()[0]
+        return self._engine
+
+    def check_ocr_dicom(self, ds, path: Path, rel: str) -> None:
+        if self.ocr_name is None:
+            self.result.not_ocr_verified.append((rel, "OCR switched off (--no-ocr)"))
+            return
+        engine = self.engine()
+        if engine is None:
+            self.result.not_ocr_verified.append((rel, self._engine_error or "no OCR engine"))
+            return
+        from .ocr import frames_rgb, frames_to_read
+
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        item = self.item_for(path)
+        boxes = ((item.details.get("pixels") or {}).get("boxes") or []) if item else []
+        frames = frames_to_read(n, [b.get("frame") for b in boxes if isinstance(b, dict)])
+        try:
+            images = frames_rgb(ds, frames)
+        except Exception as exc:  # noqa: BLE001 - undecodable pixels cannot be verified
+            self.result.not_ocr_verified.append((rel, f"pixels not decodable: {type(exc).__name__}"))
+            return
+        self.ocr_images(rel, [(f"frame {f}", img) for f, img in zip(frames, images, strict=True)],
+                        str(ds.get("Modality", "") or ""))
+
+    def ocr_images(self, rel: str, images: Sequence[tuple[str, object]], modality: str,
+                   *, any_text_is_finding: bool = False) -> None:
+        from .ocr import classify
+
+        engine = self.engine()
+        try:
+            results = engine.read_batch([img for _, img in images])
+        except Exception as exc:  # noqa: BLE001
+            self.result.not_ocr_verified.append((rel, f"OCR failed: {type(exc).__name__}"))
+            return
+        for (where, _img), boxes in zip(images, results, strict=True):
+            texts = [str(getattr(b, "text", "") or "") for b in boxes]
+            texts = [t for t in texts if t.strip()]
+            flagged = classify(texts, self.values, modality)
+            for t, is_id in zip(texts, flagged, strict=True):
+                hits = self.text.find_text(t)
+                if hits:
+                    self.add_hits(rel, "ocr", hits, f"read in the pixels of {where}")
+                elif is_id:
+                    self.add(rel, "ocr", f"text classified as identity (length {len(t)}) in the "
+                                         f"pixels of {where}", "ocr", len(t))
+            if any_text_is_finding and texts:
+                self.add(rel, "ocr", f"{len(texts)} text line(s) readable in {where}")
+        self.result.ocr_verified.append(rel)
+
+    # NIfTI ------------------------------------------------------------------------
+    def check_nifti(self, path: Path, rel: str) -> None:
+        import nibabel as nib
+        import numpy as np
+
+        try:
+            img = nib.load(str(path))
+        except Exception as exc:  # noqa: BLE001
+            self.add(rel, "nifti-open", f"does not open in nibabel: {type(exc).__name__}")
+            return
+        hdr = img.header
+        for fld in ("descrip", "aux_file", "intent_name", "db_name"):
+            try:
+                raw = bytes(np.asarray(hdr[fld]).tobytes())
+            except (KeyError, ValueError):
+                continue
+            self.add_hits(rel, "nifti-header", self.text.find(raw.rstrip(b"\x00")), f"in {fld}")
+        for i, ext in enumerate(getattr(hdr, "extensions", []) or []):
+            try:
+                content = ext.get_content()
+            except Exception:  # noqa: BLE001
+                content = getattr(ext, "_content", b"")
+            data = content if isinstance(content, bytes) else str(content).encode("utf-8", "replace")
+            self.add_hits(rel, "nifti-header", self.text.find(data), f"in extension {i}")
+        try:
+            arr = np.asanyarray(img.dataobj)
+            if arr.shape != img.shape:
+                raise ValueError("shape mismatch")
+        except Exception as exc:  # noqa: BLE001
+            self.add(rel, "nifti-open", f"voxel data does not read: {type(exc).__name__}")
+
+    # slides -----------------------------------------------------------------------
+    def check_tiff(self, path: Path, rel: str) -> None:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tf:
+                for pi, page in enumerate(tf.pages):
+                    for tag in page.tags.values():
+                        v = tag.value
+                        if isinstance(v, str):
+                            data = v.encode("utf-8", "replace")
+                        elif isinstance(v, bytes):
+                            data = v
+                        else:
+                            continue
+                        self.add_hits(rel, "tiff-tags", self.text16.find(data),
+                                      f"in tag {tag.name} of page {pi}")
+        except Exception as exc:  # noqa: BLE001
+            self.add(rel, "tiff-open", f"does not open in tifffile: {type(exc).__name__}")
+            return
+        self.check_slide(path, rel)
+
+    def check_slide(self, path: Path, rel: str) -> None:
+        try:
+            import openslide
+        except ImportError:
+            self.add(rel, "slide-open", "openslide not installed (pip install 'pixeldeid[slides]')")
+            return
+        try:
+            slide = openslide.OpenSlide(str(path))
+        except Exception as exc:  # noqa: BLE001 - a plain TIFF that is no slide is still a TIFF
+            if path.name.lower().endswith((".tif", ".tiff")):
+                logger.debug("%s is not a slide: %s", rel, exc)
+                return
+            self.add(rel, "slide-open", f"does not open in openslide: {type(exc).__name__}")
+            return
+        try:
+            for k, v in slide.properties.items():
+                data = f"{k}={v}".encode("utf-8", "replace")
+                self.add_hits(rel, "slide-properties", self.text.find(data), f"in property {k}")
+            item = self.item_for(path)
+            wsi = (item.details.get("wsi") or {}) if item else {}
+            handled = {"label": wsi.get("label") in ("replaced", "redacted"),
+                       "macro": wsi.get("macro") in ("redacted", "replaced")}
+            for name in ("label", "macro"):
+                if name not in slide.associated_images:
+                    continue
+                img = slide.associated_images[name].convert("RGB")
+                if self.ocr_name is None or self.engine() is None:
+                    if not handled[name]:
+                        self.add(rel, "slide-" + name, f"{name} image present and not recorded as "
+                                 f"{'replaced' if name == 'label' else 'redacted'}")
+                    self.result.not_ocr_verified.append(
+                        (rel, f"{name} image: " + ("OCR switched off (--no-ocr)"
+                                                   if self.ocr_name is None else
+                                                   self._engine_error or "no OCR engine")))
+                    continue
+                import numpy as np
+
+                self.ocr_images(rel, [(f"the {name} image", np.asarray(img))], "SM",
+                                any_text_is_finding=not handled[name])
+        finally:
+            slide.close()
+
+    # packages ---------------------------------------------------------------------
+    def check_zip(self, path: Path, rel: str) -> None:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if info.is_dir():
+                        continue
+                    if info.file_size > _ZIP_MEMBER_LIMIT:
+                        self.add(rel, "zip", f"member {info.filename!r} too large to check "
+                                             f"({info.file_size} bytes)")
+                        continue
+                    self.add_hits(rel, "zip", self.text.find(info.filename.encode()),
+                                  "in a member name")
+                    with zf.open(info) as fh:
+                        hits = self.raw.scan_stream(fh)
+                    self.add_hits(rel, "zip", hits, f"in member {info.filename}")
+        except (zipfile.BadZipFile, OSError) as exc:
+            self.add(rel, "zip", f"does not open: {type(exc).__name__}")
+
+
+def _dicom_values(ds) -> Iterable[tuple[str, bytes]]:
+    """``(where, value bytes)`` of every element at any depth, file meta and private included
+    (pixel data excluded; its bytes are in the raw scan)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        yield from _walk(meta, "")
+    yield from _walk(ds, "")
+
+
+def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes]]:
+    for elem in ds:
+        tag = int(elem.tag)
+        name = f"({elem.tag.group:04X},{elem.tag.element:04X})"
+        label = f"{prefix}{name} {elem.keyword or ('private' if elem.tag.is_private else '')}".strip()
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value or []):
+                yield from _walk(item, f"{prefix}{name}[{i}]>")
+            continue
+        if tag in _PIXEL_TAGS or (tag >> 16) & 0xFF00 == 0x6000 and tag & 0xFFFF == 0x3000:
+            continue
+        try:
+            v = elem.value
+        except Exception:  # noqa: BLE001 - undecodable value: its raw bytes are scanned
+            continue
+        if v is None:
+            continue
+        if isinstance(v, bytes):
+            yield label, v
+        elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+            yield label, "\\".join(str(x) for x in v).encode("utf-8", "replace")
+        else:
+            yield label, str(v).encode("utf-8", "replace")
+
+
+def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] = (), *,
+                  ocr: str | None = "auto", dciodvfy: bool = True,
+                  progress: bool | None = None,
+                  extra_values: Sequence[IdentityValue] = ()) -> VerifyResult:
+    """Check every output of ``out`` for residual identity and damage.
+
+    Parameters
+    ----------
+    out : path
+        A folder written by ``pixeldeid run`` / ``dicom`` / ``deface`` / ``wsi``.
+    against : paths
+        Source files or folders whose headers give the identity values (besides the run
+        ledger's identity table).
+    ocr : str or None
+        OCR engine name (``auto``, ``rapidocr`` ...) for at-risk pixels; None switches OCR
+        off (those files are then listed as not OCR-verified, which does not fail the run).
+    dciodvfy : bool
+        Run dciodvfy on DICOM outputs.
+    extra_values : IdentityValue
+        More values to search for.
+
+    Raises
+    ------
+    InputError
+        ``out`` is not a folder, or no identity value is known (no ledger identity table
+        and no ``against``).
+    """
+    from tqdm import tqdm
+
+    from ..errors import InputError
+
+    outp = Path(out)
+    if not outp.is_dir():
+        raise InputError("not a folder", str(out))
+    ledger = RunLedger(outp)
+    try:
+        values = identity_from_ledger(ledger) + list(extra_values)
+        dicoms: list[str] = []
+        if against:
+            src_values, dicoms = identity_from_sources(against, progress=progress)
+            values += src_values
+        if not values:
+            raise InputError("no identity values known: the run ledger has none (or is absent); "
+                             "give the sources with --against SRC", str(out))
+        pseudonyms = sorted({it.patient for it in ledger.items() if it.patient})
+        v = _Verifier(outp, values, pseudonyms, ledger=ledger, against_dicoms=dicoms, ocr=ocr,
+                      dciodvfy=dciodvfy)
+        v.result.values = dict(Counter(x.kind for x in values))
+        for it in ledger.items():
+            if it.status == "done" and it.output and not (outp / it.output).exists():
+                v.add(it.output, "ledger", "output recorded as done is missing")
+        files = iter_outputs(outp)
+        v.result.files = len(files)
+        for p in tqdm(files, desc="verify", unit="file", leave=False,
+                      disable=None if progress is None else not progress):
+            v.check_file(p)
+        return v.result
+    finally:
+        ledger.close()
+
+
+__all__ = ["Finding", "VerifyResult", "verify_output", "iter_outputs", "file_kind", "Term",
+           "REPORT_MARKER"]

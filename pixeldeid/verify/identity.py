@@ -1,0 +1,219 @@
+"""Identity values to search for, and their spellings.
+
+Values come from the run ledger's ``identity`` table and/or from the headers of the source
+files (``--against``). Each value is expanded to the spellings it may take in an output:
+person names in every order with carets, spaces, commas and initials; IDs and accession
+numbers with and without leading zeros; birth dates in several formats.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..api import IDENTITY_KEYWORDS
+from ..dummy import DUMMY_VALUES
+from ..textclean import STOPWORDS, dicom_vocabulary
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("name", "id", "birth_date", "accession", "institution", "other")
+#: Header keyword -> identity kind (source scan).
+SOURCE_KEYWORDS = {
+    "PatientName": "name", "OtherPatientNames": "name", "PatientBirthName": "name",
+    "PatientMotherBirthName": "name", "PatientID": "id", "OtherPatientIDs": "id",
+    "IssuerOfPatientID": "other", "MedicalRecordLocator": "id", "AccessionNumber": "accession",
+    "PatientBirthDate": "birth_date", "InstitutionName": "institution",
+    "InstitutionAddress": "other", "PatientAddress": "other", "PatientTelephoneNumbers": "other",
+}
+assert set(IDENTITY_KEYWORDS) <= set(SOURCE_KEYWORDS)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTHS_LONG = ("january", "february", "march", "april", "may", "june", "july", "august",
+                "september", "october", "november", "december")
+_DUMMY = frozenset(str(v).lower() for v in DUMMY_VALUES.values() if isinstance(v, str))
+
+
+@dataclass(frozen=True)
+class IdentityValue:
+    """One known identifying value (never printed: findings give its kind and length)."""
+
+    kind: str
+    value: str
+    patient: str = ""
+
+
+@dataclass(frozen=True)
+class Term:
+    """A lower-case spelling searched for, with the kind and length of the value it came from."""
+
+    text: str
+    kind: str
+    length: int
+
+
+def _name_parts(value: str) -> list[str]:
+    first = value.split("=")[0]
+    return [p.strip(" .") for p in re.split(r"[\^,\s]+", first) if p.strip(" .")]
+
+
+def name_spellings(value: str) -> set[str]:
+    """Spellings of a person name: ``DOE^JOHN``, ``DOE JOHN``, ``JOHN DOE``, ``DOE, JOHN``,
+    ``J DOE``, ``J. DOE``, ``DOE J``, each distinctive part alone (lower case)."""
+    out: set[str] = set()
+    groups = [g for g in str(value).split("=") if g.strip()]
+    for g in groups or [str(value)]:
+        parts = _name_parts(g)
+        if not parts:
+            continue
+        out.add(" ".join(g.lower().split()))
+        vocab = dicom_vocabulary()
+        for p in parts:
+            lp = p.lower()
+            if len(lp) >= 3 and lp not in vocab and lp not in STOPWORDS and lp not in _DUMMY:
+                out.add(lp)
+        if len(parts) >= 2:
+            fam, given = parts[0].lower(), parts[1].lower()
+            rest = [p.lower() for p in parts[2:3]]
+            for sep in ("^", " ", ", ", ","):
+                out.add(f"{fam}{sep}{given}")
+            out.add(f"{given} {fam}")
+            if rest:
+                out.add(f"{given} {rest[0]} {fam}")
+                out.add(f"{fam}^{given}^{rest[0]}")
+            if len(fam) >= 2:  # initials where the family name is long enough to mean something
+                out.update({f"{given[0]} {fam}", f"{given[0]}. {fam}", f"{fam} {given[0]}",
+                            f"{fam}^{given[0]}", f"{fam}, {given[0]}"})
+    return out
+
+
+def id_spellings(value: str) -> set[str]:
+    """An ID as written and without leading zeros (lower case)."""
+    v = str(value).strip().lower()
+    out = {v} if v else set()
+    stripped = v.lstrip("0")
+    if stripped != v and len(stripped) >= 3:
+        out.add(stripped)
+    m = re.match(r"^([a-z]+)[-_ ]?0*(\d{3,})$", v)  # MRN0012345 -> MRN12345, 12345
+    if m:
+        out.add(m.group(2))
+        out.add(m.group(1) + m.group(2))
+    return out
+
+
+def date_spellings(value: str) -> set[str]:
+    """A YYYYMMDD date as 19510829, 1951-08-29, 1951/08/29, 1951.08.29, 08/29/1951,
+    29/08/1951, 29.08.1951, 29-08-1951, 29-aug-1951, 29 aug 1951, aug 29, 1951, 29augu1951 ..."""
+    v = re.sub(r"\D", "", str(value))
+    if len(v) != 8:
+        return {str(value).strip().lower()} if str(value).strip() else set()
+    y, m, d = v[:4], v[4:6], v[6:]
+    out = {v, f"{y}-{m}-{d}", f"{y}/{m}/{d}", f"{y}.{m}.{d}", f"{m}/{d}/{y}", f"{d}/{m}/{y}",
+           f"{d}.{m}.{y}", f"{d}-{m}-{y}", f"{m}-{d}-{y}"}
+    mi = int(m) - 1
+    if 0 <= mi < 12:
+        for mon in (_MONTHS[mi], _MONTHS_LONG[mi]):
+            dd = str(int(d))
+            out.update({f"{d}-{mon}-{y}", f"{d} {mon} {y}", f"{dd} {mon} {y}", f"{mon} {dd}, {y}",
+                        f"{mon} {d} {y}", f"{d}{mon}{y}"})
+    return out
+
+
+def spellings(kind: str, value: str) -> set[str]:
+    """Every lower-case spelling searched for a value of ``kind``."""
+    value = str(value).strip()
+    if not value:
+        return set()
+    if kind == "name":
+        return name_spellings(value)
+    if kind in ("id", "accession"):
+        return id_spellings(value)
+    if kind == "birth_date":
+        return date_spellings(value)
+    return {" ".join(value.lower().split())}
+
+
+def terms_for(values: Iterable[IdentityValue], *, exclude: Iterable[str] = (),
+              min_len: int = 3) -> list[Term]:
+    """The distinct search terms of ``values`` (longest first).
+
+    ``exclude`` holds words that legitimately appear in the outputs (the pseudonyms): a
+    spelling equal to one, or contained in one, is not searched for.
+    """
+    excl = [e.lower() for e in exclude if e]
+    best: dict[str, Term] = {}
+    for iv in values:
+        for s in spellings(iv.kind, iv.value):
+            if len(s) < min_len or s in _DUMMY or any(s in e for e in excl):
+                continue
+            t = Term(s, iv.kind, len(iv.value.strip()))
+            if s not in best:
+                best[s] = t
+    return sorted(best.values(), key=lambda t: (-len(t.text), t.text))
+
+
+def identity_from_ledger(ledger) -> list[IdentityValue]:
+    """Identity values of the run ledger's ``identity`` table (:class:`RunLedger`)."""
+    return [IdentityValue(k if k in KINDS else "other", v, p) for p, k, v in ledger.identity()]
+
+
+def _values_of(elem) -> list[str]:
+    v = elem.value
+    if v is None or elem.VR == "SQ":
+        return []
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return [str(x) for x in v if str(x).strip()]
+    if isinstance(v, bytes):
+        try:
+            v = v.decode("utf-8").strip("\x00 ")
+        except UnicodeDecodeError:
+            return []
+    return [str(v)] if str(v).strip() else []
+
+
+def identity_from_dataset(ds, patient: str = "") -> list[IdentityValue]:
+    """Identity values of one source header (any depth for Other Patient IDs Sequence)."""
+    out: list[IdentityValue] = []
+    for kw, kind in SOURCE_KEYWORDS.items():
+        if kw in ds:
+            out += [IdentityValue(kind, v, patient) for v in _values_of(ds.data_element(kw))]
+    for item in ds.get("OtherPatientIDsSequence", []) or []:
+        if "PatientID" in item:
+            out += [IdentityValue("id", v, patient) for v in _values_of(item.data_element("PatientID"))]
+    return out
+
+
+def identity_from_sources(sources: Iterable[str | os.PathLike], *,
+                          progress: bool | None = None) -> tuple[list[IdentityValue], list[str]]:
+    """Scan the source headers for identity values; return ``(values, dicom source files)``.
+
+    Non-DICOM sources (NIfTI, slides) carry no patient header here; they are skipped.
+    """
+    import pydicom
+    from tqdm import tqdm
+
+    from ..batch import iter_inputs
+
+    files = [p for p, reason in iter_inputs(sources) if reason is None]
+    seen: set[tuple[str, str]] = set()
+    values: list[IdentityValue] = []
+    dicoms: list[str] = []
+    for p in tqdm(files, desc="scan sources", unit="file", leave=False,
+                  disable=None if progress is None else not progress):
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(132)
+            if head[128:132] != b"DICM":
+                continue
+            ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+        except Exception as exc:  # noqa: BLE001 - an unreadable source adds no values
+            logger.debug("source %s unreadable: %s", p, exc)
+            continue
+        dicoms.append(str(p))
+        for iv in identity_from_dataset(ds):
+            if (iv.kind, iv.value) not in seen:
+                seen.add((iv.kind, iv.value))
+                values.append(iv)
+    return values, dicoms

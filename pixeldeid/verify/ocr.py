@@ -1,0 +1,123 @@
+"""OCR of output pixels where pixels were at risk (adapter over :mod:`pixeldeid.burnedin`).
+
+The burned-in text package is optional here: every import is lazy, and when an engine
+cannot be had the caller reports the file as "not OCR-verified" instead of passing it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Modalities whose pixels commonly carry burned-in text.
+AT_RISK_MODALITIES = frozenset({"US", "SC", "OT", "XA", "NM", "ES", "XC", "GM", "RF", "DOC",
+                                "IVUS", "OP", "SM"})
+
+
+def pixels_at_risk(ds) -> bool:
+    """Whether an output's pixel data may hold burned-in text (modality, SOP class,
+    Burned In Annotation, slide label/overview images)."""
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return False
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality == "SM":
+        itype = [str(v).upper() for v in (ds.get("ImageType") or [])]
+        return bool({"LABEL", "OVERVIEW"} & set(itype))
+    if modality in AT_RISK_MODALITIES:
+        return True
+    if str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES":
+        return True
+    from pydicom.uid import UID
+
+    name = UID(str(ds.get("SOPClassUID", ""))).name
+    return "Secondary Capture" in name or "Ultrasound" in name
+
+
+def get_engine(name: str = "auto"):
+    """The OCR engine ``name`` (cached by the burned-in package).
+
+    Raises
+    ------
+    MissingDependencyError
+        The burned-in text package or the engine is not installed.
+    """
+    from ..errors import MissingDependencyError
+
+    try:
+        from ..burnedin.ocr import get_engine as _get
+    except ImportError as exc:
+        raise MissingDependencyError("OCR verification", "ocr", "pixeldeid.burnedin.ocr") from exc
+    return _get(name)
+
+
+def frames_rgb(ds, indices: Sequence[int]) -> np.ndarray:
+    """Frames as (n, rows, cols, 3) uint8 RGB for OCR.
+
+    Uses ``pixeldeid.burnedin.frames.PixelFrames`` when present, else pydicom with a
+    min-max window.
+    """
+    try:
+        from ..burnedin.frames import PixelFrames
+
+        return np.asarray(PixelFrames(ds).display(list(indices)))
+    except ImportError:
+        pass
+    arr = np.asarray(ds.pixel_array)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if n == 1:
+        arr = arr[None]
+    arr = arr[list(indices)]
+    if spp == 3 and str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+        from pydicom.pixels import convert_color_space
+
+        arr = convert_color_space(arr, str(ds.PhotometricInterpretation), "RGB")
+    if spp == 1:
+        if "PALETTE" in str(ds.get("PhotometricInterpretation", "")):
+            from pydicom.pixels import apply_color_lut
+
+            return np.asarray(apply_color_lut(arr, ds)).astype(np.uint8)
+        out = []
+        for f in arr:
+            f = f.astype(np.float32)
+            lo, hi = float(f.min()), float(f.max())
+            g = ((f - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
+            if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+                g = 255 - g
+            out.append(np.stack([g] * 3, axis=-1))
+        return np.stack(out)
+    return arr.astype(np.uint8)
+
+
+def frames_to_read(n_frames: int, extra: Sequence[int] = (), most: int = 3) -> list[int]:
+    """First, middle and last frame, plus frames named in ``extra`` (redacted frames)."""
+    base = {0, n_frames // 2, n_frames - 1} if n_frames > most else set(range(n_frames))
+    return sorted(base | {int(f) for f in extra if f is not None and 0 <= int(f) < n_frames})
+
+
+def classify(texts: Sequence[str], values, modality: str) -> list[bool]:
+    """Whether each OCR text is identity per :mod:`pixeldeid.burnedin.classify` (when present).
+
+    ``values`` are :class:`~pixeldeid.verify.identity.IdentityValue`; returns all False
+    when the classifier is not available (the caller also matches the terms itself).
+    """
+    try:
+        from ..burnedin.classify import IdentityValues, Vocabulary, classify_text
+    except ImportError:
+        return [False] * len(texts)
+    by = {"name": [], "id": [], "birth_date": [], "institution": [], "other": []}
+    for v in values:
+        key = {"accession": "id"}.get(v.kind, v.kind)
+        by.setdefault(key, []).append(v.value)
+    try:
+        ident = IdentityValues(names=by["name"], ids=by["id"], dates=by["birth_date"],
+                               institutions=by["institution"], other=by["other"])
+        vocab = Vocabulary.load(modality)
+        return [classify_text(t, ident, vocab) == "identity" for t in texts]
+    except Exception as exc:  # noqa: BLE001 - classifier still being built: own matching only
+        logger.debug("burned-in classifier unusable: %s", exc)
+        return [False] * len(texts)

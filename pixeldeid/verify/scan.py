@@ -1,0 +1,142 @@
+"""Case-insensitive whole-word search of identity terms in bytes and files.
+
+Terms are lower case; the data is lower-cased (ASCII) before the search, so ``DOE``,
+``Doe`` and ``doe`` all match. A hit must not continue a longer word or number (the bytes
+around it are not letters or digits). UTF-16 (both byte orders) is searched on request
+(TIFF tags and slide metadata are often UTF-16). Uses ``ahocorasick_rs`` when installed
+(one pass for all terms), else one ``bytes.find`` loop per term.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .identity import Term
+
+_ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+CHUNK = 16 << 20
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A term found at ``offset`` in the given ``encoding`` (utf-8, utf-16-le, utf-16-be)."""
+
+    term: Term
+    offset: int
+    encoding: str = "utf-8"
+
+
+class Matcher:
+    """Search many terms at once.
+
+    Parameters
+    ----------
+    terms : iterable of Term
+        The spellings to find.
+    min_len : int
+        Shorter spellings are ignored (raw binary data: 4 keeps chance hits rare).
+    utf16 : bool
+        Also search the UTF-16 LE and BE encodings.
+    """
+
+    def __init__(self, terms: Iterable[Term], *, min_len: int = 3, utf16: bool = False) -> None:
+        self.patterns: list[tuple[bytes, Term, str, int]] = []  # (bytes, term, enc, unit)
+        for t in terms:
+            if len(t.text) < min_len:
+                continue
+            self.patterns.append((t.text.encode("utf-8"), t, "utf-8", 1))
+            if utf16:
+                self.patterns.append((t.text.encode("utf-16-le"), t, "utf-16-le", 2))
+                self.patterns.append((t.text.encode("utf-16-be"), t, "utf-16-be", 2))
+        self.longest = max((len(p[0]) for p in self.patterns), default=0)
+        self._ac = None
+        if self.patterns:
+            try:
+                import ahocorasick_rs
+
+                self._ac = ahocorasick_rs.BytesAhoCorasick([p[0] for p in self.patterns])
+            except ImportError:
+                self._ac = None
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def _candidates(self, low: bytes) -> Iterable[tuple[int, int]]:
+        if self._ac is not None:
+            for idx, start, _end in self._ac.find_matches_as_indexes(low, overlapping=True):
+                yield idx, start
+            return
+        for idx, (pat, _t, _e, _u) in enumerate(self.patterns):
+            i = low.find(pat)
+            while i >= 0:
+                yield idx, i
+                i = low.find(pat, i + 1)
+
+    def find(self, data: bytes, base: int = 0) -> list[Hit]:
+        """Whole-word hits of the terms in ``data`` (``base`` is added to the offsets)."""
+        if not self.patterns or not data:
+            return []
+        low = bytes(data).lower()
+        hits = []
+        for idx, start in self._candidates(low):
+            pat, term, enc, unit = self.patterns[idx]
+            if _boundary(low, start, start + len(pat), enc, unit):
+                hits.append(Hit(term, base + start, enc))
+        return hits
+
+    def find_text(self, text: str) -> list[Hit]:
+        """Hits in a decoded text value (searched as UTF-8)."""
+        return self.find(text.encode("utf-8", "surrogateescape"))
+
+    def scan_stream(self, fh: BinaryIO, *, limit: int | None = None) -> list[Hit]:
+        """Search a stream in overlapping chunks; ``limit`` bytes at most."""
+        if not self.patterns:
+            return []
+        hits: dict[tuple[str, int, str], Hit] = {}
+        pos = 0
+        tail = b""
+        overlap = self.longest + 2
+        while limit is None or pos < limit:
+            chunk = fh.read(CHUNK)
+            if not chunk:
+                break
+            buf = tail + chunk
+            base = pos - len(tail)
+            for h in self.find(buf, base):
+                hits.setdefault((h.term.text, h.offset, h.encoding), h)
+            pos += len(chunk)
+            tail = buf[-overlap:]
+        return sorted(hits.values(), key=lambda h: h.offset)
+
+    def scan_file(self, path: str | os.PathLike) -> list[Hit]:
+        """Search the raw bytes of a file; ``.gz`` files are searched decompressed too."""
+        p = Path(path)
+        with open(p, "rb") as fh:
+            hits = self.scan_stream(fh)
+        if p.name.lower().endswith(".gz"):
+            try:
+                with gzip.open(p, "rb") as fh:
+                    hits += self.scan_stream(fh)
+            except (OSError, EOFError):
+                pass  # a damaged archive is reported by the format check
+        return hits
+
+
+def _boundary(low: bytes, start: int, end: int, enc: str, unit: int) -> bool:
+    """The hit neither continues nor is continued by a letter or digit."""
+    if unit == 1:
+        before = low[start - 1] if start > 0 else None
+        after = low[end] if end < len(low) else None
+        return before not in _ALNUM and after not in _ALNUM
+    if enc == "utf-16-le":  # char c is (c, 0)
+        before = low[start - 2] if start >= 2 and low[start - 1] == 0 else None
+        after = low[end] if end + 1 < len(low) and low[end + 1] == 0 else None
+    else:  # (0, c)
+        before = low[start - 1] if start >= 2 and low[start - 2] == 0 else None
+        after = low[end + 1] if end + 1 < len(low) and low[end] == 0 else None
+    return before not in _ALNUM and after not in _ALNUM
