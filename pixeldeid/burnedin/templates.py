@@ -136,16 +136,38 @@ def _schema() -> dict:
 def _keywords() -> tuple[str, ...]:
     from pydicom.datadict import DicomDictionary
 
-    return tuple(sorted(e[4] for e in DicomDictionary.values() if e[4]))
+    return tuple(sorted({e[4] for e in DicomDictionary.values() if e[4]} | set(_repeater_tags())))
+
+
+@cache
+def _repeater_tags() -> dict[str, int]:
+    """Keywords of repeating-group elements (OverlayDescription...) -> first group's tag."""
+    from pydicom.datadict import RepeatersDictionary
+
+    return {e[4]: int(mask.replace("x", "0"), 16) for mask, e in RepeatersDictionary.items()
+            if e[4]}
+
+
+def tag_for(key: str) -> int | None:
+    """The tag of a keyword (repeating groups: the first, e.g. 6000), an 8-hex-digit tag."""
+    from pydicom.datadict import tag_for_keyword
+
+    if _HEX_TAG.match(key):
+        return int(key, 16)
+    tag = tag_for_keyword(key)
+    return tag if tag is not None else _repeater_tags().get(key)
+
+
+def close_keywords(key: str, n: int = 3, cutoff: float = 0.75) -> list[str]:
+    """DICOM keywords close to ``key`` (for "did you mean")."""
+    return difflib.get_close_matches(key, _keywords(), n=n, cutoff=cutoff)
 
 
 def check_key(key: str, source: str = "<template>") -> None:
     """Raise :class:`ProfileError` unless ``key`` is a DICOM keyword or an 8-hex-digit tag."""
-    from pydicom.datadict import tag_for_keyword
-
-    if key in COMBINERS or _HEX_TAG.match(key) or tag_for_keyword(key) is not None:
+    if key in COMBINERS or tag_for(key) is not None:
         return
-    close = difflib.get_close_matches(key, _keywords(), n=3, cutoff=0.75)
+    close = close_keywords(key)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
     raise ProfileError(f"unknown DICOM keyword {key!r} in match{hint}", source)
 
@@ -360,9 +382,7 @@ def _match(match: dict, ds: Dataset) -> bool:
 
 def _lookup(ds: Dataset, key: str) -> tuple[bool, object]:
     """(present, value) of an element by keyword or hex tag; file meta for group 0002."""
-    from pydicom.datadict import tag_for_keyword
-
-    tag = int(key, 16) if _HEX_TAG.match(key) else tag_for_keyword(key)
+    tag = tag_for(key)
     if tag is None:
         return False, None
     where = ds
