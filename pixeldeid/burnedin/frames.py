@@ -204,7 +204,8 @@ def black_value(frames: PixelFrames, stored: np.ndarray | None = None) -> tuple[
 
     MONOCHROME2: 0 (signed data: the smaller of 0 and the image minimum); MONOCHROME1: the
     largest stored value (signed: the larger of 0 and the image maximum); RGB: 0, 0, 0; YBR:
-    0 and the neutral chroma (half range); PALETTE COLOR: the index of the darkest entry.
+    0 and the neutral chroma (half range; YBR_RCT/ICT
+    decode to RGB: 0, 0, 0); PALETTE COLOR: the index of the darkest entry.
     ``stored`` (the image's stored values) is needed only for signed monochrome data.
     """
     pi, bs = frames.photometric, frames.bits_stored
@@ -217,7 +218,7 @@ def black_value(frames: PixelFrames, stored: np.ndarray | None = None) -> tuple[
             top = (1 << (bs - 1)) - 1
             return (int(max(0, stored.max())) if stored is not None and stored.size else top,)
         return ((1 << bs) - 1,)
-    if pi == "RGB":
+    if pi in ("RGB", "YBR_RCT", "YBR_ICT"):  # JPEG 2000 colour transforms decode to RGB
         return (0, 0, 0)
     if pi.startswith("YBR"):
         return (0, 1 << (bs - 1), 1 << (bs - 1))
