@@ -1,0 +1,227 @@
+"""pixeldeid verify: planted residual identity is found wherever it hides; clean outputs pass."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from pixeldeid import dciodvfy
+from pixeldeid.cli import main
+from pixeldeid.errors import InputError, MissingDependencyError
+from pixeldeid.verify import IdentityValue, verify_output
+from pixeldeid.verify.identity import date_spellings, id_spellings, name_spellings
+from tests.pixeldeid.verify.conftest import (
+    copy_release,
+    image_dataset,
+    save,
+    write_run_ledger,
+)
+
+
+def _outputs(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("*.dcm"))
+
+
+def _run(args: list[str], capsys) -> tuple[int, str]:
+    rc = main(["verify", *args, "--no-progress"])
+    return rc, capsys.readouterr().out
+
+
+def _assert_no_values(text: str, rel) -> None:
+    for p in rel.patients:
+        for v in (p.family, p.given, p.patient_id, p.birth_date, p.accession):
+            assert v.lower() not in text.lower()
+
+
+def test_spellings_of_names_ids_and_dates():
+    s = name_spellings("QUIXMORE^Zebulon^Ambrose")
+    assert {"quixmore", "zebulon", "quixmore^zebulon", "zebulon quixmore", "quixmore, zebulon",
+            "z quixmore", "z. quixmore", "zebulon ambrose quixmore"} <= s
+    assert "0012345" in id_spellings("0012345") and "12345" in id_spellings("0012345")
+    assert {"mrn12345", "12345"} <= id_spellings("MRN0012345")
+    d = date_spellings("19510829")
+    assert {"19510829", "1951-08-29", "08/29/1951", "29.08.1951", "29-aug-1951",
+            "aug 29, 1951"} <= d
+
+
+def test_clean_release_passes_with_dciodvfy(ct_release, capsys):
+    if not dciodvfy.is_available():
+        pytest.skip("dciodvfy not installed")
+    rc, out = _run([str(ct_release.out), "--against", str(ct_release.src), "--no-ocr"], capsys)
+    assert rc == 0, out
+    assert out.strip().endswith("clean") and "2 file(s) checked" in out
+
+
+def test_name_in_header_found_and_never_printed(ct_release, tmp_path, capsys):
+    out = copy_release(ct_release, tmp_path / "out")
+    target = _outputs(out)[0]
+    ds = pydicom.dcmread(target)
+    p = ct_release.patients[1]  # another patient's name in this patient's file
+    ds.ImageComments = f"reviewed with {p.given} {p.family.title()}"
+    ds.save_as(target)
+    js = tmp_path / "f.json"
+    rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy",
+                     "--json", str(js)], capsys)
+    assert rc == 1
+    data = json.loads(js.read_text())
+    hdr = [f for f in data["findings"] if f["check"] == "dicom-header"]
+    assert hdr and all(f["file"] == target.name and f["kind"] == "name" for f in hdr)
+    assert any("(0020,4000) ImageComments" in f["what"] for f in hdr)
+    assert {f["length"] for f in hdr} <= {len(p.family), len(p.given), len(p.name)}
+    _assert_no_values(text + js.read_text(), ct_release)
+
+
+def test_id_in_private_tag_found_without_leading_zeros(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    target = _outputs(out)[1]
+    ds = pydicom.dcmread(target)
+    block = ds.private_block(0x0029, "ACME REVIEW 1.0", create=True)
+    block.add_new(0x10, "LO", "case 4711983 ok")  # the record says 0004711983
+    ds.save_as(target)
+    extra = [IdentityValue("id", "0004711983")]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    hdr = [f for f in r.findings if f.check == "dicom-header"]
+    assert len(hdr) == 1 and hdr[0].kind == "id" and hdr[0].length == 10
+    assert "(0029,1010)" in hdr[0].what and "private" in hdr[0].what
+    assert any(f.check == "raw-bytes" and f.kind == "id" for f in r.findings)
+    assert r.exit_status == 1
+
+
+def test_name_in_preamble_found_by_raw_bytes_only(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    target = _outputs(out)[0]
+    data = bytearray(target.read_bytes())
+    fam = ct_release.patients[0].family.upper().encode()
+    data[10:10 + len(fam)] = fam
+    target.write_bytes(bytes(data))
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert [(f.check, f.kind) for f in r.findings] == [("raw-bytes", "name")]
+    assert "at 10" in r.findings[0].what
+
+
+def test_birth_date_in_sidecar_and_zip_member(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    bd = ct_release.patients[0].birth_date
+    (out / "sub-01.json").write_text(json.dumps({"note": f"dob {bd[6:]}.{bd[4:6]}.{bd[:4]}"}))
+    pkg = out / "packages"
+    pkg.mkdir()
+    with zipfile.ZipFile(pkg / "SUBJ_001.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("SUBJ_001/notes.txt", f"acc {ct_release.patients[1].accession}\n" * 50)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    got = {(f.file, f.check, f.kind) for f in r.findings}
+    assert got == {("sub-01.json", "raw-bytes", "birth_date"),
+                   ("packages/SUBJ_001.zip", "zip", "accession")}
+
+
+def test_nifti_descrip_extension_and_damage(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    img = nib.Nifti1Image(np.zeros((6, 6, 4), np.int16), np.eye(4))
+    nib.save(img, out / "clean.nii.gz")
+    assert verify_output(out, [ct_release.src], ocr=None, dciodvfy=False,
+                         progress=False).clean
+    img.header["descrip"] = f"T1 {ct_release.patients[0].family}".encode()
+    nib.save(img, out / "sub-01_T1w.nii.gz")
+    img2 = nib.Nifti1Image(np.zeros((6, 6, 4), np.int16), np.eye(4))
+    img2.header.extensions.append(nib.nifti1.Nifti1Extension(
+        6, f"PatientID={ct_release.patients[1].patient_id}".encode()))
+    nib.save(img2, out / "sub-02_T1w.nii")
+    raw = gzip.compress(b"\x5c\x01\x00\x00" + b"\0" * 100)  # a header cut short
+    (out / "broken.nii.gz").write_bytes(raw)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    got = {(f.file, f.check, f.kind) for f in r.findings}
+    assert ("sub-01_T1w.nii.gz", "nifti-header", "name") in got
+    assert ("sub-02_T1w.nii", "nifti-header", "id") in got
+    assert any(f.file == "broken.nii.gz" and f.check == "nifti-open" for f in r.findings)
+    assert not any(f.file == "clean.nii.gz" for f in r.findings)
+
+
+def test_utf16_text_in_tiff_found(ct_release, tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    out = copy_release(ct_release, tmp_path / "out")
+    given = ct_release.patients[0].given
+    tifffile.imwrite(out / "scan.tif", np.zeros((16, 16), np.uint8),
+                     extratags=[(65000, "B", 0, f"by {given}".encode("utf-16-le"), True)])
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert any(f.file == "scan.tif" and f.check == "raw-bytes" and "utf-16-le" in f.what
+               and f.kind == "name" for f in r.findings)
+
+
+def test_dciodvfy_reports_only_errors_the_sources_lack(ct_release, tmp_path):
+    if not dciodvfy.is_available():
+        pytest.skip("dciodvfy not installed")
+    out = copy_release(ct_release, tmp_path / "out")
+    target = _outputs(out)[0]
+    ds = pydicom.dcmread(target)
+    del ds.ImageOrientationPatient  # Type 1 of the Image Plane Module
+    ds.save_as(target)
+    r = verify_output(out, [ct_release.src], ocr=None, progress=False)
+    assert r.findings and {f.file for f in r.findings} == {target.name}
+    assert {f.check for f in r.findings} == {"dciodvfy"}
+
+
+def test_ledger_identity_and_missing_output(ct_release, tmp_path, capsys):
+    out = copy_release(ct_release, tmp_path / "out")
+    p0 = ct_release.patients[0]
+    outs = _outputs(out)
+    write_run_ledger(out, items=[
+        {"src": "/nonexistent/a.dcm", "patient": "SUBJ_001", "modality": "CT", "output": outs[0].name},
+        {"src": "/nonexistent/b.dcm", "patient": "SUBJ_001", "modality": "CT", "output": "gone.dcm"},
+    ], identity=[("SUBJ_001", "name", p0.name), ("SUBJ_001", "id", p0.patient_id),
+                 ("SUBJ_001", "birth_date", p0.birth_date)])
+    rc, text = _run([str(out), "--no-ocr", "--no-dciodvfy"], capsys)
+    assert rc == 1 and "gone.dcm: [ledger] output recorded as done is missing" in text
+    (out / "gone.dcm").write_bytes(outs[1].read_bytes())
+    rc, text = _run([str(out), "--no-ocr", "--no-dciodvfy"], capsys)
+    assert rc == 0, text
+    ds = pydicom.dcmread(outs[1])
+    ds.StudyDescription = f"{p0.given[0]}. {p0.family}"
+    ds.save_as(outs[1])
+    rc, text = _run([str(out), "--no-ocr", "--no-dciodvfy"], capsys)
+    assert rc == 1 and f"{outs[1].name}: [dicom-header] name value" in text
+
+
+def test_no_identity_values_is_a_usage_error(ct_release, capsys):
+    rc, _ = _run([str(ct_release.out), "--no-ocr"], capsys)
+    assert rc == 2
+    with pytest.raises(InputError, match="--against"):
+        verify_output(ct_release.out, ocr=None)
+
+
+def test_at_risk_pixels_are_never_passed_silently(ct_release, tmp_path, monkeypatch):
+    out = copy_release(ct_release, tmp_path / "out")
+    save(image_dataset("SUBJ_009", "SUBJ_009", modality="US"), out / "us.dcm")
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert r.clean and [f for f, _ in r.not_ocr_verified] == ["us.dcm"]
+
+    def missing(name="auto"):
+        raise MissingDependencyError("OCR verification", "ocr", "rapidocr_onnxruntime")
+
+    monkeypatch.setattr("pixeldeid.verify.ocr.get_engine", missing)
+    r = verify_output(out, [ct_release.src], ocr="auto", dciodvfy=False, progress=False)
+    assert not r.clean and r.exit_status == 1 and not r.findings
+    assert r.not_ocr_verified == [("us.dcm", r.not_ocr_verified[0][1])]
+    assert "pixeldeid[ocr]" in r.not_ocr_verified[0][1]
+    # CT outputs are not at risk: never OCRed, never listed
+    assert all(f == "us.dcm" for f, _ in r.not_ocr_verified)
+
+
+def test_report_folder_quarantine_and_state_are_not_scanned(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    fam = ct_release.patients[0].family
+    (out / "report").mkdir()
+    (out / "report" / ".pixeldeid-report").write_text("")
+    (out / "report" / "index.html").write_text(f"<p>{fam}</p>")
+    (out / ".pixeldeid" / "notes.txt").write_text(fam)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert r.clean and r.files == 2
+    (out / "README.txt").write_text(f"collection of {fam}")
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert [(f.file, f.kind) for f in r.findings] == [("README.txt", "name")]
