@@ -1,0 +1,327 @@
+"""Multi-frame (cine) analysis: the static overlay, the frames worth reading, crop mosaics.
+
+Burned-in text of a cine is an overlay that does not move while the image under it does.
+:func:`analyse_cine` compares consecutive frames once (numpy on the CPU, torch on CUDA:
+integer arithmetic, the same result on both) and finds
+
+* the *overlay*: pixels that change in at most a small fraction of the frame transitions,
+  in neighbourhoods that are themselves almost all such pixels (text, labels, a running
+  clock; not the speckle of the image);
+* the *change frames*: frames where overlay pixels change (a clock ticking, a label
+  appearing), with the boxes of the changed areas.
+
+The stage reads the first frame whole and, in the change frames, only the changed areas
+not already covered; :func:`read_regions` packs such crops from any frames into a few
+mosaic images so one OCR call reads many of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .boxes import TextBox
+
+logger = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]   # x0, y0, x1, y1 (exclusive)
+
+#: a pixel "changes" between two frames when its brightest channel differs by more than this
+CHANGE_TOLERANCE = 8
+#: an overlay change worth reading differs by more than this (text is high contrast; the
+#: dark speckle that rarely changes by more than CHANGE_TOLERANCE does not)
+STRONG_CHANGE = 64
+#: overlay pixels change in at most this fraction of the transitions
+MAX_CHANGE_FRACTION = 0.15
+#: ... and lie in a neighbourhood (``NEIGHBOURHOOD`` px square) with this fraction of them
+NEIGHBOURHOOD = 7
+DENSITY = 0.9
+#: a change of fewer overlay pixels than this in a frame is noise
+MIN_CHANGED_PIXELS = 6
+#: frames decoded per chunk during the analysis
+CHUNK = 32
+
+
+@dataclass
+class CineAnalysis:
+    """Result of :func:`analyse_cine` (masks are ``(rows, cols)`` bool arrays)."""
+
+    n_frames: int
+    analysed: list[int]
+    static: np.ndarray                 # never changed across the analysed frames
+    overlay: np.ndarray                # changed in few transitions, in a dense neighbourhood
+    change_counts: np.ndarray          # transitions in which each pixel changed (int32)
+    change_frames: list[int] = field(default_factory=list)
+    change_regions: dict[int, list[Box]] = field(default_factory=dict)
+
+    def frames_to_read(self) -> list[int]:
+        """First frame, every change frame, and the last frame when it changed."""
+        return sorted({self.analysed[0], *self.change_frames}) if self.analysed else []
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``'cuda'`` when asked (or ``auto``) and torch sees a GPU, else ``'cpu'``."""
+    if device == "cpu":
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        if device == "cuda":
+            logger.warning("device cuda asked but torch is not installed; using the CPU")
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        logger.warning("device cuda asked but torch sees no GPU; using the CPU")
+    return "cpu"
+
+
+def sample_indices(n_frames: int, max_frames: int | None = None) -> list[int]:
+    """Every frame, or ``max_frames`` evenly spaced ones including the first and last."""
+    if max_frames is None or n_frames <= max_frames:
+        return list(range(n_frames))
+    picks = np.linspace(0, n_frames - 1, max(2, max_frames)).round().astype(int)
+    return sorted(set(int(i) for i in picks))
+
+
+def _grey_numpy(chunk: np.ndarray) -> np.ndarray:
+    """Per-pixel maximum over the channels (bright text of any colour stays bright)."""
+    if chunk.ndim == 3:
+        return chunk
+    out = chunk[..., 0].copy()
+    for c in range(1, chunk.shape[-1]):
+        np.maximum(out, chunk[..., c], out=out)
+    return out
+
+
+def _transitions_numpy(load: Callable[[list[int]], np.ndarray], indices: list[int], tol: int,
+                       strong: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    counts = None
+    packed: list[np.ndarray] = []
+    prev = None
+    for start in range(0, len(indices), CHUNK):
+        grey = _grey_numpy(np.asarray(load(indices[start:start + CHUNK])))
+        seq = np.concatenate([prev[None], grey]) if prev is not None else grey
+        if len(seq) > 1:
+            hi = np.maximum(seq[1:], seq[:-1])
+            lo = np.minimum(seq[1:], seq[:-1])
+            diff = hi - lo   # |a - b| without overflow (uint8)
+            if counts is None:
+                counts = np.zeros(diff.shape[1:], np.int32)
+            counts += (diff > tol).sum(axis=0, dtype=np.int32)
+            packed.extend(np.packbits(d > strong, axis=None) for d in diff)
+        prev = seq[-1]
+    if counts is None:  # one frame
+        shape = prev.shape[:2] if prev is not None else (0, 0)
+        counts = np.zeros(shape, np.int32)
+    return counts, packed
+
+
+def _transitions_torch(load: Callable[[list[int]], np.ndarray], indices: list[int], tol: int,
+                       strong: int, device: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    import torch
+
+    counts = None
+    packed: list[np.ndarray] = []
+    prev = None
+    for start in range(0, len(indices), CHUNK):
+        chunk = torch.from_numpy(np.ascontiguousarray(load(indices[start:start + CHUNK])))
+        chunk = chunk.to(device)
+        grey = chunk.amax(dim=-1) if chunk.ndim == 4 else chunk
+        seq = torch.cat([prev[None], grey]) if prev is not None else grey
+        if len(seq) > 1:
+            diff = torch.maximum(seq[1:], seq[:-1]) - torch.minimum(seq[1:], seq[:-1])
+            c = (diff > tol).sum(dim=0, dtype=torch.int32)
+            counts = c if counts is None else counts + c
+            host = (diff > strong).cpu().numpy()
+            packed.extend(np.packbits(d, axis=None) for d in host)
+        prev = seq[-1]
+    if counts is None:
+        shape = tuple(prev.shape[:2]) if prev is not None else (0, 0)
+        return np.zeros(shape, np.int32), packed
+    return counts.cpu().numpy().astype(np.int32), packed
+
+
+def _dense(mask: np.ndarray, size: int, density: float) -> np.ndarray:
+    """Pixels of ``mask`` whose ``size`` x ``size`` neighbourhood is at least ``density`` mask."""
+    from scipy.ndimage import uniform_filter
+
+    frac = uniform_filter(mask.astype(np.float32), size=size, mode="nearest")
+    return mask & (frac >= density - 1e-6)
+
+
+def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12)) -> list[Box]:
+    """Bounding boxes of the connected changed areas (grown by ``grow`` = (rows, cols) px)."""
+    from scipy.ndimage import find_objects, label, maximum_filter
+
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return []
+    gy, gx = grow
+    rows, cols = mask.shape
+    # work in the bounding area of the changes only
+    oy, ox = max(0, int(ys.min()) - gy - 1), max(0, int(xs.min()) - gx - 1)
+    ey, ex = min(rows, int(ys.max()) + gy + 2), min(cols, int(xs.max()) + gx + 2)
+    sub = maximum_filter(mask[oy:ey, ox:ex].astype(np.uint8), size=(2 * gy + 1, 2 * gx + 1))
+    lab, _ = label(sub)
+    out = []
+    for sl in find_objects(lab):
+        if sl is None:
+            continue
+        out.append((ox + sl[1].start, oy + sl[0].start, ox + sl[1].stop, oy + sl[0].stop))
+    return out
+
+
+def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
+                 max_frames: int | None = None, device: str = "cpu",
+                 tol: int = CHANGE_TOLERANCE, strong: int = STRONG_CHANGE,
+                 max_fraction: float = MAX_CHANGE_FRACTION,
+                 min_pixels: int = MIN_CHANGED_PIXELS) -> CineAnalysis:
+    """Find the static overlay and the frames where it changes.
+
+    Parameters
+    ----------
+    load : callable
+        ``load(indices) -> (n, rows, cols[, 3]) uint8`` display frames (e.g.
+        :meth:`.frames.PixelFrames.display`).
+    n_frames : int
+        Frames in the image.
+    max_frames : int, optional
+        Analyse at most this many evenly spaced frames (default: every frame).
+    device : str
+        ``'cpu'`` (numpy) or ``'cuda'`` (torch); ``'torch-cpu'`` runs the torch code on the
+        CPU (tests). The results are identical.
+    """
+    indices = sample_indices(n_frames, max_frames)
+    if device == "cpu":
+        counts, packed = _transitions_numpy(load, indices, tol, strong)
+    else:
+        counts, packed = _transitions_torch(load, indices, tol, strong,
+                                            "cpu" if device == "torch-cpu" else device)
+    rows, cols = counts.shape
+    static = counts == 0
+    n_trans = max(0, len(indices) - 1)
+    limit = max(1, int(np.floor(max_fraction * n_trans)))
+    overlay = _dense(counts <= limit, NEIGHBOURHOOD, DENSITY) if n_trans else static.copy()
+    result = CineAnalysis(n_frames, indices, static, overlay, counts)
+    if n_trans < 2:
+        # too few frames to tell overlay from image: every frame is a change frame
+        result.change_frames = indices[1:]
+        result.change_regions = {i: [(0, 0, cols, rows)] for i in indices[1:]}
+        return result
+    moving = overlay & ~static
+    if not moving.any():
+        return result
+    for k, bits in enumerate(packed):
+        diff = np.unpackbits(bits, count=rows * cols).reshape(rows, cols).astype(bool)
+        hit = diff & moving
+        if int(hit.sum()) < min_pixels:
+            continue
+        f = indices[k + 1]
+        result.change_frames.append(f)
+        result.change_regions[f] = changed_boxes(hit)
+    return result
+
+
+# -- reading crops -----------------------------------------------------------------------
+def context_box(box: Box, rows: int, cols: int, *, x_margin: float = 4.0,
+                y_margin: float = 0.6, min_margin: int = 8) -> Box:
+    """``box`` grown to give OCR the rest of its text line (a clock's unchanged digits)."""
+    x0, y0, x1, y1 = box
+    h = max(1, y1 - y0)
+    mx = max(min_margin, int(x_margin * h))
+    my = max(min_margin // 2, int(y_margin * h))
+    return (max(0, x0 - mx), max(0, y0 - my), min(cols, x1 + mx), min(rows, y1 + my))
+
+
+def _pack(sizes: Sequence[tuple[int, int]], width: int, gap: int) -> list[tuple[int, int]]:
+    """Shelf packing: the top-left corner of each (w, h) in a canvas ``width`` wide."""
+    out = []
+    x = y = shelf = 0
+    for w, h in sizes:
+        if x and x + w > width:
+            y += shelf + gap
+            x = shelf = 0
+        out.append((x, y))
+        x += w + gap
+        shelf = max(shelf, h)
+    return out
+
+
+def read_regions(read: Callable[[np.ndarray], list[TextBox]],
+                 crops: Sequence[tuple[int, Box, np.ndarray]], *, canvas_width: int = 960,
+                 max_height: int = 1400, gap: int = 24) -> list[TextBox]:
+    """OCR many crops with few calls: crops packed into mosaics, boxes mapped back.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(image) -> list[TextBox]`` (an engine's :meth:`read`).
+    crops : sequence of (frame, box, image)
+        ``image`` is the ``box`` area of ``frame`` (``(h, w, 3)`` uint8).
+
+    Returns
+    -------
+    list of TextBox
+        In frame coordinates, ``frame`` set, clipped to the crop they were read in.
+    """
+    if not crops:
+        return []
+    width = max(canvas_width, max(int(c[2].shape[1]) for c in crops))
+    order = sorted(range(len(crops)), key=lambda i: -crops[i][2].shape[0])
+    out: list[TextBox] = []
+    batch: list[int] = []
+    used = 0
+
+    def flush(items: list[int]) -> None:
+        if not items:
+            return
+        sizes = [(int(crops[i][2].shape[1]), int(crops[i][2].shape[0])) for i in items]
+        corners = _pack(sizes, width, gap)
+        height = max(y + h for (x, y), (w, h) in zip(corners, sizes, strict=True))
+        canvas = np.zeros((height, width, 3), np.uint8)
+        for i, (x, y), (w, h) in zip(items, corners, sizes, strict=True):
+            canvas[y:y + h, x:x + w] = crops[i][2]
+        for b in read(canvas):
+            best, best_area = None, 0
+            for i, (x, y), (w, h) in zip(items, corners, sizes, strict=True):
+                ix = min(b.x1, x + w) - max(b.x0, x)
+                iy = min(b.y1, y + h) - max(b.y0, y)
+                if ix > 0 and iy > 0 and ix * iy > best_area:
+                    best, best_area = (i, x, y, w, h), ix * iy
+            if best is None:
+                continue
+            i, x, y, w, h = best
+            frame, (cx0, cy0, _, _), _img = crops[i]
+            x0, y0 = max(b.x0, x) - x + cx0, max(b.y0, y) - y + cy0
+            x1, y1 = min(b.x1, x + w) - x + cx0, min(b.y1, y + h) - y + cy0
+            out.append(b.with_(x0=x0, y0=y0, x1=x1, y1=y1, frame=frame))
+
+    for i in order:
+        h = int(crops[i][2].shape[0])
+        if batch and used + h > max_height:
+            flush(batch)
+            batch, used = [], 0
+        batch.append(i)
+        used += h + gap   # an upper bound: shelves hold several crops side by side
+    flush(batch)
+    return out
+
+
+def covered(box: Box, cover: Sequence[TextBox], pad: int = 2) -> bool:
+    """True when ``box`` lies inside the union of ``cover`` (rectangles, frame ignored)."""
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        return True
+    inside = [c for c in cover if c.x0 - pad < x1 and x0 < c.x1 + pad
+              and c.y0 - pad < y1 and y0 < c.y1 + pad]
+    if not inside:
+        return False
+    m = np.zeros((y1 - y0, x1 - x0), bool)
+    for c in inside:
+        m[max(0, c.y0 - pad - y0):max(0, c.y1 + pad - y0),
+          max(0, c.x0 - pad - x0):max(0, c.x1 + pad - x0)] = True
+    return bool(m.all())
