@@ -1,0 +1,189 @@
+"""Executors: where the worker function runs. A small registry with lazy imports.
+
+``local``
+    A process pool on this machine (``-j N``; ``-j 1`` runs in this process).
+``dask``
+    A Dask distributed cluster: ``--scheduler tcp://HOST:8786`` (a cluster started by
+    ``dask scheduler``/``dask worker``, or dask-jobqueue on Slurm), or a LocalCluster of
+    ``-j N`` single-threaded worker processes when no address is given. Needs the
+    ``dask`` extra.
+
+Every executor yields ``(item, result)`` pairs as they finish (any order). A worker that
+dies (killed, out of memory) yields a result with status ``lost``: the item stays
+planned and the next run does it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from ..errors import MissingDependencyError, ProfileError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Executor", "LocalExecutor", "DaskExecutor", "EXECUTORS", "get_executor",
+           "available_executors"]
+
+Work = Callable[[dict, dict], dict]
+
+
+class Executor:
+    """Base class: run ``fn(item, settings)`` for each item."""
+
+    name = ""
+    extra = ""
+
+    def __init__(self, jobs: int = 1, scheduler: str | None = None) -> None:
+        self.jobs = max(1, int(jobs))
+        self.scheduler = scheduler
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return True
+
+    def map_unordered(self, fn: Work, items: Sequence[dict],
+                      settings: dict) -> Iterator[tuple[dict, dict]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the workers."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lost(item: dict, exc: BaseException) -> dict:
+    return {"id": item["id"], "status": "lost",
+            "reason": f"worker failed: {type(exc).__name__}: {exc}".splitlines()[0]}
+
+
+def _warm_caches() -> None:
+    """Load the PS3.15, IOD and vocabulary tables once, so forked workers share them."""
+    from ..iodtypes import warm
+    from ..standard import rules, safe_private
+    from ..textclean import dicom_vocabulary
+
+    rules()
+    safe_private()
+    dicom_vocabulary()
+    warm()
+
+
+class LocalExecutor(Executor):
+    """A process pool on this machine (``fork`` on Linux); ``jobs=1`` runs in-process."""
+
+    name = "local"
+
+    def map_unordered(self, fn: Work, items: Sequence[dict],
+                      settings: dict) -> Iterator[tuple[dict, dict]]:
+        if self.jobs <= 1 or len(items) < 2:
+            for item in items:
+                yield item, fn(item, settings)
+            return
+        import multiprocessing as mp
+        import sys
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        _warm_caches()
+        ctx = (mp.get_context("fork") if sys.platform.startswith("linux")
+               and "fork" in mp.get_all_start_methods() else None)
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx) as pool:
+            # a bounded window of submitted items keeps memory flat on huge runs
+            pending: dict[Any, dict] = {}
+            it = iter(items)
+            window = self.jobs * 4
+            while True:
+                while len(pending) < window:
+                    item = next(it, None)
+                    if item is None:
+                        break
+                    pending[pool.submit(fn, item, settings)] = item
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    item = pending.pop(fut)
+                    try:
+                        yield item, fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a dead worker (BrokenProcessPool)
+                        yield item, _lost(item, exc)
+
+
+class DaskExecutor(Executor):
+    """Dask distributed: a scheduler address, or a LocalCluster of ``jobs`` processes."""
+
+    name = "dask"
+    extra = "dask"
+
+    def __init__(self, jobs: int = 1, scheduler: str | None = None, *,
+                 processes: bool = True) -> None:
+        super().__init__(jobs, scheduler)
+        if not self.is_available():
+            raise MissingDependencyError("the dask executor", "dask", "distributed")
+        from distributed import Client, LocalCluster
+
+        self._cluster = None
+        if scheduler:
+            self._client = Client(scheduler)
+        else:
+            self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1,
+                                         processes=processes, dashboard_address=None,
+                                         silence_logs=logging.ERROR)
+            self._client = Client(self._cluster)
+
+    @classmethod
+    def is_available(cls) -> bool:
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) is not None for m in ("dask", "distributed"))
+
+    def map_unordered(self, fn: Work, items: Sequence[dict],
+                      settings: dict) -> Iterator[tuple[dict, dict]]:
+        from distributed import as_completed
+
+        if not items:
+            return
+        shared = self._client.scatter(settings, broadcast=True)
+        futures = {self._client.submit(fn, item, shared, pure=False,
+                                       key=f"pixeldeid-item-{item['id']}-{id(items)}"): item
+                   for item in items}
+        for fut in as_completed(futures):
+            item = futures[fut]
+            try:
+                yield item, fut.result()
+            except Exception as exc:  # noqa: BLE001 - a dead worker (KilledWorker)
+                yield item, _lost(item, exc)
+            finally:
+                fut.release()
+
+    def close(self) -> None:
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "dask": DaskExecutor}
+
+
+def available_executors() -> list[str]:
+    return [n for n, c in EXECUTORS.items() if c.is_available()]
+
+
+def get_executor(name: str = "local", jobs: int = 1, scheduler: str | None = None,
+                 **kwargs: Any) -> Executor:
+    """Build an executor by name; unknown names give "did you mean"."""
+    import difflib
+
+    cls = EXECUTORS.get(name)
+    if cls is None:
+        close = difflib.get_close_matches(name, list(EXECUTORS), n=2, cutoff=0.4)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ProfileError(f"unknown executor {name!r}{hint} (known: {', '.join(EXECUTORS)})")
+    if scheduler and name != "dask":
+        raise ProfileError("--scheduler needs --executor dask")
+    return cls(jobs, scheduler, **kwargs)

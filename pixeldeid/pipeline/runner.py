@@ -1,0 +1,348 @@
+"""One ``pixeldeid run``: check settings, plan, record the plan, run the items, package.
+
+Examples
+--------
+>>> from pixeldeid.pipeline.job import Job
+>>> from pixeldeid.pipeline.runner import run_pipeline
+>>> summary = run_pipeline(["in/"], "out/", Job(key_file="project.key", jobs=2))  # doctest: +SKIP
+>>> summary.exit_status                                                            # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..atomic import atomic_output, remove_stale_temporaries
+from ..batch import STATE_DIRNAME, check_key, check_settings, load_or_create_key
+from ..errors import DeidError
+from ..quarantine import quarantine
+from .job import Job
+from .ledger import LEDGER_NAME, RunLedger
+from .plan import Item, Plan, build_plan, pixel_stage_available
+from .stages import QC_DIRNAME, WORK_DIRNAME, run_item
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunSummary", "run_pipeline", "worker_settings", "plan_table", "STAGE_LABELS"]
+
+RUN_SETTINGS_NAME = "run-settings-id"
+#: progress bar label of each kind of item
+STAGE_LABELS = {"dicom": "header", "dicom-series": "deface (DICOM)", "nifti": "deface (NIfTI)",
+                "slide": "wsi"}
+
+
+@dataclass
+class RunSummary:
+    """What a run did (or, for a dry run, would do)."""
+
+    plan: Plan
+    out: Path
+    dry_run: bool = False
+    done: int = 0
+    already: int = 0
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    lost: list[tuple[str, str]] = field(default_factory=list)
+    packages: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.quarantined or self.lost else 0
+
+    def line(self) -> str:
+        if self.dry_run:
+            return f"dry run: {len(self.plan.items)} item(s) planned, nothing written"
+        parts = [f"{self.done} done", f"{self.already} already done",
+                 f"{len(self.quarantined)} quarantined", f"{len(self.skipped)} skipped"]
+        if self.lost:
+            parts.append(f"{len(self.lost)} NOT finished (run again to continue)")
+        pk = f", {len(self.packages)} package(s)" if self.packages else ""
+        return (f"{len(self.plan.items)} item(s): {', '.join(parts)}{pk} -> {self.out} "
+                f"({self.seconds:.1f} s)")
+
+
+def _check_sources(sources: list, out: Path) -> None:
+    out_resolved = out.resolve()
+    for src in sources:
+        try:
+            if Path(src).resolve().is_relative_to(out_resolved):
+                raise DeidError(f"source {src} is inside the output folder {out}; choose an "
+                                "output folder outside the sources")
+        except (OSError, RuntimeError):
+            continue
+
+
+def _check_run_settings(out: Path, key: bytes, job: Job) -> None:
+    """Refuse other stage settings (pixels, deface, wsi) on an output folder written before."""
+    value = hmac.new(key, json.dumps(job.output_settings(), sort_keys=True).encode(),
+                     hashlib.sha256).hexdigest()
+    p = out / STATE_DIRNAME / RUN_SETTINGS_NAME
+    if p.exists():
+        if p.read_text(encoding="ascii", errors="replace").strip() != value:
+            raise DeidError("this output folder was written by `pixeldeid run` with other "
+                            "settings (profile, options, layout, pixels, deface or wsi); rerun "
+                            "with the same job, or use another output folder", str(out))
+        return
+    with atomic_output(p) as fh:
+        fh.write(value.encode() + b"\n")
+
+
+def worker_settings(out: Path, job: Job, key: bytes, profile, subject_map: dict[str, str],
+                    uid_map: dict[str, str]) -> dict:
+    """The plain dict every worker gets (picklable; the key travels with it)."""
+    pixels = None
+    if job.pixels.policy != "off" and pixel_stage_available():
+        pixels = {"policy": job.pixels.policy, "ocr": job.pixels.ocr,
+                  "device": job.pixels.device, "templates_dir": job.pixels.templates,
+                  "qc_dir": str(out / STATE_DIRNAME / QC_DIRNAME / "pixels")}
+    s = {"out": str(out), "profile": profile, "options": tuple(sorted(job.options)),
+         "prefix": job.pseudonym_prefix, "subject_map": dict(subject_map),
+         "uid_map": dict(uid_map), "layout": job.layout, "pixels": pixels,
+         "deface": {"modality": job.deface.modality, "device": job.deface.device,
+                    "qc": job.deface.qc, "check_orientation": job.deface.check_orientation},
+         "wsi": {"label": job.wsi.label, "macro": job.wsi.macro, "ocr": job.wsi.ocr,
+                 "verify": job.wsi.verify}}
+    blob = json.dumps(s, sort_keys=True, default=repr).encode()
+    s["sid"] = hmac.new(key, blob, hashlib.sha256).hexdigest()
+    s["key"] = key
+    return s
+
+
+def plan_table(plan: Plan) -> str:
+    """The plan as a text table: items, files and patients per kind, modality and stages."""
+    rows: dict[tuple[str, str, str], list] = {}
+    for it in plan.items:
+        what = "+".join(it.stages) if it.status == "planned" or it.stages else f"({it.status})"
+        k = (it.kind, it.modality or "-", what)
+        r = rows.setdefault(k, [0, 0, set()])
+        r[0] += 1
+        r[1] += len(it.members) if it.members else 1
+        if it.patient:
+            r[2].add(it.patient)
+    head = ("kind", "modality", "stages", "items", "files", "patients")
+    body = [(k[0], k[1], k[2], str(v[0]), str(v[1]), str(len(v[2])) if v[2] else "-")
+            for k, v in sorted(rows.items())]
+    files = sum(int(b[4]) for b in body)
+    body.append(("total", "", "", str(len(plan.items)), str(files), str(len(plan.patients))))
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    lines = []
+    for n, r in enumerate([head, *body]):
+        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
+                                                                                  strict=True))]
+        lines.append("  " + "  ".join(cells).rstrip())
+        if n == 0 or n == len(body) - 1:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _withdraw(out: Path, rel: str) -> None:
+    """Remove an earlier output of an item whose source changed (only inside OUT)."""
+    p = out / rel
+    try:
+        if not p.resolve().is_relative_to(out.resolve()) or p.is_symlink():
+            return
+    except (OSError, RuntimeError):
+        return
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _bars(todo: list[Item], enabled: bool | None):
+    from tqdm import tqdm
+
+    totals = Counter(it.kind for it in todo)
+    bars = {}
+    for n, kind in enumerate(k for k in STAGE_LABELS if totals.get(k)):
+        label = STAGE_LABELS[kind]
+        if kind == "dicom" and any("pixels" in it.stages for it in todo if it.kind == kind):
+            label = "pixels+header"
+        bars[kind] = tqdm(total=totals[kind], desc=label, unit="item", position=n, leave=False,
+                          disable=None if enabled is None else not enabled)
+    return bars
+
+
+def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, job: Job, *,
+                 dry_run: bool = False, progress: bool | None = None,
+                 echo: Callable[[str], None] | None = None,
+                 executor_options: dict | None = None) -> RunSummary:
+    """Plan and run a collection into ``out``; see :mod:`pixeldeid.pipeline`.
+
+    Parameters
+    ----------
+    sources : paths
+        Input files and folders (never modified).
+    out : path
+        Output folder (created); its ``.pixeldeid/run.sqlite`` is the ledger.
+    job : Job
+        Settings (:func:`pixeldeid.pipeline.job.load_job`).
+    dry_run : bool
+        Print the plan and stop (nothing is written).
+    progress : bool, optional
+        Progress bars (default: when the terminal is interactive).
+    echo : callable, optional
+        Receives the plan table and notes (default: the log).
+    executor_options : dict, optional
+        Extra keyword arguments of the executor (``processes=False`` for Dask).
+    """
+    from ..profiles import load_profile
+    from ..pseudonyms import PseudonymMap, load_map_csv
+
+    t0 = time.perf_counter()
+    echo = echo or logger.info
+    out = Path(out)
+    sources = [str(s) for s in sources]
+    _check_sources(sources, out)
+    profile = load_profile(job.profile).with_options(job.options)  # usage errors first
+    ids, uids = load_map_csv(job.subject_map) if job.subject_map else ({}, {})
+    prefix = job.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
+    state = out / STATE_DIRNAME
+    if dry_run:
+        if job.key_file:
+            key = load_or_create_key(job.key_file, out)
+        elif (state / "key").exists():
+            key = (state / "key").read_bytes().strip()
+        else:
+            key = secrets.token_hex(32).encode()
+        db = state / "subjects.sqlite"
+        pseudonyms = PseudonymMap(None, key, prefix, ids)
+        if db.exists():  # number new patients after the ones already there
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                rows = con.execute("SELECT hkey, pseudonym, seq, prefix FROM subjects").fetchall()
+            pseudonyms._con.executemany("INSERT INTO subjects VALUES (?, ?, ?, ?)", rows)
+    else:
+        from ..api import DeidConfig
+
+        key = load_or_create_key(job.key_file, out)
+        state.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        shutil.rmtree(state / WORK_DIRNAME, ignore_errors=True)
+        check_key(out, key)
+        check_settings(out, DeidConfig(profile=profile, options=tuple(job.options), key=key,
+                                       pseudonym_prefix=job.pseudonym_prefix), job.layout)
+        _check_run_settings(out, key, job)
+        pseudonyms = PseudonymMap(state / "subjects.sqlite", key, prefix, ids)
+    try:
+        plan = build_plan(sources, out, job, key, pseudonyms)
+    finally:
+        pseudonyms.close()
+    summary = RunSummary(plan, out, dry_run=dry_run)
+    echo(f"plan: {len(plan.items)} item(s), {len(plan.patients)} patient(s)\n{plan_table(plan)}")
+    for note in plan.notes:
+        echo(f"note: {note}")
+    if dry_run:
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    ledger = RunLedger(state / LEDGER_NAME)
+    try:
+        _run(ledger, plan, sources, out, job, key, profile, uids, summary, progress, executor_options)
+    finally:
+        ledger.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job, key: bytes,
+         profile, uids: dict, summary: RunSummary, progress: bool | None,
+         executor_options: dict | None) -> None:
+    from ..standard import release
+    from .executors import get_executor
+    from .packaging import package_subjects
+
+    meta = ledger.meta()
+    srcs = sorted({*json.loads(meta.get("sources", "[]")),
+                   *(str(Path(s).absolute()) for s in sources)})
+    ledger.set_meta(job=job.to_json(), profile=profile.name,
+                    options=sorted(profile.options), ps315_release=release(),
+                    pixeldeid_version=__version__, layout=job.layout, sources=srcs,
+                    created=meta.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime()))
+    for patient, pairs in plan.identity.items():
+        ledger.add_identity(patient, sorted(pairs))
+    todo = ledger.merge_plan(plan.items)
+    by_id = {it.id: it for it in plan.items}
+    summary.already = sum(it.status == "done" for it in plan.items)
+    work: list[Item] = []
+    for it in todo:
+        if it.status == "quarantined":
+            rec = quarantine(it.src, out, it.reason, stage="scan")
+            ledger.record(it.id, "quarantined", reason=rec.reason)
+            summary.quarantined.append((it.src, rec.reason))
+        elif it.status == "skipped":
+            ledger.record(it.id, "skipped", reason=it.reason)
+            summary.skipped.append((it.src, it.reason))
+        else:
+            if it.stale and not ledger.output_shared(it.stale, it.id):
+                logger.info("source changed since its output was written; redoing %s", it.src)
+                _withdraw(out, it.stale)
+            work.append(it)
+    # count what finished in earlier runs, for the summary
+    for it in plan.items:
+        if it.status == "quarantined" and not any(t is it for t in todo):
+            summary.quarantined.append((it.src, it.reason or "quarantined in an earlier run"))
+    settings = worker_settings(out, job, key, profile, plan.subject_map, uids)
+    first = [it for it in work if not it.sop.startswith("dup:")]
+    later = [it for it in work if it.sop.startswith("dup:")]  # same SOP Instance UID: in order
+    bars = _bars(work, progress)
+
+    def record(res: dict) -> None:
+        it = by_id[res["id"]]
+        if it.kind in bars:
+            bars[it.kind].update()
+        if res["status"] == "lost":
+            summary.lost.append((it.src, res["reason"]))
+            return
+        if res["status"] == "done":
+            ledger.set_artifacts(it.id, [tuple(a) for a in res.get("artifacts") or []])
+            if res.get("identity"):
+                ledger.add_identity(it.patient, [tuple(p) for p in res["identity"]])
+            ledger.record(it.id, "done", res["output"], details=res.get("details"),
+                          started=res["started"], finished=res["finished"])
+            summary.done += 1
+            return
+        reason = res.get("reason") or "failed"
+        for src in it.members or [it.src]:
+            rec = quarantine(src, out, reason, stage="+".join(it.stages) or "scan")
+            reason = rec.reason
+        ledger.record(it.id, "quarantined", reason=reason, details=res.get("details"),
+                      started=res.get("started"), finished=res.get("finished"))
+        summary.quarantined.append((it.src, reason))
+
+    try:
+        if first:
+            opts = executor_options or {}
+            with get_executor(job.executor, job.jobs, job.scheduler, **opts) as ex:
+                for _item, res in ex.map_unordered(run_item, [i.work() for i in first], settings):
+                    record(res)
+        for it in later:
+            record(run_item(it.work(), settings))
+    finally:
+        for b in bars.values():
+            b.close()
+    if job.zip_per_subject:
+        outputs: dict[str, list[str]] = {}
+        for row in ledger.items():
+            if row["status"] == "done" and row["patient"] and row["output"]:
+                outputs.setdefault(row["patient"], []).append(row["output"])
+        summary.packages = package_subjects(out, outputs)
+    ledger.set_meta(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

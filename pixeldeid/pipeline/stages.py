@@ -1,0 +1,288 @@
+"""Worker functions of ``pixeldeid run``: one item in, a JSON-able result out.
+
+:func:`run_item` is a top-level, picklable function: it gets the item (see
+:meth:`pixeldeid.pipeline.plan.Item.work`) and the run's settings (a plain dict built by
+:func:`pixeldeid.pipeline.runner.worker_settings`), writes the item's output atomically
+into OUT and returns ``{"id", "status", "output", "reason", "details", "artifacts",
+"identity", "started", "finished"}``. It keeps no state between items except caches
+(the header de-identifier), so any process or Dask worker can run any item, in any
+order. Quarantine copies are made by the parent, which also records the result.
+
+Every item works in its own folder ``OUT/.pixeldeid/work/item-<id>`` and its output is
+moved into place in one step at the end; an output left by an earlier, interrupted run of
+the same item is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..batch import STATE_DIRNAME
+from ..errors import DeidError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_item", "WORK_DIRNAME", "QC_DIRNAME"]
+
+WORK_DIRNAME = "work"
+QC_DIRNAME = "qc"
+
+_LOCAL = threading.local()
+#: pixeldeid.batch keeps its worker state in one module dict: threads take turns on it
+_BATCH_LOCK = threading.Lock()
+
+
+def run_item(item: dict, settings: dict) -> dict:
+    """Process one item; never raises for a bad input (the result says quarantined)."""
+    t0 = time.time()
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    runner = {"dicom": _run_dicom, "dicom-series": _run_series, "nifti": _run_nifti,
+              "slide": _run_slide}.get(item["kind"])
+    try:
+        if runner is None:
+            raise DeidError(f"no stage for items of kind {item['kind']!r}")
+        res = runner(item, settings)
+    except DeidError as exc:
+        res = {"status": "quarantined", "reason": exc.reason}
+    except MemoryError:
+        res = {"status": "quarantined", "reason": "out of memory"}
+    except RecursionError:
+        res = {"status": "quarantined", "reason": "hostile input: nesting too deep"}
+    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+        logger.debug("unexpected error on %s", item["src"], exc_info=True)
+        res = {"status": "quarantined",
+               "reason": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    finally:
+        work = _work_dir(settings, item, create=False)
+        shutil.rmtree(work, ignore_errors=True)
+    res.setdefault("output", None)
+    res.setdefault("reason", "")
+    res["reason"] = " ".join(str(res["reason"]).split())
+    res.setdefault("details", {})
+    res.setdefault("artifacts", [])
+    res.setdefault("identity", [])
+    res.update(id=item["id"], started=t0, finished=time.time())
+    return _jsonable(res)
+
+
+# -- shared state ----------------------------------------------------------------------------
+def _config(settings: dict, **extra: Any):
+    from ..api import DeidConfig
+
+    kwargs: dict[str, Any] = dict(
+        profile=settings["profile"], options=tuple(settings["options"]), key=settings["key"],
+        pseudonym_prefix=settings["prefix"], subject_map=dict(settings["subject_map"]),
+        uid_map=dict(settings["uid_map"]), pseudonym_db=None)
+    kwargs.update(extra)
+    return DeidConfig(**kwargs)
+
+
+def _state(settings: dict) -> dict:
+    """Per-thread cache of what is costly to build, keyed by the settings id."""
+    cache = getattr(_LOCAL, "cache", None)
+    if cache is None or cache[0] != settings["sid"]:
+        cache = (settings["sid"], {})
+        _LOCAL.cache = cache
+    return cache[1]
+
+
+def _batch_worker(settings: dict) -> dict:
+    """The state of :mod:`pixeldeid.batch`'s worker for these settings (built once)."""
+    from .. import batch
+
+    st = _state(settings)
+    if "batch" not in st:
+        extra = {}
+        if settings.get("pixels"):
+            from ..burnedin.stage import PixelSettings
+
+            extra["pixels"] = PixelSettings(**settings["pixels"])
+        batch._init_worker(_config(settings, **extra), settings["out"], settings["layout"], True)
+        st["batch"] = dict(batch._WORKER)
+    return st["batch"]
+
+
+def _deidentifier(settings: dict):
+    from ..api import Deidentifier
+
+    st = _state(settings)
+    if "deid" not in st:
+        st["deid"] = Deidentifier(_config(settings))
+    return st["deid"]
+
+
+def _work_dir(settings: dict, item: dict, create: bool = True) -> Path:
+    p = Path(settings["out"]) / STATE_DIRNAME / WORK_DIRNAME / f"item-{item['id']}"
+    if create:
+        shutil.rmtree(p, ignore_errors=True)
+        p.mkdir(parents=True)
+    return p
+
+
+def _place(src: Path, final: Path, out: Path) -> None:
+    """Move ``src`` (file or folder) to ``final`` in one step, replacing an earlier one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir() and final.exists():
+        trash = out / STATE_DIRNAME / WORK_DIRNAME / f"trash-{uuid.uuid4().hex}"
+        os.replace(final, trash)
+        os.replace(src, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(src, final)
+
+
+def _rel(path: str | os.PathLike, out: Path) -> str:
+    return Path(path).resolve().relative_to(out.resolve()).as_posix()
+
+
+def _qc_artifacts(qc: Path, out: Path, stage: str) -> list[list[str]]:
+    rows = []
+    for p in sorted(qc.glob("*.png")) if qc.is_dir() else []:
+        what = p.stem.rsplit("_", 1)[-1]
+        kind = what if what in ("before", "after", "render", "strip", "label", "macro") else "render"
+        rows.append([stage, kind, _rel(p, out), what])
+    return rows
+
+
+def _check_pseudonym(path: Path, expected: str) -> None:
+    import pydicom
+
+    got = str(pydicom.dcmread(path, stop_before_pixels=True,
+                              specific_tags=["PatientID"]).get("PatientID", ""))
+    if got != expected:
+        raise DeidError(f"patient pseudonym {got!r} differs from the plan's {expected!r}")
+
+
+# -- stages ------------------------------------------------------------------------------------
+def _run_dicom(item: dict, settings: dict) -> dict:
+    """Header (and pixel) stage through :func:`pixeldeid.batch.process_file`."""
+    from .. import batch
+
+    state = _batch_worker(settings)
+    with _BATCH_LOCK:
+        if batch._WORKER.get("deid") is not state["deid"]:
+            batch._WORKER.clear()
+            batch._WORKER.update(state)
+        outcome = batch.process_file(item["src"])
+    details = dict(getattr(outcome, "details", None) or {})
+    if outcome.status == "quarantined":
+        return {"status": "quarantined", "reason": outcome.reason, "details": details}
+    new = list((outcome.mapping.get("patient") or {}).values())
+    if new and new[0] != item["patient"]:
+        if outcome.status == "written":
+            with contextlib.suppress(OSError):
+                (Path(settings["out"]) / outcome.output).unlink()
+        raise DeidError(f"patient pseudonym {new[0]!r} differs from the plan's "
+                        f"{item['patient']!r}")
+    out = Path(settings["out"])
+    artifacts = []
+    for p in (details.get("pixels") or {}).get("qc") or []:
+        with contextlib.suppress(ValueError, OSError):
+            name = Path(p).stem
+            kind = "before" if "before" in name else "after" if "after" in name else "render"
+            artifacts.append(["pixels", kind, _rel(p, out), name])
+    return {"status": "done", "output": outcome.output, "details": details,
+            "artifacts": artifacts}
+
+
+def _run_series(item: dict, settings: dict) -> dict:
+    """Deface a head CT/MR/PET DICOM series, then de-identify its headers."""
+    from defacing.dicom_series import deface_series
+
+    out = Path(settings["out"])
+    d = settings["deface"]
+    work = _work_dir(settings, item)
+    qc = out / STATE_DIRNAME / QC_DIRNAME / f"item-{item['id']}" if d["qc"] else None
+    folder, metrics = deface_series([Path(m) for m in item["members"]], work,
+                                    _deidentifier(settings), modality=d["modality"],
+                                    device=d["device"], qc_dir=qc, source=item["src"],
+                                    check_orientation=d["check_orientation"])
+    first = min(folder.glob("*.dcm"))
+    _check_pseudonym(first, item["patient"])
+    rel = f"dicom/{folder.name}"
+    _place(folder, out / rel, out)
+    artifacts = _qc_artifacts(qc, out, "deface") if qc else []
+    return {"status": "done", "output": rel,
+            "details": {"deface": {"metrics": metrics, "qc": [a[2] for a in artifacts],
+                                   "files": len(item["members"])}},
+            "artifacts": artifacts}
+
+
+def _run_nifti(item: dict, settings: dict) -> dict:
+    """Deface a NIfTI head volume."""
+    from defacing.nifti import deface_nifti
+
+    out = Path(settings["out"])
+    d = settings["deface"]
+    work = _work_dir(settings, item)
+    qc = out / STATE_DIRNAME / QC_DIRNAME / f"item-{item['id']}" if d["qc"] else None
+    tmp = work / Path(item["target"]).name
+    res = deface_nifti(item["src"], tmp, modality=d["modality"], device=d["device"],
+                       qc_dir=qc, check_orientation=d["check_orientation"])
+    _place(tmp, out / item["target"], out)
+    artifacts = _qc_artifacts(qc, out, "deface") if qc else []
+    return {"status": "done", "output": item["target"],
+            "details": {"deface": {"metrics": res.metrics, "qc": [a[2] for a in artifacts]}},
+            "artifacts": artifacts}
+
+
+def _run_slide(item: dict, settings: dict) -> dict:
+    """De-identify a whole-slide image (a TIFF-based file, or the instances of a DICOM slide)."""
+    from wsi.api import SlideOptions, deidentify_slide
+
+    out = Path(settings["out"])
+    w = settings["wsi"]
+    work = _work_dir(settings, item)
+    opts = SlideOptions(label=w["label"], macro=w["macro"], pseudonym=item["target"],
+                        ocr=w["ocr"], verify=w["verify"])
+    if item["members"]:
+        from wsi.dicomwsi import deidentify_series
+
+        r = deidentify_series(item["members"], work, opts, _deidentifier(settings))
+        if not r.ok:
+            return {"status": "quarantined", "reason": r.reason or "DICOM slide failed"}
+        folder = Path(r.output_dir)
+        _check_pseudonym(min(folder.glob("*.dcm")), item["patient"])
+        rel = f"slides/{folder.name}"
+        _place(folder, out / rel, out)
+        details = {"wsi": {"vendor": "dicom", "dropped": sorted({k for _, k in r.dropped}),
+                           "label": "replaced" if r.replaced else "removed",
+                           "removed": len(r.removed_values)}}
+        return {"status": "done", "output": rel, "details": details,
+                "identity": [["other", v] for v in r.removed_values]}
+    r = deidentify_slide(item["src"], work, options=opts, quarantine_dir=work)
+    if not r.ok:
+        return {"status": "quarantined", "reason": r.reason or "slide failed"}
+    rel = f"slides/{Path(r.output).name}"
+    _place(Path(r.output), out / rel, out)
+    rep = r.report
+    details = {"wsi": {"vendor": r.vendor, "label": rep.label if rep else "",
+                       "macro": rep.macro if rep else "",
+                       "actions": list(rep.actions) if rep else [],
+                       "removed": len(rep.removed_values) if rep else 0}}
+    return {"status": "done", "output": rel, "details": details,
+            "identity": [["other", v] for v in (rep.removed_values if rep else [])]}
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types (numpy scalars and arrays, paths, tuples converted)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    return str(value)
