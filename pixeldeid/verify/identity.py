@@ -33,6 +33,13 @@ assert set(IDENTITY_KEYWORDS) <= set(SOURCE_KEYWORDS)
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _MONTHS_LONG = ("january", "february", "march", "april", "may", "june", "july", "august",
                 "september", "october", "november", "december")
+#: Generic words of institution names (besides textclean.STOPWORDS): not identity alone.
+_GENERIC_INSTITUTION = frozenset("""
+infirmary royal saint children childrens regional county city national community cancer
+heart women womens district state hospice polyclinic klinikum klinik universitaets
+universitario hopital ospedale hospitalier academic teaching private public central north
+south east west northern southern eastern western practice surgery associates partners
+""".split())
 _DUMMY = frozenset(str(v).lower() for v in DUMMY_VALUES.values() if isinstance(v, str))
 
 
@@ -121,6 +128,20 @@ def date_spellings(value: str) -> set[str]:
     return out
 
 
+def institution_spellings(value: str) -> set[str]:
+    """An institution name, and each distinctive word of it (4+ letters, not a generic word
+    such as "hospital" or "radiology", not DICOM vocabulary)."""
+    v = " ".join(str(value).lower().split())
+    out = {v} if v else set()
+    vocab = dicom_vocabulary()
+    for w in re.split(r"[^\w'-]+", v):
+        w = w.strip("'-_")
+        if (len(w) >= 4 and not w.isdigit() and w not in STOPWORDS and w not in vocab
+                and w not in _GENERIC_INSTITUTION):
+            out.add(w)
+    return out
+
+
 def spellings(kind: str, value: str) -> set[str]:
     """Every lower-case spelling searched for a value of ``kind``."""
     value = str(value).strip()
@@ -132,6 +153,8 @@ def spellings(kind: str, value: str) -> set[str]:
         return id_spellings(value)
     if kind == "birth_date":
         return date_spellings(value)
+    if kind == "institution":
+        return institution_spellings(value)
     return {" ".join(value.lower().split())}
 
 
