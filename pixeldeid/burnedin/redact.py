@@ -116,7 +116,8 @@ def redact_frames(frames: Any, boxes: Sequence[TextBox], fill: int | float | Seq
     boxes = [b for b in boxes if b.area > 0]
     if not boxes or n == 0:
         return frames
-    if isinstance(frames, np.ndarray) and device in (None, "cpu"):
+    if isinstance(frames, np.ndarray) and (device in (None, "cpu") or not frames.dtype.isnative
+                                           or frames.dtype.kind not in "uib"):
         value = np.asarray(fill, dtype=frames.dtype) if np.ndim(fill) else \
             frames.dtype.type(fill)
         for b in boxes:
