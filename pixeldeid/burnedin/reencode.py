@@ -1,11 +1,10 @@
 """Redaction of compressed pixel data other than DCT-domain JPEG.
 
-RLE Lossless, JPEG-LS lossless, JPEG 2000 lossless and JPEG lossless (process 14, any
-predictor; greyscale) are decoded frame by frame, the frames with boxes redacted and
+RLE Lossless, JPEG-LS lossless, JPEG 2000 lossless and JPEG lossless (process 14, written
+with selection value 1 by imagecodecs) are decoded frame by frame, the frames with boxes redacted and
 re-encoded losslessly in the same transfer syntax; each re-encoded frame is decoded again
 and must equal the redacted pixels, and frames without boxes keep their bytes. Where no
-encoder exists (JPEG lossless SV1 and colour JPEG lossless, 12-bit JPEG, lossy JPEG-LS and
-JPEG 2000, anything whose round trip fails) the whole image is decoded and written as
+encoder exists (12-bit JPEG, lossy JPEG-LS and JPEG 2000, HTJ2K, anything whose round trip fails) the whole image is decoded and written as
 Explicit VR Little Endian: YBR converted to RGB, Planar Configuration 0, and the Lossy Image
 Compression attributes kept (a lossy source stays recorded as lossy; no second lossy
 generation is made).
@@ -23,6 +22,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
 )
@@ -36,7 +36,8 @@ __all__ = ["redact_encapsulated", "LOSSLESS_REENCODE", "can_reencode"]
 logger = logging.getLogger(__name__)
 
 LOSSLESS_REENCODE = frozenset({str(RLELossless), str(JPEGLSLossless), str(JPEG2000Lossless),
-                               str(JPEGLossless)})
+                               str(JPEGLossless), str(JPEGLosslessSV1)})
+_LJPEG = frozenset({str(JPEGLossless), str(JPEGLosslessSV1)})
 
 
 class _NoRoundTrip(Exception):
@@ -48,12 +49,12 @@ def can_reencode(pf: PixelFrames) -> bool:
     ts = pf.transfer_syntax
     if ts not in LOSSLESS_REENCODE:
         return False
-    if ts == str(JPEGLossless):
+    if ts in _LJPEG:
         try:
             import imagecodecs
         except ImportError:
             return False
-        return pf.samples == 1 and hasattr(imagecodecs, "ljpeg_encode") and pf.bits_stored >= 2
+        return hasattr(imagecodecs, "jpeg8_encode") and 2 <= pf.bits_stored <= 16
     from pydicom.pixels import get_encoder
 
     try:
@@ -90,14 +91,15 @@ def _fill(pf: PixelFrames, arr: np.ndarray) -> int | tuple[int, ...]:
 
 
 def _encode(ts: str, arr: np.ndarray, opts: dict) -> bytes:
-    if ts == str(JPEGLossless):
+    if ts in _LJPEG:  # process 14, selection value 1 (valid for both syntaxes)
         import imagecodecs
 
         data = np.ascontiguousarray(arr)
         if data.dtype.kind == "i":  # stored values, two's complement in BitsStored bits
             data = (data.astype(np.int64) & ((1 << opts["bits_stored"]) - 1)).astype(
                 np.uint16 if opts["bits_allocated"] > 8 else np.uint8)
-        return bytes(imagecodecs.ljpeg_encode(data, bitspersample=opts["bits_stored"]))
+        return bytes(imagecodecs.jpeg8_encode(data, lossless=True, predictor=1,
+                                              bitspersample=opts["bits_stored"]))
     from pydicom.pixels import get_encoder
 
     kwargs = dict(opts, number_of_frames=1)

@@ -116,7 +116,7 @@ def _lossless_ljpeg_dataset():
 
     ds, arr = native_dataset("MONOCHROME2", bits=12, frames=3, rows=32, cols=40)
     ds.file_meta.TransferSyntaxUID = JPEGLossless
-    ds.PixelData = encapsulate([bytes(imagecodecs.ljpeg_encode(f, bitspersample=12))
+    ds.PixelData = encapsulate([bytes(imagecodecs.jpeg8_encode(f, lossless=True, predictor=6, bitspersample=12))
                                 for f in arr], has_bot=True)
     ds["PixelData"].VR = "OB"
     return ds
@@ -138,7 +138,8 @@ COMPRESSED = [
     ("emri_small_jpeg_2k_lossless.dcm", "reencoded"),
     ("US1_J2KR.dcm", "reencoded"),          # YBR_RCT
     ("US1_J2KI.dcm", "decompressed"),       # lossy J2K: no second lossy generation
-    ("JPGLosslessP14SV1_1s_1f_8b.dcm", "decompressed"),  # no SV1 encoder
+    ("JPGLosslessP14SV1_1s_1f_8b.dcm", "reencoded"),
+    ("JPEG-LL.dcm", "reencoded"),  # signed 16-bit
     ("ljpeg-4.57", "reencoded"),
     ("jpegls-near-lossless", "decompressed"),
     ("rle-rgb", "reencoded"),
