@@ -83,3 +83,12 @@ def mixed_release(ct_release, tmp_path_factory) -> Mixed:  # noqa: F811
         "ps315_release": "2024c", "pixeldeid_version": "0.1.0", "layout": "flat"},
         identity=[("SUBJ_010", "name", "PETTIGREW^Ottilie"), ("SUBJ_010", "id", "MRN5550001")])
     return Mixed(out, src, ct_release)
+
+
+@pytest.fixture(scope="session")
+def mixed_report(mixed_release) -> Path:
+    """``pixeldeid report OUT --k 2`` of :func:`mixed_release`; the path of index.html."""
+    from pixeldeid.cli import main
+
+    assert main(["report", str(mixed_release.out), "--k", "2", "--no-progress"]) == 0
+    return mixed_release.out / "report" / "index.html"

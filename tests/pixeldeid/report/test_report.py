@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from html import unescape
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,12 +27,6 @@ def _cells(table_html: str) -> list[list[str]]:
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table_html, re.S)
     return [[unescape(re.sub(r"<[^>]+>", "", c)).strip()
              for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)] for r in rows]
-
-
-@pytest.fixture(scope="session")
-def mixed_report(mixed_release) -> Path:
-    assert main(["report", str(mixed_release.out), "--k", "2", "--no-progress"]) == 0
-    return mixed_release.out / "report" / "index.html"
 
 
 def test_plain_dicom_output_without_ledger(ct_release, tmp_path, capsys):
