@@ -61,10 +61,13 @@ def copy_release(rel: Release, dst: Path) -> Path:
 
 def image_dataset(patient_id: str, name: str, *, modality: str = "SC", frames: int = 1,
                   rows: int = 64, cols: int = 96, text: str | None = None,
-                  seed: int = 0, **attrs: object) -> FileDataset:
+                  seed: int = 0, font_size: int | None = None, **attrs: object) -> FileDataset:
     """A small 8-bit MONOCHROME2 image (SC single frame, or US multi-frame) with ``text``
-    drawn in white at (4, 4) of every frame; ``attrs`` are set as header keywords."""
-    from PIL import Image, ImageDraw
+    drawn in white at (4, 4) of every frame (PIL's default font, at ``font_size`` when
+    given); ``attrs`` are set as header keywords."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=font_size) if font_size else None
 
     rng = np.random.default_rng(seed)
     arr = np.zeros((frames, rows, cols), np.uint8)
@@ -73,7 +76,7 @@ def image_dataset(patient_id: str, name: str, *, modality: str = "SC", frames: i
         d = ImageDraw.Draw(img)
         d.ellipse([cols // 4 + f, rows // 3, cols // 2 + f, rows - 4], fill=150)
         if text:
-            d.text((4, 4), text, fill=255)
+            d.text((4, 4), text, fill=255, font=font)
         arr[f] = np.asarray(img)
     sop_class = UltrasoundMultiFrameImageStorage if frames > 1 else SecondaryCaptureImageStorage
     meta = FileMetaDataset()

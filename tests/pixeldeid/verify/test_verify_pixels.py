@@ -1,0 +1,50 @@
+"""verify on pixels and slides: OCR of at-risk images, slide labels and macros."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pixeldeid.verify import IdentityValue, verify_output
+from tests.pixeldeid.verify.conftest import copy_release, image_dataset, save
+
+
+def test_ocr_reads_a_name_left_in_the_pixels(ct_release, tmp_path):
+    ocr = pytest.importorskip("pixeldeid.burnedin.ocr")
+    if "rapidocr" not in ocr.available_engines():
+        pytest.skip("rapidocr not installed")
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    save(image_dataset("SUBJ_001", "SUBJ_001", rows=120, cols=360, font_size=24,
+                       text=f"{p.family.upper()} {p.given.upper()}"), out / "sc_left.dcm")
+    save(image_dataset("SUBJ_001", "SUBJ_001", modality="US", rows=120, cols=360, font_size=24,
+                       text="LT KIDNEY"), out / "us_ok.dcm")
+    r = verify_output(out, [ct_release.src], ocr="rapidocr", dciodvfy=False, progress=False)
+    ocr_findings = [f for f in r.findings if f.check == "ocr"]
+    assert ocr_findings and {f.file for f in ocr_findings} == {"sc_left.dcm"}
+    assert {f.kind for f in ocr_findings} <= {"name"} and "frame 0" in ocr_findings[0].what
+    assert sorted(r.ocr_verified) == ["sc_left.dcm", "us_ok.dcm"] and not r.not_ocr_verified
+    assert {f.file for f in r.findings} == {"sc_left.dcm"}
+
+
+def test_slides_label_macro_and_metadata(tmp_path):
+    pytest.importorskip("openslide")
+    from wsi.api import deidentify_slide
+    from wsi.synth import ACCESSION, PATIENT
+    from wsi.synth.aperio import make_aperio
+
+    synth = make_aperio(tmp_path / "src" / "case.svs", width=720, height=480, levels=2)
+    out = tmp_path / "out"
+    res = deidentify_slide(synth.path, out, pseudonym="SUBJ_020")
+    assert res.ok, res.reason
+    values = [IdentityValue("name", PATIENT), IdentityValue("accession", ACCESSION)]
+    r = verify_output(out, ocr=None, dciodvfy=False, progress=False, extra_values=values)
+    assert r.clean and r.files == 1 and not r.not_ocr_verified
+    shutil.copyfile(synth.path, out / "raw.svs")  # a slide that was never cleaned
+    r = verify_output(out, ocr=None, dciodvfy=False, progress=False, extra_values=values)
+    checks = {(f.check, f.kind) for f in r.findings if f.file == "raw.svs"}
+    assert {("raw-bytes", "name"), ("raw-bytes", "accession"), ("tiff-tags", "name"),
+            ("slide-properties", "accession"), ("slide-label", ""), ("slide-macro", "")} <= checks
+    assert {f.file for f in r.findings} == {"raw.svs"}
+    assert sorted(w.split(":")[0] for _, w in r.not_ocr_verified) == ["label image", "macro image"]
