@@ -107,7 +107,7 @@ def _unknown_keys(data: object, schema: dict, where: str, source: str) -> None:
         if k not in schema["properties"]:
             close = difflib.get_close_matches(str(k), known, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ProfileError(f"unknown job key {where}{k!r}{hint} (known: {', '.join(known)})",
+            raise ProfileError(f"unknown job key '{where}{k}'{hint} (known: {', '.join(known)})",
                                source)
         _unknown_keys(v, schema["properties"][k], f"{where}{k}.", source)
 

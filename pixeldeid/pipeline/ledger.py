@@ -116,7 +116,7 @@ class RunLedger:
         todo: list[Item] = []
         con = self._con
         rows = {(r[1], r[2]): r for r in con.execute(
-            "SELECT id, kind, src, status, output, sig FROM items")}
+            "SELECT id, kind, src, status, output, sig, reason FROM items")}
         out_dir = self.path.parent.parent
         for it in items:
             sig = signature(it.members or [it.src])
@@ -134,8 +134,8 @@ class RunLedger:
             it.id, status, output = row[0], row[3], row[4]
             finished = status in ("done", "quarantined", "skipped") and row[5] == sig and (
                 status != "done" or (output and (out_dir / output).exists()))
-            if finished and it.status == "planned":
-                it.status = status
+            if finished:
+                it.status, it.reason = status, row[6] or it.reason
                 continue
             con.execute("UPDATE items SET members=?, modality=?, patient=?, study=?, series=?, "
                         "stages=?, status=?, output=NULL, reason=?, details=NULL, started=NULL, "

@@ -154,7 +154,8 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
 
     # patients in order of first appearance; identity per patient
     keys: dict[str, str] = {}
-    for rec in records:
+    # DICOM patients first (numbered as `pixeldeid dicom` numbers them), then the others
+    for rec in sorted(records, key=lambda r: r.kind != "dicom"):
         p = Path(rec.path)
         if rec.kind == "dicom" or (rec.kind == "slide" and rec.patient_key):
             pkey = rec.patient_key
