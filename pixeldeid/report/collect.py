@@ -309,7 +309,7 @@ def _counts(data: ReportData, items: list[LedgerItem], headers: list[dict], out:
     if items:
         tot.update(it.status for it in items)
     else:
-        tot["outputs"] = len(headers)
+        tot["outputs"] = sum(h["kind"] in ("dicom", "nifti", "tiff") for h in headers)
         tot["quarantined"] = len(read_quarantine(out))
     data.totals = dict(tot)
 

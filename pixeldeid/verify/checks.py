@@ -84,16 +84,23 @@ def _what(h: Hit, where: str, count: int = 1) -> str:
     return f"{h.term.kind} value (length {h.term.length}) {where}{enc}{more}"
 
 
-def iter_outputs(out: Path) -> list[Path]:
+def iter_outputs(out: Path, links: list[Path] | None = None) -> list[Path]:
     """Every file of OUT that may be released: not the state folder, the quarantine or a
-    QC report folder."""
+    QC report folder. Symbolic links and other non-regular entries are not read; they are
+    appended to ``links`` when given (a release must not hold them)."""
     files: list[Path] = []
     for root, dirs, names in os.walk(out, followlinks=False):
         r = Path(root)
         if r == out:
             dirs[:] = [d for d in dirs if d not in (STATE_DIRNAME, QUARANTINE_DIRNAME)]
         dirs[:] = sorted(d for d in dirs if not (r / d / REPORT_MARKER).exists())
-        files += [r / n for n in sorted(names) if (r / n).is_file() and not (r / n).is_symlink()]
+        for n in sorted(names) + [d for d in dirs if (r / d).is_symlink()]:
+            p = r / n
+            if p.is_symlink() or not p.is_file():
+                if links is not None:
+                    links.append(p)
+            else:
+                files.append(p)
     return files
 
 
@@ -190,7 +197,7 @@ class _Verifier:
         import pydicom
 
         try:
-            ds = pydicom.dcmread(path, force=True)
+            ds = pydicom.dcmread(path, force=True, defer_size="64 MB")
         except Exception as exc:  # noqa: BLE001
             self.add(rel, "dicom-open", f"does not parse: {type(exc).__name__}")
             return
@@ -442,6 +449,23 @@ def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes]]:
             yield label, str(v).encode("utf-8", "replace")
 
 
+def _check_engine_name(name: str) -> None:
+    """An unknown OCR engine name is a usage error (with "did you mean")."""
+    import difflib
+
+    from ..errors import ProfileError
+
+    try:
+        from ..burnedin.ocr import ENGINES
+    except ImportError:  # no burned-in package: every at-risk file is "not OCR-verified"
+        return
+    names = ["auto", *ENGINES]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(names)})"
+        raise ProfileError(f"unknown OCR engine {name!r}{hint}")
+
+
 def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] = (), *,
                   ocr: str | None = "auto", dciodvfy: bool = True,
                   progress: bool | None = None,
@@ -476,6 +500,8 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
     outp = Path(out)
     if not outp.is_dir():
         raise InputError("not a folder", str(out))
+    if ocr is not None:
+        _check_engine_name(ocr)
     ledger = RunLedger(outp)
     try:
         values = identity_from_ledger(ledger) + list(extra_values)
@@ -493,7 +519,12 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         for it in ledger.items():
             if it.status == "done" and it.output and not (outp / it.output).exists():
                 v.add(it.output, "ledger", "output recorded as done is missing")
-        files = iter_outputs(outp)
+        links: list[Path] = []
+        files = iter_outputs(outp, links)
+        for p in links:
+            v.add(p.relative_to(outp).as_posix(), "file-type",
+                  "symbolic link or special file: not checked; a release must hold plain "
+                  "files only")
         v.result.files = len(files)
         for p in tqdm(files, desc="verify", unit="file", leave=False,
                       disable=None if progress is None else not progress):

@@ -225,3 +225,19 @@ def test_report_folder_quarantine_and_state_are_not_scanned(ct_release, tmp_path
     (out / "README.txt").write_text(f"collection of {fam}")
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     assert [(f.file, f.kind) for f in r.findings] == [("README.txt", "name")]
+
+
+def test_symbolic_links_are_findings_not_followed(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    secret = tmp_path / "secret.txt"
+    secret.write_text(ct_release.patients[0].family)
+    (out / "notes.txt").symlink_to(secret)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert [(f.file, f.check) for f in r.findings] == [("notes.txt", "file-type")]
+
+
+def test_unknown_ocr_engine_is_a_usage_error(ct_release, capsys):
+    pytest.importorskip("pixeldeid.burnedin.ocr")
+    rc = main(["verify", str(ct_release.out), "--against", str(ct_release.src), "--ocr",
+               "rapidocer", "--no-progress"])
+    assert rc == 2 and "did you mean 'rapidocr'" in capsys.readouterr().err
