@@ -238,8 +238,9 @@ def parse_ctp_script(text: str, source: str = "<ctp>") -> ImportResult:
             section = " ".join(ln for ln in lines[stars[-2] + 1:stars[-1]] if ln)
             context = ""
             lines = lines[stars[-1] + 1:]
-        elif i == 0:
-            lines = []
+        elif i == 0:  # before the first signature: only the paragraph next to it
+            blank = [j for j, ln in enumerate(lines[:-1]) if not ln and any(lines[j + 1:])]
+            lines = lines[blank[-1] + 1:] if blank else lines
         text_lines = [ln for ln in lines if _CTP_REGION.sub("", ln).strip()
                       and not set(ln) <= {"*"}]
         if text_lines:
