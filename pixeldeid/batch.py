@@ -36,7 +36,11 @@ LAYOUTS = ("flat", "hierarchy", "dicomdir")
 
 @dataclass
 class FileOutcome:
-    """Result of one input file (``status``: written, identical, skipped, quarantined)."""
+    """Result of one input file (``status``: written, identical, skipped, quarantined).
+
+    ``stage`` names the stage that quarantined it (``header``, ``pixels``); ``details``
+    holds JSON-able stage results without identity (``{"pixels": PixelResult.to_json()}``).
+    """
 
     source: str
     status: str
@@ -44,6 +48,8 @@ class FileOutcome:
     reason: str = ""
     sop_instance_uid: str = ""
     mapping: dict[str, dict[str, str]] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+    stage: str = "header"
 
 
 @dataclass
@@ -180,11 +186,14 @@ def check_settings(out_dir: Path, config: DeidConfig, layout: str) -> None:
             "date_offset": [config.date_offset_days, config.date_offset_seconds],
             "site": asdict(config.site), "strip_jpeg_metadata": config.strip_jpeg_metadata,
             "residual_check": config.residual_check, "layout": layout}
+    if config.pixels is not None and config.pixels.policy != "off":
+        # what changes the written pixels (not the QC folder)
+        desc["pixels"] = {k: v for k, v in asdict(config.pixels).items() if k != "qc_dir"}
     sid = hmac.new(config.key, json.dumps(desc, sort_keys=True).encode(),
                    hashlib.sha256).hexdigest()
     _check_stamp(out_dir, SETTINGS_ID_NAME, sid,
                  "this output folder was written with other settings (profile, options, date "
-                 "offset, site or layout); rerun with the same settings, or use another "
+                 "offset, site, layout or pixel settings); rerun with the same settings, or use another "
                  "output folder")
 
 
@@ -319,7 +328,13 @@ _WORKER: dict = {}
 def _init_worker(config: DeidConfig, out_dir: str, layout: str, want_map: bool) -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     _WORKER.clear()
-    _WORKER.update(deid=Deidentifier(config), out=Path(out_dir), layout=layout, want_map=want_map)
+    pixels = None
+    if config.pixels is not None and config.pixels.policy != "off":
+        from .burnedin.stage import BurnedInStage
+
+        pixels = BurnedInStage(config.pixels)
+    _WORKER.update(deid=Deidentifier(config), out=Path(out_dir), layout=layout, want_map=want_map,
+                   pixels=pixels)
 
 
 def _output_rel(ds, layout: str) -> str:
@@ -347,7 +362,17 @@ def process_file(path: str) -> FileOutcome:
                 deid.pseudonyms(head[0])
             raise
         original = {"patient": str(ds.get("PatientID", "") or "")}
+        details: dict = {}
+        stage = _WORKER.get("pixels")
+        pix = None
+        if stage is not None:  # burned-in text, found with the ORIGINAL header's identity
+            pix = _run_pixels(stage, ds, path)
+            if isinstance(pix, FileOutcome):
+                return pix
+            details["pixels"] = pix.to_json()
         deid.deidentify_dataset(ds, source=path)
+        if pix is not None and (pix.redacted or pix.verified):
+            deid.add_method_code(ds, "clean-pixel-data")
         data, _removed = deid.encode(ds, source=path)
         rel = _output_rel(ds, _WORKER["layout"])
         status = write_exclusive(out / rel, data)
@@ -359,7 +384,8 @@ def process_file(path: str) -> FileOutcome:
         if _WORKER["want_map"]:
             mapping = {"patient": {original["patient"]: str(ds.PatientID)},
                        "uid": deid.uids.drain()}
-        return FileOutcome(path, status, rel, sop_instance_uid=sop, mapping=mapping)
+        return FileOutcome(path, status, rel, sop_instance_uid=sop, mapping=mapping,
+                           details=details)
     except DeidError as exc:
         return FileOutcome(path, "quarantined", reason=exc.reason)
     except MemoryError:
@@ -367,6 +393,23 @@ def process_file(path: str) -> FileOutcome:
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
         logger.debug("unexpected error on %s", path, exc_info=True)
         return FileOutcome(path, "quarantined", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def _run_pixels(stage, ds, path: str):
+    """The burned-in text stage on ``ds``: its PixelResult, or the quarantine outcome."""
+    from .burnedin.classify import IdentityValues
+
+    try:
+        return stage.process(ds, IdentityValues.from_dataset(ds), source=path)
+    except DeidError as exc:
+        return FileOutcome(path, "quarantined", reason=exc.reason, stage="pixels")
+    except MemoryError:
+        return FileOutcome(path, "quarantined", reason="out of memory in the pixel stage",
+                           stage="pixels")
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+        logger.debug("pixel stage failed on %s", path, exc_info=True)
+        return FileOutcome(path, "quarantined", stage="pixels",
+                           reason=f"pixels: {type(exc).__name__}: {exc}".splitlines()[0])
 
 
 # -- batch ----------------------------------------------------------------------------
@@ -423,7 +466,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     try:
         for outcome in _execute(todo, config, out, layout, jobs, want_map):
             if outcome.status == "quarantined":
-                rec = quarantine(outcome.source, out, outcome.reason, stage="header")
+                rec = quarantine(outcome.source, out, outcome.reason, stage=outcome.stage)
                 outcome.reason = rec.reason
             summary.outcomes.append(outcome)
             ledger.record(outcome)

@@ -24,6 +24,17 @@ examples:
   pixeldeid dicom in/ -o out/ --option retain-longitudinal-modified-dates \\
       --option clean-descriptors --prefix TRIAL --map-csv subjects.csv --export-map map.csv
   pixeldeid dicom in/ -o out/ --layout dicomdir --site-id 07 --site-name "Site 07"
+  pixeldeid dicom us/ -o out/ --pixels all-text --ocr rapidocr --device cuda
+  pixeldeid dicom us/ -o out/ --pixels template --templates my-templates/
+
+Burned-in text (--pixels, default auto): every image is checked; text matching the
+patient's header values or identity patterns (dates, IDs, names) is blacked out in every
+frame, the result is read again, and images where identity stays readable, or images at
+risk (US, SC, OT, XA, NM, secondary captures, Burned In Annotation YES) with neither OCR
+nor a matching template, are quarantined. auto: templates where a signature matches plus
+OCR elsewhere, keeping safe annotations (MI, TIS, probe, depth); phi-only: OCR only;
+all-text: remove every text OCR finds; template: templates (or, for ultrasound without
+one, everything outside the Sequence of Ultrasound Regions) only; off: pixels untouched.
 
 The output folder also holds quarantine/ (inputs that could not be cleaned, with a
 .reason.txt each) and .pixeldeid/ (ledger, pseudonym map of hashed IDs and, when no
@@ -70,6 +81,16 @@ def _add_dicom(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trial-protocol-name")
     p.add_argument("--time-point", help="Clinical Trial Time Point ID")
     p.add_argument("--time-point-description", help="Clinical Trial Time Point Description")
+    g = p.add_argument_group("burned-in text in pixel data")
+    g.add_argument("--pixels", default="auto", metavar="POLICY",
+                   help="off, auto (default), template, phi-only or all-text")
+    g.add_argument("--ocr", default="auto", metavar="ENGINE",
+                   help="OCR engine: auto (default: easyocr on a GPU, else rapidocr, else "
+                        "tesseract), rapidocr, easyocr, tesseract or none")
+    g.add_argument("--device", default="auto", metavar="DEV",
+                   help="auto (default), cpu or cuda: where OCR and frame analysis run")
+    g.add_argument("--templates", metavar="DIR",
+                   help="folder of extra redaction templates (YAML) besides the shipped ones")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_dicom)
@@ -86,6 +107,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
     # Validate profile and options before touching any file (usage errors exit 2 and
     # write nothing, not even a generated key).
     profile = load_profile(args.profile).with_options(args.option)
+    pixels = _pixel_settings(args)
     out = Path(args.output)
     key = load_or_create_key(args.key_file, out)
     ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
@@ -94,7 +116,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
     config = DeidConfig(profile=profile, key=key,
                         pseudonym_prefix=args.prefix, subject_map=ids, uid_map=uids,
                         pseudonym_db=args.subject_db, date_offset_days=args.date_offset,
-                        site=site)
+                        site=site, pixels=pixels)
     if not args.verbose:  # each quarantined input gets one line, printed below
         logging.getLogger("pixeldeid.quarantine").setLevel(logging.ERROR)
     summary = run_batch(args.sources, out, config, layout=args.layout, jobs=max(1, args.jobs),
@@ -108,6 +130,18 @@ def _run_dicom(args: argparse.Namespace) -> int:
               f"{', '.join(printable(s) for s in args.sources)}", file=sys.stderr)
         return 2
     return summary.exit_status
+
+
+def _pixel_settings(args: argparse.Namespace):
+    """The burned-in text settings of the flags, checked (usage errors before any file)."""
+    if args.pixels == "off":
+        return None
+    from .burnedin.stage import PixelSettings, validate_settings
+
+    settings = PixelSettings(policy=args.pixels, ocr=args.ocr, device=args.device,
+                             templates_dir=args.templates)
+    validate_settings(settings)
+    return settings
 
 
 def printable(path: object) -> str:

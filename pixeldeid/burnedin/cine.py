@@ -147,14 +147,16 @@ def _transitions_torch(load: Callable[[list[int]], np.ndarray], indices: list[in
 
 def _dense(mask: np.ndarray, size: int, density: float) -> np.ndarray:
     """Pixels of ``mask`` whose ``size`` x ``size`` neighbourhood is at least ``density`` mask."""
-    from scipy.ndimage import uniform_filter
+    import cv2
 
-    frac = uniform_filter(mask.astype(np.float32), size=size, mode="nearest")
-    return mask & (frac >= density - 1e-6)
+    # integer box sums (exact): pixels of the mask in each size x size window
+    sums = cv2.boxFilter(mask.astype(np.uint8), cv2.CV_32S, (size, size), normalize=False,
+                         borderType=cv2.BORDER_REPLICATE)
+    return mask & (sums >= int(np.ceil(density * size * size)))
 
 
 def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12)) -> list[Box]:
-    """Bounding boxes of the connected changed areas (grown by ``grow`` = (rows, cols) px)."""
+    """Bounding boxes of the changed pixels, grouped when within ``grow`` = (rows, cols) px."""
     from scipy.ndimage import find_objects, label, maximum_filter
 
     ys, xs = np.nonzero(mask)
@@ -167,6 +169,7 @@ def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12)) -> list[
     ey, ex = min(rows, int(ys.max()) + gy + 2), min(cols, int(xs.max()) + gx + 2)
     sub = maximum_filter(mask[oy:ey, ox:ex].astype(np.uint8), size=(2 * gy + 1, 2 * gx + 1))
     lab, _ = label(sub)
+    lab[~mask[oy:ey, ox:ex]] = 0   # tight boxes around the changed pixels of each group
     out = []
     for sl in find_objects(lab):
         if sl is None:

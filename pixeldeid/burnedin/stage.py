@@ -9,15 +9,28 @@ Examples
 
 from __future__ import annotations
 
+import difflib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .boxes import TextBox, boxes_to_json
+import numpy as np
+from pydicom.dataset import Dataset
+
+from ..errors import DeidError, InputError, MissingDependencyError, ProfileError
+from .boxes import TextBox, boxes_to_json, merge_boxes
+from .cine import analyse_cine, context_box, covered, read_regions, resolve_device
+from .classify import IdentityValues
+from .frames import PixelFrames
+from .redact import redact_dataset
 
 logger = logging.getLogger(__name__)
 
 POLICIES = ("off", "auto", "template", "phi-only", "all-text")
 DEVICES = ("auto", "cpu", "cuda")
+#: cines longer than this are analysed on this many evenly spaced frames
+MAX_ANALYSED = 600
 
 
 @dataclass(frozen=True)
@@ -72,3 +85,359 @@ class PixelResult:
                 "method": self.method, "verified": self.verified,
                 "frames_read": list(self.frames_read), "engine": self.engine,
                 "templates": list(self.templates), "qc": list(self.qc)}
+
+
+# -- risk -----------------------------------------------------------------------------------
+#: modalities whose images often carry burned-in text
+RISKY_MODALITIES = frozenset({"US", "IVUS", "SC", "OT", "XA", "XC", "NM", "ES", "GM", "SM",
+                              "DOC", "RF", "ECG"})
+_RISKY_IMAGE_TYPES = frozenset({"SECONDARY", "SCREEN SAVE", "SCREENSHOT", "CAPTURE"})
+#: classification policy applied to OCR boxes under each stage policy
+_CLASSIFY_POLICY = {"auto": "phi-only", "phi-only": "phi-only", "all-text": "all-text",
+                    "template": "phi-only"}
+#: non-risky images (CT, MR slices ...) are read on frames downscaled to this long side
+CHEAP_LONG_SIDE = 768
+#: a cine location that changes is read in at most this many of its frames
+MAX_READS_PER_PLACE = 6
+#: a redacted box counts as black when at most this fraction of it is brighter than 48
+_BLACK_LEAK = 0.005
+
+
+def at_risk(ds: Dataset) -> str | None:
+    """Why ``ds`` is likely to carry burned-in text (modality, image type, flag), or None."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality in RISKY_MODALITIES:
+        return f"modality {modality}"
+    itype = ds.get("ImageType")
+    values = [] if itype is None else ([itype] if isinstance(itype, str) else list(itype))
+    hit = sorted({str(v).strip().upper() for v in values} & _RISKY_IMAGE_TYPES)
+    if hit:
+        return f"image type {hit[0]}"
+    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        return "Burned In Annotation YES"
+    sop = str(ds.get("SOPClassUID", ""))
+    if sop.startswith("1.2.840.10008.5.1.4.1.1.7"):   # the Secondary Capture family
+        return "secondary capture"
+    return None
+
+
+def _pad(box: TextBox, rows: int, cols: int) -> TextBox:
+    """An OCR box grown a little: detectors hug the glyphs."""
+    px = max(2, box.height // 5)
+    return box.padded(px, rows, cols)
+
+
+def _to_box(b: TextBox, scale: float, rows: int, cols: int) -> TextBox:
+    return b.with_(x0=int(b.x0 * scale), y0=int(b.y0 * scale),
+                   x1=int(np.ceil(b.x1 * scale)), y1=int(np.ceil(b.y1 * scale))).clipped(rows, cols)
+
+
+def read_frame(engine, image: np.ndarray, long_side: int | None = None) -> list[TextBox]:
+    """OCR one frame, downscaled to ``long_side`` first when larger; boxes in frame pixels."""
+    rows, cols = image.shape[:2]
+    if long_side and max(rows, cols) > long_side:
+        import cv2
+
+        f = long_side / max(rows, cols)
+        small = cv2.resize(image, (max(1, round(cols * f)), max(1, round(rows * f))),
+                           interpolation=cv2.INTER_AREA)
+        return [_to_box(b, 1 / f, rows, cols) for b in engine.read(small)]
+    return engine.read(image)
+
+
+def _blackout(image: np.ndarray, boxes: Sequence[TextBox]) -> np.ndarray:
+    """A copy of ``image`` with ``boxes`` black (what OCR need not read again)."""
+    if not boxes:
+        return image
+    out = image.copy()
+    for b in boxes:
+        out[b.y0:b.y1, b.x0:b.x1] = 0
+    return out
+
+
+def validate_settings(settings: PixelSettings) -> None:
+    """Check ``settings`` without loading any engine.
+
+    Raises
+    ------
+    ProfileError
+        Unknown policy, engine or device (with "did you mean"), a missing or invalid
+        templates folder.
+    MissingDependencyError
+        A named OCR engine (not ``auto``/``none``) that is not installed.
+    """
+    from .classify import check_policy
+    from .ocr import ENGINES, resolve_engine_name
+
+    check_policy(settings.policy)
+    if settings.device not in DEVICES:
+        close = difflib.get_close_matches(settings.device, DEVICES, n=1, cutoff=0.4)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ProfileError(f"unknown device {settings.device!r}{hint} "
+                           f"(known: {', '.join(DEVICES)})")
+    if settings.policy == "off":
+        return
+    for name in (settings.ocr, settings.verify_ocr):
+        if name and name not in ("none", "auto"):
+            real = resolve_engine_name(name, settings.device)
+            cls = ENGINES[real]
+            if not cls.is_available():
+                raise MissingDependencyError(f"OCR engine {real!r}", cls.extra, cls.module)
+    if settings.templates_dir is not None:
+        if not Path(settings.templates_dir).is_dir():
+            raise ProfileError("templates folder not found", settings.templates_dir)
+        from .templates import load_templates
+
+        load_templates([settings.templates_dir])   # invalid files: ProfileError
+
+
+class BurnedInStage:
+    """Find, redact and verify burned-in text of one image at a time (reusable, not thread-safe).
+
+    Parameters
+    ----------
+    settings : PixelSettings
+
+    Raises
+    ------
+    ProfileError
+        Unknown policy, engine or device (with "did you mean").
+    MissingDependencyError
+        A named OCR engine (not ``auto``) that is not installed.
+    """
+
+    def __init__(self, settings: PixelSettings) -> None:
+        validate_settings(settings)
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self._engines: dict[str, object | None] = {}
+        self._templates: list | None = None
+
+    # -- resources ------------------------------------------------------------------------
+    def _engine(self, name: str | None):
+        """The OCR engine ``name`` (None for ``none``, or ``auto`` with nothing installed)."""
+        if not name or name == "none":
+            return None
+        if name not in self._engines:
+            from .ocr import get_engine
+
+            try:
+                self._engines[name] = get_engine(name, self.settings.device)
+            except MissingDependencyError:
+                if name != "auto":
+                    raise
+                logger.warning("no OCR engine installed (pip install 'pixeldeid[ocr]'): images "
+                               "at risk of burned-in text without a matching template will be "
+                               "quarantined")
+                self._engines[name] = None
+        return self._engines[name]
+
+    @property
+    def engine(self):
+        """The OCR engine of the first pass (None when OCR is off or unavailable)."""
+        return self._engine(self.settings.ocr)
+
+    def templates(self) -> list:
+        """Shipped templates plus those of ``templates_dir`` (loaded once)."""
+        if self._templates is None:
+            from .templates import load_templates
+
+            dirs = [self.settings.templates_dir] if self.settings.templates_dir else None
+            self._templates = load_templates(dirs)
+        return self._templates
+
+    # -- the stage --------------------------------------------------------------------------
+    def process(self, ds: Dataset, identity: IdentityValues, source: str | None = None
+                ) -> PixelResult:
+        """Redact the burned-in identity of ``ds`` in place and say what was done.
+
+        Raises
+        ------
+        DeidError
+            Identity still readable after redaction; an image at risk with neither OCR nor
+            a matching template; pixel data that cannot be read or written back.
+        """
+        try:
+            return self._process(ds, identity, source)
+        except DeidError as exc:
+            if source and not exc.path:
+                raise type(exc)(exc.reason, source) from None
+            raise
+
+    def _process(self, ds: Dataset, identity: IdentityValues, source: str | None) -> PixelResult:
+        from .classify import Vocabulary, boxes_to_redact
+
+        s = self.settings
+        if s.policy == "off":
+            return PixelResult(method="off")
+        if "PixelData" not in ds:
+            return PixelResult(method="no-pixels")
+        try:
+            pf = PixelFrames(ds)
+        except InputError as exc:
+            raise DeidError(f"pixel data: {exc.reason}", source) from None
+        risk = at_risk(ds)
+        engine = None if s.policy == "template" else self.engine
+        use_templates = s.policy in ("auto", "template") or engine is None
+        tboxes: list[TextBox] = []
+        names: list[str] = []
+        if use_templates:
+            from .templates import matching_templates, template_boxes
+
+            matched = matching_templates(ds, self.templates())
+            names = [t.name for t in matched]
+            tboxes = template_boxes(ds, matched)
+        if s.policy == "template" and not tboxes:
+            from .usregions import us_region_boxes
+
+            tboxes = us_region_boxes(ds) or []
+            if tboxes:
+                names = ["ultrasound-regions"]
+        tboxes = [b.clipped(pf.rows, pf.columns) for b in tboxes]
+        tboxes = [b for b in tboxes if b.area > 0]
+        result = PixelResult(templates=names, engine=getattr(engine, "name", None))
+        if engine is None and not tboxes and not names:
+            if risk:
+                what = "no matching template" if s.policy == "template" else \
+                    "no OCR engine (pip install 'pixeldeid[ocr]') and no matching template"
+                raise DeidError(f"pixels at risk of burned-in text ({risk}): {what}", source)
+            result.method = "unchecked"
+            return result
+
+        vocab = Vocabulary.load(str(ds.get("Modality", "") or "").strip().upper())
+        cls_policy = _CLASSIFY_POLICY[s.policy]
+        found: list[TextBox] = []
+        if engine is not None:
+            found = self._find_text(pf, engine, tboxes, identity, vocab, cls_policy, risk,
+                                    result)
+        to_redact = list(tboxes) + [_pad(b, pf.rows, pf.columns).with_(frame=None)
+                                    for b in boxes_to_redact(found, cls_policy)]
+        result.boxes = list(tboxes) + found
+        before = pf.display([0])[0] if s.qc_dir else None
+        if to_redact:
+            try:
+                report = redact_dataset(ds, to_redact, device=self.device)
+            except InputError as exc:
+                raise DeidError(f"pixel data cannot be redacted: {exc.reason}", source) from None
+            result.redacted = report.boxes > 0
+            result.method = report.method
+        else:
+            result.method = "none"
+        verifier = self._engine(s.verify_ocr or s.ocr) if s.verify else None
+        if verifier is not None:
+            full = bool(s.verify_ocr) or engine is None
+            self._verify(ds, to_redact, result.frames_read or [0], identity, vocab, verifier,
+                         full, source)
+            result.verified = True
+            if risk or result.redacted or "BurnedInAnnotation" in ds:
+                ds.BurnedInAnnotation = "NO"
+        if s.qc_dir and before is not None:
+            from .qc import write_thumbnails
+
+            after = PixelFrames(ds).display([0])[0]
+            result.qc = write_thumbnails(before, after, result.boxes, s.qc_dir,
+                                         _qc_stem(ds, source))
+        return result
+
+    def _find_text(self, pf: PixelFrames, engine, cover: list[TextBox],
+                   identity: IdentityValues, vocab, policy: str, risk: str | None,
+                   result: PixelResult) -> list[TextBox]:
+        """OCR outside ``cover``: the first frame whole, then only what changes (cines)."""
+        from .classify import boxes_to_redact, classify_boxes
+
+        n = pf.n_frames
+        if not risk:
+            # plain CT/MR: one (first and last) frame, downscaled
+            picks = sorted({0, n - 1})
+            result.frames_read = picks
+            out: list[TextBox] = []
+            for f, img in zip(picks, pf.display(picks), strict=True):
+                boxes = read_frame(engine, _blackout(img, cover), CHEAP_LONG_SIDE)
+                out += classify_boxes([b.with_(frame=f) for b in boxes], identity, vocab)
+            return out
+        if n <= 3:
+            result.frames_read = list(range(n))
+            out = []
+            for f, img in enumerate(pf.display()):
+                boxes = read_frame(engine, _blackout(img, cover))
+                out += classify_boxes([b.with_(frame=f) for b in boxes], identity, vocab)
+            return out
+
+        analysis = analyse_cine(pf.display, n, max_frames=MAX_ANALYSED, device=self.device)
+        first = analysis.analysed[0]
+        img0 = pf.display([first])[0]
+        out = classify_boxes([b.with_(frame=first) for b in
+                              read_frame(engine, _blackout(img0, cover))], identity, vocab)
+        read = [first]
+        # the change regions not already blacked out, grouped by place
+        hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
+                                for b in boxes_to_redact(out, policy)]
+        places: dict[tuple[int, int, int, int], list[tuple[int, tuple]]] = {}
+        for f in analysis.change_frames:
+            for r in analysis.change_regions.get(f, []):
+                if covered(r, hidden):
+                    continue
+                ctx = context_box(r, pf.rows, pf.columns)
+                key = tuple(v // 16 for v in ctx)
+                places.setdefault(key, []).append((f, ctx))
+        wanted: list[tuple[int, tuple]] = []
+        for items in places.values():
+            if len(items) > MAX_READS_PER_PLACE:
+                pick = np.linspace(0, len(items) - 1, MAX_READS_PER_PLACE).round().astype(int)
+                items = [items[i] for i in sorted(set(pick.tolist()))]
+            wanted.extend(items)
+        if wanted:
+            frames = sorted({f for f, _ in wanted})
+            imgs = dict(zip(frames, pf.display(frames), strict=True))
+            crops = [(f, c, _blackout(imgs[f], cover)[c[1]:c[3], c[0]:c[2]]) for f, c in wanted]
+            more = read_regions(engine.read, crops)
+            out += classify_boxes(more, identity, vocab)
+            read += frames
+        result.frames_read = sorted(set(read))
+        logger.debug("cine: %d frame(s), %d change frame(s), read %d whole + %d crop(s)",
+                     n, len(analysis.change_frames), 1, len(wanted))
+        return out
+
+    def _verify(self, ds: Dataset, redacted: list[TextBox], frames: list[int],
+                identity: IdentityValues, vocab, engine, full: bool,
+                source: str | None) -> None:
+        """OCR the written pixels again; identity still readable -> :class:`DeidError`."""
+        from .classify import classify_boxes
+
+        pf = PixelFrames(ds)
+        imgs = pf.display(frames)
+        for f, img in zip(frames, imgs, strict=True):
+            for b in redacted:
+                if b.frame not in (None, f):
+                    continue
+                region = img[b.y0:b.y1, b.x0:b.x1]
+                if region.size and float((region.max(axis=-1) > 48).mean()) > _BLACK_LEAK:
+                    raise DeidError(f"redacted box {b.x0},{b.y0}-{b.x1},{b.y1} is not black "
+                                    f"in frame {f} after writing", source)
+        found: list[TextBox] = []
+        if full:
+            for f, img in zip(frames[:1], imgs[:1], strict=True):
+                found += [b.with_(frame=f) for b in read_frame(engine, img)]
+        if redacted:
+            rows, cols = pf.rows, pf.columns
+            places = merge_boxes([b.with_(frame=None) for b in redacted], gap=8)
+            crops = []
+            for f, img in zip(frames, imgs, strict=True):
+                for b in places:
+                    c = context_box((b.x0, b.y0, b.x1, b.y1), rows, cols, x_margin=1.5,
+                                    y_margin=0.5)
+                    crops.append((f, c, img[c[1]:c[3], c[0]:c[2]]))
+            found += read_regions(engine.read, crops)
+        leaks = [b for b in classify_boxes(found, identity, vocab) if b.label == "identity"]
+        if leaks:
+            where = sorted({b.frame for b in leaks if b.frame is not None})
+            raise DeidError(f"identity still readable after redaction: {len(leaks)} text box(es) "
+                            f"in frame(s) {where[:5]}", source)
+
+
+def _qc_stem(ds: Dataset, source: str | None) -> str:
+    """A file name stem without identity: a hash of the source path or SOP Instance UID."""
+    import hashlib
+
+    key = source or str(ds.get("SOPInstanceUID", "")) or "image"
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
