@@ -113,6 +113,25 @@ class Template:
                 out.append((c["x0"], c["y0"], c["x1"], c["y1"]))
         return out
 
+    def boxes(self, ds: Dataset) -> list[TextBox]:
+        """The boxes this template blacks out on ``ds`` (its signature is not checked).
+
+        ``redact``: the resolved regions (``source='template'``); ``keep-us-regions``: the
+        outside of SequenceOfUltrasoundRegions (``source='us-regions'``, none when absent or
+        invalid); other actions: none. Every box has ``label='identity'``, ``frame=None``.
+        """
+        if self.action == "keep-us-regions":
+            from .usregions import us_region_boxes
+
+            us = us_region_boxes(ds)
+            if us is None:
+                logger.info("template %r: no valid SequenceOfUltrasoundRegions", self.name)
+            return us or []
+        if self.action != "redact":
+            return []
+        return [TextBox(x0, y0, x1, y1, frame=None, label="identity", source="template")
+                for x0, y0, x1, y1 in self.resolve_regions(ds)]
+
     def to_dict(self) -> dict:
         """The template as YAML/JSON data (the file format; ``source`` left out)."""
         d: dict[str, object] = {"name": self.name}
@@ -337,32 +356,27 @@ def matching_templates(ds: Dataset, templates: Sequence[Template],
     """The templates whose signature matches ``ds``.
 
     By default only templates that give regions to black out (``redact`` and
-    ``keep-us-regions``); ``actions=None`` returns every match (``flag`` and ``clean`` too).
+    ``keep-us-regions``), and only when they give at least one box for ``ds`` (a region
+    wholly outside the image, or a SequenceOfUltrasoundRegions that is invalid, is no
+    match: nothing would be covered). ``actions=None`` returns every signature match
+    (``flag`` and ``clean`` too).
     """
     keep = None if actions is None else set(actions)
-    return [t for t in templates if (keep is None or t.action in keep) and t.matches(ds)]
+    out = []
+    for t in templates:
+        if (keep is None or t.action in keep) and t.matches(ds):
+            if keep is None or t.action not in REGION_ACTIONS or t.boxes(ds):
+                out.append(t)
+    return out
 
 
 def template_boxes(ds: Dataset, templates: Sequence[Template]) -> list[TextBox]:
     """Boxes (``source='template'``, ``label='identity'``, every frame) of matching templates.
 
     ``keep-us-regions`` templates give the boxes of :func:`.usregions.us_region_boxes`
-    (``source='us-regions'``); none when the sequence is absent or invalid.
+    (``source='us-regions'``).
     """
-    boxes: list[TextBox] = []
-    for t in matching_templates(ds, templates):
-        if t.action == "keep-us-regions":
-            from .usregions import us_region_boxes
-
-            us = us_region_boxes(ds)
-            if us is None:
-                logger.warning("template %r: no valid SequenceOfUltrasoundRegions", t.name)
-            boxes.extend(us or [])
-            continue
-        for x0, y0, x1, y1 in t.resolve_regions(ds):
-            boxes.append(TextBox(x0, y0, x1, y1, frame=None, label="identity",
-                                 source="template"))
-    return boxes
+    return [b for t in matching_templates(ds, templates) for b in t.boxes(ds)]
 
 
 def _match(match: dict, ds: Dataset) -> bool:

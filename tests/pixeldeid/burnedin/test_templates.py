@@ -200,6 +200,22 @@ def test_actions_without_regions_give_no_boxes() -> None:
     assert template_boxes(ds, [flag, clean]) == []
 
 
+def test_a_template_covering_nothing_is_no_match() -> None:
+    # fail closed for callers that take "a template matched" as "the text is handled"
+    outside = _t({"Modality": "US"}, [[900, 0, 950, 10]])               # right of 800 columns
+    keep = _t({"Modality": "US"}, [], action="keep-us-regions")
+    ds = _ds()
+    assert outside.matches(ds) and matching_templates(ds, [outside, keep]) == []
+    item = Dataset()
+    item.RegionLocationMinX0, item.RegionLocationMinY0 = 10, 30
+    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = 5, 500          # min > max: invalid
+    ds.SequenceOfUltrasoundRegions = [item]
+    assert matching_templates(ds, [keep]) == [] and template_boxes(ds, [keep]) == []
+    item.RegionLocationMaxX1 = 789
+    assert matching_templates(ds, [keep]) == [keep]
+    assert {b.source for b in template_boxes(ds, [keep])} == {"us-regions"}
+
+
 # -- validation ----------------------------------------------------------------------------
 @pytest.mark.parametrize(("data", "message"), [
     ([{"name": "a", "match": {"Manufactuer": "X"}, "regions": [[0, 0, 1, 1]]}],
