@@ -42,10 +42,14 @@ def session_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_cli(sources: Iterable[str | os.PathLike], out: str | os.PathLike,
             key_file: str | os.PathLike | None, *extra: str) -> tuple[int, Path]:
-    """Run ``pixeldeid dicom SOURCES -o OUT --key-file KEY EXTRA...``; return (status, OUT)."""
+    """Run ``pixeldeid dicom SOURCES -o OUT --key-file KEY EXTRA...``; return (status, OUT).
+
+    The header tests leave pixel data alone (``--pixels off``) unless EXTRA names a policy.
+    """
     from pixeldeid.cli import main
 
-    argv = ["dicom", *map(str, sources), "-o", str(out), "--no-progress", *extra]
+    pixels = [] if "--pixels" in extra else ["--pixels", "off"]
+    argv = ["dicom", *map(str, sources), "-o", str(out), "--no-progress", *pixels, *extra]
     if key_file is not None:
         argv += ["--key-file", str(key_file)]
     return main(argv), Path(out)

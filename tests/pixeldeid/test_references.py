@@ -28,7 +28,7 @@ def test_references_resolve_after_deid(tmp_path: Path, key_file: Path):
     out = tmp_path / "out"
     export = tmp_path / "map.csv"
     assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
-                 "--export-map", str(export), "--no-progress"]) == 0
+                 "--export-map", str(export), "--no-progress", "--pixels", "off"]) == 0
     outputs = [pydicom.dcmread(p) for p in sorted(out.glob("*.dcm"))]
     assert len(outputs) == len(inputs) == 6
     sops = {str(d.SOPInstanceUID) for d in outputs}
@@ -74,7 +74,7 @@ def test_map_csv_supplies_exact_values(tmp_path: Path, key_file: Path):
                  f"{first.StudyInstanceUID},1.2.826.0.1.3680043.10.99.7\n")
     out = tmp_path / "out"
     assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
-                 "--map-csv", str(m), "--no-progress"]) == 0
+                 "--map-csv", str(m), "--no-progress", "--pixels", "off"]) == 0
     for p in out.glob("*.dcm"):
         d = pydicom.dcmread(p)
         assert d.PatientID == "MIDI_0042"
