@@ -77,6 +77,7 @@ def _import(args: argparse.Namespace) -> int:
     from .template_import import import_file, slug
     from .templates import parse_templates
 
+    _PlainDumper = _plain_dumper()  # noqa: N806
     result = import_file(args.file, args.format)
     out = Path(args.output) / f"{args.name or slug(Path(args.file).name, 80)}.yaml"
     if out.exists() and not args.force:
@@ -86,8 +87,8 @@ def _import(args: argparse.Namespace) -> int:
             f"# {Path(args.file).name}: {len(data)} imported, {len(result.skipped)} skipped.\n")
     for name, why in result.skipped:
         head += f"# skipped {name}: {why}\n"
-    text = head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100,
-                                 default_flow_style=None)
+    text = head + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True,
+                            width=100, default_flow_style=None)
     parse_templates(yaml.safe_load(text), str(out))  # what is written must load
     write_bytes_atomic(out, text.encode("utf-8"))
     kinds = Counter(t.action for t in result.templates)
@@ -96,6 +97,18 @@ def _import(args: argparse.Namespace) -> int:
     for name, why in result.skipped:
         print(f"skipped: {name}: {why}", file=sys.stderr)
     return 1 if result.skipped else 0
+
+
+def _plain_dumper() -> type:
+    import yaml
+
+    class PlainDumper(yaml.SafeDumper):
+        """Safe YAML without anchors and aliases (each template reads on its own)."""
+
+        def ignore_aliases(self, data: object) -> bool:
+            return True
+
+    return PlainDumper
 
 
 def _list(args: argparse.Namespace) -> int:
