@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from ..quarantine import QUARANTINE_DIRNAME
 from ..verify.checks import file_kind, iter_outputs
 from ..verify.ledger import LedgerItem, RunLedger
@@ -111,9 +113,15 @@ class _Images:
         thumbs.save_png(img, self.dir / name)
         return f"images/{name}"
 
-    def copy(self, src: Path, tag: str) -> str | None:
+    def copy(self, src: Path, tag: str, max_side: int = 480) -> str | None:
+        """A scaled copy of a QC image (a plain copy when Pillow cannot read it)."""
         if not src.is_file():
             return None
+        try:
+            with Image.open(src) as im:
+                return self.save(thumbs.thumbnail(im, max_side=max_side), tag)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            pass
         self.n += 1
         name = f"{self.n:05d}-{tag}{src.suffix.lower()}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +179,10 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     _deface(data, items, artifacts, out, images)
     _slides(data, items, artifacts, headers, out, images)
     _retained(data, headers, items)
-    recs = patient_records((h["patient"], h["qi"]) for h in headers if h.get("kind") == "dicom")
+    rows = [(h["patient"], h["qi"]) for h in headers if h.get("kind") == "dicom"]
+    # patients released without DICOM headers (slides, NIfTI) are records with nothing retained
+    rows += [(it.patient, {}) for it in items if it.status == "done" and it.patient]
+    recs = patient_records(rows)
     data.kanon = k_anonymity(recs, k=k)
     for c in data.kanon.classes:
         data.kanon_rows.append({"values": c.values, "size": c.size, "small": c.size < k,
@@ -328,7 +339,7 @@ def _copy_artifacts(arts, out: Path, images: _Images) -> list[Picture]:
         p = out / a.path
         if not _inside(p, out) or not images.room():
             continue
-        src = images.copy(p, a.kind or "qc")
+        src = images.copy(p, a.kind or "qc", 480 if a.kind == "render" else 320)
         if src:
             pics.append(Picture(src, a.caption or a.kind))
     return pics
@@ -343,7 +354,9 @@ def _pixels(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
         if it.id in arts:
             pics = _copy_artifacts([a for a in arts[it.id] if a.kind != "strip"], out, images)
             if pics:
-                data.redactions.append(Panel(it.output or f"item {it.id}", pics))
+                boxes = [b for b in ((px or {}).get("boxes") or []) if isinstance(b, dict)]
+                data.redactions.append(Panel(it.output or f"item {it.id}", pics,
+                                             note=_box_summary(boxes) if boxes else ""))
             strip_pics = _copy_artifacts([a for a in arts[it.id] if a.kind == "strip"], out, images)
             if strip_pics:
                 data.strips.append(Panel(it.output or f"item {it.id}", strip_pics))
@@ -407,10 +420,13 @@ def _rebuild_redaction(it: LedgerItem, boxes: list[dict], out: Path,
                 note = f"output not decodable ({type(exc).__name__})"
     if not pics:
         return None
+    return Panel(it.output or "", pics, note=_box_summary(boxes) + (f"; {note}" if note else ""))
+
+
+def _box_summary(boxes: list[dict]) -> str:
     labels = Counter(str(b.get("label", "")) for b in boxes)
     desc = ", ".join(f"{n} {lab or 'unlabelled'}" for lab, n in sorted(labels.items()))
-    return Panel(it.output or "", pics, note=f"{len(boxes)} box(es): {desc}" +
-                 (f"; {note}" if note else ""))
+    return f"{len(boxes)} box(es): {desc}"
 
 
 def _deface(data: ReportData, items, artifacts, out: Path, images: _Images) -> None:

@@ -65,6 +65,10 @@ def build_report(out: str | os.PathLike, report: str | os.PathLike | None = None
         raise InputError("not a folder", str(out))
     rdir = report_dir_for(outp, report, allow_outside=allow_outside)
     rdir.mkdir(parents=True, exist_ok=True)
+    if (rdir / REPORT_MARKER).is_file():  # images of an earlier report: ours, by name
+        for old in (rdir / "images").glob("[0-9][0-9][0-9][0-9][0-9]-*.*"):
+            if old.is_file() and not old.is_symlink():
+                old.unlink()
     write_bytes_atomic(rdir / REPORT_MARKER, b"pixeldeid QC report: never release this folder\n")
 
     def bar(files):

@@ -98,14 +98,14 @@ def test_report_retained_text_and_kanon(mixed_report):
     assert text.index('"SeriesDescription"') < text.index('"safe OCR text"')
     risk = _section(html, "risk")
     rows = _cells(risk)
-    # by hand: SUBJ_001/SUBJ_002 (CT, nothing retained) 2, SUBJ_010/SUBJ_011 (045Y F) 2,
-    # SUBJ_012 (050Y M) 1 -> with k=2 one class of one patient is flagged
+    # by hand: SUBJ_001/SUBJ_002 (CT, nothing retained) and SUBJ_013 (in the ledger only)
+    # 3, SUBJ_010/SUBJ_011 (045Y F) 2, SUBJ_012 (050Y M) 1 -> with k=2 one class is flagged
     assert rows[0] == ["PatientAge", "PatientSex", "class size", "patients"]
-    assert sorted(rows[1:]) == sorted([
-        ["(absent)", "(absent)", "2", "SUBJ_001, SUBJ_002"], ["045Y", "F", "2", "SUBJ_010, SUBJ_011"],
-        ["050Y", "M", "1", "SUBJ_012"]])
+    assert rows[1:] == [
+        ["(absent)", "(absent)", "3", "SUBJ_001, SUBJ_002, SUBJ_013"],
+        ["045Y", "F", "2", "SUBJ_010, SUBJ_011"], ["050Y", "M", "1", "SUBJ_012"]]
     assert risk.count('class="small"') == 1
-    assert "5 patient(s) in 3 equivalence class(es)" in risk and "smallest class 1" in risk
+    assert "6 patient(s) in 3 equivalence class(es)" in risk and "smallest class 1" in risk
 
 
 def test_report_folder_outside_out_is_refused(ct_release, tmp_path, capsys):
