@@ -10,8 +10,11 @@ x,y,w,h``, ``coordinates all`` or ``keepcoordinates from:SequenceOfUltrasoundReg
 
 Differences from the originals, all on the side of removing more: string comparisons
 ignore case (CTP's ``equals``/``contains`` do not). A deid label's lines combine left to
-right with the operator that starts each line (deid itself ANDs the lines). A rule that
-cannot be expressed is skipped with a warning naming it; nothing is guessed.
+right with the operator that starts each line (deid itself ANDs the lines). deid applies
+the coordinates of matching labels in order, a later ``keepcoordinates`` giving back what an
+earlier rule blanked; template boxes only add, so a ``coordinates all`` label before a keep
+rule is skipped (it would blank every image) and other regions before one stay blanked. A
+rule that cannot be expressed is skipped with a warning naming it; nothing is guessed.
 """
 
 from __future__ import annotations
@@ -454,6 +457,21 @@ def parse_deid_recipe(text: str, source: str = "<deid>") -> ImportResult:
         else:
             logger.warning("%s: line outside a LABEL ignored: %r", source, line)
     flush()
+    # deid paints its mask label by label: a later keepcoordinates rule gives back what an
+    # earlier "coordinates all" blanked (deid.dicom.ultrasound: blank everything, keep the
+    # ultrasound regions). Boxes only ever add, so such a rule would blank every image:
+    # it is skipped, and the keep rule (keep-us-regions) does the job on its own.
+    keep_at = [i for i, t in enumerate(result.templates) if t.action == "keep-us-regions"]
+    if keep_at:
+        whole = (0, 0, "Columns", "Rows")
+        for i in reversed(range(keep_at[-1])):
+            t = result.templates[i]
+            if t.action == "redact" and whole in t.regions:
+                why = ("blanks the whole image, which deid gives back where a later "
+                       "keepcoordinates rule applies; templates cannot express that order")
+                logger.warning("%s: deid label %r skipped: %s", source, t.name, why)
+                result.skipped.append((t.name, why))
+                del result.templates[i]
     return result
 
 

@@ -147,21 +147,26 @@ def test_deid_ultrasound_recipe_of_the_installed_package() -> None:
     path = Path(deid_pkg.__file__).parent / "data" / "deid.dicom.ultrasound"
     if not path.is_file():
         pytest.skip("deid has no deid.dicom.ultrasound")
-    clean, blank, keep = import_deid_recipe(path)
-    assert (clean.action, blank.action, keep.action) == ("clean", "redact", "keep-us-regions")
-    assert blank.match == {} and blank.regions == ((0, 0, "Columns", "Rows"),)
-    from pydicom.dataset import Dataset as D
-
+    result = parse_deid_recipe(path.read_text(), str(path))
+    # "Blank Image" (coordinates all) is undone in deid by the later keepcoordinates rule;
+    # as a box it would blank every image, so it is skipped by name
+    assert result.skipped[0][0] == "deid-graylist-blank-image"
+    clean, keep = result.templates
+    assert (clean.action, keep.action) == ("clean", "keep-us-regions")
+    assert keep.match == {"SequenceOfUltrasoundRegions": {"present": True}}
     ds = _ds(Rows=100, Columns=200)
-    item = D()
+    item = Dataset()
     item.RegionLocationMinX0, item.RegionLocationMinY0 = 10, 20
     item.RegionLocationMaxX1, item.RegionLocationMaxY1 = 189, 89
     ds.SequenceOfUltrasoundRegions = [item]
-    boxes = template_boxes(ds, [keep])
+    boxes = template_boxes(ds, [clean, keep])
     assert boxes and {b.source for b in boxes} == {"us-regions"}
     assert sum(b.area for b in boxes) == 100 * 200 - 180 * 70
-    assert [(b.x0, b.y0, b.x1, b.y1) for b in template_boxes(ds, [blank])] == [(0, 0, 200, 100)]
     assert template_boxes(_ds(Rows=100, Columns=200), [keep]) == []   # no sequence: no match
+    # without a keep rule after it, "coordinates all" blanks the whole image, as in deid
+    (blank,) = parse_deid_recipe("%filter graylist\nLABEL All\n  coordinates all\n").templates
+    assert blank.match == {} and blank.regions == ((0, 0, "Columns", "Rows"),)
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in template_boxes(ds, [blank])] == [(0, 0, 200, 100)]
 
 
 # -- rules that cannot be expressed are skipped by name, never guessed --------------------
