@@ -267,7 +267,7 @@ def test_cli_import_list_match(tmp_path: Path, capsys: pytest.CaptureFixture[str
     capsys.readouterr()
     assert main(["templates", "list", "--templates", str(out)]) == 0
     listed = capsys.readouterr().out
-    assert "ctp-01-aloka-640" in listed and "philips-epiq-800x600" in listed
+    assert "ctp-01-aloka-640" in listed and "philips-epiq5g-800x600" in listed
     aloka = get_testdata_file("gdcm-US-ALOKA-16.dcm")
     assert main(["templates", "match", aloka, "--templates", str(out)]) == 0
     assert "aloka-ssd4000-640x480 (redact), ctp-01-aloka-640 (redact)" in capsys.readouterr().out

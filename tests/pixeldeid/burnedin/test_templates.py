@@ -25,10 +25,10 @@ from pixeldeid.errors import ProfileError
 # -- real captures (PyPI deid-data and pydicom-data) -------------------------------------
 # capture -> (shipped template, identity burned into the top band, safe text left beside it)
 CAPTURES = {
-    "GREYSCALE_IMAGE.dcm": ("philips-epiq-1024x768",
+    "GREYSCALE_IMAGE.dcm": ("philips-epiq5g-1024x768",
                             ["00079241539", "08291951", "CLEVELA", "03022017", "ZZZTEST"],
                             "ADVBREAST"),
-    "GREYSCALE_CINE.zip": ("philips-epiq-800x600",
+    "GREYSCALE_CINE.zip": ("philips-epiq5g-800x600",
                            ["00079241539", "08291951", "CLEVELA", "03022017", "ZZZTEST"],
                            "ADVBREAST"),
     "RGB_IMAGE.dcm": ("siemens-s2000-1024x768",
@@ -242,13 +242,13 @@ def test_user_folder_loaded_cached_and_checked(tmp_path: Path) -> None:
     f = tmp_path / "mine.yaml"
     f.write_text("- name: mine\n  match: {Modality: US}\n  regions: [[0, 0, 10, 10]]\n")
     names = [t.name for t in load_templates([tmp_path])]
-    assert "mine" in names and "philips-epiq-800x600" in names
+    assert "mine" in names and "philips-epiq5g-800x600" in names
     assert load_template_file(f)[0] is load_template_file(f)[0]          # cached
     f.write_text("- name: mine2\n  match: {Modality: US}\n  regions: [[0, 0, 10, 10]]\n"
                  "# changed\n")
     assert [t.name for t in load_template_file(f)] == ["mine2"]          # reloaded
     (tmp_path / "dup.yaml").write_text(
-        "- name: philips-epiq-800x600\n  match: {}\n  regions: [[0, 0, 1, 1]]\n")
+        "- name: philips-epiq5g-800x600\n  match: {}\n  regions: [[0, 0, 1, 1]]\n")
     with pytest.raises(ProfileError, match="also defined"):
         load_templates([tmp_path])
     with pytest.raises(ProfileError, match="not found"):
