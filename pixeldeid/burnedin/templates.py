@@ -328,7 +328,10 @@ def template_files(dirs: Sequence[str | Path] | None = None) -> list[Path]:
             files.append(p)
         else:
             raise ProfileError("template folder or file not found", str(p))
-    return files
+    unique: dict[Path, Path] = {}
+    for f in files:  # a folder given twice (or the shipped one) is read once
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def load_templates(dirs: Sequence[str | Path] | None = None) -> list[Template]:

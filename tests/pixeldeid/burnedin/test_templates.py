@@ -243,6 +243,9 @@ def test_user_folder_loaded_cached_and_checked(tmp_path: Path) -> None:
     f.write_text("- name: mine\n  match: {Modality: US}\n  regions: [[0, 0, 10, 10]]\n")
     names = [t.name for t in load_templates([tmp_path])]
     assert "mine" in names and "philips-epiq5g-800x600" in names
+    from pixeldeid.paths import configs_dir
+
+    assert [t.name for t in load_templates([tmp_path, configs_dir() / "templates", f])] == names
     assert load_template_file(f)[0] is load_template_file(f)[0]          # cached
     f.write_text("- name: mine2\n  match: {Modality: US}\n  regions: [[0, 0, 10, 10]]\n"
                  "# changed\n")
