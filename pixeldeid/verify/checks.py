@@ -11,9 +11,12 @@ never the value itself.
 
 from __future__ import annotations
 
+import gzip
+import io
 import logging
 import os
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +26,7 @@ from ..batch import STATE_DIRNAME
 from ..quarantine import QUARANTINE_DIRNAME
 from .identity import IdentityValue, Term, identity_from_ledger, identity_from_sources, terms_for
 from .ledger import LedgerItem, RunLedger
-from .scan import Hit, Matcher
+from .scan import Hit, Matcher, drop_chance_hits
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +181,7 @@ class _Verifier:
         rel = path.relative_to(self.out).as_posix()
         kind = file_kind(path)
         try:
-            matcher = self.raw16 if kind == "tiff" else self.text if kind == "text" else self.raw
-            self.add_hits(rel, "raw-bytes", matcher.scan_file(path), "in the file bytes at {offset}")
+            self.check_raw(path, rel, kind)
         except OSError as exc:
             self.add(rel, "raw-bytes", f"unreadable: {exc.strerror or exc}")
             return
@@ -191,6 +193,41 @@ class _Verifier:
             self.check_tiff(path, rel)
         elif kind == "zip":
             self.check_zip(path, rel)
+
+    def check_raw(self, path: Path, rel: str, kind: str) -> None:
+        """Raw byte search; in bulk binary data (pixels, tiles, voxels, compressed streams)
+        only hits of :data:`BULK_MIN_BYTES` or more count (see :func:`drop_chance_hits`)."""
+        where = "in the file bytes at {offset}"
+        if kind == "text":
+            self.add_hits(rel, "raw-bytes", self.text.scan_file(path), where)
+            return
+        if kind == "tiff":
+            hits = drop_chance_hits(self.raw16.scan_file(path, unbounded=True), _tiff_bulk(path))
+            self.add_hits(rel, "raw-bytes", hits, where)
+            return
+        gz = path.name.lower().endswith(".gz")
+        hits = self.raw.scan_file(path, unbounded=True)
+        if kind == "dicom":
+            with open(path, "rb") as fh:
+                bulk = _dicom_bulk(fh, path.stat().st_size)
+        elif gz or kind == "zip":
+            bulk = [(_OPEN_HEAD if gz else 0, _END)]  # compressed: only names/headers plain
+        elif kind == "nifti":
+            bulk = [(_nifti_offset(path), _END)]
+        else:
+            bulk = [(_OPEN_HEAD, _END)]
+        self.add_hits(rel, "raw-bytes", drop_chance_hits(hits, bulk), where)
+        if gz:
+            try:
+                with gzip.open(path, "rb") as fh:
+                    inner = self.raw.scan_stream(fh, unbounded=True)
+            except (OSError, EOFError, zlib.error) as exc:
+                if kind != "nifti":  # a damaged NIfTI is reported by the open check
+                    self.add(rel, "raw-bytes", f"gzip stream unreadable: {type(exc).__name__}")
+                return
+            inner_bulk = [(_nifti_offset(path), _END)] if kind == "nifti" else [(_OPEN_HEAD, _END)]
+            self.add_hits(rel, "raw-bytes", drop_chance_hits(inner, inner_bulk),
+                          "in the decompressed bytes at {offset}")
 
     # DICOM ------------------------------------------------------------------------
     def check_dicom(self, path: Path, rel: str) -> None:
@@ -408,11 +445,77 @@ class _Verifier:
                         continue
                     self.add_hits(rel, "zip", self.text.find(info.filename.encode()),
                                   "in a member name")
-                    with zf.open(info) as fh:
-                        hits = self.raw.scan_stream(fh)
-                    self.add_hits(rel, "zip", hits, f"in member {info.filename}")
+                    self.add_hits(rel, "zip", self._zip_member(zf, info),
+                                  f"in member {info.filename}")
         except (zipfile.BadZipFile, OSError) as exc:
             self.add(rel, "zip", f"does not open: {type(exc).__name__}")
+
+
+    def _zip_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> list[Hit]:
+        """Hits in one member: text in full; DICOM outside its pixel data; other binary
+        data past its first bytes only when long (chance hits)."""
+        if info.filename.lower().endswith(TEXT_SUFFIXES):
+            with zf.open(info) as fh:
+                return self.text.scan_stream(fh)
+        with zf.open(info) as fh:
+            hits = self.raw.scan_stream(fh, unbounded=True)
+        with zf.open(info) as fh:
+            head = fh.read(132)
+        bulk = [(_OPEN_HEAD, _END)]
+        if head[128:132] == b"DICM" and info.file_size <= _ZIP_PARSE_LIMIT:
+            bulk = _dicom_bulk(io.BytesIO(zf.read(info)), info.file_size)
+        return drop_chance_hits(hits, bulk)
+
+
+_END = 1 << 62
+#: The first bytes of binary files are searched in full (names, headers, PNG text chunks).
+_OPEN_HEAD = 4096
+_ZIP_PARSE_LIMIT = 256 << 20
+
+
+def _dicom_bulk(fh, size: int) -> list[tuple[int, int]]:
+    """Byte ranges of the pixel data values of a DICOM file (native or encapsulated)."""
+    import pydicom
+
+    try:
+        fh.seek(0)
+        ds = pydicom.dcmread(fh, force=True, defer_size=256)
+    except Exception:  # noqa: BLE001 - unparsable: the whole file is searched in full
+        return []
+    out = []
+    for tag in _PIXEL_TAGS:
+        raw = ds._dict.get(tag)
+        start, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if start is None or length is None:
+            continue
+        out.append((start, size if length == 0xFFFFFFFF else start + length))
+    return out
+
+
+def _nifti_offset(path: Path) -> int:
+    """Where the voxels of a NIfTI file begin (348/540-byte header plus extensions)."""
+    try:
+        import nibabel as nib
+
+        return int(nib.load(str(path)).header.get_data_offset()) or 352
+    except Exception:  # noqa: BLE001
+        return 352
+
+
+def _tiff_bulk(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges of the strips and tiles of every page of a TIFF."""
+    import tifffile
+
+    out = []
+    try:
+        with tifffile.TiffFile(path) as tf:
+            for page in tf.pages:
+                for off, cnt in zip(page.dataoffsets, page.databytecounts, strict=False):
+                    if cnt:
+                        out.append((int(off), int(off) + int(cnt)))
+    except Exception:  # noqa: BLE001 - unreadable: searched in full, reported by tiff-open
+        return []
+    return out
 
 
 def _dicom_values(ds) -> Iterable[tuple[str, bytes]]:

@@ -9,7 +9,7 @@ around it are not letters or digits). UTF-16 (both byte orders) is searched on r
 
 from __future__ import annotations
 
-import gzip
+import bisect
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +20,8 @@ from .identity import Term
 
 _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 CHUNK = 16 << 20
+#: Shortest hit (bytes) reported inside bulk binary data.
+BULK_MIN_BYTES = 8
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Hit:
     term: Term
     offset: int
     encoding: str = "utf-8"
+    nbytes: int = 0
+    bounded: bool = True  # not part of a longer word or number
 
 
 class Matcher:
@@ -77,23 +81,27 @@ class Matcher:
                 yield idx, i
                 i = low.find(pat, i + 1)
 
-    def find(self, data: bytes, base: int = 0) -> list[Hit]:
-        """Whole-word hits of the terms in ``data`` (``base`` is added to the offsets)."""
+    def find(self, data: bytes, base: int = 0, *, unbounded: bool = False) -> list[Hit]:
+        """Whole-word hits of the terms in ``data`` (``base`` is added to the offsets);
+        ``unbounded`` also returns hits inside longer words (``bounded=False``), for binary
+        data where neighbouring bytes are no text."""
         if not self.patterns or not data:
             return []
         low = bytes(data).lower()
         hits = []
         for idx, start in self._candidates(low):
             pat, term, enc, unit = self.patterns[idx]
-            if _boundary(low, start, start + len(pat), enc, unit):
-                hits.append(Hit(term, base + start, enc))
+            bounded = _boundary(low, start, start + len(pat), enc, unit)
+            if bounded or unbounded:
+                hits.append(Hit(term, base + start, enc, len(pat), bounded))
         return hits
 
     def find_text(self, text: str) -> list[Hit]:
         """Hits in a decoded text value (searched as UTF-8)."""
         return self.find(text.encode("utf-8", "surrogateescape"))
 
-    def scan_stream(self, fh: BinaryIO, *, limit: int | None = None) -> list[Hit]:
+    def scan_stream(self, fh: BinaryIO, *, limit: int | None = None,
+                    unbounded: bool = False) -> list[Hit]:
         """Search a stream in overlapping chunks; ``limit`` bytes at most."""
         if not self.patterns:
             return []
@@ -107,24 +115,33 @@ class Matcher:
                 break
             buf = tail + chunk
             base = pos - len(tail)
-            for h in self.find(buf, base):
+            for h in self.find(buf, base, unbounded=unbounded):
                 hits.setdefault((h.term.text, h.offset, h.encoding), h)
             pos += len(chunk)
             tail = buf[-overlap:]
         return sorted(hits.values(), key=lambda h: h.offset)
 
-    def scan_file(self, path: str | os.PathLike) -> list[Hit]:
-        """Search the raw bytes of a file; ``.gz`` files are searched decompressed too."""
-        p = Path(path)
-        with open(p, "rb") as fh:
-            hits = self.scan_stream(fh)
-        if p.name.lower().endswith(".gz"):
-            try:
-                with gzip.open(p, "rb") as fh:
-                    hits += self.scan_stream(fh)
-            except (OSError, EOFError):
-                pass  # a damaged archive is reported by the format check
-        return hits
+    def scan_file(self, path: str | os.PathLike, *, unbounded: bool = False) -> list[Hit]:
+        """Search the raw bytes of a file."""
+        with open(Path(path), "rb") as fh:
+            return self.scan_stream(fh, unbounded=unbounded)
+
+
+def drop_chance_hits(hits: list[Hit], bulk: list[tuple[int, int]],
+                     min_bytes: int = BULK_MIN_BYTES) -> list[Hit]:
+    """Hits inside bulk binary ranges (pixel data, tiles, voxels, compressed streams) are
+    kept only when at least ``min_bytes`` long, whatever the bytes around them: a short
+    word turns up there by chance (4 letters: about once per term and gigabyte of
+    noise-like data), a long one does not. Outside them only whole-word hits count."""
+    bulk = sorted(bulk)
+    starts = [b[0] for b in bulk]
+    kept = []
+    for h in hits:
+        i = bisect.bisect_right(starts, h.offset) - 1
+        inside = i >= 0 and bulk[i][0] <= h.offset < bulk[i][1]
+        if (h.nbytes >= min_bytes) if inside else h.bounded:
+            kept.append(h)
+    return kept
 
 
 def _boundary(low: bytes, start: int, end: int, enc: str, unit: int) -> bool:

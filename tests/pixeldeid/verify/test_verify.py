@@ -241,3 +241,25 @@ def test_unknown_ocr_engine_is_a_usage_error(ct_release, capsys):
     rc = main(["verify", str(ct_release.out), "--against", str(ct_release.src), "--ocr",
                "rapidocer", "--no-progress"])
     assert rc == 2 and "did you mean 'rapidocr'" in capsys.readouterr().err
+
+
+def test_short_words_in_pixel_data_are_chance_long_ones_are_not(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    ds = image_dataset("SUBJ_001", "SUBJ_001", modality="CT", seed=9)
+    px = bytearray(ds.PixelData)
+    part = p.given.lower()[:4].encode()  # 4 noise-like pixel values that spell a name part
+    px[100:100 + len(part)] = part
+    ds.PixelData = bytes(px)
+    save(ds, out / "px.dcm")
+    extra = [IdentityValue("name", p.given.lower()[:4])]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    assert r.clean, [f.line() for f in r.findings]
+    full = p.name.encode()  # the whole name in the pixel bytes is no accident
+    px[2000:2000 + len(full)] = full
+    ds.PixelData = bytes(px)
+    save(ds, out / "px.dcm")
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    assert {(f.file, f.check, f.kind) for f in r.findings} == {("px.dcm", "raw-bytes", "name")}
