@@ -220,9 +220,8 @@ def make_us_cine(n_frames: int = 12, rows: int = 480, columns: int = 640, *,
     texts: list[SynthText] = []
     for kind, text, label, x0, y0, fi, sz, col in items:
         draw.text((x0, y0), text, font=_font(fi, sz), fill=col)
-        bx = draw.textbbox((x0, y0), text, font=_font(fi, sz))
-        texts.append(SynthText(TextBox(int(bx[0]), int(bx[1]), int(bx[2]), int(bx[3]), text=text,
-                                       label=label, source="synth"), kind))
+        bx = _ink_box(text, (x0, y0), _font(fi, sz), rows, columns)
+        texts.append(SynthText(TextBox(*bx, text=text, label=label, source="synth"), kind))
     # a depth scale: tick marks beside the sector (not text)
     for k in range(8):
         yy = int(apex[1] + r1 * k / 8)
@@ -238,8 +237,9 @@ def make_us_cine(n_frames: int = 12, rows: int = 480, columns: int = 640, *,
         d = ImageDraw.Draw(im)
         text = _clock_text(study, sec, style)
         d.text(clock_xy, text, font=_font(clock_font, clock_size), fill=(255, 255, 255))
-        clocks.append(np.asarray(im))
-        clock_boxes.append(d.textbbox(clock_xy, text, font=_font(clock_font, clock_size)))
+        arr = np.asarray(im)
+        clocks.append(arr)
+        clock_boxes.append(_mask_box(arr.max(axis=2) > 0))
     cb = (min(b[0] for b in clock_boxes), min(b[1] for b in clock_boxes),
           max(b[2] for b in clock_boxes), max(b[3] for b in clock_boxes))
     texts.append(SynthText(TextBox(int(cb[0]), int(cb[1]), int(cb[2]), int(cb[3]),
@@ -279,6 +279,25 @@ def make_us_cine(n_frames: int = 12, rows: int = 480, columns: int = 640, *,
     identity = {"name": f"{family}^{given}", "mrn": mrn, "dob": dob, "study_date": study,
                 "institution": inst}
     return SynthUltrasound(ds, texts, identity, sector_box, clock_frames)
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _ink_box(text: str, xy: tuple[int, int], font, rows: int, columns: int
+             ) -> tuple[int, int, int, int]:
+    """The exact box of the pixels ``text`` inks (x1/y1 exclusive)."""
+    from PIL import Image, ImageDraw
+
+    bx = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(xy, text, font=font)
+    x0, y0 = max(0, int(bx[0]) - 2), max(0, int(bx[1]) - 2)
+    x1, y1 = min(columns, int(bx[2]) + 2), min(rows, int(bx[3]) + 2)
+    im = Image.new("L", (x1 - x0, y1 - y0))
+    ImageDraw.Draw(im).text((xy[0] - x0, xy[1] - y0), text, font=font, fill=255)
+    bx0, by0, bx1, by1 = _mask_box(np.asarray(im) > 0)
+    return x0 + bx0, y0 + by0, x0 + bx1, y0 + by1
 
 
 def make_us_frame(rows: int = 480, columns: int = 640, **kwargs: object) -> SynthUltrasound:
@@ -347,7 +366,7 @@ def _dataset(frames: np.ndarray, photometric: str, n_frames: int,
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.PixelData = np.ascontiguousarray(frames[..., 0]).tobytes()
+        ds.PixelData = np.ascontiguousarray(frames.max(axis=-1)).tobytes()  # text of any colour stays bright
     elif photometric == "RGB":
         ds.SamplesPerPixel = 3
         ds.PhotometricInterpretation = "RGB"
