@@ -28,8 +28,7 @@ NOT_FREE_TEXT = frozenset({
     "PatientID", "PatientName", "ClinicalTrialSubjectID", "DeidentificationMethod",
     "ImplementationVersionName", "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion",
     "LongCodeValue", "URNCodeValue", "MappingResource", "ContextIdentifier",
-    "PrivateCreator", "SpecificCharacterSet", "TimezoneOffsetFromUTC", "ContextGroupVersion",
-    "SoftwareVersions", "DeviceSerialNumber", "StationName", "SourceApplicationEntityTitle"})
+    "PrivateCreator", "SpecificCharacterSet", "TimezoneOffsetFromUTC", "ContextGroupVersion"})
 #: Defacing QC folder of ``pixeldeid deface --qc`` (defacing.batch.QC_DIRNAME).
 DEFACE_QC_DIRNAME = "qc"
 

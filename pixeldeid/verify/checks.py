@@ -257,7 +257,8 @@ class _Verifier:
                                       "give --no-dciodvfy to skip")
             return
         item = self.item_for(path)
-        src = item.src if item is not None and item.kind == "dicom" else None
+        # a series item is compared with its first source file (same series, same IOD)
+        src = item.src if item is not None and item.kind in ("dicom", "dicom-series") else None
         if src and Path(src).is_file():
             errors = dciodvfy.new_errors(src, path)
         else:
