@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import logging
 import os
 import zipfile
@@ -63,6 +64,8 @@ class VerifyResult:
     ocr_verified: list[str] = field(default_factory=list)
     values: dict[str, int] = field(default_factory=dict)
     ocr_required: bool = True
+    #: file -> identity kinds not searched there because the release keeps them on purpose
+    retained_kinds: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -78,7 +81,7 @@ class VerifyResult:
                 "values_by_kind": self.values,
                 "findings": [asdict(f) for f in self.findings],
                 "not_ocr_verified": [{"file": f, "reason": r} for f, r in self.not_ocr_verified],
-                "ocr_verified": self.ocr_verified}
+                "ocr_verified": self.ocr_verified, "retained_kinds": self.retained_kinds}
 
 
 def _what(h: Hit, where: str, count: int = 1) -> str:
@@ -149,6 +152,15 @@ class _Verifier:
         self._engine = None
         self._engine_error: str | None = None
         self.dciodvfy = dciodvfy
+        # identity kinds a release keeps on purpose (Retain Institution Identity Option)
+        self.retained: set[str] = set()
+        try:
+            opts = json.loads(ledger.meta().get("options") or "[]")
+        except ValueError:
+            opts = []
+        if "retain-institution-identity" in opts:
+            self.retained.add("institution")
+        self._retained: set[str] = set()
         self._source_errors: Counter | None = None
         self.result = VerifyResult(str(out), ocr_required=ocr is not None)
 
@@ -160,6 +172,8 @@ class _Verifier:
         """One finding per (kind, length, encoding), counting the places."""
         groups: dict[tuple, list[Hit]] = {}
         for h in hits:
+            if h.term.kind in self._retained:
+                continue
             groups.setdefault((h.term.kind, h.term.length, h.encoding), []).append(h)
         for (kind, length, _enc), hs in groups.items():
             offsets = sorted({h.offset for h in hs})
@@ -180,6 +194,11 @@ class _Verifier:
     def check_file(self, path: Path) -> None:
         rel = path.relative_to(self.out).as_posix()
         kind = file_kind(path)
+        self._retained = set(self.retained)
+        if kind == "dicom" and _retains_institution(path):
+            self._retained.add("institution")
+        if self._retained:
+            self.result.retained_kinds[rel] = sorted(self._retained)
         try:
             self.check_raw(path, rel, kind)
         except OSError as exc:
@@ -336,7 +355,8 @@ class _Verifier:
                                          f"pixels of {where}", "ocr", len(t))
             if any_text_is_finding and texts:
                 self.add(rel, "ocr", f"{len(texts)} text line(s) readable in {where}")
-        self.result.ocr_verified.append(rel)
+        if rel not in self.result.ocr_verified:
+            self.result.ocr_verified.append(rel)
 
     # NIfTI ------------------------------------------------------------------------
     def check_nifti(self, path: Path, rel: str) -> None:
@@ -466,6 +486,23 @@ class _Verifier:
         if head[128:132] == b"DICM" and info.file_size <= _ZIP_PARSE_LIMIT:
             bulk = _dicom_bulk(io.BytesIO(zf.read(info)), info.file_size)
         return drop_chance_hits(hits, bulk)
+
+
+#: De-identification Method code of the Retain Institution Identity Option (CID 7050).
+RETAIN_INSTITUTION_CODE = "113112"
+
+
+def _retains_institution(path: Path) -> bool:
+    """Whether a DICOM output says it kept institution identity on purpose."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                             specific_tags=["DeidentificationMethodCodeSequence"])
+        seq = ds.get("DeidentificationMethodCodeSequence") or []
+        return any(str(it.get("CodeValue", "")) == RETAIN_INSTITUTION_CODE for it in seq)
+    except Exception:  # noqa: BLE001 - unreadable: nothing is retained
+        return False
 
 
 _END = 1 << 62

@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         print(printable(f.line()))
     for rel, why in result.not_ocr_verified:
         print(printable(f"{rel}: [ocr] not OCR-verified: {why}"))
+    kept = sorted({k for ks in result.retained_kinds.values() for k in ks})
+    if kept:
+        print(f"note: {', '.join(kept)} values not searched in {len(result.retained_kinds)} "
+              f"file(s): the release keeps them (Retain Institution Identity Option)")
     if args.json:
         write_bytes_atomic(args.json, json.dumps(result.to_json(), indent=2).encode("utf-8"))
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.values.items()))

@@ -263,3 +263,20 @@ def test_short_words_in_pixel_data_are_chance_long_ones_are_not(ct_release, tmp_
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
                       extra_values=extra)
     assert {(f.file, f.check, f.kind) for f in r.findings} == {("px.dcm", "raw-bytes", "name")}
+
+
+def test_retained_institution_identity_is_not_a_finding(ct_release, tmp_path):
+    from pixeldeid.api import Deidentifier
+
+    out = copy_release(ct_release, tmp_path / "out")
+    a, b = _outputs(out)
+    for target in (a, b):
+        ds = pydicom.dcmread(target)
+        ds.InstitutionName = ct_release.patients[0].institution
+        if target == a:  # kept on purpose, and the file says so
+            Deidentifier.add_method_code(ds, "retain-institution-identity")
+        ds.save_as(target)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert {f.file for f in r.findings} == {b.name}
+    assert {f.kind for f in r.findings} == {"institution"}
+    assert r.retained_kinds == {a.name: ["institution"]}
