@@ -1,0 +1,159 @@
+"""The burned-in text stage on synthetic ultrasound with exact ground truth (rapidocr)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from pixeldeid.burnedin.frames import PixelFrames
+from pixeldeid.burnedin.synth import make_us_cine, make_us_frame
+from pixeldeid.errors import DeidError
+
+pytest.importorskip("rapidocr_onnxruntime")
+
+from pixeldeid.burnedin.classify import IdentityValues  # noqa: E402
+from pixeldeid.burnedin.stage import BurnedInStage, PixelSettings, at_risk  # noqa: E402
+
+
+def stage(policy: str = "phi-only", **kw) -> BurnedInStage:
+    kw.setdefault("ocr", "rapidocr")
+    return BurnedInStage(PixelSettings(policy=policy, device="cpu", **kw))
+
+
+def run(us, policy: str = "phi-only", **kw):
+    ds = copy.deepcopy(us.dataset)
+    result = stage(policy, **kw).process(ds, IdentityValues.from_dataset(ds), "synthetic.dcm")
+    return ds, result
+
+
+def is_black(frames: np.ndarray, box) -> bool:
+    return int(frames[:, box.y0:box.y1, box.x0:box.x1].max()) <= 8
+
+
+def ink(frames: np.ndarray, box) -> int:
+    return int((frames[:, box.y0:box.y1, box.x0:box.x1].max(axis=-1) > 100).sum())
+
+
+@pytest.fixture(scope="module")
+def cine():
+    return make_us_cine(n_frames=16, rows=480, columns=640, clock_every=5, seed=7)
+
+
+@pytest.fixture(scope="module")
+def phi_only(cine):
+    return run(cine, "phi-only")
+
+
+def test_phi_only_removes_every_identity_box_in_every_frame(cine, phi_only):
+    ds, result = phi_only
+    after = PixelFrames(ds).display()
+    missed = [t.kind for t in cine.texts if t.box.label == "identity"
+              and not is_black(after, t.box)]
+    assert missed == []                       # recall of identity boxes: 100 %
+    assert result.redacted and result.verified and result.method == "native"
+    assert ds.BurnedInAnnotation == "NO"
+    assert result.frames_read[0] == 0 and len(result.frames_read) < 16
+
+
+def test_phi_only_keeps_the_safe_annotations(cine, phi_only):
+    ds, _ = phi_only
+    before = cine.dataset.pixel_array
+    after = PixelFrames(ds).display()
+    for t in cine.texts:
+        if t.box.label == "safe":
+            assert ink(after, t.box) == ink(before, t.box) > 0, t.box.text
+    # the image itself is untouched: the sector pixels did not change
+    x0, y0, x1, y1 = cine.sector
+    assert np.array_equal(after[:, y0 + 40:y1 - 20, x0 + 60:x1 - 60],
+                          before[:, y0 + 40:y1 - 20, x0 + 60:x1 - 60])
+
+
+def test_result_json_holds_no_identity(cine, phi_only):
+    _, result = phi_only
+    text = json.dumps(result.to_json())
+    for value in cine.identity.values():
+        for word in value.replace("^", " ").split():
+            assert word not in text
+    assert any(b["label"] == "safe" and b["text"] for b in result.to_json()["boxes"])
+
+
+def test_all_text_on_jpeg_baseline_removes_safe_text_too():
+    us = make_us_frame(rows=480, columns=640, photometric="YBR_FULL_422", seed=8)
+    ds, result = run(us, "all-text")
+    after = PixelFrames(ds).display()
+    assert result.method == "dct" and result.verified
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    for t in us.texts:
+        assert ink(after, t.box) == 0, t.kind
+
+
+def test_template_policy_keeps_only_the_ultrasound_region(cine):
+    ds, result = run(cine, "template")
+    after = PixelFrames(ds).display()
+    x0, y0, x1, y1 = cine.sector
+    outside = np.ones(after.shape[1:3], bool)
+    outside[y0:y1, x0:x1] = False
+    assert after[:, outside].max() == 0
+    assert result.templates == ["ultrasound-regions"] and result.verified
+    assert all(b.source == "us-regions" for b in result.boxes)
+
+
+def test_us_without_ocr_or_template_is_refused(cine):
+    ds = copy.deepcopy(cine.dataset)
+    with pytest.raises(DeidError, match="no OCR engine .* no matching template"):
+        stage("auto", ocr="none").process(ds, IdentityValues.from_dataset(ds), "x.dcm")
+    assert ds.PixelData == cine.dataset.PixelData
+
+
+def test_image_not_at_risk_without_ocr_is_left_unchecked():
+    us = make_us_frame(rows=240, columns=320, photometric="MONOCHROME2", seed=4)
+    ds = copy.deepcopy(us.dataset)
+    ds.Modality = "CT"
+    del ds.BurnedInAnnotation
+    assert at_risk(ds) is None and at_risk(us.dataset) == "modality US"
+    result = stage("auto", ocr="none").process(ds, IdentityValues.from_dataset(ds))
+    assert result.method == "unchecked" and not result.verified
+    assert ds.PixelData == us.dataset.PixelData and "BurnedInAnnotation" not in ds
+
+
+def test_identity_on_a_ct_like_slice_is_found_cheaply():
+    us = make_us_frame(rows=480, columns=640, photometric="MONOCHROME2", seed=12)
+    ds = copy.deepcopy(us.dataset)
+    ds.Modality = "CT"
+    del ds.BurnedInAnnotation
+    result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
+    after = PixelFrames(ds).display()
+    assert result.frames_read == [0] and result.verified
+    for kind in ("name", "mrn"):
+        box = next(t.box for t in us.texts if t.kind == kind)
+        assert is_black(after, box), kind
+
+
+def test_a_redaction_that_did_not_land_is_quarantined(cine, monkeypatch):
+    """The written pixels are checked: a redaction that changed nothing fails closed."""
+    import pixeldeid.burnedin.stage as stage_mod
+    from pixeldeid.burnedin.redact import RedactReport
+
+    def no_op(ds, boxes, device="cpu"):
+        return RedactReport("native", "", "", 1, len(boxes))
+
+    monkeypatch.setattr(stage_mod, "redact_dataset", no_op)
+    one = make_us_frame(rows=480, columns=640, seed=7)
+    ds = copy.deepcopy(one.dataset)
+    with pytest.raises(DeidError, match="not black"):
+        stage("phi-only").process(ds, IdentityValues.from_dataset(ds), "x.dcm")
+    assert "BurnedInAnnotation" in ds and ds.BurnedInAnnotation == "YES"
+
+
+def test_usage_errors_name_the_bad_value():
+    from pixeldeid.errors import ProfileError
+
+    with pytest.raises(ProfileError, match="did you mean 'all-text'"):
+        stage("all_text")
+    with pytest.raises(ProfileError, match="unknown OCR engine"):
+        stage("auto", ocr="rapid")
+    with pytest.raises(ProfileError, match="device"):
+        BurnedInStage(PixelSettings(device="gpu"))
