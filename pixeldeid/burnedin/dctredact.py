@@ -12,12 +12,14 @@ Frames without boxes keep their bytes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import struct
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +92,7 @@ def parse_header(data: bytes) -> JpegHeader:
         if marker == 0xDA:
             scan = data[pos:]
             break
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+        if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)) or marker == 0xF7:
             sof = (marker, seg)
         segments.append((marker, seg))
         pos += 2 + length
@@ -172,12 +174,35 @@ def _segment_qt(head: JpegHeader) -> dict[int, np.ndarray]:
     return tables
 
 
+@contextlib.contextmanager
+def _libjpeg_messages() -> Iterator[list[str]]:
+    """Collect what libjpeg prints on stderr (its warnings, e.g. corrupt data) meanwhile."""
+    out: list[str] = []
+    fd = 2  # C stderr, whatever sys.stderr is now
+    with tempfile.TemporaryFile() as sink:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        saved = os.dup(fd)
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            out.extend(line for line in sink.read().decode("utf-8", "replace").splitlines()
+                       if line.strip())
+
+
 def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = "",
-                      tmpdir: str | None = None) -> tuple[bytes, int]:
+                      tmpdir: str | None = None,
+                      geometry: tuple[int, int, int] | None = None) -> tuple[bytes, int]:
     """Black out the MCUs that ``boxes`` touch in one JPEG frame; returns (bytes, changed blocks).
 
     The result keeps the original header segments except the Huffman tables and restart
-    interval, which come with the new (optimised) scan.
+    interval, which come with the new (optimised) scan. ``geometry`` (rows, columns,
+    samples) is checked against the frame header before libjpeg sees the frame; a frame
+    libjpeg warns about (corrupt or truncated data) is refused rather than repaired.
     """
     try:
         import jpeglib
@@ -187,6 +212,11 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
     if head.sof_marker not in _SOF_DCT_8BIT or head.precision != 8:
         raise InputError(f"JPEG frame SOF 0xFF{head.sof_marker:02X} with {head.precision}-bit "
                          "samples is not 8-bit Huffman sequential")
+    if geometry is not None and (head.height, head.width, len(head.components)) != geometry:
+        raise InputError(f"JPEG frame is {head.height}x{head.width}x{len(head.components)}, "
+                         f"the dataset says {geometry[0]}x{geometry[1]}x{geometry[2]}")
+    if not any(m == 0xDB for m, _ in head.segments):
+        raise InputError("JPEG frame has no quantisation table")
     if not head.scan.rstrip(b"\0").endswith(b"\xff\xd9"):
         raise InputError("JPEG frame does not end with EOI (truncated?)")
     rgb = _rgb_coded(head, photometric)
@@ -197,9 +227,15 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
     try:
         with open(src, "wb") as fh:
             fh.write(data)
-        jpeg = jpeglib.read_dct(src)
-        names = ["Y", "Cb", "Cr"][:len(head.components)]
-        arrays = [np.array(getattr(jpeg, n)) for n in names]
+        with _libjpeg_messages() as messages:
+            try:
+                jpeg = jpeglib.read_dct(src)
+                names = ["Y", "Cb", "Cr"][:len(head.components)]
+                arrays = [np.array(getattr(jpeg, n)) for n in names]
+            except (OSError, RuntimeError, ValueError, TypeError) as exc:
+                raise InputError(f"libjpeg cannot read the JPEG frame: {exc}") from exc
+        if messages:
+            raise InputError(f"JPEG frame is damaged (libjpeg: {messages[0][:120]})")
         before = [a.copy() for a in arrays]
         for box in boxes:
             for k, (by0, by1, bx0, bx1) in enumerate(_mcu_ranges(box, head)):
@@ -212,7 +248,13 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
         changed = sum(int(np.any(a != b, axis=(2, 3)).sum()) for a, b in zip(arrays, before, strict=True))
         for n, a in zip(names, arrays, strict=True):
             setattr(jpeg, n, a)
-        jpeg.write_dct(dst, flags=["+OPTIMIZE_CODING"])
+        with _libjpeg_messages() as messages:
+            try:
+                jpeg.write_dct(dst, flags=["+OPTIMIZE_CODING"])
+            except (OSError, RuntimeError, ValueError, TypeError) as exc:
+                raise InputError(f"libjpeg cannot write the JPEG frame: {exc}") from exc
+        if messages:
+            raise InputError(f"JPEG frame rewrite failed (libjpeg: {messages[0][:120]})")
         with open(dst, "rb") as fh:
             written = fh.read()
     finally:
@@ -266,7 +308,8 @@ def redact_jpeg_dataset(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox]):
         for i in touched:
             mine = [b for b in boxes if b.frame is None or b.frame == i]
             try:
-                frames[i], n = redact_jpeg_frame(frames[i], mine, pf.photometric, tmp)
+                frames[i], n = redact_jpeg_frame(frames[i], mine, pf.photometric, tmp,
+                                                 (pf.rows, pf.columns, pf.samples))
             except InputError as exc:
                 raise InputError(f"frame {i}: {exc.reason}", pf.path) from exc
             changed += n

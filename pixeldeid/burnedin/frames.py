@@ -22,6 +22,10 @@ __all__ = ["PixelFrames", "NATIVE_SYNTAXES", "PHOTOMETRICS", "native_view", "bla
 
 logger = logging.getLogger(__name__)
 
+JPEG_FAMILY = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+})
 NATIVE_SYNTAXES = frozenset({
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
 })
@@ -115,6 +119,44 @@ class PixelFrames:
             raise InputError(f"frame index {bad[0]} out of range (0..{self.n_frames - 1})", self.path)
         return out
 
+    def check_frame_headers(self, indices: Sequence[int] | None = None) -> None:
+        """Refuse JPEG-family frames whose header disagrees with the dataset's geometry.
+
+        Decoders can hang or exhaust memory on such frames (e.g. a zero height), so they
+        are checked before any decoding.
+
+        Raises
+        ------
+        InputError
+            A frame that is missing, not a JPEG stream, or of another size/sample count.
+        """
+        if self.transfer_syntax not in JPEG_FAMILY:
+            return
+        from pydicom.encaps import generate_frames
+
+        from pixeldeid.burnedin.dctredact import parse_header
+
+        wanted = set(self._indices(indices))
+        try:
+            for i, frame in enumerate(generate_frames(self.ds.PixelData,
+                                                      number_of_frames=self.n_frames)):
+                if i in wanted:
+                    head = parse_header(frame)
+                    got = (head.height, head.width, len(head.components))
+                    if got != (self.rows, self.columns, self.samples):
+                        raise InputError(f"JPEG frame {i} is {got[0]}x{got[1]}x{got[2]}, the "
+                                         f"dataset says {self.rows}x{self.columns}x"
+                                         f"{self.samples}", self.path)
+                    wanted.discard(i)
+                if not wanted:
+                    break
+        except InputError as exc:
+            raise InputError(exc.reason, self.path) from None
+        except (ValueError, KeyError, StopIteration) as exc:
+            raise InputError(f"encapsulated frames unreadable: {exc}", self.path) from exc
+        if wanted:
+            raise InputError(f"frame {min(wanted)} missing from the encapsulated data", self.path)
+
     def decode(self, indices: Sequence[int] | None = None, *, as_rgb: bool = True) -> np.ndarray:
         """Decoded stored values, ``(n, rows, cols[, 3])``; YBR converted to RGB when ``as_rgb``.
 
@@ -123,6 +165,7 @@ class PixelFrames:
         from pydicom.pixels import get_decoder
 
         idx = self._indices(indices)
+        self.check_frame_headers(idx)
         try:
             decoder = get_decoder(self.transfer_syntax)
         except NotImplementedError as exc:

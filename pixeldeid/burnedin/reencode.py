@@ -134,6 +134,7 @@ def _reencode(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox], device: st
                          pf.path)
     decoder = get_decoder(ts)
     touched = frames_touched(boxes, pf.n_frames)
+    pf.check_frame_headers(touched)
     dev = None if device in ("cpu", "auto", None) else device
     stored_all = None
     if pf.signed and pf.photometric.startswith("MONO"):
@@ -171,6 +172,7 @@ def _decompress(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox], device: 
     from pixeldeid.burnedin.redact import _redact_native
 
     ts = pf.transfer_syntax
+    pf.check_frame_headers()
     try:
         ds.decompress(as_rgb=True, generate_instance_uid=False)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input

@@ -271,3 +271,39 @@ def test_parse_header_rejects_non_jpeg():
         parse_header(b"\x00\x00\x00\x0c jP  \r\n")
     with pytest.raises(InputError):
         parse_header(b"\xff\xd8\xff\xe0\x00\x10JFIF")
+
+
+def _damaged(kind: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_colour_image(64, 64, seed=4)).save(buf, format="JPEG", quality=95)
+    b = bytearray(buf.getvalue())
+    if kind == "zero-height":  # decoders may hang on it: refused before any decoding
+        i = b.find(b"\xff\xc0")
+        b[i + 5:i + 7] = b"\0\0"
+    elif kind == "cut-scan":  # libjpeg would fill the missing blocks and only warn
+        sos = b.find(b"\xff\xda")
+        b = b[:sos + (len(b) - sos) // 2] + b"\xff\xd9"
+    elif kind == "bad-huffman":
+        i = b.find(b"\xff\xc4")
+        b[i + 4:i + 20] = b"\xff" * 16
+    return bytes(b)
+
+
+@pytest.mark.parametrize("kind", ["zero-height", "cut-scan", "bad-huffman"])
+def test_damaged_frames_are_refused_not_repaired(kind):
+    good = _damaged("none")
+    ds = _jpeg_dataset([good, _damaged(kind)], 64, 64, "YBR_FULL_422")
+    pixel_data = ds.PixelData
+    with pytest.raises(InputError):
+        redact_dataset(ds, [TextBox(0, 0, 16, 16)])
+    assert ds.PixelData == pixel_data
+    if kind == "zero-height":
+        with pytest.raises(InputError, match="dataset says"):
+            PixelFrames(ds).display([1])
+    # a box only on the good frame leaves the damaged one alone (its bytes are kept)
+    redact_dataset(ds, [TextBox(0, 0, 16, 16, frame=0)])
+    before = list(generate_frames(pixel_data, number_of_frames=2))
+    after = list(generate_frames(ds.PixelData, number_of_frames=2))
+    assert after[0] != before[0] and after[1] == before[1]
