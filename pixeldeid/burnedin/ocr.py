@@ -123,9 +123,10 @@ class RapidOcrEngine(OcrEngine):
     extra = "ocr"
     module = "rapidocr_onnxruntime"
     #: frames whose longer side is below this are upscaled (integer factor) before reading
-    min_long_side = 640
-    #: detector input: the shorter side is scaled to at least this many pixels
-    det_limit = 736
+    min_long_side = 800
+    #: detector resizing: 'max' keeps frames up to 1500 px as they are (only larger ones shrink)
+    det_limit = 1024
+    det_limit_type = "max"
     #: detector pixel threshold, box score threshold, recogniser score threshold
     det_thresh = 0.2
     box_thresh = 0.4
@@ -147,7 +148,7 @@ class RapidOcrEngine(OcrEngine):
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
         self._ocr = RapidOCR(
             det_use_cuda=use_cuda, cls_use_cuda=use_cuda, rec_use_cuda=use_cuda,
-            det_limit_side_len=self.det_limit, det_limit_type="min",
+            det_limit_side_len=self.det_limit, det_limit_type=self.det_limit_type,
             det_thresh=self.det_thresh, det_box_thresh=self.box_thresh,
             text_score=self.text_score,
         )
@@ -286,7 +287,10 @@ class TesseractEngine(OcrEngine):
                                          output_type=pytesseract.Output.DICT)
         lines: dict[tuple[int, int, int], list[int]] = {}
         for i, word in enumerate(data["text"]):
-            if str(word).strip() and float(data["conf"][i]) >= 0:
+            word, conf = str(word).strip(), float(data["conf"][i])
+            # drop what Tesseract "reads" in speckle: no letter or digit, or a shaky 1-2 chars
+            alnum = sum(c.isalnum() for c in word)
+            if alnum and (conf >= 30 or alnum >= 3):
                 key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
                 lines.setdefault(key, []).append(i)
         out = []
