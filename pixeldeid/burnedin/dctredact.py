@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -174,9 +175,19 @@ def _segment_qt(head: JpegHeader) -> dict[int, np.ndarray]:
     return tables
 
 
+# libjpeg's warnings about damaged data (jerror.h JWRN_*); harmless ones (JFIF revision,
+# thumbnail size) are not damage
+_DAMAGE = re.compile(r"^(Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters"
+                     r"|Inconsistent progression|Huffman table 0x[0-9a-f]+ was not defined)")
+
+
 @contextlib.contextmanager
-def _libjpeg_messages() -> Iterator[list[str]]:
-    """Collect what libjpeg prints on stderr (its warnings, e.g. corrupt data) meanwhile."""
+def _libjpeg_damage() -> Iterator[list[str]]:
+    """Collect libjpeg's damaged-data warnings (printed on the C stderr) meanwhile.
+
+    Anything else written to the process stderr meanwhile (another thread's log) is
+    written back after the block.
+    """
     out: list[str] = []
     fd = 2  # C stderr, whatever sys.stderr is now
     with tempfile.TemporaryFile() as sink:
@@ -190,8 +201,11 @@ def _libjpeg_messages() -> Iterator[list[str]]:
             os.dup2(saved, fd)
             os.close(saved)
             sink.seek(0)
-            out.extend(line for line in sink.read().decode("utf-8", "replace").splitlines()
-                       if line.strip())
+            other = []
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                (out if _DAMAGE.match(line.strip()) else other).append(line)
+            if any(x.strip() for x in other):
+                os.write(fd, ("\n".join(other) + "\n").encode())
 
 
 def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = "",
@@ -227,7 +241,7 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
     try:
         with open(src, "wb") as fh:
             fh.write(data)
-        with _libjpeg_messages() as messages:
+        with _libjpeg_damage() as messages:
             try:
                 jpeg = jpeglib.read_dct(src)
                 names = ["Y", "Cb", "Cr"][:len(head.components)]
@@ -248,7 +262,7 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
         changed = sum(int(np.any(a != b, axis=(2, 3)).sum()) for a, b in zip(arrays, before, strict=True))
         for n, a in zip(names, arrays, strict=True):
             setattr(jpeg, n, a)
-        with _libjpeg_messages() as messages:
+        with _libjpeg_damage() as messages:
             try:
                 jpeg.write_dct(dst, flags=["+OPTIMIZE_CODING"])
             except (OSError, RuntimeError, ValueError, TypeError) as exc:
