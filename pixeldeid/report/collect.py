@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..api import MEDIA_DIRECTORY_SOP_CLASS
 from ..quarantine import QUARANTINE_DIRNAME
 from ..verify.checks import file_kind, iter_outputs
 from ..verify.ledger import LedgerItem, RunLedger
@@ -178,7 +179,7 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     _deface(data, items, artifacts, out, images)
     _slides(data, items, artifacts, headers, out, images)
     _retained(data, headers, items)
-    rows = [(h["patient"], h["qi"]) for h in headers if h.get("kind") == "dicom"]
+    rows = [(h["patient"], h["qi"]) for h in headers if h.get("kind") == "dicom" and h["patient"]]
     # patients released without DICOM headers (slides, NIfTI) are records with nothing retained
     rows += [(it.patient, {}) for it in items if it.status == "done" and it.patient]
     recs = patient_records(rows)
@@ -207,6 +208,11 @@ def _read_outputs(out: Path, files: list[Path], progress) -> list[dict]:
                 ds = pydicom.dcmread(p, force=True, defer_size="4 KB")
             except Exception as exc:  # noqa: BLE001 - shown as unreadable
                 row["error"] = type(exc).__name__
+                rows.append(row)
+                continue
+            if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == \
+                    MEDIA_DIRECTORY_SOP_CLASS:
+                row["kind"] = "dicomdir"  # an index of the release, not an image
                 rows.append(row)
                 continue
             row["modality"] = str(ds.get("Modality", "") or "")
