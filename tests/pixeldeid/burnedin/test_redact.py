@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydicom import dcmread as read_file
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -157,18 +158,22 @@ SYNTHETIC = {
 }
 
 
-@pytest.mark.parametrize("case,method", COMPRESSED, ids=[c for c, _ in COMPRESSED])
-def test_compressed_round_trip(case, method):
+def build(case: str):
+    """A pydicom-data file by name, or a synthetic compressed dataset."""
     if case == "ljpeg-4.57":
         pytest.importorskip("imagecodecs")
-        ds = _lossless_ljpeg_dataset()
-    elif case == "jpegls-near-lossless":
-        ds = _compressed(JPEGLSNearLossless)
-    elif case in SYNTHETIC:
+        return _lossless_ljpeg_dataset()
+    if case == "jpegls-near-lossless":
+        return _compressed(JPEGLSNearLossless)
+    if case in SYNTHETIC:
         ts, photometric, kw = SYNTHETIC[case]
-        ds = _compressed(ts, photometric, **kw)
-    else:
-        ds = read(case)
+        return _compressed(ts, photometric, **kw)
+    return read(case)
+
+
+@pytest.mark.parametrize("case,method", COMPRESSED, ids=[c for c, _ in COMPRESSED])
+def test_compressed_round_trip(case, method):
+    ds = build(case)
     pf = PixelFrames(ds)
     ts = pf.transfer_syntax
     before = pf.decode().copy()  # RGB for YBR_* (what a viewer shows)
@@ -195,15 +200,15 @@ def test_compressed_round_trip(case, method):
 
 
 @needs_dciodvfy
-@pytest.mark.parametrize("name", ["US1_J2KR.dcm", "OBXXXX1A_rle.dcm", "US1_J2KI.dcm",
-                                  "US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm"])
-def test_dciodvfy_no_new_errors(name, tmp_path):
-    from tests.pixeldeid.burnedin._pixeldata import pydicom_data
-
-    src = pydicom_data(name)
-    ds = read(name)
+@pytest.mark.parametrize("case", ["US1_J2KR.dcm", "OBXXXX1A_rle.dcm", "US1_J2KI.dcm",
+                                  "US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm", "jpegls-near-lossless",
+                                  "rle-rgb", "ljpeg-4.57", "JPGLosslessP14SV1_1s_1f_8b.dcm"])
+def test_dciodvfy_no_new_errors(case, tmp_path):
+    src = tmp_path / "in.dcm"
+    build(case).save_as(src, enforce_file_format=True)
+    ds = read_file(src)
     redact_dataset(ds, [TextBox(0, 0, 200, 40)])
-    out = tmp_path / name
+    out = tmp_path / "out.dcm"
     ds.save_as(out, enforce_file_format=True)
     assert dciodvfy.new_errors(src, out) == []
 
