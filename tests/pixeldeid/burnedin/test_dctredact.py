@@ -307,3 +307,33 @@ def test_damaged_frames_are_refused_not_repaired(kind):
     before = list(generate_frames(pixel_data, number_of_frames=2))
     after = list(generate_frames(ds.PixelData, number_of_frames=2))
     assert after[0] != before[0] and after[1] == before[1]
+
+
+def test_partial_edge_mcus_deid_data(tmp_path):
+    """456x510 YBR_FULL_422 (deid-data): boxes reaching the right/bottom edge, partial MCUs."""
+    deid_data = pytest.importorskip("deid_data")
+    from pathlib import Path
+
+    src = Path(deid_data.__file__).parent / "data" / "humans" / "ctbrain1.dcm"
+    if not src.is_file():
+        pytest.skip("deid-data has no humans/ctbrain1.dcm")
+    from pydicom import dcmread
+
+    ds = dcmread(src)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    boxes = [TextBox(cols - 23, rows - 11, cols, rows), TextBox(0, 0, 50, 10)]
+    report = redact_dataset(ds, boxes)
+    assert report.method == "dct"
+    new = next(generate_frames(ds.PixelData, number_of_frames=1))
+    before, _ = coefficients(frame, tmp_path, "a.jpg")
+    after, qt = coefficients(new, tmp_path, "b.jpg")
+    factors = [c[1:3] for c in parse_header(frame).components]
+    assert check_blocks(before, after, qt, boxes, factors) == report.changed_blocks
+    shown = PixelFrames(roundtrip(ds)).display()[0]
+    for b in boxes:
+        assert shown[b.y0:b.y1, b.x0:b.x1].max() == 0
+    if dciodvfy.is_available():
+        out = tmp_path / "out.dcm"
+        ds.save_as(out, enforce_file_format=True)
+        assert dciodvfy.new_errors(src, out) == []
