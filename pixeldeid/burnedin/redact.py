@@ -40,7 +40,8 @@ class RedactReport:
     ----------
     method : str
         ``'native'`` (in place), ``'dct'`` (JPEG DCT domain), ``'reencoded'`` (same transfer
-        syntax, lossless) or ``'decompressed'`` (written as Explicit VR Little Endian).
+        syntax, lossless) or ``'decompressed'`` (written as Explicit VR Little Endian);
+        ``'none'`` when no box was left after clipping to compressed frames (nothing written).
     transfer_syntax_in, transfer_syntax_out : str
     frames : int
         Frames changed.
@@ -107,8 +108,9 @@ def redact_frames(frames: Any, boxes: Sequence[TextBox], fill: int | float | Seq
     frame_indices : sequence of int, optional
         The frame number of each position of ``frames`` (default ``0..n-1``).
     device : str, optional
-        ``'cuda'``/``'cpu'``: fill torch tensors there, ``batch`` frames at a time (a numpy
-        input is copied back). None: where the frames are.
+        ``'cuda'`` (or ``'cuda:N'``): fill there with torch, ``batch`` frames at a time (a
+        numpy input is copied back); ``'torch-cpu'``: the same torch code on the CPU (tests);
+        ``'cpu'`` or None: numpy for numpy input, torch tensors where they are.
     """
     n = int(frames.shape[0])
     height, width = int(frames.shape[1]), int(frames.shape[2])
@@ -116,7 +118,8 @@ def redact_frames(frames: Any, boxes: Sequence[TextBox], fill: int | float | Seq
     boxes = [b for b in boxes if b.area > 0]
     if not boxes or n == 0:
         return frames
-    if isinstance(frames, np.ndarray) and (device in (None, "cpu") or not frames.dtype.isnative
+    if isinstance(frames, np.ndarray) and (device in (None, "cpu", "auto")
+                                           or not frames.dtype.isnative
                                            or frames.dtype.kind not in "uib"):
         value = np.asarray(fill, dtype=frames.dtype) if np.ndim(fill) else \
             frames.dtype.type(fill)
@@ -130,7 +133,10 @@ def redact_frames(frames: Any, boxes: Sequence[TextBox], fill: int | float | Seq
             else:
                 frames[:, b.y0:b.y1, b.x0:b.x1] = value
         return frames
-    return _redact_torch(frames, boxes, fill, frame_indices, device, batch)
+    if device in ("cpu", "auto"):
+        device = None
+    return _redact_torch(frames, boxes, fill, frame_indices,
+                         "cpu" if device == "torch-cpu" else device, batch)
 
 
 def _redact_torch(frames: Any, boxes: list[TextBox], fill: Any, frame_indices: Sequence[int] | None,
