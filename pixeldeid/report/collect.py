@@ -70,6 +70,8 @@ class ReportData:
     kanon: KAnonymity | None = None
     kanon_rows: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    verify: dict | None = None          # the last `pixeldeid verify` result, when recorded
+    verify_time: str = ""
 
 
 def read_quarantine(out: Path) -> list[dict]:
@@ -170,6 +172,7 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     _method(data, meta, headers, out)
     _counts(data, items, headers, out)
     data.quarantine = read_quarantine(out)
+    _last_verify(data, out)
     known = {q["source"] for q in data.quarantine}
     for it in items:
         if it.status == "quarantined" and it.src not in known:
@@ -299,6 +302,26 @@ def _method(data: ReportData, meta: dict, headers: list[dict], out: Path) -> Non
         if (out / name).is_file():
             rows.append(("report file", name))
     data.method = rows
+
+
+def _last_verify(data: ReportData, out: Path) -> None:
+    from ..batch import STATE_DIRNAME
+    from ..verify.cli import LAST_VERIFY_NAME
+
+    p = out / STATE_DIRNAME / LAST_VERIFY_NAME
+    if not p.is_file():
+        return
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        data.notes.append(f"last verification unreadable ({type(exc).__name__})")
+        return
+    if isinstance(doc, dict):
+        import datetime as _dt
+
+        data.verify = doc
+        data.verify_time = _dt.datetime.fromtimestamp(p.stat().st_mtime, _dt.timezone.utc
+                                                      ).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _counts(data: ReportData, items: list[LedgerItem], headers: list[dict], out: Path) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..api import MEDIA_DIRECTORY_SOP_CLASS
 from ..batch import STATE_DIRNAME
 from ..quarantine import QUARANTINE_DIRNAME
 from .identity import IdentityValue, Term, identity_from_ledger, identity_from_sources, terms_for
@@ -261,6 +262,11 @@ class _Verifier:
             hits = self.text.find(data)
             if hits:
                 self.add_hits(rel, "dicom-header", hits, f"in {where}")
+        is_dir = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == \
+            MEDIA_DIRECTORY_SOP_CLASS
+        if not is_dir and str(ds.get("PatientIdentityRemoved", "") or "").upper() != "YES":
+            self.add(rel, "dicom-marking", "Patient Identity Removed is not YES: this file did "
+                                           "not come out of de-identification")
         if self.dciodvfy:
             self.check_dciodvfy(path, rel)
         from .ocr import pixels_at_risk

@@ -6,11 +6,16 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from ..atomic import write_bytes_atomic
+from ..batch import STATE_DIRNAME
 from ..errors import DeidError
 
 logger = logging.getLogger(__name__)
+
+#: The last ``pixeldeid verify`` result, in OUT/.pixeldeid/ (shown by ``pixeldeid report``).
+LAST_VERIFY_NAME = "verify.json"
 
 DESCRIPTION = """Re-check every output of a de-identified folder before release.
 Searches each file for every identifying value known from the run ledger
@@ -67,8 +72,15 @@ def run(args: argparse.Namespace) -> int:
     if kept:
         print(f"note: {', '.join(kept)} values not searched in {len(result.retained_kinds)} "
               f"file(s): the release keeps them (Retain Institution Identity Option)")
+    doc = json.dumps(result.to_json(), indent=2).encode("utf-8")
     if args.json:
-        write_bytes_atomic(args.json, json.dumps(result.to_json(), indent=2).encode("utf-8"))
+        write_bytes_atomic(args.json, doc)
+    state = Path(args.out) / STATE_DIRNAME
+    if state.is_dir():  # the last verification, for `pixeldeid report` (no identity values)
+        try:
+            write_bytes_atomic(state / LAST_VERIFY_NAME, doc)
+        except OSError as exc:
+            logger.warning("could not record the verification in %s: %s", state, exc)
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.values.items()))
     state = "clean" if result.clean else (f"{len(result.findings)} finding(s)" + (
         f", {len(result.not_ocr_verified)} not OCR-verified" if result.not_ocr_verified else ""))

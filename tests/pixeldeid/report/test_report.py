@@ -6,6 +6,7 @@ import re
 from html import unescape
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -116,3 +117,23 @@ def test_report_folder_outside_out_is_refused(ct_release, tmp_path, capsys):
     assert not (tmp_path / "elsewhere").exists()
     index = build_report(out, tmp_path / "elsewhere", allow_outside=True, progress=False)
     assert index.is_file()
+
+
+def test_report_shows_the_last_verification(ct_release, tmp_path, capsys):
+    out = copy_release(ct_release, tmp_path / "out")
+    html = build_report(out, progress=False).read_text()
+    assert "Not verified yet" in _section(html, "verification")
+    target = sorted(out.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(target)
+    family = ct_release.patients[1].family
+    ds.ImageComments = family
+    ds.save_as(target)
+    assert main(["verify", str(out), "--against", str(ct_release.src), "--no-ocr",
+                 "--no-dciodvfy", "--no-progress"]) == 1
+    html = build_report(out, progress=False).read_text()
+    rows = _cells(_section(html, "verification"))
+    assert rows[0] == ["file", "check", "what"]
+    assert {(r[0], r[1]) for r in rows[1:]} == {(target.name, "raw-bytes"),
+                                               (target.name, "dicom-header")}
+    assert family.lower() not in _section(html, "verification").lower()  # kind and length only
+    assert family in _section(html, "retained-text")  # where the reviewer sees it too

@@ -93,6 +93,7 @@ def image_dataset(patient_id: str, name: str, *, modality: str = "SC", frames: i
     if frames > 1:
         ds.NumberOfFrames = frames
     ds.PixelData = arr.tobytes()
+    ds.PatientIdentityRemoved = "YES"  # as an output of de-identification
     for k, v in attrs.items():
         setattr(ds, k, v)
     return ds

@@ -280,3 +280,12 @@ def test_retained_institution_identity_is_not_a_finding(ct_release, tmp_path):
     assert {f.file for f in r.findings} == {b.name}
     assert {f.kind for f in r.findings} == {"institution"}
     assert r.retained_kinds == {a.name: ["institution"]}
+
+
+def test_a_file_that_skipped_deidentification_is_a_finding(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    ds = image_dataset("SUBJ_001", "SUBJ_001")
+    del ds.PatientIdentityRemoved
+    save(ds, out / "raw_copy.dcm")
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert [(f.file, f.check) for f in r.findings] == [("raw_copy.dcm", "dicom-marking")]
