@@ -13,6 +13,7 @@ Frames without boxes keep their bytes.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import math
 import os
@@ -20,6 +21,8 @@ import re
 import struct
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -181,16 +184,33 @@ _DAMAGE = re.compile(r"^(Corrupt JPEG data|Premature end of JPEG file|Invalid SO
                      r"|Inconsistent progression|Huffman table 0x[0-9a-f]+ was not defined)")
 
 
+_LOCK = threading.Lock()
+
+
+def _remove_leftovers(data: bytes, since: float) -> None:
+    """Remove jpeglib's own temporary copies of ``data`` (left behind when libjpeg fails)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "tmp*.jpeg")):
+        try:
+            st = os.stat(path)
+            if st.st_size == len(data) and st.st_mtime >= since - 2:
+                with open(path, "rb") as fh:
+                    same = fh.read() == data
+                if same:
+                    os.remove(path)
+        except OSError:
+            continue
+
+
 @contextlib.contextmanager
 def _libjpeg_damage() -> Iterator[list[str]]:
     """Collect libjpeg's damaged-data warnings (printed on the C stderr) meanwhile.
 
     Anything else written to the process stderr meanwhile (another thread's log) is
-    written back after the block.
+    written back after the block. One block at a time per process (fd 2 is shared).
     """
     out: list[str] = []
     fd = 2  # C stderr, whatever sys.stderr is now
-    with tempfile.TemporaryFile() as sink:
+    with _LOCK, tempfile.TemporaryFile() as sink:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             sys.stderr.flush()
         saved = os.dup(fd)
@@ -238,6 +258,7 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
     own = tmpdir is None
     tmpdir = tmpdir or tempfile.mkdtemp(prefix="pixeldeid-dct-")
     src, dst = os.path.join(tmpdir, "in.jpg"), os.path.join(tmpdir, "out.jpg")
+    started = time.time()
     try:
         with open(src, "wb") as fh:
             fh.write(data)
@@ -247,6 +268,7 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
                 names = ["Y", "Cb", "Cr"][:len(head.components)]
                 arrays = [np.array(getattr(jpeg, n)) for n in names]
             except (OSError, RuntimeError, ValueError, TypeError) as exc:
+                _remove_leftovers(data, started)
                 raise InputError(f"libjpeg cannot read the JPEG frame: {exc}") from exc
         if messages:
             raise InputError(f"JPEG frame is damaged (libjpeg: {messages[0][:120]})")
@@ -259,13 +281,15 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
                 if k == 0 or rgb:
                     q = int(qts[head.components[k][3]][0])
                     region[..., 0, 0] = -math.ceil(1024 / q)
-        changed = sum(int(np.any(a != b, axis=(2, 3)).sum()) for a, b in zip(arrays, before, strict=True))
+        changed = sum(int(np.any(a != b, axis=(2, 3)).sum())
+                      for a, b in zip(arrays, before, strict=True))
         for n, a in zip(names, arrays, strict=True):
             setattr(jpeg, n, a)
         with _libjpeg_damage() as messages:
             try:
                 jpeg.write_dct(dst, flags=["+OPTIMIZE_CODING"])
             except (OSError, RuntimeError, ValueError, TypeError) as exc:
+                _remove_leftovers(data, started)
                 raise InputError(f"libjpeg cannot write the JPEG frame: {exc}") from exc
         if messages:
             raise InputError(f"JPEG frame rewrite failed (libjpeg: {messages[0][:120]})")

@@ -293,12 +293,18 @@ def _damaged(kind: str) -> bytes:
 
 @pytest.mark.parametrize("kind", ["zero-height", "cut-scan", "bad-huffman"])
 def test_damaged_frames_are_refused_not_repaired(kind):
+    import glob
+    import tempfile
+
+    leftovers = set(glob.glob(f"{tempfile.gettempdir()}/tmp*.jpeg"))
     good = _damaged("none")
     ds = _jpeg_dataset([good, _damaged(kind)], 64, 64, "YBR_FULL_422")
     pixel_data = ds.PixelData
     with pytest.raises(InputError):
         redact_dataset(ds, [TextBox(0, 0, 16, 16)])
     assert ds.PixelData == pixel_data
+    # no copy of the pixels left in the temporary folder
+    assert set(glob.glob(f"{tempfile.gettempdir()}/tmp*.jpeg")) <= leftovers
     if kind == "zero-height":
         with pytest.raises(InputError, match="dataset says"):
             PixelFrames(ds).display([1])
