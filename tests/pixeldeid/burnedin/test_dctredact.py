@@ -343,3 +343,25 @@ def test_partial_edge_mcus_deid_data(tmp_path):
         out = tmp_path / "out.dcm"
         ds.save_as(out, enforce_file_format=True)
         assert dciodvfy.new_errors(src, out) == []
+
+
+def test_extended_8bit_sof1_in_dct_domain(tmp_path):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_colour_image(48, 48, seed=6)[..., 0]).save(buf, format="JPEG", quality=90)
+    frame = bytearray(buf.getvalue())
+    i = frame.find(b"\xff\xc0")
+    frame[i + 1] = 0xC1  # extended sequential, 8-bit: same coding as baseline
+    frame = bytes(frame)
+    ds = _jpeg_dataset([frame], 48, 48, "MONOCHROME2", JPEGExtended12Bit)
+    box = TextBox(9, 9, 20, 20)
+    report = redact_dataset(ds, [box])
+    assert report.method == "dct" and report.transfer_syntax_out == str(JPEGExtended12Bit)
+    new = next(generate_frames(ds.PixelData, number_of_frames=1))
+    assert parse_header(new).sof_marker == 0xC1
+    before, _ = coefficients(frame, tmp_path, "a.jpg")
+    after, qt = coefficients(new, tmp_path, "b.jpg")
+    assert check_blocks(before, after, qt, [box], [(1, 1)]) == report.changed_blocks
+    shown = PixelFrames(roundtrip(ds)).display()[0]
+    assert shown[8:24, 8:24].max() == 0
