@@ -5,7 +5,8 @@ Generates N synthetic 512 x 512 CT slices once (10 patients/series; pixeldeid._s
 into a cache folder, then in one run times, on the same files, each writing to its
 own fresh output folder:
 
-* ``pixeldeid dicom SRC -o OUT -j 1`` and ``-j 2`` (in process, ``pixeldeid.cli.main``)
+* ``pixeldeid dicom SRC -o OUT -j 1`` and ``-j 2`` (in process, ``pixeldeid.cli.main``;
+  ``--pixels off``: the header work, not burned-in text)
 * dicognito (Python API: read, ``Anonymizer.anonymize``, write to OUT; its CLI edits
   in place, so the API on read/write is the like-for-like measure)
 * deid (``deid.dicom.replace_identifiers`` with its default recipe), when importable
@@ -68,7 +69,7 @@ def run_pixeldeid(src: Path, out: Path, files: list[Path], jobs: int, key: Path)
     from pixeldeid.cli import main
 
     rc = main(["-q", "dicom", str(src), "-o", str(out), "-j", str(jobs), "--no-progress",
-               "--key-file", str(key)])
+               "--key-file", str(key), "--pixels", "off"])   # header work only
     if rc != 0:
         raise RuntimeError(f"pixeldeid exited with {rc}")
 
