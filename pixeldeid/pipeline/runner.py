@@ -102,14 +102,25 @@ def _check_run_settings(out: Path, key: bytes, job: Job) -> None:
         fh.write(value.encode() + b"\n")
 
 
+def _pixel_settings(out: Path, job: Job):
+    """The burned-in text stage's settings, or None when off or not available."""
+    if job.pixels.policy == "off" or not pixel_stage_available():
+        return None
+    from ..burnedin.stage import PixelSettings
+
+    return PixelSettings(policy=job.pixels.policy, ocr=job.pixels.ocr, device=job.pixels.device,
+                         templates_dir=job.pixels.templates,
+                         qc_dir=str(out / STATE_DIRNAME / QC_DIRNAME / "pixels"))
+
+
 def worker_settings(out: Path, job: Job, key: bytes, profile, subject_map: dict[str, str],
                     uid_map: dict[str, str]) -> dict:
     """The plain dict every worker gets (picklable; the key travels with it)."""
-    pixels = None
-    if job.pixels.policy != "off" and pixel_stage_available():
-        pixels = {"policy": job.pixels.policy, "ocr": job.pixels.ocr,
-                  "device": job.pixels.device, "templates_dir": job.pixels.templates,
-                  "qc_dir": str(out / STATE_DIRNAME / QC_DIRNAME / "pixels")}
+    pixels = _pixel_settings(out, job)
+    if pixels is not None:
+        import dataclasses
+
+        pixels = dataclasses.asdict(pixels)
     s = {"out": str(out), "profile": profile, "options": tuple(sorted(job.options)),
          "prefix": job.pseudonym_prefix, "subject_map": dict(subject_map),
          "uid_map": dict(uid_map), "layout": job.layout, "pixels": pixels,
@@ -237,8 +248,10 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
         remove_stale_temporaries(out)
         shutil.rmtree(state / WORK_DIRNAME, ignore_errors=True)
         check_key(out, key)
+        pixels = _pixel_settings(out, job)
         check_settings(out, DeidConfig(profile=profile, options=tuple(job.options), key=key,
-                                       pseudonym_prefix=job.pseudonym_prefix), job.layout)
+                                       pseudonym_prefix=job.pseudonym_prefix,
+                                       **({"pixels": pixels} if pixels else {})), job.layout)
         _check_run_settings(out, key, job)
         pseudonyms = PseudonymMap(state / "subjects.sqlite", key, prefix, ids)
     try:
