@@ -139,10 +139,15 @@ class _Verifier:
         self.out = out
         self.values = values
         terms = terms_for(values, exclude=exclude)
-        self.text = Matcher(terms, min_len=3)
-        self.raw = Matcher(terms, min_len=4)
-        self.raw16 = Matcher(terms, min_len=4, utf16=True)
-        self.text16 = Matcher(terms, min_len=3, utf16=True)
+        # Short all-digit IDs ("4711") cannot be told from ordinary numbers (sizes, counts,
+        # sidecar timings): they are searched in DICOM text elements, NIfTI header text
+        # and OCR text only (``self.fields``).
+        plain = [t for t in terms if not (t.text.isdigit() and len(t.text) < MIN_DIGITS)]
+        self.fields = Matcher(terms, min_len=3)
+        self.text = Matcher(plain, min_len=3)
+        self.raw = Matcher(plain, min_len=4)
+        self.raw16 = Matcher(plain, min_len=4, utf16=True)
+        self.text16 = Matcher(plain, min_len=3, utf16=True)
         self.ledger = ledger
         self.items_by_output: dict[str, LedgerItem] = {}
         for it in ledger.items():
@@ -258,8 +263,11 @@ class _Verifier:
         except Exception as exc:  # noqa: BLE001
             self.add(rel, "dicom-open", f"does not parse: {type(exc).__name__}")
             return
-        for where, data in _dicom_values(ds):
-            hits = self.text.find(data)
+        for where, data, numeric in _dicom_values(ds):
+            hits = self.fields.find(data)
+            if numeric:
+                hits = [h for h in hits if not h.term.text.isdigit()
+                        or len(h.term.text) >= MIN_DIGITS]
             if hits:
                 self.add_hits(rel, "dicom-header", hits, f"in {where}")
         is_dir = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == \
@@ -353,7 +361,7 @@ class _Verifier:
             texts = [t for t in texts if t.strip()]
             flagged = classify(texts, self.values, modality)
             for t, is_id in zip(texts, flagged, strict=True):
-                hits = self.text.find_text(t)
+                hits = self.fields.find_text(t)
                 if hits:
                     self.add_hits(rel, "ocr", hits, f"read in the pixels of {where}")
                 elif is_id:
@@ -380,14 +388,15 @@ class _Verifier:
                 raw = bytes(np.asarray(hdr[fld]).tobytes())
             except (KeyError, ValueError):
                 continue
-            self.add_hits(rel, "nifti-header", self.text.find(raw.rstrip(b"\x00")), f"in {fld}")
+            self.add_hits(rel, "nifti-header", self.fields.find(raw.rstrip(b"\x00")),
+                          f"in {fld}")
         for i, ext in enumerate(getattr(hdr, "extensions", []) or []):
             try:
                 content = ext.get_content()
             except Exception:  # noqa: BLE001
                 content = getattr(ext, "_content", b"")
             data = content if isinstance(content, bytes) else str(content).encode("utf-8", "replace")
-            self.add_hits(rel, "nifti-header", self.text.find(data), f"in extension {i}")
+            self.add_hits(rel, "nifti-header", self.fields.find(data), f"in extension {i}")
         try:
             arr = np.asanyarray(img.dataobj)
             if arr.shape != img.shape:
@@ -562,8 +571,8 @@ def _tiff_bulk(path: Path) -> list[tuple[int, int]]:
     return out
 
 
-def _dicom_values(ds) -> Iterable[tuple[str, bytes]]:
-    """``(where, value bytes)`` of every element at any depth, file meta and private included
+def _dicom_values(ds) -> Iterable[tuple[str, bytes, bool]]:
+    """``(where, value bytes, numeric)`` of every element at any depth, file meta and private included
     (pixel data excluded; its bytes are in the raw scan)."""
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
@@ -571,7 +580,15 @@ def _dicom_values(ds) -> Iterable[tuple[str, bytes]]:
     yield from _walk(ds, "")
 
 
-def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes]]:
+#: VRs holding numbers in binary form (not searched) and numbers or UIDs as text (only
+#: digit terms of :data:`MIN_DIGITS` or more are findings there: "512" is no patient ID).
+_BINARY_NUMBERS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT", "OF", "OD",
+                             "OL", "OV"})
+_NUMERIC_TEXT = frozenset({"IS", "DS", "UI"})
+MIN_DIGITS = 6
+
+
+def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes, bool]]:
     for elem in ds:
         tag = int(elem.tag)
         name = f"({elem.tag.group:04X},{elem.tag.element:04X})"
@@ -582,6 +599,8 @@ def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes]]:
             continue
         if tag in _PIXEL_TAGS or (tag >> 16) & 0xFF00 == 0x6000 and tag & 0xFFFF == 0x3000:
             continue
+        if elem.VR in _BINARY_NUMBERS:
+            continue  # numbers in binary form carry no text
         try:
             v = elem.value
         except Exception:  # noqa: BLE001 - undecodable value: its raw bytes are scanned
@@ -589,11 +608,12 @@ def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes]]:
         if v is None:
             continue
         if isinstance(v, bytes):
-            yield label, v
+            data = v
         elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
-            yield label, "\\".join(str(x) for x in v).encode("utf-8", "replace")
+            data = "\\".join(str(x) for x in v).encode("utf-8", "replace")
         else:
-            yield label, str(v).encode("utf-8", "replace")
+            data = str(v).encode("utf-8", "replace")
+        yield label, data, elem.VR in _NUMERIC_TEXT
 
 
 def _check_engine_name(name: str) -> None:

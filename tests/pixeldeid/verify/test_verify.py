@@ -289,3 +289,22 @@ def test_a_file_that_skipped_deidentification_is_a_finding(ct_release, tmp_path)
     save(ds, out / "raw_copy.dcm")
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     assert [(f.file, f.check) for f in r.findings] == [("raw_copy.dcm", "dicom-marking")]
+
+
+def test_short_numeric_id_only_where_ids_live(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    target = _outputs(out)[0]
+    ds = pydicom.dcmread(target)
+    ds.InstanceNumber = 512  # Rows and Columns are 512 too (binary)
+    ds.save_as(target)
+    (out / "sub-01_bold.json").write_text(json.dumps({"RepetitionTime": 512}))
+    extra = [IdentityValue("id", "0000512")]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    assert r.clean, [f.line() for f in r.findings]
+    ds.OtherPatientIDs = "512"
+    ds.save_as(target)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    assert [(f.check, f.kind) for f in r.findings] == [("dicom-header", "id")]
+    assert "(0010,1000) OtherPatientIDs" in r.findings[0].what
