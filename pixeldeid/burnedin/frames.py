@@ -41,14 +41,15 @@ def _source(ds: Dataset) -> str | None:
 
 
 def transfer_syntax(ds: Dataset) -> UID:
-    """The dataset's transfer syntax UID (file meta), Explicit VR LE when unknown."""
+    """The dataset's transfer syntax UID: file meta, else its original encoding, else EVRLE."""
     meta = getattr(ds, "file_meta", None)
     ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     if ts is None:
-        little = getattr(ds, "is_little_endian", True)
-        implicit = getattr(ds, "is_implicit_VR", False)
-        ts = ("1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1") if little \
-            or little is None else ExplicitVRBigEndian
+        implicit, little = getattr(ds, "original_encoding", (None, None))
+        if little is False:
+            ts = ExplicitVRBigEndian
+        else:
+            ts = "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1"
     return UID(str(ts))
 
 
