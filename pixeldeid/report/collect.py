@@ -182,7 +182,8 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     _deface(data, items, artifacts, out, images)
     _slides(data, items, artifacts, headers, out, images)
     _retained(data, headers, items)
-    rows = [(h["patient"], h["qi"]) for h in headers if h.get("kind") == "dicom" and h["patient"]]
+    rows = [(h["patient"], h["qi"]) for h in headers if h.get("kind") == "dicom"
+            and h.get("patient")]
     # patients released without DICOM headers (slides, NIfTI) are records with nothing retained
     rows += [(it.patient, {}) for it in items if it.status == "done" and it.patient]
     recs = patient_records(rows)
@@ -190,6 +191,10 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     for c in data.kanon.classes:
         data.kanon_rows.append({"values": c.values, "size": c.size, "small": c.size < k,
                                 "patients": c.patients})
+    for h in headers:
+        if h.get("error"):
+            data.notes.append(f"{h['rel']}: unreadable {h['kind']} output ({h['error']}); run "
+                              f"pixeldeid verify")
     if images.skipped:
         data.notes.append(f"{images.skipped} image(s) not shown: more than --max-images "
                           f"{max_images}")

@@ -258,11 +258,23 @@ class _Verifier:
     def check_dicom(self, path: Path, rel: str) -> None:
         import pydicom
 
-        try:
-            ds = pydicom.dcmread(path, force=True, defer_size="64 MB")
+        from ..api import read_dicom
+        from ..errors import InputError
+
+        ds = None
+        try:  # the strict reader of the core: truncation, missing pixels, no file meta
+            ds = read_dicom(path)
+        except InputError as exc:
+            if "DICOMDIR" not in exc.reason:
+                self.add(rel, "dicom-open", exc.reason)
         except Exception as exc:  # noqa: BLE001
-            self.add(rel, "dicom-open", f"does not parse: {type(exc).__name__}")
-            return
+            self.add(rel, "dicom-open", f"does not read: {type(exc).__name__}")
+        if ds is None:  # the header is still searched, as far as it parses
+            try:
+                ds = pydicom.dcmread(path, force=True, defer_size="64 MB")
+            except Exception as exc:  # noqa: BLE001
+                self.add(rel, "dicom-open", f"does not parse: {type(exc).__name__}")
+                return
         for where, data, numeric in _dicom_values(ds):
             hits = self.fields.find(data)
             if numeric:

@@ -308,3 +308,12 @@ def test_short_numeric_id_only_where_ids_live(ct_release, tmp_path):
                       extra_values=extra)
     assert [(f.check, f.kind) for f in r.findings] == [("dicom-header", "id")]
     assert "(0010,1000) OtherPatientIDs" in r.findings[0].what
+
+
+def test_truncated_output_is_a_finding_without_dciodvfy(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    target = _outputs(out)[0]
+    target.write_bytes(target.read_bytes()[:4000])
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert [(f.file, f.check) for f in r.findings] == [(target.name, "dicom-open")]
+    assert "truncated" in r.findings[0].what
