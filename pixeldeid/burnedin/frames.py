@@ -254,13 +254,15 @@ def black_value(frames: PixelFrames, stored: np.ndarray | None = None) -> tuple[
     """
     pi, bs = frames.photometric, frames.bits_stored
     if pi == "MONOCHROME2":
-        if frames.signed:
-            return (int(min(0, stored.min())) if stored is not None and stored.size else 0,)
+        if frames.signed:  # clamped: raw views may carry bits above BitsStored
+            low = int(min(0, stored.min())) if stored is not None and stored.size else 0
+            return (max(low, -(1 << (bs - 1))),)
         return (0,)
     if pi == "MONOCHROME1":
         if frames.signed:
             top = (1 << (bs - 1)) - 1
-            return (int(max(0, stored.max())) if stored is not None and stored.size else top,)
+            high = int(max(0, stored.max())) if stored is not None and stored.size else top
+            return (min(high, top),)
         return ((1 << bs) - 1,)
     if pi in ("RGB", "YBR_RCT", "YBR_ICT"):  # JPEG 2000 colour transforms decode to RGB
         return (0, 0, 0)

@@ -277,3 +277,14 @@ def test_redact_frames_frame_indices_and_native_device():
     redact_dataset(ds, BOXES)
     redact_dataset(ds2, BOXES, device=device)
     assert ds.PixelData == ds2.PixelData
+
+
+def test_signed_fill_stays_within_bits_stored():
+    ds, arr = native_dataset("MONOCHROME2", bits=12, signed=True, rows=8, cols=8)
+    raw = bytearray(ds.PixelData)
+    raw[0:2] = (0x8001).to_bytes(2, "little")  # a bit above BitsStored set (12-bit value 1)
+    ds.PixelData = bytes(raw)
+    redact_dataset(ds, [TextBox(2, 2, 5, 5)])
+    after = PixelFrames(roundtrip(ds)).decode(as_rgb=False)[0]
+    assert (after[2:5, 2:5] == -2048).all()  # the smallest 12-bit value, not a wrapped one
+    assert after.min() == -2048
