@@ -61,10 +61,14 @@ class TextBox:
         return self.frame is None or other.frame is None or self.frame == other.frame
 
     def intersects(self, other: TextBox, gap: int = 0) -> bool:
-        """True when the rectangles overlap (or lie within ``gap`` pixels) on a common frame."""
+        """True when the rectangles overlap on a common frame.
+
+        With ``gap > 0`` also when at most ``gap`` empty pixels separate them.
+        """
+        g = gap + 1 if gap > 0 else 0
         return (self.same_frames(other)
-                and self.x0 < other.x1 + gap and other.x0 < self.x1 + gap
-                and self.y0 < other.y1 + gap and other.y0 < self.y1 + gap)
+                and self.x0 < other.x1 + g and other.x0 < self.x1 + g
+                and self.y0 < other.y1 + g and other.y0 < self.y1 + g)
 
     def padded(self, px: int, rows: int | None = None, cols: int | None = None) -> TextBox:
         """The box grown by ``px`` pixels on each side, clipped to ``rows`` x ``cols``."""

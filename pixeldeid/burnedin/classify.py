@@ -132,7 +132,8 @@ _OTHER_KEYWORDS = ("PatientAddress", "PatientTelephoneNumbers", "ReferringPhysic
 
 
 def _useful(value: str) -> bool:
-    return fold(value) not in _JUNK and any(c.isalnum() for c in value)
+    f = fold(value)
+    return len(f) >= 2 and f not in _JUNK
 
 
 def _parse_date(value: str) -> tuple[int, int, int] | None:
@@ -313,6 +314,9 @@ class IdentityValues:
                 return "name"
             if len(t) >= 5 and any(len(w) >= 5 and _similar(t, w) for w in long_words):
                 return "name"
+        singles = "".join(t for t in ftokens if len(t) == 1)  # "J.Q.S.", "A L"
+        if len(singles) >= 2 and singles in initials:
+            return "name"
         long_ids, short_ids = self._id_cores
         if any(i in ftext for i in long_ids):
             return "id"
