@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow a report folder outside OUT (it holds images of identity)")
     parser.add_argument("--max-images", type=int, default=400, metavar="N",
                         help="write at most N images (default 400)")
+    parser.add_argument("--sample", type=int, default=12, metavar="N",
+                        help="thumbnails of N DICOM outputs picked at random (default 12)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         index = build_report(args.out, args.output, k=args.k, allow_outside=args.allow_outside,
-                             max_images=max(0, args.max_images),
+                             max_images=max(0, args.max_images), sample=max(0, args.sample),
                              progress=False if args.no_progress else None)
     except DeidError as exc:
         print(f"pixeldeid report: error: {exc}", file=sys.stderr)

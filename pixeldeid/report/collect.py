@@ -66,6 +66,7 @@ class ReportData:
     strips: list[Panel] = field(default_factory=list)
     deface: list[Panel] = field(default_factory=list)
     slides: list[Panel] = field(default_factory=list)
+    sample: list[Panel] = field(default_factory=list)
     retained_text: list[tuple[str, list[str]]] = field(default_factory=list)
     kanon: KAnonymity | None = None
     kanon_rows: list[dict] = field(default_factory=list)
@@ -139,7 +140,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: int = 400,
-            progress: Callable | None = None) -> ReportData:
+            sample: int = 12, progress: Callable | None = None) -> ReportData:
     """Read ``out`` (and its run ledger when there is one) and write the report images.
 
     Parameters
@@ -152,6 +153,9 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
         Equivalence classes smaller than this are flagged.
     max_images : int
         At most this many images (thumbnails, strips, renders) are written.
+    sample : int
+        Thumbnails of this many DICOM outputs drawn at random (seeded: the same folder
+        gives the same sample) for a human look at what is released.
     """
     out = Path(out)
     rdir = Path(report_dir)
@@ -182,6 +186,7 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     _deface(data, items, artifacts, out, images)
     _slides(data, items, artifacts, headers, out, images)
     _retained(data, headers, items)
+    _sample(data, headers, images, sample)
     rows = [(h["patient"], h["qi"]) for h in headers if h.get("kind") == "dicom"
             and h.get("patient")]
     # patients released without DICOM headers (slides, NIfTI) are records with nothing retained
@@ -543,6 +548,23 @@ def _slides(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
                 for name, img in after.items() if images.room()]
         data.slides.append(Panel(h["rel"], pics, "" if after else
                                  "no label or macro image in the output"))
+
+
+def _sample(data: ReportData, headers: list[dict], images: _Images, n: int) -> None:
+    import random
+
+    pool = [h for h in headers if h.get("kind") == "dicom" and not h.get("error")]
+    rng = random.Random(len(pool))
+    for h in sorted(rng.sample(pool, min(n, len(pool))), key=lambda h: h["rel"]):
+        if not images.room():
+            break
+        try:
+            frames, nf = thumbs.dicom_frames(h["path"], [0])
+            src = images.save(thumbs.thumbnail(frames[0], max_side=200), "sample")
+            data.sample.append(Panel(h["rel"], [Picture(src, f"{h.get('modality', '')}, frame 0"
+                                                        f" of {nf}")]))
+        except Exception as exc:  # noqa: BLE001 - no pixels (SR, PR) or undecodable
+            data.sample.append(Panel(h["rel"], [], note=f"no image ({type(exc).__name__})"))
 
 
 def _retained(data: ReportData, headers: list[dict], items: list[LedgerItem]) -> None:

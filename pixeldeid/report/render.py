@@ -49,7 +49,7 @@ def report_dir_for(out: str | os.PathLike, report: str | os.PathLike | None, *,
 
 def build_report(out: str | os.PathLike, report: str | os.PathLike | None = None, *,
                  k: int = 5, allow_outside: bool = False, max_images: int = 400,
-                 progress: bool | None = None) -> Path:
+                 sample: int = 12, progress: bool | None = None) -> Path:
     """Write the QC report of ``out``; return the path of ``index.html``.
 
     Raises
@@ -75,7 +75,7 @@ def build_report(out: str | os.PathLike, report: str | os.PathLike | None = None
         return tqdm(files, desc="report", unit="file", leave=False,
                     disable=None if progress is None else not progress)
 
-    data = collect(outp, rdir, k=k, max_images=max_images, progress=bar)
+    data = collect(outp, rdir, k=k, max_images=max_images, sample=sample, progress=bar)
     index = rdir / "index.html"
     write_bytes_atomic(index, render_html(data).encode("utf-8"))
     return index

@@ -46,6 +46,8 @@ def test_plain_dicom_output_without_ledger(ct_release, tmp_path, capsys):
     assert "GE MEDICAL SYSTEMS" in text and "ANONYMIZED" not in text
     method = dict((r[0], r[1]) for r in _cells(_section(html, "method")))
     assert "DICOM PS3.15 2024c Basic Profile" in method["De-identification Method (DICOM)"]
+    sample = _section(html, "sample")
+    assert re.findall(r'alt="([^"]+)"', sample) == ["CT, frame 0 of 1"] * 2
     # the report folder is marked so that verify never scans it
     assert (out / "report" / ".pixeldeid-report").is_file()
 
