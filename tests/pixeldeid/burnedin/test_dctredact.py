@@ -365,3 +365,27 @@ def test_extended_8bit_sof1_in_dct_domain(tmp_path):
     assert check_blocks(before, after, qt, [box], [(1, 1)]) == report.changed_blocks
     shown = PixelFrames(roundtrip(ds)).display()[0]
     assert shown[8:24, 8:24].max() == 0
+
+
+def test_restart_interval_frames(tmp_path):
+    """A frame with a restart interval (DRI): the rewritten scan brings its own (none)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_colour_image(64, 64, seed=7)).save(buf, format="JPEG", quality=90,
+                                                        restart_marker_blocks=4)
+    frame = buf.getvalue()
+    assert 0xDD in [m for m, _ in parse_header(frame).segments]
+    ds = _jpeg_dataset([frame], 64, 64, "YBR_FULL_422")
+    before = PixelFrames(ds).decode(as_rgb=False)[0].copy()
+    box = TextBox(17, 33, 30, 40)
+    report = redact_dataset(ds, [box])
+    new = next(generate_frames(ds.PixelData, number_of_frames=1))
+    assert 0xDD not in [m for m, _ in parse_header(new).segments]
+    a, _ = coefficients(frame, tmp_path, "a.jpg")
+    b, qt = coefficients(new, tmp_path, "b.jpg")
+    factors = [c[1:3] for c in parse_header(frame).components]
+    assert check_blocks(a, b, qt, [box], factors) == report.changed_blocks
+    after = PixelFrames(roundtrip(ds)).decode(as_rgb=False)[0]
+    assert (after[33:40, 17:30] == (0, 128, 128)).all()
+    assert np.array_equal(after[:32, :, 0], before[:32, :, 0])  # luma above the MCU row
