@@ -106,8 +106,13 @@ def write_package(out: Path, name: str, outputs: Iterable[str]) -> Path | None:
 def package_subjects(out: Path, outputs_by_patient: dict[str, list[str]]) -> list[Path]:
     """One zip per patient pseudonym; return the zips written or already up to date."""
     made = []
+    used: set[str] = set()
     for patient in sorted(outputs_by_patient):
-        z = write_package(out, patient, outputs_by_patient[patient])
+        name = clean_component(patient, 64)
+        if name.lower() in used:  # two pseudonyms that clean to one file name
+            name += "-" + hashlib.sha256(patient.encode("utf-8", "replace")).hexdigest()[:8]
+        used.add(name.lower())
+        z = write_package(out, name, outputs_by_patient[patient])
         if z is not None:
             made.append(z)
     return made

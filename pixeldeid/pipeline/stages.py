@@ -185,11 +185,16 @@ def _run_dicom(item: dict, settings: dict) -> dict:
                         f"{item['patient']!r}")
     out = Path(settings["out"])
     artifacts = []
-    for p in (details.get("pixels") or {}).get("qc") or []:
+    pix = details.get("pixels") or {}
+    rels = []
+    for p in pix.get("qc") or []:
         with contextlib.suppress(ValueError, OSError):
             name = Path(p).stem
             kind = "before" if "before" in name else "after" if "after" in name else "render"
-            artifacts.append(["pixels", kind, _rel(p, out), name])
+            rels.append(_rel(p, out))
+            artifacts.append(["pixels", kind, rels[-1], name])
+    if pix.get("qc"):  # paths relative to OUT, like every path of the ledger
+        details["pixels"] = {**pix, "qc": rels}
     return {"status": "done", "output": outcome.output, "details": details,
             "artifacts": artifacts}
 
