@@ -386,7 +386,8 @@ def _copy_artifacts(arts, out: Path, images: _Images) -> list[Picture]:
 def _pixels(data: ReportData, items, artifacts, headers, out: Path, images: _Images,
             by_output) -> None:
     arts = _art_by_item(artifacts, "pixels")
-    done_outputs: set[str] = set()
+    shown: set[str] = set()      # outputs with before/after pictures
+    stripped: set[str] = set()   # outputs with a recorded strip
     for it in items:
         px = it.details.get("pixels") if isinstance(it.details, dict) else None
         if it.id in arts:
@@ -398,8 +399,9 @@ def _pixels(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
             strip_pics = _copy_artifacts([a for a in arts[it.id] if a.kind == "strip"], out, images)
             if strip_pics:
                 data.strips.append(Panel(it.output or f"item {it.id}", strip_pics))
+                stripped.add(it.output or "")
             if it.output:
-                done_outputs.add(it.output)
+                shown.add(it.output)
             continue
         if not px or not it.output or it.status != "done":
             continue
@@ -409,19 +411,20 @@ def _pixels(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
         panel = _rebuild_redaction(it, boxes, out, images)
         if panel is not None:
             data.redactions.append(panel)
-            done_outputs.add(it.output)
-    for h in headers:  # at-risk pixels without a ledger record: the output as written
-        if h.get("kind") != "dicom" or h["rel"] in done_outputs:
+            shown.add(it.output)
+    for h in headers:  # cine strips of at-risk multi-frame outputs; other at-risk outputs
+        if h.get("kind") != "dicom" or not h.get("at_risk"):  # without a record: as written
             continue
-        if h.get("frames", 1) > 1 and h.get("at_risk") and images.room():
+        item = by_output.get(h["rel"])
+        if h.get("frames", 1) > 1 and h["rel"] not in stripped and images.room():
             try:
                 idx = thumbs.strip_frames(h["frames"])
                 frames, _ = thumbs.dicom_frames(h["path"], idx)
                 src = images.save(thumbs.strip(list(frames)), "strip")
-                data.strips.append(Panel(h["rel"], [Picture(src, f"frames {idx}")]))
+                data.strips.append(Panel(h["rel"], [Picture(src, f"output frames {idx}")]))
             except Exception as exc:  # noqa: BLE001 - undecodable: say so
                 data.notes.append(f"{h['rel']}: frames not shown ({type(exc).__name__})")
-        elif h.get("at_risk") and images.room() and h["rel"] not in by_output:
+        elif h["rel"] not in shown and item is None and images.room():
             try:
                 frames, _ = thumbs.dicom_frames(h["path"], [0])
                 src = images.save(thumbs.thumbnail(frames[0]), "after")
