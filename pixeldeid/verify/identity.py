@@ -223,8 +223,17 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
     seen: set[tuple[str, str]] = set()
     values: list[IdentityValue] = []
     dicoms: list[str] = []
+    def add(ivs: Iterable[IdentityValue]) -> None:
+        for iv in ivs:
+            if (iv.kind, iv.value) not in seen:
+                seen.add((iv.kind, iv.value))
+                values.append(iv)
+
     for p in tqdm(files, desc="scan sources", unit="file", leave=False,
                   disable=None if progress is None else not progress):
+        if p.suffix.lower() == ".json":
+            add(identity_from_sidecar(p))
+            continue
         try:
             with open(p, "rb") as fh:
                 head = fh.read(132)
@@ -235,8 +244,26 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
             logger.debug("source %s unreadable: %s", p, exc)
             continue
         dicoms.append(str(p))
-        for iv in identity_from_dataset(ds):
-            if (iv.kind, iv.value) not in seen:
-                seen.add((iv.kind, iv.value))
-                values.append(iv)
+        add(identity_from_dataset(ds))
     return values, dicoms
+
+
+def identity_from_sidecar(path: str | os.PathLike) -> list[IdentityValue]:
+    """Identity values of a BIDS/dcm2niix JSON sidecar (written without anonymization, a
+    sidecar carries the DICOM keywords: PatientName, PatientID, PatientBirthDate ...)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    out = []
+    for kw, kind in SOURCE_KEYWORDS.items():
+        v = doc.get(kw)
+        for x in (v if isinstance(v, list) else [v]):
+            if isinstance(x, (str, int)) and str(x).strip():
+                out.append(IdentityValue(kind, str(x).strip()))
+    return out

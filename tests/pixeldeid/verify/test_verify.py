@@ -317,3 +317,18 @@ def test_truncated_output_is_a_finding_without_dciodvfy(ct_release, tmp_path):
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     assert [(f.file, f.check) for f in r.findings] == [(target.name, "dicom-open")]
     assert "truncated" in r.findings[0].what
+
+
+def test_against_reads_json_sidecars_of_nifti_sources(tmp_path):
+    src, out = tmp_path / "bids", tmp_path / "out"
+    (src / "sub-01" / "anat").mkdir(parents=True)
+    (src / "sub-01" / "anat" / "sub-01_T1w.json").write_text(json.dumps(
+        {"PatientName": "Featherstone^Clementine", "PatientID": "MRN0082211",
+         "RepetitionTime": 2.3}))
+    (out / "sub-01" / "anat").mkdir(parents=True)
+    (out / "sub-01" / "anat" / "sub-01_T1w.json").write_text(json.dumps({"RepetitionTime": 2.3}))
+    assert verify_output(out, [src], ocr=None, progress=False).clean
+    (out / "sub-01" / "anat" / "sub-01_T1w.json").write_text(json.dumps(
+        {"RepetitionTime": 2.3, "ProcedureStepDescription": "clementine featherstone"}))
+    r = verify_output(out, [src], ocr=None, progress=False)
+    assert {(f.file, f.kind) for f in r.findings} == {("sub-01/anat/sub-01_T1w.json", "name")}
