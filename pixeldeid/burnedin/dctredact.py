@@ -134,7 +134,12 @@ def supports(pf: PixelFrames) -> bool:
 
 
 def _rgb_coded(head: JpegHeader, photometric: str) -> bool:
-    """Whether the components are R, G, B (no colour transform), as libjpeg decides."""
+    """Whether the components are R, G, B (no colour transform), as DICOM decoders decide.
+
+    A JFIF APP0 means YCbCr, an Adobe APP14 says by its transform flag; otherwise the
+    Photometric Interpretation decides (pydicom's rule; libjpeg alone would go by the
+    component identifiers). :func:`redact_jpeg_dataset` checks the guess on one frame.
+    """
     if len(head.components) != 3:
         return False
     if any(p.startswith(b"JFIF\0") for p in head.app(0xE0)):
@@ -142,10 +147,7 @@ def _rgb_coded(head: JpegHeader, photometric: str) -> bool:
     adobe = [p for p in head.app(0xEE) if p.startswith(b"Adobe") and len(p) >= 12]
     if adobe:
         return adobe[0][11] == 0
-    ids = tuple(c[0] for c in head.components)
-    if ids == (0x52, 0x47, 0x42):
-        return True
-    return False if ids == (1, 2, 3) else photometric == "RGB"
+    return photometric == "RGB"
 
 
 def _mcu_ranges(box: TextBox, head: JpegHeader) -> list[tuple[int, int, int, int]]:
@@ -230,13 +232,16 @@ def _libjpeg_damage() -> Iterator[list[str]]:
 
 def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = "",
                       tmpdir: str | None = None,
-                      geometry: tuple[int, int, int] | None = None) -> tuple[bytes, int]:
+                      geometry: tuple[int, int, int] | None = None,
+                      rgb: bool | None = None) -> tuple[bytes, int]:
     """Black out the MCUs that ``boxes`` touch in one JPEG frame; returns (bytes, changed blocks).
 
     The result keeps the original header segments except the Huffman tables and restart
     interval, which come with the new (optimised) scan. ``geometry`` (rows, columns,
     samples) is checked against the frame header before libjpeg sees the frame; a frame
     libjpeg warns about (corrupt or truncated data) is refused rather than repaired.
+    ``rgb``: whether the three components are R, G, B (None: decided from the markers and
+    ``photometric``).
     """
     try:
         import jpeglib
@@ -253,7 +258,8 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
         raise InputError("JPEG frame has no quantisation table")
     if not head.scan.rstrip(b"\0").endswith(b"\xff\xd9"):
         raise InputError("JPEG frame does not end with EOI (truncated?)")
-    rgb = _rgb_coded(head, photometric)
+    if rgb is None:
+        rgb = _rgb_coded(head, photometric)
     qts = _segment_qt(head)
     own = tmpdir is None
     tmpdir = tmpdir or tempfile.mkdtemp(prefix="pixeldeid-dct-")
@@ -323,6 +329,30 @@ def _splice(orig: JpegHeader, new: JpegHeader) -> bytes:
     return b"\xff\xd8" + b"".join(keep) + b"".join(tables) + bytes(scan)
 
 
+def _looks_black(frame: bytes, boxes: Sequence[TextBox], pf: PixelFrames) -> bool:
+    """Whether the box interiors of a rewritten frame decode (as pydicom shows them) to black.
+
+    Two pixels of each box edge are left out: chroma upsampling may bring a neighbour's
+    colour there.
+    """
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+
+    try:
+        arr, _ = get_decoder(pf.transfer_syntax).as_array(
+            encapsulate([frame], has_bot=False), rows=pf.rows, columns=pf.columns,
+            samples_per_pixel=pf.samples, photometric_interpretation=pf.photometric,
+            bits_allocated=8, bits_stored=8, pixel_representation=0, number_of_frames=1,
+            planar_configuration=0, as_rgb=True)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad frame
+        raise InputError(f"rewritten JPEG frame cannot be decoded: {exc}") from exc
+    for b in boxes:
+        inner = arr[b.y0 + 2:b.y1 - 2, b.x0 + 2:b.x1 - 2]
+        if inner.size and int(inner.max()) > 16:
+            return False
+    return True
+
+
 def _has_bot(pixel_data: bytes) -> bool:
     return len(pixel_data) >= 8 and struct.unpack("<I", pixel_data[4:8])[0] > 0
 
@@ -342,14 +372,31 @@ def redact_jpeg_dataset(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox]):
         raise InputError(f"{len(frames)} JPEG frames for NumberOfFrames {pf.n_frames}", pf.path)
     touched = frames_touched(boxes, pf.n_frames)
     changed = 0
+    geometry = (pf.rows, pf.columns, pf.samples)
+    rgb: bool | None = None
     with tempfile.TemporaryDirectory(prefix="pixeldeid-dct-") as tmp:
         for i in touched:
             mine = [b for b in boxes if b.frame is None or b.frame == i]
             try:
-                frames[i], n = redact_jpeg_frame(frames[i], mine, pf.photometric, tmp,
-                                                 (pf.rows, pf.columns, pf.samples))
+                if rgb is None and pf.samples == 3:
+                    rgb = _rgb_coded(parse_header(frames[i]), pf.photometric)
+                    new, n = redact_jpeg_frame(frames[i], mine, pf.photometric, tmp, geometry,
+                                               rgb)
+                    if not _looks_black(new, mine, pf):
+                        # the colour model guessed from the markers is not the decoders' one
+                        rgb = not rgb
+                        new, n = redact_jpeg_frame(frames[i], mine, pf.photometric, tmp,
+                                                   geometry, rgb)
+                        if not _looks_black(new, mine, pf):
+                            raise InputError("redacted blocks do not decode to black")
+                        logger.info("JPEG components taken as %s (decoded check)",
+                                    "RGB" if rgb else "YCbCr")
+                else:
+                    new, n = redact_jpeg_frame(frames[i], mine, pf.photometric, tmp, geometry,
+                                               rgb)
             except InputError as exc:
                 raise InputError(f"frame {i}: {exc.reason}", pf.path) from exc
+            frames[i] = new
             changed += n
     if "ExtendedOffsetTable" in ds:
         data, offsets, lengths = encapsulate_extended(frames)

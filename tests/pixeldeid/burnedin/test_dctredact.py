@@ -389,3 +389,36 @@ def test_restart_interval_frames(tmp_path):
     after = PixelFrames(roundtrip(ds)).decode(as_rgb=False)[0]
     assert (after[33:40, 17:30] == (0, 128, 128)).all()
     assert np.array_equal(after[:32, :, 0], before[:32, :, 0])  # luma above the MCU row
+
+
+def _no_jfif_frame() -> tuple[bytes, np.ndarray]:
+    from PIL import Image
+
+    img = _colour_image(48, 64, seed=8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95, subsampling=0)
+    head = parse_header(buf.getvalue())
+    return b"\xff\xd8" + b"".join(s for m, s in head.segments if m != 0xE0) + head.scan, img
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL"])
+def test_no_marker_colour_model_follows_the_photometric(photometric):
+    """No JFIF/Adobe marker: decoders follow the Photometric Interpretation; so does black."""
+    frame, _ = _no_jfif_frame()
+    ds = _jpeg_dataset([frame], 48, 64, photometric)
+    box = TextBox(8, 8, 40, 40)
+    redact_dataset(ds, [box])
+    shown = PixelFrames(roundtrip(ds)).display()[0]
+    assert shown[box.y0:box.y1, box.x0:box.x1].max() == 0
+
+
+def test_wrong_colour_guess_is_corrected_by_decoding(monkeypatch):
+    from pixeldeid.burnedin import dctredact
+
+    frame, _ = _no_jfif_frame()
+    ds = _jpeg_dataset([frame, frame, frame], 48, 64, "YBR_FULL")
+    monkeypatch.setattr(dctredact, "_rgb_coded", lambda head, photometric: True)  # wrong
+    box = TextBox(8, 8, 40, 40)
+    redact_dataset(ds, [box])
+    shown = PixelFrames(roundtrip(ds)).display()
+    assert shown[:, box.y0:box.y1, box.x0:box.x1].max() == 0
