@@ -647,7 +647,7 @@ def _check_engine_name(name: str) -> None:
 
 def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] = (), *,
                   ocr: str | None = "auto", dciodvfy: bool = True,
-                  progress: bool | None = None,
+                  progress: bool | None = None, jobs: int = 1,
                   extra_values: Sequence[IdentityValue] = ()) -> VerifyResult:
     """Check every output of ``out`` for residual identity and damage.
 
@@ -663,6 +663,8 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         off (those files are then listed as not OCR-verified, which does not fail the run).
     dciodvfy : bool
         Run dciodvfy on DICOM outputs.
+    jobs : int
+        Worker processes (dciodvfy and OCR dominate; each worker loads its own engine).
     extra_values : IdentityValue
         More values to search for.
 
@@ -705,12 +707,74 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
                   "symbolic link or special file: not checked; a release must hold plain "
                   "files only")
         v.result.files = len(files)
-        for p in tqdm(files, desc="verify", unit="file", leave=False,
-                      disable=None if progress is None else not progress):
-            v.check_file(p)
+        bar = tqdm(total=len(files), desc="verify", unit="file", leave=False,
+                   disable=None if progress is None else not progress)
+        try:
+            if jobs <= 1 or len(files) < 2:
+                for p in files:
+                    v.check_file(p)
+                    bar.update()
+            else:
+                _parallel(v, files, jobs, (str(outp), values, pseudonyms, dicoms, ocr, dciodvfy),
+                          bar)
+        finally:
+            bar.close()
         return v.result
     finally:
         ledger.close()
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(args: tuple, source_errors: Counter | None) -> None:
+    out, values, exclude, dicoms, ocr, dciodvfy = args
+    ledger = RunLedger(out)
+    v = _Verifier(Path(out), values, exclude, ledger=ledger, against_dicoms=dicoms, ocr=ocr,
+                  dciodvfy=dciodvfy)
+    v._source_errors = source_errors
+    _WORKER["v"] = v
+
+
+def _check_one(path: str) -> tuple:
+    v: _Verifier = _WORKER["v"]
+    v.result = VerifyResult(str(v.out), ocr_required=v.result.ocr_required)
+    v.check_file(Path(path))
+    r = v.result
+    return r.findings, r.not_ocr_verified, r.ocr_verified, r.retained_kinds
+
+
+def _parallel(v: _Verifier, files: list[Path], jobs: int, args: tuple, bar) -> None:
+    """Check ``files`` in ``jobs`` worker processes; results merged in file order."""
+    import multiprocessing as mp
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    source_errors = None
+    if v.dciodvfy and v.against_dicoms and any(_needs_source_errors(v, p) for p in files):
+        from .. import dciodvfy
+
+        if dciodvfy.is_available():
+            source_errors = v.source_errors()  # once, not in every worker
+    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None
+    chunk = max(1, min(16, len(files) // (jobs * 4) or 1))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(args, source_errors)) as pool:
+        for findings, unverified, verified, retained in pool.map(
+                _check_one, [str(p) for p in files], chunksize=chunk):
+            v.result.findings += findings
+            v.result.not_ocr_verified += unverified
+            v.result.ocr_verified += verified
+            v.result.retained_kinds.update(retained)
+            bar.update()
+
+
+def _needs_source_errors(v: _Verifier, path: Path) -> bool:
+    if file_kind(path) != "dicom":
+        return False
+    item = v.item_for(path)
+    return item is None or item.kind not in ("dicom", "dicom-series") or not Path(
+        item.src).is_file()
 
 
 __all__ = ["Finding", "VerifyResult", "verify_output", "iter_outputs", "file_kind", "Term",

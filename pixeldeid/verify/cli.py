@@ -34,7 +34,7 @@ EPILOG = """examples:
   pixeldeid verify release/                       # values from release/.pixeldeid/run.sqlite
   pixeldeid verify release/ --against /data/incoming --json findings.json
   pixeldeid verify release/ --against in/ --no-ocr --no-dciodvfy
-  pixeldeid verify release/ --ocr tesseract
+  pixeldeid verify release/ --ocr tesseract -j 4
 """
 
 
@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no OCR: at-risk files are listed as not OCR-verified")
     parser.add_argument("--no-dciodvfy", action="store_true", help="skip dciodvfy")
     parser.add_argument("--json", metavar="FILE", help="write the findings as JSON")
+    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                        help="worker processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = verify_output(args.out, args.against, ocr=None if args.no_ocr else args.ocr,
-                               dciodvfy=not args.no_dciodvfy,
+                               dciodvfy=not args.no_dciodvfy, jobs=max(1, args.jobs),
                                progress=False if args.no_progress else None)
     except DeidError as exc:
         print(f"pixeldeid verify: error: {exc}", file=sys.stderr)

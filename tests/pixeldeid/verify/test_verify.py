@@ -332,3 +332,18 @@ def test_against_reads_json_sidecars_of_nifti_sources(tmp_path):
         {"RepetitionTime": 2.3, "ProcedureStepDescription": "clementine featherstone"}))
     r = verify_output(out, [src], ocr=None, progress=False)
     assert {(f.file, f.kind) for f in r.findings} == {("sub-01/anat/sub-01_T1w.json", "name")}
+
+
+def test_two_workers_find_what_one_finds(ct_release, tmp_path):
+    out = copy_release(ct_release, tmp_path / "out")
+    a, b = _outputs(out)
+    ds = pydicom.dcmread(a)
+    ds.ImageComments = ct_release.patients[0].family
+    del ds.ImageOrientationPatient
+    ds.save_as(a)
+    (out / "notes.txt").write_text(ct_release.patients[1].accession)
+    save(image_dataset("SUBJ_001", "SUBJ_001", modality="US"), out / "us.dcm")
+    run = [verify_output(out, [ct_release.src], ocr=None, progress=False, jobs=j).to_json()
+           for j in (1, 2)]
+    assert run[0]["findings"] and run[0] == run[1]
+    assert {f["check"] for f in run[0]["findings"]} >= {"dicom-header", "raw-bytes", "dciodvfy"}
