@@ -114,7 +114,8 @@ def _decode_bytes(ts: str, data: bytes, opts: dict) -> np.ndarray:
     from pydicom.pixels import get_decoder
 
     kwargs = dict(opts, number_of_frames=1)
-    arr, _ = get_decoder(ts).as_array(encapsulate([data], has_bot=False), **kwargs)
+    arr, _ = get_decoder(ts).as_array(encapsulate([data], has_bot=False), as_rgb=False,
+                                      **kwargs)
     return arr
 
 
