@@ -183,8 +183,11 @@ class PixelFrames:
                 if out is None:
                     out = np.empty((len(idx), *arr.shape), dtype=arr.dtype)
                 out[k] = arr
-        except (ValueError, RuntimeError, NotImplementedError, KeyError, AttributeError) as exc:
-            raise InputError(f"pixel data cannot be decoded: {exc}", self.path) from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoders fail in many ways on bad data
+            raise InputError(f"pixel data cannot be decoded: {type(exc).__name__}: {exc}",
+                             self.path) from exc
         if out is None:
             return np.empty((0, *self.frame_shape), dtype=np.uint8)
         return out
