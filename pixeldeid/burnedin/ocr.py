@@ -127,10 +127,11 @@ class RapidOcrEngine(OcrEngine):
     #: detector resizing: 'max' keeps frames up to 1500 px as they are (only larger ones shrink)
     det_limit = 1024
     det_limit_type = "max"
-    #: detector pixel threshold, box score threshold, recogniser score threshold
+    #: detector pixel threshold, box score threshold, recogniser score threshold (0: every
+    #: detected region is returned, read or not, so that unreadable text is still redacted)
     det_thresh = 0.2
     box_thresh = 0.4
-    text_score = 0.3
+    text_score = 0.0
 
     def __init__(self, device: str = "auto") -> None:
         super().__init__(device)
@@ -168,7 +169,7 @@ class RapidOcrEngine(OcrEngine):
         out = []
         for points, text, score in result or []:
             box = quad_to_box(points, rows, cols, text, float(score), scale)
-            if box is not None and box.text:
+            if box is not None:  # kept even when unread: classified 'unknown', redacted
                 out.append(box)
         return out
 
@@ -216,8 +217,11 @@ class EasyOcrEngine(OcrEngine):
             kw["download_enabled"] = False
         try:
             self._reader = easyocr.Reader(["en"], **kw)
-        except FileNotFoundError as exc:  # weights missing with downloads disabled
-            raise MissingDependencyError(f"EasyOCR weights ({exc})", self.extra) from None
+        except FileNotFoundError:  # weights missing with downloads disabled
+            where = model_dir or "EasyOCR's model folder"
+            raise MissingDependencyError(
+                f"OCR engine 'easyocr' (weights craft_mlt_25k.pth and english_g2.pth in {where}, "
+                "downloads disabled by PIXELDEID_OCR_OFFLINE)", self.extra) from None
 
     def _boxes(self, result: list, rows: int, cols: int) -> list[TextBox]:
         out = []
