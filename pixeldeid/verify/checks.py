@@ -750,13 +750,17 @@ def _parallel(v: _Verifier, files: list[Path], jobs: int, args: tuple, bar) -> N
     import sys
     from concurrent.futures import ProcessPoolExecutor
 
-    source_errors = None
-    if v.dciodvfy and v.against_dicoms and any(_needs_source_errors(v, p) for p in files):
-        from .. import dciodvfy
+    from .. import dciodvfy
 
-        if dciodvfy.is_available():
-            source_errors = v.source_errors()  # once, not in every worker
     ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None
+    source_errors = None
+    if (v.dciodvfy and v.against_dicoms and dciodvfy.is_available()
+            and any(_needs_source_errors(v, p) for p in files)):
+        source_errors = Counter()  # once, not in every worker
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            for msgs in pool.map(_source_error_messages, v.against_dicoms,
+                                 chunksize=max(1, len(v.against_dicoms) // (jobs * 4))):
+                source_errors.update(msgs)
     chunk = max(1, min(16, len(files) // (jobs * 4) or 1))
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(args, source_errors)) as pool:
@@ -767,6 +771,12 @@ def _parallel(v: _Verifier, files: list[Path], jobs: int, args: tuple, bar) -> N
             v.result.ocr_verified += verified
             v.result.retained_kinds.update(retained)
             bar.update()
+
+
+def _source_error_messages(path: str) -> list[str]:
+    from .. import dciodvfy
+
+    return [f.message for f in dciodvfy.run_dciodvfy(path) if f.severity == "Error"]
 
 
 def _needs_source_errors(v: _Verifier, path: Path) -> bool:
