@@ -294,7 +294,7 @@ def _method(data: ReportData, meta: dict, headers: list[dict], out: Path) -> Non
                         pass
                 rows.append((key.replace("_", " "), v))
         if meta.get("job"):
-            rows.append(("job file", meta["job"]))
+            rows.append(("job file (names local paths)", meta["job"]))
     methods = Counter(" | ".join(h["method"]) for h in headers if h.get("method"))
     for m, n in methods.most_common():
         rows.append(("De-identification Method (DICOM)", f"{m}  [{n} file(s)]"))

@@ -7,6 +7,11 @@ that the image opens; the TIFF tags of every page, that the slide opens in opens
 that it has no label or macro image left with text; OCR of pixel data where pixels were at
 risk. Findings name the file, the check and the kind and length of the value found --
 never the value itself.
+
+Chance hits are kept out: inside bulk binary data (pixel data, TIFF strips and tiles, NIfTI
+voxels, compressed streams) only hits of 8 bytes or more count; elsewhere only whole words.
+All-digit IDs shorter than 6 digits are searched only where IDs are written as text (DICOM
+text elements, NIfTI header text, OCR text), never among ordinary numbers.
 """
 
 from __future__ import annotations
