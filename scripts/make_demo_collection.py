@@ -3,8 +3,10 @@
 
 - ``ct/``: a 20-slice CT series with identity in the header (names, IDs, dates, private
   blocks, nested sequences);
-- ``us/``: an ultrasound-like secondary capture (JPEG, several frames) with identity in the
-  header and in JPEG APPn/COM segments;
+- ``us/``: an ultrasound cine (JPEG baseline YBR_FULL_422, 24 frames) with the patient's
+  name, MRN, date of birth, institution and a running clock burned into the pixels
+  (:mod:`pixeldeid.burnedin.synth`) and the same identity in the header, plus an
+  ultrasound-like secondary capture with identity in JPEG APPn/COM segments;
 - ``head/``: a T1-like head volume with a face (pydeface's average head, MIT);
 - ``slide/``: a synthetic Aperio slide with a label, a macro and dated metadata.
 
@@ -29,8 +31,16 @@ def main(argv: list[str]) -> int:
 
     make_ct_series(root / "ct" / "DOE_JOHN", 20)
     ds, _ = make_planted_dataset(pixels="jpeg", frames=8, seed=5)
-    write_dataset(ds, root / "us" / "cine_DOE_JOHN.dcm")
-    made = ["ct (20 slices)", "us (8-frame JPEG)"]
+    write_dataset(ds, root / "us" / "capture_DOE_JOHN.dcm")
+    from pixeldeid.burnedin.synth import make_us_cine, write
+
+    (root / "us").mkdir(parents=True, exist_ok=True)
+    cine = make_us_cine(n_frames=24, rows=480, columns=640, photometric="YBR_FULL_422",
+                        clock_every=8, seed=5,
+                        patient={"family": "DOE", "given": "JOHN", "mrn": "0012345678",
+                                 "dob": "19610412", "institution": "ST ELSEWHERE GENERAL"})
+    write(cine, root / "us" / "cine_DOE_JOHN.dcm")
+    made = ["ct (20 slices)", "us (24-frame cine with burned-in identity, 8-frame JPEG)"]
     try:
         import pydeface
 

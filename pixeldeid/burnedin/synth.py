@@ -124,7 +124,8 @@ def _sector_mask(rows: int, cols: int, apex: tuple[float, float], r0: float, r1:
 
 def make_us_cine(n_frames: int = 12, rows: int = 480, columns: int = 640, *,
                  photometric: str = "RGB", doppler: bool = True, clock_every: int = 10,
-                 seed: int = 0, settings_side: str = "left") -> SynthUltrasound:
+                 seed: int = 0, settings_side: str = "left",
+                 patient: dict[str, str] | None = None) -> SynthUltrasound:
     """Build a synthetic ultrasound cine (US Multi-frame Image Storage; one frame: US Image).
 
     Parameters
@@ -144,6 +145,9 @@ def make_us_cine(n_frames: int = 12, rows: int = 480, columns: int = 640, *,
         Everything (identity, fonts, positions, speckle) follows from it.
     settings_side : str
         ``left`` or ``right``: where the acquisition settings column goes.
+    patient : dict, optional
+        Identity to use instead of the seed's: ``family``, ``given``, ``mrn``, ``dob``
+        (YYYYMMDD), ``study_date`` (YYYYMMDD), ``institution`` (any subset).
     """
     from PIL import Image, ImageDraw
 
@@ -157,6 +161,13 @@ def make_us_cine(n_frames: int = 12, rows: int = 480, columns: int = 640, *,
     dob = f"{rng.integers(1935, 2005)}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}"
     study = f"{rng.integers(2015, 2026)}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}"
     inst = _INSTITUTIONS[rng.integers(len(_INSTITUTIONS))]
+    if patient:
+        family = patient.get("family", family).upper()
+        given = patient.get("given", given).upper()
+        mrn = patient.get("mrn", mrn)
+        dob = patient.get("dob", dob)
+        study = patient.get("study_date", study)
+        inst = patient.get("institution", inst).upper()
     style = int(rng.integers(0, 4))
     scale = min(rows / 480, columns / 640)
     band = int(round(44 * scale)) + 4
