@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ import yaml
 from ..errors import ProfileError
 from ..paths import configs_dir
 from .boxes import TextBox
+
+log = logging.getLogger(__name__)
 
 POLICIES = ("off", "auto", "template", "phi-only", "all-text")
 
@@ -131,6 +134,22 @@ _OTHER_KEYWORDS = ("PatientAddress", "PatientTelephoneNumbers", "ReferringPhysic
                    "NamesOfIntendedRecipientsOfResults", "ContentCreatorName")
 
 
+def _walk(ds):
+    """Every element of ``ds`` and its sequences; an element that cannot be decoded is skipped
+    (its value cannot be searched for, the identity patterns still apply)."""
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+            value = elem.value
+        except Exception:  # noqa: BLE001 - hostile or broken values: skip this one element
+            log.debug("identity values: element %s not decodable, skipped", tag)
+            continue
+        yield elem
+        if elem.VR == "SQ":
+            for item in value or []:
+                yield from _walk(item)
+
+
 def _useful(value: str) -> bool:
     f = fold(value)
     return len(f) >= 2 and f not in _JUNK
@@ -210,7 +229,7 @@ class IdentityValues:
                     seen.add((kind, s))
                     getattr(vals, kind).append(s)
 
-        for elem in ds.iterall():
+        for elem in _walk(ds):
             kw = elem.keyword
             if elem.VR == "SQ" or elem.value is None or elem.value == "":
                 continue

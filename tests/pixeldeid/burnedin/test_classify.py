@@ -154,6 +154,18 @@ def test_junk_header_values_are_ignored(us):
     assert classify_text("7", empty, us) == "safe"
 
 
+def test_undecodable_header_element_is_skipped(us):
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = _header()
+    rows = Tag(0x00280010)
+    ds._dict[rows] = RawDataElement(rows, "US", 3, b"\x01\x02\x03", 0, True, True)  # odd length
+    values = IdentityValues.from_dataset(ds)
+    assert "SMITH^JOHN^Q" in values.names
+    assert classify_text("SMITH JOHN", values, us) == "identity"
+
+
 def test_policies(identity, us):
     boxes = [TextBox(0, 0, 10, 10, "SMITH, JOHN"), TextBox(0, 20, 10, 30, "MI 0.6"),
              TextBox(0, 40, 10, 50, "Maple"),
