@@ -30,6 +30,9 @@ NOT_FREE_TEXT = frozenset({
     "ImplementationVersionName", "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion",
     "LongCodeValue", "URNCodeValue", "MappingResource", "ContextIdentifier",
     "PrivateCreator", "SpecificCharacterSet", "TimezoneOffsetFromUTC", "ContextGroupVersion"})
+#: Rows of the k-anonymity table, and patients named per row.
+MAX_CLASS_ROWS = 1000
+MAX_CLASS_PATIENTS = 20
 #: Defacing QC folder of ``pixeldeid deface --qc`` (defacing.batch.QC_DIRNAME).
 DEFACE_QC_DIRNAME = "qc"
 
@@ -193,9 +196,18 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     rows += [(it.patient, {}) for it in items if it.status == "done" and it.patient]
     recs = patient_records(rows)
     data.kanon = k_anonymity(recs, k=k)
-    for c in data.kanon.classes:
+    listed = data.kanon.classes
+    if len(listed) > MAX_CLASS_ROWS:  # the flagged (small) classes are the ones to see
+        listed = [c for c in listed if c.size < k][-MAX_CLASS_ROWS:]
+    for c in listed:
+        shown = c.patients[:MAX_CLASS_PATIENTS]
+        if c.size > len(shown):
+            shown = [*shown, f"... {c.size - len(shown)} more"]
         data.kanon_rows.append({"values": c.values, "size": c.size, "small": c.size < k,
-                                "patients": c.patients})
+                                "patients": shown})
+    if len(listed) < len(data.kanon.classes):
+        data.notes.append(f"k-anonymity table: {len(data.kanon.classes) - len(listed)} "
+                          f"equivalence classes not listed (the summary counts them all)")
     for h in headers:
         if h.get("error"):
             data.notes.append(f"{h['rel']}: unreadable {h['kind']} output ({h['error']}); run "
