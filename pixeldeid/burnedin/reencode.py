@@ -136,7 +136,6 @@ def _reencode(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox], device: st
     decoder = get_decoder(ts)
     touched = frames_touched(boxes, pf.n_frames)
     pf.check_frame_headers(touched)
-    dev = None if device in ("cpu", "auto", None) else device
     stored_all = None
     if pf.signed and pf.photometric.startswith("MONO"):
         stored_all = pf.decode(as_rgb=False)
@@ -149,7 +148,7 @@ def _reencode(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox], device: st
         shown = _frame_view(pf, str(meta.get("photometric_interpretation", pf.photometric)))
         fill = _fill(shown, stored_all if stored_all is not None else arr)
         mine = [b.with_(frame=None) for b in boxes if b.frame is None or b.frame == i]
-        redact_frames(arr[None], mine, fill, device=dev)
+        redact_frames(arr[None], mine, fill)
         try:
             data = _encode(ts, arr, opts)
             back = _decode_bytes(ts, data, opts)

@@ -17,7 +17,7 @@ from pydicom.uid import (
 
 from pixeldeid import dciodvfy
 from pixeldeid.burnedin.boxes import TextBox
-from pixeldeid.burnedin.frames import PixelFrames, black_value
+from pixeldeid.burnedin.frames import PixelFrames, black_value, native_view
 from pixeldeid.burnedin.redact import RedactReport, redact_dataset, redact_frames
 from pixeldeid.errors import InputError
 from tests.pixeldeid.burnedin._pixeldata import native_dataset, read, roundtrip, stored_bytes
@@ -274,11 +274,15 @@ def test_redact_frames_frame_indices_and_native_device():
     frames = np.full((3, 8, 8), 9, np.uint16)
     redact_frames(frames, [TextBox(0, 0, 2, 2, frame=7)], 0, frame_indices=[5, 7, 9])
     assert frames[1, :2, :2].max() == 0 and frames[0].min() == 9 and frames[2].min() == 9
+    # a planar-configuration view over pixel bytes is written through from the torch path
     ds, arr = native_dataset("RGB", planar=1, frames=3)
+    buf = bytearray(ds.PixelData)
+    view = native_view(PixelFrames(ds), buf)
+    redact_frames(view, BOXES, (0, 0, 0), device=device, batch=2)
+    assert bytes(buf) == stored_bytes(expected_after(arr, BOXES, (0, 0, 0), 3), "RGB", 1)
     ds2, _ = native_dataset("RGB", planar=1, frames=3)
-    redact_dataset(ds, BOXES)
     redact_dataset(ds2, BOXES, device=device)
-    assert ds.PixelData == ds2.PixelData
+    assert ds2.PixelData == bytes(buf)
 
 
 def test_signed_fill_stays_within_bits_stored():
