@@ -294,3 +294,18 @@ def test_signed_fill_stays_within_bits_stored():
     after = PixelFrames(roundtrip(ds)).decode(as_rgb=False)[0]
     assert (after[2:5, 2:5] == -2048).all()  # the smallest 12-bit value, not a wrapped one
     assert after.min() == -2048
+
+
+def test_deflated_native_stays_deflated():
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds, arr = native_dataset("MONOCHROME2", bits=12, frames=2)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds = roundtrip(ds)
+    report = redact_dataset(ds, [TextBox(0, 0, 5, 5)])
+    assert report.method == "native"
+    assert report.transfer_syntax_out == str(DeflatedExplicitVRLittleEndian)
+    back = roundtrip(ds)
+    assert str(back.file_meta.TransferSyntaxUID) == str(DeflatedExplicitVRLittleEndian)
+    assert np.array_equal(PixelFrames(back).decode(),
+                          expected_after(arr, [TextBox(0, 0, 5, 5)], 0, 2))
