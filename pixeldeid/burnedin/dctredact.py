@@ -261,6 +261,8 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
     if rgb is None:
         rgb = _rgb_coded(head, photometric)
     qts = _segment_qt(head)
+    if any(c[3] not in qts for c in head.components):
+        raise InputError("JPEG frame refers to an undefined quantisation table")
     own = tmpdir is None
     tmpdir = tmpdir or tempfile.mkdtemp(prefix="pixeldeid-dct-")
     src, dst = os.path.join(tmpdir, "in.jpg"), os.path.join(tmpdir, "out.jpg")
@@ -323,6 +325,8 @@ def _splice(orig: JpegHeader, new: JpegHeader) -> bytes:
     scan = bytearray(new.scan)
     ns = scan[4]
     for k in range(ns):
+        if scan[5 + 2 * k] not in ids:
+            raise InputError("rewritten JPEG scan names an unknown component")
         scan[5 + 2 * k] = ids[scan[5 + 2 * k]]
     keep = [seg for m, seg in orig.segments if m not in (0xC4, 0xDD, 0xD8)]
     tables = [seg for m, seg in new.segments if m in (0xC4, 0xDD)]
