@@ -555,14 +555,47 @@ def _slides(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
             covered.add(it.output)
         if pics or note:
             data.slides.append(Panel(it.output or f"item {it.id}", pics, note))
+    sources = _wsi_report_sources(out)  # `pixeldeid wsi` names each output's source
     for h in headers:
         if h["kind"] != "tiff" or h["rel"] in covered:
             continue
+        src = sources.get(h["rel"])
+        before = _slide_assoc(src) if src is not None and src.is_file() else {}
         after = _slide_assoc(h["path"])
-        pics = [Picture(images.save(thumbs.thumbnail(img), name), f"{name} (output)")
-                for name, img in after.items() if images.room()]
-        data.slides.append(Panel(h["rel"], pics, "" if after else
-                                 "no label or macro image in the output"))
+        pics = []
+        for name in ("label", "macro"):
+            for when, d in (("before", before), ("output", after)):
+                if name in d and images.room():
+                    pics.append(Picture(images.save(thumbs.thumbnail(d[name]), name),
+                                        f"{name} ({when})"))
+        notes = [f"{n}: none in the output" for n in ("label", "macro") if n not in after]
+        if src is None:
+            notes.append("source unknown: output only")
+        elif not before and not src.is_file():
+            notes.append("source no longer available: output only")
+        data.slides.append(Panel(h["rel"], pics, "; ".join(notes)))
+
+
+def _wsi_report_sources(out: Path) -> dict[str, Path]:
+    """Output (relative to OUT) -> source slide, from ``OUT/wsi-report.csv``."""
+    import csv
+
+    p = out / "wsi-report.csv"
+    found: dict[str, Path] = {}
+    if not p.is_file():
+        return found
+    try:
+        with open(p, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                o, s = row.get("output") or "", row.get("source") or ""
+                if o and s and row.get("status") == "clean":
+                    try:
+                        found[Path(o).resolve().relative_to(out.resolve()).as_posix()] = Path(s)
+                    except (ValueError, OSError):
+                        continue
+    except (OSError, csv.Error, UnicodeDecodeError):
+        pass
+    return found
 
 
 def _sample(data: ReportData, headers: list[dict], images: _Images, n: int) -> None:

@@ -51,3 +51,17 @@ def test_plain_deface_output_renders_grouped(tmp_path):
     assert re.findall(r'alt="([^"]+)"', deface) == ["front", "side", "slices"]
     assert ["deface", "NIFTI", "1"] in _cells(_section(html, "counts"))
     assert "No run ledger" not in html and "no run ledger" in html
+
+
+def test_plain_wsi_output_shows_source_label_and_macro(tmp_path):
+    pytest.importorskip("openslide")
+    from pixeldeid.cli import main
+    from wsi.synth.aperio import make_aperio
+
+    synth = make_aperio(tmp_path / "src" / "case.svs", width=720, height=480, levels=2)
+    out = tmp_path / "out"
+    assert main(["wsi", str(synth.path), "-o", str(out), "--pseudonym", "SUBJ_030"]) == 0
+    html = build_report(out, progress=False).read_text()
+    slides = _section(html, "slides")
+    assert re.findall(r'alt="([^"]+)"', slides) == ["label (before)", "macro (before)"]
+    assert "label: none in the output; macro: none in the output" in slides
