@@ -234,6 +234,9 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
         if p.suffix.lower() == ".json":
             add(identity_from_sidecar(p))
             continue
+        if p.suffix.lower() in SLIDE_SUFFIXES:
+            add(identity_from_slide(p))
+            continue
         try:
             with open(p, "rb") as fh:
                 head = fh.read(132)
@@ -246,6 +249,42 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
         dicoms.append(str(p))
         add(identity_from_dataset(ds))
     return values, dicoms
+
+
+#: Slide files whose vendor metadata gives identity values (DICOM WSI is read as DICOM).
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".bif", ".scn", ".mrxs", ".vms")
+
+
+def identity_from_slide(path: str | os.PathLike) -> list[IdentityValue]:
+    """Values of a source slide's vendor metadata that ``pixeldeid wsi`` removes (keys not on
+    its allowlist, e.g. Aperio Title, User, Filename, Barcode), as ``other`` values.
+
+    Needs openslide and the ``wsi`` package; returns nothing without them or for a file
+    that is not a slide.
+    """
+    try:
+        import openslide
+
+        from wsi.metadata_rules import classify_key
+    except ImportError:
+        return []
+    try:
+        slide = openslide.OpenSlide(str(path))
+    except Exception:  # noqa: BLE001 - not a slide
+        return []
+    try:
+        props = dict(slide.properties)
+    finally:
+        slide.close()
+    out = []
+    for key, value in props.items():
+        if key.split(".", 1)[0] in ("openslide", "tiff"):
+            continue  # copies of the vendor fields and TIFF structure
+        v = str(value).strip()
+        if (4 <= len(v) <= 64 and classify_key(key.split(".", 1)[-1]) == "remove"
+                and not re.fullmatch(r"[-+\d.,:/ ]+", v)):
+            out.append(IdentityValue("other", v))
+    return out
 
 
 def identity_from_sidecar(path: str | os.PathLike) -> list[IdentityValue]:

@@ -48,3 +48,18 @@ def test_slides_label_macro_and_metadata(tmp_path):
             ("slide-properties", "accession"), ("slide-label", ""), ("slide-macro", "")} <= checks
     assert {f.file for f in r.findings} == {"raw.svs"}
     assert sorted(w.split(":")[0] for _, w in r.not_ocr_verified) == ["label image", "macro image"]
+
+
+def test_against_reads_identity_from_source_slides(tmp_path):
+    pytest.importorskip("openslide")
+    from wsi.api import deidentify_slide
+    from wsi.synth.aperio import make_aperio
+
+    synth = make_aperio(tmp_path / "src" / "case.svs", width=720, height=480, levels=2)
+    out = tmp_path / "out"
+    assert deidentify_slide(synth.path, out, pseudonym="SUBJ_020").ok
+    r = verify_output(out, [synth.path.parent], ocr=None, dciodvfy=False, progress=False)
+    assert r.clean and r.values.get("other", 0) >= 4  # title, user, filename, barcode ...
+    (out / "notes.txt").write_text("scanned by jsmith_operator")
+    r = verify_output(out, [synth.path.parent], ocr=None, dciodvfy=False, progress=False)
+    assert [(f.file, f.kind) for f in r.findings] == [("notes.txt", "other")]
