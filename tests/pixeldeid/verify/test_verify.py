@@ -347,3 +347,28 @@ def test_two_workers_find_what_one_finds(ct_release, tmp_path):
            for j in (1, 2)]
     assert run[0]["findings"] and run[0] == run[1]
     assert {f["check"] for f in run[0]["findings"]} >= {"dicom-header", "raw-bytes", "dciodvfy"}
+
+
+def test_pixels_changed_outside_recorded_boxes_are_damage(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    ds = image_dataset("MRN0011223", "LOCKHART^Rosalind", rows=64, cols=96, text="LOCKHART")
+    save(ds, src / "a.dcm")
+    arr = np.frombuffer(ds.PixelData, np.uint8).reshape(64, 96).copy()
+    arr[2:14, 2:50] = 0  # the recorded box, blacked out
+    ds.PixelData = arr.tobytes()
+    ds.PatientName = ds.PatientID = "SUBJ_001"
+    save(ds, out / "a.dcm")
+    box = {"frame": 0, "x0": 4, "y0": 4, "x1": 48, "y1": 12, "label": "identity"}
+    write_run_ledger(out, items=[{"src": src / "a.dcm", "patient": "SUBJ_001", "modality": "SC",
+                                  "stages": ["pixels", "header"], "output": "a.dcm",
+                                  "details": {"pixels": {"boxes": [box]}}}],
+                     identity=[("SUBJ_001", "name", "LOCKHART^Rosalind")])
+    r = verify_output(out, ocr=None, dciodvfy=False, progress=False)
+    assert r.clean, [f.line() for f in r.findings]
+    arr[60, 90] ^= 0xFF  # one pixel far from any box
+    ds.PixelData = arr.tobytes()
+    save(ds, out / "a.dcm")
+    r = verify_output(out, ocr=None, dciodvfy=False, progress=False)
+    assert [(f.check, f.what) for f in r.findings] == [
+        ("pixels", "1 pixel value(s) differ from the source outside the recorded redaction "
+                   "boxes")]
