@@ -2,7 +2,8 @@
 
 Per output file: a raw byte search (UTF-8, and UTF-16 for TIFF/slides; gzip members
 decompressed; zip members read), then by format: every DICOM element at any depth
-(private and file meta too) and dciodvfy; the NIfTI header text fields and extensions and
+(private and file meta too), the strict read of the core, the de-identification marking,
+dciodvfy and the pixels against the source; the NIfTI header text fields and extensions and
 that the image opens; the TIFF tags of every page, that the slide opens in openslide and
 that it has no label or macro image left with text; OCR of pixel data where pixels were at
 risk. Findings name the file, the check and the kind and length of the value found --

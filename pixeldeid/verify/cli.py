@@ -23,11 +23,15 @@ Searches each file for every identifying value known from the run ledger
 spellings, IDs with and without leading zeros, birth dates in several formats, accession
 numbers, institution names -- in the raw bytes (UTF-8; UTF-16 for TIFF/slides; gzip and zip
 members), every DICOM element at any depth (private and file meta too), NIfTI header text
-fields and extensions, TIFF tags and slide properties. Checks that NIfTI files and slides
-open, that no slide label/macro with text is left, runs dciodvfy on DICOM (with --against
+fields and extensions, TIFF tags and slide properties. Checks that DICOM outputs read in
+full and say Patient Identity Removed YES, that NIfTI files and slides open, that no slide
+label/macro with text is left, that pixels equal the source's outside the recorded
+redaction boxes (run ledger, source still there), runs dciodvfy on DICOM (with --against
 or a ledger: only errors the source did not have), and OCRs pixels that were at risk (US,
 SC, OT, XA, NM, secondary captures, Burned In Annotation). Findings give the file, the
-check and the kind and length of the value -- never the value itself.
+check and the kind and length of the value -- never the value itself. Symbolic links in
+OUT are findings (never followed). The result is also kept in OUT/.pixeldeid/verify.json
+for `pixeldeid report`.
 Exit status: 0 clean, 1 findings (or files that could not be OCR-verified), 2 usage error."""
 
 EPILOG = """examples:
