@@ -296,7 +296,7 @@ class BurnedInStage:
         tboxes = [b.clipped(pf.rows, pf.columns) for b in tboxes]
         tboxes = [b for b in tboxes if b.area > 0]
         result = PixelResult(templates=names, engine=getattr(engine, "name", None))
-        if engine is None and not tboxes and not names:
+        if engine is None and not tboxes:   # (a matched template without regions counts not)
             if risk:
                 what = "no matching template" if s.policy == "template" else \
                     "no OCR engine (pip install 'pixeldeid[ocr]') and no matching template"
@@ -326,8 +326,9 @@ class BurnedInStage:
         verifier = self._engine(s.verify_ocr or s.ocr) if s.verify else None
         if verifier is not None:
             full = bool(s.verify_ocr) or engine is None
-            self._verify(ds, to_redact, result.frames_read or [0], identity, vocab, verifier,
-                         full, source)
+            # the frames read, and the last one (a redaction must hold to the end)
+            check = sorted({*(result.frames_read or [0]), pf.n_frames - 1})
+            self._verify(ds, to_redact, check, identity, vocab, verifier, full, source)
             result.verified = True
             if risk or result.redacted or "BurnedInAnnotation" in ds:
                 ds.BurnedInAnnotation = "NO"
