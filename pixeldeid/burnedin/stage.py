@@ -121,6 +121,16 @@ def at_risk(ds: Dataset) -> str | None:
     return None
 
 
+def plausible_text(box: TextBox, rows: int, cols: int) -> bool:
+    """False for OCR boxes that are not burned-in text: a lone glyph read into anatomy
+    (a lung read as "O"), a line taller than any overlay text."""
+    if box.source != "ocr":
+        return True
+    if box.height > max(64, rows // 6):
+        return False
+    return sum(c.isalnum() for c in box.text) >= 2 or box.label == "identity"
+
+
 def _pad(box: TextBox, rows: int, cols: int) -> TextBox:
     """An OCR box grown a little: detectors hug the glyphs."""
     px = max(2, box.height // 5)
@@ -310,6 +320,11 @@ class BurnedInStage:
         if engine is not None:
             found = self._find_text(pf, engine, tboxes, identity, vocab, cls_policy, risk,
                                     result)
+            kept = [b for b in found if plausible_text(b, pf.rows, pf.columns)]
+            if len(kept) < len(found):
+                logger.debug("%d OCR box(es) not taken for text (a lone glyph or too tall)",
+                             len(found) - len(kept))
+            found = kept
         to_redact = list(tboxes) + [_pad(b, pf.rows, pf.columns).with_(frame=None)
                                     for b in boxes_to_redact(found, cls_policy)]
         result.boxes = list(tboxes) + found

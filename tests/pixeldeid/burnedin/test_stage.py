@@ -157,3 +157,17 @@ def test_usage_errors_name_the_bad_value():
         stage("auto", ocr="rapid")
     with pytest.raises(ProfileError, match="device"):
         BurnedInStage(PixelSettings(device="gpu"))
+
+
+def test_ct_slice_without_text_keeps_every_pixel(tmp_path):
+    """Anatomy is not text: dark lungs read as a lone "O" must not be blacked out."""
+    import pydicom
+
+    from pixeldeid._synth import make_ct_series
+
+    make_ct_series(tmp_path, 1)
+    ds = pydicom.dcmread(next(tmp_path.rglob("*.dcm")))
+    original = ds.PixelData
+    result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
+    assert result.method == "none" and not result.redacted and result.verified
+    assert ds.PixelData == original and result.frames_read == [0]
