@@ -171,3 +171,22 @@ def test_ct_slice_without_text_keeps_every_pixel(tmp_path):
     result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
     assert result.method == "none" and not result.redacted and result.verified
     assert ds.PixelData == original and result.frames_read == [0]
+
+
+def test_qc_thumbnails_show_the_boxes_and_carry_no_name(tmp_path):
+    from PIL import Image
+
+    from pixeldeid.burnedin.boxes import TextBox
+    from pixeldeid.burnedin.qc import write_thumbnails
+
+    before = np.full((600, 800, 3), 90, np.uint8)
+    after = before.copy()
+    after[100:140, 200:400] = 0
+    boxes = [TextBox(200, 100, 400, 140, "DOE JOHN", label="identity"),
+             TextBox(10, 10, 60, 30, "MI 1.2", label="safe")]
+    paths = write_thumbnails(before, after, boxes, tmp_path / "qc", "0123abcd")
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["0123abcd_before.png", "0123abcd_after.png"]
+    thumb = np.asarray(Image.open(paths[1]).convert("RGB"))
+    assert max(thumb.shape[:2]) == 512
+    colours = {tuple(c) for c in thumb.reshape(-1, 3)}
+    assert (255, 40, 40) in colours and (40, 220, 40) in colours   # identity red, safe green
