@@ -115,3 +115,35 @@ def test_bad_pixel_flags_are_usage_errors_before_any_output(inputs, tmp_path, ca
     assert dicom(src, out, key, *flags) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_run_batch_reports_pixel_details_without_identity(inputs, tmp_path):
+    """The API: DeidConfig.pixels runs the stage; FileOutcome.details holds its result."""
+    import json
+
+    from pixeldeid.api import DeidConfig
+    from pixeldeid.batch import run_batch
+    from pixeldeid.burnedin.stage import PixelSettings
+
+    src, truth, key = inputs
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    (tdir / "synth.yaml").write_text(
+        "- name: synth-band\n"
+        "  match: {Manufacturer: Synthetic Sonics}\n"
+        "  regions:\n    - [0, 0, Columns, 70]\n")
+    config = DeidConfig(key=key.read_bytes().strip(), pixels=PixelSettings(
+        policy="template", ocr="none", templates_dir=str(tdir)))
+    summary = run_batch([src], tmp_path / "out", config, progress=False)
+    assert summary.exit_status == 0 and len(summary.outcomes) == 2
+    for o in summary.outcomes:
+        pix = o.details["pixels"]
+        assert pix["templates"] == ["synth-band"] and pix["redacted"]
+        assert not pix["verified"]                 # no OCR: redacted, not verified
+        text = json.dumps(o.details)
+        for us in truth.values():
+            assert str(us.dataset.PatientID) not in text
+        ds = pydicom.dcmread(tmp_path / "out" / o.output)
+        assert ds.BurnedInAnnotation == "YES"      # NO only when verified
+        codes = [str(i.CodeValue) for i in ds.DeidentificationMethodCodeSequence]
+        assert CLEAN_PIXEL_DATA in codes
