@@ -108,6 +108,9 @@ def _run_dicom(args: argparse.Namespace) -> int:
     # write nothing, not even a generated key).
     profile = load_profile(args.profile).with_options(args.option)
     pixels = _pixel_settings(args)
+    if pixels is None and "clean-pixel-data" in profile.options:
+        raise DeidError("option clean-pixel-data records a pixel cleaning that --pixels off "
+                        "does not do; choose a --pixels policy or drop the option")
     out = Path(args.output)
     key = load_or_create_key(args.key_file, out)
     ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})

@@ -147,3 +147,10 @@ def test_run_batch_reports_pixel_details_without_identity(inputs, tmp_path):
         assert ds.BurnedInAnnotation == "YES"      # NO only when verified
         codes = [str(i.CodeValue) for i in ds.DeidentificationMethodCodeSequence]
         assert CLEAN_PIXEL_DATA in codes
+
+
+def test_clean_pixel_option_with_pixels_off_is_refused(inputs, tmp_path, capsys):
+    src, _, key = inputs
+    out = tmp_path / "out"
+    assert dicom(src, out, key, "--pixels", "off", "--option", "clean-pixel-data") == 2
+    assert "clean-pixel-data" in capsys.readouterr().err and not out.exists()
