@@ -82,3 +82,21 @@ def test_readable_identity_is_gone_from_every_frame(stage, name):
     kept = [b.text.upper() for b in reread if b.label == "safe"]
     assert any(w in t for t in kept for w in SETTINGS_WORDS), kept
     assert np.count_nonzero(after[0]) > 0.05 * after[0].size   # the image is still there
+
+
+def test_terason_cine_in_auto_takes_the_template_fast_path():
+    """auto: the shipped Terason template blacks out the identity band in every frame
+    without reading it; OCR reads only the rest and the result is verified."""
+    ds = read_capture("deid-data/ultrasounds/RGB_CINE.zip")
+    identity = IdentityValues.from_dataset(ds)
+    result = BurnedInStage(PixelSettings(policy="auto", ocr="rapidocr", device="cpu")).process(
+        ds, identity, "RGB_CINE.dcm")
+    assert result.templates == ["terason-1016x672"] and result.verified
+    band = [b for b in result.boxes if b.source == "template"]
+    assert band and all(b.label == "identity" for b in band)
+    after = PixelFrames(ds).display()
+    for b in band:
+        assert int(after[:, b.y0:b.y1, b.x0:b.x1].max()) == 0
+    reread = classify_boxes(get_engine("rapidocr", "cpu").read(after[-1]), identity,
+                            Vocabulary.load("US"))
+    assert not [b for b in reread if b.label == "identity"]
