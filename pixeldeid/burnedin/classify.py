@@ -79,15 +79,17 @@ _PATTERNS: dict[str, re.Pattern] = {
         rf"|(?<![A-Z]){_MON}\s?\d{{1,2}}(?:st|nd|rd|th)?,?\s?(?:\d{{4}}|\d{{2}})"  # AUG 29, 1951
         r"|(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"  # 19510829
         r")(?!\d)", re.I),
-    "time": re.compile(r"(?<!\d)\d{1,2}[:.][0-5]\d(?:[:.][0-5]\d)?\s?[AP]\.?M(?![A-Z])"
-                       r"|(?<!\d)\d{1,2}:[0-5]\d(?:[:.][0-5]\d)?(?!\d)", re.I),
+    # 10:42, 10:42:07, 05.24.57PM, "2.09: 04" (OCR reads ':' as '.' and adds spaces)
+    "time": re.compile(r"(?<!\d)\d{1,2}\s?[:.]\s?[0-5]\d(?:\s?[:.]\s?[0-5]\d)?\s?[AP]\.?M(?![A-Z])"
+                       r"|(?<!\d)\d{1,2}\s?[:.]\s?[0-5]\d\s?[:.]\s?[0-5]\d(?!\d)"
+                       r"|(?<!\d)\d{1,2}\s?:\s?[0-5]\d(?!\d)", re.I),
     "phone": re.compile(r"(?:\+\d{1,3}[\s.\-]?)?\(?\d{3}\)?[\s.\-]\d{3}[\s.\-]\d{4}(?!\d)"),
     "digits": re.compile(r"\d{6,}"),
     "label": re.compile(
         r"(?<![A-Z])(?:D\.?O\.?B|DOB|MRN|MR\s?#|ID|PID|PT\s?ID|NAME|ACC|ACCESSION|ACC\s?#|SSN|"
         r"BIRTH|BORN|PATIENT|OPERATOR|SONOGRAPHER|PHYSICIAN|REFERRING|REF\.?\s?(?:PHYS|DR)|"
-        r"ATTENDING|TECHNOLOGIST|HOSPITAL|CLINIC|MEDICAL\s+CENTER|MED\s+CTR|INFIRMARY|"
-        r"UNIVERSITY)(?![A-Z])", re.I),
+        r"ATTENDING|TECHNOLOGIST|HOSPITAL|CLINIC|MEDICAL|MEDICINE|HEALTH(?:CARE)?|MED\s+CTR|"
+        r"INFIRMARY|UNIVERSITY)(?![A-Z])", re.I),
     "honorific": re.compile(r"(?<![A-Z])(?:DR|MR|MRS|MS|PROF)\.?\s+[A-Z][A-Z'\-]+", re.I),
     "credential": re.compile(r"[A-Z][A-Z'\-]+\s*,?\s+(?:MD|M\.D\.|RN|RDMS|RDCS|RVT|RVS|DO|PHD|"
                              r"MBBS|FRCR|RT\(R\))(?![A-Z])", re.I),
