@@ -25,6 +25,20 @@ if [ -d "$OUT/input/slide" ] && "$PIX" wsi --help >/dev/null 2>&1; then
   echo "== whole-slide images"
   "$PIX" wsi "$OUT/input/slide" -o "$OUT/release/slides" || status=1
 fi
+if "$PIX" run --help >/dev/null 2>&1; then
+  echo "== the whole collection in one resumable run (configs/jobs/example.yaml)"
+  "$PIX" run "$OUT/input" -o "$OUT/release/run" --config configs/jobs/example.yaml \
+    --key-file "$OUT/project.key" --no-progress || status=1
+  if "$PIX" verify --help >/dev/null 2>&1; then
+    echo "== verify"
+    "$PIX" verify "$OUT/release/run" --no-progress || status=1
+  fi
+  if "$PIX" report --help >/dev/null 2>&1; then
+    echo "== QC report"
+    "$PIX" report "$OUT/release/run" --no-progress || status=1
+    echo "QC report (shows identity: keep private; opens offline): $OUT/release/run/report/index.html"
+  fi
+fi
 echo "== result"
 find "$OUT/release" -type f -not -path '*/.pixeldeid/*' | sort | head -40
 echo "mapping for the data holder (keep private): $OUT/mapping.csv"

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("pixeldeid.quarantine").setLevel(logging.ERROR)
         logging.getLogger("defacing").setLevel(logging.CRITICAL)
         logging.getLogger("wsi").setLevel(logging.CRITICAL)
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     summary = run_pipeline(args.sources, args.output, job, dry_run=args.dry_run,
                            progress=False if args.no_progress else None, echo=print)
     if not summary.plan.items:

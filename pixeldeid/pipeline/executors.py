@@ -125,15 +125,24 @@ class DaskExecutor(Executor):
         super().__init__(jobs, scheduler)
         if not self.is_available():
             raise MissingDependencyError("the dask executor", "dask", "distributed")
+        import sys
+
+        import dask
         from distributed import Client, LocalCluster
 
         self._cluster = None
         if scheduler:
             self._client = Client(scheduler)
         else:
-            self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1,
-                                         processes=processes, dashboard_address=None,
-                                         silence_logs=logging.ERROR)
+            # on Linux the local workers are forked from this process, like the local pool:
+            # they start in milliseconds with the PS3.15 and vocabulary tables already loaded
+            method = "fork" if sys.platform.startswith("linux") else "spawn"
+            if processes and method == "fork":
+                _warm_caches()
+            with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+                self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1,
+                                             processes=processes, dashboard_address=None,
+                                             silence_logs=logging.ERROR)
             self._client = Client(self._cluster)
 
     @classmethod

@@ -36,9 +36,11 @@ __all__ = ["run_item", "WORK_DIRNAME", "QC_DIRNAME"]
 WORK_DIRNAME = "work"
 QC_DIRNAME = "qc"
 
-_LOCAL = threading.local()
-#: pixeldeid.batch keeps its worker state in one module dict: threads take turns on it
-_BATCH_LOCK = threading.Lock()
+#: what is costly to build (header de-identifier, pixel stage), for the last settings seen
+_CACHE: dict[str, dict] = {}
+#: the cached state (and pixeldeid.batch's one module dict) is shared by the threads of a
+#: worker process: they take turns (run Dask workers with threads_per_worker=1)
+_LOCK = threading.RLock()
 
 
 def run_item(item: dict, settings: dict) -> dict:
@@ -50,7 +52,8 @@ def run_item(item: dict, settings: dict) -> dict:
     try:
         if runner is None:
             raise DeidError(f"no stage for items of kind {item['kind']!r}")
-        res = runner(item, settings)
+        with _LOCK:
+            res = runner(item, settings)
     except DeidError as exc:
         res = {"status": "quarantined", "reason": exc.reason}
     except MemoryError:
@@ -87,12 +90,12 @@ def _config(settings: dict, **extra: Any):
 
 
 def _state(settings: dict) -> dict:
-    """Per-thread cache of what is costly to build, keyed by the settings id."""
-    cache = getattr(_LOCAL, "cache", None)
-    if cache is None or cache[0] != settings["sid"]:
-        cache = (settings["sid"], {})
-        _LOCAL.cache = cache
-    return cache[1]
+    """The process's cache of what is costly to build, for these settings."""
+    sid = settings["sid"]
+    if sid not in _CACHE:
+        _CACHE.clear()
+        _CACHE[sid] = {}
+    return _CACHE[sid]
 
 
 def _batch_worker(settings: dict) -> dict:
@@ -168,11 +171,10 @@ def _run_dicom(item: dict, settings: dict) -> dict:
     from .. import batch
 
     state = _batch_worker(settings)
-    with _BATCH_LOCK:
-        if batch._WORKER.get("deid") is not state["deid"]:
-            batch._WORKER.clear()
-            batch._WORKER.update(state)
-        outcome = batch.process_file(item["src"])
+    if batch._WORKER.get("deid") is not state["deid"]:
+        batch._WORKER.clear()
+        batch._WORKER.update(state)
+    outcome = batch.process_file(item["src"])
     details = dict(getattr(outcome, "details", None) or {})
     if outcome.status == "quarantined":
         return {"status": "quarantined", "reason": outcome.reason, "details": details}
