@@ -36,6 +36,15 @@ def _has_module(name: str) -> bool:
         return False
 
 
+def _threads() -> int:
+    """CPU threads per OCR session: ``PIXELDEID_OCR_THREADS`` (e.g. 1 per worker), else all."""
+    try:
+        n = int(os.environ.get("PIXELDEID_OCR_THREADS", "-1"))
+    except ValueError:
+        return -1
+    return n if n >= 1 else -1
+
+
 def as_rgb(image: np.ndarray) -> np.ndarray:
     """Check a frame and return it as contiguous ``HxWx3`` uint8 RGB."""
     arr = np.asarray(image)
@@ -151,7 +160,7 @@ class RapidOcrEngine(OcrEngine):
             det_use_cuda=use_cuda, cls_use_cuda=use_cuda, rec_use_cuda=use_cuda,
             det_limit_side_len=self.det_limit, det_limit_type=self.det_limit_type,
             det_thresh=self.det_thresh, det_box_thresh=self.box_thresh,
-            text_score=self.text_score,
+            text_score=self.text_score, intra_op_num_threads=_threads(),
         )
 
     def _read(self, rgb: np.ndarray) -> list[TextBox]:
@@ -376,10 +385,11 @@ def get_engine(name: str = "auto", device: str = "auto") -> OcrEngine:
     """
     if device not in DEVICES:
         raise ProfileError(f"unknown device {device!r} (known: {', '.join(DEVICES)})")
-    key = (name, device)
     with _CACHE_LOCK:
-        if key not in _CACHE:
+        if (name, device) not in _CACHE:
             real = resolve_engine_name(name, device)
             log.debug("OCR engine %s (asked %s, device %s)", real, name, device)
-            _CACHE[key] = ENGINES[real](device)
-        return _CACHE[key]
+            if (real, device) not in _CACHE:  # 'auto' and its engine share one instance
+                _CACHE[(real, device)] = ENGINES[real](device)
+            _CACHE[(name, device)] = _CACHE[(real, device)]
+        return _CACHE[(name, device)]

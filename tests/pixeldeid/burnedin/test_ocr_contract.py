@@ -170,6 +170,8 @@ def test_auto_prefers_easyocr_on_cuda(monkeypatch):
 def test_engines_are_cached():
     assert ocr.get_engine("rapidocr", "cpu") is ocr.get_engine("rapidocr", "cpu")
     assert ocr.get_engine("rapidocr", "cpu").device == "cpu"
+    if ocr.resolve_engine_name("auto", "cpu") == "rapidocr":
+        assert ocr.get_engine("auto", "cpu") is ocr.get_engine("rapidocr", "cpu")
 
 
 def test_easyocr_weights_folder(monkeypatch, tmp_path):
