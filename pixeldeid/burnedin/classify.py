@@ -68,15 +68,16 @@ def _digit_folded(text: str) -> str:
 
 
 # -- identity patterns ---------------------------------------------------------------------
-_MON = r"(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|SEPT|OCT|NOV|DEC)[A-Z]*\.?"
-_SEP = r"[/.\-]"
+# month names, tolerant of the OCR confusions O/0, I/l/1 and S/5
+_MON = r"(?:JAN|FEB|MAR|APR|MAY|JUN|JU[LI1]|AUG|[S5]EPT?|[O0]CT|N[O0]V|DEC)[A-Z]*\.?"
+_SEP = r"\s?[/.\-]\s?"
 _PATTERNS: dict[str, re.Pattern] = {
     "date": re.compile(
         r"(?<!\d)(?:"
         rf"\d{{1,2}}{_SEP}\d{{1,2}}{_SEP}(?:\d{{4}}|\d{{2}})"      # 08/29/1951, 4/14/20
         rf"|\d{{4}}{_SEP}\d{{1,2}}{_SEP}\d{{1,2}}"                 # 1951-08-29
         rf"|\d{{1,2}}[\s\-/.]?{_MON}[\s\-/.,]?\s?(?:\d{{4}}|\d{{2}})"  # 29-AUG-1951, 7OCT16
-        rf"|(?<![A-Z]){_MON}\s?\d{{1,2}}(?:st|nd|rd|th)?,?\s?(?:\d{{4}}|\d{{2}})"  # AUG 29, 1951
+        rf"|(?<![A-Z]){_MON}[\s\-/.]?\d{{1,2}}(?:st|nd|rd|th)?[\s\-/.,]{{0,2}}(?:\d{{4}}|\d{{2}})"  # AUG 29, 1951
         r"|(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"  # 19510829
         r")(?!\d)", re.I),
     # 10:42, 10:42:07, 05.24.57PM, "2.09: 04" (OCR reads ':' as '.' and adds spaces)

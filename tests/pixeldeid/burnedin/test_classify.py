@@ -87,6 +87,7 @@ def test_header_identity_in_any_spelling(text, identity, us):
 
 IDENTITY_SHAPES = [
     "03/02/2017", "3/2/17", "12-Jan-2019", "2019-01-12", "20190112", "Jan 12, 2019",
+    "Aug-29-1951", "AUG.29.1951", "O7-0CT-2O16", "29. 08. 1951", "12JAN2019", "2 SEPT 2020",
     "10:42 AM", "05:24:57PM", "05.24.57PM", "14:03", "+2.09: 04", "11 : 24:20", "(216) 555-0100", "216.555.0100",
     "000794123", "Acc# 55", "MRN", "DOB", "D.O.B.", "Patient ID", "Name:", "PID",
     "DOE, JANE", "DOE,JANE", "DOE^JANE", "Dr. Who", "Jane Doe, MD", "ST JUDE HOSPITAL",
