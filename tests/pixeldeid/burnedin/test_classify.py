@@ -131,6 +131,10 @@ def test_vocabulary_is_per_modality(identity):
     assert classify_text("2.3 cm", identity, ct) == "safe"       # common words
     assert classify_text("MI 0.6", identity, ct) == "unknown"    # ultrasound words only for US
     assert Vocabulary.load("us") is Vocabulary.load("US")         # cached, case-insensitive
+    assert classify_text("TR 500 TE 15", identity, Vocabulary.load("MR")) == "safe"
+    assert classify_text("TR 500 TE 15", identity, ct) == "unknown"
+    assert classify_text("120 kV 250 mAs B30f", identity, ct) == "safe"
+    assert classify_text("LAO 30 CRAN 20", identity, Vocabulary.load("XA")) == "safe"
 
 
 def test_identity_wins_over_safe_words(us):
