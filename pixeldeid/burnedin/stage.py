@@ -97,6 +97,9 @@ _CLASSIFY_POLICY = {"auto": "phi-only", "phi-only": "phi-only", "all-text": "all
                     "template": "phi-only"}
 #: non-risky images (CT, MR slices ...) are read on frames downscaled to this long side
 CHEAP_LONG_SIDE = 768
+#: crops of changed overlay areas reach this many text heights left and right (the rest
+#: of a line whose other part lies over the moving image)
+CROP_X_MARGIN = 10.0
 #: a cine location that changes is read in at most this many of its frames
 MAX_READS_PER_PLACE = 6
 #: a redacted box counts as black when at most this fraction of it is brighter than 48
@@ -153,6 +156,23 @@ def read_frame(engine, image: np.ndarray, long_side: int | None = None) -> list[
                            interpolation=cv2.INTER_AREA)
         return [_to_box(b, 1 / f, rows, cols) for b in engine.read(small)]
     return engine.read(image)
+
+
+def _extend_at_edges(box: TextBox, crops: Sequence[tuple[int, tuple]], cols: int) -> TextBox:
+    """A box read at the left/right edge of its crop may go on beyond it (text over the
+    moving image is not part of the overlay): grow it that way (fail closed)."""
+    grow = 3 * max(box.height, 8)
+    x0, x1 = box.x0, box.x1
+    for f, (cx0, cy0, cx1, cy1) in crops:
+        if f != box.frame or not (cx0 <= box.x0 and box.x1 <= cx1 and cy0 <= box.y0
+                                  and box.y1 <= cy1):
+            continue
+        if box.x0 - cx0 <= 2 and cx0 > 0:
+            x0 = max(0, box.x0 - grow)
+        if cx1 - box.x1 <= 2 and cx1 < cols:
+            x1 = min(cols, box.x1 + grow)
+        break
+    return box.with_(x0=x0, x1=x1)
 
 
 def _blackout(image: np.ndarray, boxes: Sequence[TextBox]) -> np.ndarray:
@@ -393,7 +413,7 @@ class BurnedInStage:
             for r in analysis.change_regions.get(f, []):
                 if covered(r, hidden):
                     continue
-                ctx = context_box(r, pf.rows, pf.columns)
+                ctx = context_box(r, pf.rows, pf.columns, x_margin=CROP_X_MARGIN)
                 key = tuple(v // 16 for v in ctx)
                 places.setdefault(key, []).append((f, ctx))
         wanted: list[tuple[int, tuple]] = []
@@ -404,9 +424,11 @@ class BurnedInStage:
             wanted.extend(items)
         if wanted:
             frames = sorted({f for f, _ in wanted})
-            imgs = dict(zip(frames, pf.display(frames), strict=True))
-            crops = [(f, c, _blackout(imgs[f], cover)[c[1]:c[3], c[0]:c[2]]) for f, c in wanted]
-            more = read_regions(engine.read, crops)
+            imgs = {f: _blackout(img, cover)
+                    for f, img in zip(frames, pf.display(frames), strict=True)}
+            crops = [(f, c, imgs[f][c[1]:c[3], c[0]:c[2]]) for f, c in wanted]
+            more = [_extend_at_edges(b, wanted, pf.columns)
+                    for b in read_regions(engine.read, crops)]
             out += classify_boxes(more, identity, vocab)
             read += frames
         result.frames_read = sorted(set(read))

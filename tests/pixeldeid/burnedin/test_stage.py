@@ -190,3 +190,31 @@ def test_qc_thumbnails_show_the_boxes_and_carry_no_name(tmp_path):
     assert max(thumb.shape[:2]) == 512
     colours = {tuple(c) for c in thumb.reshape(-1, 3)}
     assert (255, 40, 40) in colours and (40, 220, 40) in colours   # identity red, safe green
+
+
+def test_text_appearing_mid_cine_is_read_in_its_change_frame_and_removed_everywhere():
+    """A name burned in only from frame 9 on is not in the first frame: the overlay change
+    makes frame 9 a change frame, its crop is read, and every frame is redacted."""
+    from PIL import Image, ImageDraw
+
+    from pixeldeid.burnedin.synth import _font
+
+    us = make_us_cine(n_frames=14, rows=480, columns=640, clock_every=100, seed=17)
+    ds = copy.deepcopy(us.dataset)
+    frames = ds.pixel_array.copy()
+    family, given = str(ds.PatientName).split("^")
+    text = f"{given} {family}"
+    x0, y0 = 400, 300
+    for f in range(9, 14):
+        im = Image.fromarray(frames[f])
+        ImageDraw.Draw(im).text((x0, y0), text, font=_font(0, 18), fill=(255, 255, 255))
+        frames[f] = np.asarray(im)
+    ds.PixelData = frames.tobytes()
+    ink_mask = (frames[13].max(axis=-1) == 255) & (frames[0].max(axis=-1) < 255)
+    ys, xs = np.nonzero(ink_mask[280:340, 380:640])
+    box = (380 + int(xs.min()), 280 + int(ys.min()), 380 + int(xs.max()) + 1,
+           280 + int(ys.max()) + 1)
+    result = stage("phi-only").process(ds, IdentityValues.from_dataset(ds), "x.dcm")
+    assert 9 in result.frames_read and result.verified
+    after = PixelFrames(ds).display()
+    assert int(after[:, box[1]:box[3], box[0]:box[2]].max()) <= 8
