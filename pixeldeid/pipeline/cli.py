@@ -28,6 +28,10 @@ EPILOG = """examples:
   pixeldeid run in/ -o out/ --executor dask --scheduler tcp://head:8786
   pixeldeid run in/ -o out/ --profile tcia-like --zip --no-deface --pixels all-text
 
+With --scheduler, every Dask worker must see SRC and OUT at the same paths (a shared file
+system) and have pixeldeid installed; results come back to this process, the only writer
+of the ledger.
+
 Exit status: 0 every item done, 1 something quarantined or not finished (run again to
 continue), 2 usage error. Release OUT without .pixeldeid/ and quarantine/ (or the zips in
 OUT/packages/ with --zip); then check it with `pixeldeid verify OUT` and review

@@ -9,8 +9,8 @@
     ``dask`` extra.
 
 Every executor yields ``(item, result)`` pairs as they finish (any order). A worker that
-dies (killed, out of memory) yields a result with status ``lost``: the item stays
-planned and the next run does it again.
+dies (killed, out of memory, a crash in a decoder) yields a result with status ``lost``;
+the runner then does each lost item alone in a fresh process (:func:`run_isolated`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..errors import MissingDependencyError, ProfileError
 logger = logging.getLogger(__name__)
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "EXECUTORS", "get_executor",
-           "available_executors"]
+           "available_executors", "run_isolated"]
 
 Work = Callable[[dict, dict], dict]
 
@@ -174,6 +174,28 @@ class DaskExecutor(Executor):
         self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def run_isolated(fn: Work, item: dict, settings: dict) -> dict:
+    """Run one item alone in a fresh worker process.
+
+    For items whose worker died: the ones that died with a crashing neighbour finish
+    here; an item that kills its worker again is quarantined (a crash in a decoder on a
+    hostile file must not stop every later run).
+    """
+    import multiprocessing as mp
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = (mp.get_context("fork") if sys.platform.startswith("linux")
+           and "fork" in mp.get_all_start_methods() else None)
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        try:
+            return pool.submit(fn, item, settings).result()
+        except Exception as exc:  # noqa: BLE001 - the worker died on this item
+            return {"id": item["id"], "status": "quarantined",
+                    "reason": f"the worker process died on this input ({type(exc).__name__}); "
+                              "a crash in a decoder or out of memory"}
 
 
 EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "dask": DaskExecutor}

@@ -279,7 +279,7 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
          profile, uids: dict, summary: RunSummary, progress: bool | None,
          executor_options: dict | None) -> None:
     from ..standard import release
-    from .executors import get_executor
+    from .executors import get_executor, run_isolated
     from .packaging import package_subjects
 
     meta = ledger.meta()
@@ -341,12 +341,19 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
                       started=res.get("started"), finished=res.get("finished"))
         summary.quarantined.append((it.src, reason))
 
+    lost: list[Item] = []
     try:
         if first:
             opts = executor_options or {}
             with get_executor(job.executor, job.jobs, job.scheduler, **opts) as ex:
                 for _item, res in ex.map_unordered(run_item, [i.work() for i in first], settings):
-                    record(res)
+                    if res["status"] == "lost":
+                        lost.append(by_id[res["id"]])
+                    else:
+                        record(res)
+        for it in lost:  # alone, in a fresh process: finishes, or quarantines a killer input
+            logger.warning("a worker died; running %s alone", it.src)
+            record(run_isolated(run_item, it.work(), settings))
         for it in later:
             record(run_item(it.work(), settings))
     finally:

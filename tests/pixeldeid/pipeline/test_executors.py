@@ -1,0 +1,89 @@
+"""The executor registry: names, "did you mean", the missing extra, unordered results."""
+
+from __future__ import annotations
+
+import pytest
+
+from pixeldeid.errors import MissingDependencyError, ProfileError
+from pixeldeid.pipeline import executors
+from pixeldeid.pipeline.executors import available_executors, get_executor
+
+
+def _square(item: dict, settings: dict) -> dict:
+    return {"id": item["id"], "value": item["id"] ** 2 + settings["plus"]}
+
+
+def test_unknown_executor_gets_did_you_mean() -> None:
+    with pytest.raises(ProfileError, match="did you mean 'dask'"):
+        get_executor("dsak")
+    with pytest.raises(ProfileError, match="--scheduler needs --executor dask"):
+        get_executor("local", 2, "tcp://localhost:8786")
+
+
+def test_missing_dask_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setattr(executors.DaskExecutor, "is_available", classmethod(lambda cls: False))
+    assert "dask" not in available_executors()
+    with pytest.raises(MissingDependencyError, match=r"pixeldeid\[dask\]"):
+        get_executor("dask", 2)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_local_pool_returns_every_result(jobs: int) -> None:
+    items = [{"id": i} for i in range(7)]
+    with get_executor("local", jobs) as ex:
+        got = {item["id"]: res["value"] for item, res in ex.map_unordered(_square, items,
+                                                                            {"plus": 1})}
+    assert got == {i: i * i + 1 for i in range(7)}
+
+
+def _dies_on_3(item: dict, settings: dict) -> dict:
+    import os
+
+    if item["id"] == 3:
+        os._exit(9)  # a crash in a decoder: the process is gone
+    return {"id": item["id"], "status": "done"}
+
+
+def test_a_dead_worker_loses_its_items_and_isolation_quarantines_the_killer() -> None:
+    from pixeldeid.pipeline.executors import run_isolated
+
+    items = [{"id": i} for i in range(6)]
+    with get_executor("local", 2) as ex:
+        got = {item["id"]: res["status"] for item, res in ex.map_unordered(_dies_on_3, items, {})}
+    assert got[3] == "lost" and set(got) == set(range(6))
+    assert run_isolated(_dies_on_3, {"id": 4}, {})["status"] == "done"
+    res = run_isolated(_dies_on_3, {"id": 3}, {})
+    assert res["status"] == "quarantined" and "died" in res["reason"]
+
+
+def test_run_goes_on_when_an_input_crashes_its_worker(tmp_path, monkeypatch) -> None:
+    import os
+    import sqlite3
+
+    from pixeldeid._synth import make_ct_series
+    from pixeldeid.cli import main
+    from pixeldeid.pipeline import stages
+
+    from .conftest import KEY
+
+    files = make_ct_series(tmp_path / "in", 5, seed=9)
+    crash = files[2].rename(files[2].with_name("crash.dcm"))
+    original = stages._run_dicom
+
+    def crashing(item, settings):
+        if item["src"].endswith("crash.dcm"):
+            os._exit(11)
+        return original(item, settings)
+
+    monkeypatch.setattr(stages, "_run_dicom", crashing)  # forked workers inherit it
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key), "-j", "2",
+                 "--pixels", "off", "--no-progress"]) == 1
+    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
+    rows = {src: (st, reason) for src, st, reason in
+            con.execute("SELECT src, status, reason FROM items")}
+    con.close()
+    assert rows.pop(str(crash))[0] == "quarantined"
+    assert {st for st, _ in rows.values()} == {"done"} and len(rows) == 4
