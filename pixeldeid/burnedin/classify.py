@@ -411,9 +411,10 @@ class Vocabulary:
     """Safe words and token patterns for one modality (common + modality files)."""
 
     def __init__(self, words: Iterable[str] = (), patterns: Iterable[str] = (),
-                 phrases: Iterable[str] = (), name: str = "") -> None:
+                 phrases: Iterable[str] = (), name: str = "", units: Iterable[str] = ()) -> None:
         self.name = name
         self.words = frozenset(w.lower() for w in words)
+        self.units = frozenset(u.lower() for u in units)  # safe only beside a number
         self.patterns = tuple(patterns)
         self.phrases = tuple(phrases)
         self._pattern = re.compile("|".join(f"(?:{p})" for p in self.patterns) or r"(?!x)x", re.I)
@@ -428,12 +429,14 @@ class Vocabulary:
         words: list[str] = []
         patterns: list[str] = []
         phrases: list[str] = []
+        units: list[str] = []
         for p in paths:
             data = _load_vocab_file(Path(p))
             words += data.get("words", [])
             patterns += data.get("patterns", [])
             phrases += data.get("phrases", [])
-        return cls(words, patterns, phrases, name)
+            units += data.get("units", [])
+        return cls(words, patterns, phrases, name, units)
 
     @classmethod
     def load(cls, modality: str = "") -> Vocabulary:
@@ -444,22 +447,24 @@ class Vocabulary:
         """True when ``token`` is one of the vocabulary's words (not a pattern)."""
         return token.strip().lower() in self.words
 
-    def is_safe_token(self, token: str) -> bool:
-        """True when one token is a safe word or matches a safe pattern."""
+    def is_safe_token(self, token: str, units: bool = True) -> bool:
+        """True when one token is a safe word, a unit (when ``units``) or matches a pattern."""
         t = token.strip()
-        return bool(t) and (t.lower() in self.words or self._pattern.fullmatch(t) is not None)
+        low = t.lower()
+        return bool(t) and (low in self.words or (units and low in self.units)
+                            or self._pattern.fullmatch(t) is not None)
 
-    def _safe_piece_run(self, token: str) -> bool:
-        if self.is_safe_token(token):
+    def _safe_piece_run(self, token: str, units: bool = True) -> bool:
+        if self.is_safe_token(token, units):
             return True
         parts = [p for p in _SUB_SEP.split(token) if p]
-        if parts and parts != [token] and all(self._safe_piece_run(p) for p in parts):
+        if parts and parts != [token] and all(self._safe_piece_run(p, units) for p in parts):
             return True
         # glued OCR output: "Gn55DR63", "TIS0.0MI0.6", "DynR58", "AdvBreast"
         pieces = _PIECES.findall(token)
         if "".join(pieces) != token or len(pieces) < 2:
             return False
-        return all(self.is_safe_token(p) for p in pieces)
+        return all(self.is_safe_token(p, units) for p in pieces)
 
     def is_safe(self, text: str) -> bool:
         """True when every token of ``text`` is safe (identity is NOT checked here)."""
@@ -471,7 +476,9 @@ class Vocabulary:
         tokens = [tok for tok in _SPLIT_SEP.split(t) if tok]
         if not tokens:
             return True  # punctuation only: nothing readable
-        if not all(self._safe_piece_run(tok) for tok in tokens):
+        # units ("mA", "HU", "min") are safe only in a box with a number: alone they are names
+        with_number = any(c.isdigit() for c in t)
+        if not all(self._safe_piece_run(tok, with_number) for tok in tokens):
             return False
         # a run of lone letters ("A L", "J D") is the shape of initials, not an annotation
         letters = re.findall(r"[A-Za-z]+", t)

@@ -107,7 +107,8 @@ SAFE_US = [
     "75 bpm", "*** bpm", "19fps", "20dB/DR60", "Dyn R 58", "DynR58", "P Med", "Sag Liver L-M",
     "rt hip inj Right Supraspinatus Transverse", "Adv Breast", "Page 1/3", "x3", "+59.3",
     "cm/s", "CINE 0118", "Gen THI", "MBOff", "PLow", "HGen", "Shoulder", "2D", "M3 M4",
-    "TIS<0.4 MI=0.8 A0=100%", "30 M", "SIEMENS", "-", "*",
+    "TIS<0.4 MI=0.8 A0=100%", "30 M", "SIEMENS", "-", "*", "Max 2.3 cm", "120 kV 250 mA",
+    "Art 35 cm/s",
 ]
 
 
@@ -118,7 +119,9 @@ def test_safe_ultrasound_annotations(text, identity, us):
 
 
 UNKNOWN_US = ["AGMC Sports", "WESTWAY", "Jane", "B K", "J D", "RUTH",
-              "3:PELUIS", "米", "Maple", ""]
+              "3:PELUIS", "米", "Maple", "",
+              # units that are names when alone: safe only beside a number
+              "MA", "HU MIN", "Max", "MA MAX", "Art"]
 
 
 @pytest.mark.parametrize("text", UNKNOWN_US)
