@@ -16,6 +16,7 @@ import difflib
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -42,7 +43,10 @@ _NON_ALNUM = re.compile(r"[^0-9A-Z|!$]+")
 
 
 def fold(text: str) -> str:
-    """Upper-case, drop everything but letters and digits, fold O/0, I/1/l and S/5."""
+    """Upper-case, strip accents, drop all but letters and digits, fold O/0, I/1/l and S/5."""
+    if not text.isascii():  # MÜLLER, JOSÉ -> MULLER, JOSE (OCR reads either)
+        text = "".join(c for c in unicodedata.normalize("NFKD", text)
+                       if not unicodedata.combining(c))
     return _NON_ALNUM.sub("", text.upper()).translate(_FOLD)
 
 

@@ -152,6 +152,12 @@ def test_identity_wins_over_safe_words(us):
     assert classify_text("Ian", miller, us) == "identity"
 
 
+def test_accented_names(us):
+    values = IdentityValues(names=["MÜLLER^JOSÉ"])
+    for text in ("MULLER, JOSE", "Müller José", "JOSE MUELLER"):
+        assert classify_text(text, values, us) == "identity"
+
+
 def test_junk_header_values_are_ignored(us):
     ds = Dataset()
     ds.PatientName = "ANONYMOUS"
