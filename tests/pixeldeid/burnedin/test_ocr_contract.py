@@ -192,3 +192,26 @@ def test_easyocr_without_weights_offline(monkeypatch, tmp_path):
     with pytest.raises(MissingDependencyError, match="craft_mlt_25k.pth"):
         ocr.get_engine("easyocr", "cpu")
     assert not list(tmp_path.iterdir())  # nothing was downloaded
+
+
+@pytest.mark.skipif(not ocr.RapidOcrEngine.is_available(), reason="rapidocr not installed")
+def test_rapidocr_reads_tiny_text_at_the_frame_edge():
+    """The 640x480 ALOKA capture (pydicom-data): its 11 px date and clock touch the top edge
+    and are read only because small frames are upscaled before detection."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_color_lut
+
+    from pixeldeid.burnedin.classify import IdentityValues, Vocabulary, classify_boxes
+
+    path = get_testdata_file("gdcm-US-ALOKA-16.dcm", download=False)
+    if not path:
+        pytest.skip("pydicom-data not installed")
+    ds = dcmread(path)
+    rgb = (apply_color_lut(ds.pixel_array, ds) >> 8).astype(np.uint8)  # 16-bit palette
+    boxes = classify_boxes(ocr.get_engine("rapidocr", "cpu").read(rgb),
+                           IdentityValues.from_dataset(ds), Vocabulary.load("US"))
+    top = [b for b in boxes if b.y0 < 12 and b.x0 > 500]  # date (line 1) and clock (line 2)
+    assert {fold(b.text) for b in top if b.label == "identity"} >= {fold("24-MAY-02")}
+    clock = [b for b in boxes if 8 <= b.y0 < 20 and b.x0 > 500 and b.label == "identity"]
+    assert any(fold("11:24:20") in fold(b.text) for b in clock)
