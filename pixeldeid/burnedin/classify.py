@@ -42,16 +42,20 @@ _FOLD = str.maketrans({"0": "O", "1": "I", "L": "I", "|": "I", "!": "I", "5": "S
 _NON_ALNUM = re.compile(r"[^0-9A-Z|!$]+")
 
 
+def _deaccent(text: str) -> str:
+    """MÜLLER, JOSÉ -> MULLER, JOSE (OCR reads either)."""
+    if text.isascii():
+        return text
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
 def fold(text: str) -> str:
     """Upper-case, strip accents, drop all but letters and digits, fold O/0, I/1/l and S/5."""
-    if not text.isascii():  # MÜLLER, JOSÉ -> MULLER, JOSE (OCR reads either)
-        text = "".join(c for c in unicodedata.normalize("NFKD", text)
-                       if not unicodedata.combining(c))
-    return _NON_ALNUM.sub("", text.upper()).translate(_FOLD)
+    return _NON_ALNUM.sub("", _deaccent(text).upper()).translate(_FOLD)
 
 
 def _tokens(text: str) -> list[str]:
-    return [t for t in re.split(r"[^0-9A-Za-z|!$]+", text) if t]
+    return [t for t in re.split(r"[^0-9A-Za-z|!$]+", _deaccent(text)) if t]
 
 
 # Letters OCR reads in place of digits inside numbers (for the pattern rules).

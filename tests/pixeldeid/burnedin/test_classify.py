@@ -153,9 +153,10 @@ def test_identity_wins_over_safe_words(us):
 
 
 def test_accented_names(us):
-    values = IdentityValues(names=["MÜLLER^JOSÉ"])
-    for text in ("MULLER, JOSE", "Müller José", "JOSE MUELLER"):
+    values = IdentityValues(names=["MÜLLER^JOSÉ", "NÚÑEZ^ÅSA"])
+    for text in ("MULLER, JOSE", "Müller José", "JOSE MUELLER", "NUNEZ", "Asa"):
         assert classify_text(text, values, us) == "identity"
+    assert classify_text("AN", values, us) == "identity"  # initials of Åsa Núñez
 
 
 def test_junk_header_values_are_ignored(us):
