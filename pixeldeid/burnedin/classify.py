@@ -465,6 +465,8 @@ class Vocabulary:
     def _safe_piece_run(self, token: str, units: bool = True) -> bool:
         if self.is_safe_token(token, units):
             return True
+        if token.endswith(".") and token.rstrip("."):  # "3850Hz.", "0." (OCR reads a dot)
+            return self._safe_piece_run(token.rstrip("."), units)
         parts = [p for p in _SUB_SEP.split(token) if p]
         if parts and parts != [token] and all(self._safe_piece_run(p, units) for p in parts):
             return True

@@ -108,7 +108,7 @@ SAFE_US = [
     "rt hip inj Right Supraspinatus Transverse", "Adv Breast", "Page 1/3", "x3", "+59.3",
     "cm/s", "CINE 0118", "Gen THI", "MBOff", "PLow", "HGen", "Shoulder", "2D", "M3 M4",
     "TIS<0.4 MI=0.8 A0=100%", "30 M", "SIEMENS", "-", "*", "Max 2.3 cm", "120 kV 250 mA",
-    "Art 35 cm/s",
+    "Art 35 cm/s", "3850Hz.", "78DR78.", "TIS<0. 4 MI=0. 8 A0=100%",
 ]
 
 
