@@ -41,6 +41,10 @@ NEIGHBOURHOOD = 7
 DENSITY = 0.9
 #: a change of fewer overlay pixels than this in a frame is noise
 MIN_CHANGED_PIXELS = 6
+#: a step (text appearing over the moving image) holds for this many transitions ...
+STEADY = 3
+#: ... over at least this many pixels
+MIN_STEP_PIXELS = 24
 #: frames decoded per chunk during the analysis
 CHUNK = 32
 
@@ -98,9 +102,10 @@ def _grey_numpy(chunk: np.ndarray) -> np.ndarray:
 
 
 def _transitions_numpy(load: Callable[[list[int]], np.ndarray], indices: list[int], tol: int,
-                       strong: int) -> tuple[np.ndarray, list[np.ndarray]]:
+                       strong: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     counts = None
     packed: list[np.ndarray] = []
+    packed_low: list[np.ndarray] = []
     prev = None
     for start in range(0, len(indices), CHUNK):
         grey = _grey_numpy(np.asarray(load(indices[start:start + CHUNK])))
@@ -111,21 +116,25 @@ def _transitions_numpy(load: Callable[[list[int]], np.ndarray], indices: list[in
             diff = hi - lo   # |a - b| without overflow (uint8)
             if counts is None:
                 counts = np.zeros(diff.shape[1:], np.int32)
-            counts += (diff > tol).sum(axis=0, dtype=np.int32)
+            low = diff > tol
+            counts += low.sum(axis=0, dtype=np.int32)
             packed.extend(np.packbits(d > strong, axis=None) for d in diff)
+            packed_low.extend(np.packbits(d, axis=None) for d in low)
         prev = seq[-1]
     if counts is None:  # one frame
         shape = prev.shape[:2] if prev is not None else (0, 0)
         counts = np.zeros(shape, np.int32)
-    return counts, packed
+    return counts, packed, packed_low
 
 
 def _transitions_torch(load: Callable[[list[int]], np.ndarray], indices: list[int], tol: int,
-                       strong: int, device: str) -> tuple[np.ndarray, list[np.ndarray]]:
+                       strong: int, device: str
+                       ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     import torch
 
     counts = None
     packed: list[np.ndarray] = []
+    packed_low: list[np.ndarray] = []
     prev = None
     for start in range(0, len(indices), CHUNK):
         chunk = torch.from_numpy(np.ascontiguousarray(load(indices[start:start + CHUNK])))
@@ -134,15 +143,17 @@ def _transitions_torch(load: Callable[[list[int]], np.ndarray], indices: list[in
         seq = torch.cat([prev[None], grey]) if prev is not None else grey
         if len(seq) > 1:
             diff = torch.maximum(seq[1:], seq[:-1]) - torch.minimum(seq[1:], seq[:-1])
-            c = (diff > tol).sum(dim=0, dtype=torch.int32)
+            low = diff > tol
+            c = low.sum(dim=0, dtype=torch.int32)
             counts = c if counts is None else counts + c
             host = (diff > strong).cpu().numpy()
             packed.extend(np.packbits(d, axis=None) for d in host)
+            packed_low.extend(np.packbits(d, axis=None) for d in low.cpu().numpy())
         prev = seq[-1]
     if counts is None:
         shape = tuple(prev.shape[:2]) if prev is not None else (0, 0)
-        return np.zeros(shape, np.int32), packed
-    return counts.cpu().numpy().astype(np.int32), packed
+        return np.zeros(shape, np.int32), packed, packed_low
+    return counts.cpu().numpy().astype(np.int32), packed, packed_low
 
 
 def _dense(mask: np.ndarray, size: int, density: float) -> np.ndarray:
@@ -155,8 +166,10 @@ def _dense(mask: np.ndarray, size: int, density: float) -> np.ndarray:
     return mask & (sums >= int(np.ceil(density * size * size)))
 
 
-def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12)) -> list[Box]:
-    """Bounding boxes of the changed pixels, grouped when within ``grow`` = (rows, cols) px."""
+def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12),
+                  min_pixels: int = 1) -> list[Box]:
+    """Bounding boxes of the changed pixels, grouped when within ``grow`` = (rows, cols) px;
+    groups of fewer than ``min_pixels`` changed pixels are left out."""
     from scipy.ndimage import find_objects, label, maximum_filter
 
     ys, xs = np.nonzero(mask)
@@ -170,9 +183,10 @@ def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12)) -> list[
     sub = maximum_filter(mask[oy:ey, ox:ex].astype(np.uint8), size=(2 * gy + 1, 2 * gx + 1))
     lab, _ = label(sub)
     lab[~mask[oy:ey, ox:ex]] = 0   # tight boxes around the changed pixels of each group
+    sizes = np.bincount(lab.ravel())
     out = []
-    for sl in find_objects(lab):
-        if sl is None:
+    for i, sl in enumerate(find_objects(lab), start=1):
+        if sl is None or sizes[i] < min_pixels:
             continue
         out.append((ox + sl[1].start, oy + sl[0].start, ox + sl[1].stop, oy + sl[0].stop))
     return out
@@ -200,9 +214,9 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
     """
     indices = sample_indices(n_frames, max_frames)
     if device == "cpu":
-        counts, packed = _transitions_numpy(load, indices, tol, strong)
+        counts, packed, packed_low = _transitions_numpy(load, indices, tol, strong)
     else:
-        counts, packed = _transitions_torch(load, indices, tol, strong,
+        counts, packed, packed_low = _transitions_torch(load, indices, tol, strong,
                                             "cpu" if device == "torch-cpu" else device)
     rows, cols = counts.shape
     static = counts == 0
@@ -216,26 +230,42 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
         result.change_regions = {i: [(0, 0, cols, rows)] for i in indices[1:]}
         return result
     moving = overlay & ~static
-    if not moving.any():
-        return result
+
+    def unpack(bits: np.ndarray) -> np.ndarray:
+        return np.unpackbits(bits, count=rows * cols).reshape(rows, cols).astype(bool)
+
     for k, bits in enumerate(packed):
-        diff = np.unpackbits(bits, count=rows * cols).reshape(rows, cols).astype(bool)
+        diff = unpack(bits)
+        if not diff.any():
+            continue
+        # overlay pixels that changed, and steps anywhere: a strong change that then holds
+        # for the next transitions (text appearing over the moving image)
+        later = range(k + 1, min(n_trans, k + 1 + STEADY))
+        step = np.zeros_like(diff)
+        if len(later):
+            unsteady = np.zeros_like(diff)
+            for j in later:
+                unsteady |= unpack(packed_low[j])
+            step = diff & ~unsteady & ~moving
         hit = diff & moving
-        if int(hit.sum()) < min_pixels:
+        regions = changed_boxes(hit, min_pixels=min_pixels) if hit.any() else []
+        if step.any():
+            regions += changed_boxes(step, min_pixels=MIN_STEP_PIXELS)
+        if not regions:
             continue
         f = indices[k + 1]
         result.change_frames.append(f)
-        result.change_regions[f] = changed_boxes(hit)
+        result.change_regions[f] = sorted(regions)
     return result
 
 
 # -- reading crops -----------------------------------------------------------------------
 def context_box(box: Box, rows: int, cols: int, *, x_margin: float = 4.0,
-                y_margin: float = 0.6, min_margin: int = 8) -> Box:
+                y_margin: float = 0.6, min_margin: int = 8, max_x_margin: int = 240) -> Box:
     """``box`` grown to give OCR the rest of its text line (a clock's unchanged digits)."""
     x0, y0, x1, y1 = box
     h = max(1, y1 - y0)
-    mx = max(min_margin, int(x_margin * h))
+    mx = min(max_x_margin, max(min_margin, int(x_margin * h)))
     my = max(min_margin // 2, int(y_margin * h))
     return (max(0, x0 - mx), max(0, y0 - my), min(cols, x1 + mx), min(rows, y1 + my))
 

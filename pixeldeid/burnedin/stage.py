@@ -158,6 +158,18 @@ def read_frame(engine, image: np.ndarray, long_side: int | None = None) -> list[
     return engine.read(image)
 
 
+def _iou(a: tuple, b: tuple) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def _union(a: tuple, b: tuple) -> tuple:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
 def _extend_at_edges(box: TextBox, crops: Sequence[tuple[int, tuple]], cols: int) -> TextBox:
     """A box read at the left/right edge of its crop may go on beyond it (text over the
     moving image is not part of the overlay): grow it that way (fail closed)."""
@@ -408,16 +420,21 @@ class BurnedInStage:
         # the change regions not already blacked out, grouped by place
         hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
                                 for b in boxes_to_redact(out, policy)]
-        places: dict[tuple[int, int, int, int], list[tuple[int, tuple]]] = {}
+        places: list[tuple[tuple[int, int, int, int], list[tuple[int, tuple]]]] = []
         for f in analysis.change_frames:
             for r in analysis.change_regions.get(f, []):
                 if covered(r, hidden):
                     continue
                 ctx = context_box(r, pf.rows, pf.columns, x_margin=CROP_X_MARGIN)
-                key = tuple(v // 16 for v in ctx)
-                places.setdefault(key, []).append((f, ctx))
+                for k, (where, items) in enumerate(places):   # the same place changing again
+                    if _iou(where, ctx) >= 0.3:
+                        items.append((f, ctx))
+                        places[k] = (_union(where, ctx), items)
+                        break
+                else:
+                    places.append((ctx, [(f, ctx)]))
         wanted: list[tuple[int, tuple]] = []
-        for items in places.values():
+        for _, items in places:
             if len(items) > MAX_READS_PER_PLACE:
                 pick = np.linspace(0, len(items) - 1, MAX_READS_PER_PLACE).round().astype(int)
                 items = [items[i] for i in sorted(set(pick.tolist()))]
@@ -427,8 +444,12 @@ class BurnedInStage:
             imgs = {f: _blackout(img, cover)
                     for f, img in zip(frames, pf.display(frames), strict=True)}
             crops = [(f, c, imgs[f][c[1]:c[3], c[0]:c[2]]) for f, c in wanted]
+            # only what overlaps a change: the unchanged rest of a crop was read whole in
+            # the first frame (a line cut by the crop's edge would read as garbage)
             more = [_extend_at_edges(b, wanted, pf.columns)
-                    for b in read_regions(engine.read, crops)]
+                    for b in read_regions(engine.read, crops)
+                    if any(b.intersects(TextBox(*r), gap=2)
+                           for r in analysis.change_regions.get(b.frame, []))]
             out += classify_boxes(more, identity, vocab)
             read += frames
         result.frames_read = sorted(set(read))

@@ -115,3 +115,24 @@ def test_covered_needs_the_whole_box():
     assert covered((5, 2, 95, 8), cover, pad=0)
     assert not covered((5, 2, 105, 8), cover, pad=0)
     assert not covered((5, 2, 95, 8), [TextBox(0, 0, 50, 10)], pad=0)
+
+
+def test_text_appearing_over_the_moving_image_is_a_change(cine):
+    """Glyphs drawn over the speckle from frame 20 on are not overlay (their neighbours
+    move) but a step that holds: frame 20 is a change frame with their region."""
+    from PIL import Image, ImageDraw
+
+    from pixeldeid.burnedin.synth import _font
+
+    us, frames = cine
+    frames = frames.copy()
+    x0, y0, x1, y1 = us.sector
+    at = ((x0 + x1) // 2 - 60, (y0 + y1) // 2)
+    for f in range(20, 30):
+        im = Image.fromarray(frames[f])
+        ImageDraw.Draw(im).text(at, "JANE ROE", font=_font(0, 16), fill=(255, 255, 255))
+        frames[f] = np.asarray(im)
+    a = analyse_cine(_load(frames), len(frames))
+    text = TextBox(at[0], at[1], at[0] + 80, at[1] + 18)
+    assert 20 in a.change_frames
+    assert any(TextBox(*r).intersects(text) for r in a.change_regions[20])
