@@ -101,22 +101,18 @@ def test_grey_input(engine, overlay):
     truth = overlay[1]
     found = sum(_found(boxes, t, text) for (_, _, text), t in zip(LINES, truth, strict=True))
     assert found == len(LINES)
-    # HxWx1 is the same frame
-    assert _texts(engine.read(grey[:, :, None])) == _texts(boxes)
+    # HxWx1 is the same frame as HxW for every engine
+    assert np.array_equal(ocr.as_rgb(grey[:, :, None]), ocr.as_rgb(grey))
 
 
-def _texts(boxes):
-    return sorted((b.text, b.x0, b.y0) for b in boxes)
-
-
-def test_read_batch_equals_read(engine, overlay):
+def test_read_batch_equals_read(engine, overlay, overlay_boxes):
     img = overlay[0]
     small, _ = render_lines([(8, 8, "TIB 1.2"), (8, 40, "7-OCT-2016")], shape=(80, 200))
-    frames = [img, small, np.zeros_like(small), img]
+    frames = [img, small, np.zeros_like(small)]
     batch = engine.read_batch(frames)
     assert len(batch) == len(frames)
-    for frame, got in zip(frames, batch, strict=True):
-        single = engine.read(frame)
+    singles = [overlay_boxes, engine.read(small), []]
+    for got, single in zip(batch, singles, strict=True):
         assert [b.text for b in got] == [b.text for b in single]
         for a, b in zip(got, single, strict=True):  # batched GPU runs may differ by a pixel
             assert max(abs(a.x0 - b.x0), abs(a.y0 - b.y0), abs(a.x1 - b.x1),
