@@ -144,8 +144,12 @@ class RapidOcrEngine(OcrEngine):
 
     def __init__(self, device: str = "auto") -> None:
         super().__init__(device)
-        import onnxruntime
-        from rapidocr_onnxruntime import RapidOCR
+        try:
+            import onnxruntime
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as exc:  # installed but broken (e.g. no onnxruntime)
+            raise MissingDependencyError(f"OCR engine {self.name!r}", self.extra,
+                                         exc.name or self.module) from exc
 
         cuda_ok = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         use_cuda = cuda_ok and device in ("auto", "cuda")
@@ -211,14 +215,18 @@ class EasyOcrEngine(OcrEngine):
 
     def __init__(self, device: str = "auto") -> None:
         super().__init__(device)
-        import torch
+        try:
+            import easyocr
+            import torch
+        except (ImportError, RuntimeError, OSError) as exc:
+            # installed but broken: torchvision missing, or built for another torch
+            raise MissingDependencyError(f"OCR engine {self.name!r}", self.extra,
+                                         getattr(exc, "name", None) or self.module) from exc
 
         cuda_ok = torch.cuda.is_available()
         if device == "cuda" and not cuda_ok:
             log.warning("easyocr: torch sees no CUDA device; using the CPU")
         self.device = "cuda" if cuda_ok and device in ("auto", "cuda") else "cpu"
-        import easyocr
-
         kw: dict[str, object] = {"gpu": self.device == "cuda", "verbose": False}
         model_dir = easyocr_model_dir()
         if model_dir:

@@ -211,3 +211,20 @@ def test_rapidocr_reads_tiny_text_at_the_frame_edge():
     assert {fold(b.text) for b in top if b.label == "identity"} >= {fold("24-MAY-02")}
     clock = [b for b in boxes if 8 <= b.y0 < 20 and b.x0 > 500 and b.label == "identity"]
     assert any(fold("11:24:20") in fold(b.text) for b in clock)
+
+
+def test_broken_install_is_a_missing_dependency(monkeypatch):
+    """An engine whose package is present but cannot be imported names its extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_easyocr(name, *args, **kwargs):
+        if name == "easyocr":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(ocr.EasyOcrEngine, "is_available", classmethod(lambda cls: True))
+    monkeypatch.setattr(builtins, "__import__", no_easyocr)
+    with pytest.raises(MissingDependencyError, match=r"pixeldeid\[easyocr\]"):
+        ocr.EasyOcrEngine("cpu")
