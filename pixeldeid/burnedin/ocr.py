@@ -373,12 +373,18 @@ def resolve_engine_name(name: str = "auto", device: str = "auto") -> str:
             raise ProfileError(f"unknown OCR engine {name!r}{hint} "
                                f"(known: auto, {', '.join(ENGINES)})")
         return name
+    candidates = _auto_candidates(device)
+    if not candidates:
+        raise MissingDependencyError("OCR (no engine installed)", "ocr", "rapidocr_onnxruntime")
+    return candidates[0]
+
+
+def _auto_candidates(device: str) -> list[str]:
+    """Installed engines in the order 'auto' tries them."""
+    order = ["rapidocr", "tesseract"]
     if device != "cpu" and EasyOcrEngine.is_available() and _cuda_available():
-        return "easyocr"
-    for cand in ("rapidocr", "tesseract"):
-        if ENGINES[cand].is_available():
-            return cand
-    raise MissingDependencyError("OCR (no engine installed)", "ocr", "rapidocr_onnxruntime")
+        order.insert(0, "easyocr")
+    return [n for n in order if ENGINES[n].is_available()]
 
 
 def get_engine(name: str = "auto", device: str = "auto") -> OcrEngine:
@@ -394,10 +400,22 @@ def get_engine(name: str = "auto", device: str = "auto") -> OcrEngine:
     if device not in DEVICES:
         raise ProfileError(f"unknown device {device!r} (known: {', '.join(DEVICES)})")
     with _CACHE_LOCK:
-        if (name, device) not in _CACHE:
-            real = resolve_engine_name(name, device)
+        if (name, device) in _CACHE:
+            return _CACHE[(name, device)]
+        first = resolve_engine_name(name, device)
+        # 'auto' moves on to the next engine when one is installed but unusable
+        candidates = _auto_candidates(device) if name == "auto" else [first]
+        for i, real in enumerate(candidates):
+            try:
+                if (real, device) not in _CACHE:  # 'auto' and its engine share one instance
+                    _CACHE[(real, device)] = ENGINES[real](device)
+            except MissingDependencyError as exc:
+                if i == len(candidates) - 1:
+                    raise
+                log.warning("OCR engine %s unusable (%s); trying %s", real, exc,
+                            candidates[i + 1])
+                continue
             log.debug("OCR engine %s (asked %s, device %s)", real, name, device)
-            if (real, device) not in _CACHE:  # 'auto' and its engine share one instance
-                _CACHE[(real, device)] = ENGINES[real](device)
             _CACHE[(name, device)] = _CACHE[(real, device)]
-        return _CACHE[(name, device)]
+            return _CACHE[(name, device)]
+        raise AssertionError("unreachable")  # pragma: no cover

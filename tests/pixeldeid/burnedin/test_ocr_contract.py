@@ -228,3 +228,25 @@ def test_broken_install_is_a_missing_dependency(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_easyocr)
     with pytest.raises(MissingDependencyError, match=r"pixeldeid\[easyocr\]"):
         ocr.EasyOcrEngine("cpu")
+
+
+@pytest.mark.skipif(not ocr.RapidOcrEngine.is_available(), reason="rapidocr not installed")
+def test_auto_moves_on_from_an_unusable_engine(monkeypatch):
+    class Broken(ocr.OcrEngine):
+        name, extra, module = "easyocr", "easyocr", "easyocr"
+
+        @classmethod
+        def is_available(cls):
+            return True
+
+        def __init__(self, device="auto"):
+            raise MissingDependencyError("OCR engine 'easyocr'", "easyocr")
+
+    monkeypatch.setattr(ocr, "_cuda_available", lambda: True)
+    monkeypatch.setattr(ocr, "EasyOcrEngine", Broken)
+    monkeypatch.setitem(ocr.ENGINES, "easyocr", Broken)
+    monkeypatch.setattr(ocr, "_CACHE", {})
+    assert ocr.resolve_engine_name("auto", "cuda") == "easyocr"
+    assert ocr.get_engine("auto", "cuda").name == "rapidocr"
+    with pytest.raises(MissingDependencyError):
+        ocr.get_engine("easyocr", "cuda")  # named explicitly: no fallback
