@@ -45,6 +45,8 @@ MIN_CHANGED_PIXELS = 6
 STEADY = 3
 #: ... over at least this many pixels
 MIN_STEP_PIXELS = 24
+#: steps count only where thinner than this (glyph strokes, not image areas)
+STROKE = 7
 #: frames decoded per chunk during the analysis
 CHUNK = 32
 
@@ -166,6 +168,16 @@ def _dense(mask: np.ndarray, size: int, density: float) -> np.ndarray:
     return mask & (sums >= int(np.ceil(density * size * size)))
 
 
+def _thin(mask: np.ndarray, width: int = STROKE) -> np.ndarray:
+    """The parts of ``mask`` thinner than ``width`` px (glyph strokes), not solid areas (a
+    colour Doppler blob growing)."""
+    import cv2
+
+    m = mask.astype(np.uint8)
+    solid = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((width, width), np.uint8))
+    return mask & (solid == 0)
+
+
 def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12),
                   min_pixels: int = 1) -> list[Box]:
     """Bounding boxes of the changed pixels, grouped when within ``grow`` = (rows, cols) px;
@@ -250,7 +262,7 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
         hit = diff & moving
         regions = changed_boxes(hit, min_pixels=min_pixels) if hit.any() else []
         if step.any():
-            regions += changed_boxes(step, min_pixels=MIN_STEP_PIXELS)
+            regions += changed_boxes(_thin(step), min_pixels=MIN_STEP_PIXELS)
         if not regions:
             continue
         f = indices[k + 1]
@@ -262,9 +274,12 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
 # -- reading crops -----------------------------------------------------------------------
 def context_box(box: Box, rows: int, cols: int, *, x_margin: float = 4.0,
                 y_margin: float = 0.6, min_margin: int = 8, max_x_margin: int = 240) -> Box:
-    """``box`` grown to give OCR the rest of its text line (a clock's unchanged digits)."""
+    """``box`` grown to give OCR the rest of its text line (a clock's unchanged digits);
+    an area taller than a line gets ``min_margin`` only."""
     x0, y0, x1, y1 = box
     h = max(1, y1 - y0)
+    if h > 48:   # not one text line: a small margin will do
+        x_margin = y_margin = 0.0
     mx = min(max_x_margin, max(min_margin, int(x_margin * h)))
     my = max(min_margin // 2, int(y_margin * h))
     return (max(0, x0 - mx), max(0, y0 - my), min(cols, x1 + mx), min(rows, y1 + my))
