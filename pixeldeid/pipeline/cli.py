@@ -33,9 +33,9 @@ system) and have pixeldeid installed; results come back to this process, the onl
 of the ledger.
 
 Exit status: 0 every item done, 1 something quarantined or not finished (run again to
-continue), 2 usage error. Release OUT without .pixeldeid/ and quarantine/ (or the zips in
-OUT/packages/ with --zip); then check it with `pixeldeid verify OUT` and review
-`pixeldeid report OUT`."""
+continue), 2 usage error. Check OUT with `pixeldeid verify OUT`, review `pixeldeid report
+OUT`, then release OUT without .pixeldeid/, quarantine/ and report/ (which show identity),
+or only the zips of OUT/packages/ (--zip)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
