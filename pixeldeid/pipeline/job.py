@@ -37,9 +37,10 @@ class PixelJob:
 
 @dataclass(frozen=True)
 class DefaceJob:
-    """Defacing of NIfTI heads and head CT/MR/PET DICOM series."""
+    """Defacing of NIfTI heads and CT/MR/PET DICOM series (``series``: ``head`` ones or ``all``)."""
 
     enabled: bool = True
+    series: str = "head"
     modality: str = "auto"
     device: str = "auto"
     qc: bool = True

@@ -178,7 +178,8 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
     for rec in records:
         if rec.kind in ("dicom", "slide") and rec.series_uid and (
                 rec.kind == "slide" and rec.sop_class
-                or deface and rec.head and rec.modality in DEFACE_MODALITIES):
+                or deface and (rec.head or job.deface.series == "all")
+                and rec.modality in DEFACE_MODALITIES):
             series.setdefault((rec.kind, rec.series_uid), []).append(rec)
     grouped: dict[str, tuple[str, str]] = {}
     for (kind, uid), recs in series.items():

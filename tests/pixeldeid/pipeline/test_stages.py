@@ -1,0 +1,84 @@
+"""The defacing and slide stages inside ``pixeldeid run``: a DICOM MR head series defaced as
+one item, a DICOM whole-slide image handled as one slide, patients as the plan numbered."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from pixeldeid.cli import main
+
+from .conftest import KEY, inputs_digest, tree
+
+
+def _items(out: Path) -> list[dict]:
+    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute("SELECT * FROM items ORDER BY id")]
+    finally:
+        con.close()
+
+
+@pytest.mark.shared
+def test_dicom_head_series_is_defaced_as_one_item(tmp_path: Path) -> None:
+    from tests.conftest import shared_path
+
+    src = shared_path("data", "heads", "dicom-mr-series")
+    before = inputs_digest(src)
+    job = tmp_path / "job.yaml"
+    job.write_text("pixels: {policy: 'off'}\n"
+                   "deface: {enabled: true, series: all, device: cpu, qc: true}\n")
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    out = tmp_path / "out"
+    argv = ["run", str(src), "-o", str(out), "--key-file", str(key), "--config", str(job),
+            "--no-progress"]
+    assert main(argv) == 0
+    (item,) = _items(out)
+    assert item["kind"] == "dicom-series" and item["status"] == "done"
+    assert json.loads(item["stages"]) == ["deface", "header"]
+    assert len(json.loads(item["members"])) == 120
+    files = sorted((out / item["output"]).glob("*.dcm"))
+    assert len(files) == 120
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert ds.PatientID == item["patient"] == "SUBJ_001"
+    assert "DERIVED" in ds.ImageType
+    details = json.loads(item["details"])["deface"]
+    assert details["metrics"]["face_fraction_removed"] > 0.5
+    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
+    arts = [r[0] for r in con.execute("SELECT path FROM artifacts WHERE stage='deface'")]
+    con.close()
+    assert arts and all((out / a).is_file() and a.startswith(".pixeldeid/qc/") for a in arts)
+    first = tree(out)
+    assert main(argv) == 0  # a second run does no work
+    assert tree(out) == first
+    assert inputs_digest(src) == before
+
+
+def test_dicom_whole_slide_image_is_one_slide_item(tmp_path: Path) -> None:
+    pytest.importorskip("openslide")
+    from wsi.synth.dicomwsi import make_dicom_wsi
+
+    planted = make_dicom_wsi(tmp_path / "in" / "slide1")
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    out = tmp_path / "out"
+    status = main(["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key),
+                   "--no-progress", "--pixels", "off"])
+    (item,) = _items(out)
+    assert item["kind"] == "slide" and item["modality"] == "SM", item["reason"]
+    assert status == 0 and item["status"] == "done"
+    files = sorted((out / item["output"]).glob("*.dcm"))
+    assert files and item["output"].startswith(f"slides/{item['patient']}-")
+    kinds = {str(pydicom.dcmread(f, stop_before_pixels=True).ImageType[2]) for f in files}
+    assert "LABEL" not in kinds and "OVERVIEW" not in kinds
+    blob = b"".join(f.read_bytes() for f in files)
+    for value in planted.values():
+        if len(str(value)) >= 4:
+            assert str(value).encode() not in blob
+    assert pydicom.dcmread(files[0], stop_before_pixels=True).PatientID == item["patient"]
