@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-deface", action="store_true",
                         help="do not deface (NIfTI heads are then not released)")
     parser.add_argument("--zip", action="store_true", help="one zip per subject in OUT/packages")
+    parser.add_argument("--retry-quarantined", action="store_true",
+                        help="try the items an earlier run quarantined again (a rerun skips "
+                             "them by default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -106,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("wsi").setLevel(logging.CRITICAL)
         logging.getLogger("distributed").setLevel(logging.ERROR)
     summary = run_pipeline(args.sources, args.output, job, dry_run=args.dry_run,
-                           progress=False if args.no_progress else None, echo=print)
+                           progress=False if args.no_progress else None, echo=print,
+                           retry_quarantined=args.retry_quarantined)
     if not summary.plan.items:
         print("pixeldeid run: error: no input files found under "
               f"{', '.join(printable(s) for s in args.sources)}", file=sys.stderr)

@@ -106,12 +106,13 @@ class RunLedger:
         return dict(self._con.execute("SELECT key, value FROM meta"))
 
     # -- items -----------------------------------------------------------------------
-    def merge_plan(self, items: list[Item]) -> list[Item]:
+    def merge_plan(self, items: list[Item], retry_quarantined: bool = False) -> list[Item]:
         """Give every planned item its ledger id; return the items that need action.
 
         An item finished before (done, quarantined or skipped with the same source
         signature, its output still present) keeps its status and is not returned. A
-        changed source or a missing output makes it planned again.
+        changed source or a missing output makes it planned again, and so does an earlier
+        quarantine when ``retry_quarantined`` (e.g. after installing a missing OCR engine).
         """
         todo: list[Item] = []
         con = self._con
@@ -132,7 +133,8 @@ class RunLedger:
                 todo.append(it)
                 continue
             it.id, status, output = row[0], row[3], row[4]
-            finished = status in ("done", "quarantined", "skipped") and row[5] == sig and (
+            final = ("done", "skipped") if retry_quarantined else ("done", "quarantined", "skipped")
+            finished = status in final and row[5] == sig and (
                 status != "done" or (output and (out_dir / output).exists()))
             if finished:
                 it.status, it.reason = status, row[6] or it.reason

@@ -193,7 +193,8 @@ def _bars(todo: list[Item], enabled: bool | None):
 def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, job: Job, *,
                  dry_run: bool = False, progress: bool | None = None,
                  echo: Callable[[str], None] | None = None,
-                 executor_options: dict | None = None) -> RunSummary:
+                 executor_options: dict | None = None,
+                 retry_quarantined: bool = False) -> RunSummary:
     """Plan and run a collection into ``out``; see :mod:`pixeldeid.pipeline`.
 
     Parameters
@@ -212,6 +213,8 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
         Receives the plan table and notes (default: the log).
     executor_options : dict, optional
         Extra keyword arguments of the executor (``processes=False`` for Dask).
+    retry_quarantined : bool
+        Try the items quarantined by an earlier run again.
     """
     from ..profiles import load_profile
     from ..pseudonyms import PseudonymMap, load_map_csv
@@ -268,7 +271,8 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
 
     ledger = RunLedger(state / LEDGER_NAME)
     try:
-        _run(ledger, plan, sources, out, job, key, profile, uids, summary, progress, executor_options)
+        _run(ledger, plan, sources, out, job, key, profile, uids, summary, progress,
+             executor_options, retry_quarantined)
     finally:
         ledger.close()
     summary.seconds = time.perf_counter() - t0
@@ -277,7 +281,7 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
 
 def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job, key: bytes,
          profile, uids: dict, summary: RunSummary, progress: bool | None,
-         executor_options: dict | None) -> None:
+         executor_options: dict | None, retry_quarantined: bool = False) -> None:
     from ..standard import release
     from .executors import get_executor, run_isolated
     from .packaging import package_subjects
@@ -292,7 +296,7 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
                                                                   time.gmtime()))
     for patient, pairs in plan.identity.items():
         ledger.add_identity(patient, sorted(pairs))
-    todo = ledger.merge_plan(plan.items)
+    todo = ledger.merge_plan(plan.items, retry_quarantined)
     by_id = {it.id: it for it in plan.items}
     summary.already = sum(it.status == "done" for it in plan.items)
     work: list[Item] = []

@@ -87,3 +87,12 @@ def test_run_goes_on_when_an_input_crashes_its_worker(tmp_path, monkeypatch) -> 
     con.close()
     assert rows.pop(str(crash))[0] == "quarantined"
     assert {st for st, _ in rows.values()} == {"done"} and len(rows) == 4
+    # a rerun skips it; --retry-quarantined tries it again (here: the crash is gone)
+    monkeypatch.undo()
+    argv = ["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key), "-j", "2",
+            "--pixels", "off", "--no-progress"]
+    assert main(argv) == 1
+    assert main([*argv, "--retry-quarantined"]) == 0
+    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
+    assert {st for (st,) in con.execute("SELECT status FROM items")} == {"done"}
+    con.close()
