@@ -168,6 +168,17 @@ def _dense(mask: np.ndarray, size: int, density: float) -> np.ndarray:
     return mask & (sums >= int(np.ceil(density * size * size)))
 
 
+def _flow_colours(image: np.ndarray) -> np.ndarray:
+    """Pixels in the saturated reds and blues of colour flow (Doppler) maps; text overlays
+    are white, grey, yellow, green or cyan."""
+    if image.ndim != 3 or image.shape[-1] != 3:
+        return np.zeros(image.shape[:2], bool)
+    r, g, b = (image[..., c].astype(np.int16) for c in range(3))
+    red = (r > 60) & (g * 5 < r * 3) & (b * 5 < r * 3)
+    blue = (b > 60) & (r * 5 < b * 3) & (g * 5 < b * 3)
+    return red | blue
+
+
 def _thin(mask: np.ndarray, width: int = STROKE) -> np.ndarray:
     """The parts of ``mask`` thinner than ``width`` px (glyph strokes), not solid areas (a
     colour Doppler blob growing)."""
@@ -262,7 +273,15 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
         hit = diff & moving
         regions = changed_boxes(hit, min_pixels=min_pixels) if hit.any() else []
         if step.any():
-            regions += changed_boxes(_thin(step), min_pixels=MIN_STEP_PIXELS)
+            step = _thin(step)
+            if step.any():
+                pair = np.asarray(load([indices[k], indices[k + 1]]))
+                before, colour = pair[0], pair[1]
+                # appearing text brightens (a step to dark is something going away) and is
+                # not in the colours of a flow map
+                gb, ga = _grey_numpy(before[None])[0], _grey_numpy(colour[None])[0]
+                step &= (ga > gb) & ~_flow_colours(colour)
+                regions += changed_boxes(step, min_pixels=MIN_STEP_PIXELS)
         if not regions:
             continue
         f = indices[k + 1]
@@ -310,6 +329,8 @@ def read_regions(read: Callable[[np.ndarray], list[TextBox]],
         ``read(image) -> list[TextBox]`` (an engine's :meth:`read`).
     crops : sequence of (frame, box, image)
         ``image`` is the ``box`` area of ``frame`` (``(h, w, 3)`` uint8).
+    canvas_width : int
+        The widest a mosaic gets (it is made near-square below that).
 
     Returns
     -------
@@ -318,7 +339,11 @@ def read_regions(read: Callable[[np.ndarray], list[TextBox]],
     """
     if not crops:
         return []
-    width = max(canvas_width, max(int(c[2].shape[1]) for c in crops))
+    # a near-square canvas: engines scale the shorter side up to their detector size, so a
+    # long flat strip would cost several times its area
+    area = sum(int(c[2].shape[0] + gap) * int(c[2].shape[1] + gap) for c in crops)
+    width = max(min(canvas_width, int(np.ceil(np.sqrt(area * 1.2)))),
+                max(int(c[2].shape[1]) for c in crops))
     order = sorted(range(len(crops)), key=lambda i: -crops[i][2].shape[0])
     out: list[TextBox] = []
     batch: list[int] = []
