@@ -18,17 +18,27 @@ _pip() {
 ensure_venv() {
   # $1: extras set, "test" or "demo"
   local extras stamp
-  if [ "$1" = "test" ]; then extras="test,gpu,ocr,tesseract,codecs,slides,dask,bench"; else extras="gpu,ocr,codecs,slides,dask"; fi
+  if [ "$1" = "test" ]; then
+    extras="test,gpu,ocr,easyocr,tesseract,codecs,slides,dask,bench"
+  else
+    extras="gpu,ocr,codecs,slides,dask"
+  fi
   if [ ! -x "$VENV/bin/python" ]; then
     echo "creating $VENV with $PY"
     "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
+    _pip --upgrade pip
   fi
   stamp="$VENV/.pixeldeid-$1-$(cat pyproject.toml | sha1sum | cut -c1-12)"
   if [ ! -e "$stamp" ]; then
-    echo "installing pixeldeid[$extras] into $VENV (CPU torch)"
-    # CPU torch first: a local CPU wheel on these machines, the PyPI one elsewhere.
-    _pip "torch==2.13.0" || _pip torch
+    echo "installing pixeldeid[$extras] into $VENV"
+    if [ "$1" = "test" ]; then
+      # EasyOCR needs torchvision; torch 2.14.1 + torchvision 0.29.1 (a CUDA build that also
+      # runs on the CPU) is the pair these machines install from local disk.
+      _pip "torch==2.14.1" "torchvision==0.29.1" || _pip torch torchvision
+    else
+      # CPU torch: a local CPU wheel on these machines, the PyPI one elsewhere.
+      _pip "torch==2.13.0" || _pip torch
+    fi
     _pip -e ".[$extras]"
     "$VENV/bin/python" -c "import pixeldeid, pydicom" 
     touch "$stamp"
