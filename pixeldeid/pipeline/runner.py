@@ -248,17 +248,26 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
 
         key = load_or_create_key(job.key_file, out)
         state.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out)
-        shutil.rmtree(state / WORK_DIRNAME, ignore_errors=True)
-        check_key(out, key)
-        pixels = _pixel_settings(out, job)
-        check_settings(out, DeidConfig(profile=profile, options=tuple(job.options), key=key,
-                                       pseudonym_prefix=job.pseudonym_prefix,
-                                       **({"pixels": pixels} if pixels else {})), job.layout)
-        _check_run_settings(out, key, job)
-        pseudonyms = PseudonymMap(state / "subjects.sqlite", key, prefix, ids)
+        lock = _lock(out)  # one run at a time per output folder, released at the end
+        try:
+            remove_stale_temporaries(out)
+            shutil.rmtree(state / WORK_DIRNAME, ignore_errors=True)
+            check_key(out, key)
+            pixels = _pixel_settings(out, job)
+            check_settings(out, DeidConfig(profile=profile, options=tuple(job.options), key=key,
+                                           pseudonym_prefix=job.pseudonym_prefix,
+                                           **({"pixels": pixels} if pixels else {})), job.layout)
+            _check_run_settings(out, key, job)
+            pseudonyms = PseudonymMap(state / "subjects.sqlite", key, prefix, ids)
+        except BaseException:
+            lock.close()
+            raise
     try:
         plan = build_plan(sources, out, job, key, pseudonyms)
+    except BaseException:
+        if not dry_run:
+            lock.close()
+        raise
     finally:
         pseudonyms.close()
     summary = RunSummary(plan, out, dry_run=dry_run)
@@ -269,14 +278,35 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
         summary.seconds = time.perf_counter() - t0
         return summary
 
-    ledger = RunLedger(state / LEDGER_NAME)
+    try:
+        ledger = RunLedger(state / LEDGER_NAME)
+    except BaseException:
+        lock.close()
+        raise
     try:
         _run(ledger, plan, sources, out, job, key, profile, uids, summary, progress,
              executor_options, retry_quarantined)
     finally:
         ledger.close()
+        lock.close()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _lock(out: Path):
+    """Hold ``OUT/.pixeldeid/run.lock`` for the run: one run at a time per output folder."""
+    fh = open(out / STATE_DIRNAME / "run.lock", "a+b")  # noqa: SIM115 - held until the end
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise DeidError("another `pixeldeid run` is using this output folder; wait for it "
+                        "to finish", str(out)) from None
+    return fh
 
 
 def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job, key: bytes,

@@ -96,3 +96,17 @@ def test_run_goes_on_when_an_input_crashes_its_worker(tmp_path, monkeypatch) -> 
     con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
     assert {st for (st,) in con.execute("SELECT status FROM items")} == {"done"}
     con.close()
+
+
+def test_one_run_at_a_time_per_output_folder(tmp_path) -> None:
+    from pixeldeid.errors import DeidError
+    from pixeldeid.pipeline.runner import _lock
+
+    (tmp_path / ".pixeldeid").mkdir()
+    held = _lock(tmp_path)
+    try:
+        with pytest.raises(DeidError, match="another `pixeldeid run`"):
+            _lock(tmp_path)
+    finally:
+        held.close()
+    _lock(tmp_path).close()  # free again
