@@ -133,7 +133,8 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
     records: list[ScanRecord] = []
     bad: list[ScanRecord] = []
     paths = []
-    for path, reason in iter_inputs(sources):
+    # absolute source paths in the ledger: verify and report find the sources from any folder
+    for path, reason in iter_inputs([os.path.abspath(s) for s in sources]):
         if _inside(path, out_resolved):
             continue
         if reason:

@@ -146,6 +146,8 @@ class _Verifier:
                  dciodvfy: bool) -> None:
         self.out = out
         self.values = values
+        self.pseudonyms = frozenset(exclude)
+        self._patients: frozenset[str] = frozenset()
         terms = terms_for(values, exclude=exclude)
         # Short all-digit IDs ("4711") cannot be told from ordinary numbers (sizes, counts,
         # sidecar timings): they are searched in DICOM text elements, NIfTI header text
@@ -188,6 +190,8 @@ class _Verifier:
         for h in hits:
             if h.term.kind in self._retained:
                 continue
+            if h.term.owners and self._patients and not self._patients & h.term.owners:
+                continue  # another patient's institution word (the file's patient is known)
             groups.setdefault((h.term.kind, h.term.length, h.encoding), []).append(h)
         for (kind, length, _enc), hs in groups.items():
             offsets = sorted({h.offset for h in hs})
@@ -204,11 +208,22 @@ class _Verifier:
                     break
         return it
 
+    def patients_of(self, path: Path, rel: str) -> frozenset[str]:
+        """The pseudonyms a file belongs to: its ledger item's, or the pseudonyms naming a
+        folder or package of its path (empty when unknown: then every term applies)."""
+        it = self.item_for(path)
+        if it is not None and it.patient:
+            return frozenset({it.patient})
+        parts = rel.split("/")
+        parts[-1] = Path(parts[-1]).stem
+        return frozenset(set(parts) & self.pseudonyms)
+
     # -- per file ------------------------------------------------------------------
     def check_file(self, path: Path) -> None:
         rel = path.relative_to(self.out).as_posix()
         kind = file_kind(path)
         self._retained = set(self.retained)
+        self._patients = self.patients_of(path, rel)
         if kind == "dicom" and _retains_institution(path):
             self._retained.add("institution")
         if self._retained:

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..api import IDENTITY_KEYWORDS
 from ..dummy import DUMMY_VALUES
@@ -59,6 +59,10 @@ class Term:
     text: str
     kind: str
     length: int
+    #: patients (pseudonyms) whose institution *word* this is; a word of one patient's
+    #: institution in another patient's file is no finding ("Quixmore syndrome" vs "St
+    #: Quixmore Infirmary"). Empty: searched in every file.
+    owners: frozenset[str] = frozenset()
 
 
 def _name_parts(value: str) -> list[str]:
@@ -171,9 +175,15 @@ def terms_for(values: Iterable[IdentityValue], *, exclude: Iterable[str] = (),
         for s in spellings(iv.kind, iv.value):
             if len(s) < min_len or s in _DUMMY or any(s in e for e in excl):
                 continue
-            t = Term(s, iv.kind, len(iv.value.strip()))
-            if s not in best:
+            full = " ".join(iv.value.lower().split())
+            owners = (frozenset({iv.patient}) if iv.kind == "institution" and iv.patient
+                      and s != full else frozenset())
+            t = Term(s, iv.kind, len(iv.value.strip()), owners)
+            prev = best.get(s)
+            if prev is None:
                 best[s] = t
+            elif prev.owners:  # a word of several patients' institutions, or of every file
+                best[s] = replace(prev, owners=prev.owners | owners if owners else frozenset())
     return sorted(best.values(), key=lambda t: (-len(t.text), t.text))
 
 

@@ -372,3 +372,31 @@ def test_pixels_changed_outside_recorded_boxes_are_damage(tmp_path):
     assert [(f.check, f.what) for f in r.findings] == [
         ("pixels", "1 pixel value(s) differ from the source outside the recorded redaction "
                    "boxes")]
+
+
+def test_institution_word_counts_only_in_its_own_patients_files(ct_release, tmp_path, capsys):
+    # "St Quixmore Infirmary" is SUBJ_001's institution; a "Quixmore syndrome" eponym in
+    # SUBJ_002's file is no finding, in SUBJ_001's own file it is, and the full institution
+    # name is a finding in anybody's file.
+    out = copy_release(ct_release, tmp_path / "out")
+    outs = _outputs(out)
+    write_run_ledger(out, items=[
+        {"src": "/nonexistent/a.dcm", "patient": "SUBJ_001", "modality": "CT", "output": outs[0].name},
+        {"src": "/nonexistent/b.dcm", "patient": "SUBJ_002", "modality": "CT", "output": outs[1].name},
+    ], identity=[("SUBJ_001", "institution", "St Quixmore Infirmary"),
+                 ("SUBJ_001", "name", "Pettigrew^Ann")])
+    args = [str(out), "--no-ocr", "--no-dciodvfy"]
+    ds = pydicom.dcmread(outs[1])
+    ds.AdmittingDiagnosesDescription = "Quixmore syndrome"
+    ds.save_as(outs[1])
+    rc, text = _run(args, capsys)
+    assert rc == 0, text
+    ds.AdmittingDiagnosesDescription = "seen at St Quixmore Infirmary"
+    ds.save_as(outs[1])
+    rc, text = _run(args, capsys)
+    assert rc == 1 and f"{outs[1].name}: [dicom-header] institution value" in text
+    ds0 = pydicom.dcmread(outs[0])
+    ds0.AdmittingDiagnosesDescription = "Quixmore syndrome"
+    ds0.save_as(outs[0])
+    rc, text = _run(args, capsys)
+    assert rc == 1 and f"{outs[0].name}: [dicom-header] institution value" in text
