@@ -18,7 +18,7 @@ import secrets
 import sqlite3
 import stat
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,24 +231,32 @@ def _make_output_dir(path: Path) -> None:
         raise DeidError(f"cannot create the output folder: {exc.strerror}", str(path)) from None
 
 
+def open_state_db(path: Path, opener: Callable[[Path], sqlite3.Connection],
+                  what: str) -> sqlite3.Connection:
+    """Open a SQLite state file with ``opener``; a damaged one is moved to ``NAME.damaged``
+    (its WAL files removed) and a fresh one opened in its place."""
+    try:
+        return opener(path)
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(path.name + ".damaged")
+        logger.warning("%s %s is damaged (%s); moved to %s, starting afresh", what, path, exc,
+                       aside)
+        os.replace(path, aside)
+        for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if extra.exists():
+                extra.unlink()
+        return opener(path)
+
+
 class Ledger:
     """SQLite record of finished inputs (hashed source path, size and mtime, output)."""
 
     def __init__(self, path: Path, key: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._key = key
-        try:
-            self._con = self._open(path)
-        except sqlite3.DatabaseError as exc:
-            # Only a record of finished work: set the damaged file aside and start again
-            # (finished outputs are then found identical, not written twice).
-            aside = path.with_name(path.name + ".damaged")
-            logger.warning("ledger %s is damaged (%s); moved to %s, rebuilding", path, exc, aside)
-            os.replace(path, aside)
-            for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                if extra.exists():
-                    extra.unlink()
-            self._con = self._open(path)
+        # Only a record of finished work: a damaged file is set aside and rebuilt (finished
+        # outputs are then found identical, not written twice).
+        self._con = open_state_db(path, self._open, "ledger")
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..batch import open_state_db
 from .plan import Item
 
 logger = logging.getLogger(__name__)
@@ -71,17 +72,7 @@ class RunLedger:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        try:
-            self._con = self._open(path)
-        except sqlite3.DatabaseError as exc:
-            aside = path.with_name(path.name + ".damaged")
-            logger.warning("run ledger %s is damaged (%s); moved to %s, planning again",
-                           path, exc, aside)
-            os.replace(path, aside)
-            for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                if extra.exists():
-                    extra.unlink()
-            self._con = self._open(path)
+        self._con = open_state_db(path, self._open, "run ledger")  # damaged: planned again
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
