@@ -21,3 +21,28 @@ def configs_dir() -> Path:
         "pixeldeid configs/ folder not found; install from a source checkout "
         "(pip install -e .) or set PIXELDEID_CONFIGS"
     )
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> object:
+    """Parse a declarative YAML file (``what``: "profile", "job file"...), never executing it.
+
+    Raises
+    ------
+    ProfileError
+        One line naming the file: unreadable, or not valid YAML (with the line).
+    """
+    import yaml
+
+    from .errors import ProfileError
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"cannot read {what}: {exc.strerror}", str(path)) from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"cannot read {what}: not UTF-8 text", str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProfileError(f"{what} is not valid YAML{at}: {problem}", str(path)) from None

@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import yaml
-
 from .errors import ProfileError
-from .paths import configs_dir
+from .paths import configs_dir, read_yaml
 
 
 @dataclass(frozen=True)
@@ -93,10 +91,5 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ProfileError(f"unknown profile {text!r}{hint} (known: {', '.join(names)})")
         path = configs_dir() / "profiles" / f"{text}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"cannot read profile: {exc.strerror}", str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"not valid YAML: {exc}", str(path)) from None
+    data = read_yaml(path, "profile")
     return parse_profile(data, str(path))

@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 
-import yaml
-
 from ..errors import ProfileError
-from ..paths import configs_dir
+from ..paths import configs_dir, read_yaml
 from .boxes import TextBox
 
 log = logging.getLogger(__name__)
@@ -388,12 +386,7 @@ def vocabulary_files() -> list[Path]:
 def _load_vocab_file(path: Path) -> dict:
     import jsonschema
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"cannot read vocabulary: {exc.strerror}", str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"not valid YAML: {exc}", str(path)) from None
+    data = read_yaml(path, "vocabulary")
     try:
         jsonschema.validate(data, _schema())
     except jsonschema.ValidationError as exc:

@@ -39,13 +39,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import yaml
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
 from ..errors import ProfileError
-from ..paths import configs_dir
+from ..paths import configs_dir, read_yaml
 from .boxes import TextBox, clip_coords
 
 logger = logging.getLogger(__name__)
@@ -296,12 +295,7 @@ def parse_templates(data: object, source: str = "<templates>") -> list[Template]
 
 @cache
 def _load_file(path: str, _mtime_ns: int, _size: int) -> tuple[Template, ...]:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"cannot read template file: {exc.strerror}", path) from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"not valid YAML: {exc}", path) from None
+    data = read_yaml(path, "template file")
     if data is None:
         data = []
     return tuple(parse_templates(data, path))

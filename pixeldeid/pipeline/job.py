@@ -17,10 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ProfileError
-from ..paths import configs_dir
+from ..paths import configs_dir, read_yaml
 
 __all__ = ["Job", "PixelJob", "DefaceJob", "WsiJob", "load_job", "parse_job"]
 
@@ -157,10 +155,5 @@ def load_job(path: str | os.PathLike | None) -> Job:
     if path is None:
         return Job()
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"cannot read job file: {exc.strerror}", str(p)) from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"not valid YAML: {exc}".splitlines()[0], str(p)) from None
+    data = read_yaml(p, "job file")
     return parse_job(data, str(p), p.resolve().parent)
