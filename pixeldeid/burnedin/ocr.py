@@ -36,13 +36,65 @@ def _has_module(name: str) -> bool:
         return False
 
 
-def _threads() -> int:
-    """CPU threads per OCR session: ``PIXELDEID_OCR_THREADS`` (e.g. 1 per worker), else all."""
+def _cpus() -> int:
+    """CPUs this process may run on."""
     try:
-        n = int(os.environ.get("PIXELDEID_OCR_THREADS", "-1"))
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _threads() -> int:
+    """CPU threads per OCR session: ``PIXELDEID_OCR_THREADS``, else every CPU.
+
+    ``pixeldeid run`` sets ``PIXELDEID_OCR_THREADS`` to CPUs / workers, so N workers
+    share the cores instead of each starting a thread per core. The results do not depend
+    on the thread count (checked with 1 to 8 threads; see
+    ``tests/pixeldeid/pipeline/test_pixels.py``), only the speed.
+    """
+    try:
+        n = int(os.environ.get("PIXELDEID_OCR_THREADS", "0"))
     except ValueError:
-        return -1
-    return n if n >= 1 else -1
+        n = 0
+    return n if n >= 1 else _cpus()
+
+
+def _session_options(base, threads: int):
+    """onnxruntime settings of every OCR session: a fixed thread count, no busy-waiting.
+
+    One intra-op pool of ``threads`` threads, operators run one after the other, idle
+    threads sleep instead of spinning (spinning threads of several worker processes would
+    take the cores from each other) and deterministic kernels where the provider has a
+    choice (CUDA).
+    """
+    import onnxruntime as ort
+
+    base.intra_op_num_threads = threads
+    base.inter_op_num_threads = 1
+    base.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    base.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    base.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    base.use_deterministic_compute = True
+    return base
+
+
+class _RapidSessionSettings:
+    """While rapidocr builds its sessions, apply :func:`_session_options` to each one."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def __enter__(self) -> None:
+        from rapidocr_onnxruntime.utils import infer_engine
+
+        self._cls = infer_engine.OrtInferSession
+        self._orig = self._cls.__dict__["_init_sess_opts"]
+        orig, threads = self._orig.__func__, self.threads
+        self._cls._init_sess_opts = staticmethod(
+            lambda config: _session_options(orig(config), threads))
+
+    def __exit__(self, *exc: object) -> None:
+        self._cls._init_sess_opts = self._orig
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -160,12 +212,14 @@ class RapidOcrEngine(OcrEngine):
         # quiet rapidocr's own logger (it would print provider advice on every start)
         logging.getLogger("OrtInferSession").setLevel(logging.ERROR)
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-        self._ocr = RapidOCR(
-            det_use_cuda=use_cuda, cls_use_cuda=use_cuda, rec_use_cuda=use_cuda,
-            det_limit_side_len=self.det_limit, det_limit_type=self.det_limit_type,
-            det_thresh=self.det_thresh, det_box_thresh=self.box_thresh,
-            text_score=self.text_score, intra_op_num_threads=_threads(),
-        )
+        self.threads = _threads()
+        with _RapidSessionSettings(self.threads):
+            self._ocr = RapidOCR(
+                det_use_cuda=use_cuda, cls_use_cuda=use_cuda, rec_use_cuda=use_cuda,
+                det_limit_side_len=self.det_limit, det_limit_type=self.det_limit_type,
+                det_thresh=self.det_thresh, det_box_thresh=self.box_thresh,
+                text_score=self.text_score,
+            )
 
     def _read(self, rgb: np.ndarray) -> list[TextBox]:
         import cv2
