@@ -179,6 +179,23 @@ def _flow_colours(image: np.ndarray) -> np.ndarray:
     return red | blue
 
 
+def _flow_areas(image: np.ndarray, width: int = STROKE) -> np.ndarray:
+    """Colour-flow areas: connected pixels of flow colours with a solid core ``width`` px
+    square (a Doppler map). Text strokes in red or blue have no such core and stay out."""
+    import cv2
+
+    flow = _flow_colours(image)
+    if not flow.any():
+        return flow
+    m = flow.astype(np.uint8)
+    core = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((width, width), np.uint8))
+    if not core.any():
+        return np.zeros_like(flow)
+    _, lab = cv2.connectedComponents(m, connectivity=8)
+    keep = np.unique(lab[core > 0])
+    return np.isin(lab, keep[keep > 0])
+
+
 def _thin(mask: np.ndarray, width: int = STROKE) -> np.ndarray:
     """The parts of ``mask`` thinner than ``width`` px (glyph strokes), not solid areas (a
     colour Doppler blob growing)."""
@@ -275,12 +292,10 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
         if step.any():
             step = _thin(step)
             if step.any():
+                # any colour, brighter or darker (red or blue name text, dark text over
+                # bright tissue), except inside solid colour-flow areas of either frame
                 pair = np.asarray(load([indices[k], indices[k + 1]]))
-                before, colour = pair[0], pair[1]
-                # appearing text brightens (a step to dark is something going away) and is
-                # not in the colours of a flow map
-                gb, ga = _grey_numpy(before[None])[0], _grey_numpy(colour[None])[0]
-                step &= (ga > gb) & ~_flow_colours(colour)
+                step &= ~_flow_areas(pair[0]) & ~_flow_areas(pair[1])
                 regions += changed_boxes(step, min_pixels=MIN_STEP_PIXELS)
         if not regions:
             continue

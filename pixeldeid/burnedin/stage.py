@@ -187,6 +187,24 @@ def _extend_at_edges(box: TextBox, crops: Sequence[tuple[int, tuple]], cols: int
     return box.with_(x0=x0, x1=x1)
 
 
+def _unseen(pf: PixelFrames, where: tuple, todo: list[tuple[int, tuple]],
+            seen: list[tuple[int, tuple]]) -> list[tuple[int, tuple]]:
+    """The crops of ``todo`` whose frame shows other pixels in ``where`` (the whole place)
+    than every frame read there (a label blinking on and off need not be read again)."""
+    if not todo:
+        return []
+    x0, y0, x1, y1 = where
+    frames = sorted({f for f, _ in todo} | {f for f, _ in seen})
+    area = {f: img[y0:y1, x0:x1] for f, img in zip(frames, pf.display(frames), strict=True)}
+    known = [area[f] for f, _ in seen]
+    out = []
+    for f, c in todo:
+        if not any(np.array_equal(area[f], k) for k in known):
+            out.append((f, c))
+            known.append(area[f])
+    return out
+
+
 def _blackout(image: np.ndarray, boxes: Sequence[TextBox]) -> np.ndarray:
     """A copy of ``image`` with ``boxes`` black (what OCR need not read again)."""
     if not boxes:
@@ -412,11 +430,19 @@ class BurnedInStage:
             return out
 
         analysis = analyse_cine(pf.display, n, max_frames=MAX_ANALYSED, device=self.device)
-        first = analysis.analysed[0]
+        first, last = analysis.analysed[0], analysis.analysed[-1]
         img0 = pf.display([first])[0]
         out = classify_boxes([b.with_(frame=first) for b in
                               read_frame(engine, _blackout(img0, cover))], identity, vocab)
-        read = [first]
+        # the last frame whole too: text appearing there over the moving image has no
+        # later frames to show it holds, so the analysis cannot see it (fail closed); what
+        # is already found is blacked out first
+        hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
+                                for b in boxes_to_redact(out, policy)]
+        imgl = pf.display([last])[0]
+        out += classify_boxes([b.with_(frame=last) for b in
+                               read_frame(engine, _blackout(imgl, hidden))], identity, vocab)
+        read = [first, last]
         # the change regions not already blacked out, grouped by place
         hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
                                 for b in boxes_to_redact(out, policy)]
@@ -433,29 +459,59 @@ class BurnedInStage:
                         break
                 else:
                     places.append((ctx, [(f, ctx)]))
-        wanted: list[tuple[int, tuple]] = []
-        for _, items in places:
+        first_pass: list[tuple[int, tuple]] = []
+        rest: list[tuple[tuple, list[tuple[int, tuple]], list[tuple[int, tuple]]]] = []
+        for where, items in places:
             if len(items) > MAX_READS_PER_PLACE:
-                pick = np.linspace(0, len(items) - 1, MAX_READS_PER_PLACE).round().astype(int)
-                items = [items[i] for i in sorted(set(pick.tolist()))]
-            wanted.extend(items)
-        if wanted:
-            frames = sorted({f for f, _ in wanted})
-            imgs = {f: _blackout(img, cover)
-                    for f, img in zip(frames, pf.display(frames), strict=True)}
-            crops = [(f, c, imgs[f][c[1]:c[3], c[0]:c[2]]) for f, c in wanted]
-            # only what overlaps a change: the unchanged rest of a crop was read whole in
-            # the first frame (a line cut by the crop's edge would read as garbage)
-            more = [_extend_at_edges(b, wanted, pf.columns)
-                    for b in read_regions(engine.read, crops)
-                    if any(b.intersects(TextBox(*r), gap=2)
-                           for r in analysis.change_regions.get(b.frame, []))]
-            out += classify_boxes(more, identity, vocab)
-            read += frames
+                pick = set(np.linspace(0, len(items) - 1, MAX_READS_PER_PLACE).round()
+                           .astype(int).tolist())
+                rest.append((where, [items[i] for i in sorted(pick)],
+                             [it for i, it in enumerate(items) if i not in pick]))
+                items = [items[i] for i in sorted(pick)]
+            first_pass.extend(items)
+        wanted = self._read_changes(pf, engine, cover, first_pass, analysis, identity, vocab,
+                                    out)
+        if rest:
+            # a place read in a sample of its frames only: every other change there must
+            # lie inside what is blacked out in every frame, or show the very pixels of a
+            # crop read there; the others are read too (no change goes unread)
+            hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
+                                    for b in boxes_to_redact(out, policy)]
+            todo = []
+            for where, sampled, others in rest:
+                left = [(f, c) for f, c in others
+                        if not all(covered(r, hidden) for r in analysis.change_regions.get(f, [])
+                                   if TextBox(*r).intersects(TextBox(*c)))]
+                todo += _unseen(pf, where, left, sampled)
+            wanted += self._read_changes(pf, engine, cover, todo, analysis, identity, vocab,
+                                         out)
+        read += [f for f, _ in wanted]
         result.frames_read = sorted(set(read))
-        logger.debug("cine: %d frame(s), %d change frame(s), read %d whole + %d crop(s)",
-                     n, len(analysis.change_frames), 1, len(wanted))
+        logger.debug("cine: %d frame(s), %d change frame(s), read 2 whole + %d crop(s)",
+                     n, len(analysis.change_frames), len(wanted))
         return out
+
+    def _read_changes(self, pf: PixelFrames, engine, cover: list[TextBox],
+                      wanted: list[tuple[int, tuple]], analysis, identity: IdentityValues,
+                      vocab, out: list[TextBox]) -> list[tuple[int, tuple]]:
+        """OCR the crops ``wanted`` (frame, box) in mosaics; classified boxes that overlap a
+        change of their frame are appended to ``out``. Returns ``wanted``."""
+        from .classify import classify_boxes
+
+        if not wanted:
+            return []
+        frames = sorted({f for f, _ in wanted})
+        imgs = {f: _blackout(img, cover)
+                for f, img in zip(frames, pf.display(frames), strict=True)}
+        crops = [(f, c, imgs[f][c[1]:c[3], c[0]:c[2]]) for f, c in wanted]
+        # only what overlaps a change: the unchanged rest of a crop was read whole in
+        # the first frame (a line cut by the crop's edge would read as garbage)
+        more = [_extend_at_edges(b, wanted, pf.columns)
+                for b in read_regions(engine.read, crops)
+                if any(b.intersects(TextBox(*r), gap=2)
+                       for r in analysis.change_regions.get(b.frame, []))]
+        out += classify_boxes(more, identity, vocab)
+        return list(wanted)
 
     def _verify(self, ds: Dataset, redacted: list[TextBox], frames: list[int],
                 identity: IdentityValues, vocab, engine, full: bool,

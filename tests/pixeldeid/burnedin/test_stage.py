@@ -193,8 +193,9 @@ def test_qc_thumbnails_show_the_boxes_and_carry_no_name(tmp_path):
 
 
 def test_text_appearing_mid_cine_is_read_in_its_change_frame_and_removed_everywhere():
-    """A name burned in only from frame 9 on is not in the first frame: the overlay change
-    makes frame 9 a change frame, its crop is read, and every frame is redacted."""
+    """A name burned in only in frames 9-12 is neither in the first nor the last frame
+    (both read whole): the overlay change makes frame 9 a change frame, its crop is read,
+    and every frame is redacted."""
     from PIL import Image, ImageDraw
 
     from pixeldeid.burnedin.synth import _font
@@ -205,12 +206,12 @@ def test_text_appearing_mid_cine_is_read_in_its_change_frame_and_removed_everywh
     family, given = str(ds.PatientName).split("^")
     text = f"{given} {family}"
     x0, y0 = 400, 300
-    for f in range(9, 14):
+    for f in range(9, 13):
         im = Image.fromarray(frames[f])
         ImageDraw.Draw(im).text((x0, y0), text, font=_font(0, 18), fill=(255, 255, 255))
         frames[f] = np.asarray(im)
     ds.PixelData = frames.tobytes()
-    ink_mask = (frames[13].max(axis=-1) == 255) & (frames[0].max(axis=-1) < 255)
+    ink_mask = (frames[12].max(axis=-1) == 255) & (frames[0].max(axis=-1) < 255)
     ys, xs = np.nonzero(ink_mask[280:340, 380:640])
     box = (380 + int(xs.min()), 280 + int(ys.min()), 380 + int(xs.max()) + 1,
            280 + int(ys.max()) + 1)
