@@ -8,10 +8,13 @@ integer arithmetic, the same result on both) and finds
   in neighbourhoods that are themselves almost all such pixels (text, labels, a running
   clock; not the speckle of the image);
 * the *change frames*: frames where overlay pixels change (a clock ticking, a label
-  appearing), with the boxes of the changed areas.
+  appearing), or where thin strokes of any colour, brighter or darker, appear over the
+  moving image and hold for the next transitions (a name burned in mid-cine), with the
+  boxes of the changed areas. Only solid colour-flow (Doppler) areas are left out.
 
-The stage reads the first frame whole and, in the change frames, only the changed areas
-not already covered; :func:`read_regions` packs such crops from any frames into a few
+Every strong thin change of the last transition counts as a step (no later frame can show
+that it holds), so text appearing only in the last frame is a change too. The stage reads
+the first frame whole and, in the change frames, only the changed areas not already covered; :func:`read_regions` packs such crops from any frames into a few
 mosaic images so one OCR call reads many of them.
 """
 
@@ -64,8 +67,10 @@ class CineAnalysis:
     change_regions: dict[int, list[Box]] = field(default_factory=dict)
 
     def frames_to_read(self) -> list[int]:
-        """First frame, every change frame, and the last frame when it changed."""
-        return sorted({self.analysed[0], *self.change_frames}) if self.analysed else []
+        """First frame, last frame and every change frame."""
+        if not self.analysed:
+            return []
+        return sorted({self.analysed[0], self.analysed[-1], *self.change_frames})
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -169,8 +174,8 @@ def _dense(mask: np.ndarray, size: int, density: float) -> np.ndarray:
 
 
 def _flow_colours(image: np.ndarray) -> np.ndarray:
-    """Pixels in the saturated reds and blues of colour flow (Doppler) maps; text overlays
-    are white, grey, yellow, green or cyan."""
+    """Pixels in the saturated reds and blues of colour flow (Doppler) maps (text may be
+    in these colours too: see :func:`_flow_areas`)."""
     if image.ndim != 3 or image.shape[-1] != 3:
         return np.zeros(image.shape[:2], bool)
     r, g, b = (image[..., c].astype(np.int16) for c in range(3))
@@ -280,13 +285,13 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
             continue
         # overlay pixels that changed, and steps anywhere: a strong change that then holds
         # for the next transitions (text appearing over the moving image)
+        # (in the last transitions, what holds to the end; in the very last one, every
+        # strong change: no later frame can show it holds, so it counts, fail closed)
         later = range(k + 1, min(n_trans, k + 1 + STEADY))
-        step = np.zeros_like(diff)
-        if len(later):
-            unsteady = np.zeros_like(diff)
-            for j in later:
-                unsteady |= unpack(packed_low[j])
-            step = diff & ~unsteady & ~moving
+        unsteady = np.zeros_like(diff)
+        for j in later:
+            unsteady |= unpack(packed_low[j])
+        step = diff & ~unsteady & ~moving
         hit = diff & moving
         regions = changed_boxes(hit, min_pixels=min_pixels) if hit.any() else []
         if step.any():

@@ -100,7 +100,9 @@ CHEAP_LONG_SIDE = 768
 #: crops of changed overlay areas reach this many text heights left and right (the rest
 #: of a line whose other part lies over the moving image)
 CROP_X_MARGIN = 10.0
-#: a cine location that changes is read in at most this many of its frames
+#: a cine location that changes is read first in at most this many of its frames; each
+#: other change there is then read too unless it lies inside what is blacked out in every
+#: frame or shows the very pixels of a frame read there (no change goes unread)
 MAX_READS_PER_PLACE = 6
 #: a redacted box counts as black when at most this fraction of it is brighter than 48
 _BLACK_LEAK = 0.005
@@ -430,19 +432,14 @@ class BurnedInStage:
             return out
 
         analysis = analyse_cine(pf.display, n, max_frames=MAX_ANALYSED, device=self.device)
-        first, last = analysis.analysed[0], analysis.analysed[-1]
+        first = analysis.analysed[0]
         img0 = pf.display([first])[0]
         out = classify_boxes([b.with_(frame=first) for b in
                               read_frame(engine, _blackout(img0, cover))], identity, vocab)
-        # the last frame whole too: text appearing there over the moving image has no
-        # later frames to show it holds, so the analysis cannot see it (fail closed); what
-        # is already found is blacked out first
-        hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
-                                for b in boxes_to_redact(out, policy)]
-        imgl = pf.display([last])[0]
-        out += classify_boxes([b.with_(frame=last) for b in
-                               read_frame(engine, _blackout(imgl, hidden))], identity, vocab)
-        read = [first, last]
+        # (the last frame needs no whole read: changes of the overlay are change regions
+        # there as anywhere, and so is every strong thin change over the moving image in
+        # the last transition, where no later frame can show that it holds)
+        read = [first]
         # the change regions not already blacked out, grouped by place
         hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
                                 for b in boxes_to_redact(out, policy)]
@@ -487,7 +484,7 @@ class BurnedInStage:
                                          out)
         read += [f for f, _ in wanted]
         result.frames_read = sorted(set(read))
-        logger.debug("cine: %d frame(s), %d change frame(s), read 2 whole + %d crop(s)",
+        logger.debug("cine: %d frame(s), %d change frame(s), read 1 whole + %d crop(s)",
                      n, len(analysis.change_frames), len(wanted))
         return out
 

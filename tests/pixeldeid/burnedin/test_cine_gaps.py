@@ -108,6 +108,9 @@ def test_name_only_in_the_last_frame_is_removed(base, stage):
     frames = frames.copy()
     _tissue(frames, _spot(us), 40, 130)
     truth = _draw(frames, _name(us), _spot(us), (255, 255, 255), start=N - 1)
+    a = analyse_cine(lambda idx: frames[list(idx)], N)
+    assert N - 1 in a.change_frames     # a step in the last transition counts as held
+    assert any(TextBox(*r).intersects(truth) for r in a.change_regions[N - 1])
     after, identity, result = _run(us, frames, stage)
     assert _readable(frames, truth, identity)
     assert N - 1 in result.frames_read and result.verified
