@@ -1,8 +1,10 @@
-"""Cine leak gaps: identity over the moving image that appears late, in flow colours, or dark.
+"""Cine leak gaps: identity over the moving image that appears late, in flow colours, or dark,
+and a place that changes more often than it is first read.
 
-Each case draws the patient's name over the sector of a synthetic cine from some frame on
-(the ground truth box is the drawn ink), runs the stage (phi-only, rapidocr) and checks
-the name is black and unreadable by OCR in every frame where it appears.
+Each case draws the patient's name into a synthetic cine from some frame on (the ground
+truth box is the drawn ink), checks OCR can read it there, runs the stage (phi-only,
+rapidocr) and checks the name is black and unreadable by OCR in every frame where it
+appears.
 """
 
 from __future__ import annotations
