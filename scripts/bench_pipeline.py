@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -81,11 +82,17 @@ def digest(out: Path) -> str:
 
 
 def run_once(src: Path, out: Path, key: Path, executor: str, jobs: int,
-             pixels: str) -> tuple[float, dict[str, int]]:
-    """Time one ``pixeldeid run`` in a fresh process (start-up and engine loading included)."""
+             pixels: str) -> tuple[float, dict[str, int], dict[str, float]]:
+    """Time one ``pixeldeid run`` in a fresh process (start-up and engine loading included).
+
+    Returns the wall time, the items per status and where the time went: ``start`` (from
+    the start of the process to the first item: imports, plan, workers), the summed worker
+    seconds of each kind of item, and ``end`` (from the last item to the exit).
+    """
     cmd = [sys.executable, "-m", "pixeldeid", "-q", "run", str(src), "-o", str(out),
            "--key-file", str(key), "-j", str(jobs), "--executor", executor,
            "--pixels", pixels, "--no-progress"]
+    t_wall = time.time()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -93,8 +100,17 @@ def run_once(src: Path, out: Path, key: Path, executor: str, jobs: int,
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
     counts = dict(con.execute("SELECT status, COUNT(*) FROM items GROUP BY status"))
+    rows = con.execute("SELECT kind, stages, started, finished FROM items "
+                       "WHERE started IS NOT NULL").fetchall()
     con.close()
-    return seconds, counts
+    stages: dict[str, float] = {}
+    if rows:
+        stages["start"] = min(r[2] for r in rows) - t_wall
+        for kind, st, a, b in rows:
+            name = "+".join(json.loads(st)) if kind == "dicom" else kind
+            stages[name] = stages.get(name, 0.0) + (b - a)
+        stages["end"] = t_wall + seconds - max(r[3] for r in rows)
+    return seconds, counts, stages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,20 +151,28 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeat):
             out = work / f"out-{executor}-{jobs}-{r}"
             shutil.rmtree(out, ignore_errors=True)
-            seconds, counts = run_once(src, out, key, executor, jobs, args.pixels)
+            seconds, counts, stages = run_once(src, out, key, executor, jobs, args.pixels)
             if best is None or seconds < best[0]:
-                best = (seconds, counts, digest(out))
+                best = (seconds, counts, digest(out), stages)
         results.append((executor, jobs, *best))
     base = results[0][2]
     n_items = sum(results[0][3].values())
     print(f"\n{'executor':<9}{'workers':>8}{'seconds':>9}{'items/s':>9}{'vs local-1':>12}  "
           f"outputs")
-    for executor, jobs, seconds, counts, dig in results:
+    for executor, jobs, seconds, counts, dig, _ in results:
         print(f"{executor:<9}{jobs:>8}{seconds:>9.2f}{n_items / seconds:>9.2f}"
               f"{base / seconds:>11.2f}x  {dig} ({counts.get('done', 0)} done, "
               f"{counts.get('quarantined', 0)} quarantined)")
-    t = {(e, j): s for e, j, s, _, _ in results}
-    same = len({d for *_, d in results}) == 1
+    names = sorted({k for *_, st in results for k in st} - {"start", "end"})
+    print("\nwhere the time went (s): start = process start to first item; item kinds = "
+          "summed worker time; end = last item to exit")
+    print(f"{'executor':<9}{'workers':>8}" + "".join(f"{n:>16}" for n in
+                                                   ["start", *names, "end"]))
+    for executor, jobs, *_, st in results:
+        print(f"{executor:<9}{jobs:>8}" + "".join(f"{st.get(n, 0.0):>16.2f}" for n in
+                                                  ["start", *names, "end"]))
+    t = {(e, j): s for e, j, s, *_ in results}
+    same = len({r[4] for r in results}) == 1
     print(f"\nlocal 1 -> 2 workers: {t[('local', 1)] / t[('local', 2)]:.2f}x (goal >= 1.7x)")
     print(f"dask vs local, 2 workers: {t[('dask', 2)] / t[('local', 2)] - 1:+.1%} time "
           f"(goal within 15 %); 1 worker: {t[('dask', 1)] / t[('local', 1)] - 1:+.1%}")

@@ -74,6 +74,71 @@ def _warm_caches() -> None:
     warm()
 
 
+OCR_THREADS_ENV = "PIXELDEID_OCR_THREADS"
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def ocr_threads(workers: int, cores: int | None = None) -> str:
+    """Intra-op threads of each worker's OCR session: the cores shared out among workers.
+
+    ``PIXELDEID_OCR_THREADS`` set by the user wins. The OCR results do not depend on it.
+    """
+    import os
+
+    user = os.environ.get(OCR_THREADS_ENV, "").strip()
+    if user:
+        return user
+    return str(max(1, (cores or cpus()) // max(1, workers)))
+
+
+#: engines a forked worker inherited: kept alive, never used nor freed (freeing an
+#: onnxruntime session whose pool threads stayed in the parent hangs the worker)
+_INHERITED: list = []
+
+
+def _forget_inherited_engines() -> None:
+    """In a forked worker: stop using the engines the parent had built (an onnxruntime
+    session's thread pool does not survive fork, and its thread count was the parent's)."""
+    import sys
+
+    from . import stages
+
+    _INHERITED.append(dict(stages._CACHE))
+    stages._CACHE.clear()
+    ocr = sys.modules.get("pixeldeid.burnedin.ocr")
+    if ocr is not None:
+        _INHERITED.append(dict(ocr._CACHE))
+        ocr._CACHE.clear()
+
+
+def _set_ocr_threads(value: str) -> None:
+    """Pool initializer: the OCR thread count of this worker process, fresh engines."""
+    import os
+
+    os.environ[OCR_THREADS_ENV] = value
+    _forget_inherited_engines()
+
+
+def _dask_worker_threads(dask_worker=None) -> None:
+    """On a Dask worker: share the host's cores among the worker's threads, fresh engines."""
+    import os
+
+    _forget_inherited_engines()
+    if os.environ.get(OCR_THREADS_ENV, "").strip():
+        return
+    nthreads = getattr(getattr(dask_worker, "state", dask_worker), "nthreads", 1) or 1
+    os.environ[OCR_THREADS_ENV] = str(max(1, cpus() // max(1, int(nthreads))))
+
+
 class LocalExecutor(Executor):
     """A process pool on this machine (``fork`` on Linux); ``jobs=1`` runs in-process."""
 
@@ -92,7 +157,9 @@ class LocalExecutor(Executor):
         _warm_caches()
         ctx = (mp.get_context("fork") if sys.platform.startswith("linux")
                and "fork" in mp.get_all_start_methods() else None)
-        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
+                                 initializer=_set_ocr_threads,
+                                 initargs=(ocr_threads(self.jobs),)) as pool:
             # a bounded window of submitted items keeps memory flat on huge runs
             pending: dict[Any, dict] = {}
             it = iter(items)
@@ -140,10 +207,13 @@ class DaskExecutor(Executor):
             if processes and method == "fork":
                 _warm_caches()
             with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+                kw = {"env": {OCR_THREADS_ENV: ocr_threads(self.jobs)}} if processes else {}
                 self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1,
                                              processes=processes, dashboard_address=None,
-                                             silence_logs=logging.ERROR)
+                                             silence_logs=logging.ERROR, **kw)
             self._client = Client(self._cluster)
+        if scheduler or processes:  # each worker: its share of the cores, fresh engines
+            self._client.run(_dask_worker_threads)
 
     @classmethod
     def is_available(cls) -> bool:

@@ -45,3 +45,75 @@ def test_ultrasound_text_is_redacted_and_recorded_without_identity(tmp_path: Pat
     for _, _, rel in arts:
         assert rel.startswith(".pixeldeid/qc/") and (out / rel).is_file()
     assert sorted(pix["qc"]) == sorted(r for _, _, r in arts)
+
+
+@pytest.fixture(scope="module")
+def us_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small ultrasound cines with burned-in text (frame 1 of seed 2: the one once seen
+    to give other boxes in other processes)."""
+    if not pixel_stage_available():
+        pytest.skip("burned-in text stage not available")
+    from pixeldeid.burnedin.ocr import available_engines
+    from pixeldeid.burnedin.synth import make_us_cine
+
+    if "rapidocr" not in available_engines():
+        pytest.skip("rapidocr not installed")
+    src = tmp_path_factory.mktemp("us-in")
+    for seed in (1, 2):
+        make_us_cine(n_frames=2, seed=seed).dataset.save_as(src / f"cine{seed}.dcm",
+                                                             enforce_file_format=True)
+    return src
+
+
+def _pixel_run(src: Path, out: Path, *extra: str) -> tuple[dict[str, str], list]:
+    from .conftest import tree
+
+    key = out.parent / "k"
+    key.write_bytes(KEY)
+    assert main(["run", str(src), "-o", str(out), "--key-file", str(key), "--no-progress",
+                 "--pixels", "auto", *extra]) == 0
+    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
+    rows = con.execute("SELECT src, status, details FROM items ORDER BY src").fetchall()
+    con.close()
+    boxes = [(Path(s).name, st, json.loads(d)["pixels"]["boxes"]) for s, st, d in rows]
+    return tree(out), boxes
+
+
+@pytest.fixture(scope="module")
+def us_reference(us_collection: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """The outputs of ``-j 1`` (in this process)."""
+    return _pixel_run(us_collection, tmp_path_factory.mktemp("us-j1") / "out", "-j", "1")
+
+
+def test_reference_run_redacts_both_cines(us_reference) -> None:
+    _, boxes = us_reference
+    assert [st for _, st, _ in boxes] == ["done", "done"]
+    assert all(b for _, _, b in boxes)  # text was found and redacted in both cines
+
+
+@pytest.mark.parametrize("how", [("-j", "2"), ("-j", "2", "--executor", "dask")],
+                         ids=["local-j2", "dask-localcluster"])
+def test_redaction_is_the_same_bytes_for_any_worker_count(us_collection, us_reference, tmp_path,
+                                                          how) -> None:
+    ref_tree, ref_boxes = us_reference
+    got_tree, got_boxes = _pixel_run(us_collection, tmp_path / "out", *how)
+    assert got_boxes == ref_boxes
+    assert got_tree == ref_tree
+
+
+def test_ocr_boxes_do_not_depend_on_the_thread_count(monkeypatch) -> None:
+    from pixeldeid.burnedin.ocr import available_engines
+
+    if "rapidocr" not in available_engines():
+        pytest.skip("rapidocr not installed")
+    from pixeldeid.burnedin.ocr import RapidOcrEngine
+    from pixeldeid.burnedin.synth import make_us_cine
+
+    frame = make_us_cine(n_frames=2, seed=2).dataset.pixel_array[1]
+    found = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("PIXELDEID_OCR_THREADS", threads)
+        engine = RapidOcrEngine("cpu")
+        assert engine.threads == int(threads)
+        found.append(engine.read(frame))
+    assert found[0] and found[0] == found[1]
