@@ -206,7 +206,10 @@ class DaskExecutor(Executor):
             method = "fork" if sys.platform.startswith("linux") else "spawn"
             if processes and method == "fork":
                 _warm_caches()
-            with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+            with dask.config.set({"distributed.worker.multiprocessing-method": method,
+                                  # the statistical profiler samples the task thread every
+                                  # 10 ms: it took ~25 % of each worker on a 2-core machine
+                                  "distributed.worker.profile.enabled": False}):
                 kw = {"env": {OCR_THREADS_ENV: ocr_threads(self.jobs)}} if processes else {}
                 self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1,
                                              processes=processes, dashboard_address=None,
