@@ -11,6 +11,12 @@
 Every executor yields ``(item, result)`` pairs as they finish (any order). A worker that
 dies (killed, out of memory, a crash in a decoder) yields a result with status ``lost``;
 the runner then does each lost item alone in a fresh process (:func:`run_isolated`).
+
+Each worker process's OCR sessions get ``CPUs / workers`` intra-op threads
+(``PIXELDEID_OCR_THREADS``, unless set by the user; on a Dask cluster: the worker's CPUs /
+its threads), so N workers share the cores instead of each starting a thread per core;
+the OCR results do not depend on the thread count. A forked worker builds its own engines
+(the parent's onnxruntime sessions do not survive fork).
 """
 
 from __future__ import annotations
@@ -262,7 +268,8 @@ def run_isolated(fn: Work, item: dict, settings: dict) -> dict:
 
     ctx = (mp.get_context("fork") if sys.platform.startswith("linux")
            and "fork" in mp.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_set_ocr_threads,
+                             initargs=(ocr_threads(1),)) as pool:
         try:
             return pool.submit(fn, item, settings).result()
         except Exception as exc:  # noqa: BLE001 - the worker died on this item

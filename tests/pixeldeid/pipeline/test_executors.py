@@ -110,3 +110,12 @@ def test_one_run_at_a_time_per_output_folder(tmp_path) -> None:
     finally:
         held.close()
     _lock(tmp_path).close()  # free again
+
+
+def test_workers_share_the_cores_out_among_their_ocr_sessions(monkeypatch) -> None:
+    from pixeldeid.pipeline.executors import OCR_THREADS_ENV, ocr_threads
+
+    monkeypatch.delenv(OCR_THREADS_ENV, raising=False)
+    assert [ocr_threads(n, cores=8) for n in (1, 2, 3, 8, 16)] == ["8", "4", "2", "1", "1"]
+    monkeypatch.setenv(OCR_THREADS_ENV, "3")  # the user's choice wins
+    assert ocr_threads(2, cores=8) == "3"
