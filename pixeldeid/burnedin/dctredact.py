@@ -30,7 +30,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from pixeldeid.burnedin.boxes import TextBox
-from pixeldeid.burnedin.frames import PixelFrames
+from pixeldeid.burnedin.frames import PixelFrames, set_encapsulated_frames
 from pixeldeid.errors import InputError, MissingDependencyError
 
 __all__ = ["supports", "redact_jpeg_dataset", "redact_jpeg_frame", "JpegHeader", "parse_header",
@@ -357,16 +357,12 @@ def _looks_black(frame: bytes, boxes: Sequence[TextBox], pf: PixelFrames) -> boo
     return True
 
 
-def _has_bot(pixel_data: bytes) -> bool:
-    return len(pixel_data) >= 8 and struct.unpack("<I", pixel_data[4:8])[0] > 0
-
-
 def redact_jpeg_dataset(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox]):
     """Redact every frame that a box touches in the DCT domain; others keep their bytes.
 
     Returns a :class:`~pixeldeid.burnedin.redact.RedactReport` with method ``'dct'``.
     """
-    from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
+    from pydicom.encaps import generate_frames
 
     from pixeldeid.burnedin.redact import RedactReport, frames_touched
 
@@ -402,13 +398,6 @@ def redact_jpeg_dataset(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox]):
                 raise InputError(f"frame {i}: {exc.reason}", pf.path) from exc
             frames[i] = new
             changed += n
-    if "ExtendedOffsetTable" in ds:
-        data, offsets, lengths = encapsulate_extended(frames)
-        ds.PixelData = data
-        ds.ExtendedOffsetTable = offsets
-        ds.ExtendedOffsetTableLengths = lengths
-    else:
-        ds.PixelData = encapsulate(frames, has_bot=_has_bot(ds.PixelData))
-    ds["PixelData"].is_undefined_length = True
+    set_encapsulated_frames(ds, frames)
     logger.debug("DCT redaction: %d block(s) on %d frame(s)", changed, len(touched))
     return RedactReport("dct", ts, ts, len(touched), len(boxes), changed)

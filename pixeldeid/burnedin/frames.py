@@ -324,3 +324,25 @@ def native_view(frames: PixelFrames, buf: bytearray | memoryview) -> np.ndarray:
     if frames.planar == 1:
         return flat.reshape(n, s, r, c).transpose(0, 2, 3, 1)
     return flat.reshape(n, r, c, s)
+
+
+def set_encapsulated_frames(ds: Dataset, frames: list[bytes]) -> None:
+    """Write encapsulated ``frames`` back into ``ds.PixelData`` the way the input had them.
+
+    An Extended Offset Table is rebuilt when the input had one; else the Basic Offset
+    Table is filled only when the input's was (an empty one stays empty).
+    """
+    import struct
+
+    from pydicom.encaps import encapsulate, encapsulate_extended
+
+    if "ExtendedOffsetTable" in ds:
+        data, offsets, lengths = encapsulate_extended(frames)
+        ds.PixelData = data
+        ds.ExtendedOffsetTable = offsets
+        ds.ExtendedOffsetTableLengths = lengths
+    else:
+        old = ds.PixelData
+        has_bot = len(old) >= 8 and struct.unpack("<I", old[4:8])[0] > 0
+        ds.PixelData = encapsulate(frames, has_bot=has_bot)
+    ds["PixelData"].is_undefined_length = True

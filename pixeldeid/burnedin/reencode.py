@@ -28,7 +28,7 @@ from pydicom.uid import (
 )
 
 from pixeldeid.burnedin.boxes import TextBox
-from pixeldeid.burnedin.frames import PixelFrames, black_value
+from pixeldeid.burnedin.frames import PixelFrames, black_value, set_encapsulated_frames
 from pixeldeid.errors import InputError
 
 __all__ = ["redact_encapsulated", "LOSSLESS_REENCODE", "can_reencode"]
@@ -120,11 +120,10 @@ def _decode_bytes(ts: str, data: bytes, opts: dict) -> np.ndarray:
 
 
 def _reencode(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox], device: str):
-    from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
+    from pydicom.encaps import generate_frames
     from pydicom.pixels import get_decoder
     from pydicom.pixels.utils import as_pixel_options
 
-    from pixeldeid.burnedin.dctredact import _has_bot
     from pixeldeid.burnedin.redact import RedactReport, frames_touched, redact_frames
 
     ts = pf.transfer_syntax
@@ -157,14 +156,7 @@ def _reencode(ds: Dataset, pf: PixelFrames, boxes: Sequence[TextBox], device: st
         if back.shape != arr.shape or not np.array_equal(back, arr):
             raise _NoRoundTrip(f"frame {i} does not decode to the redacted pixels")
         frames[i] = data
-    if "ExtendedOffsetTable" in ds:
-        pixel_data, offsets, lengths = encapsulate_extended(frames)
-        ds.PixelData = pixel_data
-        ds.ExtendedOffsetTable = offsets
-        ds.ExtendedOffsetTableLengths = lengths
-    else:
-        ds.PixelData = encapsulate(frames, has_bot=_has_bot(ds.PixelData))
-    ds["PixelData"].is_undefined_length = True
+    set_encapsulated_frames(ds, frames)
     return RedactReport("reencoded", ts, ts, len(touched), len(boxes))
 
 

@@ -242,6 +242,24 @@ def _run_nifti(item: dict, settings: dict) -> dict:
             "artifacts": artifacts}
 
 
+def _slide_date_offset(item: dict, settings: dict) -> int | None:
+    """Days to shift a slide's kept dates, as the header core shifts its patient's DICOM.
+
+    ``None`` (dates removed) unless the profile keeps modified or full dates; full dates
+    shift by 0 days. The offset is keyed by the patient's original key (the key the plan
+    gave the pseudonym for), so a slide and the DICOM of the same patient move together.
+    """
+    deid = _deidentifier(settings)
+    if "retain-longitudinal-full-dates" in deid.options:
+        return 0
+    if "retain-longitudinal-modified-dates" not in deid.options:
+        return None
+    originals = [k for k, v in settings["subject_map"].items() if v == item["patient"]]
+    if not originals:
+        return None  # no patient key known: fail closed, dates removed
+    return deid.offset_for(originals[0]).days
+
+
 def _run_slide(item: dict, settings: dict) -> dict:
     """De-identify a whole-slide image (a TIFF-based file, or the instances of a DICOM slide)."""
     from wsi.api import SlideOptions, deidentify_slide
@@ -250,7 +268,8 @@ def _run_slide(item: dict, settings: dict) -> dict:
     w = settings["wsi"]
     work = _work_dir(settings, item)
     opts = SlideOptions(label=w["label"], macro=w["macro"], pseudonym=item["target"],
-                        ocr=w["ocr"], verify=w["verify"])
+                        ocr=w["ocr"], verify=w["verify"],
+                        date_offset=_slide_date_offset(item, settings))
     if item["members"]:
         from wsi.dicomwsi import deidentify_series
 

@@ -82,3 +82,38 @@ def test_dicom_whole_slide_image_is_one_slide_item(tmp_path: Path) -> None:
         if len(str(value)) >= 4:
             assert str(value).encode() not in blob
     assert pydicom.dcmread(files[0], stop_before_pixels=True).PatientID == item["patient"]
+
+
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+def test_slide_dates_follow_the_profile_and_the_patients_keyed_offset(
+        tmp_path: Path, profile: str) -> None:
+    """Basic profile: the slide's dates are removed. A profile keeping modified dates: they
+    move by the same keyed offset the header core gives that patient."""
+    import datetime as dt
+
+    tifffile = pytest.importorskip("tifffile")
+    from pixeldeid.dates import offset_for
+    from wsi.synth.aperio import make_aperio
+
+    src = tmp_path / "in" / "case.svs"
+    make_aperio(src, width=960, height=720, levels=2)
+    job = tmp_path / "job.yaml"
+    job.write_text(f"profile: {profile}\npixels: {{policy: 'off'}}\n"
+                   "wsi: {verify: false}\n")
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    out = tmp_path / "out"
+    assert main(["run", str(src), "-o", str(out), "--key-file", str(key), "--config", str(job),
+                 "--no-progress"]) == 0
+    (item,) = _items(out)
+    assert item["status"] == "done", item["reason"]
+    with tifffile.TiffFile(out / item["output"]) as tf:
+        desc = tf.pages[0].description
+    assert "11/23/26" not in desc  # the planted scan date
+    dates = [f.split("=", 1)[1].strip() for f in desc.split("|") if f.strip().startswith("Date")]
+    if profile == "basic":
+        assert dates == []
+        return
+    days = offset_for(KEY.strip(), f"FILE:{src.resolve()}").days  # the key file, stripped
+    want = (dt.date(2026, 11, 23) + dt.timedelta(days=days)).strftime("%m/%d/%y")
+    assert dates == [want]
