@@ -9,11 +9,26 @@ Python API for one image::
 The command line is ``pixeldeid deface`` (:mod:`defacing.cli`).
 """
 
+import importlib
 import logging
-
-from .deface import DefaceResult, RegistrationQualityError, deface_array
-from .nifti import deface_nifti
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["DefaceResult", "RegistrationQualityError", "deface_array", "deface_nifti"]
+
+#: public names and the modules they live in, imported on first use (PEP 562): the
+#: ``pixeldeid`` CLI imports ``defacing.cli`` for every command, and SimpleITK is slow to load
+_LAZY = {"DefaceResult": ".deface", "RegistrationQualityError": ".deface",
+         "deface_array": ".deface", "deface_nifti": ".nifti"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))
