@@ -161,7 +161,7 @@ def bench_one(name: str, path: Path, vendor: str, workdir: Path, region) -> dict
     row = {"slide": name, "bytes": size}
     os.sync()  # the generated file's dirty pages are not the edit's cost
     dst = workdir / (path.stem + ".rewrite.tif")
-    if vendor in ("aperio", "ventana"):
+    if vendor in ("aperio", "ventana", "philips", "leica"):
         row["rewrite_s"], _ = timed(full_rewrite, path, dst)
         dst.unlink()
     else:
@@ -225,6 +225,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ventana-tile", type=int, default=1024,
                     help="BIF level-0 tile (camera frame) size; the EncodeInfo XMP holds one "
                          "TileJointInfo per pair of neighbouring tiles (default 1024)")
+    ap.add_argument("--philips", default="8192x6144",
+                    help="Philips TIFF level-0 WIDTHxHEIGHT ('' to skip; the XML with the "
+                         "base64 label and macro is what the edit rewrites)")
+    ap.add_argument("--leica", default="8192x6144",
+                    help="Leica SCN level-0 WIDTHxHEIGHT ('' to skip)")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary folder)")
     args = ap.parse_args(argv)
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_wsi_"))
@@ -252,6 +257,20 @@ def main(argv=None) -> int:
             print(f"generated {p.name} ({p.stat().st_size / 1e6:.0f} MB, {cols}x{rows_} tiles of "
                   f"{args.ventana_tile}, EncodeInfo XMP {nxmp / 1e6:.1f} MB)", file=sys.stderr)
             rows.append(bench_one(f"ventana {s} t{args.ventana_tile}", p, "ventana", work, None))
+            print(format_row(rows[-1]), flush=True)
+            p.unlink()
+        for vendor, dims, suffix in (("philips", args.philips, ".tiff"),
+                                     ("leica", args.leica, ".scn")):
+            if not dims:
+                continue
+            import importlib
+
+            make = getattr(importlib.import_module(f"wsi.synth.{vendor}"), f"make_{vendor}")
+            w, h = (int(x) for x in dims.lower().split("x"))
+            p = work / f"{vendor}-{dims}{suffix}"
+            make(p, width=w, height=h, levels=4)
+            print(f"generated {p.name} ({p.stat().st_size / 1e6:.0f} MB)", file=sys.stderr)
+            rows.append(bench_one(f"{vendor} {dims}", p, vendor, work, None))
             print(format_row(rows[-1]), flush=True)
             p.unlink()
         if args.ndpi:
