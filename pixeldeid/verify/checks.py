@@ -370,7 +370,7 @@ class _Verifier:
         from .. import dciodvfy
 
         if not dciodvfy.is_available():
-            self.add(rel, "dciodvfy", "dciodvfy not installed (pip install 'pixeldeid[test]'); "
+            self.add(rel, "dciodvfy", "dciodvfy not installed (pip install 'pixeldeid[verify]'); "
                                       "give --no-dciodvfy to skip")
             return
         item = self.item_for(path)
