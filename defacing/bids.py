@@ -8,11 +8,17 @@ serial number, patient name/ID) and TSV tables their dated cells (see
 :mod:`defacing.sidecars`). Other images (``func/`` BOLD, field-map phase maps, ASL
 series) are copied unchanged, and every such copy is named in the summary and the
 per-file report as an image that may show a low-resolution face.
+
+:func:`subject_labels` and :func:`relabel_subjects` give subjects new BIDS labels (used by
+``pixeldeid run``, which releases a BIDS dataset with its subjects renamed after their
+pseudonyms).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from pathlib import Path
 
 from pixeldeid.errors import InputError
@@ -100,3 +106,36 @@ def plan_bids(root: Path, out: Path) -> list[Job]:
         else:
             jobs.append(Job("copy", p, dst))
     return jobs
+
+
+def subject_labels(pseudonyms: dict[str, str]) -> dict[str, str]:
+    """New BIDS subject labels: original label -> the alphanumeric form of its pseudonym.
+
+    ``SUBJ_001`` becomes ``SUBJ001``. A pseudonym with no letter or digit, or whose
+    alphanumeric form is taken by another subject, gets a hash of the pseudonym appended
+    (deterministic: the same pseudonyms give the same labels).
+    """
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for orig in sorted(pseudonyms, key=lambda k: (pseudonyms[k], k)):
+        pseudo = pseudonyms[orig]
+        label = re.sub(r"[^A-Za-z0-9]", "", pseudo)
+        if not label or label.lower() in taken:
+            digest = hashlib.sha256(pseudo.encode("utf-8", "surrogateescape")).hexdigest()
+            label = f"{label}x{digest[:8]}"
+        taken.add(label.lower())
+        out[orig] = label
+    return out
+
+
+def relabel_subjects(text: str, labels: dict[str, str]) -> tuple[str, int]:
+    """Replace every ``sub-<old>`` of ``text`` by ``sub-<new>``; return text and count.
+
+    Only whole labels are replaced (``sub-01`` in ``sub-01_T1w`` or ``bids::sub-01/anat``,
+    not in ``sub-012``); one pass, so a new label equal to an old one is not renamed twice.
+    """
+    if not labels:
+        return text, 0
+    alts = "|".join(re.escape(k) for k in sorted(labels, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![A-Za-z0-9])sub-({alts})(?![A-Za-z0-9])")
+    return pattern.subn(lambda m: f"sub-{labels[m.group(1)]}", text)

@@ -3,6 +3,19 @@
 Patients are numbered in order of first appearance over the sorted inputs (the order
 ``pixeldeid dicom`` uses), through the run's pseudonym map; the header core is then given
 the plan's pseudonyms as its subject map, so it numbers every patient identically.
+
+BIDS datasets (a folder with ``dataset_description.json`` above ``sub-*`` folders): every
+NIfTI image and known text file under the root becomes an item whose output is
+``bids/<dataset>/<same relative path>`` with each ``sub-<label>`` renamed after the
+subject's pseudonym (:func:`defacing.bids.subject_labels`). Images to deface (see
+:func:`defacing.bids.defaced_suffix`) have the stage ``deface``; other images (kind
+``nifti``) and text files (kind ``sidecar``: JSON and TSV scrubbed, ``.bval``/``.bvec``,
+README... copied) have the stage ``bids``. The original ``sub-<label>`` is identity of
+kind ``other`` (and the bare label too when it is not a plain number of under 6 characters:
+``sub-DOEJOHN`` gives ``DOEJOHN``), so ``pixeldeid verify`` looks for it.
+
+A PET series to deface is registered through a CT or MR series of the same Frame of
+Reference UID when the inputs hold one (the item's ``reference``).
 """
 
 from __future__ import annotations
@@ -24,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Item", "Plan", "build_plan", "pixel_stage_available", "KINDS", "STAGES"]
 
-KINDS = ("dicom", "dicom-series", "nifti", "slide", "other")
-STAGES = ("pixels", "header", "deface", "wsi")
+KINDS = ("dicom", "dicom-series", "nifti", "slide", "sidecar", "other")
+STAGES = ("pixels", "header", "deface", "wsi", "bids")
+#: the output folder of BIDS datasets
+BIDS_DIRNAME = "bids"
 DEFACE_MODALITIES = ("CT", "MR", "PT")
 #: a head series needs at least this many slices to be registered to the template
 MIN_SERIES_SLICES = 8
@@ -48,13 +63,18 @@ class Item:
     target: str = ""               # output name stem decided by the plan (nifti, slides)
     sop: str = ""                  # SOP Instance UID (duplicates run in input order)
     stale: str = ""                # output of an earlier run to withdraw (source changed)
+    bids: dict | None = None       # BIDS file: {"action", "labels", "hint"} (see _bids_items)
+    reference: list[str] | None = None  # PET: files of the CT/MR series to register through
+    reference_series: str = ""     # its hashed series key
     id: int | None = None
 
     def work(self) -> dict:
         """The JSON-able description a worker gets."""
         return {"id": self.id, "src": self.src, "kind": self.kind, "stages": list(self.stages),
                 "members": list(self.members) if self.members else None,
-                "patient": self.patient, "modality": self.modality, "target": self.target}
+                "patient": self.patient, "modality": self.modality, "target": self.target,
+                "bids": self.bids, "reference": list(self.reference) if self.reference else None,
+                "reference_series": self.reference_series}
 
 
 @dataclass
@@ -153,13 +173,26 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
         pixels = False
     deface = job.deface.enabled
 
+    # BIDS datasets: the root and subject folder of each file under one
+    bids_of = _find_bids(records + bad)
+
     # patients in order of first appearance; identity per patient
     keys: dict[str, str] = {}
+
+    def assign(path: str, pkey: str, identity=()) -> None:
+        keys[path] = pkey
+        if pkey not in plan.subject_map:
+            plan.subject_map[pkey] = pseudonym(pkey)
+        plan.identity.setdefault(plan.subject_map[pkey], set()).update(identity)
+
     # DICOM patients first (numbered as `pixeldeid dicom` numbers them), then the others
     for rec in sorted(records, key=lambda r: r.kind != "dicom"):
         p = Path(rec.path)
         if rec.kind == "dicom" or (rec.kind == "slide" and rec.patient_key):
             pkey = rec.patient_key
+        elif rec.kind == "nifti" and rec.path in bids_of:
+            root, sub = bids_of[rec.path]
+            pkey = f"BIDS:{root.resolve() / sub}" if sub else f"FILE:{p.resolve()}"
         elif rec.kind == "nifti":
             sub = _bids_subject(p.resolve())
             pkey = f"BIDS:{sub}" if sub else f"FILE:{p.resolve()}"
@@ -167,12 +200,8 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
             pkey = f"FILE:{p.resolve()}"
         else:
             continue
-        keys[rec.path] = pkey
-        if pkey not in plan.subject_map:
-            plan.subject_map[pkey] = pseudonym(pkey)
-        pseudo = plan.subject_map[pkey]
-        bucket = plan.identity.setdefault(pseudo, set())
-        bucket.update(rec.identity)
+        assign(rec.path, pkey, rec.identity)
+    bids_datasets = _bids_datasets(bids_of, assign, plan, key) if bids_of else {}
 
     # group DICOM series (head series to deface, DICOM slides)
     series: dict[tuple[str, str], list[ScanRecord]] = {}
@@ -188,9 +217,20 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
             for r in recs:
                 grouped[r.path] = (kind, uid)
 
+    # CT/MR series per Frame of Reference: PET series are registered through one
+    anat: dict[str, dict[str, list[ScanRecord]]] = {}
+    for rec in records:
+        if (rec.kind == "dicom" and rec.modality in ("CT", "MR") and rec.frame_of_reference
+                and rec.series_uid):
+            anat.setdefault(rec.frame_of_reference, {}).setdefault(rec.series_uid, []).append(rec)
+
     made: set[tuple[str, str]] = set()
     seen_sop: set[str] = set()
     for rec in records:
+        if rec.path in bids_of:
+            plan.items.append(_bids_item(rec, bids_of[rec.path], bids_datasets, keys, plan,
+                                         deface))
+            continue
         pseudo = plan.subject_map[keys[rec.path]]
         common = {"modality": rec.modality, "patient": pseudo,
                   "study": _hash(key, "study", rec.study_uid),
@@ -206,8 +246,14 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
                                        target=_slide_name(key, pseudo, rec.path, rec.series_uid),
                                        **common))
             else:
-                plan.items.append(Item(members[0], "dicom-series", ["deface", "header"],
-                                       members=members, **common))
+                item = Item(members[0], "dicom-series", ["deface", "header"], members=members,
+                            **common)
+                if rec.modality == "PT":
+                    ref = _pet_reference(rec, anat, grouped)
+                    if ref:
+                        item.reference = ref[0]
+                        item.reference_series = _hash(key, "series", ref[1])
+                plan.items.append(item)
         elif rec.kind == "dicom":
             stages = (["pixels"] if pixels and rec.has_pixels else []) + ["header"]
             plan.items.append(Item(rec.path, "dicom", stages, sop=rec.sop_uid, **common))
@@ -226,6 +272,10 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
             plan.items.append(Item(rec.path, "slide", ["wsi"], patient=pseudo, modality="SM",
                                    target=_slide_name(key, pseudo, rec.path, "")))
     for rec in bad:
+        if rec.path in bids_of:
+            plan.items.append(_bids_item(rec, bids_of[rec.path], bids_datasets, keys, plan,
+                                         deface))
+            continue
         status = "skipped" if rec.kind == "sidecar" else "quarantined"
         plan.items.append(Item(rec.path, "other", [], status=status, reason=rec.reason))
     return plan
@@ -246,3 +296,169 @@ def _slide_name(key: bytes, pseudo: str, src: str, series_uid: str) -> str:
 
     ident = series_uid or str(Path(src).resolve())
     return f"{clean_component(pseudo, 32)}-{_hash(key, 'slide', ident, 8)}"
+
+
+# -- PET through CT/MR -------------------------------------------------------------------------
+def _pet_reference(pet: ScanRecord, anat: dict[str, dict[str, list[ScanRecord]]],
+                   grouped: dict[str, tuple[str, str]]) -> tuple[list[str], str] | None:
+    """The files and Series Instance UID of the CT/MR series to register a PET series
+    through: same Frame of Reference UID; a head series planned for defacing first, then
+    the one with most files (ties: by UID)."""
+    cands = anat.get(pet.frame_of_reference) if pet.frame_of_reference else None
+    if not cands:
+        return None
+    usable = [(uid, recs) for uid, recs in cands.items() if len(recs) >= MIN_SERIES_SLICES]
+    if not usable:
+        return None
+    uid, recs = min(usable, key=lambda u: (u[1][0].path not in grouped, -len(u[1]), u[0]))
+    return [r.path for r in recs], uid
+
+
+# -- BIDS --------------------------------------------------------------------------------------
+@dataclass
+class _Dataset:
+    name: str                                   # output folder under bids/
+    labels: dict[str, str] = field(default_factory=dict)  # original label -> new label
+
+
+def _bids_root(folder: Path, cache: dict[Path, Path | None]) -> Path | None:
+    """The nearest folder at or above ``folder`` with a ``dataset_description.json`` and a
+    ``sub-*`` folder, or None."""
+    if folder in cache:
+        return cache[folder]
+    root: Path | None = None
+    try:
+        if (folder / "dataset_description.json").is_file() and any(
+                c.name.startswith("sub-") and c.is_dir() for c in folder.iterdir()):
+            root = folder
+    except OSError:
+        root = None
+    if root is None and folder.parent != folder:
+        root = _bids_root(folder.parent, cache)
+    cache[folder] = root
+    return root
+
+
+def _find_bids(recs: list[ScanRecord]) -> dict[str, tuple[Path, str]]:
+    """Path -> (dataset root, subject folder name or '') for the NIfTI and text files of
+    BIDS datasets (hidden files other than ``.bidsignore`` are left out)."""
+    cache: dict[Path, Path | None] = {}
+    found: dict[str, tuple[Path, str]] = {}
+    for rec in recs:
+        if rec.kind not in ("nifti", "sidecar"):
+            continue
+        p = Path(rec.path)
+        root = _bids_root(p.parent, cache)
+        if root is None:
+            continue
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) and rel.as_posix() != ".bidsignore":
+            continue
+        sub = rel.parts[0] if len(rel.parts) > 1 and rel.parts[0].startswith("sub-") else ""
+        found[rec.path] = (root, sub)
+    return found
+
+
+def _participants(path: Path) -> list[str]:
+    """The ``participant_id`` values (``sub-*``) of a participants.tsv ([] if unreadable)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if not lines:
+        return []
+    head = lines[0].split("\t")
+    if "participant_id" not in head:
+        return []
+    col = head.index("participant_id")
+    cells = [ln.split("\t") for ln in lines[1:]]
+    return [c[col].strip() for c in cells if len(c) > col and c[col].strip().startswith("sub-")]
+
+
+def _label_identity(label: str) -> list[tuple[str, str]]:
+    """Identity of an original subject label: ``sub-<label>``, and the bare label unless
+    it is a short plain number (``01`` would be found in every file)."""
+    out = [("other", f"sub-{label}")]
+    if not (label.isdigit() and len(label) < 6) and len(label) >= 4:
+        out.append(("other", label))
+    return out
+
+
+def _bids_datasets(bids_of: dict[str, tuple[Path, str]], assign: Callable, plan: Plan,
+                   key: bytes) -> dict[Path, _Dataset]:
+    """Pseudonyms of the subjects of every BIDS dataset (folders with inputs, then the
+    ``participants.tsv`` rows of an input one), their new labels and the output names."""
+    from defacing.bids import subject_labels
+
+    from ..layout import clean_component
+
+    subjects: dict[Path, dict[str, None]] = {}
+    for path, (root, sub) in bids_of.items():
+        subs = subjects.setdefault(root, {})
+        if sub:
+            subs[sub] = None
+            assign(path, f"BIDS:{root.resolve() / sub}")
+        if Path(path).relative_to(root).as_posix() == "participants.tsv":
+            for pid in _participants(Path(path)):
+                subs[pid] = None
+    datasets: dict[Path, _Dataset] = {}
+    names: dict[str, int] = {}
+    for root in sorted(subjects):
+        base = clean_component(root.name, 64) or "dataset"
+        names[base] = names.get(base, 0) + 1
+    for root, subs in sorted(subjects.items()):
+        pseudos: dict[str, str] = {}
+        for sub in subs:
+            pkey = f"BIDS:{root.resolve() / sub}"
+            if pkey not in plan.subject_map:  # listed in participants.tsv only
+                assign(f"BIDS-SUBJECT:{pkey}", pkey)
+            pseudo = plan.subject_map[pkey]
+            pseudos[sub[4:]] = pseudo
+            plan.identity.setdefault(pseudo, set()).update(_label_identity(sub[4:]))
+        base = clean_component(root.name, 64) or "dataset"
+        if names[base] > 1:  # two datasets of the same folder name: told apart by a hash
+            base = f"{base}-{_hash(key, 'bids', str(root.resolve()), 8)}"
+        datasets[root] = _Dataset(base, subject_labels(pseudos))
+    return datasets
+
+
+def _bids_action(path: Path) -> tuple[str, str]:
+    """(action, deface hint) of a file of a BIDS dataset."""
+    from defacing.bids import defaced_suffix
+
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        suffix = defaced_suffix(path)
+        return ("deface", f"_{suffix}") if suffix else ("copy-image", "")
+    if name.endswith(".json"):
+        return "json", ""
+    if name.endswith(".tsv"):
+        return "tsv", ""
+    if name.endswith((".bval", ".bvec")):
+        return "copy", ""
+    return "text", ""
+
+
+def _bids_item(rec: ScanRecord, where: tuple[Path, str], datasets: dict[Path, _Dataset],
+               keys: dict[str, str], plan: Plan, deface: bool) -> Item:
+    """The item of one file of a BIDS dataset (output ``bids/<dataset>/<relabelled path>``)."""
+    from defacing.bids import relabel_subjects
+
+    root, sub = where
+    ds = datasets[root]
+    p = Path(rec.path)
+    parts = [relabel_subjects(part, ds.labels)[0] for part in p.relative_to(root).parts]
+    target = "/".join([BIDS_DIRNAME, ds.name, *parts])
+    pkey = keys.get(rec.path) or (f"BIDS:{root.resolve() / sub}" if sub else "")
+    patient = plan.subject_map.get(pkey, "") if pkey else ""
+    action, hint = _bids_action(p)
+    bids = {"action": action, "hint": hint, "labels": dict(ds.labels)}
+    if rec.kind == "nifti":
+        mod = "PT" if hint == "_pet" else "CT" if hint.lower() == "_ct" else "MR"
+        item = Item(rec.path, "nifti", ["deface"] if action == "deface" else ["bids"],
+                    modality=mod, patient=patient, target=target, bids=bids)
+        if not deface:
+            item.stages, item.status = [], "skipped"
+            item.reason = "defacing disabled in the job: a head volume is not released"
+        return item
+    return Item(rec.path, "sidecar", ["bids"], patient=patient, target=target, bids=bids)

@@ -18,12 +18,15 @@ from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ScanRecord", "scan_file", "SLIDE_SUFFIXES", "SIDECAR_SUFFIXES", "WSI_SOP_CLASS"]
+__all__ = ["ScanRecord", "scan_file", "SLIDE_SUFFIXES", "SIDECAR_SUFFIXES", "SIDECAR_NAMES",
+           "WSI_SOP_CLASS"]
 
 #: slide file suffixes (TIFF-based formats; DICOM WSI is found by its SOP Class)
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".bif", ".scn", ".qptiff")
 #: files that are not images (BIDS sidecars, notes): listed as skipped, never released
 SIDECAR_SUFFIXES = (".json", ".tsv", ".bval", ".bvec", ".txt", ".md", ".csv")
+#: text files of a BIDS dataset known by name (no suffix), handled like sidecars
+SIDECAR_NAMES = ("readme", "changes", "license", ".bidsignore")
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: header elements kept in the identity table (kind, keywords)
@@ -51,6 +54,7 @@ class ScanRecord:
     patient_key: str = ""
     study_uid: str = ""
     series_uid: str = ""
+    frame_of_reference: str = ""   # Frame of Reference UID (PET registered through CT/MR)
     sop_uid: str = ""
     sop_class: str = ""
     head: bool = False             # a head (body part or description says so)
@@ -99,7 +103,7 @@ def scan_file(path: str | os.PathLike) -> ScanRecord:
                 rec.modality = "SM"
             else:
                 rec.reason = "named like a slide but not a TIFF file (bad magic)"
-        elif name.endswith(SIDECAR_SUFFIXES):
+        elif name.endswith(SIDECAR_SUFFIXES) or name in SIDECAR_NAMES:
             rec.kind = "sidecar"
             rec.reason = "not an image (sidecar or note): not released"
         else:
@@ -148,6 +152,7 @@ def _scan_dicom(p: Path, rec: ScanRecord) -> None:
         rec.study_uid = str(ds.get("StudyInstanceUID", "") or "")
         rec.series_uid = str(ds.get("SeriesInstanceUID", "") or "")
         rec.sop_uid = str(ds.SOPInstanceUID).strip()
+        rec.frame_of_reference = str(ds.get("FrameOfReferenceUID", "") or "").strip()
         rec.has_pixels = "Rows" in ds and "Columns" in ds
         words = " ".join(_text(ds, kw)[0] if _text(ds, kw) else "" for kw in (
             "BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")).upper()

@@ -11,6 +11,13 @@ order. Quarantine copies are made by the parent, which also records the result.
 Every item works in its own folder ``OUT/.pixeldeid/work/item-<id>`` and its output is
 moved into place in one step at the end; an output left by an earlier, interrupted run of
 the same item is replaced.
+
+Files of a BIDS dataset (items with ``bids``, see :mod:`pixeldeid.pipeline.plan`) have
+every ``sub-<label>`` renamed (:func:`defacing.bids.relabel_subjects`): images are defaced
+(diffusion on its b0 volumes) or copied with their header text removed ("not defaced, may
+show a face" in the details), JSON sidecars and TSV tables scrubbed
+(:mod:`defacing.sidecars`), ``.bval``/``.bvec`` copied. A PET series with a ``reference``
+is registered through that CT/MR series (same Frame of Reference).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ __all__ = ["run_item", "WORK_DIRNAME", "QC_DIRNAME"]
 
 WORK_DIRNAME = "work"
 QC_DIRNAME = "qc"
+#: item details of a BIDS image copied without defacing
+NOT_DEFACED = "not defaced, may show a face"
 
 #: what is costly to build (header de-identifier, pixel stage), for the last settings seen
 _CACHE: dict[str, dict] = {}
@@ -48,7 +57,7 @@ def run_item(item: dict, settings: dict) -> dict:
     t0 = time.time()
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     runner = {"dicom": _run_dicom, "dicom-series": _run_series, "nifti": _run_nifti,
-              "slide": _run_slide}.get(item["kind"])
+              "slide": _run_slide, "sidecar": _run_sidecar}.get(item["kind"])
     try:
         if runner is None:
             raise DeidError(f"no stage for items of kind {item['kind']!r}")
@@ -209,37 +218,115 @@ def _run_series(item: dict, settings: dict) -> dict:
     d = settings["deface"]
     work = _work_dir(settings, item)
     qc = out / STATE_DIRNAME / QC_DIRNAME / f"item-{item['id']}" if d["qc"] else None
+    ref, ref_details = _reference(item)
     folder, metrics = deface_series([Path(m) for m in item["members"]], work,
                                     _deidentifier(settings), modality=d["modality"],
                                     device=d["device"], qc_dir=qc, source=item["src"],
-                                    check_orientation=d["check_orientation"])
+                                    reference=ref, check_orientation=d["check_orientation"])
     first = min(folder.glob("*.dcm"))
     _check_pseudonym(first, item["patient"])
     rel = f"dicom/{folder.name}"
     _place(folder, out / rel, out)
     artifacts = _qc_artifacts(qc, out, "deface") if qc else []
-    return {"status": "done", "output": rel,
-            "details": {"deface": {"metrics": metrics, "qc": [a[2] for a in artifacts],
-                                   "files": len(item["members"])}},
+    deface = {"metrics": metrics, "qc": [a[2] for a in artifacts], "files": len(item["members"])}
+    if ref_details:
+        deface["reference"] = ref_details
+    return {"status": "done", "output": rel, "details": {"deface": deface},
             "artifacts": artifacts}
 
 
+def _reference(item: dict):
+    """The CT/MR volume a PET series is registered through, and what the details say of it.
+
+    A reference that cannot be read is not used: the PET series is then registered on
+    itself (as without a reference), and the details say why.
+    """
+    files = item.get("reference")
+    if not files:
+        return None, None
+    import numpy as np
+
+    from defacing.dicom_series import load_series
+
+    info = {"series": item.get("reference_series", ""), "files": len(files)}
+    try:
+        rdata, raff, _, rs, ri = load_series([Path(f) for f in files], item["src"])
+    except (DeidError, OSError, MemoryError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        logger.warning("%s: reference series not used: %s", item["src"], reason)
+        return None, {**info, "used": False, "error": " ".join(reason.split())}
+    return (rdata.astype(np.float32) * rs + ri, raff), {**info, "used": True}
+
+
 def _run_nifti(item: dict, settings: dict) -> dict:
-    """Deface a NIfTI head volume."""
+    """Deface a NIfTI head volume (or copy a BIDS image that is not defaced)."""
     from defacing.nifti import deface_nifti
 
     out = Path(settings["out"])
     d = settings["deface"]
     work = _work_dir(settings, item)
-    qc = out / STATE_DIRNAME / QC_DIRNAME / f"item-{item['id']}" if d["qc"] else None
     tmp = work / Path(item["target"]).name
+    bids = item.get("bids") or {}
+    if bids.get("action") == "copy-image":
+        from defacing.nifti import read_nifti, write_nifti_atomic
+
+        data, _, slope, inter, img = read_nifti(item["src"])  # header text, extensions dropped
+        write_nifti_atomic(tmp, data, img, slope, inter, descrip=b"")
+        _place(tmp, out / item["target"], out)
+        return {"status": "done", "output": item["target"],
+                "details": {"bids": {"action": "copied", "note": NOT_DEFACED}}}
+    kwargs = {}
+    if bids:
+        from defacing.bids import b0_volumes
+
+        kwargs["hint"] = bids.get("hint") or ""
+        if kwargs["hint"] == "_dwi":
+            kwargs["reference_volumes"] = b0_volumes(Path(item["src"]))
+    qc = out / STATE_DIRNAME / QC_DIRNAME / f"item-{item['id']}" if d["qc"] else None
     res = deface_nifti(item["src"], tmp, modality=d["modality"], device=d["device"],
-                       qc_dir=qc, check_orientation=d["check_orientation"])
+                       qc_dir=qc, check_orientation=d["check_orientation"], **kwargs)
     _place(tmp, out / item["target"], out)
     artifacts = _qc_artifacts(qc, out, "deface") if qc else []
     return {"status": "done", "output": item["target"],
             "details": {"deface": {"metrics": res.metrics, "qc": [a[2] for a in artifacts]}},
             "artifacts": artifacts}
+
+
+def _run_sidecar(item: dict, settings: dict) -> dict:
+    """A text file of a BIDS dataset: subjects relabelled, JSON and TSV scrubbed."""
+    from defacing.bids import relabel_subjects
+    from defacing.sidecars import scrub_json_file, scrub_tsv_file
+
+    from ..errors import InputError
+
+    out = Path(settings["out"])
+    bids = item.get("bids") or {}
+    action = bids.get("action", "")
+    work = _work_dir(settings, item)
+    tmp = work / Path(item["target"]).name
+    details: dict[str, Any] = {"action": action}
+    if action == "copy":
+        shutil.copyfile(item["src"], tmp)
+    elif action in ("json", "tsv", "text"):
+        raw = Path(item["src"]).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"text file not UTF-8: {exc}", item["src"]) from exc
+        text, n = relabel_subjects(text, bids.get("labels") or {})
+        details["relabelled"] = n
+        relabelled = work / f"relabelled-{tmp.name}"
+        relabelled.write_bytes(text.encode("utf-8") if n else raw)
+        if action == "json":
+            details["removed_keys"] = scrub_json_file(relabelled, tmp)
+        elif action == "tsv":
+            details["dates_removed"] = scrub_tsv_file(relabelled, tmp)
+        else:
+            os.replace(relabelled, tmp)
+    else:
+        raise DeidError(f"no BIDS action {action!r} for a text file")
+    _place(tmp, out / item["target"], out)
+    return {"status": "done", "output": item["target"], "details": {"bids": details}}
 
 
 def _slide_date_offset(item: dict, settings: dict) -> int | None:
