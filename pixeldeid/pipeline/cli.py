@@ -13,12 +13,15 @@ __all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "run"]
 DESCRIPTION = """De-identify a mixed collection in one resumable run.
 
 DICOM of any modality (header core; burned-in text stage for pixel data; defacing for
-head CT/MR/PET series when enabled), NIfTI heads (defacing) and whole-slide images
-(label, macro, metadata). Every input is scanned once (headers only), grouped by
-patient/study/series and given a pseudonym; the plan is printed as a table and recorded
-in OUT/.pixeldeid/run.sqlite, then the items run on a local process pool or a Dask
-cluster. Killed at any moment and started again, it continues where it stopped. Inputs
-that cannot be cleaned with confidence are copied to OUT/quarantine with a reason."""
+head CT/MR/PET series when enabled, PET registered through a CT/MR series of the same
+Frame of Reference), NIfTI heads (defacing), BIDS datasets (released as OUT/bids/<name>/
+with subjects renamed after their pseudonyms, sidecars scrubbed, images defaced or copied
+and named as not defaced) and whole-slide images (label, macro, metadata). Every input
+is scanned once (headers only), grouped by patient/study/series and given a pseudonym;
+the plan is printed as a table and recorded in OUT/.pixeldeid/run.sqlite, then the items
+run on a local process pool or a Dask cluster. Killed at any moment and started again, it
+continues where it stopped. Inputs that cannot be cleaned with confidence are copied to
+OUT/quarantine with a reason."""
 
 EPILOG = """examples:
   pixeldeid run /data/collection -o /release/coll --config configs/jobs/example.yaml
@@ -27,6 +30,7 @@ EPILOG = """examples:
   pixeldeid run in/ -o out/ --executor dask -j 8                  # Dask LocalCluster
   pixeldeid run in/ -o out/ --executor dask --scheduler tcp://head:8786
   pixeldeid run in/ -o out/ --profile tcia-like --zip --no-deface --pixels all-text
+  pixeldeid run bids_dataset/ -o out/ --key-file project.key     # -> out/bids/bids_dataset/
 
 With --scheduler, every Dask worker must see SRC and OUT at the same paths (a shared file
 system) and have pixeldeid installed; results come back to this process, the only writer

@@ -11,8 +11,11 @@ subject's pseudonym (:func:`defacing.bids.subject_labels`). Images to deface (se
 :func:`defacing.bids.defaced_suffix`) have the stage ``deface``; other images (kind
 ``nifti``) and text files (kind ``sidecar``: JSON and TSV scrubbed, ``.bval``/``.bvec``,
 README... copied) have the stage ``bids``. The original ``sub-<label>`` is identity of
-kind ``other`` (and the bare label too when it is not a plain number of under 6 characters:
-``sub-DOEJOHN`` gives ``DOEJOHN``), so ``pixeldeid verify`` looks for it.
+kind ``other``, and so is the bare label when it has 4 characters or more and is not a
+plain number of under 6 digits (``sub-DOEJOHN`` gives ``DOEJOHN``; ``01`` would be found
+in every file): ``pixeldeid verify`` looks for them. A file whose name holds a subject
+label that cannot be renamed (no such subject folder in the run, not in
+``participants.tsv``) is quarantined.
 
 A PET series to deface is registered through a CT or MR series of the same Frame of
 Reference UID when the inputs hold one (the item's ``reference``).
@@ -25,6 +28,7 @@ import hmac
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +45,7 @@ KINDS = ("dicom", "dicom-series", "nifti", "slide", "sidecar", "other")
 STAGES = ("pixels", "header", "deface", "wsi", "bids")
 #: the output folder of BIDS datasets
 BIDS_DIRNAME = "bids"
+_SUBJECT_RE = re.compile(r"(?<![A-Za-z0-9])sub-([A-Za-z0-9]+)")
 DEFACE_MODALITIES = ("CT", "MR", "PT")
 #: a head series needs at least this many slices to be registered to the template
 MIN_SERIES_SLICES = 8
@@ -341,7 +346,8 @@ def _bids_root(folder: Path, cache: dict[Path, Path | None]) -> Path | None:
 
 def _find_bids(recs: list[ScanRecord]) -> dict[str, tuple[Path, str]]:
     """Path -> (dataset root, subject folder name or '') for the NIfTI and text files of
-    BIDS datasets (hidden files other than ``.bidsignore`` are left out)."""
+    BIDS datasets (hidden files other than ``.bidsignore`` are left out). A subject's
+    pseudonym is keyed ``BIDS:<root>/sub-<label>`` wherever its folder lies."""
     cache: dict[Path, Path | None] = {}
     found: dict[str, tuple[Path, str]] = {}
     for rec in recs:
@@ -354,7 +360,8 @@ def _find_bids(recs: list[ScanRecord]) -> dict[str, tuple[Path, str]]:
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) and rel.as_posix() != ".bidsignore":
             continue
-        sub = rel.parts[0] if len(rel.parts) > 1 and rel.parts[0].startswith("sub-") else ""
+        # the subject folder, also inside derivatives/ or sourcedata/ (same subject, same key)
+        sub = next((part for part in rel.parts[:-1] if part.startswith("sub-")), "")
         found[rec.path] = (root, sub)
     return found
 
@@ -449,6 +456,8 @@ def _bids_item(rec: ScanRecord, where: tuple[Path, str], datasets: dict[Path, _D
     p = Path(rec.path)
     parts = [relabel_subjects(part, ds.labels)[0] for part in p.relative_to(root).parts]
     target = "/".join([BIDS_DIRNAME, ds.name, *parts])
+    new = set(ds.labels.values())
+    unknown = sorted({m for part in parts for m in _SUBJECT_RE.findall(part)} - new)
     pkey = keys.get(rec.path) or (f"BIDS:{root.resolve() / sub}" if sub else "")
     patient = plan.subject_map.get(pkey, "") if pkey else ""
     action, hint = _bids_action(p)
@@ -460,5 +469,10 @@ def _bids_item(rec: ScanRecord, where: tuple[Path, str], datasets: dict[Path, _D
         if not deface:
             item.stages, item.status = [], "skipped"
             item.reason = "defacing disabled in the job: a head volume is not released"
-        return item
-    return Item(rec.path, "sidecar", ["bids"], patient=patient, target=target, bids=bids)
+    else:
+        item = Item(rec.path, "sidecar", ["bids"], patient=patient, target=target, bids=bids)
+    if unknown and item.status == "planned":  # fail closed: the name would keep a label
+        item.stages, item.status = [], "quarantined"
+        item.reason = ("BIDS file name holds a subject label that is neither a subject folder "
+                       "of the run nor in participants.tsv: cannot be renamed")
+    return item

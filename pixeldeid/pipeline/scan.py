@@ -1,9 +1,11 @@
 """Scan the inputs of a run once: what each file is, and its DICOM header (no pixels).
 
 DICOM files are read with ``stop_before_pixels`` (their identity values, patient, study,
-series and instance), NIfTI files are told by their suffix and magic number, slides by
-their suffix and TIFF magic. Anything else, and anything that cannot be read, gets a
-reason instead of a kind: the plan quarantines it.
+series, instance and Frame of Reference), NIfTI files are told by their suffix and magic
+number, slides by their suffix and TIFF magic. Text files (BIDS sidecars and tables,
+``.bval``/``.bvec``, README, CHANGES, LICENSE) are kind ``sidecar`` with a reason: the plan
+releases them inside a BIDS dataset and skips them elsewhere. Anything else, and anything
+that cannot be read, gets a reason instead of a kind: the plan quarantines it.
 """
 
 from __future__ import annotations

@@ -264,3 +264,37 @@ def test_pet_registered_through_ct_of_the_same_frame_of_reference(tmp_path: Path
     files = sorted((out / pt["output"]).glob("*.dcm"))
     assert len(files) == 92
     assert str(pydicom.dcmread(files[0], stop_before_pixels=True).Modality) == "PT"
+
+
+# -- the plan alone --------------------------------------------------------------------------
+def test_plan_derivatives_same_subject_and_unknown_label_quarantined(tmp_path: Path) -> None:
+    from pixeldeid.pipeline.job import Job, PixelJob
+    from pixeldeid.pipeline.plan import build_plan
+    from pixeldeid.pseudonyms import PseudonymMap
+
+    root = tmp_path / "in" / "ds"
+    (root / "sub-ab" / "anat").mkdir(parents=True)
+    (root / "dataset_description.json").write_text("{}")
+    (root / "sub-ab" / "anat" / "sub-ab_T1w.json").write_text("{}")
+    der = root / "derivatives" / "pipe"
+    for sub in ("sub-ab", "sub-zz"):
+        (der / sub).mkdir(parents=True)
+        (der / sub / f"{sub}_desc-x_stats.tsv").write_text("a\tb\n1\t2\n")
+    (root / "sub-77_notes.txt").write_text("notes\n")
+    names = PseudonymMap(None, KEY, "SUBJ", None)
+    try:
+        plan = build_plan([root], tmp_path / "out", Job(pixels=PixelJob(policy="off")), KEY,
+                          names)
+    finally:
+        names.close()
+    by = {Path(i.src).name: i for i in plan.items}
+    raw, der_ab, der_zz = (by["sub-ab_T1w.json"], by["sub-ab_desc-x_stats.tsv"],
+                           by["sub-zz_desc-x_stats.tsv"])
+    assert raw.kind == "sidecar" and raw.patient == der_ab.patient != der_zz.patient
+    label = raw.patient.replace("_", "")
+    assert der_ab.target == (f"bids/ds/derivatives/pipe/sub-{label}/"
+                             f"sub-{label}_desc-x_stats.tsv")
+    assert "zz" not in der_zz.target and "sub-ab" not in raw.target
+    notes = by["sub-77_notes.txt"]
+    assert notes.status == "quarantined" and "subject label" in notes.reason
+    assert not notes.stages
