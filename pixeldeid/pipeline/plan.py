@@ -15,7 +15,8 @@ kind ``other``, and so is the bare label when it has 4 characters or more and is
 plain number of under 6 digits (``sub-DOEJOHN`` gives ``DOEJOHN``; ``01`` would be found
 in every file): ``pixeldeid verify`` looks for them. A file whose name holds a subject
 label that cannot be renamed (no such subject folder in the run, not in
-``participants.tsv``) is quarantined.
+``participants.tsv``) is quarantined. Session labels are kept; one that looks like a date
+(``ses-20210304``) is identity too, and the plan says so in a note.
 
 A PET series to deface is registered through a CT or MR series of the same Frame of
 Reference UID when the inputs hold one (the item's ``reference``).
@@ -46,6 +47,7 @@ STAGES = ("pixels", "header", "deface", "wsi", "bids")
 #: the output folder of BIDS datasets
 BIDS_DIRNAME = "bids"
 _SUBJECT_RE = re.compile(r"(?<![A-Za-z0-9])sub-([A-Za-z0-9]+)")
+_SESSION_RE = re.compile(r"(?<![A-Za-z0-9])ses-([A-Za-z0-9]+)")
 DEFACE_MODALITIES = ("CT", "MR", "PT")
 #: a head series needs at least this many slices to be registered to the template
 MIN_SERIES_SLICES = 8
@@ -396,15 +398,21 @@ def _bids_datasets(bids_of: dict[str, tuple[Path, str]], assign: Callable, plan:
     """Pseudonyms of the subjects of every BIDS dataset (folders with inputs, then the
     ``participants.tsv`` rows of an input one), their new labels and the output names."""
     from defacing.bids import subject_labels
+    from defacing.sidecars import DATE_RE
 
     from ..layout import clean_component
 
     subjects: dict[Path, dict[str, None]] = {}
+    dated: set[tuple[str, str]] = set()
     for path, (root, sub) in bids_of.items():
         subs = subjects.setdefault(root, {})
         if sub:
             subs[sub] = None
-            assign(path, f"BIDS:{root.resolve() / sub}")
+            pkey = f"BIDS:{root.resolve() / sub}"
+            assign(path, pkey)
+            for ses in _SESSION_RE.findall(Path(path).relative_to(root).as_posix()):
+                if DATE_RE.fullmatch(ses):  # kept, but verify looks for it
+                    dated.add((pkey, ses))
         if Path(path).relative_to(root).as_posix() == "participants.tsv":
             for pid in _participants(Path(path)):
                 subs[pid] = None
@@ -426,6 +434,12 @@ def _bids_datasets(bids_of: dict[str, tuple[Path, str]], assign: Callable, plan:
         if names[base] > 1:  # two datasets of the same folder name: told apart by a hash
             base = f"{base}-{_hash(key, 'bids', str(root.resolve()), 8)}"
         datasets[root] = _Dataset(base, subject_labels(pseudos))
+    for pkey, ses in dated:
+        plan.identity.setdefault(plan.subject_map[pkey], set()).add(("other", ses))
+    if dated:
+        plan.notes.append(f"{len({s for _, s in dated})} BIDS session label(s) look like "
+                          "dates: they are kept in the output names (rename the sessions "
+                          "before release; `pixeldeid verify` reports them)")
     return datasets
 
 

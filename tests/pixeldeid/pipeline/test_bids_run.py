@@ -281,6 +281,9 @@ def test_plan_derivatives_same_subject_and_unknown_label_quarantined(tmp_path: P
         (der / sub).mkdir(parents=True)
         (der / sub / f"{sub}_desc-x_stats.tsv").write_text("a\tb\n1\t2\n")
     (root / "sub-77_notes.txt").write_text("notes\n")
+    ses = root / "sub-ab" / "ses-20210304" / "anat"
+    ses.mkdir(parents=True)
+    (ses / "sub-ab_ses-20210304_T1w.json").write_text("{}")
     names = PseudonymMap(None, KEY, "SUBJ", None)
     try:
         plan = build_plan([root], tmp_path / "out", Job(pixels=PixelJob(policy="off")), KEY,
@@ -298,3 +301,8 @@ def test_plan_derivatives_same_subject_and_unknown_label_quarantined(tmp_path: P
     notes = by["sub-77_notes.txt"]
     assert notes.status == "quarantined" and "subject label" in notes.reason
     assert not notes.stages
+    # a session label that is a date is kept, but named in a note and searched by verify
+    dated = by["sub-ab_ses-20210304_T1w.json"]
+    assert dated.target == f"bids/ds/sub-{label}/ses-20210304/anat/sub-{label}_ses-20210304_T1w.json"
+    assert any("look like dates" in n for n in plan.notes)
+    assert ("other", "20210304") in plan.identity[raw.patient]
