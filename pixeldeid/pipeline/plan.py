@@ -70,7 +70,7 @@ class Item:
     target: str = ""               # output name stem decided by the plan (nifti, slides)
     sop: str = ""                  # SOP Instance UID (duplicates run in input order)
     stale: str = ""                # output of an earlier run to withdraw (source changed)
-    bids: dict | None = None       # BIDS file: {"action", "labels", "hint"} (see _bids_items)
+    bids: dict | None = None       # BIDS file: {"action", "labels", "hint"} (see _bids_item)
     reference: list[str] | None = None  # PET: files of the CT/MR series to register through
     reference_series: str = ""     # its hashed series key
     id: int | None = None
@@ -482,7 +482,9 @@ def _bids_item(rec: ScanRecord, where: tuple[Path, str], datasets: dict[Path, _D
                     modality=mod, patient=patient, target=target, bids=bids)
         if not deface:
             item.stages, item.status = [], "skipped"
-            item.reason = "defacing disabled in the job: a head volume is not released"
+            item.reason = ("defacing disabled in the job: a head volume is not released"
+                           if action == "deface" else "defacing disabled in the job: images "
+                           "of a BIDS dataset are not released (they may show a face)")
     else:
         item = Item(rec.path, "sidecar", ["bids"], patient=patient, target=target, bids=bids)
     if unknown and item.status == "planned":  # fail closed: the name would keep a label
