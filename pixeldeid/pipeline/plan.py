@@ -15,7 +15,9 @@ kind ``other``, and so is the bare label when it has 4 characters or more and is
 plain number of under 6 digits (``sub-DOEJOHN`` gives ``DOEJOHN``; ``01`` would be found
 in every file): ``pixeldeid verify`` looks for them. A file whose name holds a subject
 label that cannot be renamed (no such subject folder in the run, not in
-``participants.tsv``) is quarantined. Session labels are kept; one that looks like a date
+``participants.tsv``) is quarantined. Hidden files (``.git``, ``.datalad``) and files of
+no kind released (physiological recordings, EEG, scripts) are skipped with a reason;
+DICOM (``sourcedata/``) is planned as anywhere else. Session labels are kept; one that looks like a date
 (``ses-20210304``) is identity too, and the plan says so in a note.
 
 A PET series to deface is registered through a CT or MR series of the same Frame of
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from ..batch import iter_inputs
 from .job import Job
-from .scan import ScanRecord, scan_file
+from .scan import UNSUPPORTED, ScanRecord, scan_file
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +183,10 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
     deface = job.deface.enabled
 
     # BIDS datasets: the root and subject folder of each file under one
-    bids_of = _find_bids(records + bad)
+    bids_of, bids_skip = _find_bids(records + bad)
+    if bids_skip:
+        records = [r for r in records if r.path not in bids_skip]
+        bad = [r for r in bad if r.path not in bids_skip]
 
     # patients in order of first appearance; identity per patient
     keys: dict[str, str] = {}
@@ -285,6 +290,8 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
             continue
         status = "skipped" if rec.kind == "sidecar" else "quarantined"
         plan.items.append(Item(rec.path, "other", [], status=status, reason=rec.reason))
+    for path, reason in bids_skip.items():
+        plan.items.append(Item(path, "other", [], status="skipped", reason=reason))
     return plan
 
 
@@ -346,26 +353,38 @@ def _bids_root(folder: Path, cache: dict[Path, Path | None]) -> Path | None:
     return root
 
 
-def _find_bids(recs: list[ScanRecord]) -> dict[str, tuple[Path, str]]:
-    """Path -> (dataset root, subject folder name or '') for the NIfTI and text files of
-    BIDS datasets (hidden files other than ``.bidsignore`` are left out). A subject's
-    pseudonym is keyed ``BIDS:<root>/sub-<label>`` wherever its folder lies."""
+def _find_bids(recs: list[ScanRecord]) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
+    """The files of BIDS datasets.
+
+    Returns path -> (dataset root, subject folder name or '') for the NIfTI and text files
+    (a subject's pseudonym is keyed ``BIDS:<root>/sub-<label>`` wherever its folder lies),
+    and path -> reason for the files skipped: hidden ones (``.git``, ``.datalad``; not
+    ``.bidsignore``) and those of no kind that pixeldeid releases (physiological
+    recordings, EEG, scripts). Other files (DICOM in ``sourcedata/``, a damaged image) are
+    left to the plan as anywhere else.
+    """
     cache: dict[Path, Path | None] = {}
     found: dict[str, tuple[Path, str]] = {}
+    skip: dict[str, str] = {}
     for rec in recs:
-        if rec.kind not in ("nifti", "sidecar"):
-            continue
         p = Path(rec.path)
         root = _bids_root(p.parent, cache)
         if root is None:
             continue
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) and rel.as_posix() != ".bidsignore":
+            skip[rec.path] = "hidden file of a BIDS dataset: not released"
+            continue
+        if not rec.kind and rec.reason == UNSUPPORTED:
+            skip[rec.path] = ("file of a BIDS dataset that is not an image or a known text "
+                              "file: not released")
+            continue
+        if rec.kind not in ("nifti", "sidecar"):
             continue
         # the subject folder, also inside derivatives/ or sourcedata/ (same subject, same key)
         sub = next((part for part in rel.parts[:-1] if part.startswith("sub-")), "")
         found[rec.path] = (root, sub)
-    return found
+    return found, skip
 
 
 def _participants(path: Path) -> list[str]:

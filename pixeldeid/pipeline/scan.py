@@ -21,7 +21,7 @@ from ..errors import InputError
 logger = logging.getLogger(__name__)
 
 __all__ = ["ScanRecord", "scan_file", "SLIDE_SUFFIXES", "SIDECAR_SUFFIXES", "SIDECAR_NAMES",
-           "WSI_SOP_CLASS"]
+           "WSI_SOP_CLASS", "UNSUPPORTED"]
 
 #: slide file suffixes (TIFF-based formats; DICOM WSI is found by its SOP Class)
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".bif", ".scn", ".qptiff")
@@ -30,6 +30,8 @@ SIDECAR_SUFFIXES = (".json", ".tsv", ".bval", ".bvec", ".txt", ".md", ".csv")
 #: text files of a BIDS dataset known by name (no suffix), handled like sidecars
 SIDECAR_NAMES = ("readme", "changes", "license", ".bidsignore")
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+#: the reason of a file that is none of the kinds above
+UNSUPPORTED = "unsupported input (not DICOM, NIfTI or a whole-slide image)"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: header elements kept in the identity table (kind, keywords)
 IDENTITY_FIELDS = (
@@ -109,7 +111,7 @@ def scan_file(path: str | os.PathLike) -> ScanRecord:
             rec.kind = "sidecar"
             rec.reason = "not an image (sidecar or note): not released"
         else:
-            rec.reason = "unsupported input (not DICOM, NIfTI or a whole-slide image)"
+            rec.reason = UNSUPPORTED
     except OSError as exc:
         rec.kind, rec.reason = "", f"cannot read: {exc.strerror or exc}"
     except RecursionError:

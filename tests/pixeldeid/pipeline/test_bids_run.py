@@ -78,6 +78,8 @@ def _bids_dataset(root: Path) -> Path:
         "filename\tacq_time\nanat/sub-DOEJOHN_T1w.nii.gz\t2021-03-04T10:01:02\n")
     (root / "code").mkdir()
     (root / "code" / "convert.sh").write_bytes(b"#!/bin/sh\ndcm2niix sub-DOEJOHN\n")
+    (root / ".datalad").mkdir()
+    (root / ".datalad" / "config").write_text("[datalad] id = sub-DOEJOHN\n")
     return root
 
 
@@ -97,10 +99,13 @@ def bids_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_bids_tree_with_relabelled_subjects(bids_run) -> None:
     ds, items = bids_run["ds"], bids_run["items"]
     by_name = {Path(i["src"]).name: i for i in items}
-    # the only file not released is the script (not an image, not a known text file)
-    assert by_name["convert.sh"]["status"] == "quarantined"
-    assert bids_run["status"] == 1
-    assert all(i["status"] == "done" for n, i in by_name.items() if n != "convert.sh")
+    # not released: the script (not an image, not a known text file) and hidden files
+    assert by_name["convert.sh"]["status"] == by_name["config"]["status"] == "skipped"
+    assert "not an image or a known text file" in by_name["convert.sh"]["reason"]
+    assert "hidden" in by_name["config"]["reason"]
+    assert bids_run["status"] == 0
+    assert all(i["status"] == "done" for n, i in by_name.items()
+               if n not in ("convert.sh", "config"))
     t1 = by_name["sub-DOEJOHN_T1w.nii.gz"]
     new = "sub-" + t1["patient"].replace("_", "")
     bold2 = by_name["sub-02_task-rest_bold.nii.gz"]
@@ -188,7 +193,7 @@ def test_no_original_label_in_any_path_or_content(bids_run) -> None:
 def test_second_run_does_no_work_inputs_unchanged_verify_clean(bids_run, capsys) -> None:
     out, src = bids_run["out"], bids_run["src"]
     first = tree(out)
-    assert _run(src, out, bids_run["key"]) == 1  # the script is still quarantined
+    assert _run(src, out, bids_run["key"]) == 0
     assert "0 done" in capsys.readouterr().out
     assert tree(out) == first
     assert inputs_digest(src) == bids_run["before"]
