@@ -6,7 +6,7 @@ the plan's pseudonyms as its subject map, so it numbers every patient identicall
 
 BIDS datasets (a folder with ``dataset_description.json`` above ``sub-*`` folders): every
 NIfTI image and known text file under the root becomes an item whose output is
-``bids/<dataset>/<same relative path>`` with each ``sub-<label>`` renamed after the
+``bids/dataset-<keyed hash>/<same relative path>`` with each ``sub-<label>`` renamed after the
 subject's pseudonym (:func:`defacing.bids.subject_labels`). Images to deface (see
 :func:`defacing.bids.defaced_suffix`) have the stage ``deface``; other images (kind
 ``nifti``) and text files (kind ``sidecar``: JSON and TSV scrubbed, ``.bval``/``.bvec``,
@@ -419,7 +419,6 @@ def _bids_datasets(bids_of: dict[str, tuple[Path, str]], assign: Callable, plan:
     from defacing.bids import subject_labels
     from defacing.sidecars import DATE_RE
 
-    from ..layout import clean_component
 
     subjects: dict[Path, dict[str, None]] = {}
     dated: set[tuple[str, str]] = set()
@@ -436,10 +435,6 @@ def _bids_datasets(bids_of: dict[str, tuple[Path, str]], assign: Callable, plan:
             for pid in _participants(Path(path)):
                 subs[pid] = None
     datasets: dict[Path, _Dataset] = {}
-    names: dict[str, int] = {}
-    for root in sorted(subjects):
-        base = clean_component(root.name, 64) or "dataset"
-        names[base] = names.get(base, 0) + 1
     for root, subs in sorted(subjects.items()):
         pseudos: dict[str, str] = {}
         for sub in subs:
@@ -449,10 +444,10 @@ def _bids_datasets(bids_of: dict[str, tuple[Path, str]], assign: Callable, plan:
             pseudo = plan.subject_map[pkey]
             pseudos[sub[4:]] = pseudo
             plan.identity.setdefault(pseudo, set()).update(_label_identity(sub[4:]))
-        base = clean_component(root.name, 64) or "dataset"
-        if names[base] > 1:  # two datasets of the same folder name: told apart by a hash
-            base = f"{base}-{_hash(key, 'bids', str(root.resolve()), 8)}"
-        datasets[root] = _Dataset(base, subject_labels(pseudos))
+        # named by a keyed hash: nothing of an input path reaches an output name (a
+        # dataset folder may be named after a patient or a study)
+        datasets[root] = _Dataset(f"dataset-{_hash(key, 'bids', str(root.resolve()), 8)}",
+                                  subject_labels(pseudos))
     for pkey, ses in dated:
         plan.identity.setdefault(plan.subject_map[pkey], set()).add(("other", ses))
     if dated:

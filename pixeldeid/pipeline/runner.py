@@ -304,8 +304,9 @@ def _lock(out: Path):
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
-        raise DeidError("another `pixeldeid run` is using this output folder; wait for it "
-                        "to finish", str(out)) from None
+        raise DeidError("another `pixeldeid run` (or a worker of a run that was stopped, "
+                        "finishing its item) is using this output folder; wait for it to "
+                        "finish", str(out)) from None
     return fh
 
 

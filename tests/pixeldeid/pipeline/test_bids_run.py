@@ -92,8 +92,9 @@ def bids_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     before = inputs_digest(src)
     out = base / "out"
     status = _run(src, out, key)
+    (ds,) = (out / "bids").iterdir()  # one dataset, named by a keyed hash (not "mystudy")
     return {"src": src, "out": out, "key": key, "status": status, "before": before,
-            "ds": out / "bids" / "mystudy", "items": _items(out)}
+            "ds": ds, "items": _items(out)}
 
 
 def test_bids_tree_with_relabelled_subjects(bids_run) -> None:
@@ -120,7 +121,8 @@ def test_bids_tree_with_relabelled_subjects(bids_run) -> None:
         f"{new}/fmap/{new}_phasediff.json", f"{new}/fmap/{new}_phasediff.nii.gz",
         f"{new}/func/{new}_task-rest_bold.json", f"{new}/func/{new}_task-rest_bold.nii.gz",
         f"{new2}/func/{new2}_task-rest_bold.json", f"{new2}/func/{new2}_task-rest_bold.nii.gz"])
-    assert t1["output"] == f"bids/mystudy/{new}/anat/{new}_T1w.nii.gz"
+    assert ds.name.startswith("dataset-") and "mystudy" not in ds.name
+    assert t1["output"] == f"bids/{ds.name}/{new}/anat/{new}_T1w.nii.gz"
     assert json.loads(t1["stages"]) == ["deface"] and t1["kind"] == "nifti"
     participants = (ds / "participants.tsv").read_text().splitlines()
     ids = [row.split("\t")[0] for row in participants[1:]]
@@ -205,7 +207,7 @@ def test_verify_finds_an_original_label_left_in_a_copy(bids_run, tmp_path) -> No
 
     out = tmp_path / "copy"
     shutil.copytree(bids_run["out"], out)
-    readme = out / "bids" / "mystudy" / "README"
+    readme = out / "bids" / bids_run["ds"].name / "README"
     readme.write_text(readme.read_text() + "Formerly sub-DOEJOHN.\n")
     assert main(["verify", str(out), "--no-progress"]) == 1
 
@@ -300,7 +302,9 @@ def test_plan_derivatives_same_subject_and_unknown_label_quarantined(tmp_path: P
                            by["sub-zz_desc-x_stats.tsv"])
     assert raw.kind == "sidecar" and raw.patient == der_ab.patient != der_zz.patient
     label = raw.patient.replace("_", "")
-    assert der_ab.target == (f"bids/ds/derivatives/pipe/sub-{label}/"
+    ds = raw.target.split("/")[1]
+    assert ds.startswith("dataset-") and der_ab.target.split("/")[1] == ds
+    assert der_ab.target == (f"bids/{ds}/derivatives/pipe/sub-{label}/"
                              f"sub-{label}_desc-x_stats.tsv")
     assert "zz" not in der_zz.target and "sub-ab" not in raw.target
     notes = by["sub-77_notes.txt"]
@@ -308,6 +312,7 @@ def test_plan_derivatives_same_subject_and_unknown_label_quarantined(tmp_path: P
     assert not notes.stages
     # a session label that is a date is kept, but named in a note and searched by verify
     dated = by["sub-ab_ses-20210304_T1w.json"]
-    assert dated.target == f"bids/ds/sub-{label}/ses-20210304/anat/sub-{label}_ses-20210304_T1w.json"
+    assert dated.target == (f"bids/{ds}/sub-{label}/ses-20210304/anat/"
+                            f"sub-{label}_ses-20210304_T1w.json")
     assert any("look like dates" in n for n in plan.notes)
     assert ("other", "20210304") in plan.identity[raw.patient]

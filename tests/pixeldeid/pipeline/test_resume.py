@@ -32,6 +32,23 @@ def _done(out: Path) -> int:
         return 0
 
 
+def _wait_for_lock(out: Path, seconds: float = 30) -> None:
+    """Wait until no process holds the run lock of ``out`` (killed workers are gone)."""
+    import fcntl
+
+    deadline = time.monotonic() + seconds
+    with open(out / ".pixeldeid" / "run.lock", "a+b") as fh:
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                assert time.monotonic() < deadline, "killed workers still hold the run lock"
+                time.sleep(0.05)
+                continue
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_kill_9_mid_run_then_rerun_completes_identically(tmp_path: Path, jobs: str) -> None:
     from pixeldeid._synth import make_ct_series
@@ -55,6 +72,8 @@ def test_kill_9_mid_run_then_rerun_completes_identically(tmp_path: Path, jobs: s
         proc.wait()
     killed_at = _done(out)
     assert 0 < killed_at < 48, "the run was not interrupted mid-way"
+    _wait_for_lock(out)  # the killed workers exit a moment after their parent
+
 
     assert main(cmd[3:]) == 0
     assert not list(out.rglob(".pixeldeid-tmp-*"))
