@@ -154,3 +154,18 @@ def test_parallel_and_dask_give_the_same_bytes(work, collection, how) -> None:
         shutil.rmtree(out)
     assert _run(collection, out, work["key"], "--zip", *how) == 1
     assert tree(out) == work["tree"]
+
+
+def test_dask_cluster_by_scheduler_address_gives_the_same_bytes(work, collection) -> None:
+    """A site's own cluster (``--scheduler tcp://HOST:PORT``): here a separately started
+    cluster of two worker processes, reached by its address like any remote one."""
+    distributed = pytest.importorskip("distributed")
+
+    out = work["base"] / "par-scheduler"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://")
+        assert _run(collection, out, work["key"], "--zip", "--executor", "dask",
+                    "--scheduler", address) == 1
+    assert tree(out) == work["tree"]
