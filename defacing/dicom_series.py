@@ -295,6 +295,12 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
     return final, result.metrics
 
 
+def load_reference(files: list[Path], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A CT/MR series to register a PET series through: (rescaled float32 volume, affine)."""
+    rdata, raff, _, rs, ri = load_series(files, source)
+    return rdata.astype(np.float32) * rs + ri, raff
+
+
 def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
                        device: str = "cpu", qc_dir: Path | None = None, deidentifier=None,
                        check_orientation: bool = True):
@@ -326,8 +332,7 @@ def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
             ref = None
             mod, f_o_r = info[uid]
             if mod == "PT" and f_o_r in anat_by_for:
-                rdata, raff, _, rs, ri = load_series(groups[anat_by_for[f_o_r]], source)
-                ref = (rdata.astype(np.float32) * rs + ri, raff)
+                ref = load_reference(groups[anat_by_for[f_o_r]], source)
             folder, metrics = deface_series(fs, out, deidentifier, modality=modality,
                                             device=device, qc_dir=qc_dir, source=source,
                                             reference=ref, check_orientation=check_orientation)

@@ -489,7 +489,7 @@ def _bids_item(rec: ScanRecord, where: tuple[Path, str], datasets: dict[Path, _D
     pkey = keys.get(rec.path) or (f"BIDS:{root.resolve() / sub}" if sub else "")
     patient = plan.subject_map.get(pkey, "") if pkey else ""
     action, hint = _bids_action(p)
-    bids = {"action": action, "hint": hint, "labels": dict(ds.labels)}
+    bids = {"action": action, "hint": hint, "labels": ds.labels}  # one map per dataset, shared
     if rec.kind == "nifti":
         mod = "PT" if hint == "_pet" else "CT" if hint.lower() == "_ct" else "MR"
         item = Item(rec.path, "nifti", ["deface"] if action == "deface" else ["bids"],

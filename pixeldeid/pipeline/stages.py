@@ -244,18 +244,16 @@ def _reference(item: dict):
     files = item.get("reference")
     if not files:
         return None, None
-    import numpy as np
-
-    from defacing.dicom_series import load_series
+    from defacing.dicom_series import load_reference
 
     info = {"series": item.get("reference_series", ""), "files": len(files)}
     try:
-        rdata, raff, _, rs, ri = load_series([Path(f) for f in files], item["src"])
+        ref = load_reference([Path(f) for f in files], item["src"])
     except (DeidError, OSError, MemoryError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         logger.warning("%s: reference series not used: %s", item["src"], reason)
         return None, {**info, "used": False, "error": " ".join(reason.split())}
-    return (rdata.astype(np.float32) * rs + ri, raff), {**info, "used": True}
+    return ref, {**info, "used": True}
 
 
 def _run_nifti(item: dict, settings: dict) -> dict:
