@@ -31,6 +31,16 @@ IDENTIFYING_KEYS = frozenset(k.lower() for k in (
     "OperatorsName", "AccessionNumber", "StudyID", "StudyInstanceUID", "SeriesInstanceUID",
     "FrameOfReferenceUID", "SOPInstanceUID", "InstitutionCodeSequence",
 ))
+#: Free-text keys that dcm2niix and other converters copy from the DICOM header (series and
+#: protocol names typed at the scanner): kept, but cleaned of identity-shaped text (dates,
+#: times, digit runs, phone numbers, e-mail, labelled IDs, a name after a title) with the
+#: header core's Clean Descriptors patterns (:func:`pixeldeid.textclean.clean_text`).
+FREE_TEXT_KEYS = frozenset(k.lower() for k in (
+    "SeriesDescription", "ProtocolName", "StudyDescription", "ImageComments",
+    "PerformedProcedureStepDescription", "RequestedProcedureDescription",
+    "AcquisitionContrastDescription", "ContrastBolusIngredient", "PatientComments",
+    "AdditionalPatientHistory", "ReasonForStudy", "Comments",
+))
 #: A calendar date (ISO ``YYYY-MM-DD`` or DICOM ``YYYYMMDD`` with a plausible year),
 #: optionally followed by a time, as found in TSV cells.
 DATE_RE = re.compile(r"(?<!\d)(1[89]\d\d|2\d\d\d)-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])"
@@ -40,16 +50,26 @@ MISSING = "n/a"
 
 
 def scrub_json(obj):
-    """Return a copy of a parsed JSON value without :data:`IDENTIFYING_KEYS` and the
-    names of removed keys (for the report)."""
+    """Return a copy of a parsed JSON value without :data:`IDENTIFYING_KEYS`, with
+    :data:`FREE_TEXT_KEYS` cleaned, and the names of removed keys (cleaned ones as
+    ``"Key (cleaned)"``) for the report."""
+    from pixeldeid.textclean import clean_text
+
     removed: list[str] = []
 
     def walk(o):
         if isinstance(o, dict):
             out = {}
             for k, v in o.items():
-                if str(k).lower() in IDENTIFYING_KEYS:
+                name = str(k).lower()
+                if name in IDENTIFYING_KEYS:
                     removed.append(str(k))
+                    continue
+                if name in FREE_TEXT_KEYS and isinstance(v, str):
+                    clean = clean_text(v, ())
+                    if clean != v:
+                        removed.append(f"{k} (cleaned)")
+                    out[k] = clean
                     continue
                 out[k] = walk(v)
             return out

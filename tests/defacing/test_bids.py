@@ -155,3 +155,21 @@ def test_bids_dwi_one_mask_for_all_volumes_same_as_t1(bids):
 def test_not_a_bids_root_is_usage_error(tmp_path):
     (tmp_path / "x").mkdir()
     assert run_cli([tmp_path / "x", "-o", tmp_path / "o", "--bids"]) == 2
+
+
+def test_sidecar_free_text_keeps_protocol_names_and_loses_identity_shaped_text():
+    from defacing.sidecars import scrub_json
+
+    side = {"SeriesDescription": "T1_MPRAGE sag Dr Lockhart 03/04/2021",
+            "ProtocolName": "ep2d_bold_rest MRN 00123456",
+            "ImageComments": "call 216-555-0199 before 10:42",
+            "StudyDescription": "BRAIN^ROUTINE", "RepetitionTime": 2.0,
+            "Nested": {"ProtocolName": "AAHead_Scout_64ch-head-coil"}}
+    clean, removed = scrub_json(side)
+    assert clean["SeriesDescription"] == "T1_MPRAGE sag"
+    assert "00123456" not in clean["ProtocolName"] and "ep2d_bold_rest" in clean["ProtocolName"]
+    assert clean["ImageComments"] == "call before"
+    assert clean["StudyDescription"] == "BRAIN^ROUTINE" and clean["RepetitionTime"] == 2.0
+    assert clean["Nested"] == {"ProtocolName": "AAHead_Scout_64ch-head-coil"}
+    assert sorted(removed) == ["ImageComments (cleaned)", "ProtocolName (cleaned)",
+                               "SeriesDescription (cleaned)"]
