@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import MissingDependencyError, ProfileError
+from ..errors import DeidError, MissingDependencyError, ProfileError
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,11 @@ class DaskExecutor(Executor):
 
         self._cluster = None
         if scheduler:
-            self._client = Client(scheduler)
+            try:
+                self._client = Client(scheduler)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise DeidError(f"cannot reach the Dask scheduler: {' '.join(str(exc).split())}",
+                                scheduler) from None
         else:
             # on Linux the local workers are forked from this process, like the local pool:
             # they start in milliseconds with the PS3.15 and vocabulary tables already loaded

@@ -15,7 +15,7 @@ from PIL import Image
 from ..api import MEDIA_DIRECTORY_SOP_CLASS
 from ..quarantine import QUARANTINE_DIRNAME
 from ..verify.checks import file_kind, iter_outputs
-from ..verify.ledger import LedgerItem, RunLedger
+from ..verify.ledger import RUN_LEDGER_NAME, LedgerItem, RunLedger
 from . import thumbs
 from .kanon import QUASI_IDENTIFIERS, KAnonymity, k_anonymity, patient_records
 
@@ -140,6 +140,17 @@ def _inside(path: Path, root: Path) -> bool:
         return path.resolve().is_relative_to(root.resolve())
     except (OSError, RuntimeError):
         return False
+
+
+def has_anything(out: str | Path) -> bool:
+    """Whether ``out`` holds something pixeldeid wrote: a run ledger, a quarantine folder
+    or an output file (a mistyped folder must not give an empty report)."""
+    from ..batch import STATE_DIRNAME
+
+    out = Path(out)
+    if (out / STATE_DIRNAME / RUN_LEDGER_NAME).is_file() or (out / QUARANTINE_DIRNAME).is_dir():
+        return True
+    return next(iter(iter_outputs(out)), None) is not None
 
 
 def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: int = 400,

@@ -10,7 +10,7 @@ from .. import __version__
 from ..atomic import write_bytes_atomic
 from ..errors import InputError
 from ..verify.checks import REPORT_MARKER
-from .collect import ReportData, collect
+from .collect import ReportData, collect, has_anything
 
 TEMPLATE = "report.html.j2"
 
@@ -64,6 +64,9 @@ def build_report(out: str | os.PathLike, report: str | os.PathLike | None = None
     if not outp.is_dir():
         raise InputError("not a folder", str(out))
     rdir = report_dir_for(outp, report, allow_outside=allow_outside)
+    if not has_anything(outp):
+        raise InputError("nothing to report: no run ledger, no outputs and no quarantine "
+                         "(is this an output folder of pixeldeid?)", str(out))
     rdir.mkdir(parents=True, exist_ok=True)
     if (rdir / REPORT_MARKER).is_file():  # images of an earlier report: ours, by name
         for old in (rdir / "images").glob("[0-9][0-9][0-9][0-9][0-9]-*.*"):

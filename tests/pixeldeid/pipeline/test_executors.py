@@ -119,3 +119,21 @@ def test_workers_share_the_cores_out_among_their_ocr_sessions(monkeypatch) -> No
     assert [ocr_threads(n, cores=8) for n in (1, 2, 3, 8, 16)] == ["8", "4", "2", "1", "1"]
     monkeypatch.setenv(OCR_THREADS_ENV, "3")  # the user's choice wins
     assert ocr_threads(2, cores=8) == "3"
+
+
+def test_unreachable_scheduler_is_a_one_line_error(tmp_path, capsys) -> None:
+    pytest.importorskip("distributed")
+    import dask
+
+    from pixeldeid._synth import make_ct_series
+    from pixeldeid.cli import main
+
+    make_ct_series(tmp_path / "in", 2, seed=1)
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        status = main(["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--pixels",
+                       "off", "--no-progress", "--executor", "dask", "--scheduler",
+                       "tcp://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "cannot reach the Dask scheduler" in err and "tcp://127.0.0.1:1" in err
+    assert "Traceback" not in err

@@ -139,3 +139,12 @@ def test_report_shows_the_last_verification(ct_release, tmp_path, capsys):
                                                (target.name, "dicom-header")}
     assert family.lower() not in _section(html, "verification").lower()  # kind and length only
     assert family in _section(html, "retained-text")  # where the reviewer sees it too
+
+
+def test_report_of_a_folder_with_nothing_pixeldeid_wrote_is_an_error(tmp_path, capsys):
+    """A mistyped OUT gives an error, not an empty report that looks like a clean release."""
+    (tmp_path / "notes").mkdir()
+    assert main(["report", str(tmp_path / "notes"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to report" in err and "notes" in err
+    assert not (tmp_path / "notes" / "report").exists()
