@@ -111,9 +111,9 @@ def _run_dicom(args: argparse.Namespace) -> int:
     if pixels is None and "clean-pixel-data" in profile.options:
         raise DeidError("option clean-pixel-data records a pixel cleaning that --pixels off "
                         "does not do; choose a --pixels policy or drop the option")
+    ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
     out = Path(args.output)
     key = load_or_create_key(args.key_file, out)
-    ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
     site = SiteInfo(args.site_id, args.site_name, args.trial_sponsor, args.trial_protocol_id,
                     args.trial_protocol_name, args.time_point, args.time_point_description)
     config = DeidConfig(profile=profile, key=key,

@@ -63,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import printable
     from .checks import verify_output
 
+    missing = [a for a in args.against if not Path(a).exists()]
+    if missing:
+        print(f"pixeldeid verify: error: {printable(missing[0])}: --against source not found",
+              file=sys.stderr)
+        return 2
     try:
         result = verify_output(args.out, args.against, ocr=None if args.no_ocr else args.ocr,
                                dciodvfy=not args.no_dciodvfy, jobs=max(1, args.jobs),

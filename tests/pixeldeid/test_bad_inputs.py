@@ -221,17 +221,21 @@ def test_unreadable_directory_as_root(tmp_path, run, key_file, capsys, monkeypat
 @pytest.mark.parametrize("extra, word", [
     (("--profile", "tcia-lik"), "tcia-like"),
     (("--option", "retain-longitudinal-modified-date"), "retain-longitudinal-modified-dates"),
+    (("--map-csv", "BADMAP"), "id_old,id_new"),
 ])
 @pytest.mark.parametrize("with_key", [True, False])
 def test_usage_error_exits_2_and_writes_nothing(tmp_path, run, capsys, extra, word, with_key):
     src = tmp_path / "in"
     _good_files(src)
     out = tmp_path / "out"
+    bad_map = tmp_path / "map.csv"
+    bad_map.write_text("patient,pseudonym\nA,B\n")  # not the id_old,id_new columns
+    extra = tuple(str(bad_map) if e == "BADMAP" else e for e in extra)
     kwargs = {} if with_key else {"key": None}
     status, _ = run(src, *extra, out=out, **kwargs)
     err = capsys.readouterr().err
     assert status == 2
-    assert "did you mean" in err and word in err
+    assert ("did you mean" in err or "--map-csv" in extra) and word in err
     assert not out.exists() or not any(out.rglob("*"))
 
 

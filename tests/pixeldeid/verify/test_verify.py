@@ -193,6 +193,10 @@ def test_no_identity_values_is_a_usage_error(ct_release, capsys):
     assert rc == 2
     with pytest.raises(InputError, match="--against"):
         verify_output(ct_release.out, ocr=None)
+    missing = ct_release.out.parent / "no-such-source"
+    rc = main(["verify", str(ct_release.out), "--no-ocr", "--against", str(missing)])
+    assert rc == 2
+    assert "no-such-source: --against source not found" in capsys.readouterr().err
 
 
 def test_at_risk_pixels_are_never_passed_silently(ct_release, tmp_path, monkeypatch):
