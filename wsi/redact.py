@@ -56,7 +56,11 @@ __all__ = [
 ]
 
 JPEG, LZW, DEFLATE, ADOBE_DEFLATE, NONE = 7, 5, 32946, 8, 1
-SUPPORTED = {JPEG, LZW, DEFLATE, ADOBE_DEFLATE, NONE}
+#: JPEG 2000: Aperio's YCbCr and RGB codes (openslide converts 33003's YCbCr itself) and
+#: the generic code
+APERIO_J2K_YCBCR, APERIO_J2K_RGB, JPEG2000 = 33003, 33005, 34712
+J2K = {APERIO_J2K_YCBCR, APERIO_J2K_RGB, JPEG2000}
+SUPPORTED = {JPEG, LZW, DEFLATE, ADOBE_DEFLATE, NONE} | J2K
 PREDICTOR = 317
 PHOTOMETRIC = 262
 SAMPLES_PER_PIXEL = 277
@@ -319,6 +323,8 @@ def decode_segment(ed: TiffEditor, ifd: int, index: int, data: bytes | None = No
     if comp == JPEG:
         tables = d.get(JPEG_TABLES)
         arr = imagecodecs.jpeg8_decode(data, tables=tables if tables else None)
+    elif comp in J2K:
+        arr = imagecodecs.jpeg2k_decode(data)
     else:
         if comp == LZW:
             raw = imagecodecs.lzw_decode(data)
@@ -335,11 +341,31 @@ def decode_segment(ed: TiffEditor, ifd: int, index: int, data: bytes | None = No
     return np.array(arr, copy=True)
 
 
-def encode_segment(ed: TiffEditor, ifd: int, arr: np.ndarray) -> bytes:
-    """Encode pixels for a tile/strip of ``ifd`` with the IFD's compression."""
+def encode_j2k_lossless(arr: np.ndarray, like: bytes) -> bytes:
+    """``arr`` as a lossless (reversible 5/3 wavelet) JPEG 2000 stream in the container of
+    ``like`` (a JP2 file, else a raw codestream), checked to decode back to ``arr`` exactly.
+
+    Lossless, so the pixels of a redacted tile outside the redacted area stay exactly as
+    the scanner's (lossy) stream decoded them; the tile grows (reported in the stats).
+    """
+    fmt = "JP2" if like[4:8] == b"jP  " else "J2K"  # a JP2 file starts with its signature box
+    arr = np.ascontiguousarray(arr)
+    data = imagecodecs.jpeg2k_encode(arr if arr.shape[-1] > 1 else arr[..., 0], level=0,
+                                     codecformat=fmt, reversible=True)
+    back = np.asarray(imagecodecs.jpeg2k_decode(data))
+    if back.reshape(arr.shape).tobytes() != arr.tobytes():
+        raise DeidError("JPEG 2000 tile does not decode to the redacted pixels")
+    return data
+
+
+def encode_segment(ed: TiffEditor, ifd: int, arr: np.ndarray, like: bytes = b"") -> bytes:
+    """Encode pixels for a tile/strip of ``ifd`` with the IFD's compression (``like``: the
+    segment's old bytes, whose JPEG 2000 container is kept)."""
     d = ed.ifd(ifd)
     comp = int(d.first(COMPRESSION, 1))
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    if comp in J2K:
+        return encode_j2k_lossless(arr, like)
     if comp == JPEG:
         sub = d.get(YCBCR_SUBSAMPLING, (2, 2))
         sub = tuple(sub) if isinstance(sub, tuple) and len(sub) == 2 else (2, 2)
@@ -410,10 +436,14 @@ def redact_ifd(ed: TiffEditor, ifd: int, rects: Sequence[tuple[int, int, int, in
                                         local, int(d.first(PHOTOMETRIC, 6)))
             old_bytes += n
             continue
-        arr = decode_segment(ed, ifd, i)
+        data = ed.read_segment(ifd, i)
+        arr = decode_segment(ed, ifd, i, data)
+        # black in the stored colour space: Aperio's YCbCr JPEG 2000 holds Y, Cb, Cr
+        black = (fill, 128, 128) if (int(d.first(COMPRESSION, 1)) == APERIO_J2K_YCBCR
+                                     and arr.shape[-1] == 3) else fill
         for x0, y0, x1, y1 in hit:
-            arr[y0 - oy:y1 - oy, x0 - ox:x1 - ox] = fill
-        new[i] = encode_segment(ed, ifd, arr)
+            arr[y0 - oy:y1 - oy, x0 - ox:x1 - ox] = black
+        new[i] = encode_segment(ed, ifd, arr, data)
         old_bytes += n
     if d.index != ifd:  # pragma: no cover - defensive
         raise RuntimeError("IFD index changed during redaction")

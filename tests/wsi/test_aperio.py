@@ -117,6 +117,37 @@ def test_region_redaction_on_every_level_and_thumbnail(svs, tmp_path):
     assert len(changed) == red["tiles"][0]
 
 
+@pytest.mark.parametrize("j2k, code", [(True, 33005), ("ycbcr", 33003)], ids=["rgb", "ycbcr"])
+def test_jpeg2000_tiles_redacted_losslessly_on_every_level(tmp_path, j2k, code):
+    """Aperio JPEG 2000 (33005 RGB, 33003 YCbCr): the tiles under the region are decoded,
+    blacked out (in the stored colour space) and stored as lossless JPEG 2000 codestreams,
+    so openslide reads black inside the region and the scanner's pixels, unchanged,
+    everywhere else; other tiles keep their bytes."""
+    s = make_aperio(tmp_path / "in" / "j2k.svs", width=960, height=720, levels=2, j2k=j2k)
+    region = (100, 100, 300, 200)
+    r = deidentify_slide(s.path, tmp_path / "out", pseudonym="S6", redact_regions=[region])
+    assert r.status == "clean", r.reason
+    a, b = openslide.OpenSlide(str(s.path)), openslide.OpenSlide(r.output)
+    assert b.properties["openslide.vendor"] == "aperio"
+    assert b.level_dimensions == a.level_dimensions
+    x, y, w, h = region
+    for lvl, ds in enumerate(b.level_downsamples):
+        size = b.level_dimensions[lvl]
+        pa = np.asarray(a.read_region((0, 0), lvl, size))[..., :3]
+        pb = np.asarray(b.read_region((0, 0), lvl, size))[..., :3]
+        inside = np.zeros(pa.shape[:2], bool)
+        inside[int(y / ds):int(np.ceil((y + h) / ds)), int(x / ds):int(np.ceil((x + w) / ds))] = True
+        assert pb[inside].max() == 0, lvl
+        assert np.array_equal(pa[~inside], pb[~inside]), lvl
+    with TiffEditor(s.path) as ea, TiffEditor(r.output) as eb:
+        assert int(eb.ifd(0).first(259)) == code
+        sa = [ea.read(o, n) for o, n in ea.segments(0)]
+        sb = [eb.read(o, n) for o, n in eb.segments(0)]
+    changed = [i for i, (p, q) in enumerate(zip(sa, sb, strict=True)) if p != q]
+    assert len(changed) == r.report.redaction["tiles"][0] > 0
+    assert all(sb[i][:4] == b"\xff\x4f\xff\x51" for i in changed)  # still J2K codestreams
+
+
 def test_region_with_kept_macro_is_refused(svs, tmp_path):
     r = deidentify_slide(svs.path, tmp_path / "out", macro="keep", redact_regions=[(0, 0, 10, 10)])
     assert r.status == "quarantined" and "macro" in r.reason

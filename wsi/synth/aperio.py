@@ -11,7 +11,31 @@ import tifffile
 
 from . import ACCESSION, BARCODE, OPERATOR, PATIENT, SERIAL, Synth, jpeg_tiles, text_image, tissue
 
-__all__ = ["make_aperio"]
+__all__ = ["make_aperio", "j2k_tiles"]
+
+
+def rgb_to_ycbcr(img: np.ndarray) -> np.ndarray:
+    """Full-range (JFIF) YCbCr of an 8-bit RGB image."""
+    r, g, b = (img[..., k].astype(np.float32) for k in range(3))
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    return np.clip(np.stack([y, cb, cr], -1).round(), 0, 255).astype(np.uint8)
+
+
+def j2k_tiles(img: np.ndarray, tile: int) -> list[bytes]:
+    """Lossy JPEG 2000 codestreams of the ``tile``-square tiles of ``img`` (edges padded)."""
+    import imagecodecs
+
+    h, w = img.shape[:2]
+    out = []
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            t = np.zeros((tile, tile, img.shape[2]), np.uint8)
+            part = img[y:y + tile, x:x + tile]
+            t[:part.shape[0], :part.shape[1]] = part
+            out.append(imagecodecs.jpeg2k_encode(t, level=70, codecformat="J2K"))
+    return out
 
 
 def _desc(w: int, h: int, tile: int, extra: str, date: str, time: str, gt450: bool) -> str:
@@ -27,8 +51,13 @@ def _desc(w: int, h: int, tile: int, extra: str, date: str, time: str, gt450: bo
 def make_aperio(path: str | os.PathLike, *, width: int = 2000, height: int = 1500,
                 tile: int = 240, levels: int = 3, gt450: bool = False, seed: int = 0,
                 label: bool = True, macro: bool = True, thumbnail: bool = True,
-                bigtiff: bool = False, sticker: bool = False) -> Synth:
-    """Write a synthetic Aperio slide and return what was planted in it."""
+                bigtiff: bool = False, sticker: bool = False, j2k: bool | str = False) -> Synth:
+    """Write a synthetic Aperio slide and return what was planted in it.
+
+    With ``j2k`` the pyramid tiles are JPEG 2000 codestreams (Aperio compression 33005,
+    RGB, lossy like a scanner's "J2K" setting) instead of JPEG with shared tables;
+    ``j2k="ycbcr"`` stores YCbCr components (33003; openslide converts them to RGB).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     date, time = "11/23/26", "13:45:07"
@@ -43,6 +72,14 @@ def make_aperio(path: str | os.PathLike, *, width: int = 2000, height: int = 150
     head = desc0.split("|", 1)[0].split("\r\n")[0]
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tw:
         def tiled(im: np.ndarray, description: str, subfiletype: int = 0) -> None:
+            if j2k:
+                ycc = j2k == "ycbcr"
+                tw.write(iter(j2k_tiles(rgb_to_ycbcr(im) if ycc else im, tile)),
+                         shape=im.shape, dtype=np.uint8, tile=(tile, tile),
+                         compression=33003 if ycc else 33005, photometric="rgb",
+                         description=description.replace("JPEG/RGB Q=80", "J2K/KDU Q=70"),
+                         subfiletype=subfiletype, metadata=None)
+                return
             tables, tiles = jpeg_tiles(im, tile)
             tw.write(iter(tiles), shape=im.shape, dtype=np.uint8, tile=(tile, tile),
                      compression=7, photometric="rgb", description=description,
