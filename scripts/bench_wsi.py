@@ -49,10 +49,16 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("KMG")) * mult)
 
 
-def make_big_aperio(path: Path, target: int, bigtiff: bool) -> None:
-    """An Aperio-style slide of about ``target`` bytes (a pool of distinct tiles repeated)."""
+def make_big_aperio(path: Path, target: int, bigtiff: bool, j2k: bool = False) -> None:
+    """An Aperio-style slide of about ``target`` bytes (a pool of distinct tiles repeated);
+    with ``j2k`` its pyramid tiles are JPEG 2000 (Aperio 33005)."""
     pool_img = tissue(8 * TILE, 8 * TILE, seed=1)
-    tables, pool = jpeg_tiles(pool_img, TILE, quality=80)
+    if j2k:
+        from wsi.synth.aperio import j2k_tiles
+
+        tables, pool = b"", j2k_tiles(pool_img, TILE)
+    else:
+        tables, pool = jpeg_tiles(pool_img, TILE, quality=80)
     mean = statistics.mean(len(t) for t in pool)
     ntiles = max(64, int(target / mean))
     across = int(np.ceil(np.sqrt(ntiles * 4 / 3)))
@@ -70,6 +76,9 @@ def make_big_aperio(path: Path, target: int, bigtiff: bool) -> None:
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tw:
         kw = dict(dtype=np.uint8, tile=(TILE, TILE), compression=7, photometric="rgb",
                   metadata=None, subsampling=(2, 2), extratags=[(347, 7, len(tables), tables, True)])
+        if j2k:
+            kw = dict(dtype=np.uint8, tile=(TILE, TILE), compression=33005, photometric="rgb",
+                      metadata=None)
         tw.write(tiles(across * down), shape=(h, w, 3), description=desc, **kw)
         th = np.ascontiguousarray(pool_img[::4, ::4])
         tw.write(th, compression="jpeg", photometric="rgb", rowsperstrip=16, metadata=None,
@@ -225,6 +234,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ventana-tile", type=int, default=1024,
                     help="BIF level-0 tile (camera frame) size; the EncodeInfo XMP holds one "
                          "TileJointInfo per pair of neighbouring tiles (default 1024)")
+    ap.add_argument("--j2k", default="100M",
+                    help="Aperio JPEG 2000 (33005) sizes ('' to skip); redacted tiles are "
+                         "re-encoded losslessly, so they grow")
     ap.add_argument("--philips", default="8192x6144",
                     help="Philips TIFF level-0 WIDTHxHEIGHT ('' to skip; the XML with the "
                          "base64 label and macro is what the edit rewrites)")
@@ -249,6 +261,15 @@ def main(argv=None) -> int:
                   f"{'BigTIFF' if big else 'classic'}) in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
             rows.append(bench_one(f"aperio {s}{' bigtiff' if big else ''}", p, "aperio", work, region))
+            print(format_row(rows[-1]), flush=True)
+            p.unlink()
+        for s in [x for x in args.j2k.split(",") if x]:
+            p = work / f"aperio-j2k-{s}.svs"
+            make_big_aperio(p, parse_size(s), bigtiff=parse_size(s) > (4 << 30) - (64 << 20),
+                            j2k=True)
+            print(f"generated {p.name} ({p.stat().st_size / 1e6:.0f} MB, JPEG 2000)",
+                  file=sys.stderr)
+            rows.append(bench_one(f"aperio j2k {s}", p, "aperio", work, region))
             print(format_row(rows[-1]), flush=True)
             p.unlink()
         for s in [x for x in args.ventana.split(",") if x]:

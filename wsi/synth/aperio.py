@@ -24,7 +24,8 @@ def rgb_to_ycbcr(img: np.ndarray) -> np.ndarray:
 
 
 def j2k_tiles(img: np.ndarray, tile: int) -> list[bytes]:
-    """Lossy JPEG 2000 codestreams of the ``tile``-square tiles of ``img`` (edges padded)."""
+    """Lossy JPEG 2000 codestreams (PSNR 40 dB, about 1:10 on tissue, as scanners write) of
+    the ``tile``-square tiles of ``img`` (edges padded)."""
     import imagecodecs
 
     h, w = img.shape[:2]
@@ -34,7 +35,7 @@ def j2k_tiles(img: np.ndarray, tile: int) -> list[bytes]:
             t = np.zeros((tile, tile, img.shape[2]), np.uint8)
             part = img[y:y + tile, x:x + tile]
             t[:part.shape[0], :part.shape[1]] = part
-            out.append(imagecodecs.jpeg2k_encode(t, level=70, codecformat="J2K"))
+            out.append(imagecodecs.jpeg2k_encode(t, level=40, codecformat="J2K"))  # PSNR 40 dB
     return out
 
 
