@@ -54,7 +54,7 @@ def make_big_aperio(path: Path, target: int, bigtiff: bool, j2k: bool = False) -
     with ``j2k`` its pyramid tiles are JPEG 2000 (Aperio 33005)."""
     pool_img = tissue(8 * TILE, 8 * TILE, seed=1)
     if j2k:
-        from wsi.synth.aperio import j2k_tiles
+        from wsi.synth import j2k_tiles
 
         tables, pool = b"", j2k_tiles(pool_img, TILE)
     else:

@@ -9,9 +9,20 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from . import ACCESSION, BARCODE, OPERATOR, PATIENT, SERIAL, Synth, jpeg_tiles, text_image, tissue
+from . import (
+    ACCESSION,
+    BARCODE,
+    OPERATOR,
+    PATIENT,
+    SERIAL,
+    Synth,
+    j2k_tiles,
+    jpeg_tiles,
+    text_image,
+    tissue,
+)
 
-__all__ = ["make_aperio", "j2k_tiles"]
+__all__ = ["make_aperio", "rgb_to_ycbcr"]
 
 
 def rgb_to_ycbcr(img: np.ndarray) -> np.ndarray:
@@ -21,22 +32,6 @@ def rgb_to_ycbcr(img: np.ndarray) -> np.ndarray:
     cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
     cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
     return np.clip(np.stack([y, cb, cr], -1).round(), 0, 255).astype(np.uint8)
-
-
-def j2k_tiles(img: np.ndarray, tile: int) -> list[bytes]:
-    """Lossy JPEG 2000 codestreams (PSNR 40 dB, about 1:10 on tissue, as scanners write) of
-    the ``tile``-square tiles of ``img`` (edges padded)."""
-    import imagecodecs
-
-    h, w = img.shape[:2]
-    out = []
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            t = np.zeros((tile, tile, img.shape[2]), np.uint8)
-            part = img[y:y + tile, x:x + tile]
-            t[:part.shape[0], :part.shape[1]] = part
-            out.append(imagecodecs.jpeg2k_encode(t, level=40, codecformat="J2K"))  # PSNR 40 dB
-    return out
 
 
 def _desc(w: int, h: int, tile: int, extra: str, date: str, time: str, gt450: bool) -> str:
