@@ -1,4 +1,5 @@
-"""Release packaging: one zip per subject, ``OUT/packages/<pseudonym>.zip``.
+"""Release packaging: one zip per subject, ``OUT/packages/<pseudonym>.zip``, and
+``OUT/packages/dataset-files.zip`` for outputs of no patient (BIDS dataset-level files).
 
 A package holds the finished outputs of one patient (paths relative to OUT), never the
 private state (``.pixeldeid/``) or the quarantine. It is built from regular files only:
@@ -27,7 +28,7 @@ from ..quarantine import QUARANTINE_DIRNAME
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PACKAGES_DIRNAME", "package_subjects", "write_package"]
+__all__ = ["PACKAGES_DIRNAME", "SHARED_PACKAGE", "package_subjects", "write_package"]
 
 PACKAGES_DIRNAME = "packages"
 _EXCLUDED = (STATE_DIRNAME, QUARANTINE_DIRNAME, PACKAGES_DIRNAME)
@@ -103,10 +104,23 @@ def write_package(out: Path, name: str, outputs: Iterable[str]) -> Path | None:
     return target
 
 
-def package_subjects(out: Path, outputs_by_patient: dict[str, list[str]]) -> list[Path]:
-    """One zip per patient pseudonym; return the zips written or already up to date."""
+#: the package of outputs that belong to no patient (a BIDS dataset's participants.tsv,
+#: dataset_description.json, README): ``packages/<SHARED_PACKAGE>.zip``
+SHARED_PACKAGE = "dataset-files"
+
+
+def package_subjects(out: Path, outputs_by_patient: dict[str, list[str]],
+                     shared: Iterable[str] = ()) -> list[Path]:
+    """One zip per patient pseudonym, and one of the ``shared`` outputs (no patient);
+    return the zips written or already up to date."""
     made = []
     used: set[str] = set()
+    shared = list(shared)
+    if shared:
+        used.add(SHARED_PACKAGE)
+        z = write_package(out, SHARED_PACKAGE, shared)
+        if z is not None:
+            made.append(z)
     for patient in sorted(outputs_by_patient):
         name = clean_component(patient, 64)
         if name.lower() in used:  # two pseudonyms that clean to one file name

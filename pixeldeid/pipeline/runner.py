@@ -396,8 +396,12 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
             b.close()
     if job.zip_per_subject:
         outputs: dict[str, list[str]] = {}
+        shared: list[str] = []
         for row in ledger.items():
-            if row["status"] == "done" and row["patient"] and row["output"]:
-                outputs.setdefault(row["patient"], []).append(row["output"])
-        summary.packages = package_subjects(out, outputs)
+            if row["status"] == "done" and row["output"]:
+                if row["patient"]:
+                    outputs.setdefault(row["patient"], []).append(row["output"])
+                else:
+                    shared.append(row["output"])
+        summary.packages = package_subjects(out, outputs, shared)
     ledger.set_meta(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

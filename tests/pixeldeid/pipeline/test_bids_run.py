@@ -316,3 +316,25 @@ def test_plan_derivatives_same_subject_and_unknown_label_quarantined(tmp_path: P
                             f"sub-{label}_ses-20210304_T1w.json")
     assert any("look like dates" in n for n in plan.notes)
     assert ("other", "20210304") in plan.identity[raw.patient]
+
+
+def test_zip_packages_dataset_files_apart_from_the_subjects(bids_run, tmp_path) -> None:
+    """With --zip every released file is in exactly one package: a subject's files in its
+    zip, the dataset-level files (no patient) in packages/dataset-files.zip."""
+    import shutil
+    import zipfile
+
+    out = tmp_path / "out"
+    shutil.copytree(bids_run["out"], out)
+    assert _run(bids_run["src"], out, bids_run["key"], "--zip") == 0
+    ds = f"bids/{bids_run['ds'].name}"
+    zips = {z.stem: set(zipfile.ZipFile(z).namelist()) for z in (out / "packages").glob("*.zip")}
+    shared = zips.pop("dataset-files")
+    assert {f"{ds}/participants.tsv", f"{ds}/dataset_description.json", f"{ds}/README"} <= shared
+    assert not any("/sub-" in n for n in shared)
+    released = {p.relative_to(out).as_posix() for p in (out / "bids").rglob("*") if p.is_file()}
+    members = [n for names in zips.values() for n in names] + sorted(shared)
+    assert sorted(members) == sorted(released)  # each file once, none left out
+    by_patient = {i["patient"] for i in bids_run["items"] if i["patient"]}
+    assert set(zips) == {p for p in by_patient if any(  # one zip per subject released
+        i["patient"] == p and i["status"] == "done" for i in bids_run["items"])}
