@@ -192,6 +192,6 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     if len(remaining) > 1 and kinds[remaining[1]] in ("label", "macro", "other"):
         raise DeidError(f"removing IFDs would make the {kinds[remaining[1]]} image the "
                         "thumbnail (index 1)", str(ed.path))
+    ed.unlink_ifds(remove)
     for i in sorted(set(remove), reverse=True):
-        ed.unlink_ifd(i)
         rep.actions.append(f"unlinked {kinds[i]} IFD {i}")

@@ -188,9 +188,9 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
         rep.redaction = {**st.as_dict(), "regions": [tuple(r) for r in regions]}
         rep.actions.append(f"redacted {st.total_tiles} tiles")
     if extra and options.label != "keep":
+        subs = {i: ed.ifd(i).first(NEW_SUBFILE_TYPE, 0) for i in extra}
+        ed.unlink_ifds(extra)
         for i in sorted(extra, reverse=True):
-            sub = ed.ifd(i).first(NEW_SUBFILE_TYPE, 0)
-            ed.unlink_ifd(i)
-            rep.actions.append(f"removed non-pyramid page {i} (NewSubfileType {sub})")
+            rep.actions.append(f"removed non-pyramid page {i} (NewSubfileType {subs[i]})")
         rep.label = "removed"
         rep.macro = "removed"

@@ -159,6 +159,6 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
                     rects += find_text_boxes(read_ifd_image(ed.path, i), options.ocr)
                 redact_ifd(ed, i, rects)
             rep.macro = "redacted" if options.macro == "redact" or options.ocr else "kept"
+    ed.unlink_ifds(remove)
     for i in sorted(remove, reverse=True):
-        ed.unlink_ifd(i)
         rep.actions.append(f"unlinked IFD {i} (SourceLens {lens[i]:g})")

@@ -693,27 +693,44 @@ class TiffEditor:
         Byte ranges still referenced by the other IFDs (shared values) are kept.
         Returns the number of bytes zeroed. Indices of later IFDs shift down by one.
         """
+        return self.unlink_ifds([index], zero=zero)
+
+    def unlink_ifds(self, indices: Iterable[int], *, zero: bool = True) -> int:
+        """Remove several IFDs from the chain at once (:meth:`unlink_ifd` for each, with the
+        byte ranges the kept IFDs use computed once: the tile tables of a large level are
+        read a single time). Returns the bytes zeroed; indices of later IFDs shift down."""
         self._check_writable()
-        d = self.ifd(index)
-        if index == 0:
-            field_off = self.first_ifd_field
-        else:
-            field_off = self.ifds[index - 1].next_field_offset
-        ranges: list[tuple[int, int]] = [(d.offset, d.size)]
-        ranges += [(t.value_offset, t.nbytes) for t in d.tags.values() if not t.inline]
-        so, sc = self.segment_arrays(index)
-        ranges += list(zip(so.tolist(), sc.tolist(), strict=True))
-        live = self.referenced_ranges(exclude_ifds=[index])
-        self._set_pointer(field_off, d.next_offset)
-        if index == 0:
-            self.first_ifd = d.next_offset
+        remove = sorted(set(indices))
+        if not remove:
+            return 0
+        ifds = [self.ifd(i) for i in range(len(self.ifds))]
+        ranges: list[tuple[int, int]] = []
+        for i in remove:
+            d = self.ifd(i)
+            ranges.append((d.offset, d.size))
+            ranges += [(t.value_offset, t.nbytes) for t in d.tags.values() if not t.inline]
+            so, sc = self.segment_arrays(i)
+            ranges += list(zip(so.tolist(), sc.tolist(), strict=True))
+        live = self.referenced_ranges(exclude_ifds=remove)
+        gone = set(remove)
+        for i in remove:  # the predecessor of each run of removed IFDs skips the whole run
+            if i - 1 in gone:
+                continue
+            last = i
+            while last + 1 in gone:
+                last += 1
+            nxt = ifds[last].next_offset
+            field_off = self.first_ifd_field if i == 0 else ifds[i - 1].next_field_offset
+            self._set_pointer(field_off, nxt)
+            if i == 0:
+                self.first_ifd = nxt
         zeroed = 0
         if zero:
             for off, n in ranges:
                 if 0 < off and n > 0 and off + n <= self.size:
                     zeroed += self.zero_unreferenced(off, n, live)
         self.refresh()
-        self.edits.append(f"unlink ifd{index}")
+        self.edits += [f"unlink ifd{i}" for i in reversed(remove)]
         return zeroed
 
     def replace_tile(self, ifd: int, tile_index: int, new_bytes: bytes) -> int:

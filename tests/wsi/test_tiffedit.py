@@ -121,6 +121,30 @@ def test_unlink_first_and_last(sample):
         np.testing.assert_array_equal(tf.pages[0].asarray(), img[::2, ::2])
 
 
+@pytest.mark.parametrize("remove", [[2, 3], [0, 2], [0, 1, 3], [3]])
+def test_unlink_several_at_once_gives_the_bytes_of_one_by_one(sample, tmp_path, remove):
+    """``unlink_ifds`` (the kept ranges computed once) writes exactly what unlinking the
+    same IFDs one at a time, from the last, writes."""
+    import shutil
+
+    path, img = sample
+    one = tmp_path / "one.tif"
+    shutil.copyfile(path, one)
+    with TiffEditor(one, "r+") as ed:
+        z_one = sum(ed.unlink_ifd(i) for i in sorted(remove, reverse=True))
+    with TiffEditor(path, "r+") as ed:
+        z_all = ed.unlink_ifds(remove)
+        left = [d.description for d in ed.ifds]
+    assert path.read_bytes() == one.read_bytes() and z_all == z_one > 0
+    names = [SECRET, "level 1", "label " + SECRET, "macro"]
+    assert left == [n for i, n in enumerate(names) if i not in remove]
+    with tifffile.TiffFile(path) as tf:
+        assert len(tf.pages) == 4 - len(remove)
+        if 1 not in remove:
+            kept = [i for i in range(4) if i not in remove].index(1)
+            np.testing.assert_array_equal(tf.pages[kept].asarray(), img[::2, ::2])
+
+
 def test_replace_tile_only_that_tile_changes(sample):
     path, img = sample
     with TiffEditor(path) as ed:
