@@ -499,15 +499,18 @@ class TiffEditor:
         return merge_ranges(both[:, 0], both[:, 1])
 
     def _ifd_ranges(self, d: Ifd) -> np.ndarray:
-        """Merged ranges of one IFD (structure, values, strips/tiles), cached per content."""
-        so, sc = self.segment_arrays(d.index)
+        """Merged ranges of one IFD (structure, values, strips/tiles), cached per content
+        (keyed by every entry's place and stored bytes: the tile tables are decoded only on a
+        miss)."""
         vs = [t for t in d.tags.values() if not t.inline]
-        key = (d.offset, d.size, zlib.crc32(so.tobytes()), zlib.crc32(sc.tobytes()),
-               tuple((t.value_offset, t.nbytes) for t in vs))
+        key = (d.offset, d.size, tuple(
+            (t.code, t.type, t.count, t.value_offset, t.ndpi_high, zlib.crc32(t.raw))
+            for t in d.tags.values()))
         cache = self.__dict__.setdefault("_range_cache", {})
         hit = cache.get(key)
         if hit is not None:
             return hit
+        so, sc = self.segment_arrays(d.index)
         tiles = merge_ranges(so, so + sc)  # fast when the tiles are in file order
         s = np.concatenate([np.array([d.offset], np.int64),
                             np.array([t.value_offset for t in vs], np.int64), tiles[:, 0]])
