@@ -220,20 +220,14 @@ def redact_jpeg_dct(data: bytes, tables: bytes | None,
     stream (abbreviated when the shared tables still apply) and whether it is
     abbreviated. Needs the ``jpeglib`` package.
     """
-    import os
-    import tempfile
-
     import jpeglib
+
+    from pixeldeid.jpegfiles import jpeglib_files
 
     full = data
     if tables:
         full = tables[:-2] + data[2:] if tables.endswith(b"\xff\xd9") else tables + data[2:]
-    tmpdir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    fd, src = tempfile.mkstemp(suffix=".jpg", dir=tmpdir)
-    dst = src + ".out.jpg"
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(full)
+    with jpeglib_files(full) as (src, dst):
         im = jpeglib.read_dct(src)
         comps = [c for c in (im.Y, im.Cb, im.Cr) if c is not None]
         by, bx = comps[0].shape[:2]
@@ -263,10 +257,6 @@ def redact_jpeg_dct(data: bytes, tables: bytes | None,
         im.write_dct(dst)
         with open(dst, "rb") as fh:
             out = fh.read()
-    finally:
-        for p in (src, dst):
-            if os.path.exists(p):
-                os.unlink(p)
     if tables:
         t_new, abbrev = split_jpeg_tables(out)
         if (_split_tables(_dqt_payloads(t_new), "dqt") <= _split_tables(_dqt_payloads(tables), "dqt")

@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset
 from pixeldeid.burnedin.boxes import TextBox
 from pixeldeid.burnedin.frames import PixelFrames, set_encapsulated_frames
 from pixeldeid.errors import InputError, MissingDependencyError
+from pixeldeid.jpegfiles import jpeglib_files
 
 __all__ = ["supports", "redact_jpeg_dataset", "redact_jpeg_frame", "JpegHeader", "parse_header",
            "is_available"]
@@ -263,13 +264,8 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
     qts = _segment_qt(head)
     if any(c[3] not in qts for c in head.components):
         raise InputError("JPEG frame refers to an undefined quantisation table")
-    own = tmpdir is None
-    tmpdir = tmpdir or tempfile.mkdtemp(prefix="pixeldeid-dct-")
-    src, dst = os.path.join(tmpdir, "in.jpg"), os.path.join(tmpdir, "out.jpg")
     started = time.time()
-    try:
-        with open(src, "wb") as fh:
-            fh.write(data)
+    with jpeglib_files(data, tmpdir) as (src, dst):
         with _libjpeg_damage() as messages:
             try:
                 jpeg = jpeglib.read_dct(src)
@@ -303,12 +299,6 @@ def redact_jpeg_frame(data: bytes, boxes: Sequence[TextBox], photometric: str = 
             raise InputError(f"JPEG frame rewrite failed (libjpeg: {messages[0][:120]})")
         with open(dst, "rb") as fh:
             written = fh.read()
-    finally:
-        for p in (src, dst):
-            if os.path.exists(p):
-                os.remove(p)
-        if own:
-            os.rmdir(tmpdir)
     return _splice(head, parse_header(written)), changed
 
 
