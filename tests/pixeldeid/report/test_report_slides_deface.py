@@ -12,18 +12,11 @@ from PIL import Image
 
 from pixeldeid.report import build_report
 from tests.pixeldeid.report.test_report import _cells, _section
-from tests.pixeldeid.verify.conftest import write_run_ledger
+from tests.pixeldeid.verify.conftest import deidentified_slide, write_run_ledger
 
 
 def test_slide_label_and_macro_before_and_after(tmp_path):
-    pytest.importorskip("openslide")
-    from wsi.api import deidentify_slide
-    from wsi.synth.aperio import make_aperio
-
-    synth = make_aperio(tmp_path / "src" / "case.svs", width=720, height=480, levels=2)
-    out = tmp_path / "out"
-    res = deidentify_slide(synth.path, out, pseudonym="SUBJ_020")
-    assert res.ok, res.reason
+    synth, out, _ = deidentified_slide(tmp_path)
     write_run_ledger(out, items=[{"src": synth.path, "kind": "slide", "modality": "SM",
                                   "patient": "SUBJ_020", "stages": ["wsi"],
                                   "output": "SUBJ_020.svs",

@@ -131,3 +131,17 @@ def write_run_ledger(out: Path, *, items: list[dict] = (), identity: list[tuple]
     con.commit()
     con.close()
     return p
+
+
+def deidentified_slide(tmp_path: Path):
+    """A synthetic Aperio slide (label, macro, identity in its metadata) in ``src/`` and its
+    de-identified copy in ``out/``; returns ``(synth, out, result)``."""
+    pytest.importorskip("openslide")
+    from wsi.api import deidentify_slide
+    from wsi.synth.aperio import make_aperio
+
+    synth = make_aperio(tmp_path / "src" / "case.svs", width=720, height=480, levels=2)
+    out = tmp_path / "out"
+    res = deidentify_slide(synth.path, out, pseudonym="SUBJ_020")
+    assert res.ok, res.reason
+    return synth, out, res

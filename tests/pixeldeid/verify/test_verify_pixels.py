@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from pixeldeid.verify import IdentityValue, verify_output
-from tests.pixeldeid.verify.conftest import copy_release, image_dataset, save
+from tests.pixeldeid.verify.conftest import copy_release, deidentified_slide, image_dataset, save
 
 
 def test_ocr_reads_a_name_left_in_the_pixels(ct_release, tmp_path):
@@ -29,15 +29,9 @@ def test_ocr_reads_a_name_left_in_the_pixels(ct_release, tmp_path):
 
 
 def test_slides_label_macro_and_metadata(tmp_path):
-    pytest.importorskip("openslide")
-    from wsi.api import deidentify_slide
+    synth, out, _ = deidentified_slide(tmp_path)
     from wsi.synth import ACCESSION, PATIENT
-    from wsi.synth.aperio import make_aperio
 
-    synth = make_aperio(tmp_path / "src" / "case.svs", width=720, height=480, levels=2)
-    out = tmp_path / "out"
-    res = deidentify_slide(synth.path, out, pseudonym="SUBJ_020")
-    assert res.ok, res.reason
     values = [IdentityValue("name", PATIENT), IdentityValue("accession", ACCESSION)]
     r = verify_output(out, ocr=None, dciodvfy=False, progress=False, extra_values=values)
     assert r.clean and r.files == 1 and not r.not_ocr_verified
