@@ -339,10 +339,16 @@ def _slide_date_offset(item: dict, settings: dict) -> int | None:
         return 0
     if "retain-longitudinal-modified-dates" not in deid.options:
         return None
-    originals = [k for k, v in settings["subject_map"].items() if v == item["patient"]]
-    if not originals:
+    st = _state(settings)
+    if "original_of" not in st:  # pseudonym -> the first original key the plan gave it
+        inverse: dict[str, str] = {}
+        for original, pseudo in settings["subject_map"].items():
+            inverse.setdefault(pseudo, original)
+        st["original_of"] = inverse
+    original = st["original_of"].get(item["patient"])
+    if original is None:
         return None  # no patient key known: fail closed, dates removed
-    return deid.offset_for(originals[0]).days
+    return deid.offset_for(original).days
 
 
 def _run_slide(item: dict, settings: dict) -> dict:
