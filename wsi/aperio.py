@@ -24,11 +24,11 @@ from pixeldeid.errors import DeidError
 from .generic import blank_private_blobs, clean_standard_tags
 from .metadata_rules import classify_key, clean_date_value
 from .redact import (
-    find_text_boxes,
+    macro_status,
     map_regions,
     ocr_level0_regions,
-    read_ifd_image,
     redact_ifd,
+    redact_macro_ifd,
     replace_image,
     synthesize_label,
 )
@@ -180,13 +180,8 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
             rep.macro = "removed"
         else:
             for i in macros:
-                h, w = ed.ifd(i).shape
-                rects = [(0, 0, int(round(w * MACRO_LABEL_FRACTION)), h)] \
-                    if options.macro == "redact" else []
-                if options.ocr:
-                    rects += find_text_boxes(read_ifd_image(ed.path, i), options.ocr)
-                redact_ifd(ed, i, rects)
-            rep.macro = "redacted" if options.macro == "redact" or options.ocr else "kept"
+                redact_macro_ifd(ed, i, MACRO_LABEL_FRACTION, options)
+            rep.macro = macro_status(options)
     # 5. unlink from the end; never promote a label/macro to index 1
     remaining = [i for i in range(len(ed.ifds)) if i not in remove]
     if len(remaining) > 1 and kinds[remaining[1]] in ("label", "macro", "other"):

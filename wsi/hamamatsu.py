@@ -26,11 +26,10 @@ from .generic import blank_private_blobs, clean_standard_tags
 from .metadata_rules import clean_date_value
 from .redact import (
     RedactStats,
-    find_text_boxes,
+    macro_status,
     map_regions,
     ocr_level0_regions,
-    read_ifd_image,
-    redact_ifd,
+    redact_macro_ifd,
     redact_ndpi_level,
 )
 from .tiffclean import edit_in_place
@@ -152,13 +151,8 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
             rep.macro = "removed" if macros else "absent"
         else:
             for i in macros + maps:
-                h, w = ed.ifd(i).shape
-                rects = [(0, 0, int(round(w * MACRO_LABEL_FRACTION)), h)] \
-                    if options.macro == "redact" else []
-                if options.ocr and i in macros:
-                    rects += find_text_boxes(read_ifd_image(ed.path, i), options.ocr)
-                redact_ifd(ed, i, rects)
-            rep.macro = "redacted" if options.macro == "redact" or options.ocr else "kept"
+                redact_macro_ifd(ed, i, MACRO_LABEL_FRACTION, options, ocr=i in macros)
+            rep.macro = macro_status(options)
     ed.unlink_ifds(remove)
     for i in sorted(remove, reverse=True):
         rep.actions.append(f"unlinked IFD {i} (SourceLens {lens[i]:g})")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -53,6 +53,11 @@ __all__ = [
     "decode_segment",
     "replace_image",
     "synthesize_label",
+    "macro_redaction_rects",
+    "redact_macro_ifd",
+    "redact_macro_image",
+    "redact_macro_jpeg",
+    "macro_status",
 ]
 
 JPEG, LZW, DEFLATE, ADOBE_DEFLATE, NONE = 7, 5, 32946, 8, 1
@@ -687,3 +692,71 @@ def ocr_level0_regions(path, ifd: int, level0: tuple[int, int], engine: str
         X0, Y0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
         out.append((X0, Y0, int(np.ceil(x1 * sx)) - X0, int(np.ceil(y1 * sy)) - Y0))
     return out
+
+
+# ------------------------------------------------------------------ kept macro images
+def macro_redaction_rects(shape: tuple[int, int], label_fraction: float, options,
+                          image: np.ndarray | Callable[[], np.ndarray] | None = None, *,
+                          ocr: bool = True) -> list[tuple[int, int, int, int]]:
+    """Rectangles ``(x0, y0, x1, y1)`` to black out on a kept macro (overview) image.
+
+    ``options.macro == "redact"``: the label end, the left ``label_fraction`` of the
+    width (each vendor module states its own fraction); ``options.ocr`` (and ``ocr``):
+    the boxes of text the engine finds anywhere on the macro (``image``: the decoded
+    macro, or a function returning it, called only when OCR runs). Every vendor uses this,
+    so a kept macro is redacted the same way whatever its container.
+    """
+    h, w = shape
+    rects = [(0, 0, int(round(w * label_fraction)), h)] if options.macro == "redact" else []
+    if options.ocr and ocr:
+        img = image() if callable(image) else image
+        if img is None:
+            raise DeidError("OCR of the macro asked but no image to read")
+        rects += find_text_boxes(np.asarray(img), options.ocr)
+    return rects
+
+
+def macro_status(options) -> str:
+    """The report's macro state for a macro kept under ``options``."""
+    return "redacted" if options.macro == "redact" or options.ocr else "kept"
+
+
+def redact_macro_ifd(ed: TiffEditor, ifd: int, label_fraction: float, options, *,
+                     ocr: bool = True, stats: RedactStats | None = None) -> RedactStats:
+    """Black out the label end and OCR text of a macro stored in IFD ``ifd``, tile by tile
+    (:func:`macro_redaction_rects`, :func:`redact_ifd`: the other tiles/strips stay
+    byte-identical)."""
+    def image() -> np.ndarray:
+        ed.flush()
+        return read_ifd_image(ed.path, ifd)
+
+    rects = macro_redaction_rects(ed.ifd(ifd).shape, label_fraction, options, image, ocr=ocr)
+    return redact_ifd(ed, ifd, rects, stats)
+
+
+def redact_macro_image(img: np.ndarray, label_fraction: float, options
+                       ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A decoded macro with its label end and OCR text blacked out, and the rectangles."""
+    out = np.array(img, copy=True)
+    rects = macro_redaction_rects(out.shape[:2], label_fraction, options, out)
+    for x0, y0, x1, y1 in rects:
+        out[y0:y1, x0:x1] = 0
+    return out, rects
+
+
+def redact_macro_jpeg(data: bytes, label_fraction: float, options) -> bytes:
+    """A standalone JPEG macro (Philips base64 MACROIMAGE) with its label end and OCR text
+    blacked out: in the DCT domain when ``jpeglib`` is there (every other 8x8 block keeps
+    its coefficients), else decoded and re-encoded at the quality of its own tables."""
+    img = np.asarray(imagecodecs.jpeg8_decode(data))
+    rects = macro_redaction_rects(img.shape[:2], label_fraction, options, img)
+    if not rects:
+        return data
+    if _have_jpeglib():
+        new, _ = redact_jpeg_dct(data, None, rects, None)
+        return new
+    out = np.array(img, copy=True)
+    for x0, y0, x1, y1 in rects:
+        out[y0:y1, x0:x1] = 0
+    q = jpeg_quality_of(data) or 90
+    return bytes(imagecodecs.jpeg8_encode(out, level=q))

@@ -285,6 +285,11 @@ class TiffEditor:
         self.edits.append("rollback")
         self.refresh()
 
+    def flush(self) -> None:
+        """Push buffered writes to the file (before another reader, e.g. tifffile, opens it)."""
+        if not self._fh.closed and self.mode == "r+":
+            self._fh.flush()
+
     def close(self) -> None:
         if not self._fh.closed:
             if self.mode == "r+":
