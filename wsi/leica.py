@@ -11,7 +11,9 @@ The XML is cleaned by allowlist (sizes, offsets, IFD numbers, objective,
 aperture, illumination, device model/version), dates shifted or removed. The
 macro ``image`` element is dropped and its IFDs unlinked (a macro stored in
 IFD 0, which carries the XML, is blanked instead); the ``ifd`` attributes of the
-remaining dimensions are renumbered to the shorter chain. IFDs that no image of
+remaining dimensions are renumbered to the shorter chain. With ``macro="redact"``
+the macro stays (its XML entry cleaned like the others) with its label end and any
+OCR text blacked out in its own IFDs, tile by tile. IFDs that no image of
 the XML names are unlinked too: openslide never shows them, so nobody would
 notice what they hold.
 """
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 from pixeldeid.errors import DeidError, InputError
 
 from . import metadata_rules as mr
+from .redact import macro_status
 from .tiffclean import clean_tiff_tags, edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
 
@@ -34,10 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LEICA_XMLNS", "LEICA_KEEP", "clean_leica_xml", "deidentify"]
+__all__ = ["LEICA_XMLNS", "LEICA_KEEP", "MACRO_LABEL_FRACTION", "clean_leica_xml", "deidentify"]
 
 LEICA_XMLNS = "http://www.leica-microsystems.com/scn/2010/10/01"
 _NS = {"d": LEICA_XMLNS}
+#: fraction of the macro width covered by the slide label (left end)
+MACRO_LABEL_FRACTION = 0.3
 #: attribute and element names kept besides the shared allowlist
 LEICA_KEEP: frozenset[str] = frozenset({
     "sizeX", "sizeY", "sizeZ", "offsetX", "offsetY", "spacingZ", "ifd", "z", "c", "r",
@@ -137,15 +142,26 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
     desc = ed.ifds[0].description
     if not desc or LEICA_XMLNS not in desc:
         raise InputError("not a Leica SCN (no scn XML in IFD 0)", str(path))
-    remove_macro = options.macro != "keep" or options.label != "keep"
+    redact_macro = options.macro == "redact"
+    remove_macro = not redact_macro and (options.macro != "keep" or options.label != "keep")
     xml, removed, macro_ifds = clean_leica_xml(desc, options.date_offset,
                                                remove_macro=remove_macro)
+    kept_macro = [] if remove_macro else _macro_ifds(desc)
     n_ifds = len(ed.ifds)
     bad = [i for i in macro_ifds if i >= n_ifds]
     if bad:
         raise InputError(f"Leica XML names IFDs {bad} beyond the {n_ifds} in the file", str(path))
+    bad = [i for i in kept_macro if i >= n_ifds]
+    if bad:
+        raise InputError(f"Leica XML names IFDs {bad} beyond the {n_ifds} in the file", str(path))
     if options.redact_regions:
+        if kept_macro:
+            raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                            str(path))
         _redact(ed, desc, options, report)
+    if kept_macro and (redact_macro or options.ocr):
+        n = _redact_macro(ed, kept_macro, options)
+        report.actions.append(f"redacted the macro's label end and text ({n} tiles)")
     # IFDs no remaining XML image refers to are invisible to openslide: not released
     referenced = {int(d.get("ifd", "-1"))
                   for d in mr.parse_xml(xml).iter(f"{{{LEICA_XMLNS}}}dimension")}
@@ -164,8 +180,12 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         report.actions.append(f"unlinked {what} IFD {index} ({n} bytes zeroed)")
     if doomed:
         xml = _renumber(xml, doomed)
-    report.macro = "removed" if macro_ifds else ("kept" if not remove_macro else "absent")
-    report.label = report.macro
+    if kept_macro:
+        report.macro = macro_status(options)
+        report.label = "removed" if report.macro == "redacted" and redact_macro else "kept"
+    else:
+        report.macro = "removed" if macro_ifds else ("kept" if not remove_macro else "absent")
+        report.label = report.macro
     if options.label == "replace":
         report.actions.append("label replacement: Leica has no separate label image; removed")
     ed.set_ascii(0, IMAGE_DESCRIPTION, xml)
@@ -178,6 +198,43 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
     removed += clean_tiff_tags(ed, options.date_offset, report)
     report.removed_values += removed
     return xml
+
+
+def _macro_ifds(desc: str) -> list[int]:
+    """IFDs of the macro image(s) of the XML, largest first."""
+    root = mr.parse_xml(mr.split_xml_tail(desc)[0])
+    collection = root.find("d:collection", _NS)
+    dims = [d for m in _macro_images(collection) for d in m.iter(f"{{{LEICA_XMLNS}}}dimension")]
+    dims.sort(key=lambda d: -int(d.get("sizeX", "0") or 0))
+    try:
+        return list(dict.fromkeys(int(d.get("ifd", "")) for d in dims))
+    except ValueError as exc:
+        raise InputError("Leica XML: bad ifd attribute of the macro") from exc
+
+
+def _redact_macro(ed: TiffEditor, ifds: list[int], options: SlideOptions) -> int:
+    """Black out the label end and OCR text of the macro: found on its largest IFD, mapped
+    onto its smaller ones; tiles outside stay byte-identical. Returns tiles re-encoded."""
+    from .redact import (
+        RedactStats,
+        macro_redaction_rects,
+        map_regions,
+        read_ifd_image,
+        redact_ifd,
+    )
+
+    shape0 = ed.ifd(ifds[0]).shape
+
+    def image():
+        ed.flush()
+        return read_ifd_image(ed.path, ifds[0])
+
+    rects = macro_redaction_rects(shape0, MACRO_LABEL_FRACTION, options, image)
+    regions = [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in rects]
+    st = RedactStats()
+    for i in ifds:
+        redact_ifd(ed, i, map_regions(regions, shape0, ed.ifd(i).shape), st)
+    return st.total_tiles
 
 
 def _main_images(desc: str) -> list[tuple[float, float, list[int]]]:

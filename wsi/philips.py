@@ -11,7 +11,10 @@ The XML is rebuilt from an allowlist: structural attributes openslide needs
 acquisition keys are kept, dates are shifted or removed, everything else is
 dropped. The Label/Macro IFDs are unlinked and their bytes zeroed by
 :class:`wsi.tiffedit.TiffEditor`; a replacement label (``label="replace"``) is a
-LABELIMAGE JPEG in the XML carrying only the pseudonym.
+LABELIMAGE JPEG in the XML carrying only the pseudonym. With ``macro="redact"`` the
+macro stays, its label end (:data:`MACRO_LABEL_FRACTION`) and OCR text blacked out:
+strip by strip in a Macro IFD, in the DCT domain of the base64 MACROIMAGE JPEG (which
+is re-embedded; the XML grows or shrinks in place as any other edit).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 import base64
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pixeldeid.errors import DeidError, InputError
 
 from . import metadata_rules as mr
+from .redact import macro_status, redact_macro_ifd, redact_macro_jpeg
 from .tiffclean import clean_tiff_tags, edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
 
@@ -33,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PHILIPS_KEEP", "clean_philips_xml", "deidentify", "label_jpeg"]
+__all__ = ["PHILIPS_KEEP", "MACRO_LABEL_FRACTION", "clean_philips_xml", "deidentify", "label_jpeg"]
 
 #: Philips attributes kept verbatim besides the shared allowlist (structure openslide reads).
 PHILIPS_KEEP: frozenset[str] = frozenset({
@@ -47,6 +52,8 @@ PHILIPS_KEEP: frozenset[str] = frozenset({
 })
 _ARRAYS = ("PIM_DP_SCANNED_IMAGES", "PIIM_PIXEL_DATA_REPRESENTATION_SEQUENCE")
 _ASSOCIATED = {"LABELIMAGE": "label", "MACROIMAGE": "macro"}
+#: fraction of the macro width covered by the slide label (left end)
+MACRO_LABEL_FRACTION = 0.35
 
 
 def _image_type(obj: ET.Element) -> str | None:
@@ -127,7 +134,8 @@ def _clean_object(obj: ET.Element, shift_days: int | None, removed: list[str],
 
 
 def clean_philips_xml(text: str, shift_days: int | None, *, keep_label: bool = False,
-                      keep_macro: bool = False, replacement_label: bytes | None = None
+                      keep_macro: bool = False, replacement_label: bytes | None = None,
+                      macro_image: Callable[[bytes], bytes] | None = None
                       ) -> tuple[str, list[str], dict[str, int]]:
     """Clean a Philips ImageDescription XML.
 
@@ -141,6 +149,11 @@ def clean_philips_xml(text: str, shift_days: int | None, *, keep_label: bool = F
         Keep the base64 LABELIMAGE / MACROIMAGE (for testing only).
     replacement_label : bytes, optional
         A JPEG added as the new LABELIMAGE.
+    macro_image : callable, optional
+        With ``keep_macro``: maps the bytes of each MACROIMAGE JPEG to those released
+        (the label end and text blacked out); the macro object keeps only its type and
+        image data, and slices of the old base64 that the new one does not contain are
+        added to the removed values (the raw re-scan must not find them).
 
     Returns
     -------
@@ -174,6 +187,8 @@ def clean_philips_xml(text: str, shift_days: int | None, *, keep_label: bool = F
         removed.append(root.text)
         root.text = None
     _clean_object(root, shift_days, removed, keep, summary)
+    if keep_macro and macro_image is not None:
+        _redact_xml_macros(root, macro_image, removed, summary)
     wsi = root.findall("./Attribute[@Name='PIM_DP_SCANNED_IMAGES']/Array/DataObject")
     if sum(_image_type(o) == "WSI" for o in wsi) != 1:
         raise InputError("Philips XML does not hold exactly one WSI scanned image")
@@ -187,6 +202,32 @@ def clean_philips_xml(text: str, shift_days: int | None, *, keep_label: bool = F
                       Element="0x1004", PMSVR="IString").text = "LABELIMAGE"
     out = mr.serialize_xml(root, '<?xml version="1.0" encoding="UTF-8" ?>')
     return out, removed, summary
+
+
+def _redact_xml_macros(root: ET.Element, macro_image: Callable[[bytes], bytes],
+                       removed: list[str], summary: dict[str, int]) -> None:
+    """Pass each MACROIMAGE JPEG of the XML through ``macro_image``; drop its other
+    attributes."""
+    for obj in root.findall("./Attribute[@Name='PIM_DP_SCANNED_IMAGES']/Array/DataObject"):
+        if _image_type(obj) != "MACROIMAGE":
+            continue
+        for attr in list(obj):
+            name = attr.get("Name")
+            if attr.tag == "Attribute" and name == "PIM_DP_IMAGE_TYPE":
+                continue
+            if attr.tag == "Attribute" and name == "PIM_DP_IMAGE_DATA" and not len(attr):
+                old = "".join((attr.text or "").split())
+                try:
+                    data = base64.b64decode(old, validate=True)
+                except ValueError as exc:
+                    raise InputError(f"Philips MACROIMAGE is not base64: {exc}") from exc
+                new = base64.b64encode(macro_image(data)).decode("ascii")
+                removed.extend(n for n in mr.large_value_needles(old) if n not in new)
+                attr.text = new
+                summary["macro_kept"] = summary.get("macro_kept", 0) + 1
+                continue
+            _record(attr, removed)
+            obj.remove(attr)
 
 
 def label_jpeg(text: str, size: tuple[int, int] = (240, 96)) -> bytes:
@@ -226,9 +267,19 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
     replacement = None
     if options.label == "replace":
         replacement = label_jpeg(options.pseudonym or "DE-IDENTIFIED")
+    keep_macro = options.macro != "remove"
+    redact_macro = keep_macro and (options.macro == "redact" or bool(options.ocr))
+    if keep_macro and options.redact_regions:
+        raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                        str(path))
+
+    def macro_image(data: bytes) -> bytes:
+        return redact_macro_jpeg(data, MACRO_LABEL_FRACTION, options)
+
     xml, removed, summary = clean_philips_xml(
         desc, options.date_offset, keep_label=options.label == "keep",
-        keep_macro=options.macro == "keep", replacement_label=replacement)
+        keep_macro=keep_macro, replacement_label=replacement,
+        macro_image=macro_image if redact_macro else None)
     report.removed_values += removed
     # Label / Macro IFDs (stripped, description starts with Label / Macro); openslide
     # ignores any other stripped IFD, which is therefore removed too
@@ -239,7 +290,7 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
             continue
         if dd.startswith("Label") and options.label != "keep":
             doomed.append((d.index, "label"))
-        elif dd.startswith("Macro") and options.macro != "keep":
+        elif dd.startswith("Macro") and not keep_macro:
             doomed.append((d.index, "macro"))
         elif not (dd.startswith("Label") or dd.startswith("Macro")):
             # an image openslide does not show may still show identity: not released
@@ -247,12 +298,28 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
     for index, kind in sorted(doomed, reverse=True):
         n = ed.unlink_ifd(index)
         report.actions.append(f"unlinked {kind} IFD {index} ({n} bytes zeroed)")
+    macro_ifds = [d.index for d in ed.ifds[1:]
+                  if not d.is_tiled and (d.description or "").startswith("Macro")]
+    if redact_macro:
+        for index in macro_ifds:
+            st = redact_macro_ifd(ed, index, MACRO_LABEL_FRACTION, options)
+            if (ed.ifd(index).description or "") != "Macro":
+                report.removed_values.append(ed.ifd(index).description[len("Macro"):].strip())
+                ed.set_ascii(index, IMAGE_DESCRIPTION, "Macro")
+            report.actions.append(f"redacted the label end and text of macro IFD {index} "
+                                  f"({st.total_tiles} strips)")
+        if summary.get("macro_kept"):
+            report.actions.append(f"redacted the label end and text of {summary['macro_kept']} "
+                                  "base64 macro image(s) in the XML")
     kinds = {k for _, k in doomed} | {k for k in ("label", "macro") if summary.get(k)}
     report.label = ("replaced" if options.label == "replace" else
                     "kept" if options.label == "keep" else
                     "removed" if "label" in kinds else "absent")
-    report.macro = ("kept" if options.macro == "keep" else
-                    "removed" if "macro" in kinds else "absent")
+    if keep_macro:
+        has_macro = bool(macro_ifds) or bool(summary.get("macro_kept")) or "MACROIMAGE" in xml
+        report.macro = macro_status(options) if has_macro else "absent"
+    else:
+        report.macro = "removed" if "macro" in kinds else "absent"
     if summary.get("tail"):
         report.actions.append(f"dropped {summary['tail']} characters after the XML root")
     ed.set_ascii(0, IMAGE_DESCRIPTION, xml)
@@ -273,7 +340,7 @@ def _redact(ed: TiffEditor, options: SlideOptions, report: VendorReport) -> None
     """Black out level-0 regions on every pyramid level (the tiled IFDs)."""
     from .redact import RedactStats, map_regions, redact_ifd
 
-    if options.macro == "keep":
+    if options.macro != "remove":
         raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
                         str(ed.path))
     st = RedactStats()

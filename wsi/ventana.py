@@ -12,7 +12,10 @@ resolution, Z-layers, scanner model...), dates shifted or removed. The label
 image IFD is unlinked; when it is IFD 0 (the usual layout: it carries the XMP
 openslide detects the format by) it stays in the chain but its description is
 changed so openslide no longer lists it and its pixels are replaced by a blank
-image encoded with the same compression.
+image encoded with the same compression. With ``macro="redact"`` the label image
+stays, with the label end (:data:`MACRO_LABEL_FRACTION` of its width) and any OCR text
+blacked out strip by strip; ``macro="remove"`` (and ``label="remove"`` with
+``macro="keep"``) removes it as above.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 from pixeldeid.errors import DeidError, InputError
 
 from . import metadata_rules as mr
+from .redact import macro_status, redact_macro_ifd
 from .tiffclean import clean_tiff_tags, edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
 
@@ -34,11 +38,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ISCAN_KEEP", "ENCODE_INFO_KEEP", "MACRO_DESCRIPTIONS", "clean_xmp", "deidentify",
+__all__ = ["ISCAN_KEEP", "ENCODE_INFO_KEEP", "MACRO_DESCRIPTIONS", "MACRO_LABEL_FRACTION",
+           "clean_xmp", "deidentify",
            "blank_segment"]
 
 XMP = 700
 MACRO_DESCRIPTIONS = ("Label Image", "Label_Image")
+#: fraction of the label image (openslide's macro: the whole glass) covered by the
+#: paper label, at its left end
+MACRO_LABEL_FRACTION = 0.35
 #: description given to a blanked label IFD that must stay in the chain
 BLANKED_DESCRIPTION = "Blank"
 #: iScan attributes kept besides the shared allowlist
@@ -160,8 +168,17 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         raise InputError("not a Ventana BIF (no iScan XMP in IFD 0)", str(path))
     # the label image (openslide: macro)
     macros = [d.index for d in ed.ifds if (d.description or "") in MACRO_DESCRIPTIONS]
-    drop_macro = options.macro != "keep" or options.label != "keep"
+    redact_macro = options.macro == "redact"
+    drop_macro = not redact_macro and (options.macro != "keep" or options.label != "keep")
     blanked = False
+    if macros and not drop_macro and options.redact_regions:
+        raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                        str(path))
+    if macros and not drop_macro and (redact_macro or options.ocr):
+        for index in macros:
+            st = redact_macro_ifd(ed, index, MACRO_LABEL_FRACTION, options)
+            report.actions.append(f"redacted the label end and text of label image IFD {index} "
+                                  f"({st.total_tiles} strips/tiles)")
     if drop_macro:
         for index in sorted(macros, reverse=True):
             if index == 0:
@@ -179,8 +196,12 @@ def _run(ed: TiffEditor, path: Path, options: SlideOptions, report: VendorReport
         if "level=" not in dd and dd not in known:
             n = ed.unlink_ifd(d.index)
             report.actions.append(f"unlinked unrecognized IFD {d.index} ({n} bytes zeroed)")
-    report.macro = ("kept" if not drop_macro else "removed" if macros else "absent")
-    report.label = report.macro if report.macro != "kept" else "kept"
+    if macros and not drop_macro:
+        report.macro = macro_status(options)
+        report.label = "removed" if redact_macro else "kept"
+    else:
+        report.macro = ("kept" if not drop_macro else "removed" if macros else "absent")
+        report.label = report.macro if report.macro != "kept" else "kept"
     if options.label == "replace":
         report.actions.append("label replacement: Ventana has no separate label image; removed")
     # XMP packets of every IFD
