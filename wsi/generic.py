@@ -5,7 +5,10 @@ macro photographed by the scanner, which openslide cannot see) is identity that 
 leak silently, so non-tiled pages and pages not belonging to the pyramid are removed
 unless ``options.label == "keep"``. OME-XML in ImageDescription is cleaned: dates
 shifted or removed, free text (annotations, names, descriptions, experimenters) removed,
-acquisition keys on the allowlist kept.
+acquisition keys on the allowlist kept. With ``macro="redact"`` a macro page
+(ImageDescription "macro"/"overview", or an OME Image of that name) stays, its label end
+and OCR text blacked out tile by tile (openslide does not show it: a viewer that reads
+the page does).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING
 from pixeldeid.errors import DeidError
 
 from .metadata_rules import clean_date_value, plan_tiff_tag_edits
-from .redact import ocr_level0_regions, redact_regions
+from .redact import macro_status, ocr_level0_regions, redact_macro_ifd, redact_regions
 from .tiffclean import edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
 
@@ -27,7 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["deidentify", "clean_standard_tags", "clean_ome_xml", "XMP", "blank_private_blobs"]
+__all__ = ["deidentify", "clean_standard_tags", "clean_ome_xml", "XMP", "blank_private_blobs",
+           "macro_pages", "MACRO_LABEL_FRACTION"]
 
 XMP = 700
 IPTC = 33723
@@ -71,6 +75,13 @@ def blank_private_blobs(ed: TiffEditor, codes=BLOB_TAGS) -> list[str]:
             ed.set_tag_bytes(d.index, code, b"\x00" * t.nbytes)
     return removed
 
+
+#: names of associated images (ImageDescription first word, OME Image Name), kept as is
+ASSOCIATED_NAMES = frozenset({"macro", "overview", "label", "thumbnail"})
+#: names of the macro (overview) image, a photo of the whole glass, label end included
+MACRO_NAMES = frozenset({"macro", "overview"})
+#: fraction of the macro width covered by the slide label (left end)
+MACRO_LABEL_FRACTION = 0.3
 
 _OME_KEEP_ATTRS = {
     "ID", "SizeX", "SizeY", "SizeZ", "SizeC", "SizeT", "Type", "DimensionOrder",
@@ -122,6 +133,8 @@ def clean_ome_xml(text: str, shift_days: int | None, pseudonym: str | None) -> t
             v = el.attrib[k]
             if local(k) == "schemaLocation":
                 continue
+            if k == "Name" and v.strip().lower() in ASSOCIATED_NAMES:
+                continue  # "macro", "label"...: what the image is, no identity
             if k in ("Name", "FileName"):
                 if v.strip():
                     removed.append(v)
@@ -148,6 +161,37 @@ def pyramid_ifds(ed: TiffEditor) -> list[int]:
     return out
 
 
+def macro_pages(ed: TiffEditor) -> list[int]:
+    """Pages (not pyramid levels) holding a macro: ImageDescription whose first word is
+    "macro" or "overview", or named so by an OME ``Image`` of the first page's OME-XML
+    (its ``TiffData IFD``)."""
+    import xml.etree.ElementTree as ET
+
+    levels = set(pyramid_ifds(ed))
+    out = []
+    for d in ed.ifds:
+        words = (d.description or "").strip().split(None, 1)
+        if d.index not in levels and words and words[0].lower().rstrip(":;,") in MACRO_NAMES:
+            out.append(d.index)
+    desc = ed.ifds[0].description or ""
+    if "<OME" in desc[:400]:
+        try:
+            root = ET.fromstring(desc.encode("utf-8"))
+        except ET.ParseError as exc:
+            raise DeidError(f"OME-XML does not parse: {exc}", str(ed.path)) from exc
+        for image in root.iter():
+            if image.tag.split("}")[-1] != "Image":
+                continue
+            if (image.get("Name") or "").strip().lower() not in MACRO_NAMES:
+                continue
+            for td in image.iter():
+                if td.tag.split("}")[-1] == "TiffData":
+                    i = int(td.get("IFD", "0"))
+                    if i < len(ed.ifds) and i not in levels:
+                        out.append(i)
+    return sorted(set(out))
+
+
 def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:
     """De-identify a generic tiled TIFF / OME-TIFF in place (see module docstring)."""
     return edit_in_place(path, lambda ed, rep: _run(ed, options, rep))
@@ -160,13 +204,22 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     if (options.redact_regions or options.ocr) and any(SUB_IFDS in d.tags for d in ed.ifds):
         # OME pyramids keep their reduced levels in SubIFDs, which are not redacted here
         raise DeidError("SubIFD pyramid levels cannot be redacted yet", str(ed.path))
-    # descriptions: OME-XML cleaned, anything else removed
+    macros = macro_pages(ed) if options.macro == "redact" else []
+    if macros and options.redact_regions:
+        raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
+                        str(ed.path))
+    # descriptions: OME-XML cleaned, a macro page's name kept, anything else removed
     for d in list(ed.ifds):
         desc = d.description
         if not desc or not desc.strip():
             continue
         if desc.lstrip().startswith("<?xml") or "<OME" in desc[:400]:
             new, removed = clean_ome_xml(desc, options.date_offset, options.pseudonym)
+        elif d.index in macros and desc.strip().split(None, 1)[0].lower() in MACRO_NAMES:
+            word, _, rest = desc.strip().partition(" ")
+            new, removed = word, [rest.strip()] if rest.strip() else []
+            if new == desc:
+                continue
         else:
             new, removed = "", [desc]
         rep.removed_values += [r for r in removed if len(r) >= 4]
@@ -174,7 +227,7 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
         rep.actions.append(f"ImageDescription of page {d.index} cleaned")
     rep.removed_values += clean_standard_tags(ed, options.date_offset)
     rep.removed_values += blank_private_blobs(ed)
-    extra = [d.index for d in ed.ifds if d.index not in levels]
+    extra = [d.index for d in ed.ifds if d.index not in levels and d.index not in macros]
     regions = list(options.redact_regions)
     if options.ocr:
         lowest = levels[-1]
@@ -187,10 +240,16 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
         st = redact_regions(ed, regions, levels)
         rep.redaction = {**st.as_dict(), "regions": [tuple(r) for r in regions]}
         rep.actions.append(f"redacted {st.total_tiles} tiles")
+    for i in macros:
+        st = redact_macro_ifd(ed, i, MACRO_LABEL_FRACTION, options)
+        rep.actions.append(f"redacted the label end and text of macro page {i} "
+                           f"({st.total_tiles} tiles/strips)")
+    if macros:
+        rep.macro = macro_status(options)
     if extra and options.label != "keep":
         subs = {i: ed.ifd(i).first(NEW_SUBFILE_TYPE, 0) for i in extra}
         ed.unlink_ifds(extra)
         for i in sorted(extra, reverse=True):
             rep.actions.append(f"removed non-pyramid page {i} (NewSubfileType {subs[i]})")
         rep.label = "removed"
-        rep.macro = "removed"
+        rep.macro = rep.macro if macros else "removed"
