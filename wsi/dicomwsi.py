@@ -6,7 +6,9 @@ images ``LABEL``, ``OVERVIEW`` (openslide's *macro*) and ``THUMBNAIL``. The set 
 de-identified together so that the keyed UIDs stay consistent and openslide
 still opens it:
 
-- LABEL and OVERVIEW instances are not released (their pixels show the label);
+- LABEL and OVERVIEW instances are not released (their pixels show the label), except
+  an OVERVIEW under ``macro="redact"``: its label end and any OCR text are blacked out
+  in its pixel data (same transfer syntax where possible) and it is released;
 - every other instance goes through pixeldeid's header core
   (:class:`pixeldeid.api.Deidentifier`: PS3.15 profile, keyed UIDs, date shift,
   pseudonym);
@@ -56,6 +58,9 @@ __all__ = [
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 #: ImageType value 3 of instances that are never released, and openslide's name for them
 DROPPED_KINDS = {"LABEL": "label", "OVERVIEW": "macro"}
+#: fraction of the OVERVIEW width covered by the slide label (left end), blacked out by
+#: ``macro="redact"``
+OVERVIEW_LABEL_FRACTION = 0.4
 _TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
              "UI", "UR", "UT"}
 
@@ -70,6 +75,7 @@ class SeriesResult:
     outputs: list[str] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (source, kind)
     replaced: list[str] = field(default_factory=list)  # sources of replaced labels
+    redacted: list[str] = field(default_factory=list)  # sources of redacted overviews
     removed_values: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     reason: str | None = None
@@ -180,6 +186,33 @@ def _replace_label(ds: Any, options: SlideOptions) -> bool:
     return True
 
 
+def _redact_overview(ds: Any, options: SlideOptions) -> bool:
+    """Black out the label end and OCR text of a single-frame OVERVIEW, in its own encoding
+    (:func:`pixeldeid.burnedin.redact.redact_dataset`: native in place, JPEG baseline in the
+    DCT domain, others re-encoded losslessly). Returns False (the overview is dropped
+    instead) for a tiled overview."""
+    from pixeldeid.burnedin.boxes import TextBox
+    from pixeldeid.burnedin.frames import PixelFrames
+    from pixeldeid.burnedin.redact import redact_dataset
+
+    from .redact import macro_redaction_rects
+
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        return False
+
+    def image():
+        return PixelFrames(ds).decode([0])[0]
+
+    rects = macro_redaction_rects((int(ds.Rows), int(ds.Columns)), OVERVIEW_LABEL_FRACTION,
+                                  options, image)
+    if rects:
+        redact_dataset(ds, [TextBox(x0, y0, x1, y1, source="template")
+                            for x0, y0, x1, y1 in rects])
+    if options.macro == "redact":
+        ds.SpecimenLabelInImage = "NO"  # its label end is black now
+    return True
+
+
 def _slide_name(options: SlideOptions | None, series_uid: str) -> str:
     if options is not None and options.pseudonym:
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in options.pseudonym)
@@ -233,13 +266,25 @@ def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.Path
         removed: set[str] = set()
         keep_kinds = {k for k, n in DROPPED_KINDS.items()
                       if (options.label if n == "label" else options.macro) == "keep"}
+        redact_overview = options.macro == "redact" or (options.macro == "keep"
+                                                        and bool(options.ocr))
         out_dir.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out_dir))
         kept_sources: list[Path] = []
         new_series = ""
         for p, ds in datasets:
             kind = image_kind(ds)
-            if kind in DROPPED_KINDS and kind not in keep_kinds:
+            if kind == "OVERVIEW" and redact_overview:
+                if _redact_overview(ds, options):
+                    result.redacted.append(str(p))
+                    keep = True
+                else:
+                    logger.warning("%s: tiled OVERVIEW not redacted, dropped", p)
+                    keep = False
+                if not keep:
+                    result.dropped.append((str(p), DROPPED_KINDS[kind]))
+                    continue
+            elif kind in DROPPED_KINDS and kind not in keep_kinds:
                 for kw in ("LabelText", "BarcodeValue"):
                     if ds.get(kw):
                         removed.add(str(ds.get(kw)).strip())
@@ -332,7 +377,7 @@ def _verify(src: Path, out: Path, options: SlideOptions) -> list[str]:
             if (options.label == "replace" and "label" in assoc and "label" in a.associated_images
                     and a.associated_images["label"].tobytes() == b.associated_images["label"].tobytes()):
                 problems.append("label image was not replaced")
-            if options.macro != "keep" and "macro" in assoc:
+            if options.macro == "remove" and "macro" in assoc:
                 problems.append("macro (overview) image still present")
             problems += compare_outside_regions(a, b, ())
         finally:

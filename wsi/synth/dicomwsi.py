@@ -138,12 +138,13 @@ def _tiles(img: np.ndarray, tile: int) -> list[np.ndarray]:
 
 def make_dicom_wsi(folder: str | os.PathLike, *, width: int = 512, height: int = 384,
                    tile: int = 128, levels: int = 2, label: bool = True, overview: bool = True,
-                   planted: dict[str, str] | None = None, seed: int = 0) -> dict[str, str]:
+                   planted: dict[str, str] | None = None, seed: int = 0,
+                   overview_jpeg: bool = False) -> dict[str, str]:
     """Write a synthetic DICOM WSI series (one file per instance) into ``folder``.
 
     Levels are JPEG baseline, tiled full; the label and overview are single-frame
     uncompressed RGB. Files are named ``level-N.dcm``, ``label.dcm``,
-    ``overview.dcm``. Returns the planted values, with the original UIDs under
+    ``overview.dcm`` (JPEG baseline with ``overview_jpeg``). Returns the planted values, with the original UIDs under
     ``uid_*`` keys (a leaked original UID links the output back to the source).
     """
     from pydicom.encaps import encapsulate
@@ -183,12 +184,19 @@ def make_dicom_wsi(folder: str | os.PathLike, *, width: int = 512, height: int =
         assoc.append(("OVERVIEW", im, "overview"))
     for kind, im, name in assoc:
         sop = generate_uid(rng_prefix, entropy_srcs=[name, str(seed), p["PatientID"]])
+        jpeg = kind == "OVERVIEW" and overview_jpeg
         ds = _base(p, uids, kind, "NONE", (im.shape[1], im.shape[0]), (im.shape[1], im.shape[0]),
-                   1, number, sop, ExplicitVRLittleEndian)
+                   1, number, sop, JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian)
         if kind == "LABEL":
             ds.LabelText = p["LabelText"]
             ds.BarcodeValue = p["BarcodeValue"]
-        ds.PixelData = im.tobytes()
+        if jpeg:
+            ds.LossyImageCompression = "01"
+            ds.LossyImageCompressionMethod = "ISO_10918_1"
+            ds.PixelData = encapsulate([jpeg_bytes(im)])
+            ds["PixelData"].VR = "OB"
+        else:
+            ds.PixelData = im.tobytes()
         ds.save_as(folder / f"{name}.dcm", enforce_file_format=True)
         p[f"uid_sop_{name}"] = sop
         number += 1
