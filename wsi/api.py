@@ -75,8 +75,9 @@ VENDORS: dict[str, str] = {
 
 Region = tuple[int, int, int, int]
 
-#: vendors whose ``macro="redact"`` removes the macro (no macro redaction implemented)
-MACRO_REMOVE_ONLY: frozenset[str] = frozenset({"philips", "ventana", "leica", "generic-tiff"})
+#: vendors whose ``macro="redact"`` removes the macro (no macro redaction implemented):
+#: none left, every vendor module redacts a kept macro (``wsi.redact.redact_macro_ifd``)
+MACRO_REMOVE_ONLY: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,12 @@ class SlideOptions:
         Remove the label image, or replace it with a synthesized one carrying the
         pseudonym ("keep" is for testing only and leaves identity).
     macro : {"remove", "redact", "keep"}
-        Remove the macro (overview) image, keep it with the label area blacked out, or
-        keep it as is. "redact" is implemented for Aperio and Hamamatsu only; vendors in
-        :data:`MACRO_REMOVE_ONLY` remove the macro instead and say so in the report
-        (DICOM WSI, ``wsi.dicomwsi``, drops the OVERVIEW instance).
+        Remove the macro (overview) image, keep it with its label end and any OCR text
+        blacked out, or keep it as is. "redact" works for every vendor: Aperio, NDPI,
+        Philips (Macro IFD and base64 MACROIMAGE), Ventana (the Label_Image overview),
+        Leica (the macro image's IFDs), generic TIFF / OME-TIFF macro pages and the DICOM
+        OVERVIEW instance (``wsi.dicomwsi``). Vendors in :data:`MACRO_REMOVE_ONLY` (none)
+        would remove the macro instead and say so in the report.
     redact_regions : tuple of (x, y, w, h)
         Level-0 rectangles blacked out on every level, the thumbnail and the macro.
     pseudonym : str, optional
@@ -286,8 +289,7 @@ def deidentify_slide(src: str | os.PathLike, out_dir: str | os.PathLike | None =
             report.actions.append(note)
             logger.warning("%s: %s", src, note)
         if options.macro == "redact" and vendor in MACRO_REMOVE_ONLY and report.macro != "redacted":
-            note = (f"--macro redact: {vendor} macros are removed, not redacted (redaction of "
-                    f"the macro is implemented for aperio and hamamatsu only; macro "
+            note = (f"--macro redact: {vendor} macros are removed, not redacted (macro "
                     f"{report.macro})")
             report.actions.append(note)
             logger.warning("%s: %s", src, note)

@@ -55,10 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", choices=("remove", "replace", "keep"), default="remove",
                         help="remove the label, or replace it by one showing the pseudonym")
     parser.add_argument("--macro", choices=("remove", "redact", "keep"), default="remove",
-                        help="remove the macro image, black out its label end (+ OCR text), "
-                             "or keep it; redact is implemented for Aperio (SVS) and Hamamatsu "
-                             "(NDPI) only: Philips, Ventana, Leica and generic TIFF macros and "
-                             "the DICOM OVERVIEW are removed instead")
+                        help="remove the macro image, keep it with its label end and any "
+                             "OCR text blacked out (redact: every vendor, incl. the Philips "
+                             "base64 macro, the Ventana label image, the Leica macro, generic "
+                             "TIFF macro pages and the DICOM OVERVIEW), or keep it as is")
     parser.add_argument("--redact", action="append", type=_region, default=[], metavar="X,Y,W,H",
                         help="level-0 rectangle blacked out on every level and the thumbnail "
                              "(repeatable)")

@@ -66,24 +66,6 @@ def test_replace_without_a_label_image_says_so(vendor, tmp_path, caplog):
     assert "label" not in openslide.OpenSlide(r.output).associated_images
 
 
-@pytest.mark.parametrize("vendor", ["philips", "ventana", "leica"])
-def test_macro_redact_removes_where_not_implemented_and_says_so(vendor, tmp_path, caplog):
-    from wsi.api import MACRO_REMOVE_ONLY
-
-    assert vendor in MACRO_REMOVE_ONLY
-    src = tmp_path / {"philips": "s.tiff", "ventana": "s.bif", "leica": "s.scn"}[vendor]
-    {"philips": make_philips, "ventana": make_ventana, "leica": make_leica}[vendor](
-        src, width=512, height=384, levels=2)
-    assert "macro" in openslide.OpenSlide(str(src)).associated_images
-    with caplog.at_level(logging.WARNING, logger="wsi.api"):
-        r = deidentify_slide(src, tmp_path / "out", pseudonym="S-2", macro="redact")
-    assert r.status == "clean", (r.reason, r.problems)
-    assert r.report.macro == "removed"
-    assert "macro" not in openslide.OpenSlide(r.output).associated_images
-    assert any("removed, not redacted" in a for a in r.report.actions)
-    assert "removed, not redacted" in caplog.text
-
-
 def test_help_states_which_vendors_redact_the_macro():
     import argparse
 
@@ -92,6 +74,6 @@ def test_help_states_which_vendors_redact_the_macro():
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
     text = " ".join(p.format_help().split())
-    assert "redact is implemented for Aperio (SVS) and Hamamatsu (NDPI) only" in text
-    for v in ("Philips", "Ventana", "Leica"):
+    assert "redact: every vendor" in text
+    for v in ("Philips", "Ventana", "Leica", "DICOM OVERVIEW"):
         assert v in text
