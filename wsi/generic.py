@@ -5,7 +5,8 @@ macro photographed by the scanner, which openslide cannot see) is identity that 
 leak silently, so non-tiled pages and pages not belonging to the pyramid are removed
 unless ``options.label == "keep"``. OME-XML in ImageDescription is cleaned: dates
 shifted or removed, free text (annotations, names, descriptions, experimenters) removed,
-acquisition keys on the allowlist kept. With ``macro="redact"`` a macro page
+acquisition keys on the allowlist kept. Regions (``--redact``, OCR) are blacked out on
+every level, SubIFD levels (tag 330, OME pyramids) included, each mapped by its size. With ``macro="redact"`` a macro page
 (ImageDescription "macro"/"overview", or an OME Image of that name) stays, its label end
 and OCR text blacked out tile by tile (openslide does not show it: a viewer that reads
 the page does).
@@ -21,7 +22,13 @@ from typing import TYPE_CHECKING
 from pixeldeid.errors import DeidError
 
 from .metadata_rules import clean_date_value, plan_tiff_tag_edits
-from .redact import macro_status, ocr_level0_regions, redact_macro_ifd, redact_regions
+from .redact import (
+    macro_redaction_rects,
+    macro_status,
+    ocr_level0_regions,
+    read_ifd_image,
+    redact_regions,
+)
 from .tiffclean import edit_in_place
 from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
 
@@ -46,8 +53,8 @@ BLOB_TAGS = (XMP, IPTC, PHOTOSHOP)
 def clean_standard_tags(ed: TiffEditor, shift_days: int | None) -> list[str]:
     """Blank identity tags (Artist, HostComputer, DocumentName...) and shift/blank dates."""
     edits, removed = plan_tiff_tag_edits(
-        ((d.index, {c: t.value for c, t in d.tags.items() if t.type == 2}) for d in ed.ifds),
-        shift_days)
+        ((d.index, {c: t.value for c, t in d.tags.items() if t.type == 2})
+         for d in [*ed.ifds, *ed.subifds]), shift_days)
     for ifd, code, new in edits:
         if ed.ifd(ifd).get(code) != new:
             ed.set_ascii(ifd, code, new)
@@ -60,12 +67,12 @@ def blank_private_blobs(ed: TiffEditor, codes=BLOB_TAGS) -> list[str]:
     EXIF and GPS sub-IFDs (camera serials, capture dates, positions) are not rewritten
     here: a file carrying one is refused (``DeidError``), never passed through."""
     removed: list[str] = []
-    for d in ed.ifds:
+    for d in [*ed.ifds, *ed.subifds]:
         for code, name in ((EXIF_IFD, "EXIF"), (GPS_IFD, "GPS")):
             if code in d.tags and any(d.tags[code].raw):
                 raise DeidError(f"IFD {d.index} has an {name} sub-IFD (not cleaned yet)",
                                 str(ed.path))
-    for d in ed.ifds:
+    for d in [*ed.ifds, *ed.subifds]:
         for code in codes:
             t = d.tags.get(code)
             if t is None or not t.raw.strip(b"\x00"):
@@ -201,15 +208,14 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     levels = pyramid_ifds(ed)
     if not levels or levels[0] != 0:
         raise DeidError("first page is not a tiled level", str(ed.path))
-    if (options.redact_regions or options.ocr) and any(SUB_IFDS in d.tags for d in ed.ifds):
-        # OME pyramids keep their reduced levels in SubIFDs, which are not redacted here
-        raise DeidError("SubIFD pyramid levels cannot be redacted yet", str(ed.path))
+    # OME pyramids keep their reduced levels in SubIFDs of the full-resolution page
+    sub_levels = [i for lv in levels for i in ed.subifds_of(lv) if ed.ifd(i).is_tiled]
     macros = macro_pages(ed) if options.macro == "redact" else []
     if macros and options.redact_regions:
         raise DeidError("regions cannot be mapped onto the macro image: use macro='remove'",
                         str(ed.path))
     # descriptions: OME-XML cleaned, a macro page's name kept, anything else removed
-    for d in list(ed.ifds):
+    for d in [*ed.ifds, *ed.subifds]:
         desc = d.description
         if not desc or not desc.strip():
             continue
@@ -230,18 +236,24 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     extra = [d.index for d in ed.ifds if d.index not in levels and d.index not in macros]
     regions = list(options.redact_regions)
     if options.ocr:
-        lowest = levels[-1]
+        lowest = min(levels + sub_levels, key=lambda i: ed.ifd(i).shape[0] * ed.ifd(i).shape[1])
         h, w = ed.ifd(lowest).shape
         if h * w <= 4096 * 4096:
             found = ocr_level0_regions(ed.path, lowest, ed.ifd(0).shape, options.ocr)
             regions += found
             rep.actions.append(f"OCR found {len(found)} text regions in page {lowest}")
     if regions:
-        st = redact_regions(ed, regions, levels)
+        st = redact_regions(ed, regions, levels + sub_levels)
         rep.redaction = {**st.as_dict(), "regions": [tuple(r) for r in regions]}
         rep.actions.append(f"redacted {st.total_tiles} tiles")
-    for i in macros:
-        st = redact_macro_ifd(ed, i, MACRO_LABEL_FRACTION, options)
+    for i in macros:  # the page and its SubIFD reductions
+        def image(i: int = i):
+            ed.flush()
+            return read_ifd_image(ed.path, i)
+
+        rects = macro_redaction_rects(ed.ifd(i).shape, MACRO_LABEL_FRACTION, options, image)
+        st = redact_regions(ed, [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in rects],
+                            [i, *ed.subifds_of(i)], level0_ifd=i)
         rep.actions.append(f"redacted the label end and text of macro page {i} "
                            f"({st.total_tiles} tiles/strips)")
     if macros:

@@ -14,7 +14,10 @@ Rules of the edits:
 - a value slot shared by several tags (NDPI writes one copy of tag 65449, Make, Model...
   and points every IFD at it) is changed for all of them at once, so no stale copy stays;
 - ``unlink_ifd`` drops an IFD from the chain and zeroes the IFD, its out-of-line values
-  and its strips/tiles, except byte ranges still referenced by the remaining IFDs;
+  and its strips/tiles (and those of its SubIFDs), except byte ranges still referenced by
+  the remaining IFDs;
+- SubIFDs (tag 330: OME-TIFF pyramid levels) are parsed too (``subifds``) and edited
+  through the same methods, addressed by ``SUB_BASE + k``;
 - ``replace_tile`` appends new tile bytes, patches TileOffsets/TileByteCounts (or the
   strip tags) and zeroes the old tile.
 
@@ -57,6 +60,7 @@ __all__ = [
     "Tag",
     "Ifd",
     "TiffEditor",
+    "SUB_BASE",
     "scan_raw",
     "value_forms",
 ]
@@ -87,7 +91,12 @@ TILE_LENGTH = 323
 TILE_OFFSETS = 324
 TILE_BYTE_COUNTS = 325
 JPEG_TABLES = 347
+SUB_IFDS = 330
 NDPI_FORMAT_FLAG = 65420
+#: index of the first SubIFD (``TiffEditor.subifds``): SubIFDs are addressed like chain IFDs,
+#: by ``SUB_BASE + k``, in every method taking an IFD index
+SUB_BASE = 1 << 20
+MAX_SUB_DEPTH = 4
 
 
 @dataclass
@@ -393,6 +402,42 @@ class TiffEditor:
         if not ifds:
             raise self._err("no IFD in file")
         self.ifds = ifds
+        self._parse_subifds(seen)
+
+    def _parse_subifds(self, seen: set[int]) -> None:
+        """Parse the SubIFD trees (tag 330) of the chain IFDs into ``self.subifds``
+        (indices from :data:`SUB_BASE`, parents before children) and ``self.sub_parent``
+        (SubIFD index -> the chain IFD it hangs from)."""
+        subs: list[Ifd] = []
+        parent: dict[int, int] = {}
+        mine: set[int] = set()  # writers both list SubIFDs in tag 330 and chain them
+        if not self.is_ndpi:
+            todo = [(d, d.index, 0) for d in self.ifds if SUB_IFDS in d.tags]
+            while todo:
+                d, top, depth = todo.pop(0)
+                if depth >= MAX_SUB_DEPTH:
+                    raise self._err(f"SubIFDs nested deeper than {MAX_SUB_DEPTH}")
+                for off in d.tags[SUB_IFDS].array().tolist():
+                    while off and off not in mine:
+                        if off in seen:
+                            raise self._err(f"SubIFD at {off} is also a chain IFD")
+                        if off < 8 or off >= self.size:
+                            raise self._err(f"SubIFD offset {off} outside the file")
+                        mine.add(off)
+                        sub = self._parse_ifd(SUB_BASE + len(subs), off)
+                        subs.append(sub)
+                        parent[sub.index] = top
+                        if SUB_IFDS in sub.tags:
+                            todo.append((sub, top, depth + 1))
+                        off = sub.next_offset
+                        if len(subs) > 100000:
+                            raise self._err("too many SubIFDs")
+        self.subifds = subs
+        self.sub_parent = parent
+
+    def subifds_of(self, index: int) -> list[int]:
+        """Indices of every SubIFD hanging (directly or not) from chain IFD ``index``."""
+        return [i for i, p in self.sub_parent.items() if p == index]
 
     def _parse_ifd(self, index: int, off: int) -> Ifd:
         bo = self.byteorder
@@ -450,6 +495,8 @@ class TiffEditor:
     # ----------------------------------------------------------------- queries
     def ifd(self, index: int) -> Ifd:
         try:
+            if index >= SUB_BASE:
+                return self.subifds[index - SUB_BASE]
             return self.ifds[index]
         except IndexError:
             raise IndexError(f"IFD {index} out of range ({len(self.ifds)} IFDs)") from None
@@ -500,6 +547,8 @@ class TiffEditor:
         ex = set(exclude_ifds)
         head = np.array([[0, 16 if self.kind != "classic" else 8]], dtype=np.int64)
         parts = [head] + [self._ifd_ranges(d) for d in self.ifds if d.index not in ex]
+        parts += [self._ifd_ranges(d) for d in self.subifds
+                  if d.index not in ex and self.sub_parent[d.index] not in ex]
         both = np.concatenate(parts)
         return merge_ranges(both[:, 0], both[:, 1])
 
@@ -612,7 +661,7 @@ class TiffEditor:
         if tag.inline:
             return []
         out = []
-        for d in self.ifds:
+        for d in [*self.ifds, *self.subifds]:
             for t in d.tags.values():
                 if not t.inline and t.value_offset == tag.value_offset and t.nbytes == tag.nbytes:
                     out.append((d, t))
@@ -711,14 +760,17 @@ class TiffEditor:
         remove = sorted(set(indices))
         if not remove:
             return 0
+        if remove[-1] >= SUB_BASE:
+            raise ValueError("a SubIFD cannot be unlinked on its own")
         ifds = [self.ifd(i) for i in range(len(self.ifds))]
         ranges: list[tuple[int, int]] = []
-        for i in remove:
-            d = self.ifd(i)
-            ranges.append((d.offset, d.size))
-            ranges += [(t.value_offset, t.nbytes) for t in d.tags.values() if not t.inline]
-            so, sc = self.segment_arrays(i)
-            ranges += list(zip(so.tolist(), sc.tolist(), strict=True))
+        for i in remove:  # the IFD and the SubIFDs hanging from it
+            for k in [i, *self.subifds_of(i)]:
+                d = self.ifd(k)
+                ranges.append((d.offset, d.size))
+                ranges += [(t.value_offset, t.nbytes) for t in d.tags.values() if not t.inline]
+                so, sc = self.segment_arrays(k)
+                ranges += list(zip(so.tolist(), sc.tolist(), strict=True))
         live = self.referenced_ranges(exclude_ifds=remove)
         gone = set(remove)
         for i in remove:  # the predecessor of each run of removed IFDs skips the whole run
