@@ -26,6 +26,7 @@ from pydicom.uid import UID
 from . import __version__
 from . import dates as _dates
 from .atomic import atomic_output
+from .dsvalues import peek, set_text
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError
@@ -147,7 +148,7 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
     meta = getattr(ds, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:
         raise InputError("no File Meta Information / Transfer Syntax UID", str(p))
-    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) or str(ds.get("SOPClassUID", ""))
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) or str(peek(ds, "SOPClassUID", ""))
     if sop_class == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise InputError("DICOMDIR (media directory) is not an instance; use --layout dicomdir "
                          "to write a new one", str(p))
@@ -155,7 +156,8 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
         raise InputError("missing SOP Class UID or SOP Instance UID", str(p))
     _check_complete(ds, p)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")) and (
-            ("Rows" in ds and "Columns" in ds) or "Image Storage" in UID(str(ds.SOPClassUID)).name):
+            ("Rows" in ds and "Columns" in ds)
+            or "Image Storage" in UID(str(peek(ds, "SOPClassUID"))).name):
         # A file cut at an element boundary reads without error: an image without its
         # pixels is the sign (PS3.3 Image Pixel Module, Type 1).
         raise InputError("image without Pixel Data (truncated?)", str(p))
@@ -165,16 +167,16 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
 def patient_key(ds: Dataset) -> str:
     """The original patient of ``ds`` as pseudonyms and date offsets know it: the Patient ID,
     or the name and birth date when there is no ID."""
-    pid = str(ds.get("PatientID", "") or "").strip()
+    pid = str(peek(ds, "PatientID", "") or "").strip()
     if pid:
         return pid
-    return "NAME:" + str(ds.get("PatientName", "") or "") + ":" + str(
-        ds.get("PatientBirthDate", "") or "")
+    return "NAME:" + str(peek(ds, "PatientName", "") or "") + ":" + str(
+        peek(ds, "PatientBirthDate", "") or "")
 
 
 def _birth_date_forms(ds: Dataset) -> list[str]:
     """Patient's Birth Date as written in free text: YYYYMMDD, MM/DD/YYYY, YYYY-MM-DD."""
-    bd = str(ds.get("PatientBirthDate", "") or "")
+    bd = str(peek(ds, "PatientBirthDate", "") or "")
     if len(bd) == 8 and bd.isdigit():
         return [bd, f"{bd[4:6]}/{bd[6:8]}/{bd[:4]}", f"{bd[:4]}-{bd[4:6]}-{bd[6:8]}"]
     return []
@@ -194,13 +196,15 @@ def _check_complete(ds: Dataset, path: Path) -> None:
         raw = ds._dict[pydicom.tag.Tag(0x7FE00010)]
         if not ts.is_compressed and getattr(raw, "length", 0xFFFFFFFF) != 0xFFFFFFFF:
             try:
-                rows, cols = int(ds.Rows), int(ds.Columns)
-                spp, bits = int(ds.get("SamplesPerPixel", 1)), int(ds.get("BitsAllocated", 16))
-                frames = int(ds.get("NumberOfFrames", 1) or 1)
+                rows, cols = int(peek(ds, "Rows")), int(peek(ds, "Columns"))
+                spp = int(peek(ds, "SamplesPerPixel", 1))
+                bits = int(peek(ds, "BitsAllocated", 16))
+                frames = int(peek(ds, "NumberOfFrames", 1) or 1)
             except (TypeError, ValueError) as exc:
                 raise InputError(f"invalid image attributes: {exc}", str(path)) from None
             expected = rows * cols * spp * frames * bits // 8
-            if spp == 3 and str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+            if spp == 3 and str(peek(ds, "PhotometricInterpretation", "")).strip() == \
+                    "YBR_FULL_422":
                 expected = expected // 3 * 2  # Cb, Cr at half the horizontal rate (PS3.3 C.7.6.3.1.2)
             value = raw.value if raw.value is not None else b""
             if len(value) < expected:
@@ -246,7 +250,7 @@ class Deidentifier:
         vals: list[str] = []
         for kw in IDENTITY_KEYWORDS:
             if kw in ds:
-                v = ds.data_element(kw).value
+                v = peek(ds, kw)
                 if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
                     vals.extend(str(x) for x in v)
                 elif isinstance(v, Sequence):
@@ -286,7 +290,7 @@ class Deidentifier:
         if cleans_text(opts):
             words = words_of(removed_text_values(ds, opts)) - {pseudonym}
             clean_tokens = sorted(set(tokens) | words, key=len, reverse=True)
-        sop_class = str(ds.SOPClassUID)
+        sop_class = str(peek(ds, "SOPClassUID"))
 
         age = self._age(ds)
         had_overlay = {t >> 16 for t in ds._dict if (t >> 16) & 0xFF01 == 0x6000 and t & 0xFFFF == 0x3000}
@@ -309,10 +313,10 @@ class Deidentifier:
             for kw in had_responsible:  # Type 2C for an animal: emptied, not removed
                 if kw not in ds:
                     setattr(ds, kw, "")
-        ds.PatientID = pseudonym
-        ds.PatientName = pseudonym
+        set_text(ds, "PatientID", pseudonym)
+        set_text(ds, "PatientName", pseudonym)
         if age is not None:
-            ds.PatientAge = age
+            set_text(ds, "PatientAge", age)
         self._record(ds)
         self._site(ds, pseudonym)
         ds.file_meta = self._file_meta(ds)
@@ -325,32 +329,32 @@ class Deidentifier:
     def _age(self, ds: Dataset) -> str | None:
         if "retain-patient-characteristics" not in self.options:
             return None
-        age = str(ds.get("PatientAge", "") or "").strip()
+        age = str(peek(ds, "PatientAge", "") or "").strip()
         if not age:
-            at = str(ds.get("StudyDate", "") or ds.get("SeriesDate", "") or "")
-            birth = str(ds.get("PatientBirthDate", "") or "")
+            at = str(peek(ds, "StudyDate", "") or peek(ds, "SeriesDate", "") or "")
+            birth = str(peek(ds, "PatientBirthDate", "") or "")
             age = _dates.age_string(birth, at) or ""
         return _dates.clip_age(age) if age else None
 
     def _record(self, ds: Dataset) -> None:
         opts = sorted(self.options)
-        ds.PatientIdentityRemoved = "YES"
+        set_text(ds, "PatientIdentityRemoved", "YES")
         methods = [f"pixeldeid {__version__}", f"DICOM PS3.15 {release()} Basic Profile"]
         methods += opts
-        old = ds.get("DeidentificationMethod")
+        old = peek(ds, "DeidentificationMethod")
         if old:
             prev = [str(v) for v in (old if not isinstance(old, str) else [old])]
             methods = prev + [m for m in methods if m not in prev]
-        ds.DeidentificationMethod = [m[:64] for m in methods]
+        set_text(ds, "DeidentificationMethod", [m[:64] for m in methods])
         self.add_method_code(ds, "basic")
         for o in opts:
             self.add_method_code(ds, o)
         if "retain-longitudinal-full-dates" in self.options:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+            set_text(ds, "LongitudinalTemporalInformationModified", "UNMODIFIED")
         elif "retain-longitudinal-modified-dates" in self.options:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+            set_text(ds, "LongitudinalTemporalInformationModified", "MODIFIED")
         else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
+            set_text(ds, "LongitudinalTemporalInformationModified", "REMOVED")
 
     @staticmethod
     def add_method_code(ds: Dataset, name: str) -> None:
@@ -392,8 +396,8 @@ class Deidentifier:
         ts = old.TransferSyntaxUID if old is not None and "TransferSyntaxUID" in old else None
         meta = FileMetaDataset()
         meta.FileMetaInformationVersion = b"\x00\x01"
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.MediaStorageSOPClassUID = str(peek(ds, "SOPClassUID"))
+        meta.MediaStorageSOPInstanceUID = str(peek(ds, "SOPInstanceUID"))
         meta.TransferSyntaxUID = ts or pydicom.uid.ExplicitVRLittleEndian
         meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
@@ -410,7 +414,7 @@ class Deidentifier:
         if self.config.strip_jpeg_metadata and ts in JPEG_TRANSFER_SYNTAXES and "PixelData" in ds:
             from .jpegmarkers import strip_encapsulated
 
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            frames = int(peek(ds, "NumberOfFrames", 1) or 1)
             try:
                 new, removed = strip_encapsulated(ds.PixelData, frames)
             except DeidError as exc:
@@ -438,8 +442,8 @@ class Deidentifier:
         data, removed = self.encode(ds, source)
         with atomic_output(path) as fh:
             fh.write(data)
-        return InstanceResult(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(ds.PatientID),
-                              str(ds.get("Modality", "")), removed)
+        return InstanceResult(str(peek(ds, "SOPInstanceUID")), str(peek(ds, "SOPClassUID")),
+                              str(peek(ds, "PatientID")), str(peek(ds, "Modality", "")), removed)
 
     def close(self) -> None:
         self.pseudonyms.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .api import DeidConfig, Deidentifier, read_dicom
 from .atomic import atomic_output, remove_stale_temporaries, write_exclusive
+from .dsvalues import peek
 from .errors import DeidError, InputError
 from .quarantine import QUARANTINE_DIRNAME, quarantine
 
@@ -351,8 +352,8 @@ def _output_rel(ds, layout: str) -> str:
 
         return str(hierarchy_path(ds))
     if layout == "dicomdir":
-        return f"{STATE_DIRNAME}/staging/{ds.SOPInstanceUID}.dcm"
-    return f"{ds.SOPInstanceUID}.dcm"
+        return f"{STATE_DIRNAME}/staging/{peek(ds, 'SOPInstanceUID')}.dcm"
+    return f"{peek(ds, 'SOPInstanceUID')}.dcm"
 
 
 def process_file(path: str) -> FileOutcome:
@@ -369,7 +370,7 @@ def process_file(path: str) -> FileOutcome:
             if head is not None:
                 deid.pseudonyms(head[0])
             raise
-        original = {"patient": str(ds.get("PatientID", "") or "")}
+        original = {"patient": str(peek(ds, "PatientID", "") or "")}
         details: dict = {}
         stage = _WORKER.get("pixels")
         pix = None
@@ -384,13 +385,13 @@ def process_file(path: str) -> FileOutcome:
         data, _removed = deid.encode(ds, source=path)
         rel = _output_rel(ds, _WORKER["layout"])
         status = write_exclusive(out / rel, data)
-        sop = str(ds.SOPInstanceUID)
+        sop = str(peek(ds, "SOPInstanceUID"))
         if status == "conflict":
             raise InputError("duplicate SOP Instance UID: another input already produced this "
                              "instance with different content", path)
         mapping: dict[str, dict[str, str]] = {}
         if _WORKER["want_map"]:
-            mapping = {"patient": {original["patient"]: str(ds.PatientID)},
+            mapping = {"patient": {original["patient"]: str(peek(ds, "PatientID"))},
                        "uid": deid.uids.drain()}
         return FileOutcome(path, status, rel, sop_instance_uid=sop, mapping=mapping,
                            details=details)

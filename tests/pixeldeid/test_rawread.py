@@ -121,3 +121,28 @@ def test_read_dicom_uses_it(tmp_path: Path, n: int) -> None:
     ds = read_dicom(ct)
     assert_same(ds, pydicom.dcmread(ct))
     assert ds.filename == str(ct)
+
+
+def test_peek_leaves_raw_and_set_text_matches_pydicom(tmp_path: Path) -> None:
+    from pixeldeid.dsvalues import peek, set_text
+    from pixeldeid.rawwrite import encode_dataset_body
+
+    [ct] = make_ct_series(tmp_path / "ct", 1, seed=6)
+    ds = fast_dcmread(ct)
+    ref = pydicom.dcmread(ct)
+    for kw in ("PatientID", "PatientName", "Rows", "SOPClassUID", "ImagePositionPatient",
+               "StudyDate", "SpecificCharacterSet"):
+        assert peek(ds, kw) == ref[kw].value, kw
+        if kw != "SpecificCharacterSet":  # pydicom decodes that one on reading
+            assert isinstance(ds._dict[ref[kw].tag], RawDataElement), kw  # still raw
+    assert peek(ds, "NumberOfFrames", 7) == 7
+    for kw, value in (("PatientName", "SUBJ_001"), ("PatientID", "X1"),
+                      ("DeidentificationMethod", ["pixeldeid", "odd length"]),
+                      ("PatientIdentityRemoved", "YES"), ("PatientAge", "")):
+        set_text(ds, kw, value)
+        setattr(ref, kw, value)
+        assert peek(ds, kw) == ref[kw].value
+    assert encode_dataset_body(ds, True, False) == encode_dataset_body(ref, True, False)
+    fresh = Dataset()  # not read from a file: pydicom's own setattr
+    set_text(fresh, "PatientName", "A^B")
+    assert fresh.PatientName == "A^B"
