@@ -518,7 +518,6 @@ def plan_private_tag_blanking(ifd_tags: Iterable[tuple[int, Mapping[int, tuple[i
 _ATTR_NAME = re.compile(rb"\s([A-Za-z_][\w.:-]*)\s*=")
 
 
-_NUMERIC_DELETE = b"0123456789.-+"
 
 
 def strip_uniform_block(data: bytes, tag: bytes, keep_attrs: Iterable[str],
@@ -526,16 +525,15 @@ def strip_uniform_block(data: bytes, tag: bytes, keep_attrs: Iterable[str],
     """Cut out the run of identical self-closing ``<tag .../>`` elements from ``data``.
 
     Large geometry packets (a Ventana EncodeInfo lists one ``TileJointInfo`` per pair of
-    neighbouring camera tiles, megabytes of them) are checked by whole-buffer counts
-    instead of attribute by attribute. The run must repeat the markup of its first
-    element (which must pass :func:`xml_needs_no_cleaning`: allowlisted attribute names,
-    no dates) with one whitespace separator, its first attribute's value one of
-    ``words`` and every other value a number: each markup segment between quotes (the
-    element boundary with its word included) occurs exactly once per element, the run
-    holds exactly the quotes of those segments, and every byte the segments do not cover
-    is a digit, ``.``, ``+`` or ``-``. So nothing but numbers, words and allowlisted
-    markup is taken in bulk. Returns ``data`` without the run (to be checked by the
-    general rules), or None when the run is not that uniform (the caller then checks
+    neighbouring camera tiles, megabytes of them) are checked in one pass instead of
+    attribute by attribute. The run must repeat the markup of its first element (which
+    must pass :func:`xml_needs_no_cleaning`: allowlisted attribute names, no dates) with
+    the whitespace separator that follows it, its first attribute's value one of
+    ``words`` and every other value a number (digits, ``.``, ``+``, ``-``): the whole run
+    must match that grammar exactly (a regular expression built from the first element,
+    possessive, so linear in the run's length). So nothing but numbers, words and
+    allowlisted markup is taken in bulk. Returns ``data`` without the run (to be checked by
+    the general rules), or None when the run is not that uniform (the caller then checks
     everything the slow way).
     """
     words = tuple(words)
@@ -556,39 +554,28 @@ def strip_uniform_block(data: bytes, tag: bytes, keep_attrs: Iterable[str],
             or unit[1] not in words or b"\x00" in first
             or not xml_needs_no_cleaning(first.decode("latin-1"), keep_attrs)):
         return None
-    count = data.count(opener, start, end)
     nxt = data.find(b"<", first_end)
-    sep = data[first_end:nxt] if count > 1 else b""
+    sep = data[first_end:nxt] if end > first_end and nxt >= 0 else b""
     if sep.strip():
         return None
-    tail = b'"' + unit[-1]
-    # the run, behind the separator a previous element would have left, without its tail
-    run = tail + sep + data[start:end]
-    if not run.endswith(tail):
-        return None
-    run = run[:len(run) - len(tail)]
-    boundary = tail + sep + unit[0] + b'"'
-    middle = [b'"' + m + b'"' for m in unit[2:-1:2]]
-    patterns = [boundary + w for w in words] + sorted(set(middle))
-    for p in patterns:  # no pattern inside another: occurrences are counted apart
-        if any(p != q and p in q for q in patterns):
-            return None
-    covered = digits_in_patterns = quotes = boundaries = 0
-    for p in patterns:
-        n = run.count(p)
-        if p in middle and n != middle.count(p) * count:
-            return None
-        if p not in middle:
-            boundaries += n  # one per element, whatever its word
-        covered += n * len(p)
-        quotes += 2 * n
-        digits_in_patterns += n * (len(p) - len(p.translate(None, _NUMERIC_DELETE)))
-    if boundaries != count or run.count(b'"') != quotes:
-        return None
-    numeric = len(run) - len(run.translate(None, _NUMERIC_DELETE)) - digits_in_patterns
-    if len(run) - covered != numeric:
+    if _uniform_run_pattern(tuple(unit), words, sep).fullmatch(data, start, end) is None:
         return None
     return data[:start] + data[end:]
+
+
+@functools.lru_cache(maxsize=32)
+def _uniform_run_pattern(unit: tuple[bytes, ...], words: tuple[bytes, ...], sep: bytes
+                         ) -> re.Pattern[bytes]:
+    """``ELEMENT (SEP ELEMENT)*`` for :func:`strip_uniform_block`: the markup segments of
+    ``unit`` literally, its first value one of ``words``, the others numbers."""
+    word = b"(?:" + b"|".join(re.escape(w) for w in words) + b")"
+    number = rb"[0-9.+\-]*+"
+    parts = [re.escape(unit[0]), b'"', word, b'"']
+    for k in range(2, len(unit) - 1, 2):
+        parts += [re.escape(unit[k]), b'"', number, b'"']
+    parts.append(re.escape(unit[-1]))
+    element = b"".join(parts)
+    return re.compile(element + b"(?:" + re.escape(sep) + element + b")*+")
 
 
 def xml_needs_no_cleaning(text: str, keep_attrs: Iterable[str]) -> bool:

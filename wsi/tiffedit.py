@@ -76,6 +76,8 @@ _TYPE_FMT: dict[int, str] = {
 }
 MAX_TAGS = 4096
 ALIGN = 8
+#: out-of-line values this large are cached between re-parses (see ``TiffEditor._big``)
+BIG_VALUE = 1 << 16
 
 # tag codes used here
 NEW_SUBFILE_TYPE = 254
@@ -263,6 +265,11 @@ class TiffEditor:
             self._fh = open(self.path, "rb" if mode == "r" else "r+b")
         except OSError as exc:
             raise InputError(f"cannot open: {exc.strerror or exc}", str(path)) from exc
+        #: out-of-line values of at least BIG_VALUE bytes as last read, by (offset, size):
+        #: a re-parse after an edit does not read a megabyte XMP again (every write drops
+        #: the entries it overlaps)
+        self._big: dict[tuple[int, int], bytes] = {}
+        self._crcs: dict[int, tuple[bytes, int]] = {}
         try:
             self._parse_header()
             self.ifds: list[Ifd] = []
@@ -285,6 +292,7 @@ class TiffEditor:
         """Undo every edit made through this editor (restores bytes, truncates appends)."""
         if self.mode != "r+" or self._journal is None:
             raise RuntimeError("rollback needs mode='r+' with journal=True")
+        self._big.clear()
         for off, old in reversed(self._journal):
             self._fh.seek(off)
             self._fh.write(old)
@@ -488,7 +496,12 @@ class TiffEditor:
             if voff + nbytes > fsize or voff < 8:
                 raise self._err(
                     f"IFD {index} tag {code}: value of {nbytes} bytes at {voff} outside the file")
-            raw = self.read(voff, nbytes)
+            if nbytes >= BIG_VALUE:
+                raw = self._big.get((voff, nbytes))
+                if raw is None:
+                    raw = self._big[voff, nbytes] = self.read(voff, nbytes)
+            else:
+                raw = self.read(voff, nbytes)
             tags[code] = Tag(code, typ, count, e, voff, False, raw, bo)
         return Ifd(index, off, tags, next_off, next_field, size)
 
@@ -558,7 +571,7 @@ class TiffEditor:
         miss)."""
         vs = [t for t in d.tags.values() if not t.inline]
         key = (d.offset, d.size, tuple(
-            (t.code, t.type, t.count, t.value_offset, t.ndpi_high, zlib.crc32(t.raw))
+            (t.code, t.type, t.count, t.value_offset, t.ndpi_high, self._crc(t.raw))
             for t in d.tags.values()))
         cache = self.__dict__.setdefault("_range_cache", {})
         hit = cache.get(key)
@@ -574,6 +587,20 @@ class TiffEditor:
         cache[key] = out
         return out
 
+    def _crc(self, raw: bytes) -> int:
+        """CRC-32 of a value, remembered for large values (same bytes object, same CRC)."""
+        if len(raw) < BIG_VALUE:
+            return zlib.crc32(raw)
+        hit = self._crcs.get(id(raw))
+        if hit is None or hit[0] is not raw:
+            hit = self._crcs[id(raw)] = (raw, zlib.crc32(raw))
+        return hit[1]
+
+    def _written(self, offset: int, n: int) -> None:
+        """Forget the cached large values that bytes ``[offset, offset + n)`` overlap."""
+        for key in [k for k in self._big if k[0] < offset + n and offset < k[0] + k[1]]:
+            del self._big[key]
+
     # ----------------------------------------------------------------- raw edits
     def _check_writable(self) -> None:
         if self.mode != "r+":
@@ -586,6 +613,7 @@ class TiffEditor:
             raise ValueError(f"write of {len(data)} bytes at {offset} outside the file")
         if self._journal is not None and offset < self._orig_size:
             self._journal.append((offset, self.read(offset, min(len(data), self._orig_size - offset))))
+        self._written(offset, len(data))
         self._fh.seek(offset)
         self._fh.write(data)
 
@@ -598,6 +626,7 @@ class TiffEditor:
             raise ValueError(f"zeroing {n} bytes at {offset} outside the file")
         if self._journal is not None and offset < self._orig_size:
             self._journal.append((offset, self.read(offset, min(n, self._orig_size - offset))))
+        self._written(offset, n)
         chunk = 1 << 20
         self._fh.seek(offset)
         left = n
@@ -635,6 +664,7 @@ class TiffEditor:
         end = self.size
         pad = (-end) % align
         self._fh.seek(end)
+        self._written(end, pad + len(data))
         if pad:
             self._fh.write(b"\x00" * pad)
         off = end + pad

@@ -328,3 +328,30 @@ def test_merge_ranges_matches_bytewise_union():
         got[a:b] = True
     assert np.array_equal(want, got)
     assert np.all(merged[1:, 0] > merged[:-1, 1])  # disjoint, sorted, gaps between
+
+
+def test_large_values_reread_after_every_kind_of_write(tmp_path):
+    """A cached megabyte-sized value is never served stale: in-place shrink, a direct
+    write into it, zeroing, and rollback all show the file's bytes on the next parse."""
+    from wsi.tiffedit import BIG_VALUE
+
+    p = tmp_path / "big.tif"
+    blob = bytes(range(256)) * (BIG_VALUE // 128)
+    tifffile.imwrite(p, np.zeros((16, 16), np.uint8), metadata=None,
+                     extratags=[(65000, 7, len(blob), blob, True)])
+    with TiffEditor(p, "r+") as ed:
+        tag = ed.ifds[0].tags[65000]
+        assert tag.raw == blob
+        off = tag.value_offset
+        ed.set_tag_bytes(0, 65000, blob[: len(blob) // 2], type_=7)
+        assert ed.ifds[0].tags[65000].raw == blob[: len(blob) // 2]
+        ed.write_at(off + 10, b"JANEDOE")
+        ed.refresh()
+        assert ed.ifds[0].tags[65000].raw[10:17] == b"JANEDOE"
+        ed.zero_range(off, 4)
+        ed.refresh()
+        assert ed.ifds[0].tags[65000].raw[:4] == b"\x00" * 4
+        ed.rollback()
+        assert ed.ifds[0].tags[65000].raw == blob
+    with TiffEditor(p) as ed:
+        assert ed.ifds[0].tags[65000].raw == blob

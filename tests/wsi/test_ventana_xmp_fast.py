@@ -38,6 +38,8 @@ def test_planted_identity_in_the_run_is_refused():
         data[:k] + b'OverlapY="0" Confidence="TIGER"/>' + data[k + len(joint):],  # word letters
         data[:k] + b'OverlapY="0" Confidence="1" 2"/>' + data[k + len(joint):],
         data.replace(b'Direction="UP"', b'Direction="UPDOE"', 1),
+        data.replace(b'Direction="UP"', b'Direction="UP2"', 1),  # a word with digits
+        data.replace(b'Tile2="', b'Tile2="-1e', 1),  # "e": not a number character
         data[:k] + joint + b'<TileJointInfo Direction="UP" Tile1="1" Tile2="2"/>'
         + data[k + len(joint):],
     ]
