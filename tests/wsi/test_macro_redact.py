@@ -159,3 +159,27 @@ def test_dicom_overview(tmp_path, jpeg):
     assert ov.SpecimenLabelInImage == "NO"
     assert ov.file_meta.TransferSyntaxUID == (pydicom.uid.JPEGBaseline8Bit if jpeg
                                               else pydicom.uid.ExplicitVRLittleEndian)
+
+
+@pytest.mark.slow
+def test_ocr_text_on_a_kept_philips_xml_macro(tmp_path):
+    """``macro="keep"`` with OCR: the text found on the base64 macro is blacked out (the
+    label end itself is not, as nothing asked for it)."""
+    from wsi.redact import find_text_boxes, ocr_is_available
+    from wsi.synth.philips import make_philips
+
+    if not ocr_is_available("rapidocr"):
+        pytest.skip("rapidocr-onnxruntime not installed (pixeldeid[ocr])")
+    src = tmp_path / "p.tiff"
+    make_philips(src, width=512, height=384, levels=2, macro_ifd=False)
+    before = macro_of(src)
+    boxes = find_text_boxes(before)
+    assert boxes
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="M-3", macro="keep", ocr="rapidocr")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert r.report.macro == "redacted"
+    after = macro_of(r.output)
+    assert find_text_boxes(after) == []
+    for x0, y0, x1, y1 in boxes:
+        assert after[y0 + 2:y1 - 2, x0 + 2:x1 - 2].max() <= 12
+    assert after[:, 150:].mean() > 100  # the tissue beyond the text is still there
