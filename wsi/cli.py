@@ -106,7 +106,7 @@ def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int]:
     from . import dicomwsi
 
     opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),
-                        pseudonym=args.pseudonym, date_offset=args.shift_days,
+                        pseudonym=args.pseudonym, date_offset=args.shift_days, ocr=args.ocr,
                         extra_values=tuple(args.value))
     key = load_or_create_key(args.key_file, Path(args.out))
     deid = dicomwsi.make_deidentifier(key, opts, keyed_dates=args.dates == "shift")
