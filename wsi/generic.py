@@ -154,17 +154,16 @@ def clean_ome_xml(text: str, shift_days: int | None, pseudonym: str | None) -> t
 
 
 def pyramid_ifds(ed: TiffEditor) -> list[int]:
-    """Indices of the IFDs openslide's generic-tiff driver uses: tiled, and each smaller
-    than the previous (tiled pages that are not reductions are not levels)."""
+    """Indices of the IFDs openslide's generic-tiff driver uses as levels: the first page
+    when tiled, and every other tiled page marked reduced-resolution (NewSubfileType bit
+    1). Any other page (a tiled macro or label series of an OME-TIFF) is not a level:
+    openslide does not show it, so it is removed or, as a macro, redacted."""
     out: list[int] = []
-    last = None
     for d in ed.ifds:
         if not d.is_tiled:
             continue
-        h, w = d.shape
-        if last is None or (w <= last[1] and h <= last[0]):
+        if d.index == 0 or int(d.first(NEW_SUBFILE_TYPE, 0) or 0) & 1:
             out.append(d.index)
-            last = (h, w)
     return out
 
 

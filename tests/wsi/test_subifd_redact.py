@@ -93,3 +93,36 @@ def test_removed_page_takes_its_subifds_with_it(tmp_path):
     with TiffEditor(r.output) as ed:
         assert len(ed.ifds) == 1 and len(ed.subifds) == 1  # level 0's reduction stays
     assert not any(len(t) > 64 and t in data for t in tiles)  # the label's reduction is zeroed
+
+
+@pytest.mark.parametrize("macro", ["remove", "redact"])
+def test_tiled_ome_macro_series_is_not_a_level(tmp_path, macro):
+    """A tiled page without the reduced-resolution bit is no openslide level: a tiled OME
+    macro series is removed (its tiles zeroed) or kept with its label end blacked out."""
+    from wsi.generic import MACRO_LABEL_FRACTION
+
+    src = tmp_path / "mac.ome.tif"
+    img = tissue(512, 768)
+    mac = tissue(256, 512, seed=2)
+    mac[:, :120] = text_image(256, 120, [PATIENT[:6], ACCESSION])
+    with tifffile.TiffWriter(src, ome=True) as tw:
+        opts = dict(tile=(TILE, TILE), compression="zlib", photometric="rgb")
+        tw.write(img, subifds=1, metadata={"Name": "slide"}, **opts)
+        tw.write(np.ascontiguousarray(img[::2, ::2]), subfiletype=1, **opts)
+        tw.write(mac, metadata={"Name": "macro"}, **opts)
+    assert openslide.OpenSlide(str(src)).level_count == 1  # openslide ignores page 1
+    with TiffEditor(src) as ed:
+        tiles = [ed.read_segment(1, k) for k in range(len(ed.segments(1)))]
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="OME-3", macro=macro)
+    assert r.status == "clean", (r.reason, r.problems)
+    data = open(r.output, "rb").read()
+    with tifffile.TiffFile(r.output) as tf:
+        if macro == "remove":
+            assert len(tf.pages) == 1 and r.report.macro == "removed"
+            assert not any(t in data for t in tiles)
+        else:
+            assert len(tf.pages) == 2 and r.report.macro == "redacted"
+            after = tf.pages[1].asarray()
+            end = int(round(mac.shape[1] * MACRO_LABEL_FRACTION))
+            assert after[:, :end].max() == 0  # deflate: exact
+            np.testing.assert_array_equal(after[:, end:], mac[:, end:])
