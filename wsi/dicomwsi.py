@@ -352,7 +352,7 @@ def _verify(src: Path, out: Path, options: SlideOptions) -> list[str]:
         import openslide
     except ImportError:  # pragma: no cover
         return ["openslide not installed: cannot verify (pip install 'pixeldeid[slides]')"]
-    from .verify import compare_outside_regions
+    from .verify import check_macro_label_end, compare_outside_regions
 
     problems: list[str] = []
     try:
@@ -379,6 +379,8 @@ def _verify(src: Path, out: Path, options: SlideOptions) -> list[str]:
                 problems.append("label image was not replaced")
             if options.macro == "remove" and "macro" in assoc:
                 problems.append("macro (overview) image still present")
+            if options.macro == "redact" and "macro" in assoc:
+                problems += check_macro_label_end(b)
             problems += compare_outside_regions(a, b, ())
         finally:
             b.close()

@@ -16,12 +16,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["verify_slide", "compare_outside_regions", "MIN_SCAN_LEN"]
+__all__ = ["verify_slide", "compare_outside_regions", "check_macro_label_end", "MIN_SCAN_LEN"]
 
 #: values shorter than this are not scanned for (too many chance hits in image data)
 MIN_SCAN_LEN = 4
 #: pixels around a redacted rectangle that may change (whole JPEG MCUs, chroma upsampling)
 EDGE = 17
+#: left part of a redacted macro that must read black (the smallest label fraction of the
+#: vendor modules is 0.27, NDPI)
+MACRO_CHECK_FRACTION = 0.25
 
 
 def scan_values(report_values: list[str], extra: tuple[str, ...] = ()) -> list[str]:
@@ -87,9 +90,23 @@ def _compare(a, b, vendor: str, options: SlideOptions, regions) -> list[str]:
         problems.append("label image still present")
     if options.macro == "remove" and "macro" in assoc:
         problems.append("macro image still present")
+    if options.macro == "redact" and "macro" in assoc:
+        problems += check_macro_label_end(b)
     problems += compare_outside_regions(a, b, regions)
     problems += check_regions_black(b, regions)
     return problems
+
+
+def check_macro_label_end(b, *, fraction: float = MACRO_CHECK_FRACTION, limit: int = 12
+                          ) -> list[str]:
+    """A redacted macro must read (near) black over its label end: the left ``fraction`` of
+    its width (every vendor blacks out at least that much), less a few pixels of codec
+    blocks blending with the rest."""
+    m = np.asarray(b.associated_images["macro"].convert("RGB"))
+    end = int(m.shape[1] * fraction) - 8
+    if end > 0 and m[:, :end].max() > limit:
+        return ["macro label end not blacked out"]
+    return []
 
 
 def check_regions_black(b, regions, *, limit: int = 12) -> list[str]:

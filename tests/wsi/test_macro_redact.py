@@ -183,3 +183,18 @@ def test_ocr_text_on_a_kept_philips_xml_macro(tmp_path):
     for x0, y0, x1, y1 in boxes:
         assert after[y0 + 2:y1 - 2, x0 + 2:x1 - 2].max() <= 12
     assert after[:, 150:].mean() > 100  # the tissue beyond the text is still there
+
+
+def test_macro_left_unredacted_is_caught_by_verification(tmp_path, monkeypatch):
+    """Fail closed: a vendor module that kept the macro without blacking out its label end
+    (here: a label fraction of zero) gets the slide quarantined by the verification."""
+    import wsi.ventana
+    from wsi.synth.ventana import make_ventana
+
+    monkeypatch.setattr(wsi.ventana, "MACRO_LABEL_FRACTION", 0.0)
+    src = tmp_path / "v.bif"
+    make_ventana(src, width=512, height=384, levels=2)
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="M-4", macro="redact")
+    assert r.status == "quarantined"
+    assert "macro label end not blacked out" in r.reason
+    assert not list((tmp_path / "out").glob("*.bif"))
