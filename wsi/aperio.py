@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pixeldeid.errors import DeidError
 
-from .generic import blank_private_blobs, clean_standard_tags
+from .generic import blank_private_blobs, blank_unknown_text_tags, clean_standard_tags
 from .metadata_rules import classify_key, clean_date_value
 from .redact import (
     macro_status,
@@ -129,6 +129,7 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     rep.actions.append("ImageDescription cleaned")
     rep.removed_values += clean_standard_tags(ed, options.date_offset)
     rep.removed_values += blank_private_blobs(ed)
+    rep.removed_values += blank_unknown_text_tags(ed)
     # 2. region redaction on levels and thumbnail (same field of view as level 0)
     labels = [i for i, k in kinds.items() if k == "label"]
     macros = [i for i, k in kinds.items() if k == "macro"]

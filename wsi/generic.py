@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = ["deidentify", "clean_standard_tags", "clean_ome_xml", "XMP", "blank_private_blobs",
+           "blank_unknown_text_tags",
            "macro_pages", "MACRO_LABEL_FRACTION"]
 
 XMP = 700
@@ -89,6 +90,22 @@ ASSOCIATED_NAMES = frozenset({"macro", "overview", "label", "thumbnail"})
 MACRO_NAMES = frozenset({"macro", "overview"})
 #: fraction of the macro width covered by the slide label (left end)
 MACRO_LABEL_FRACTION = 0.3
+
+def blank_unknown_text_tags(ed: TiffEditor, handled=(IMAGE_DESCRIPTION, *BLOB_TAGS)
+                            ) -> list[str]:
+    """Zero the ASCII/BYTE/UNDEFINED values of tags that are neither image structure, nor
+    the identity/date tags :func:`clean_standard_tags` cleans, nor ``handled`` (private
+    scanner tags: a ``65001`` holding an accession number), in every IFD and SubIFD;
+    return printable runs of the old values to scan for."""
+    from .metadata_rules import plan_private_tag_blanking
+
+    blanks, removed = plan_private_tag_blanking(
+        ((d.index, {c: (t.type, t.raw) for c, t in d.tags.items()})
+         for d in [*ed.ifds, *ed.subifds]), handled=tuple(handled))
+    for index, code in blanks:
+        ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)
+    return removed
+
 
 _OME_KEEP_ATTRS = {
     "ID", "SizeX", "SizeY", "SizeZ", "SizeC", "SizeT", "Type", "DimensionOrder",
@@ -232,6 +249,7 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
         rep.actions.append(f"ImageDescription of page {d.index} cleaned")
     rep.removed_values += clean_standard_tags(ed, options.date_offset)
     rep.removed_values += blank_private_blobs(ed)
+    rep.removed_values += blank_unknown_text_tags(ed)
     extra = [d.index for d in ed.ifds if d.index not in levels and d.index not in macros]
     regions = list(options.redact_regions)
     if options.ocr:

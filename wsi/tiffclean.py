@@ -48,7 +48,7 @@ def edit_in_place(path: str | Path, run: Callable[[TiffEditor, VendorReport], st
 
 def clean_tiff_tags(ed: TiffEditor, shift_days: int | None, report: VendorReport,
                     handled: Iterable[int] = (IMAGE_DESCRIPTION,)) -> list[str]:
-    """Clean the text tags and blank the private tags of every IFD of ``ed``.
+    """Clean the text tags and blank the private tags of every IFD (and SubIFD) of ``ed``.
 
     Parameters
     ----------
@@ -66,13 +66,14 @@ def clean_tiff_tags(ed: TiffEditor, shift_days: int | None, report: VendorReport
     list of str
         The old values, to scan the output for.
     """
+    ifds = [*ed.ifds, *ed.subifds]  # SubIFDs (tag 330) carry tags too
     edits, removed = mr.plan_tiff_tag_edits(
         ((d.index, {c: t.value for c, t in d.tags.items() if c in mr.TEXT_TAG_CODES})
-         for d in ed.ifds), shift_days)
+         for d in ifds), shift_days)
     for index, code, new in edits:
         ed.set_ascii(index, code, new)
     blanks, blobs = mr.plan_private_tag_blanking(
-        ((d.index, {c: (t.type, t.raw) for c, t in d.tags.items()}) for d in ed.ifds),
+        ((d.index, {c: (t.type, t.raw) for c, t in d.tags.items()}) for d in ifds),
         handled=tuple(handled))
     for index, code in blanks:
         ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)

@@ -10,7 +10,7 @@ import pytest
 
 from wsi.aperio import classify_ifds, clean_description
 from wsi.api import deidentify_slide
-from wsi.synth import ACCESSION, PATIENT
+from wsi.synth import ACCESSION, OPERATOR, PATIENT
 from wsi.synth.aperio import make_aperio
 from wsi.tiffedit import TiffEditor, scan_raw
 
@@ -259,3 +259,13 @@ def test_ocr_finds_sticker_on_tissue_and_macro_text(tmp_path):
     assert find_text_boxes(np.asarray(b.associated_images["thumbnail"].convert("RGB"))) == []
     assert find_text_boxes(np.asarray(b.associated_images["macro"].convert("RGB"))) == []
     assert r.report.macro == "redacted"
+
+
+def test_private_ascii_tag_is_blanked(tmp_path):
+    s = make_aperio(tmp_path / "p.svs", width=960, height=720, levels=2, private_tag=True)
+    assert scan_raw(s.path, [f"{OPERATOR} {ACCESSION}"])
+    r = deidentify_slide(s.path, tmp_path / "out", pseudonym="P1")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert scan_raw(r.output, [OPERATOR, ACCESSION]) == []
+    with TiffEditor(r.output) as ed:
+        assert ed.ifds[1].get(65001) in ("", None)

@@ -126,3 +126,24 @@ def test_tiled_ome_macro_series_is_not_a_level(tmp_path, macro):
             end = int(round(mac.shape[1] * MACRO_LABEL_FRACTION))
             assert after[:, :end].max() == 0  # deflate: exact
             np.testing.assert_array_equal(after[:, end:], mac[:, end:])
+
+
+def test_text_tags_of_subifds_are_cleaned(tmp_path):
+    """Artist and private ASCII tags, in the chain and in SubIFDs, are blanked."""
+    from wsi.tiffedit import scan_raw
+
+    src = tmp_path / "tags.ome.tif"
+    img = tissue(512, 512)
+    with tifffile.TiffWriter(src, ome=True) as tw:
+        opts = dict(tile=(TILE, TILE), compression="zlib", photometric="rgb")
+        tw.write(img, subifds=1, metadata={"Name": "slide"},
+                 extratags=[(65002, "s", 0, f"MRN {PATIENT}", True)], **opts)
+        tw.write(np.ascontiguousarray(img[::2, ::2]), subfiletype=1,
+                 extratags=[(315, "s", 0, PATIENT, True), (65001, "s", 0, ACCESSION, True)],
+                 **opts)
+    assert scan_raw(src, [PATIENT, ACCESSION])
+    r = deidentify_slide(src, tmp_path / "out", pseudonym="OME-4")
+    assert r.status == "clean", (r.reason, r.problems)
+    assert scan_raw(r.output, [PATIENT, ACCESSION]) == []
+    with TiffEditor(r.output) as ed:
+        assert len(ed.subifds) == 1 and ed.subifds[0].get(315) in (None, "")

@@ -47,12 +47,15 @@ def _desc(w: int, h: int, tile: int, extra: str, date: str, time: str, gt450: bo
 def make_aperio(path: str | os.PathLike, *, width: int = 2000, height: int = 1500,
                 tile: int = 240, levels: int = 3, gt450: bool = False, seed: int = 0,
                 label: bool = True, macro: bool = True, thumbnail: bool = True,
-                bigtiff: bool = False, sticker: bool = False, j2k: bool | str = False) -> Synth:
+                bigtiff: bool = False, sticker: bool = False, j2k: bool | str = False,
+                private_tag: bool = False) -> Synth:
     """Write a synthetic Aperio slide and return what was planted in it.
 
     With ``j2k`` the pyramid tiles are JPEG 2000 codestreams (Aperio compression 33005,
     RGB, lossy like a scanner's "J2K" setting) instead of JPEG with shared tables;
     ``j2k="ycbcr"`` stores YCbCr components (33003; openslide converts them to RGB).
+    ``private_tag`` writes the operator and accession into a private ASCII tag (65001) of
+    the thumbnail, a place no Aperio rule knows about.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,9 @@ def make_aperio(path: str | os.PathLike, *, width: int = 2000, height: int = 150
             tw.write(th, compression="jpeg", photometric="rgb", rowsperstrip=16,
                      description=f"{head} \n{width}x{height} -> {th.shape[1]}x{th.shape[0]} - "
                                  f"|Filename = {ACCESSION}|Date = {date}|User = {OPERATOR}",
-                     metadata=None)
+                     metadata=None,
+                     extratags=[(65001, "s", 0, f"{OPERATOR} {ACCESSION}", True)]
+                     if private_tag else [])
         lv = img
         for _k in range(1, levels):
             lv = lv[::4, ::4]
