@@ -26,7 +26,7 @@ from pydicom.uid import UID
 from . import __version__
 from . import dates as _dates
 from .atomic import atomic_output
-from .dsvalues import peek, set_text
+from .dsvalues import new_item, new_sequence, peek, set_meta, set_text
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError
@@ -360,16 +360,15 @@ class Deidentifier:
     def add_method_code(ds: Dataset, name: str) -> None:
         """Add the CID 7050 code of ``name`` to De-identification Method Code Sequence."""
         value, meaning = DEID_METHOD_CODES[name]
-        seq = ds.get("DeidentificationMethodCodeSequence")
+        seq = peek(ds, "DeidentificationMethodCodeSequence")
         if seq is None:
-            ds.DeidentificationMethodCodeSequence = Sequence()
-            seq = ds.DeidentificationMethodCodeSequence
+            seq = new_sequence(ds, "DeidentificationMethodCodeSequence")
         if any(str(it.get("CodeValue", "")) == value for it in seq):
             return
-        item = Dataset()
-        item.CodeValue = value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
+        item = new_item(ds)
+        set_text(item, "CodeValue", value)
+        set_text(item, "CodingSchemeDesignator", "DCM")
+        set_text(item, "CodeMeaning", meaning)
         seq.append(item)
 
     def _site(self, ds: Dataset, pseudonym: str) -> None:
@@ -393,14 +392,16 @@ class Deidentifier:
 
     def _file_meta(self, ds: Dataset) -> FileMetaDataset:
         old = getattr(ds, "file_meta", None)
-        ts = old.TransferSyntaxUID if old is not None and "TransferSyntaxUID" in old else None
+        ts = str(peek(old, "TransferSyntaxUID", "")) if old is not None else ""
         meta = FileMetaDataset()
-        meta.FileMetaInformationVersion = b"\x00\x01"
-        meta.MediaStorageSOPClassUID = str(peek(ds, "SOPClassUID"))
-        meta.MediaStorageSOPInstanceUID = str(peek(ds, "SOPInstanceUID"))
-        meta.TransferSyntaxUID = ts or pydicom.uid.ExplicitVRLittleEndian
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        for keyword, value in (
+                ("FileMetaInformationVersion", b"\x00\x01"),
+                ("MediaStorageSOPClassUID", str(peek(ds, "SOPClassUID"))),
+                ("MediaStorageSOPInstanceUID", str(peek(ds, "SOPInstanceUID"))),
+                ("TransferSyntaxUID", ts or pydicom.uid.ExplicitVRLittleEndian),
+                ("ImplementationClassUID", IMPLEMENTATION_CLASS_UID),
+                ("ImplementationVersionName", IMPLEMENTATION_VERSION_NAME)):
+            set_meta(meta, keyword, value)
         return meta
 
     # -- encoding --------------------------------------------------------------------
@@ -410,7 +411,7 @@ class Deidentifier:
         Returns the file bytes and the names of removed JPEG segments.
         """
         removed: list[str] = []
-        ts = str(ds.file_meta.TransferSyntaxUID)
+        ts = str(peek(ds.file_meta, "TransferSyntaxUID"))
         if self.config.strip_jpeg_metadata and ts in JPEG_TRANSFER_SYNTAXES and "PixelData" in ds:
             from .jpegmarkers import strip_encapsulated
 

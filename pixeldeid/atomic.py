@@ -56,6 +56,64 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     return n
 
 
+class FileParts:
+    """File contents given as bytes and slices of other files (:class:`pixeldeid.rawds.FileSlice`).
+
+    Written with ``os.copy_file_range`` for the slices: their bytes are copied by the
+    kernel, never read into Python. Each slice's source is checked to be the file that was
+    parsed (same size and modification time) before it is copied.
+    """
+
+    def __init__(self, chunks: list) -> None:
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(c if isinstance(c, bytes) else c.read() for c in self.chunks)
+
+    def write_to(self, fh: BinaryIO) -> None:
+        """Write everything to the open binary file ``fh``."""
+        for chunk in self.chunks:
+            if isinstance(chunk, bytes):
+                fh.write(chunk)
+                continue
+            fh.flush()
+            with open(chunk.path, "rb") as src:
+                chunk.check(src.fileno())
+                _copy_range(src.fileno(), fh.fileno(), chunk.offset, chunk.length)
+            fh.seek(0, os.SEEK_END)
+
+
+def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+    """Copy ``length`` bytes at ``offset`` of ``src`` to the end of ``dst``."""
+    os.lseek(dst, 0, os.SEEK_END)
+    done = 0
+    use_cfr = hasattr(os, "copy_file_range")
+    while done < length:
+        n = 0
+        if use_cfr:
+            try:
+                n = os.copy_file_range(src, dst, length - done, offset + done)
+            except OSError:  # other file systems, old kernels: plain reads and writes
+                use_cfr = False
+                continue
+        else:
+            block = os.pread(src, min(length - done, 1 << 20), offset + done)
+            n = os.write(dst, block) if block else 0
+        if n <= 0:
+            raise OSError(f"source ended {length - done} bytes early")
+        done += n
+
+
+def _write(fh: BinaryIO, data) -> None:
+    if isinstance(data, FileParts):
+        data.write_to(fh)
+    else:
+        fh.write(data)
+
+
 def write_exclusive(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> str:
     """Write ``data`` to ``path`` atomically unless another file already took the name.
 
@@ -70,7 +128,7 @@ def write_exclusive(path: str | os.PathLike, data: bytes, *, durable: bool = Fal
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            _write(fh, data)
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -79,13 +137,13 @@ def write_exclusive(path: str | os.PathLike, data: bytes, *, durable: bool = Fal
             return "written"
         except FileExistsError:
             try:
-                same = path.stat().st_size == len(data) and path.read_bytes() == data
+                same = path.stat().st_size == len(data) and path.read_bytes() == bytes(data)
             except OSError:
                 same = False
             return "identical" if same else "conflict"
         except OSError:  # file systems without hard links: fall back to a plain rename
             if path.exists():
-                same = path.read_bytes() == data
+                same = path.read_bytes() == bytes(data)
                 return "identical" if same else "conflict"
             os.replace(tmp, path)
             return "written"

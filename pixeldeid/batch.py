@@ -342,8 +342,9 @@ def _init_worker(config: DeidConfig, out_dir: str, layout: str, want_map: bool) 
         from .burnedin.stage import BurnedInStage
 
         pixels = BurnedInStage(config.pixels)
-    _WORKER.update(deid=Deidentifier(config), out=Path(out_dir), layout=layout, want_map=want_map,
-                   pixels=pixels)
+    deid = Deidentifier(config)
+    _WORKER.update(deid=deid, out=Path(out_dir), layout=layout, want_map=want_map,
+                   pixels=pixels, fast=_fast_path_allowed(config, deid, pixels))
 
 
 def _output_rel(ds, layout: str) -> str:
@@ -356,13 +357,36 @@ def _output_rel(ds, layout: str) -> str:
     return f"{peek(ds, 'SOPInstanceUID')}.dcm"
 
 
+def _fast_path_allowed(config: DeidConfig, deid: Deidentifier, pixels) -> bool:
+    """Whether files may go through the raw fast path (:mod:`pixeldeid.rawds`) first: header
+    work only (no pixel stage) and no site values to write."""
+    s = config.site
+    return pixels is None and not any(
+        (s.site_name, s.sponsor, s.protocol_id, s.protocol_name, s.site_id, s.time_point_id,
+         s.time_point_description))
+
+
 def process_file(path: str) -> FileOutcome:
     """De-identify one file into the output folder (runs in a worker)."""
+    if _WORKER.get("fast"):
+        from .rawds import Decline, read_raw
+
+        try:
+            return _deidentify_file(read_raw(path), path)
+        except Decline as exc:  # the ordinary path takes it (and reports any problem)
+            logger.debug("fast path declined %s: %s", path, exc)
+    return _deidentify_file(None, path)
+
+
+def _deidentify_file(ds, path: str) -> FileOutcome:
+    """De-identify ``ds`` (read from ``path`` here when None) into the output folder."""
     deid: Deidentifier = _WORKER["deid"]
     out: Path = _WORKER["out"]
+    fast = ds is not None
     try:
         try:
-            ds = read_dicom(path)
+            if ds is None:
+                ds = read_dicom(path)
         except InputError:
             # the -j N pre-pass numbers every patient with a readable header; do the same
             # here so -j 1 numbers patients alike when such a file is damaged further on
@@ -395,13 +419,28 @@ def process_file(path: str) -> FileOutcome:
                        "uid": deid.uids.drain()}
         return FileOutcome(path, status, rel, sop_instance_uid=sop, mapping=mapping,
                            details=details)
-    except DeidError as exc:
+    except Exception as exc:
+        if not fast:
+            return _failed(path, exc)
+        # the fast path reports nothing itself: the ordinary path redoes the file and
+        # gives the outcome (a quarantine reason, or an output where only the fast path
+        # was stuck)
+        from .rawds import Decline
+
+        if isinstance(exc, Decline):
+            raise
+        raise Decline(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _failed(path: str, exc: Exception) -> FileOutcome:
+    """The quarantine outcome of an error of the ordinary path (one bad file must not
+    stop the batch)."""
+    if isinstance(exc, DeidError):
         return FileOutcome(path, "quarantined", reason=exc.reason)
-    except MemoryError:
+    if isinstance(exc, MemoryError):
         return FileOutcome(path, "quarantined", reason="out of memory while reading")
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-        logger.debug("unexpected error on %s", path, exc_info=True)
-        return FileOutcome(path, "quarantined", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    logger.debug("unexpected error on %s", path, exc_info=exc)
+    return FileOutcome(path, "quarantined", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
 def _run_pixels(stage, ds, path: str):

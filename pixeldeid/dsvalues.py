@@ -17,22 +17,29 @@ from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import AMBIGUOUS_VR
 
 #: Text VRs whose value bytes are plain ASCII padded to even length (PS3.5 6.2).
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                        "TM", "UC", "UI", "UT"})
+#: VRs whose single ASCII value pydicom decodes to the text without trailing NULs/spaces
+#: (UI as a UID, a str subclass: str() of both is the same).
+_ASCII_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "LO", "SH"})
+
+#: Raw VRs whose decoded element must replace the raw one (the VR changes on decoding).
+_DECODE_IN_PLACE = frozenset({"SQ", "UN"}) | frozenset(AMBIGUOUS_VR)
 
 
 @cache
-def _tag(key: str | int) -> BaseTag:
+def _tag(key: str | int) -> int:
     if isinstance(key, str):
         tag = tag_for_keyword(key)
         if tag is None:
             raise ValueError(f"unknown DICOM keyword {key!r}")
-        return BaseTag(tag)
-    return BaseTag(key)
+        return tag
+    return int(key)
 
 
 def peek(ds: Dataset, key: str | int, default=None):
@@ -43,8 +50,19 @@ def peek(ds: Dataset, key: str | int, default=None):
         return default
     if not isinstance(elem, RawDataElement):
         return elem.value
-    if (elem.value is None and elem.length) or elem.VR == "SQ" or elem.VR in AMBIGUOUS_VR:
+    if (elem.value is None and elem.length) or elem.VR in _DECODE_IN_PLACE or (
+            elem.VR is None and isinstance(ds, Dataset)):
+        # pydicom's decoding corrects the VR (UN, implicit, ambiguous): keep its result so
+        # the writer encodes the element with the corrected VR
         return ds[tag].value
+    value = elem.value
+    vr = elem.VR
+    if value is None:
+        pass
+    elif vr in _ASCII_STRING_VRS and b"\\" not in value and value.isascii():
+        return value.decode("ascii").rstrip("\x00 ")  # as pydicom's multi_string/convert_text
+    elif vr == "US" and len(value) == 2 and elem.is_little_endian:
+        return value[0] | value[1] << 8
     charset = default_encoding if tag == 0x00080005 else (
         ds.original_character_set or ds._character_set)
     conv = convert_raw_data_element(elem, encoding=charset, ds=ds)
@@ -53,8 +71,9 @@ def peek(ds: Dataset, key: str | int, default=None):
     return conv.value
 
 
-def set_text(ds: Dataset, keyword: str, value: str | list[str]) -> None:
-    """``setattr(ds, keyword, value)`` for a text attribute, stored as raw bytes when it can be."""
+def set_text(ds: Dataset, keyword: str | int, value: str | list[str]) -> None:
+    """``setattr(ds, keyword, value)`` for a text attribute, stored as raw bytes when it can be
+    (``keyword`` may be a tag for the fast path's raw data sets)."""
     tag = _tag(keyword)
     vr = dictionary_VR(tag)
     values = value if isinstance(value, list) else [value]
@@ -67,4 +86,33 @@ def set_text(ds: Dataset, keyword: str, value: str | list[str]) -> None:
     data = text.encode("ascii")
     if len(data) % 2:
         data += b"\x00" if vr == "UI" else b" "
+    if isinstance(ds, Dataset):
+        tag = BaseTag(tag)  # pydicom's own data sets are keyed by BaseTag
     ds._dict[tag] = RawDataElement(tag, vr, len(data), data, 0, implicit, little)
+
+
+def new_sequence(ds: Dataset, keyword: str) -> list:
+    """Add an empty sequence ``keyword`` to ``ds``; return its (appendable) items."""
+    if hasattr(ds, "new_sequence") and not isinstance(ds, Dataset):
+        return ds.new_sequence(_tag(keyword))
+    setattr(ds, keyword, Sequence())
+    return ds[_tag(keyword)].value
+
+
+def new_item(ds: Dataset) -> Dataset:
+    """An empty sequence item for ``ds`` (a raw one for the fast path's data sets)."""
+    if hasattr(ds, "new_item") and not isinstance(ds, Dataset):
+        return ds.new_item()
+    return Dataset()
+
+
+def set_meta(meta: Dataset, keyword: str, value: str | bytes) -> None:
+    """Store a File Meta Information value as the raw explicit VR little endian element
+    pydicom's reader would hold (nothing decoded or validated: pixeldeid's own values)."""
+    tag = BaseTag(_tag(keyword))
+    vr = dictionary_VR(tag)
+    if isinstance(value, str):
+        value = value.encode("ascii")
+        if len(value) % 2:
+            value += b"\x00" if vr == "UI" else b" "
+    meta._dict[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)

@@ -21,6 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from . import dates as _dates
+from .dsvalues import peek, set_text
 from .dummy import dummy_value
 from .errors import DeidError
 from .iodtypes import attribute_type, resolve_compound
@@ -125,6 +126,15 @@ def put_strings(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
         ds._dict[tag] = raw._replace(value=data, length=len(data))
     else:
         _set_values(ds[tag], list(values))
+
+
+def put_text(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
+    """Replace the values of a text element: raw ASCII bytes in a raw data set (the fast
+    path's), pydicom's own element otherwise."""
+    if isinstance(ds, Dataset):
+        _set_values(ds[tag], list(values))
+    else:
+        set_text(ds, tag, values)
 
 
 def zero_length(ds: Dataset, tag: int, vr: str) -> None:
@@ -263,22 +273,25 @@ class Walker:
 
     def _clean(self, ds: Dataset, tag: BaseTag, vr: str, path: tuple[str, ...], depth: int,
                done: set[int]) -> None:
-        elem = ds[tag]
         if vr == "SQ":
             self._recurse(ds, tag, path, depth, "clean")
         elif vr in DATE_VRS:
             if self.ctx.full_dates:
                 return
             if self.ctx.offset is None:
-                raise DeidError(f"no date offset to clean {elem.keyword or tag}")
+                raise DeidError(f"no date offset to clean {_keyword(tag) or tag}")
             self._shift(ds, tag, vr, done)
         elif vr in TEXT_VRS:
-            old = _values(elem)
+            value = peek(ds, tag)
+            old = [] if value is None or value == "" else (
+                list(value) if isinstance(value, (list, tuple, MultiValue)) else [value])
             vals = [clean_text(v, self.ctx.tokens) for v in old]
-            if old and not any(vals) and elem.keyword in NONEMPTY_TEXT:
+            if old and not any(vals) and _keyword(tag) in NONEMPTY_TEXT:
                 vals = ["REMOVED"]  # Type 1 (e.g. SR TEXT content): a value must remain
-            _set_values(elem, vals)
+            if vals != old:
+                put_text(ds, tag, vr, vals)
         elif vr == "PN":
+            elem = ds[tag]
             elem.value = dummy_value("PN", elem.value) if elem.value else None
         elif vr == "UI":
             self._map_uids(ds, tag)
@@ -381,7 +394,7 @@ class Walker:
         for tag in tags:
             group, elem = tag >> 16, tag & 0xFFFF
             if 0x0010 <= elem <= 0x00FF:
-                value = ds[tag].value
+                value = peek(ds, tag)
                 if isinstance(value, bytes):
                     value = value.decode("latin-1", "replace")
                 creators[(group, elem)] = str(value or "").strip()
@@ -460,7 +473,7 @@ def removed_text_values(ds: Dataset, options: frozenset[str], depth: int = 0) ->
             code = code_for(tag, frozenset(options))
             take = vr == "PN" or (code is not None and code not in ("K", "C"))
         if take:
-            v = ds[tag].value
+            v = peek(ds, tag)
             if isinstance(v, bytes):
                 v = v.decode("latin-1", "replace")
             out += [str(x) for x in (v if isinstance(v, (list, MultiValue)) else [v]) if x]

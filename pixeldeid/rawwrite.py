@@ -16,6 +16,9 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 
+from .atomic import FileParts
+from .rawds import FileSlice
+
 #: Explicit VR with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
                       "UV"})
@@ -68,6 +71,12 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
         bulk.append(tag in BULK_TAGS)
         target = parts
         if isinstance(elem, RawDataElement):
+            if isinstance(elem.value, FileSlice):  # bulk data left in the input file
+                if elem.is_little_endian != little or elem.is_implicit_VR != implicit:
+                    raise ValueError("a value left in its file cannot change its encoding")
+                head = _header(int(tag), elem.VR, elem.length, "<" if little else ">", implicit)
+                target.append(FileParts([head, elem.value]))
+                continue
             b = _raw_bytes(elem, little, implicit)
             if b is not None:
                 target.append(b)
@@ -112,14 +121,16 @@ def _explicit_le(tag: int, vr: str, value: bytes) -> bytes:
 
 def encode_file_meta(meta) -> bytes:
     """File Meta Information of the elements pixeldeid writes (PS3.10 7.1), encoded directly."""
+    from .dsvalues import peek
+
     body = b"".join([
         _explicit_le(0x00020001, "OB", b"\x00\x01"),
-        _ui(0x00020002, str(meta.MediaStorageSOPClassUID)),
-        _ui(0x00020003, str(meta.MediaStorageSOPInstanceUID)),
-        _ui(0x00020010, str(meta.TransferSyntaxUID)),
-        _ui(0x00020012, str(meta.ImplementationClassUID)),
-        _explicit_le(0x00020013, "SH", _even(str(meta.ImplementationVersionName).encode("ascii"),
-                                              b" ")),
+        _ui(0x00020002, str(peek(meta, "MediaStorageSOPClassUID"))),
+        _ui(0x00020003, str(peek(meta, "MediaStorageSOPInstanceUID"))),
+        _ui(0x00020010, str(peek(meta, "TransferSyntaxUID"))),
+        _ui(0x00020012, str(peek(meta, "ImplementationClassUID"))),
+        _explicit_le(0x00020013, "SH", _even(str(peek(meta, "ImplementationVersionName"))
+                                              .encode("ascii"), b" ")),
     ])
     return _explicit_le(0x00020000, "UL", struct.pack("<L", len(body))) + body
 
@@ -138,8 +149,10 @@ def encode_part10(ds: Dataset) -> tuple[bytes, bytes]:
     """
     from pydicom.uid import UID
 
-    ts = UID(ds.file_meta.TransferSyntaxUID)
+    from .dsvalues import peek
+
     fm = ds.file_meta
+    ts = UID(str(peek(fm, "TransferSyntaxUID")))
     if set(fm.keys()) <= _SIMPLE_META:
         meta_bytes = encode_file_meta(fm)
     else:
@@ -158,4 +171,9 @@ def encode_part10(ds: Dataset) -> tuple[bytes, bytes]:
         return buf.getvalue(), head + b"".join(p for p, b in zip(parts, bulk, strict=True) if not b)
     parts, bulk = encode_dataset_parts(ds, ts.is_little_endian, ts.is_implicit_VR)
     header = head + b"".join(p for p, b in zip(parts, bulk, strict=True) if not b)
+    if any(isinstance(p, FileParts) for p in parts):
+        chunks: list = [head]
+        for p in parts:
+            chunks.extend(p.chunks if isinstance(p, FileParts) else [p])
+        return FileParts(chunks), header
     return head + b"".join(parts), header

@@ -146,3 +146,25 @@ def test_peek_leaves_raw_and_set_text_matches_pydicom(tmp_path: Path) -> None:
     fresh = Dataset()  # not read from a file: pydicom's own setattr
     set_text(fresh, "PatientName", "A^B")
     assert fresh.PatientName == "A^B"
+
+
+def test_peek_equals_pydicom_on_every_element_of_the_corpus() -> None:
+    from pixeldeid.dsvalues import peek
+
+    checked = 0
+    for p in corpus_files():
+        ds = fast_dcmread(p)
+        if ds is None:
+            continue
+        ref = pydicom.dcmread(p)
+        for tag in list(ds._dict):
+            if tag >> 16 == 0x7FE0:
+                continue
+            try:
+                want = ref[tag].value
+            except Exception:  # noqa: BLE001 - pydicom cannot decode it: nor need peek
+                continue
+            got = peek(ds, tag)
+            assert str(got) == str(want) and type(got) in (type(want), str), (p.name, tag)
+            checked += 1
+    assert checked > 5000

@@ -1,0 +1,432 @@
+"""The header fast path's data model: a file's elements as raw bytes, sequences parsed.
+
+:class:`RawDataset` looks, to pixeldeid's header engine, like the pydicom Dataset it
+normally walks: ``_dict`` of :class:`~pydicom.dataelem.RawDataElement` by tag, sequences
+(:class:`RawSequence`) whose items are RawDatasets, ``in``, ``del``, ``get`` and attribute
+reads by keyword. The same :class:`~pixeldeid.engine.Walker`, the same
+:mod:`pixeldeid.dsvalues` reads and writes and the same writer
+(:mod:`pixeldeid.rawwrite`) run on it, so what is removed, replaced or kept is decided by
+the one engine; what is saved is pydicom's per-element objects, conversions and reads.
+
+Anything the fast path does not take raises :class:`Decline` (a subclass of
+:class:`LookupError`), and the caller de-identifies the file the ordinary way: another
+encoding than little endian, a JPEG transfer syntax (its frames are cleaned of metadata),
+a malformed or truncated element, an unusual character set, or, during the walk, any
+value that must be decoded rather than copied (setting a pydicom attribute, converting an
+element). A declined file costs its parse, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import RawDataElement, empty_value_for_VR
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import ENCODED_VR
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+#: Character sets whose text pixeldeid's own ASCII values and pydicom's decoding agree on.
+_CHARSETS = frozenset({b"", b"ISO_IR 100", b"ISO_IR 6", b"ISO_IR 192"})
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
+
+_HEAD = struct.Struct("<HH2sH")
+_IMPL = struct.Struct("<HHL")
+_LEN32 = struct.Struct("<L")
+_VR_NAMES = {b: b.decode() for b in ENCODED_VR}
+_LONG = frozenset(EXPLICIT_VR_LENGTH_32)
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_MAX_DEPTH = 64
+
+
+class Decline(LookupError):
+    """The fast path does not take this file: de-identify it the ordinary way."""
+
+
+class _WholeFile(Exception):
+    """The first read did not hold all the parse needs: read the whole file."""
+
+
+#: The first read: the header of most files. Pixel Data that runs past it is not read.
+HEAD_BYTES = 1 << 16
+
+
+class FileSlice:
+    """The value of an element left in its file: ``length`` bytes at ``offset``.
+
+    Not bytes on purpose: code that would use it as bytes fails (and the fast path hands
+    the file to the ordinary path) instead of writing something else. The writer copies
+    it from file to file (:func:`pixeldeid.atomic.write_exclusive`) after checking that
+    the file has not changed since it was parsed.
+    """
+
+    __slots__ = ("path", "size", "mtime_ns", "offset", "length")
+
+    def __init__(self, path: str, size: int, mtime_ns: int, offset: int = 0,
+                 length: int = 0) -> None:
+        self.path, self.size, self.mtime_ns = path, size, mtime_ns
+        self.offset, self.length = offset, length
+
+    def at(self, offset: int, length: int) -> FileSlice:
+        return FileSlice(self.path, self.size, self.mtime_ns, offset, length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def check(self, fd: int) -> None:
+        """Raise OSError when the open file ``fd`` is not the file that was parsed."""
+        st = os.fstat(fd)
+        if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+            raise OSError(f"{self.path} changed while it was being de-identified")
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as fh:
+            self.check(fh.fileno())
+            fh.seek(self.offset)
+            data = fh.read(self.length)
+        if len(data) != self.length:
+            raise OSError(f"{self.path}: short read")
+        return data
+
+
+class RawSequence:
+    """A sequence element whose items are :class:`RawDataset`."""
+
+    __slots__ = ("tag", "value")
+    VR = "SQ"
+
+    def __init__(self, tag: int, items: list) -> None:
+        self.tag = tag
+        self.value = items
+
+    @property
+    def keyword(self) -> str:
+        return keyword_for_tag(self.tag) or ""
+
+
+class RawDataset:
+    """Raw elements of one data set (or sequence item), keyed by tag (plain ints: faster
+    to look up than pydicom's BaseTag)."""
+
+    def __init__(self, elements: dict, implicit: bool, charset) -> None:
+        d = self.__dict__
+        d["_dict"] = elements
+        d["original_encoding"] = (implicit, True)
+        d["original_character_set"] = charset
+        d["_character_set"] = charset
+
+    # -- what the engine reads ----------------------------------------------------------
+    def __contains__(self, key) -> bool:
+        from .dsvalues import _tag
+
+        return _tag(key) in self._dict
+
+    def __getitem__(self, key):
+        from .dsvalues import _tag
+
+        elem = self._dict[_tag(key)]
+        if isinstance(elem, RawSequence):
+            return elem
+        raise Decline(f"element {key} would have to be decoded")
+
+    def __delitem__(self, key) -> None:
+        if isinstance(key, str):
+            from .dsvalues import _tag
+
+            key = _tag(key)
+        del self._dict[key]
+
+    def get(self, key, default=None):
+        from .dsvalues import peek
+
+        return peek(self, key, default)
+
+    def __getattr__(self, name: str):
+        if name[:1].isupper():
+            from .dsvalues import peek
+
+            value = peek(self, name, _MISSING)
+            if value is not _MISSING:
+                return value
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name[:1].isupper():  # a DICOM keyword: pydicom would encode it
+            raise Decline(f"setting {name} needs pydicom")
+        self.__dict__[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        if name[:1].isupper():
+            del self[name]
+        else:
+            del self.__dict__[name]
+
+    def new_item(self) -> RawDataset:
+        """An empty item in this data set's encoding."""
+        return RawDataset({}, self.original_encoding[0], self.original_character_set)
+
+    def new_sequence(self, tag: int) -> list:
+        """Add an empty sequence element ``tag``; return its list of items."""
+        seq = RawSequence(tag, [])
+        self._dict[tag] = seq
+        return seq.value
+
+
+_MISSING = object()
+
+
+class _Parser:
+    def __init__(self, data: bytes, implicit: bool) -> None:
+        self.data, self.implicit = data, implicit
+        self.made: list[RawDataset] = []
+        self.tail: FileSlice | None = None  # set for a first read that stops short
+
+    @property
+    def partial(self) -> bool:
+        return self.tail is not None
+
+    def _new(self, elements: dict) -> RawDataset:
+        ds = RawDataset(elements, self.implicit, default_encoding)
+        self.made.append(ds)
+        return ds
+
+    def dataset(self, pos: int, end: int | None, depth: int) -> tuple[RawDataset, int]:
+        """Elements from ``pos`` to ``end`` (None: to an Item Delimitation Item)."""
+        if depth > _MAX_DEPTH:
+            raise Decline("sequences nested too deep")
+        data, implicit = self.data, self.implicit
+        n = len(data) if end is None else end
+        out: dict = {}
+        while pos < n:
+            if pos + 12 > len(data) and self.partial:
+                raise _WholeFile
+            if pos + 8 > n:
+                raise Decline("truncated element header")
+            if implicit:
+                group, elem, length = _IMPL.unpack_from(data, pos)
+                vr = None
+                start = pos + 8
+            else:
+                group, elem, vrb, length = _HEAD.unpack_from(data, pos)
+                if group == 0xFFFE:
+                    vr = None
+                    length = _LEN32.unpack_from(data, pos + 4)[0]
+                    start = pos + 8
+                else:
+                    vr = _VR_NAMES.get(vrb)
+                    if vr is None:
+                        raise Decline("unknown VR")
+                    start = pos + 8
+                    if vr in _LONG:
+                        length = _LEN32.unpack_from(data, start)[0]
+                        start += 4
+            tag = group << 16 | elem
+            if tag == _ITEM_END:
+                if end is not None or length:
+                    raise Decline("misplaced item delimiter")
+                return self._new(out), start
+            if group == 0xFFFE:
+                raise Decline("misplaced item")
+            if vr is None:
+                try:
+                    known = dictionary_VR(tag)
+                except KeyError:
+                    known = None
+                if known == "SQ":
+                    vr = "SQ"
+            if vr == "SQ" or (vr == "UN" and length == 0xFFFFFFFF):
+                if vr != "SQ":
+                    raise Decline("UN sequence")
+                out[tag], pos = self.sequence(tag, start, length, depth)
+                continue
+            if length == 0xFFFFFFFF:
+                raise Decline("undefined length value")  # encapsulated pixel data: JPEG etc.
+            stop = start + length
+            if stop > n:
+                raise Decline("truncated value")
+            if stop <= len(data):
+                value = data[start:stop] if length else empty_value_for_VR(vr, raw=True)
+            elif depth == 0 and tag == 0x7FE00010 and stop == self.tail.size:
+                value = self.tail.at(start, length)  # copied file to file when written
+            else:
+                raise _WholeFile
+            out[tag] = RawDataElement(tag, vr, length, value, start, implicit, True)
+            pos = stop
+        if end is None:
+            if self.partial:
+                raise _WholeFile
+            raise Decline("item without delimiter")
+        if pos != n:
+            raise Decline("element overruns its item")
+        return self._new(out), pos
+
+    def sequence(self, tag: int, pos: int, length: int, depth: int) -> tuple[RawSequence, int]:
+        data = self.data
+        undefined = length == 0xFFFFFFFF
+        end = len(data) if undefined else pos + length
+        if end > len(data):
+            if self.partial:
+                raise _WholeFile
+            raise Decline("truncated sequence")
+        items: list[RawDataset] = []
+        while pos < end:
+            if pos + 8 > len(data) and self.partial:
+                raise _WholeFile
+            if pos + 8 > end:
+                raise Decline("truncated item")
+            group, elem, ilen = _IMPL.unpack_from(data, pos)
+            itag = group << 16 | elem
+            pos += 8
+            if itag == _SEQ_END:
+                if not undefined or ilen:
+                    raise Decline("misplaced sequence delimiter")
+                return RawSequence(tag, items), pos
+            if itag != _ITEM:
+                raise Decline("not an item")
+            if ilen == 0xFFFFFFFF:
+                item, pos = self.dataset(pos, None, depth + 1)
+            else:
+                if pos + ilen > end:
+                    raise Decline("item overruns its sequence")
+                item, pos = self.dataset(pos, pos + ilen, depth + 1)
+            items.append(item)
+        if undefined:
+            if self.partial:
+                raise _WholeFile
+            raise Decline("sequence without delimiter")
+        return RawSequence(tag, items), pos
+
+
+def read_raw(path: str | os.PathLike) -> RawDataset:
+    """Parse a Part 10 file into a :class:`RawDataset` (raises :class:`Decline`).
+
+    The first read takes :data:`HEAD_BYTES`; when only the Pixel Data, last in the file,
+    runs past it, it is not read at all: its value is a :class:`FileSlice`, copied from
+    file to file when the output is written. Otherwise the whole file is read.
+    """
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(HEAD_BYTES)
+            if len(data) < st.st_size:
+                tail = FileSlice(os.fspath(path), st.st_size, st.st_mtime_ns)
+                try:
+                    return _parse(data, path, tail)
+                except _WholeFile:
+                    fh.seek(0)
+                    data = fh.read()
+            return _parse(data, path, None)
+    except Decline:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable, malformed: the ordinary path says
+        raise Decline(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _parse(data: bytes, path, tail: FileSlice | None) -> RawDataset:
+    if len(data) < 144 or data[128:132] != b"DICM":
+        raise Decline("no DICM preamble")
+    meta_raw: dict = {}
+    pos = 132
+    while True:
+        if pos + 12 > len(data) and tail is not None:
+            raise _WholeFile
+        if not (pos + 8 <= len(data) and data[pos] == 2 and data[pos + 1] == 0):
+            break
+        one, pos = _meta_element(data, pos)
+        meta_raw[one.tag] = one
+    ts_elem = meta_raw.get(0x00020010)
+    if ts_elem is None or not ts_elem.value:
+        raise Decline("no transfer syntax")
+    ts = ts_elem.value.decode("ascii", "replace").rstrip("\x00 ")
+    if ts == _IMPLICIT_LE:
+        implicit = True
+    elif ts == _EXPLICIT_LE:
+        implicit = False
+    else:
+        raise Decline(f"transfer syntax {ts}")
+    if pos + 6 > len(data) or data[pos] == 0 and data[pos + 1] == 0:
+        raise Decline("empty data set or command set")
+    b0, b1 = data[pos + 4], data[pos + 5]
+    if (not (0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B)) != implicit:
+        raise Decline("data set encoding disagrees with the transfer syntax")
+    parser = _Parser(data, implicit)
+    parser.tail = tail
+    size = tail.size if tail is not None else len(data)
+    ds, end = parser.dataset(pos, size, 0)
+    if end != size:
+        raise Decline("trailing bytes")
+    charset = _charset(ds)
+    for one in parser.made:
+        if one is not ds and 0x00080005 in one._dict:
+            raise Decline("a character set inside a sequence item")
+        d = one.__dict__
+        d["original_character_set"] = d["_character_set"] = charset
+    _check_instance(ds)
+    fm = FileMetaDataset(Dataset(meta_raw))
+    ds.file_meta = fm
+    ds.preamble = data[:128]
+    ds.filename = os.fspath(path)
+    return ds
+
+
+def _meta_element(data: bytes, pos: int) -> tuple[RawDataElement, int]:
+    group, elem, vrb, length = _HEAD.unpack_from(data, pos)
+    vr = _VR_NAMES.get(vrb)
+    if vr is None:
+        raise Decline("meta element with an unknown VR")
+    start = pos + 8
+    if vr in _LONG:
+        length = _LEN32.unpack_from(data, start)[0]
+        start += 4
+    if length == 0xFFFFFFFF:
+        raise Decline("bad meta element")
+    if start + length > len(data):
+        raise _WholeFile  # (and, read whole, a truncated file fails below)
+    tag = BaseTag(group << 16 | elem)
+    value = data[start:start + length] if length else empty_value_for_VR(vr, raw=True)
+    return RawDataElement(tag, vr, length, value, start, False, True), start + length
+
+
+def _charset(ds: RawDataset):
+    """The data set's character set, when it is one pixeldeid's ASCII values agree with."""
+    elem = ds._dict.get(0x00080005)
+    value = (elem.value or b"") if elem is not None else b""
+    value = value.strip(b" \x00")
+    if value not in _CHARSETS:
+        raise Decline("character set")
+    return convert_encodings(value.decode("ascii") or default_encoding)
+
+
+def _check_instance(ds: RawDataset) -> None:
+    """What :func:`pixeldeid.api.read_dicom` checks; the ordinary path reports failures."""
+    from .dsvalues import peek
+
+    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+        raise Decline("missing SOP UIDs")
+    sop_class = str(peek(ds, "SOPClassUID"))
+    if sop_class == _MEDIA_DIRECTORY or "DirectoryRecordSequence" in ds:
+        raise Decline("DICOMDIR")
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_pixels and (("Rows" in ds and "Columns" in ds)
+                           or "Image Storage" in UID(sop_class).name):
+        raise Decline("image without pixel data")
+    if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
+        raw = ds._dict[0x7FE00010]
+        try:
+            rows, cols = int(peek(ds, "Rows")), int(peek(ds, "Columns"))
+            spp = int(peek(ds, "SamplesPerPixel", 1))
+            bits = int(peek(ds, "BitsAllocated", 16))
+            frames = int(peek(ds, "NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError):
+            raise Decline("invalid image attributes") from None
+        expected = rows * cols * spp * frames * bits // 8
+        if spp == 3 and str(peek(ds, "PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+            expected = expected // 3 * 2
+        if raw.length < expected or not isinstance(raw.value, (bytes, FileSlice)):
+            raise Decline("short pixel data")

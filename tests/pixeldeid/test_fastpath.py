@@ -1,0 +1,164 @@
+"""The header fast path (pixeldeid.rawds) gives what the ordinary path gives.
+
+Every file is de-identified twice, once with the fast path allowed and once with it
+off; the outputs must hold the same elements with the same values at every depth, the
+same files must be quarantined, and the fast path must have taken most of the files
+(else these tests would compare the ordinary path with itself).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from corpus import leaked, make_ct_series, write_planted
+
+from pixeldeid import batch, rawds
+from pixeldeid.api import DeidConfig
+from pixeldeid.atomic import FileParts
+from pixeldeid.batch import run_batch
+
+OPTION_SETS = {
+    "basic": ("basic", ()),
+    "modified-dates+chars": ("basic", ("retain-longitudinal-modified-dates",
+                                       "retain-patient-characteristics",
+                                       "retain-device-identity")),
+    "tcia-like": ("tcia-like", ()),
+    "clean-all": ("basic", ("clean-descriptors", "clean-structured-content",
+                            "clean-graphics")),
+    "full-dates+uids+private": ("basic", ("retain-longitudinal-full-dates", "retain-uids",
+                                          "retain-safe-private",
+                                          "retain-institution-identity")),
+}
+
+
+def _values(ds) -> list:
+    out = []
+    for e in ds.iterall():
+        v = e.value
+        if e.VR == "SQ":
+            v = len(v)
+        elif isinstance(v, bytes):
+            v = v.rstrip(b"\x00 ")
+        out.append((int(e.tag), e.VR, v))
+    return out
+
+
+def _outputs(out: Path) -> dict[str, Path]:
+    return {p.relative_to(out).as_posix(): p for p in out.rglob("*")
+            if p.is_file() and ".pixeldeid" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> Path:
+    """Synthetic CT series (explicit VR), planted-identity files (native, implicit, JPEG),
+    and the pydicom test corpus files."""
+    root = tmp_path_factory.mktemp("fast-src")
+    make_ct_series(root / "ct", 12, seed=21)
+    for i, (pixels, implicit) in enumerate([("native", False), ("native", True),
+                                            ("jpeg", False)]):
+        write_planted(root / "planted" / f"p{i}.dcm", pixels=pixels, implicit=implicit,
+                      seed=40 + i)
+    import pydicom.data
+
+    corpus = Path(pydicom.data.__file__).parent / "test_files"
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "SC_rgb.dcm",
+                 "MR_small_implicit.dcm", "nested_priv_SQ.dcm", "no_meta.dcm",
+                 "ExplVR_BigEnd.dcm", "emri_small.dcm", "JPEG2000.dcm"):
+        if (corpus / name).is_file():
+            shutil.copy(corpus / name, root / name)
+    return root
+
+
+def _run(src: Path, out: Path, profile: str, options, fast: bool, monkeypatch,
+         taken: list) -> object:
+    real = rawds.read_raw
+
+    def counting(path):
+        ds = real(path)
+        taken.append(path)
+        return ds
+
+    with monkeypatch.context() as m:
+        if not fast:
+            m.setattr(batch, "_fast_path_allowed", lambda *a: False)
+        m.setattr(rawds, "read_raw", counting)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return run_batch([src], out, DeidConfig(key=b"k" * 32, profile=profile,
+                                                    options=options), progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(OPTION_SETS))
+def test_fast_and_ordinary_paths_agree(sources: Path, tmp_path: Path, monkeypatch,
+                                       name: str) -> None:
+    profile, options = OPTION_SETS[name]
+    taken: list = []
+    fast = _run(sources, tmp_path / "fast", profile, options, True, monkeypatch, taken)
+    slow = _run(sources, tmp_path / "slow", profile, options, False, monkeypatch, [])
+    assert len(taken) >= 13  # the CT series and the native planted files at least
+    assert sorted(o.status for o in fast.outcomes) == sorted(o.status for o in slow.outcomes)
+    assert {Path(o.source).name for o in fast.quarantined} == \
+           {Path(o.source).name for o in slow.quarantined}
+    a, b = _outputs(tmp_path / "fast"), _outputs(tmp_path / "slow")
+    assert sorted(a) == sorted(b)
+    for rel, path in a.items():
+        if rel.endswith(".dcm") and not rel.startswith("quarantine/"):
+            x, y = pydicom.dcmread(path), pydicom.dcmread(b[rel])
+            assert _values(x) == _values(y), rel
+            assert x.file_meta.TransferSyntaxUID == y.file_meta.TransferSyntaxUID
+
+
+def test_fast_path_leaks_nothing_planted(tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "in"
+    _, planted = write_planted(src / "a.dcm", pixels="native", seed=7)
+    taken: list = []
+    summary = _run(src, tmp_path / "out", "basic", (), True, monkeypatch, taken)
+    assert taken and summary.count("written") == 1
+    [out] = _outputs(tmp_path / "out").values()
+    assert not leaked(out.read_bytes(), planted)
+
+
+def test_pixel_data_copied_file_to_file_exactly(tmp_path: Path, monkeypatch) -> None:
+    [ct] = make_ct_series(tmp_path / "in", 1, seed=8)
+    ds = rawds.read_raw(ct)
+    assert isinstance(ds._dict[0x7FE00010].value, rawds.FileSlice)  # left in the file
+    taken: list = []
+    _run(tmp_path / "in", tmp_path / "out", "basic", (), True, monkeypatch, taken)
+    [out] = _outputs(tmp_path / "out").values()
+    assert taken
+    assert pydicom.dcmread(out).PixelData == pydicom.dcmread(ct).PixelData
+
+
+def test_changed_source_is_refused_and_redone(tmp_path: Path) -> None:
+    [ct] = make_ct_series(tmp_path / "in", 1, seed=9)
+    ds = rawds.read_raw(ct)
+    tail = ds._dict[0x7FE00010].value
+    parts = FileParts([b"head", tail])
+    st = ct.stat()
+    os.utime(ct, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the input changed since
+    with open(tmp_path / "x", "wb") as fh, pytest.raises(OSError, match="changed"):
+        parts.write_to(fh)
+
+
+def test_small_first_read_and_declines(tmp_path: Path, monkeypatch) -> None:
+    [ct] = make_ct_series(tmp_path / "in", 1, seed=10)
+    monkeypatch.setattr(rawds, "HEAD_BYTES", 300)  # header needs the whole file
+    ds = rawds.read_raw(ct)
+    assert isinstance(ds._dict[0x7FE00010].value, bytes)
+    data = ct.read_bytes()
+    for bad in (data[:1000], data[:-10], b"\x00" * 132 + data[132:]):
+        (tmp_path / "bad.dcm").write_bytes(bad)
+        with pytest.raises(rawds.Decline):
+            rawds.read_raw(tmp_path / "bad.dcm")
+    with pytest.raises(rawds.Decline):
+        rawds.read_raw(tmp_path / "missing.dcm")
+    ds = rawds.read_raw(ct)
+    with pytest.raises(rawds.Decline):
+        ds.PatientName = "X"  # a pydicom attribute write is never taken silently
+    with pytest.raises(rawds.Decline):
+        ds["PatientID"]  # nor a decoded element
