@@ -255,6 +255,7 @@ class Ledger:
     def __init__(self, path: Path, key: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._key = key
+        self._src_keys: dict[str, str] = {}
         # Only a record of finished work: a damaged file is set aside and rebuilt (finished
         # outputs are then found identical, not written twice).
         self._con = open_state_db(path, self._open, "ledger")
@@ -272,8 +273,14 @@ class Ledger:
         return con
 
     def src_key(self, path: Path) -> str:
-        return hmac.new(self._key, str(path.resolve()).encode("utf-8", "surrogateescape"),
-                        hashlib.sha256).hexdigest()
+        """Keyed hash of the resolved source path (computed once per path and run)."""
+        name = os.fspath(path)
+        key = self._src_keys.get(name)
+        if key is None:
+            key = self._src_keys[name] = hmac.new(
+                self._key, str(Path(name).resolve()).encode("utf-8", "surrogateescape"),
+                hashlib.sha256).hexdigest()
+        return key
 
     @staticmethod
     def signature(path: Path) -> str:
@@ -603,6 +610,16 @@ def _serial(todo: list[str], config: DeidConfig, out: Path, layout: str,
 
 def _scan_header(path: str) -> tuple[str, str] | None:
     """(patient key, SOP Instance UID) of an input, or None when unreadable (runs in a worker)."""
+    from .rawds import Decline, scan_patient
+
+    try:
+        return scan_patient(path)
+    except Decline:
+        return _scan_header_pydicom(path)
+
+
+def _scan_header_pydicom(path: str) -> tuple[str, str] | None:
+    """:func:`_scan_header` by pydicom's reader (files the raw scan does not take)."""
     import pydicom
 
     from .api import patient_key

@@ -186,6 +186,7 @@ class _Parser:
         self.data, self.implicit = data, implicit
         self.made: list[RawDataset] = []
         self.tail: FileSlice | None = None  # set for a first read that stops short
+        self.stop_tag = 0x100000000  # top level: stop before this tag (a header scan)
 
     @property
     def partial(self) -> bool:
@@ -227,6 +228,8 @@ class _Parser:
                         length = _LEN32.unpack_from(data, start)[0]
                         start += 4
             tag = group << 16 | elem
+            if depth == 0 and tag >= self.stop_tag:
+                return self._new(out), n
             if tag == _ITEM_END:
                 if end is not None or length:
                     raise Decline("misplaced item delimiter")
@@ -328,7 +331,31 @@ def read_raw(path: str | os.PathLike) -> RawDataset:
         raise Decline(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _parse(data: bytes, path, tail: FileSlice | None) -> RawDataset:
+def scan_patient(path: str | os.PathLike) -> tuple[str, str]:
+    """(patient key, SOP Instance UID) from the first elements of a file, for numbering
+    patients before a parallel run; raises :class:`Decline` (then pydicom reads it)."""
+    from .api import patient_key
+    from .dsvalues import peek
+
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(HEAD_BYTES)
+        tail = FileSlice(os.fspath(path), st.st_size, st.st_mtime_ns) \
+            if len(data) < st.st_size else None
+        ds = _parse(data, path, tail, stop_tag=0x00110000)
+    except Decline:
+        raise
+    except Exception as exc:  # noqa: BLE001 - incl. a header beyond the first read
+        raise Decline(f"{type(exc).__name__}: {exc}") from exc
+    sop = peek(ds, "SOPInstanceUID")
+    if not sop:
+        raise Decline("no SOP Instance UID")
+    return patient_key(ds), str(sop).strip()
+
+
+def _parse(data: bytes, path, tail: FileSlice | None, *,
+           stop_tag: int | None = None) -> RawDataset:
     if len(data) < 144 or data[128:132] != b"DICM":
         raise Decline("no DICM preamble")
     meta_raw: dict = {}
@@ -357,11 +384,16 @@ def _parse(data: bytes, path, tail: FileSlice | None) -> RawDataset:
         raise Decline("data set encoding disagrees with the transfer syntax")
     parser = _Parser(data, implicit)
     parser.tail = tail
+    if stop_tag is not None:
+        parser.stop_tag = stop_tag
     size = tail.size if tail is not None else len(data)
     ds, end = parser.dataset(pos, size, 0)
     if end != size:
         raise Decline("trailing bytes")
     charset = _charset(ds)
+    if stop_tag is not None:
+        ds.__dict__["original_character_set"] = ds.__dict__["_character_set"] = charset
+        return ds
     for one in parser.made:
         if one is not ds and 0x00080005 in one._dict:
             raise Decline("a character set inside a sequence item")

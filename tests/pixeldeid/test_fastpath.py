@@ -162,3 +162,16 @@ def test_small_first_read_and_declines(tmp_path: Path, monkeypatch) -> None:
         ds.PatientName = "X"  # a pydicom attribute write is never taken silently
     with pytest.raises(rawds.Decline):
         ds["PatientID"]  # nor a decoded element
+
+
+def test_header_scan_agrees_with_pydicom(sources: Path) -> None:
+    taken = 0
+    for path in sorted(p for p in sources.rglob("*") if p.is_file()):
+        want = batch._scan_header_pydicom(str(path))
+        try:
+            got = rawds.scan_patient(path)
+        except rawds.Decline:
+            continue
+        taken += 1
+        assert got == want, path.name
+    assert taken >= 13
