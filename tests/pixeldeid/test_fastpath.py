@@ -175,3 +175,19 @@ def test_header_scan_agrees_with_pydicom(sources: Path) -> None:
         taken += 1
         assert got == want, path.name
     assert taken >= 13
+
+
+def test_copy_falls_back_to_reads_and_writes(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    [ct] = make_ct_series(tmp_path / "in", 1, seed=11)
+    tail = rawds.read_raw(ct)._dict[0x7FE00010].value
+
+    def no_cfr(*args):
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(os, "copy_file_range", no_cfr, raising=False)
+    with open(tmp_path / "x", "wb") as fh:
+        FileParts([b"abcd", tail]).write_to(fh)
+    data = (tmp_path / "x").read_bytes()
+    assert data[:4] == b"abcd" and data[4:] == ct.read_bytes()[tail.offset:]
