@@ -213,20 +213,12 @@ class _Parser:
                 group, elem, length = _IMPL.unpack_from(data, pos)
                 vr = None
                 start = pos + 8
+            elif data[pos] == 0xFE and data[pos + 1] == 0xFF:  # an item delimiter: no VR
+                group, elem, length = _IMPL.unpack_from(data, pos)
+                vr = None
+                start = pos + 8
             else:
-                group, elem, vrb, length = _HEAD.unpack_from(data, pos)
-                if group == 0xFFFE:
-                    vr = None
-                    length = _LEN32.unpack_from(data, pos + 4)[0]
-                    start = pos + 8
-                else:
-                    vr = _VR_NAMES.get(vrb)
-                    if vr is None:
-                        raise Decline("unknown VR")
-                    start = pos + 8
-                    if vr in _LONG:
-                        length = _LEN32.unpack_from(data, start)[0]
-                        start += 4
+                group, elem, vr, length, start = _explicit_head(data, pos)
             tag = group << 16 | elem
             if depth == 0 and tag >= self.stop_tag:
                 return self._new(out), n
@@ -407,15 +399,21 @@ def _parse(data: bytes, path, tail: FileSlice | None, *,
     return ds
 
 
-def _meta_element(data: bytes, pos: int) -> tuple[RawDataElement, int]:
+def _explicit_head(data: bytes, pos: int) -> tuple[int, int, str, int, int]:
+    """Group, element, VR, length and value offset of the explicit VR element at ``pos``."""
     group, elem, vrb, length = _HEAD.unpack_from(data, pos)
     vr = _VR_NAMES.get(vrb)
     if vr is None:
-        raise Decline("meta element with an unknown VR")
+        raise Decline("unknown VR")
     start = pos + 8
     if vr in _LONG:
         length = _LEN32.unpack_from(data, start)[0]
         start += 4
+    return group, elem, vr, length, start
+
+
+def _meta_element(data: bytes, pos: int) -> tuple[RawDataElement, int]:
+    group, elem, vr, length, start = _explicit_head(data, pos)
     if length == 0xFFFFFFFF:
         raise Decline("bad meta element")
     if start + length > len(data):
