@@ -18,6 +18,7 @@ Examples
 --------
 python scripts/bench_header.py                 # 1000 files, cache in ~/.cache
 python scripts/bench_header.py -n 200 --peers dicognito
+python scripts/bench_header.py --repeat 3      # median of 3 timed runs per tool
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import os
 import secrets
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -111,24 +113,32 @@ def run_dicom_anonymizer(src: Path, out: Path, files: list[Path], jobs: int, key
 
 
 def _time(name: str, fn: Callable, src: Path, files: list[Path], work: Path, jobs: int,
-          key: Path, warm: list[Path]) -> dict:
+          key: Path, warm: list[Path], repeat: int = 1) -> dict:
+    """Median seconds of ``repeat`` timed runs of one tool, each into a fresh folder after
+    the page cache's dirty pages were written back (so no tool pays for another's writes)."""
     out = work / name.replace(" ", "_")
+    times = []
     try:
         if warm:  # untimed: imports, recipe/profile loading, worker start-up code paths
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             fn(warm[0].parent, out, warm, jobs, key)
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        t0 = time.perf_counter()
-        fn(src, out, files, jobs, key)
+        for _ in range(repeat):
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            if hasattr(os, "sync"):
+                os.sync()
+            t0 = time.perf_counter()
+            fn(src, out, files, jobs, key)
+            times.append(time.perf_counter() - t0)
+            written = _count(out)
     except ImportError as exc:
         return {"tool": name, "error": f"not installed ({exc.name})"}
     except Exception as exc:  # a peer failing must not stop the benchmark
         return {"tool": name, "error": f"{type(exc).__name__}: {exc}"[:200]}
-    dt = time.perf_counter() - t0
-    written = _count(out)
-    shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    dt = statistics.median(times)
     return {"tool": name, "seconds": dt, "written": written, "rate": len(files) / dt}
 
 
@@ -141,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default=",".join(PEERS),
                     help=f"comma-separated peers to run (default {','.join(PEERS)}; '' for none)")
     ap.add_argument("--jobs", default="1,2", help="pixeldeid -j values (default 1,2)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="timed runs per tool; the median is reported (default 1)")
     ap.add_argument("--warmup", type=int, default=5,
                     help="untimed warm-up run of each tool on this many other files (default 5)")
     args = ap.parse_args(argv)
@@ -167,13 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for j in [int(x) for x in args.jobs.split(",") if x]:
             results.append(_time(f"pixeldeid -j {j}", run_pixeldeid, cache, files, work, j, key,
-                                 warm))
+                                 warm, args.repeat))
         runners = {"dicognito": run_dicognito, "deid": run_deid,
                    "dicom-anonymizer": run_dicom_anonymizer}
         for peer in [p.strip() for p in args.peers.split(",") if p.strip()]:
             if peer not in runners:
                 ap.error(f"unknown peer {peer!r}")
-            results.append(_time(peer, runners[peer], cache, files, work, 1, key, warm))
+            results.append(_time(peer, runners[peer], cache, files, work, 1, key, warm,
+                                 args.repeat))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
