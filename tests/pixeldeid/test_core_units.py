@@ -137,3 +137,22 @@ def test_clean_text_removes_identity_in_any_spelling():
         assert s.lower() not in out.lower()
     assert "CT head" in out
     assert clean_text("Chest for Dr Lockhart", []) == "Chest for"
+
+
+def test_find_tokens_prefilter_finds_what_the_whole_regex_finds() -> None:
+    import random
+
+    from pixeldeid.textclean import _token_regex, find_tokens
+
+    rng = random.Random(5)
+    words = ["smith", "john", "john smith", "ann", "anna", "12345", "jürgen", "o'neil",
+             "mc-donald", "x9"]
+    for _ in range(400):
+        tokens = rng.sample(words, rng.randint(1, len(words)))
+        parts = [rng.choice(words + ["the", "ANNA", "Smithers", "JOHN SMITH", "^", " ", "1",
+                                     "JÜRGEN", "\x00", "-"]) for _ in range(rng.randint(0, 12))]
+        data = "".join(parts).encode("utf-8")
+        toks = {t.lower().encode("utf-8", "ignore"): t for t in tokens if len(t) >= 3}
+        want = sorted({toks[m.group(0).lower()] for m in
+                       _token_regex(tuple(sorted(toks))).finditer(data)}) if toks else []
+        assert sorted(find_tokens(data, tokens)) == want, (tokens, data)
