@@ -169,7 +169,9 @@ class RawDataset:
 
     def new_item(self) -> RawDataset:
         """An empty item in this data set's encoding."""
-        return RawDataset({}, self.original_encoding[0], self.original_character_set)
+        item = RawDataset({}, self.original_encoding[0], self.original_character_set)
+        item.__dict__["_spans"] = {}
+        return item
 
     def new_sequence(self, tag: int) -> list:
         """Add an empty sequence element ``tag``; return its list of items."""
@@ -192,8 +194,13 @@ class _Parser:
     def partial(self) -> bool:
         return self.tail is not None
 
-    def _new(self, elements: dict) -> RawDataset:
+    def _new(self, elements: dict, spans: dict) -> RawDataset:
+        """A data set of ``elements``; ``spans``: tag -> (element, start, end) of the bytes
+        that encode each element exactly as the writer would (copied as they are while the
+        element is unchanged)."""
         ds = RawDataset(elements, self.implicit, default_encoding)
+        ds.__dict__["_spans"] = spans
+        ds.__dict__["_src"] = self.data
         self.made.append(ds)
         return ds
 
@@ -204,6 +211,7 @@ class _Parser:
         data, implicit = self.data, self.implicit
         n = len(data) if end is None else end
         out: dict = {}
+        spans: dict = {}
         while pos < n:
             if pos + 12 > len(data) and self.partial:
                 raise _WholeFile
@@ -221,11 +229,11 @@ class _Parser:
                 group, elem, vr, length, start = _explicit_head(data, pos)
             tag = group << 16 | elem
             if depth == 0 and tag >= self.stop_tag:
-                return self._new(out), n
+                return self._new(out, spans), n
             if tag == _ITEM_END:
                 if end is not None or length:
                     raise Decline("misplaced item delimiter")
-                return self._new(out), start
+                return self._new(out, spans), start
             if group == 0xFFFE:
                 raise Decline("misplaced item")
             if vr is None:
@@ -251,7 +259,9 @@ class _Parser:
                 value = self.tail.at(start, length)  # copied file to file when written
             else:
                 raise _WholeFile
-            out[tag] = RawDataElement(tag, vr, length, value, start, implicit, True)
+            out[tag] = one = RawDataElement(tag, vr, length, value, start, implicit, True)
+            if stop <= len(data) and (start - pos == 8 or data[pos + 6:pos + 8] == b"\0\0"):
+                spans[tag] = (one, pos, stop)  # (a long header's reserved bytes are zero)
             pos = stop
         if end is None:
             if self.partial:
@@ -259,7 +269,7 @@ class _Parser:
             raise Decline("item without delimiter")
         if pos != n:
             raise Decline("element overruns its item")
-        return self._new(out), pos
+        return self._new(out, spans), pos
 
     def sequence(self, tag: int, pos: int, length: int, depth: int) -> tuple[RawSequence, int]:
         data = self.data

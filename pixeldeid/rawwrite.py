@@ -66,8 +66,27 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
     """
     parts: list[bytes] = []
     bulk: list[bool] = []
+    # the fast path's data sets know where each element's bytes lie in the input: runs of
+    # unchanged elements are copied as one slice (the bytes the code below would make)
+    spans = vars(ds).get("_spans")
+    src = vars(ds).get("_src")
+    run_start = run_end = -1
     for tag in sorted(ds._dict.keys()):
         elem = ds._dict[tag]
+        if spans:
+            span = spans.get(tag)
+            if span is not None and span[0] is elem and tag not in BULK_TAGS:
+                if span[1] != run_end:
+                    if run_end >= 0:
+                        parts.append(src[run_start:run_end])
+                        bulk.append(False)
+                    run_start = span[1]
+                run_end = span[2]
+                continue
+            if run_end >= 0:
+                parts.append(src[run_start:run_end])
+                bulk.append(False)
+                run_start = run_end = -1
         bulk.append(tag in BULK_TAGS)
         target = parts
         if isinstance(elem, RawDataElement):
@@ -90,6 +109,9 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
         fp.is_implicit_VR = implicit
         write_data_element(fp, elem)
         target.append(fp.getvalue())
+    if run_end >= 0:
+        parts.append(src[run_start:run_end])
+        bulk.append(False)
     return parts, bulk
 
 
