@@ -207,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     floor = None
+    floors: list[float] = []
     try:
+        if args.io_floor and hasattr(os, "copy_file_range"):  # before and after the tools
+            floors.append(io_floor(files, work))
         for j in [int(x) for x in args.jobs.split(",") if x]:
             results.append(_time(f"pixeldeid -j {j}", run_pixeldeid, cache, files, work, j, key,
                                  warm, args.repeat))
@@ -218,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"unknown peer {peer!r}")
             results.append(_time(peer, runners[peer], cache, files, work, 1, key, warm,
                                  args.repeat))
-        if args.io_floor and hasattr(os, "copy_file_range"):
-            floor = min(io_floor(files, work) for _ in range(max(1, args.repeat)))
+        if floors:
+            floors.append(io_floor(files, work))
+            floor = statistics.median(floors)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -237,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         peers = [r for r in results if not r["tool"].startswith("pixeldeid") and "rate" in r]
         rel = "".join(f", {1 / (floor * r['rate']):.1f}x {r['tool']}" for r in peers)
         print(f"I/O floor (read header, create, copy pixels file to file, link): "
-              f"{floor * 1000:.3f} ms per file{rel}")
+              f"{floor * 1000:.3f} ms per file{rel} (before the tools "
+              f"{floors[0] * 1000:.3f}, after {floors[-1] * 1000:.3f})")
     bad = [r for r in results if r.get("written", len(files)) != len(files)]
     for r in bad:
         print(f"note: {r['tool']} wrote {r['written']} of {len(files)} files", file=sys.stderr)
