@@ -82,11 +82,11 @@ class FileParts:
             fh.flush()
             with open(chunk.path, "rb") as src:
                 chunk.check(src.fileno())
-                _copy_range(src.fileno(), fh.fileno(), chunk.offset, chunk.length)
+                copy_range(src.fileno(), fh.fileno(), chunk.offset, chunk.length)
             fh.seek(0, os.SEEK_END)
 
 
-def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+def copy_range(src: int, dst: int, offset: int, length: int) -> None:
     """Copy ``length`` bytes at ``offset`` of ``src`` to the end of ``dst``."""
     os.lseek(dst, 0, os.SEEK_END)
     done = 0
