@@ -145,23 +145,37 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
         raise InputError("not a DICOM Part 10 file (no DICM preamble)", str(p)) from None
     except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise InputError(f"unreadable or truncated DICOM: {exc}".splitlines()[0], str(p)) from None
+    reason = instance_problem(ds)
+    if reason:
+        raise InputError(reason, str(p))
+    return ds
+
+
+def instance_problem(ds: Dataset) -> str | None:
+    """Why ``ds``, as read from a file, is not an instance to de-identify, or None.
+
+    No File Meta, a DICOMDIR, no SOP UIDs, a value shorter than its declared length, an
+    image whose pixel data is short or missing (a file cut at an element boundary reads
+    without error: an image without its pixels is the sign, PS3.3 Image Pixel Module).
+    """
     meta = getattr(ds, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:
-        raise InputError("no File Meta Information / Transfer Syntax UID", str(p))
-    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) or str(peek(ds, "SOPClassUID", ""))
+        return "no File Meta Information / Transfer Syntax UID"
+    sop_class = str(peek(meta, "MediaStorageSOPClassUID", "") or "") or \
+        str(peek(ds, "SOPClassUID", "") or "")
     if sop_class == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
-        raise InputError("DICOMDIR (media directory) is not an instance; use --layout dicomdir "
-                         "to write a new one", str(p))
+        return ("DICOMDIR (media directory) is not an instance; use --layout dicomdir to "
+                "write a new one")
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-        raise InputError("missing SOP Class UID or SOP Instance UID", str(p))
-    _check_complete(ds, p)
+        return "missing SOP Class UID or SOP Instance UID"
+    reason = _incomplete(ds)
+    if reason:
+        return reason
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")) and (
             ("Rows" in ds and "Columns" in ds)
             or "Image Storage" in UID(str(peek(ds, "SOPClassUID"))).name):
-        # A file cut at an element boundary reads without error: an image without its
-        # pixels is the sign (PS3.3 Image Pixel Module, Type 1).
-        raise InputError("image without Pixel Data (truncated?)", str(p))
-    return ds
+        return "image without Pixel Data (truncated?)"
+    return None
 
 
 def patient_key(ds: Dataset) -> str:
@@ -182,18 +196,18 @@ def _birth_date_forms(ds: Dataset) -> list[str]:
     return []
 
 
-def _check_complete(ds: Dataset, path: Path) -> None:
-    """Detect truncated files: every raw value must have its declared length."""
+def _incomplete(ds: Dataset) -> str | None:
+    """Why ``ds`` looks truncated: a raw value shorter than its declared length, or pixel
+    data shorter than the image attributes say (None: complete)."""
     for elem in ds._dict.values():
         length = getattr(elem, "length", None)
         value = getattr(elem, "value", None)
         if (length is not None and length != 0xFFFFFFFF and isinstance(value, bytes)
                 and len(value) < length):
-            raise InputError(f"truncated: element {elem.tag} has {len(value)} of {length} bytes",
-                             str(path))
+            return f"truncated: element {elem.tag} has {len(value)} of {length} bytes"
     if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
-        ts = UID(ds.file_meta.TransferSyntaxUID)
-        raw = ds._dict[pydicom.tag.Tag(0x7FE00010)]
+        ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID")))
+        raw = ds._dict[0x7FE00010]
         if not ts.is_compressed and getattr(raw, "length", 0xFFFFFFFF) != 0xFFFFFFFF:
             try:
                 rows, cols = int(peek(ds, "Rows")), int(peek(ds, "Columns"))
@@ -201,14 +215,15 @@ def _check_complete(ds: Dataset, path: Path) -> None:
                 bits = int(peek(ds, "BitsAllocated", 16))
                 frames = int(peek(ds, "NumberOfFrames", 1) or 1)
             except (TypeError, ValueError) as exc:
-                raise InputError(f"invalid image attributes: {exc}", str(path)) from None
+                return f"invalid image attributes: {exc}"
             expected = rows * cols * spp * frames * bits // 8
             if spp == 3 and str(peek(ds, "PhotometricInterpretation", "")).strip() == \
                     "YBR_FULL_422":
                 expected = expected // 3 * 2  # Cb, Cr at half the horizontal rate (PS3.3 C.7.6.3.1.2)
             value = raw.value if raw.value is not None else b""
-            if len(value) < expected:
-                raise InputError(f"truncated pixel data: {len(value)} of {expected} bytes", str(path))
+            if len(value) < expected:  # (a value left in its file has its length too)
+                return f"truncated pixel data: {len(value)} of {expected} bytes"
+    return None
 
 
 class Deidentifier:

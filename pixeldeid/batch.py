@@ -351,7 +351,7 @@ def _init_worker(config: DeidConfig, out_dir: str, layout: str, want_map: bool) 
         pixels = BurnedInStage(config.pixels)
     deid = Deidentifier(config)
     _WORKER.update(deid=deid, out=Path(out_dir), layout=layout, want_map=want_map,
-                   pixels=pixels, fast=_fast_path_allowed(config, deid, pixels))
+                   pixels=pixels, fast=_fast_path_allowed(config, pixels))
 
 
 def _output_rel(ds, layout: str) -> str:
@@ -364,7 +364,7 @@ def _output_rel(ds, layout: str) -> str:
     return f"{peek(ds, 'SOPInstanceUID')}.dcm"
 
 
-def _fast_path_allowed(config: DeidConfig, deid: Deidentifier, pixels) -> bool:
+def _fast_path_allowed(config: DeidConfig, pixels) -> bool:
     """Whether files may go through the raw fast path (:mod:`pixeldeid.rawds`) first: header
     work only (no pixel stage) and no site values to write."""
     s = config.site

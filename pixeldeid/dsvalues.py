@@ -33,7 +33,7 @@ _DECODE_IN_PLACE = frozenset({"SQ", "UN"}) | frozenset(AMBIGUOUS_VR)
 
 
 @cache
-def _tag(key: str | int) -> int:
+def tag_of(key: str | int) -> int:
     if isinstance(key, str):
         tag = tag_for_keyword(key)
         if tag is None:
@@ -44,7 +44,7 @@ def _tag(key: str | int) -> int:
 
 def peek(ds: Dataset, key: str | int, default=None):
     """``ds[key].value`` (``default`` when absent), leaving a raw element undecoded."""
-    tag = _tag(key)
+    tag = tag_of(key)
     elem = ds._dict.get(tag)
     if elem is None:
         return default
@@ -74,7 +74,7 @@ def peek(ds: Dataset, key: str | int, default=None):
 def set_text(ds: Dataset, keyword: str | int, value: str | list[str]) -> None:
     """``setattr(ds, keyword, value)`` for a text attribute, stored as raw bytes when it can be
     (``keyword`` may be a tag for the fast path's raw data sets)."""
-    tag = _tag(keyword)
+    tag = tag_of(keyword)
     vr = dictionary_VR(tag)
     values = value if isinstance(value, list) else [value]
     text = "\\".join(values)
@@ -94,9 +94,9 @@ def set_text(ds: Dataset, keyword: str | int, value: str | list[str]) -> None:
 def new_sequence(ds: Dataset, keyword: str) -> list:
     """Add an empty sequence ``keyword`` to ``ds``; return its (appendable) items."""
     if hasattr(ds, "new_sequence") and not isinstance(ds, Dataset):
-        return ds.new_sequence(_tag(keyword))
+        return ds.new_sequence(tag_of(keyword))
     setattr(ds, keyword, Sequence())
-    return ds[_tag(keyword)].value
+    return ds[tag_of(keyword)].value
 
 
 def new_item(ds: Dataset) -> Dataset:
@@ -109,7 +109,7 @@ def new_item(ds: Dataset) -> Dataset:
 def set_meta(meta: Dataset, keyword: str, value: str | bytes) -> None:
     """Store a File Meta Information value as the raw explicit VR little endian element
     pydicom's reader would hold (nothing decoded or validated: pixeldeid's own values)."""
-    tag = BaseTag(_tag(keyword))
+    tag = BaseTag(tag_of(keyword))
     vr = dictionary_VR(tag)
     if isinstance(value, str):
         value = value.encode("ascii")

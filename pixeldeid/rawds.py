@@ -27,14 +27,14 @@ from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import ENCODED_VR
 from pydicom.tag import BaseTag
-from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+from .dsvalues import peek, tag_of
 
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 #: Character sets whose text pixeldeid's own ASCII values and pydicom's decoding agree on.
 _CHARSETS = frozenset({b"", b"ISO_IR 100", b"ISO_IR 6", b"ISO_IR 192"})
-_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 
 _HEAD = struct.Struct("<HH2sH")
 _IMPL = struct.Struct("<HHL")
@@ -123,34 +123,24 @@ class RawDataset:
 
     # -- what the engine reads ----------------------------------------------------------
     def __contains__(self, key) -> bool:
-        from .dsvalues import _tag
-
-        return _tag(key) in self._dict
+        return tag_of(key) in self._dict
 
     def __getitem__(self, key):
-        from .dsvalues import _tag
-
-        elem = self._dict[_tag(key)]
+        elem = self._dict[tag_of(key)]
         if isinstance(elem, RawSequence):
             return elem
         raise Decline(f"element {key} would have to be decoded")
 
     def __delitem__(self, key) -> None:
         if isinstance(key, str):
-            from .dsvalues import _tag
-
-            key = _tag(key)
+            key = tag_of(key)
         del self._dict[key]
 
     def get(self, key, default=None):
-        from .dsvalues import peek
-
         return peek(self, key, default)
 
     def __getattr__(self, name: str):
         if name[:1].isupper():
-            from .dsvalues import peek
-
             value = peek(self, name, _MISSING)
             if value is not _MISSING:
                 return value
@@ -337,7 +327,6 @@ def scan_patient(path: str | os.PathLike) -> tuple[str, str]:
     """(patient key, SOP Instance UID) from the first elements of a file, for numbering
     patients before a parallel run; raises :class:`Decline` (then pydicom reads it)."""
     from .api import patient_key
-    from .dsvalues import peek
 
     try:
         with open(path, "rb") as fh:
@@ -401,9 +390,8 @@ def _parse(data: bytes, path, tail: FileSlice | None, *,
             raise Decline("a character set inside a sequence item")
         d = one.__dict__
         d["original_character_set"] = d["_character_set"] = charset
+    ds.file_meta = FileMetaDataset(Dataset(meta_raw))
     _check_instance(ds)
-    fm = FileMetaDataset(Dataset(meta_raw))
-    ds.file_meta = fm
     ds.preamble = data[:128]
     ds.filename = os.fspath(path)
     return ds
@@ -445,28 +433,8 @@ def _charset(ds: RawDataset):
 
 def _check_instance(ds: RawDataset) -> None:
     """What :func:`pixeldeid.api.read_dicom` checks; the ordinary path reports failures."""
-    from .dsvalues import peek
+    from .api import instance_problem
 
-    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-        raise Decline("missing SOP UIDs")
-    sop_class = str(peek(ds, "SOPClassUID"))
-    if sop_class == _MEDIA_DIRECTORY or "DirectoryRecordSequence" in ds:
-        raise Decline("DICOMDIR")
-    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    if not has_pixels and (("Rows" in ds and "Columns" in ds)
-                           or "Image Storage" in UID(sop_class).name):
-        raise Decline("image without pixel data")
-    if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
-        raw = ds._dict[0x7FE00010]
-        try:
-            rows, cols = int(peek(ds, "Rows")), int(peek(ds, "Columns"))
-            spp = int(peek(ds, "SamplesPerPixel", 1))
-            bits = int(peek(ds, "BitsAllocated", 16))
-            frames = int(peek(ds, "NumberOfFrames", 1) or 1)
-        except (TypeError, ValueError):
-            raise Decline("invalid image attributes") from None
-        expected = rows * cols * spp * frames * bits // 8
-        if spp == 3 and str(peek(ds, "PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
-            expected = expected // 3 * 2
-        if raw.length < expected or not isinstance(raw.value, (bytes, FileSlice)):
-            raise Decline("short pixel data")
+    reason = instance_problem(ds)
+    if reason:
+        raise Decline(reason)
