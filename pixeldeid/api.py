@@ -32,7 +32,6 @@ from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap
-from .rawread import fast_dcmread
 from .rawwrite import encode_part10
 from .standard import DEID_METHOD_CODES, release
 from .textclean import dicom_vocabulary, find_tokens, identity_tokens, words_of
@@ -138,9 +137,7 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
     if size == 0:
         raise InputError("zero-byte file", str(p))
     try:
-        ds = fast_dcmread(p)
-        if ds is None:
-            ds = pydicom.dcmread(p, force=False)
+        ds = pydicom.dcmread(p, force=False)
     except InvalidDicomError:
         raise InputError("not a DICOM Part 10 file (no DICM preamble)", str(p)) from None
     except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
