@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import cache
 
 from pydicom.charset import default_encoding
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -71,9 +71,17 @@ def peek(ds: Dataset, key: str | int, default=None):
     return conv.value
 
 
+def encode_text(text: str, vr: str) -> bytes:
+    """ASCII ``text`` as the value bytes of a ``vr`` element: padded to even length with a
+    NUL (UI) or a space (PS3.5 6.2)."""
+    data = text.encode("ascii")
+    return data + (b"\x00" if vr == "UI" else b" ") if len(data) % 2 else data
+
+
 def set_text(ds: Dataset, keyword: str | int, value: str | list[str]) -> None:
-    """``setattr(ds, keyword, value)`` for a text attribute, stored as raw bytes when it can be
-    (``keyword`` may be a tag for the fast path's raw data sets)."""
+    """Set a text attribute (by keyword or tag) as ``setattr`` would, stored as raw bytes in
+    the data set's encoding when the values are ASCII; otherwise pydicom sets it (and a
+    raw data set of the fast path declines)."""
     tag = tag_of(keyword)
     vr = dictionary_VR(tag)
     values = value if isinstance(value, list) else [value]
@@ -81,11 +89,13 @@ def set_text(ds: Dataset, keyword: str | int, value: str | list[str]) -> None:
     implicit, little = getattr(ds, "original_encoding", (None, None))
     if (vr not in _TEXT_VRS or little is not True or implicit is None or not text.isascii()
             or any("\\" in v for v in values)):
-        setattr(ds, keyword, value)
+        one = None if not values else values[0] if len(values) == 1 else values
+        if tag in ds._dict:
+            ds[tag].value = one
+        else:
+            setattr(ds, keyword_for_tag(tag), one)
         return
-    data = text.encode("ascii")
-    if len(data) % 2:
-        data += b"\x00" if vr == "UI" else b" "
+    data = encode_text(text, vr)
     if isinstance(ds, Dataset):
         tag = BaseTag(tag)  # pydicom's own data sets are keyed by BaseTag
     ds._dict[tag] = RawDataElement(tag, vr, len(data), data, 0, implicit, little)
@@ -93,7 +103,7 @@ def set_text(ds: Dataset, keyword: str | int, value: str | list[str]) -> None:
 
 def new_sequence(ds: Dataset, keyword: str) -> list:
     """Add an empty sequence ``keyword`` to ``ds``; return its (appendable) items."""
-    if hasattr(ds, "new_sequence") and not isinstance(ds, Dataset):
+    if not isinstance(ds, Dataset):  # the fast path's raw data set
         return ds.new_sequence(tag_of(keyword))
     setattr(ds, keyword, Sequence())
     return ds[tag_of(keyword)].value
@@ -101,9 +111,7 @@ def new_sequence(ds: Dataset, keyword: str) -> list:
 
 def new_item(ds: Dataset) -> Dataset:
     """An empty sequence item for ``ds`` (a raw one for the fast path's data sets)."""
-    if hasattr(ds, "new_item") and not isinstance(ds, Dataset):
-        return ds.new_item()
-    return Dataset()
+    return ds.new_item() if not isinstance(ds, Dataset) else Dataset()
 
 
 def set_meta(meta: Dataset, keyword: str, value: str | bytes) -> None:
@@ -112,7 +120,5 @@ def set_meta(meta: Dataset, keyword: str, value: str | bytes) -> None:
     tag = BaseTag(tag_of(keyword))
     vr = dictionary_VR(tag)
     if isinstance(value, str):
-        value = value.encode("ascii")
-        if len(value) % 2:
-            value += b"\x00" if vr == "UI" else b" "
+        value = encode_text(value, vr)
     meta._dict[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)

@@ -21,7 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from . import dates as _dates
-from .dsvalues import peek, set_text
+from .dsvalues import encode_text, peek, set_text
 from .dummy import dummy_value
 from .errors import DeidError
 from .iodtypes import attribute_type, resolve_compound
@@ -98,13 +98,6 @@ def _raw(ds: Dataset, tag: int) -> RawDataElement | None:
     return e if isinstance(e, RawDataElement) and e.value is not None else None
 
 
-def _pad(text: str, vr: str) -> bytes:
-    b = text.encode("ascii")
-    if len(b) % 2:
-        b += b"\x00" if vr == "UI" else b" "
-    return b
-
-
 def get_strings(ds: Dataset, tag: int, vr: str) -> list[str]:
     """Values of an ASCII-valued element (UI, DA, TM, DT...), read without decoding the element."""
     raw = _raw(ds, tag)
@@ -122,19 +115,10 @@ def put_strings(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
     """Replace the values of an ASCII-valued element, keeping it raw when it was raw."""
     raw = _raw(ds, tag)
     if raw is not None:
-        data = _pad("\\".join(values), vr)
+        data = encode_text("\\".join(values), vr)
         ds._dict[tag] = raw._replace(value=data, length=len(data))
     else:
         _set_values(ds[tag], list(values))
-
-
-def put_text(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
-    """Replace the values of a text element: raw ASCII bytes in a raw data set (the fast
-    path's), pydicom's own element otherwise."""
-    if isinstance(ds, Dataset):
-        _set_values(ds[tag], list(values))
-    else:
-        set_text(ds, tag, values)
 
 
 def zero_length(ds: Dataset, tag: int, vr: str) -> None:
@@ -166,13 +150,17 @@ def _keyword(tag: int) -> str:
     return keyword_for_tag(tag) or ""
 
 
-def _values(elem: DataElement) -> list:
-    v = elem.value
+def _value_list(v) -> list:
+    """An element value as a list of its values (none for empty)."""
     if v is None or v == "":
         return []
     if isinstance(v, (list, tuple, MultiValue)):
         return list(v)
     return [v]
+
+
+def _values(elem: DataElement) -> list:
+    return _value_list(elem.value)
 
 
 def _set_values(elem: DataElement, vals: list) -> None:
@@ -282,14 +270,12 @@ class Walker:
                 raise DeidError(f"no date offset to clean {_keyword(tag) or tag}")
             self._shift(ds, tag, vr, done)
         elif vr in TEXT_VRS:
-            value = peek(ds, tag)
-            old = [] if value is None or value == "" else (
-                list(value) if isinstance(value, (list, tuple, MultiValue)) else [value])
+            old = _value_list(peek(ds, tag))
             vals = [clean_text(v, self.ctx.tokens) for v in old]
             if old and not any(vals) and _keyword(tag) in NONEMPTY_TEXT:
                 vals = ["REMOVED"]  # Type 1 (e.g. SR TEXT content): a value must remain
             if vals != old:
-                put_text(ds, tag, vr, vals)
+                set_text(ds, tag, vals)
         elif vr == "PN":
             elem = ds[tag]
             elem.value = dummy_value("PN", elem.value) if elem.value else None

@@ -159,9 +159,7 @@ class RawDataset:
 
     def new_item(self) -> RawDataset:
         """An empty item in this data set's encoding."""
-        item = RawDataset({}, self.original_encoding[0], self.original_character_set)
-        item.__dict__["_spans"] = {}
-        return item
+        return RawDataset({}, self.original_encoding[0], self.original_character_set)
 
     def new_sequence(self, tag: int) -> list:
         """Add an empty sequence element ``tag``; return its list of items."""
@@ -298,12 +296,13 @@ class _Parser:
         return RawSequence(tag, items), pos
 
 
-def read_raw(path: str | os.PathLike) -> RawDataset:
+def read_raw(path: str | os.PathLike, *, stop_tag: int | None = None) -> RawDataset:
     """Parse a Part 10 file into a :class:`RawDataset` (raises :class:`Decline`).
 
     The first read takes :data:`HEAD_BYTES`; when only the Pixel Data, last in the file,
     runs past it, it is not read at all: its value is a :class:`FileSlice`, copied from
     file to file when the output is written. Otherwise the whole file is read.
+    ``stop_tag``: parse the top level only up to this tag (a header scan, unchecked).
     """
     try:
         with open(path, "rb") as fh:
@@ -312,11 +311,11 @@ def read_raw(path: str | os.PathLike) -> RawDataset:
             if len(data) < st.st_size:
                 tail = FileSlice(os.fspath(path), st.st_size, st.st_mtime_ns)
                 try:
-                    return _parse(data, path, tail)
+                    return _parse(data, path, tail, stop_tag=stop_tag)
                 except _WholeFile:
                     fh.seek(0)
                     data = fh.read()
-            return _parse(data, path, None)
+            return _parse(data, path, None, stop_tag=stop_tag)
     except Decline:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable, malformed: the ordinary path says
@@ -328,17 +327,7 @@ def scan_patient(path: str | os.PathLike) -> tuple[str, str]:
     patients before a parallel run; raises :class:`Decline` (then pydicom reads it)."""
     from .api import patient_key
 
-    try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            data = fh.read(HEAD_BYTES)
-        tail = FileSlice(os.fspath(path), st.st_size, st.st_mtime_ns) \
-            if len(data) < st.st_size else None
-        ds = _parse(data, path, tail, stop_tag=0x00110000)
-    except Decline:
-        raise
-    except Exception as exc:  # noqa: BLE001 - incl. a header beyond the first read
-        raise Decline(f"{type(exc).__name__}: {exc}") from exc
+    ds = read_raw(path, stop_tag=0x00110000)
     sop = peek(ds, "SOPInstanceUID")
     if not sop:
         raise Decline("no SOP Instance UID")

@@ -17,6 +17,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 
 from .atomic import FileParts
+from .dsvalues import peek
 from .rawds import FileSlice
 
 #: Explicit VR with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
@@ -143,8 +144,6 @@ def _explicit_le(tag: int, vr: str, value: bytes) -> bytes:
 
 def encode_file_meta(meta) -> bytes:
     """File Meta Information of the elements pixeldeid writes (PS3.10 7.1), encoded directly."""
-    from .dsvalues import peek
-
     body = b"".join([
         _explicit_le(0x00020001, "OB", b"\x00\x01"),
         _ui(0x00020002, str(peek(meta, "MediaStorageSOPClassUID"))),
@@ -170,8 +169,6 @@ def encode_part10(ds: Dataset) -> tuple[bytes, bytes]:
     Deflated transfer syntaxes fall back to pydicom's complete writer.
     """
     from pydicom.uid import UID
-
-    from .dsvalues import peek
 
     fm = ds.file_meta
     ts = UID(str(peek(fm, "TransferSyntaxUID")))
