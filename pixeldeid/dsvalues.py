@@ -42,6 +42,21 @@ def tag_of(key: str | int) -> int:
     return int(key)
 
 
+@cache
+def keyword_of(tag: int) -> str:
+    """The keyword of ``tag`` in pydicom's data dictionary ('' when it has none)."""
+    return keyword_for_tag(tag) or ""
+
+
+@cache
+def dictionary_vr(tag: int) -> str | None:
+    """The VR of ``tag`` in pydicom's data dictionary (None when it is not there)."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
 def peek(ds: Dataset, key: str | int, default=None):
     """``ds[key].value`` (``default`` when absent), leaving a raw element undecoded."""
     tag = tag_of(key)
@@ -83,7 +98,7 @@ def set_text(ds: Dataset, keyword: str | int, value: str | list[str]) -> None:
     the data set's encoding when the values are ASCII; otherwise pydicom sets it (and a
     raw data set of the fast path declines)."""
     tag = tag_of(keyword)
-    vr = dictionary_VR(tag)
+    vr = dictionary_vr(tag)
     values = value if isinstance(value, list) else [value]
     text = "\\".join(values)
     implicit, little = getattr(ds, "original_encoding", (None, None))
@@ -93,7 +108,7 @@ def set_text(ds: Dataset, keyword: str | int, value: str | list[str]) -> None:
         if tag in ds._dict:
             ds[tag].value = one
         else:
-            setattr(ds, keyword_for_tag(tag), one)
+            setattr(ds, keyword_of(tag), one)
         return
     data = encode_text(text, vr)
     if isinstance(ds, Dataset):
@@ -118,7 +133,7 @@ def set_meta(meta: Dataset, keyword: str, value: str | bytes) -> None:
     """Store a File Meta Information value as the raw explicit VR little endian element
     pydicom's reader would hold (nothing decoded or validated: pixeldeid's own values)."""
     tag = BaseTag(tag_of(keyword))
-    vr = dictionary_VR(tag)
+    vr = dictionary_vr(tag)
     if isinstance(value, str):
         value = encode_text(value, vr)
     meta._dict[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -21,7 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from . import dates as _dates
-from .dsvalues import encode_text, peek, set_text
+from .dsvalues import dictionary_vr, encode_text, keyword_of, peek, set_text
 from .dummy import dummy_value
 from .errors import DeidError
 from .iodtypes import attribute_type, resolve_compound
@@ -77,14 +77,10 @@ class WalkContext:
 
 def _vr_of(ds: Dataset, tag: BaseTag) -> str:
     """VR of an element without decoding its value."""
-    elem = ds._dict[tag]
-    vr = elem.VR
+    vr = ds._dict[tag].VR
     if vr and vr != "UN":
         return vr
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return vr or "UN"
+    return dictionary_vr(tag) or vr or "UN"
 
 
 #: VRs whose raw value bytes are (single-byte) text that pixeldeid may rewrite in place.
@@ -105,7 +101,7 @@ def get_strings(ds: Dataset, tag: int, vr: str) -> list[str]:
         try:
             text = raw.value.decode("ascii")
         except UnicodeDecodeError:
-            raise DeidError(f"{_keyword(tag) or tag}: non-ASCII bytes in a {vr} value") from None
+            raise DeidError(f"{keyword_of(tag) or tag}: non-ASCII bytes in a {vr} value") from None
         text = text.rstrip("\x00 ")
         return [v.strip("\x00 ") for v in text.split("\\")] if text else []
     return [str(v) for v in _values(ds[tag])]
@@ -144,10 +140,6 @@ def code_for(tag: int, options: frozenset[str]) -> str | None:
     except KeyError:
         code = table[t] = action_for(t, options)
         return code
-
-
-def _keyword(tag: int) -> str:
-    return keyword_for_tag(tag) or ""
 
 
 def _value_list(v) -> list:
@@ -219,7 +211,7 @@ class Walker:
                 self._untabled(ds, tag, path, depth, done, mode)
                 continue
             if code in COMPOUND:
-                kw = _keyword(tag)
+                kw = keyword_of(tag)
                 code = resolve_compound(code, attribute_type(ctx.sop_class_uid, path, kw))
             self._apply(ds, tag, code, path, depth, done, mode)
         if private_tags:
@@ -267,12 +259,12 @@ class Walker:
             if self.ctx.full_dates:
                 return
             if self.ctx.offset is None:
-                raise DeidError(f"no date offset to clean {_keyword(tag) or tag}")
+                raise DeidError(f"no date offset to clean {keyword_of(tag) or tag}")
             self._shift(ds, tag, vr, done)
         elif vr in TEXT_VRS:
             old = _value_list(peek(ds, tag))
             vals = [clean_text(v, self.ctx.tokens) for v in old]
-            if old and not any(vals) and _keyword(tag) in NONEMPTY_TEXT:
+            if old and not any(vals) and keyword_of(tag) in NONEMPTY_TEXT:
                 vals = ["REMOVED"]  # Type 1 (e.g. SR TEXT content): a value must remain
             if vals != old:
                 set_text(ds, tag, vals)
@@ -295,7 +287,7 @@ class Walker:
         if vr == "SQ":
             self._recurse(ds, tag, path, depth, mode)
         elif mode != "normal" and (vr in TEXT_VRS or vr == "PN") \
-                and _keyword(tag) not in CODE_KEYWORDS:
+                and keyword_of(tag) not in CODE_KEYWORDS:
             if mode == "clean" and vr != "PN":
                 self._clean(ds, tag, vr, path, depth, done)
             else:
@@ -303,7 +295,7 @@ class Walker:
                 if elem.value:
                     elem.value = dummy_value(vr, elem.value)
         elif vr == "UI":
-            if self.ctx.retain_uids or _keyword(tag) in STRUCTURAL_UID_KEYWORDS:
+            if self.ctx.retain_uids or keyword_of(tag) in STRUCTURAL_UID_KEYWORDS:
                 return
             self._map_uids(ds, tag)
         elif vr in DATE_VRS:
@@ -314,7 +306,7 @@ class Walker:
                 self._shift(ds, tag, vr, done)
                 return
             code = resolve_compound("X/Z/D", attribute_type(self.ctx.sop_class_uid, path,
-                                                            _keyword(tag)))
+                                                            keyword_of(tag)))
             self._apply(ds, tag, code, path, depth, done)
 
     # -- helpers ---------------------------------------------------------------------
@@ -342,7 +334,7 @@ class Walker:
         vals = get_strings(ds, tag, vr)
         if not vals:
             return
-        kw = _keyword(tag)
+        kw = keyword_of(tag)
         partner_kw = _partner(kw) if kw and vr in ("DA", "TM") else None
         ptag = tag_for_keyword(partner_kw) if partner_kw else None
         pvr = _vr_of(ds, BaseTag(ptag)) if ptag is not None and ptag in ds._dict else None
@@ -356,7 +348,7 @@ class Walker:
                     dtag, dval, ttag, tval = tag, vals[0], ptag, pvals[0]
                 else:
                     dtag, dval, ttag, tval = ptag, pvals[0], tag, vals[0]
-                where = f"{_keyword(dtag)}/{_keyword(ttag)}"  # either may be the bad one
+                where = f"{keyword_of(dtag)}/{keyword_of(ttag)}"  # either may be the bad one
                 d, t = _dates.shift_pair(dval, tval, off)
                 put_strings(ds, dtag, "DA", [d])
                 put_strings(ds, ttag, "TM", [t])

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import os
 import struct
+from functools import partial
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import RawDataElement, empty_value_for_VR
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import ENCODED_VR
-from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from .dsvalues import peek, tag_of
+from .dsvalues import dictionary_vr, keyword_of, peek, tag_of
 
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -43,6 +41,10 @@ _VR_NAMES = {b: b.decode() for b in ENCODED_VR}
 _LONG = frozenset(EXPLICIT_VR_LENGTH_32)
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _MAX_DEPTH = 64
+#: ``_raw_element(fields + _RAW_DEFAULTS)`` is ``RawDataElement(*fields)`` without the
+#: namedtuple's Python-level ``__new__`` (its defaulted fields: is_raw, is_buffered, ...).
+_raw_element = partial(tuple.__new__, RawDataElement)
+_RAW_DEFAULTS = tuple(RawDataElement._field_defaults[f] for f in RawDataElement._fields[7:])
 
 
 class Decline(LookupError):
@@ -107,7 +109,7 @@ class RawSequence:
 
     @property
     def keyword(self) -> str:
-        return keyword_for_tag(self.tag) or ""
+        return keyword_of(self.tag)
 
 
 class RawDataset:
@@ -197,26 +199,32 @@ class _Parser:
         if depth > _MAX_DEPTH:
             raise Decline("sequences nested too deep")
         data, implicit = self.data, self.implicit
-        n = len(data) if end is None else end
+        size = len(data)
+        n = size if end is None else end
+        partial = self.tail is not None
+        stop_tag = self.stop_tag if depth == 0 else 0x100000000
+        impl, head, vr_name = _IMPL.unpack_from, _HEAD.unpack_from, _VR_NAMES.get
         out: dict = {}
         spans: dict = {}
         while pos < n:
-            if pos + 12 > len(data) and self.partial:
+            if pos + 12 > size and partial:
                 raise _WholeFile
             if pos + 8 > n:
                 raise Decline("truncated element header")
-            if implicit:
-                group, elem, length = _IMPL.unpack_from(data, pos)
+            start = pos + 8
+            if implicit or (data[pos] == 0xFE and data[pos + 1] == 0xFF):  # no VR: items
+                group, elem, length = impl(data, pos)
                 vr = None
-                start = pos + 8
-            elif data[pos] == 0xFE and data[pos + 1] == 0xFF:  # an item delimiter: no VR
-                group, elem, length = _IMPL.unpack_from(data, pos)
-                vr = None
-                start = pos + 8
             else:
-                group, elem, vr, length, start = _explicit_head(data, pos)
+                group, elem, vrb, length = head(data, pos)
+                vr = vr_name(vrb)
+                if vr is None:
+                    raise Decline("unknown VR")
+                if vr in _LONG:
+                    length = _LEN32.unpack_from(data, start)[0]
+                    start += 4
             tag = group << 16 | elem
-            if depth == 0 and tag >= self.stop_tag:
+            if tag >= stop_tag:
                 return self._new(out, spans), n
             if tag == _ITEM_END:
                 if end is not None or length:
@@ -225,11 +233,7 @@ class _Parser:
             if group == 0xFFFE:
                 raise Decline("misplaced item")
             if vr is None:
-                try:
-                    known = dictionary_VR(tag)
-                except KeyError:
-                    known = None
-                if known == "SQ":
+                if dictionary_vr(tag) == "SQ":
                     vr = "SQ"
             if vr == "SQ" or (vr == "UN" and length == 0xFFFFFFFF):
                 if vr != "SQ":
@@ -241,18 +245,22 @@ class _Parser:
             stop = start + length
             if stop > n:
                 raise Decline("truncated value")
-            if stop <= len(data):
+            if stop <= size:
                 value = data[start:stop] if length else empty_value_for_VR(vr, raw=True)
+                out[tag] = one = _raw_element(
+                    (tag, vr, length, value, start, implicit, True) + _RAW_DEFAULTS)
+                if start - pos == 8 or data[pos + 6:pos + 8] == b"\0\0":
+                    spans[tag] = (one, pos, stop)  # (a long header's reserved bytes are zero)
             elif depth == 0 and tag == 0x7FE00010 and stop == self.tail.size:
-                value = self.tail.at(start, length)  # copied file to file when written
+                # copied file to file when written
+                value = self.tail.at(start, length)
+                out[tag] = _raw_element(
+                    (tag, vr, length, value, start, implicit, True) + _RAW_DEFAULTS)
             else:
                 raise _WholeFile
-            out[tag] = one = RawDataElement(tag, vr, length, value, start, implicit, True)
-            if stop <= len(data) and (start - pos == 8 or data[pos + 6:pos + 8] == b"\0\0"):
-                spans[tag] = (one, pos, stop)  # (a long header's reserved bytes are zero)
             pos = stop
         if end is None:
-            if self.partial:
+            if partial:
                 raise _WholeFile
             raise Decline("item without delimiter")
         if pos != n:
@@ -379,7 +387,7 @@ def _parse(data: bytes, path, tail: FileSlice | None, *,
             raise Decline("a character set inside a sequence item")
         d = one.__dict__
         d["original_character_set"] = d["_character_set"] = charset
-    ds.file_meta = FileMetaDataset(Dataset(meta_raw))
+    ds.file_meta = RawDataset(meta_raw, False, default_encoding)
     _check_instance(ds)
     ds.preamble = data[:128]
     ds.filename = os.fspath(path)
@@ -405,7 +413,7 @@ def _meta_element(data: bytes, pos: int) -> tuple[RawDataElement, int]:
         raise Decline("bad meta element")
     if start + length > len(data):
         raise _WholeFile  # (and, read whole, a truncated file fails below)
-    tag = BaseTag(group << 16 | elem)
+    tag = group << 16 | elem
     value = data[start:start + length] if length else empty_value_for_VR(vr, raw=True)
     return RawDataElement(tag, vr, length, value, start, False, True), start + length
 

@@ -19,6 +19,7 @@ Examples
 python scripts/bench_header.py                 # 1000 files, cache in ~/.cache
 python scripts/bench_header.py -n 200 --peers dicognito
 python scripts/bench_header.py --repeat 3 --io-floor  # medians; I/O floor
+python scripts/bench_header.py --read-baseline   # also pydicom's read alone (context)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import contextlib
 import io
 import logging
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -106,6 +108,12 @@ def run_deid(src: Path, out: Path, files: list[Path], jobs: int, key: Path) -> N
                                 overwrite=True, remove_private=True)
 
 
+def run_pydicom_read(src: Path, out: Path, files: list[Path], jobs: int, key: Path) -> None:
+    """Context, not a peer: pydicom's read of each file alone (nothing changed or written)."""
+    for f in files:
+        pydicom.dcmread(f)
+
+
 def run_dicom_anonymizer(src: Path, out: Path, files: list[Path], jobs: int, key: Path) -> None:
     from dicomanonymizer import anonymize_dicom_file
 
@@ -118,7 +126,8 @@ def _time(name: str, fn: Callable, src: Path, files: list[Path], work: Path, job
     """Median seconds of ``repeat`` timed runs of one tool, each into a fresh folder after
     the page cache's dirty pages were written back (so no tool pays for another's writes)."""
     out = work / name.replace(" ", "_")
-    times = []
+    times: list[float] = []
+    cpu: list[tuple[float, float]] = []
     try:
         if warm:  # untimed: imports, recipe/profile loading, worker start-up code paths
             shutil.rmtree(out, ignore_errors=True)
@@ -129,9 +138,12 @@ def _time(name: str, fn: Callable, src: Path, files: list[Path], work: Path, job
             out.mkdir(parents=True)
             if hasattr(os, "sync"):
                 os.sync()
+            r0 = _rusage()
             t0 = time.perf_counter()
             fn(src, out, files, jobs, key)
             times.append(time.perf_counter() - t0)
+            r1 = _rusage()
+            cpu.append((r1[0] - r0[0], r1[1] - r0[1]))
             written = _count(out)
     except ImportError as exc:
         return {"tool": name, "error": f"not installed ({exc.name})"}
@@ -140,7 +152,15 @@ def _time(name: str, fn: Callable, src: Path, files: list[Path], work: Path, job
     finally:
         shutil.rmtree(out, ignore_errors=True)
     dt = statistics.median(times)
-    return {"tool": name, "seconds": dt, "written": written, "rate": len(files) / dt}
+    user, sys_ = cpu[times.index(dt)] if dt in times else cpu[0]
+    return {"tool": name, "seconds": dt, "written": written, "rate": len(files) / dt,
+            "user": user, "sys": sys_}
+
+
+def _rusage() -> tuple[float, float]:
+    """CPU seconds (user, system) of this process and its finished child processes."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + b.ru_utime, a.ru_stime + b.ru_stime
 
 
 def io_floor(files: list[Path], work: Path) -> float:
@@ -181,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", default="1,2", help="pixeldeid -j values (default 1,2)")
     ap.add_argument("--io-floor", action="store_true",
                     help="also time the I/O alone that pixeldeid's fast path does per file")
+    ap.add_argument("--read-baseline", action="store_true",
+                    help="also time pydicom's read of each file alone (context, not a peer)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="timed runs per tool; the median is reported (default 1)")
     ap.add_argument("--warmup", type=int, default=5,
@@ -221,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"unknown peer {peer!r}")
             results.append(_time(peer, runners[peer], cache, files, work, 1, key, warm,
                                  args.repeat))
+        if args.read_baseline:
+            results.append(_time("pydicom read only", run_pydicom_read, cache, files, work, 1,
+                                 key, warm, args.repeat) | {"context": True})
         if floors:
             floors.append(io_floor(files, work))
             floor = statistics.median(floors)
@@ -228,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     ours = [r for r in results if r["tool"].startswith("pixeldeid") and "rate" in r]
-    print(f"\n{'tool':<20}{'seconds':>9}{'files/s':>9}{'written':>9}  "
+    print(f"\n{'tool':<20}{'seconds':>9}{'files/s':>9}{'written':>9}{'user s':>8}{'sys s':>7}  "
           + "  ".join(f"{r['tool']}/peer" for r in ours))
     for r in results:
         if "error" in r:
@@ -236,14 +261,18 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ratios = "" if r["tool"].startswith("pixeldeid") else "  ".join(
             f"{o['rate'] / r['rate']:>{len(o['tool']) + 5}.2f}" for o in ours)
-        print(f"{r['tool']:<20}{r['seconds']:>9.2f}{r['rate']:>9.1f}{r['written']:>9}  {ratios}")
+        written = "-" if r.get("context") else r["written"]
+        print(f"{r['tool']:<20}{r['seconds']:>9.2f}{r['rate']:>9.1f}{written:>9}"
+              f"{r['user']:>8.2f}{r['sys']:>7.2f}  {ratios}")
     if floor is not None:
-        peers = [r for r in results if not r["tool"].startswith("pixeldeid") and "rate" in r]
+        peers = [r for r in results if not r["tool"].startswith("pixeldeid") and "rate" in r
+                 and not r.get("context")]
         rel = "".join(f", {1 / (floor * r['rate']):.1f}x {r['tool']}" for r in peers)
         print(f"I/O floor (read header, create, copy pixels file to file, link): "
               f"{floor * 1000:.3f} ms per file{rel} (before the tools "
               f"{floors[0] * 1000:.3f}, after {floors[-1] * 1000:.3f})")
-    bad = [r for r in results if r.get("written", len(files)) != len(files)]
+    bad = [r for r in results if not r.get("context")
+           and r.get("written", len(files)) != len(files)]
     for r in bad:
         print(f"note: {r['tool']} wrote {r['written']} of {len(files)} files", file=sys.stderr)
     return 0
