@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
@@ -197,11 +198,9 @@ def _incomplete(ds: Dataset) -> str | None:
     """Why ``ds`` looks truncated: a raw value shorter than its declared length, or pixel
     data shorter than the image attributes say (None: complete)."""
     for elem in ds._dict.values():
-        length = getattr(elem, "length", None)
-        value = getattr(elem, "value", None)
-        if (length is not None and length != 0xFFFFFFFF and isinstance(value, bytes)
-                and len(value) < length):
-            return f"truncated: element {elem.tag} has {len(value)} of {length} bytes"
+        if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
+                and len(elem.value) < elem.length != 0xFFFFFFFF:
+            return f"truncated: element {elem.tag} has {len(elem.value)} of {elem.length} bytes"
     if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
         ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID")))
         raw = ds._dict[0x7FE00010]

@@ -272,14 +272,15 @@ class Ledger:
             raise
         return con
 
-    def src_key(self, path: Path) -> str:
-        """Keyed hash of the resolved source path (computed once per path and run)."""
+    def src_key(self, path: Path, resolved: str | None = None) -> str:
+        """Keyed hash of the resolved source path (computed once per path and run;
+        ``resolved``: ``os.path.realpath`` of it, when the caller has it)."""
         name = os.fspath(path)
         key = self._src_keys.get(name)
         if key is None:
+            real = resolved if resolved is not None else os.path.realpath(name)
             key = self._src_keys[name] = hmac.new(
-                self._key, str(Path(name).resolve()).encode("utf-8", "surrogateescape"),
-                hashlib.sha256).hexdigest()
+                self._key, real.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
         return key
 
     @staticmethod
@@ -287,38 +288,28 @@ class Ledger:
         st = path.stat()
         return f"{st.st_size}:{st.st_mtime_ns}"
 
-    def finished(self, path: Path, out_dir: Path) -> str | None:
-        """The output of ``path`` if it was finished before and is still there."""
-        row = self._con.execute("SELECT sig, status, output FROM files WHERE src=?",
-                                (self.src_key(path),)).fetchone()
-        if not row or row[1] not in ("written", "identical"):
-            return None
-        try:
-            if row[0] != self.signature(path):
-                return None
-        except OSError:
-            return None
-        return row[2] if row[2] and (out_dir / row[2]).exists() else None
-
-    def changed_output(self, path: Path, out_dir: Path) -> Path | None:
-        """The output an earlier run wrote for ``path`` when the input has changed since.
-
-        Only an output that no other input also produced (an exact duplicate) is returned.
-        """
-        key = self.src_key(path)
+    def lookup(self, path: Path, out_dir: Path, resolved: str | None = None
+               ) -> tuple[str | None, Path | None]:
+        """What an earlier run left for ``path``: (its output, when it was finished and the
+        output is still there; the output to withdraw, when the input has changed since it
+        was written and no other input also produced it (an exact duplicate))."""
+        key = self.src_key(path, resolved)
         row = self._con.execute("SELECT sig, status, output FROM files WHERE src=?",
                                 (key,)).fetchone()
-        if not row or row[1] != "written" or not row[2]:
-            return None
+        if not row or row[1] not in ("written", "identical"):
+            return None, None
         try:
-            if row[0] == self.signature(path):
-                return None
+            same = row[0] == self.signature(path)
         except OSError:
-            return None
+            return None, None
+        if same:
+            return (row[2] if row[2] and (out_dir / row[2]).exists() else None), None
+        if row[1] != "written" or not row[2]:
+            return None, None
         shared = self._con.execute("SELECT 1 FROM files WHERE output=? AND src<>? LIMIT 1",
                                    (row[2], key)).fetchone()
         target = out_dir / row[2]
-        return target if not shared and target.is_file() else None
+        return None, (target if not shared and target.is_file() else None)
 
     def record(self, o: FileOutcome) -> None:
         p = Path(o.source)
@@ -485,7 +476,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     sources = list(sources)
     _check_not_inside(sources, out)
     _make_output_dir(out)
-    out_resolved = out.resolve()
+    out_real = os.path.realpath(out)
     remove_stale_temporaries(out)
     state = out / STATE_DIRNAME
     check_key(out, config.key)
@@ -497,19 +488,19 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     todo: list[str] = []
     for path, reason in iter_inputs(sources):
         try:
-            if path.resolve().is_relative_to(out_resolved):
-                continue  # never read our own outputs
+            real = os.path.realpath(path)
         except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
-            pass
+            real = None
+        if real is not None and (real == out_real or real.startswith(out_real + os.sep)):
+            continue  # never read our own outputs
         if reason:
             rec = quarantine(path, out, reason, stage="header")
             summary.input_errors.append(FileOutcome(str(path), "quarantined", reason=rec.reason))
             continue
-        done = ledger.finished(path, out)
+        done, stale = ledger.lookup(path, out, real)
         if done:
             summary.outcomes.append(FileOutcome(str(path), "skipped", done))
             continue
-        stale = ledger.changed_output(path, out)
         if stale is not None:  # the input changed since an earlier run: withdraw, redo
             logger.info("input changed since its output was written; redoing %s", path)
             stale.unlink()
