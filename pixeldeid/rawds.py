@@ -116,6 +116,11 @@ class RawDataset:
     """Raw elements of one data set (or sequence item), keyed by tag (plain ints: faster
     to look up than pydicom's BaseTag)."""
 
+    #: Every value was read whole, or is a :class:`FileSlice` of its declared length (the
+    #: parser declines anything shorter): :func:`pixeldeid.api.instance_problem` need not
+    #: look for truncated values.
+    values_complete = True
+
     def __init__(self, elements: dict, implicit: bool, charset) -> None:
         d = self.__dict__
         d["_dict"] = elements
