@@ -86,6 +86,12 @@ def peek(ds: Dataset, key: str | int, default=None):
     return conv.value
 
 
+def with_value(raw: RawDataElement, value: bytes) -> RawDataElement:
+    """``raw`` with another value (and its length): ``raw._replace(value=..., length=...)``
+    without the namedtuple's Python-level rebuild (the hot path of the engine)."""
+    return tuple.__new__(RawDataElement, (raw[0], raw[1], len(value), value) + raw[4:])
+
+
 def encode_text(text: str, vr: str) -> bytes:
     """ASCII ``text`` as the value bytes of a ``vr`` element: padded to even length with a
     NUL (UI) or a space (PS3.5 6.2)."""

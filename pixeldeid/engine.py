@@ -21,7 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from . import dates as _dates
-from .dsvalues import dictionary_vr, encode_text, keyword_of, peek, set_text
+from .dsvalues import dictionary_vr, encode_text, keyword_of, peek, set_text, with_value
 from .dummy import dummy_value
 from .errors import DeidError
 from .iodtypes import attribute_type, resolve_compound
@@ -112,7 +112,7 @@ def put_strings(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
     raw = _raw(ds, tag)
     if raw is not None:
         data = encode_text("\\".join(values), vr)
-        ds._dict[tag] = raw._replace(value=data, length=len(data))
+        ds._dict[tag] = with_value(raw, data)
     else:
         _set_values(ds[tag], list(values))
 
@@ -121,7 +121,7 @@ def zero_length(ds: Dataset, tag: int, vr: str) -> None:
     """Make an element zero-length (Z), keeping it raw when it was raw."""
     raw = _raw(ds, tag)
     if raw is not None:
-        ds._dict[tag] = raw._replace(value=b"", length=0)
+        ds._dict[tag] = with_value(raw, b"")
     else:
         ds[tag].value = Sequence() if vr == "SQ" else None
 

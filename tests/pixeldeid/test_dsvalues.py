@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 
 from pixeldeid import rawds
 from pixeldeid._synth import make_ct_series
-from pixeldeid.dsvalues import peek, set_text
+from pixeldeid.dsvalues import peek, set_text, with_value
 from pixeldeid.rawwrite import encode_dataset_body
 
 
@@ -86,3 +86,27 @@ def test_peek_equals_pydicom_on_every_element_of_the_corpus() -> None:
                 assert str(value) == str(want), (p.name, tag)
                 raw_checked += 1
     assert checked > 5000 and raw_checked > 2000
+
+
+def test_fast_path_elements_equal_pydicom_raw_elements() -> None:
+    """The fast path builds its raw elements (and :func:`with_value` rebuilds them) without
+    the namedtuple constructor: each must equal what pydicom's reader and ``_replace`` give."""
+    compared = 0
+    for p in corpus_files():
+        ds = _read(p)
+        try:
+            raw = rawds.read_raw(p)
+        except rawds.Decline:
+            continue
+        for tag, elem in raw._dict.items():
+            if not isinstance(elem, RawDataElement) or isinstance(elem.value, rawds.FileSlice):
+                continue
+            ref = ds._dict[tag]
+            if not isinstance(ref, RawDataElement):  # pydicom decoded it while reading
+                continue
+            assert type(elem) is RawDataElement
+            assert elem == ref._replace(VR=elem.VR), (p.name, hex(tag))  # (implicit: VR by rawds)
+            new = with_value(elem, b"NEW ")
+            assert new == elem._replace(value=b"NEW ", length=4) and type(new) is RawDataElement
+            compared += 1
+    assert compared > 1000
