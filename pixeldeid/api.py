@@ -197,10 +197,12 @@ def _birth_date_forms(ds: Dataset) -> list[str]:
 def _incomplete(ds: Dataset) -> str | None:
     """Why ``ds`` looks truncated: a raw value shorter than its declared length, or pixel
     data shorter than the image attributes say (None: complete)."""
-    for elem in () if getattr(ds, "values_complete", False) else ds._dict.values():
-        if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
-                and len(elem.value) < elem.length != 0xFFFFFFFF:
-            return f"truncated: element {elem.tag} has {len(elem.value)} of {elem.length} bytes"
+    if not getattr(ds, "values_complete", False):  # (the fast path's data sets are)
+        for elem in ds._dict.values():
+            if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
+                    and len(elem.value) < elem.length != 0xFFFFFFFF:
+                return (f"truncated: element {elem.tag} has {len(elem.value)} of "
+                        f"{elem.length} bytes")
     if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
         ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID")))
         raw = ds._dict[0x7FE00010]

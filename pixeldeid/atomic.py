@@ -12,6 +12,15 @@ from typing import BinaryIO
 TMP_PREFIX = ".pixeldeid-tmp-"
 
 
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder (made when missing): (fd, name)."""
+    try:
+        return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    except FileNotFoundError:  # the first file of its folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path``; on success rename it to ``path``.
@@ -25,11 +34,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     ...     fh.write(data)
     """
     path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    except FileNotFoundError:  # the first file of its folder
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -127,11 +132,7 @@ def write_exclusive(path: str | os.PathLike, data: bytes, *, durable: bool = Fal
     power cut, not only a killed process; much slower on many small files).
     """
     path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    except FileNotFoundError:  # the first file of its folder
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             _write(fh, data)

@@ -11,7 +11,7 @@ were not read from a file).
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 
 from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -86,10 +86,16 @@ def peek(ds: Dataset, key: str | int, default=None):
     return conv.value
 
 
+#: ``make_raw(fields + RAW_DEFAULTS)`` is ``RawDataElement(*fields)`` without the
+#: namedtuple's Python-level ``__new__`` (hot paths: the fast path's parser, the engine);
+#: RAW_DEFAULTS are the fields after ``is_little_endian`` (is_raw, is_buffered...).
+make_raw = partial(tuple.__new__, RawDataElement)
+RAW_DEFAULTS = tuple(RawDataElement._field_defaults[f] for f in RawDataElement._fields[7:])
+
+
 def with_value(raw: RawDataElement, value: bytes) -> RawDataElement:
-    """``raw`` with another value (and its length): ``raw._replace(value=..., length=...)``
-    without the namedtuple's Python-level rebuild (the hot path of the engine)."""
-    return tuple.__new__(RawDataElement, (raw[0], raw[1], len(value), value) + raw[4:])
+    """``raw._replace(value=value, length=len(value))``, built by :data:`make_raw`."""
+    return make_raw((raw[0], raw[1], len(value), value) + raw[4:])
 
 
 def encode_text(text: str, vr: str) -> bytes:

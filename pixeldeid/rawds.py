@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import os
 import struct
-from functools import partial
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.filereader import ENCODED_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from .dsvalues import dictionary_vr, keyword_of, peek, tag_of
+from .dsvalues import RAW_DEFAULTS, dictionary_vr, keyword_of, make_raw, peek, tag_of
 
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -41,10 +40,6 @@ _VR_NAMES = {b: b.decode() for b in ENCODED_VR}
 _LONG = frozenset(EXPLICIT_VR_LENGTH_32)
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _MAX_DEPTH = 64
-#: ``_raw_element(fields + _RAW_DEFAULTS)`` is ``RawDataElement(*fields)`` without the
-#: namedtuple's Python-level ``__new__`` (its defaulted fields: is_raw, is_buffered, ...).
-_raw_element = partial(tuple.__new__, RawDataElement)
-_RAW_DEFAULTS = tuple(RawDataElement._field_defaults[f] for f in RawDataElement._fields[7:])
 
 
 class Decline(LookupError):
@@ -206,28 +201,21 @@ class _Parser:
         data, implicit = self.data, self.implicit
         size = len(data)
         n = size if end is None else end
-        partial = self.tail is not None
+        first_read = self.partial
         stop_tag = self.stop_tag if depth == 0 else 0x100000000
-        impl, head, vr_name = _IMPL.unpack_from, _HEAD.unpack_from, _VR_NAMES.get
         out: dict = {}
         spans: dict = {}
         while pos < n:
-            if pos + 12 > size and partial:
+            if pos + 12 > size and first_read:
                 raise _WholeFile
             if pos + 8 > n:
                 raise Decline("truncated element header")
-            start = pos + 8
             if implicit or (data[pos] == 0xFE and data[pos + 1] == 0xFF):  # no VR: items
-                group, elem, length = impl(data, pos)
+                group, elem, length = _IMPL.unpack_from(data, pos)
                 vr = None
+                start = pos + 8
             else:
-                group, elem, vrb, length = head(data, pos)
-                vr = vr_name(vrb)
-                if vr is None:
-                    raise Decline("unknown VR")
-                if vr in _LONG:
-                    length = _LEN32.unpack_from(data, start)[0]
-                    start += 4
+                group, elem, vr, length, start = _explicit_head(data, pos)
             tag = group << 16 | elem
             if tag >= stop_tag:
                 return self._new(out, spans), n
@@ -237,9 +225,8 @@ class _Parser:
                 return self._new(out, spans), start
             if group == 0xFFFE:
                 raise Decline("misplaced item")
-            if vr is None:
-                if dictionary_vr(tag) == "SQ":
-                    vr = "SQ"
+            if vr is None and dictionary_vr(tag) == "SQ":
+                vr = "SQ"
             if vr == "SQ" or (vr == "UN" and length == 0xFFFFFFFF):
                 if vr != "SQ":
                     raise Decline("UN sequence")
@@ -252,20 +239,17 @@ class _Parser:
                 raise Decline("truncated value")
             if stop <= size:
                 value = data[start:stop] if length else empty_value_for_VR(vr, raw=True)
-                out[tag] = one = _raw_element(
-                    (tag, vr, length, value, start, implicit, True) + _RAW_DEFAULTS)
-                if start - pos == 8 or data[pos + 6:pos + 8] == b"\0\0":
-                    spans[tag] = (one, pos, stop)  # (a long header's reserved bytes are zero)
             elif depth == 0 and tag == 0x7FE00010 and stop == self.tail.size:
-                # copied file to file when written
-                value = self.tail.at(start, length)
-                out[tag] = _raw_element(
-                    (tag, vr, length, value, start, implicit, True) + _RAW_DEFAULTS)
+                value = self.tail.at(start, length)  # copied file to file when written
             else:
                 raise _WholeFile
+            out[tag] = one = make_raw((tag, vr, length, value, start, implicit, True)
+                                      + RAW_DEFAULTS)
+            if stop <= size and (start - pos == 8 or data[pos + 6:pos + 8] == b"\0\0"):
+                spans[tag] = (one, pos, stop)  # (a long header's reserved bytes are zero)
             pos = stop
         if end is None:
-            if partial:
+            if first_read:
                 raise _WholeFile
             raise Decline("item without delimiter")
         if pos != n:
