@@ -37,6 +37,8 @@ _HEAD = struct.Struct("<HH2sH")
 _IMPL = struct.Struct("<HHL")
 _LEN32 = struct.Struct("<L")
 _VR_NAMES = {b: b.decode() for b in ENCODED_VR}
+#: The VRs of PS3.5 (what an explicit VR element may say it is).
+KNOWN_VRS = frozenset(_VR_NAMES.values())
 _LONG = frozenset(EXPLICIT_VR_LENGTH_32)
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _MAX_DEPTH = 64

@@ -15,10 +15,12 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.tag import Tag
 
 from .atomic import FileParts
 from .dsvalues import peek
-from .rawds import FileSlice
+from .errors import DeidError
+from .rawds import KNOWN_VRS, FileSlice
 
 #: Explicit VR with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
@@ -45,6 +47,8 @@ def _raw_bytes(raw: RawDataElement, little: bool, implicit: bool) -> bytes | Non
     value = raw.value
     undefined = raw.length == 0xFFFFFFFF
     vr = raw.VR
+    if vr is not None and vr not in KNOWN_VRS:  # read as it was: a damaged header
+        raise DeidError(f"element {Tag(raw.tag)} has no valid VR ({vr!r}); damaged header?")
     if not implicit and (not vr or len(vr) != 2 or (vr not in LONG_VRS and len(value) > 0xFFFF)):
         return None
     head = _header(raw.tag, vr, 0xFFFFFFFF if undefined else len(value), "<" if little else ">",

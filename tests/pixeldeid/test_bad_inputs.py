@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import pydicom
@@ -143,6 +144,30 @@ def test_value_invalid_for_its_vr_is_quarantined(tmp_path, run, key_file, capsys
     _assert_batch(out, status, err, good, {bad_date: ("StudyDate", True)},
                   key_file.read_bytes().strip())
     assert b"20201341" not in b"".join(p.read_bytes() for p in outputs(out))
+
+
+@pytest.mark.parametrize("tag", [(0x0020, 0x0012), (0x0018, 0x1151)])
+def test_damaged_vr_is_quarantined(tmp_path, run, key_file, capsys, tag):
+    """An explicit VR element whose VR bytes are no VR (a damaged header, found by the
+    damaged-input test of the fast path): nobody can tell what its value is, so the file
+    is quarantined, never written with the element copied as it was."""
+    src = tmp_path / "in"
+    good = _good_files(src)
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["damaged vr", str(tag)])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    bad = src / "damaged_vr.dcm"
+    ds.save_as(bad, enforce_file_format=True)
+    data = bytearray(bad.read_bytes())
+    head = struct.pack("<HH", *tag)
+    at = data.index(head, 132)
+    assert data[at + 4:at + 6] == b"IS"
+    data[at + 4:at + 6] = b"IW"
+    bad.write_bytes(bytes(data))
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, {bad: ("no valid VR", True)},
+                  key_file.read_bytes().strip())
 
 
 def test_duplicate_sop_instance_uid_with_other_content(tmp_path, run, key_file, capsys):
