@@ -485,7 +485,8 @@ def make_planted_dataset(
     sequence levels deep; instance UIDs; a private block of an unknown creator at
     block 0x10 whose element offset equals a safe GE element; a GE block relocated to
     (0019,0042); an unknown creator relocated to (0029,0042) -> (0029,4210); a UN
-    private element; a private sequence inside a standard sequence item; the 128-byte
+    private element; a private sequence inside a standard sequence item; even-group
+    elements no data dictionary defines (top level and 3 levels deep); the 128-byte
     preamble; file meta Source/Sending AE titles and Private Information; Data Set
     Trailing Padding; overlay description/label; curve description/label; a UTF-8 name
     (Specific Character Set ISO_IR 192).
@@ -577,6 +578,9 @@ def make_planted_dataset(
     ctx2.TextValue = p("Discussed with Mr Quarrington", "3 levels deep > TextValue")
     proto = _code("ZCT01", "99QXM", "CT protocol")
     proto.ProtocolContextSequence = DicomSequence([ctx, ctx2])
+    # an even-group element no data dictionary defines, 3 levels deep
+    ctx2.add_new(0x0040FF01, "LO", p("Ashcombe-Trevelyan", "3 levels deep > (0040,FF01) "
+                                     "not in the data dictionary"))
     req = ds.RequestAttributesSequence[0]
     req.ScheduledProtocolCodeSequence = DicomSequence([proto])
     req.RequestedProcedureComments = p("Ring Dr Pemberton", "RequestAttributes>Comments")
@@ -611,6 +615,12 @@ def make_planted_dataset(
     # UN private element (as read from an implicit-VR source)
     ds.add_new(0x00710010, "LO", "QXM IMPLICIT DATA")
     ds.add_new(0x00711001, "UN", p("Huxley^Wilhelmina", "UN private (0071,1001)").encode() + b" ")
+
+    # even-group elements no data dictionary defines (a vendor's misuse, or a damaged tag)
+    ds.add_new(0x00101011, "PN", p("Fotheringay^Cuthbert", "(0010,1011) PN not in the "
+                                   "data dictionary"))
+    ds.add_new(0x0008FF00, "LO", p("Quenby Lodge Clinic", "(0008,FF00) LO not in the "
+                                   "data dictionary"))
 
     # overlay and curve
     ds.add_new(0x60000010, "US", 8)

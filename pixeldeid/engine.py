@@ -208,6 +208,12 @@ class Walker:
                 continue
             code = code_for(tag, ctx.options)
             if code is None:
+                if dictionary_vr(tag) is None:
+                    # an even-group element no data dictionary defines (damaged, or a
+                    # vendor's misuse): what it holds is unknown, so it goes (PS3.15 E.1.1:
+                    # identity may also hide in new or non-standard attributes)
+                    del ds[tag]
+                    continue
                 self._untabled(ds, tag, path, depth, done, mode)
                 continue
             if code in COMPOUND:
