@@ -27,7 +27,7 @@ from pydicom.uid import UID
 from . import __version__
 from . import dates as _dates
 from .atomic import atomic_output
-from .dsvalues import new_item, new_sequence, peek, set_meta, set_text
+from .dsvalues import dictionary_vr, new_item, new_sequence, peek, set_meta, set_text
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError
@@ -166,7 +166,7 @@ def instance_problem(ds: Dataset) -> str | None:
                 "write a new one")
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         return "missing SOP Class UID or SOP Instance UID"
-    reason = _incomplete(ds)
+    reason = _incomplete(ds) or _damaged(ds)
     if reason:
         return reason
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")) and (
@@ -192,6 +192,44 @@ def _birth_date_forms(ds: Dataset) -> list[str]:
     if len(bd) == 8 and bd.isdigit():
         return [bd, f"{bd[4:6]}/{bd[6:8]}/{bd[:4]}", f"{bd[:4]}-{bd[4:6]}-{bd[6:8]}"]
     return []
+
+
+def _damaged(ds: Dataset, depth: int = 0) -> str | None:
+    """Why ``ds``, as read, looks damaged at some depth (None: it does not).
+
+    Elements out of increasing tag order (PS3.5 7.1) mark a damaged tag, whose value then
+    sits under another attribute's name. A sequence item of an explicit VR data set read
+    as implicit VR is one where an element's VR bytes were no VR: pydicom then takes them
+    for a length, and the value swallows the elements after it (cut short at the item's
+    end). Both are refused rather than guessed at.
+    """
+    prev = -1
+    for tag, elem in ds._dict.items():
+        where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        if tag <= prev:
+            return (f"elements out of order: {where} after ({prev >> 16:04X},"
+                    f"{prev & 0xFFFF:04X}); damaged header?")
+        prev = tag
+        if depth and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
+                and len(elem.value) < elem.length != 0xFFFFFFFF:
+            return f"truncated: element {where} in a sequence item has {len(elem.value)} " \
+                   f"of {elem.length} bytes"
+        vr = getattr(elem, "VR", None)
+        if depth >= 64 or not (vr == "SQ" or (vr is None and dictionary_vr(tag) == "SQ")):
+            continue
+        try:
+            items = ds[tag].value or []
+        except Exception as exc:  # noqa: BLE001 - pydicom parses sequences on access
+            return f"unreadable sequence {where}: {exc}"
+        implicit = getattr(ds, "original_encoding", (None, None))[0]
+        for item in items:
+            if getattr(item, "original_encoding", (implicit,))[0] != implicit:
+                return (f"sequence {where} switches to {'explicit' if implicit else 'implicit'}"
+                        f" VR (an element without a valid VR?); damaged header?")
+            reason = _damaged(item, depth + 1)
+            if reason:
+                return reason
+    return None
 
 
 def _incomplete(ds: Dataset) -> str | None:

@@ -170,6 +170,33 @@ def test_damaged_vr_is_quarantined(tmp_path, run, key_file, capsys, tag):
                   key_file.read_bytes().strip())
 
 
+def test_damaged_tag_or_item_vr_is_quarantined(tmp_path, run, key_file, capsys):
+    """Damage found by fuzzing that used to release identity: a tag whose group byte changed
+    ((0020,0010) Study ID read as (0042,0010) Document Title, out of order), and VR bytes
+    in a sequence item that are no VR (pydicom then reads the item as implicit VR and a
+    class UID swallows the instance UID after it). Both are quarantined."""
+    from pixeldeid._synth import make_planted_dataset
+
+    src = tmp_path / "in"
+    good = _good_files(src)
+    bad = {}
+    for name, old, new, why in [
+            ("tag.dcm", struct.pack("<HH", 0x0020, 0x0010) + b"SH",
+             struct.pack("<HH", 0x0042, 0x0010) + b"SH", "out of order"),
+            ("item_vr.dcm", struct.pack("<HH", 0x0008, 0x1150) + b"UI",
+             struct.pack("<HH", 0x0008, 0x1150) + b"\xe2I", "switches to implicit VR")]:
+        ds, _ = make_planted_dataset(pixels="native", seed=len(bad) + 11)
+        path = src / name
+        ds.save_as(path, enforce_file_format=True)
+        data = path.read_bytes()
+        assert data.count(old) >= 1
+        path.write_bytes(data.replace(old, new, 1))
+        bad[path] = (why, True)
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+
+
 def test_duplicate_sop_instance_uid_with_other_content(tmp_path, run, key_file, capsys):
     src = tmp_path / "in"
     good = _good_files(src)

@@ -56,6 +56,19 @@ def _with_tail(template: Path, dest: Path, tail: bytes) -> Path:
     return dest
 
 
+def _with_block(template: Path, dest: Path, block: bytes, tag: int) -> Path:
+    """A copy of ``template`` (explicit VR little endian) with ``block`` (elements from
+    ``tag`` on) inserted where its tags belong: before the first element after them."""
+    import pydicom
+
+    ds = pydicom.dcmread(template, stop_before_pixels=True)
+    after = ds.get_item(min(t for t in ds._dict if t > tag))  # raw: it knows its offset
+    at = after.value_tell - (12 if after.VR in ("OB", "OW", "SQ", "UN", "UT") else 8)
+    data = template.read_bytes()
+    dest.write_bytes(data[:at] + block + data[at:])
+    return dest
+
+
 def nested_sequence(depth: int) -> bytes:
     """(0009,1001) private SQ with items nested ``depth`` deep (undefined lengths)."""
     opening = _element((0x0009, 0x0010), b"LO", b"HOSTILE ")
@@ -88,9 +101,9 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _with_tail(ct1[1], bad / "huge_private_declared.dcm",
                _element((0x0009, 0x0010), b"LO", b"HOSTILE ")
                + _element((0x0009, 0x1002), b"OB", b"\0" * 16, length=0x7FFFFFF0))
-    _with_tail(ct1[2], bad / "huge_private_real.dcm",
-               _element((0x0009, 0x0010), b"LO", b"HOSTILE ")
-               + _element((0x0009, 0x1002), b"OB", b"\0" * (8 << 20)))
+    _with_block(ct1[2], bad / "huge_private_real.dcm",
+                _element((0x0009, 0x0010), b"LO", b"HOSTILE ")
+                + _element((0x0009, 0x1002), b"OB", b"\0" * (8 << 20)), 0x0009FFFF)
     _with_tail(ct1[3], bad / "deep_nesting.dcm", nested_sequence(4000))
     with zipfile.ZipFile(bad / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("zeros.bin", b"\0" * (32 << 20))
