@@ -42,7 +42,7 @@ TRAILING_PADDING = 0xFFFCFFFC
 #: their usual place: SR TEXT content items, text objects of presentation states).
 NONEMPTY_TEXT = frozenset({"TextValue", "UnformattedTextValue"})
 
-#: Attributes of code sequence items: coded, not free text; kept in every mode.
+#: Attributes of code sequence items: coded, not free text; kept (but see Walker.walk).
 CODE_KEYWORDS = frozenset({
     "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning",
     "LongCodeValue", "URNCodeValue", "ContextIdentifier", "ContextUID", "MappingResource",
@@ -187,10 +187,16 @@ class Walker:
         ``mode`` is how a sequence's own action reaches the elements in it that Table E.1-1
         does not list: ``"normal"`` keeps them, ``"clean"`` (the sequence is C) cleans their
         free text and replaces person names, ``"dummy"`` (the sequence is D) replaces their
-        free text and names with dummies. Code sequence attributes stay in every mode.
+        free text and names with dummies. Code sequence attributes (coded concepts) stay in
+        every mode, except in the items of a sequence whose own action is D (mode
+        ``"dummy-codes"``): there the code is the identity (Person Identification Code
+        Sequence, ...) and is dummied too; deeper sequences are ``"dummy"``.
         """
         if depth > 64:
             raise DeidError("sequence nesting deeper than 64 levels")
+        codes = mode == "dummy-codes"
+        if codes:
+            mode = "dummy"
         ctx = self.ctx
         done: set[int] = set()
         creators: dict[tuple[int, int], str] = {}
@@ -214,7 +220,7 @@ class Walker:
                     # identity may also hide in new or non-standard attributes)
                     del ds[tag]
                     continue
-                self._untabled(ds, tag, path, depth, done, mode)
+                self._untabled(ds, tag, path, depth, done, mode, codes)
                 continue
             if code in COMPOUND:
                 kw = keyword_of(tag)
@@ -238,7 +244,7 @@ class Walker:
             zero_length(ds, tag, vr)
         elif code == "D":
             if vr == "SQ":
-                self._recurse(ds, tag, path, depth, "dummy")
+                self._recurse(ds, tag, path, depth, "dummy-codes")
             elif vr in DATE_VRS and self.ctx.offset is not None and self.ctx.modified_dates:
                 self._shift(ds, tag, vr, done)
             elif vr == "UI":
@@ -286,14 +292,15 @@ class Walker:
         # CS, AS, numbers, AT: no free text; keep.
 
     def _untabled(self, ds: Dataset, tag: BaseTag, path: tuple[str, ...], depth: int,
-                  done: set[int], mode: str = "normal") -> None:
+                  done: set[int], mode: str = "normal", codes: bool = False) -> None:
         """Elements not in Table E.1-1: recurse, remap instance UIDs, handle dates by VR,
-        and clean or dummy free text inside cleaned or dummied sequences."""
+        and clean or dummy free text inside cleaned or dummied sequences (``codes``: code
+        attributes too, see :meth:`walk`)."""
         vr = _vr_of(ds, tag)
         if vr == "SQ":
             self._recurse(ds, tag, path, depth, mode)
         elif mode != "normal" and (vr in TEXT_VRS or vr == "PN") \
-                and keyword_of(tag) not in CODE_KEYWORDS:
+                and (codes or keyword_of(tag) not in CODE_KEYWORDS):
             if mode == "clean" and vr != "PN":
                 self._clean(ds, tag, vr, path, depth, done)
             else:

@@ -91,3 +91,25 @@ def test_safe_private_kept_only_under_option(tmp_path: Path, key_file: Path):
     # exactly the Table E.3.10-1 elements the generator planted; the unsafe GE element and
     # the unknown creator's identity are gone
     assert kept == {(g, low, creator) for g, low, creator, _vr, _v in SAFE_PRIVATE_CT}
+
+
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+def test_no_planted_identity_under_an_unknown_sop_class(tmp_path: Path, key_file: Path,
+                                                        profile):
+    """A private (or newer) SOP Class has no IOD table: every compound action then keeps a
+    dummy (as for Type 1). A dummied sequence must still release nothing: in a D sequence
+    such as Person Identification Code Sequence the code values are the identity."""
+    from corpus import make_planted_dataset, write_dataset
+
+    ds, planted = make_planted_dataset(pixels="native", seed=4)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.8.498.4242"
+    src = write_dataset(ds, tmp_path / "in" / "a.dcm")
+    out = tmp_path / "out"
+    assert main(["-q", "dicom", str(src.parent), "-o", str(out), "--profile", profile,
+                 "--key-file", str(key_file), "--no-progress"]) == 0
+    [written] = [p for p in out.rglob("*.dcm") if ".pixeldeid" not in p.parts]
+    allowed = _allowed(profile, planted)
+    leaks = [s for s in leaked(written.read_bytes(), planted) if not any(a in s for a in allowed)]
+    assert not leaks, f"{len(leaks)} planted values leaked: {leaks}"
+    op = pydicom.dcmread(written).get("OperatorIdentificationSequence")
+    assert op is not None  # kept as a dummy here (removed for a known IOD), codes dummied
