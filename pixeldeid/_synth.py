@@ -485,7 +485,8 @@ def make_planted_dataset(
     sequence levels deep; instance UIDs; a private block of an unknown creator at
     block 0x10 whose element offset equals a safe GE element; a GE block relocated to
     (0019,0042); an unknown creator relocated to (0029,0042) -> (0029,4210); a UN
-    private element; a private sequence inside a standard sequence item; even-group
+    private element; a private sequence inside a standard sequence item; a person name
+    that Table E.1-1 does not list (Evaluator Name); even-group
     elements no data dictionary defines (top level and 3 levels deep); the 128-byte
     preamble; file meta Source/Sending AE titles and Private Information; Data Set
     Trailing Padding; overlay description/label; curve description/label; a UTF-8 name
@@ -616,6 +617,9 @@ def make_planted_dataset(
     ds.add_new(0x00710010, "LO", "QXM IMPLICIT DATA")
     ds.add_new(0x00711001, "UN", p("Huxley^Wilhelmina", "UN private (0071,1001)").encode() + b" ")
 
+    # a person name that Table E.1-1 does not list (DICONDE)
+    ds.EvaluatorName = p("Kettleborough^Isolde", "EvaluatorName (0014,2006): a PN not in "
+                         "Table E.1-1")
     # even-group elements no data dictionary defines (a vendor's misuse, or a damaged tag)
     ds.add_new(0x00101011, "PN", p("Fotheringay^Cuthbert", "(0010,1011) PN not in the "
                                    "data dictionary"))

@@ -294,13 +294,15 @@ class Walker:
     def _untabled(self, ds: Dataset, tag: BaseTag, path: tuple[str, ...], depth: int,
                   done: set[int], mode: str = "normal", codes: bool = False) -> None:
         """Elements not in Table E.1-1: recurse, remap instance UIDs, handle dates by VR,
-        and clean or dummy free text inside cleaned or dummied sequences (``codes``: code
+        replace person names (every PN is identity: the table misses a few, e.g.
+        Evaluator Name, and a damaged tag can put a name under another attribute), and
+        clean or dummy free text inside cleaned or dummied sequences (``codes``: code
         attributes too, see :meth:`walk`)."""
         vr = _vr_of(ds, tag)
         if vr == "SQ":
             self._recurse(ds, tag, path, depth, mode)
-        elif mode != "normal" and (vr in TEXT_VRS or vr == "PN") \
-                and (codes or keyword_of(tag) not in CODE_KEYWORDS):
+        elif vr == "PN" or (mode != "normal" and vr in TEXT_VRS
+                            and (codes or keyword_of(tag) not in CODE_KEYWORDS)):
             if mode == "clean" and vr != "PN":
                 self._clean(ds, tag, vr, path, depth, done)
             else:
