@@ -22,6 +22,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from . import __version__
@@ -166,7 +167,8 @@ def instance_problem(ds: Dataset) -> str | None:
                 "write a new one")
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         return "missing SOP Class UID or SOP Instance UID"
-    reason = _incomplete(ds) or _damaged(ds)
+    reason = _incomplete(ds) or (None if getattr(ds, "parsed_strictly", False)
+                                 else _damaged(ds))
     if reason:
         return reason
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")) and (
@@ -205,27 +207,26 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
     """
     prev = -1
     for tag, elem in ds._dict.items():
-        where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
         if tag <= prev:
-            return (f"elements out of order: {where} after ({prev >> 16:04X},"
-                    f"{prev & 0xFFFF:04X}); damaged header?")
+            return (f"elements out of order: {Tag(tag)} after {Tag(prev)}; damaged header?")
         prev = tag
         if depth and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
                 and len(elem.value) < elem.length != 0xFFFFFFFF:
-            return f"truncated: element {where} in a sequence item has {len(elem.value)} " \
-                   f"of {elem.length} bytes"
+            return f"truncated: element {Tag(tag)} in a sequence item has " \
+                   f"{len(elem.value)} of {elem.length} bytes"
         vr = getattr(elem, "VR", None)
         if depth >= 64 or not (vr == "SQ" or (vr is None and dictionary_vr(tag) == "SQ")):
             continue
         try:
             items = ds[tag].value or []
         except Exception as exc:  # noqa: BLE001 - pydicom parses sequences on access
-            return f"unreadable sequence {where}: {exc}"
+            return f"unreadable sequence {Tag(tag)}: {exc}"
         implicit = getattr(ds, "original_encoding", (None, None))[0]
         for item in items:
             if getattr(item, "original_encoding", (implicit,))[0] != implicit:
-                return (f"sequence {where} switches to {'explicit' if implicit else 'implicit'}"
-                        f" VR (an element without a valid VR?); damaged header?")
+                return (f"sequence {Tag(tag)} switches to "
+                        f"{'explicit' if implicit else 'implicit'} VR (an element without a "
+                        f"valid VR?); damaged header?")
             reason = _damaged(item, depth + 1)
             if reason:
                 return reason
@@ -235,7 +236,7 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
 def _incomplete(ds: Dataset) -> str | None:
     """Why ``ds`` looks truncated: a raw value shorter than its declared length, or pixel
     data shorter than the image attributes say (None: complete)."""
-    if not getattr(ds, "values_complete", False):  # (the fast path's data sets are)
+    if not getattr(ds, "parsed_strictly", False):  # (the fast path's data sets are)
         for elem in ds._dict.values():
             if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
                     and len(elem.value) < elem.length != 0xFFFFFFFF:

@@ -113,10 +113,11 @@ class RawDataset:
     """Raw elements of one data set (or sequence item), keyed by tag (plain ints: faster
     to look up than pydicom's BaseTag)."""
 
-    #: Every value was read whole, or is a :class:`FileSlice` of its declared length (the
-    #: parser declines anything shorter): :func:`pixeldeid.api.instance_problem` need not
-    #: look for truncated values.
-    values_complete = True
+    #: The parser declines what :func:`pixeldeid.api.instance_problem` would otherwise
+    #: look for element by element: a value shorter than its length (each is read whole,
+    #: or is a :class:`FileSlice` of its declared length), elements out of tag order, and
+    #: items in another encoding (their VR bytes are no VR).
+    parsed_strictly = True
 
     def __init__(self, elements: dict, implicit: bool, charset) -> None:
         d = self.__dict__
@@ -205,6 +206,7 @@ class _Parser:
         n = size if end is None else end
         first_read = self.partial
         stop_tag = self.stop_tag if depth == 0 else 0x100000000
+        prev = -1
         out: dict = {}
         spans: dict = {}
         while pos < n:
@@ -221,6 +223,9 @@ class _Parser:
             tag = group << 16 | elem
             if tag >= stop_tag:
                 return self._new(out, spans), n
+            if tag <= prev and group != 0xFFFE:
+                raise Decline("elements out of order")
+            prev = tag
             if tag == _ITEM_END:
                 if end is not None or length:
                     raise Decline("misplaced item delimiter")
