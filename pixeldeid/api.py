@@ -28,7 +28,7 @@ from pydicom.uid import UID
 from . import __version__
 from . import dates as _dates
 from .atomic import atomic_output
-from .dsvalues import dictionary_vr, new_item, new_sequence, peek, set_meta, set_text
+from .dsvalues import dictionary_vr, garbled_text, new_item, new_sequence, peek, set_meta, set_text
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError
@@ -200,7 +200,8 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
     """Why ``ds``, as read, looks damaged at some depth (None: it does not).
 
     Elements out of increasing tag order (PS3.5 7.1) mark a damaged tag, whose value then
-    sits under another attribute's name. A sequence item of an explicit VR data set read
+    sits under another attribute's name; control bytes in a text value, a damaged length
+    whose value swallowed the element headers after it. A sequence item of an explicit VR data set read
     as implicit VR is one where an element's VR bytes were no VR: pydicom then takes them
     for a length, and the value swallows the elements after it (cut short at the item's
     end). Both are refused rather than guessed at.
@@ -210,11 +211,14 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
         if tag <= prev:
             return (f"elements out of order: {Tag(tag)} after {Tag(prev)}; damaged header?")
         prev = tag
-        if depth and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
-                and len(elem.value) < elem.length != 0xFFFFFFFF:
-            return f"truncated: element {Tag(tag)} in a sequence item has " \
-                   f"{len(elem.value)} of {elem.length} bytes"
         vr = getattr(elem, "VR", None)
+        if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+            if depth and len(elem.value) < elem.length != 0xFFFFFFFF:
+                return f"truncated: element {Tag(tag)} in a sequence item has " \
+                       f"{len(elem.value)} of {elem.length} bytes"
+            if garbled_text(vr or dictionary_vr(tag), elem.value):
+                return (f"element {Tag(tag)} holds control bytes in its text value (a damaged "
+                        f"length that swallowed the elements after it?)")
         if depth >= 64 or not (vr == "SQ" or (vr is None and dictionary_vr(tag) == "SQ")):
             continue
         try:

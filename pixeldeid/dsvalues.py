@@ -11,6 +11,7 @@ were not read from a file).
 
 from __future__ import annotations
 
+import re
 from functools import cache, partial
 
 from pydicom.charset import default_encoding
@@ -30,6 +31,19 @@ _ASCII_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "LO", "
 
 #: Raw VRs whose decoded element must replace the raw one (the VR changes on decoding).
 _DECODE_IN_PLACE = frozenset({"SQ", "UN"}) | frozenset(AMBIGUOUS_VR)
+
+
+#: Bytes no text value holds (PS3.5 6.1.2: control characters other than ESC, and LF,
+#: FF, CR, TAB in texts).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
+
+
+def garbled_text(vr: str | None, value) -> bool:
+    """Whether ``value``, the raw bytes of a text element (``vr``), holds a control byte
+    before its padding (NULs and spaces at the end): the mark of a value whose length was
+    damaged and that swallowed the element headers after it."""
+    return (vr in _TEXT_VRS and isinstance(value, bytes)
+            and _CONTROL.search(value.rstrip(b"\x00 ")) is not None)
 
 
 @cache

@@ -26,7 +26,7 @@ from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.filereader import ENCODED_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from .dsvalues import RAW_DEFAULTS, dictionary_vr, keyword_of, make_raw, peek, tag_of
+from .dsvalues import RAW_DEFAULTS, dictionary_vr, garbled_text, keyword_of, make_raw, peek, tag_of
 
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -115,8 +115,9 @@ class RawDataset:
 
     #: The parser declines what :func:`pixeldeid.api.instance_problem` would otherwise
     #: look for element by element: a value shorter than its length (each is read whole,
-    #: or is a :class:`FileSlice` of its declared length), elements out of tag order, and
-    #: items in another encoding (their VR bytes are no VR).
+    #: or is a :class:`FileSlice` of its declared length), elements out of tag order,
+    #: items in another encoding (their VR bytes are no VR), and text values holding
+    #: control bytes.
     parsed_strictly = True
 
     def __init__(self, elements: dict, implicit: bool, charset) -> None:
@@ -246,6 +247,8 @@ class _Parser:
                 raise Decline("truncated value")
             if stop <= size:
                 value = data[start:stop] if length else empty_value_for_VR(vr, raw=True)
+                if garbled_text(vr or dictionary_vr(tag), value):
+                    raise Decline("control bytes in a text value")
             elif depth == 0 and tag == 0x7FE00010 and stop == self.tail.size:
                 value = self.tail.at(start, length)  # copied file to file when written
             else:

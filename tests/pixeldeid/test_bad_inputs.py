@@ -197,6 +197,31 @@ def test_damaged_tag_or_item_vr_is_quarantined(tmp_path, run, key_file, capsys):
     _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
 
 
+def test_damaged_length_that_swallows_elements_is_quarantined(tmp_path, run, key_file,
+                                                              capsys):
+    """A value length damaged so that the value runs over the next elements, ending on an
+    element boundary: pydicom reads the file, and the kept Focal Spot(s) held Acquisition
+    Comments ("Scanned by tech ...") as it was. Control bytes in a text value mark it."""
+    from pixeldeid._synth import make_planted_dataset
+
+    src = tmp_path / "in"
+    good = _good_files(src)
+    ds, _ = make_planted_dataset(pixels="native", seed=13)
+    path = src / "swallow.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = bytearray(path.read_bytes())
+    at = data.index(struct.pack("<HH", 0x0018, 0x1190) + b"DS")
+    end = data.index(struct.pack("<HH", 0x0018, 0x5100) + b"CS", at)  # Patient Position
+    assert b"Scanned by tech" in data[at:end]
+    struct.pack_into("<H", data, at + 6, end - (at + 8))
+    path.write_bytes(bytes(data))
+    assert b"Scanned by tech" in pydicom.dcmread(path)[0x00181190].value.encode("latin-1")
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, {path: ("control bytes", True)},
+                  key_file.read_bytes().strip())
+
+
 def test_duplicate_sop_instance_uid_with_other_content(tmp_path, run, key_file, capsys):
     src = tmp_path / "in"
     good = _good_files(src)

@@ -234,7 +234,7 @@ def test_damaged_inputs_same_outcome_on_both_paths(sources: Path, tmp_path: Path
     taken: list = []
     fast = _run(tmp_path / "in", tmp_path / "fast", "basic", (), True, monkeypatch, taken)
     slow = _run(tmp_path / "in", tmp_path / "slow", "basic", (), False, monkeypatch, [])
-    assert len(taken) >= 20  # the parser took many of them (others it declined)
+    assert len(taken) >= 12  # the parser took many of them (the damaged ones it declines)
     by_name = {Path(o.source).name: o.status for o in slow.outcomes + slow.input_errors}
     assert {Path(o.source).name: o.status for o in fast.outcomes + fast.input_errors} == by_name
     assert 10 <= sum(s == "quarantined" for s in by_name.values()) <= 80
