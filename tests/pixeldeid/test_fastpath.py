@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from corpus import leaked, make_ct_series, write_planted
+from corpus import damaged_copies, leaked, make_ct_series, write_planted
 
 from pixeldeid import batch, rawds
 from pixeldeid.api import DeidConfig
@@ -193,35 +193,6 @@ def test_copy_falls_back_to_reads_and_writes(tmp_path: Path, monkeypatch) -> Non
     assert data[:4] == b"abcd" and data[4:] == ct.read_bytes()[tail.offset:]
 
 
-def _mutants(files: list[Path], out: Path, n: int, seed: int) -> None:
-    """``n`` damaged copies of ``files``, each its own instance (SOP Instance UID): cut at
-    a random place, bytes of the header overwritten, or an element length changed
-    (deterministic for ``seed``)."""
-    import random
-    import struct
-
-    rng = random.Random(seed)
-    out.mkdir(parents=True)
-    for k in range(n):
-        src = files[k % len(files)]
-        data = src.read_bytes()
-        uid = str(pydicom.dcmread(src, stop_before_pixels=True).SOPInstanceUID).encode()
-        data = bytearray(data.replace(uid, uid[:-4] + b"%04d" % k))  # its own instance
-        head = min(len(data), 4096)
-        kind = k % 3
-        if kind == 0:  # truncated, in the header or in the pixel data
-            cut = rng.randrange(132, head) if rng.random() < 0.7 else rng.randrange(head, len(data))
-            data = data[:cut]
-        elif kind == 1:  # a few header bytes overwritten
-            for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(132, head)] = rng.randrange(256)
-        else:  # a value length (16-bit, explicit VR) made longer or shorter
-            pos = rng.randrange(140, head - 8)
-            old = struct.unpack_from("<H", data, pos)[0]
-            struct.pack_into("<H", data, pos, max(0, old + rng.choice((-4, -2, 2, 4, 64))) & 0xFFFF)
-        (out / f"m{k:03d}.dcm").write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("seed", [1, 2, 5])  # 1, 2: a damaged VR (once written as it was)
 def test_damaged_inputs_same_outcome_on_both_paths(sources: Path, tmp_path: Path,
                                                    monkeypatch, seed: int) -> None:
@@ -230,7 +201,7 @@ def test_damaged_inputs_same_outcome_on_both_paths(sources: Path, tmp_path: Path
     cannot take it must hand over (never a different or a partial output). Every output
     must read back whole (each element decoded)."""
     files = sorted(sources.glob("ct/**/*.dcm"))[:3] + sorted(sources.glob("planted/*.dcm"))
-    _mutants(files, tmp_path / "in", 90, seed=seed)
+    damaged_copies(files, tmp_path / "in", 90, seed=seed)
     taken: list = []
     fast = _run(tmp_path / "in", tmp_path / "fast", "basic", (), True, monkeypatch, taken)
     slow = _run(tmp_path / "in", tmp_path / "slow", "basic", (), False, monkeypatch, [])
