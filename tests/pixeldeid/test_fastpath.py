@@ -193,7 +193,7 @@ def test_copy_falls_back_to_reads_and_writes(tmp_path: Path, monkeypatch) -> Non
     assert data[:4] == b"abcd" and data[4:] == ct.read_bytes()[tail.offset:]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 5])  # 1, 2: a damaged VR (once written as it was)
+@pytest.mark.parametrize("seed", [0, 2, 3])  # each wrote a damaged VR as it was, once
 def test_damaged_inputs_same_outcome_on_both_paths(sources: Path, tmp_path: Path,
                                                    monkeypatch, seed: int) -> None:
     """The fast path's parser meets damaged files: whatever it takes must give exactly what
