@@ -200,11 +200,12 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
     """Why ``ds``, as read, looks damaged at some depth (None: it does not).
 
     Elements out of increasing tag order (PS3.5 7.1) mark a damaged tag, whose value then
-    sits under another attribute's name; control bytes in a text value, a damaged length
-    whose value swallowed the element headers after it. A sequence item of an explicit VR data set read
-    as implicit VR is one where an element's VR bytes were no VR: pydicom then takes them
-    for a length, and the value swallows the elements after it (cut short at the item's
-    end). Both are refused rather than guessed at.
+    sits under another attribute's name. Control bytes in a text value mark a damaged
+    length: the value swallowed the element headers after it. A sequence item of an
+    explicit VR data set read as implicit VR is one where an element's VR bytes were no VR:
+    pydicom then takes them for a length, and the value swallows the elements after it
+    (cut short at the item's end, so it also shows as a short value). All are refused
+    rather than guessed at.
     """
     prev = -1
     for tag, elem in ds._dict.items():
