@@ -53,6 +53,19 @@ def _outputs(out: Path) -> dict[str, Path]:
             if p.is_file() and ".pixeldeid" not in p.parts}
 
 
+def _assert_same_outputs(fast: Path, slow: Path) -> None:
+    """The same files in both output folders; each instance with the same elements and
+    values at every depth (every element decoded), transfer syntax and pixel data."""
+    a, b = _outputs(fast), _outputs(slow)
+    assert sorted(a) == sorted(b)
+    for rel, path in a.items():
+        if rel.endswith(".dcm") and not rel.startswith("quarantine/"):
+            x, y = pydicom.dcmread(path), pydicom.dcmread(b[rel])
+            assert _values(x) == _values(y), rel
+            assert x.file_meta.TransferSyntaxUID == y.file_meta.TransferSyntaxUID, rel
+            assert x.get("PixelData") == y.get("PixelData"), rel
+
+
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> Path:
     """Synthetic CT series (explicit VR), planted-identity files (native, implicit, JPEG),
@@ -104,13 +117,7 @@ def test_fast_and_ordinary_paths_agree(sources: Path, tmp_path: Path, monkeypatc
     assert sorted(o.status for o in fast.outcomes) == sorted(o.status for o in slow.outcomes)
     assert {Path(o.source).name for o in fast.quarantined} == \
            {Path(o.source).name for o in slow.quarantined}
-    a, b = _outputs(tmp_path / "fast"), _outputs(tmp_path / "slow")
-    assert sorted(a) == sorted(b)
-    for rel, path in a.items():
-        if rel.endswith(".dcm") and not rel.startswith("quarantine/"):
-            x, y = pydicom.dcmread(path), pydicom.dcmread(b[rel])
-            assert _values(x) == _values(y), rel
-            assert x.file_meta.TransferSyntaxUID == y.file_meta.TransferSyntaxUID
+    _assert_same_outputs(tmp_path / "fast", tmp_path / "slow")
 
 
 def test_fast_path_leaks_nothing_planted(tmp_path: Path, monkeypatch) -> None:
@@ -209,10 +216,4 @@ def test_damaged_inputs_same_outcome_on_both_paths(sources: Path, tmp_path: Path
     by_name = {Path(o.source).name: o.status for o in slow.outcomes + slow.input_errors}
     assert {Path(o.source).name: o.status for o in fast.outcomes + fast.input_errors} == by_name
     assert 10 <= sum(s == "quarantined" for s in by_name.values()) <= 80
-    a, b = _outputs(tmp_path / "fast"), _outputs(tmp_path / "slow")
-    assert sorted(a) == sorted(b)
-    for rel, path in a.items():
-        if rel.endswith(".dcm") and not rel.startswith("quarantine/"):
-            x, y = pydicom.dcmread(path), pydicom.dcmread(b[rel])
-            assert _values(x) == _values(y), rel
-            assert x.PixelData == y.PixelData, rel
+    _assert_same_outputs(tmp_path / "fast", tmp_path / "slow")
