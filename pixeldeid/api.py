@@ -167,8 +167,9 @@ def instance_problem(ds: Dataset) -> str | None:
                 "write a new one")
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         return "missing SOP Class UID or SOP Instance UID"
-    reason = _incomplete(ds) or (None if getattr(ds, "parsed_strictly", False)
-                                 else _damaged(ds))
+    # (the fast path's parser declines all that _damaged looks for)
+    reason = (None if getattr(ds, "parsed_strictly", False) else _damaged(ds)) \
+        or _incomplete(ds)
     if reason:
         return reason
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")) and (
@@ -199,7 +200,8 @@ def _birth_date_forms(ds: Dataset) -> list[str]:
 def _damaged(ds: Dataset, depth: int = 0) -> str | None:
     """Why ``ds``, as read, looks damaged at some depth (None: it does not).
 
-    Elements out of increasing tag order (PS3.5 7.1) mark a damaged tag, whose value then
+    A raw value shorter than its declared length marks a truncated file. Elements out of
+    increasing tag order (PS3.5 7.1) mark a damaged tag, whose value then
     sits under another attribute's name. Control bytes in a text value mark a damaged
     length: the value swallowed the element headers after it. A sequence item of an
     explicit VR data set read as implicit VR is one where an element's VR bytes were no VR:
@@ -214,9 +216,9 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
         prev = tag
         vr = getattr(elem, "VR", None)
         if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
-            if depth and len(elem.value) < elem.length != 0xFFFFFFFF:
-                return f"truncated: element {Tag(tag)} in a sequence item has " \
-                       f"{len(elem.value)} of {elem.length} bytes"
+            if len(elem.value) < elem.length != 0xFFFFFFFF:
+                return (f"truncated: element {Tag(tag)}{' in a sequence item' if depth else ''}"
+                        f" has {len(elem.value)} of {elem.length} bytes")
             if garbled_text(vr or dictionary_vr(tag), elem.value):
                 return (f"element {Tag(tag)} holds control bytes in its text value (a damaged "
                         f"length that swallowed the elements after it?)")
@@ -239,14 +241,8 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
 
 
 def _incomplete(ds: Dataset) -> str | None:
-    """Why ``ds`` looks truncated: a raw value shorter than its declared length, or pixel
-    data shorter than the image attributes say (None: complete)."""
-    if not getattr(ds, "parsed_strictly", False):  # (the fast path's data sets are)
-        for elem in ds._dict.values():
-            if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
-                    and len(elem.value) < elem.length != 0xFFFFFFFF:
-                return (f"truncated: element {elem.tag} has {len(elem.value)} of "
-                        f"{elem.length} bytes")
+    """Why ``ds`` looks truncated: pixel data shorter than the image attributes say (None:
+    complete; values shorter than their declared length are :func:`_damaged`'s)."""
     if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
         ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID")))
         raw = ds._dict[0x7FE00010]
