@@ -36,7 +36,13 @@ from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap
 from .rawwrite import encode_part10
 from .standard import DEID_METHOD_CODES, release
-from .textclean import dicom_vocabulary, find_tokens, identity_tokens, words_of
+from .textclean import (
+    dicom_vocabulary,
+    find_tokens,
+    identity_tokens,
+    is_residual_token,
+    words_of,
+)
 from .uids import UIDMapper
 
 if TYPE_CHECKING:
@@ -483,10 +489,11 @@ class Deidentifier:
     def _residual(self, ds: Dataset, header: bytes, source: str | None) -> None:
         vocab = dicom_vocabulary()
         tokens = [t for t in getattr(ds, "_pixeldeid_residual_tokens", [])
-                  if len(t) >= 3 and t.lower() not in vocab and t.lower() not in _DUMMY_WORDS]
+                  if is_residual_token(t) and t.lower() not in vocab
+                  and t.lower() not in _DUMMY_WORDS]
         if not tokens:
             return
-        hits = find_tokens(header, tokens)
+        hits = find_tokens(header, tokens, getattr(ds, "_character_set", None) or ())
         if hits:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)

@@ -88,7 +88,8 @@ def peek(ds: Dataset, key: str | int, default=None):
     vr = elem.VR
     if value is None:
         pass
-    elif vr in _ASCII_STRING_VRS and b"\\" not in value and value.isascii():
+    elif (vr in _ASCII_STRING_VRS and b"\\" not in value and value.isascii()
+          and b"\x1b" not in value):  # ISO 2022 text is 7-bit too: its escapes switch sets
         return value.decode("ascii").rstrip("\x00 ")  # as pydicom's multi_string/convert_text
     elif vr == "US" and len(value) == 2 and elem.is_little_endian:
         return value[0] | value[1] << 8

@@ -112,7 +112,9 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
         fp = DicomBytesIO()
         fp.is_little_endian = little
         fp.is_implicit_VR = implicit
-        write_data_element(fp, elem)
+        # in the data set's character set (an item's is its parent's unless it has its
+        # own), as pydicom's write_dataset does; without it text is written as ISO-IR 6/100
+        write_data_element(fp, elem, ds._character_set)
         target.append(fp.getvalue())
     if run_end >= 0:
         parts.append(src[run_start:run_end])

@@ -33,11 +33,32 @@ mri ct pet us xr cr dx mr nm scan scanner head chest body brain spine abdomen pe
 """.split())
 
 
+def _cjk(ch: str) -> bool:
+    """Whether ``ch`` is a CJK ideograph, kana or Hangul syllable (one may be a whole name)."""
+    o = ord(ch)
+    return (0x3040 <= o <= 0x30FF or 0x3400 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF
+            or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FFFF)
+
+
+def is_token(text: str) -> bool:
+    """Whether ``text`` is long enough to be removed as identity: 2+ characters, or one CJK
+    character (a family name such as 王 is often one ideograph)."""
+    return len(text) >= 2 or (len(text) == 1 and _cjk(text))
+
+
+def is_residual_token(text: str) -> bool:
+    """Whether ``text`` is distinctive enough for the residual check of whole headers: 3+
+    characters, or 2+ when it holds a CJK character (most CJK given names are two)."""
+    return len(text) >= 3 or (len(text) == 2 and any(_cjk(c) for c in text))
+
+
 def identity_tokens(values: Iterable[str]) -> list[str]:
     """Split header identity values into searchable tokens (name parts, IDs), longest first.
 
-    Person names are split on ``^``, spaces and ``=``; tokens shorter than 2 characters are
-    dropped. IDs are also given without leading zeros.
+    Person names are split on ``^``, spaces and ``=``; parts too short for
+    :func:`is_token` are dropped. The family and given name of each component group are
+    also given joined without a separator, as CJK names are written (王小明 for 王^小明).
+    IDs are also given without leading zeros.
     """
     out: set[str] = set()
     for v in values:
@@ -49,10 +70,15 @@ def identity_tokens(values: Iterable[str]) -> list[str]:
         out.add(v)
         for part in re.split(r"[\^=\s,]+", v):
             part = part.strip(".")
-            if len(part) >= 2:
+            if is_token(part):
                 out.add(part)
             if part.isdigit() and part.lstrip("0") and len(part.lstrip("0")) >= 3:
                 out.add(part.lstrip("0"))
+        if "^" in v:
+            for group in v.split("="):
+                names = [c.strip() for c in group.split("^")[:2]]
+                if all(names) and len(names) == 2:
+                    out.add("".join(names))
     return sorted(out, key=len, reverse=True)
 
 
@@ -77,7 +103,7 @@ def clean_text(value: str, tokens: Iterable[str]) -> str:
     """
     text = str(value)
     for tok in tokens:
-        if len(tok) < 2:
+        if not is_token(tok):
             continue
         text = re.sub(r"(?<![A-Za-z0-9])" + re.escape(tok) + r"(?![A-Za-z0-9])", " ", text,
                       flags=re.I)
@@ -109,15 +135,31 @@ def dicom_vocabulary() -> frozenset[str]:
     return frozenset(words)
 
 
+def _whole_word(token: bytes) -> bytes:
+    """``token`` as a regex that matches it as a whole word: not next to an ASCII letter or
+    digit where the token itself starts or ends with one (a CJK name is a word anywhere;
+    an ISO 2022 escape before it ends in a letter)."""
+    head = rb"(?<![A-Za-z0-9])" if token[:1].isalnum() else b""
+    tail = rb"(?![A-Za-z0-9])" if token[-1:].isalnum() else b""
+    return head + re.escape(token) + tail
+
+
 @lru_cache(maxsize=256)
 def _token_regex(tokens: tuple[bytes, ...]) -> re.Pattern[bytes]:
-    alt = b"|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
-    return re.compile(rb"(?<![A-Za-z0-9])(?:" + alt + rb")(?![A-Za-z0-9])", re.I)
+    alt = b"|".join(_whole_word(t) for t in sorted(tokens, key=len, reverse=True))
+    return re.compile(alt, re.I)
 
 
-def find_tokens(data: bytes, tokens: Iterable[str]) -> list[str]:
-    """Return the tokens found in ``data`` as whole words, case-insensitive (ASCII and UTF-8)."""
-    toks = {t.lower().encode("utf-8", "ignore"): t for t in tokens}
+def find_tokens(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = ()) -> list[str]:
+    """Return the tokens found in ``data`` as whole words, case-insensitive (ASCII letters).
+
+    Each token is searched for in UTF-8 and in each Python codec of ``encodings`` (the
+    data set's character sets, :func:`pydicom.charset.convert_encodings`).
+    """
+    toks: dict[bytes, str] = {}
+    for t in tokens:
+        for form in _encoded_forms(t, tuple(encodings)):
+            toks.setdefault(form.lower(), t)
     low = data.lower()  # ASCII case folding, as re.I does for bytes
     # only tokens present as substrings can match: the (slow) regex runs on those alone,
     # which finds exactly what it finds with every token, and not at all on clean data
@@ -125,5 +167,20 @@ def find_tokens(data: bytes, tokens: Iterable[str]) -> list[str]:
     if not toks:
         return []
     found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
-    return [toks[k] for k in sorted(found) if k in toks]
+    return sorted({toks[k] for k in found if k in toks})
 
+
+@lru_cache(maxsize=4096)
+def _encoded_forms(token: str, encodings: tuple[str, ...]) -> tuple[bytes, ...]:
+    """UTF-8 and ``encodings`` forms of ``token``; for a non-ASCII token also in upper, lower
+    and capitalised case (bytes are case-folded for ASCII letters only)."""
+    if token.isascii():
+        return (token.encode("ascii"),)
+    forms: set[bytes] = set()
+    for variant in {token, token.upper(), token.lower(), token.capitalize()}:
+        for codec in ("utf-8", *encodings):
+            try:
+                forms.add(variant.encode(codec))
+            except (UnicodeError, LookupError):
+                continue
+    return tuple(forms)

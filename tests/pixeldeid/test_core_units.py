@@ -142,7 +142,7 @@ def test_clean_text_removes_identity_in_any_spelling():
 def test_find_tokens_prefilter_finds_what_the_whole_regex_finds() -> None:
     import random
 
-    from pixeldeid.textclean import _token_regex, find_tokens
+    from pixeldeid.textclean import _encoded_forms, _token_regex, find_tokens
 
     rng = random.Random(5)
     words = ["smith", "john", "john smith", "ann", "anna", "12345", "jürgen", "o'neil",
@@ -152,7 +152,34 @@ def test_find_tokens_prefilter_finds_what_the_whole_regex_finds() -> None:
         parts = [rng.choice(words + ["the", "ANNA", "Smithers", "JOHN SMITH", "^", " ", "1",
                                      "JÜRGEN", "\x00", "-"]) for _ in range(rng.randint(0, 12))]
         data = "".join(parts).encode("utf-8")
-        toks = {t.lower().encode("utf-8", "ignore"): t for t in tokens if len(t) >= 3}
+        toks = {f.lower(): t for t in tokens for f in _encoded_forms(t, ()) if len(f) >= 3}
         want = sorted({toks[m.group(0).lower()] for m in
                        _token_regex(tuple(sorted(toks))).finditer(data)}) if toks else []
         assert sorted(find_tokens(data, tokens)) == want, (tokens, data)
+
+
+def test_find_tokens_matches_non_ascii_names_in_any_case_and_in_the_data_sets_charset() -> None:
+    from pixeldeid.textclean import find_tokens
+
+    # bytes are case-folded for ASCII letters only: Ø/ø and Ü/ü are other bytes
+    assert find_tokens("ØDEGÅRD^ÅSE".encode(), ["Ødegård"]) == ["Ødegård"]
+    assert find_tokens("scan by jürgen".encode(), ["JÜRGEN"]) == ["JÜRGEN"]
+    latin1 = "CT Müller".encode("latin-1")
+    assert find_tokens(latin1, ["Müller"]) == []  # UTF-8 only: not found
+    assert find_tokens(latin1, ["Müller"], ["latin_1"]) == ["Müller"]
+    assert find_tokens("头部 王小明".encode("gb18030"), ["王小明"], ["GB18030"]) == ["王小明"]
+    assert find_tokens(b"CT Mueller", ["Müller"], ["latin_1"]) == []
+
+
+def test_identity_tokens_of_cjk_names() -> None:
+    from pixeldeid.textclean import is_residual_token
+
+    toks = identity_tokens(["王^小明", "Yamada^Tarou=山田^太郎=やまだ^たろう"])
+    # family + given as written without a separator; a one-ideograph family name
+    for t in ("王小明", "王", "小明", "山田太郎", "山田", "太郎", "YamadaTarou", "Yamada"):
+        assert t in toks, t
+    assert "A" not in identity_tokens(["Doe^A"])  # a Latin initial is no token
+    out = clean_text("头部 王小明 王先生 平扫", toks)
+    assert "王" not in out and "小明" not in out and "头部" in out and "平扫" in out
+    assert is_residual_token("小明") and not is_residual_token("王")
+    assert not is_residual_token("Jo") and is_residual_token("Doe")

@@ -1,0 +1,110 @@
+"""Text in other character sets: pydicom's 17 Specific Character Set files (Latin-1, Greek,
+Arabic, Hebrew, Cyrillic, UTF-8, GB18030, ISO 2022 Japanese and Korean, items in another
+set). Cleaned and kept text stays in the data set's character set, and the patient's name
+is found in it, in any case and script (written without separators for CJK names)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import outputs
+
+from pixeldeid.textclean import is_token
+
+TEXT_VRS = ("PN", "LO", "SH", "ST", "LT", "UT", "UC")
+
+
+def _charset_files() -> list[str]:
+    from pydicom.data import get_charset_files
+
+    return sorted(Path(p).name for p in get_charset_files("chr*.dcm"))
+
+
+CHARSET_FILES = _charset_files()
+
+
+def _charset_file(name: str, dest: Path) -> Path:
+    """A copy of pydicom's charset file ``name``, made a whole instance where it is not
+    (some have no SOP Instance UID, or image attributes without Pixel Data)."""
+    from pydicom.data import get_charset_files
+    from pydicom.uid import RawDataStorage, generate_uid
+
+    [src] = get_charset_files(name)
+    dest.mkdir(parents=True, exist_ok=True)
+    path = Path(shutil.copy(src, dest / "in.dcm"))
+    ds = pydicom.dcmread(path)
+    if "SOPInstanceUID" not in ds:
+        ds.SOPClassUID = RawDataStorage  # no image: needs no pixel data
+        ds.SOPInstanceUID = generate_uid(prefix=None)
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "Rows" in ds and "PixelData" not in ds:
+        ds.PixelData = bytes(ds.Rows * ds.Columns * ds.get("SamplesPerPixel", 1)
+                             * (ds.BitsAllocated // 8))
+        ds["PixelData"].VR = "OW" if ds.BitsAllocated > 8 else "OB"
+    ds.save_as(path)
+    return path
+
+
+def _name_parts(ds) -> list[str]:
+    """The parts of the patient's name (the first Patient's Name, at any depth)."""
+    pn = next((str(e.value) for e in ds.iterall() if e.tag == 0x00100010 and e.value), "")
+    return [p for p in re.split(r"[\^=\s]+", pn) if is_token(p)]
+
+
+def _texts(ds) -> str:
+    return "\n".join(str(e.value) for e in ds.iterall() if e.VR in TEXT_VRS and e.value)
+
+
+def test_the_charset_corpus_is_there() -> None:
+    assert len(CHARSET_FILES) >= 17, CHARSET_FILES
+
+
+@pytest.mark.parametrize("name", CHARSET_FILES)
+def test_cleaned_and_kept_text_stay_in_the_character_set(tmp_path: Path, run, name: str) -> None:
+    src = _charset_file(name, tmp_path / "in")
+    ds = pydicom.dcmread(src)
+    parts = _name_parts(ds) or ["Grossmann", "Jürgen"]
+    if "PatientName" not in ds:
+        ds.PatientName = "^".join(parts)
+    # a phrase in the file's own script that is no part of the name: the longest name part
+    # spelled backwards (non-ASCII wherever the file has non-ASCII names)
+    kept = max(parts, key=lambda p: (not p.isascii(), len(p)))[::-1]
+    assert not any(p in kept for p in parts)
+    ds.StudyDescription = f"{kept} {' '.join(parts)}"      # C: the name goes, the rest stays
+    ds.SeriesDescription = kept                              # C: nothing to remove
+    ds.ImageComments = f"{''.join(parts[:2])} {kept}"        # a CJK name without separators
+    ds.save_as(src)
+    rc, out = run(src, "--profile", "tcia-like")
+    files = outputs(out)
+    assert rc == 0 and len(files) == 1, (rc, sorted(out.rglob("*.txt")))
+    o = pydicom.dcmread(files[0])
+    assert o.get("SpecificCharacterSet") == ds.get("SpecificCharacterSet")
+    assert o.SeriesDescription == kept
+    assert o.StudyDescription == kept
+    assert o.ImageComments == kept
+    texts = _texts(o)
+    assert "\ufffd" not in texts
+    assert not [p for p in parts if p in texts]
+
+
+@pytest.mark.parametrize("name", ["chrGerm.dcm", "chrGreek.dcm", "chrX1.dcm", "chrX2.dcm",
+                                  "chrH31.dcm", "chrI2.dcm"])
+def test_residual_check_finds_the_name_in_the_character_set(tmp_path: Path, run,
+                                                            name: str) -> None:
+    """A name part in a kept attribute (Manufacturer is not in Table E.1-1) is found by the
+    residual check in the file's own encoding, whatever its case, and the file is
+    quarantined."""
+    src = _charset_file(name, tmp_path / "in")
+    ds = pydicom.dcmread(src)
+    part = max(_name_parts(ds), key=lambda p: (not p.isascii(), len(p)))
+    ds.Manufacturer = f"{part.upper()} 1"
+    ds.save_as(src)
+    rc, out = run(src)
+    assert rc == 1 and outputs(out) == []
+    [reason] = (out / "quarantine").rglob("*.reason.txt")
+    assert "identity still present" in reason.read_text()
