@@ -15,6 +15,18 @@ _pip() {
   "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
 }
 
+_check_space() {
+  # Say so up front when the disk is too full for the install (pip's own error is a bare
+  # "No space left on device" in the middle of it).
+  local need_gb free_kb
+  if [ "$1" = "test" ]; then need_gb=9; else need_gb=3; fi
+  free_kb=$(df -Pk "$VENV" 2>/dev/null | awk 'NR == 2 {print $4}')
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+    echo "warning: $((free_kb / 1024)) MB free where $VENV is; installing the $1 environment" \
+         "takes about $need_gb GB (torch and its libraries)" >&2
+  fi
+}
+
 ensure_venv() {
   # $1: extras set, "test" or "demo"
   local extras stamp
@@ -31,6 +43,7 @@ ensure_venv() {
   stamp="$VENV/.pixeldeid-$1-$(cat pyproject.toml | sha1sum | cut -c1-12)"
   if [ ! -e "$stamp" ]; then
     echo "installing pixeldeid[$extras] into $VENV"
+    _check_space "$1"
     if [ "$1" = "test" ]; then
       # EasyOCR needs torchvision; torch 2.14.1 + torchvision 0.29.1 (a CUDA build that also
       # runs on the CPU) is the pair these machines install from local disk.
