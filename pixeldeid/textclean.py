@@ -83,10 +83,15 @@ def identity_tokens(values: Iterable[str]) -> list[str]:
 
 
 def words_of(values: Iterable[str]) -> set[str]:
-    """Identity words of free-text values: each word of 3+ characters not in :data:`STOPWORDS`."""
+    """Identity words of free-text values: each word of 3+ characters not in :data:`STOPWORDS`,
+    and each CJK word (a name part is often one or two characters; a person name's family
+    and given name also joined, see :func:`identity_tokens`)."""
     out: set[str] = set()
     for v in values:
-        for w in re.split(r"[^\w'-]+|\^|=", str(v)):
+        v = str(v)
+        if not v.isascii():
+            out.update(t for t in identity_tokens([v]) if any(_cjk(c) for c in t))
+        for w in re.split(r"[^\w'-]+|\^|=", v):
             w = w.strip("'-_")
             if len(w) >= 3 and w.lower() not in STOPWORDS and not w.isdigit():
                 out.add(w)

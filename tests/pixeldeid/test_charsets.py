@@ -108,3 +108,21 @@ def test_residual_check_finds_the_name_in_the_character_set(tmp_path: Path, run,
     assert rc == 1 and outputs(out) == []
     [reason] = (out / "quarantine").rglob("*.reason.txt")
     assert "identity still present" in reason.read_text()
+
+
+@pytest.mark.parametrize("staff", ["陈^大文", "김^철수", "山田^花子"])
+def test_cjk_staff_names_are_cleaned_from_descriptors(tmp_path: Path, run, staff: str) -> None:
+    """A removed person name (Referring Physician, Operators) in CJK: its one- and
+    two-character parts and the joined name are cleaned from kept descriptors."""
+    src = _charset_file("chrX1.dcm", tmp_path / "in")  # ISO_IR 192
+    ds = pydicom.dcmread(src)
+    family, given = staff.split("^")
+    ds.ReferringPhysicianName = staff
+    ds.OperatorsName = staff
+    ds.StudyDescription = f"头部 {family}{given} {given} {family} 平扫"
+    ds.save_as(src)
+    rc, out = run(src, "--profile", "tcia-like")
+    [written] = outputs(out)
+    o = pydicom.dcmread(written)
+    assert o.StudyDescription == "头部 平扫"
+    assert "ReferringPhysicianName" not in o or staff not in str(o.ReferringPhysicianName)
