@@ -32,6 +32,7 @@ from .dsvalues import dictionary_vr, garbled_text, new_item, new_sequence, peek,
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError
+from .overlays import embedded_planes, remove_embedded_planes
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap
 from .rawwrite import encode_part10
@@ -364,6 +365,10 @@ class Deidentifier:
             if (g << 16 | 0x3000) not in ds._dict:
                 for t in [t for t in ds._dict if t >> 16 == g]:
                     del ds[t]
+        # Planes kept in the pixel data's unused bits: their bits are cleared too.
+        planes = embedded_planes(ds)
+        if planes:
+            remove_embedded_planes(ds, planes)
 
         # Conditional companions of attributes the profile emptied (PS3.3 Patient Module).
         if not ds.get("ResponsiblePerson") and "ResponsiblePersonRole" in ds:

@@ -1,0 +1,94 @@
+"""Overlay planes kept in the pixel data's unused bits (embedded overlays).
+
+Before 2004 an overlay plane could live in the bits of Pixel Data above the stored value
+(Overlay Bits Allocated and Overlay Bit Position, retired in PS3.5 8.1.2 and PS3.3
+C.9.2): the plane has attributes in its group (60xx,eeee) but no Overlay Data
+(60xx,3000). The Basic Profile removes Overlay Data (PS3.15 Table E.1-1); an embedded
+plane would escape it, annotations and all. Its bit is cleared in every sample and the
+plane's attributes are removed; where the bit cannot be cleared (encapsulated pixel data,
+a bit inside the stored value) the file is refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from .dsvalues import peek
+from .errors import DeidError
+
+#: Groups of the 16 overlay planes (60xx, even xx).
+OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
+
+
+def embedded_planes(ds: Dataset) -> list[tuple[int, int | None]]:
+    """(group, Overlay Bit Position or None) of each overlay plane without Overlay Data."""
+    out = []
+    for g in OVERLAY_GROUPS:
+        tags = [t for t in ds._dict if t >> 16 == g]
+        if tags and (g << 16 | 0x3000) not in ds._dict:
+            pos = peek(ds, g << 16 | 0x0102)
+            out.append((g, None if pos in (None, "") else int(pos)))
+    return out
+
+
+def remove_embedded_planes(ds: Dataset, planes: list[tuple[int, int | None]]) -> None:
+    """Clear the bits of ``planes`` (from :func:`embedded_planes`) in every pixel sample and
+    remove the planes' attributes.
+
+    A plane without a bit position, or whose bit is 0 with one bit allocated, has no data
+    anywhere: only its attributes go.
+
+    Raises
+    ------
+    DeidError
+        When a bit cannot be cleared: encapsulated (compressed) pixel data, a bit inside
+        the stored pixel value, or pixel data of an unexpected size.
+    """
+    bits = sorted({pos for _g, pos in planes if pos is not None and _in_pixels(ds, pos)})
+    if bits:
+        _clear_bits(ds, bits)
+    for g, _pos in planes:
+        for t in [t for t in ds._dict if t >> 16 == g]:
+            del ds._dict[t]
+
+
+def _in_pixels(ds: Dataset, pos: int) -> bool:
+    """Whether bit ``pos`` of the overlay plane lies in the pixel cells (not a 1-bit plane
+    of its own whose Overlay Data is missing)."""
+    allocated = int(peek(ds, "BitsAllocated", 0) or 0)
+    return "PixelData" in ds and not (pos == 0 and allocated <= 1)
+
+
+def _clear_bits(ds: Dataset, bits: list[int]) -> None:
+    ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "")))
+    allocated = int(peek(ds, "BitsAllocated", 0) or 0)
+    stored = int(peek(ds, "BitsStored", allocated) or allocated)
+    high = int(peek(ds, "HighBit", stored - 1) or stored - 1)
+    where = f"an overlay plane in bit {bits[0]} of the pixel data"
+    if ts.is_encapsulated:
+        raise DeidError(f"{where}: not removable from encapsulated pixel data "
+                        f"({ts.name or ts})")
+    if allocated not in (8, 16, 32):
+        raise DeidError(f"{where}: Bits Allocated {allocated} not supported")
+    low = high - stored + 1
+    inside = [b for b in bits if low <= b <= high or b >= allocated]
+    if inside:
+        raise DeidError(f"an overlay plane in bit {inside[0]}, which is not an unused bit of "
+                        f"the pixel data (Bits Allocated {allocated}, stored bits {low}-{high})")
+    data = peek(ds, "PixelData")
+    if not isinstance(data, (bytes, bytearray)):
+        from .rawds import Decline
+
+        raise Decline("embedded overlay: the pixel data must be read")
+    size = allocated // 8
+    if len(data) % size:
+        raise DeidError(f"{where}: Pixel Data length {len(data)} is no whole number of samples")
+    order = ">" if ts == "1.2.840.10008.1.2.2" else "<"
+    samples = np.frombuffer(data, dtype=f"{order}u{size}").copy()
+    mask = 0
+    for b in bits:
+        mask |= 1 << b
+    samples &= np.array(~mask & ((1 << allocated) - 1), dtype=samples.dtype)
+    ds[0x7FE00010].value = samples.tobytes()  # keeps the element's VR (OB/OW)
