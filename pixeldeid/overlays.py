@@ -18,16 +18,12 @@ from pydicom.uid import UID
 from .dsvalues import peek
 from .errors import DeidError
 
-#: Groups of the 16 overlay planes (60xx, even xx).
-OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
-
 
 def embedded_planes(ds: Dataset) -> list[tuple[int, int | None]]:
     """(group, Overlay Bit Position or None) of each overlay plane without Overlay Data."""
     out = []
-    for g in OVERLAY_GROUPS:
-        tags = [t for t in ds._dict if t >> 16 == g]
-        if tags and (g << 16 | 0x3000) not in ds._dict:
+    for g in sorted({t >> 16 for t in ds._dict if 0x60000000 <= t < 0x60200000 and not t & 0x10000}):
+        if (g << 16 | 0x3000) not in ds._dict:
             pos = peek(ds, g << 16 | 0x0102)
             out.append((g, None if pos in (None, "") else int(pos)))
     return out
