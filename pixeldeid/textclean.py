@@ -40,6 +40,11 @@ def _cjk(ch: str) -> bool:
             or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FFFF)
 
 
+def has_cjk(text: str) -> bool:
+    """Whether ``text`` holds a CJK ideograph, kana or Hangul syllable."""
+    return any(_cjk(c) for c in text)
+
+
 def is_token(text: str) -> bool:
     """Whether ``text`` is long enough to be removed as identity: 2+ characters, or one CJK
     character (a family name such as 王 is often one ideograph)."""
@@ -49,7 +54,7 @@ def is_token(text: str) -> bool:
 def is_residual_token(text: str) -> bool:
     """Whether ``text`` is distinctive enough for the residual check of whole headers: 3+
     characters, or 2+ when it holds a CJK character (most CJK given names are two)."""
-    return len(text) >= 3 or (len(text) == 2 and any(_cjk(c) for c in text))
+    return len(text) >= 3 or (len(text) == 2 and has_cjk(text))
 
 
 def identity_tokens(values: Iterable[str]) -> list[str]:
@@ -90,7 +95,7 @@ def words_of(values: Iterable[str]) -> set[str]:
     for v in values:
         v = str(v)
         if not v.isascii():
-            out.update(t for t in identity_tokens([v]) if any(_cjk(c) for c in t))
+            out.update(t for t in identity_tokens([v]) if has_cjk(t))
         for w in re.split(r"[^\w'-]+|\^|=", v):
             w = w.strip("'-_")
             if len(w) >= 3 and w.lower() not in STOPWORDS and not w.isdigit():

@@ -694,9 +694,9 @@ def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes, bool]]:
         if isinstance(v, bytes):
             data = v
         elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
-            data = "\\".join(str(x) for x in v).encode("utf-8", "replace")
-        else:
-            data = str(v).encode("utf-8", "replace")
+            data = "\\".join(str(x) for x in v).lower().encode("utf-8", "replace")
+        else:  # decoded in the data set's character set; lower case in full (MÜLLER)
+            data = str(v).lower().encode("utf-8", "replace")
         yield label, data, elem.VR in _NUMERIC_TEXT
 
 

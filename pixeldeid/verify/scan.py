@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .identity import Term
+from .identity import Term, long_enough
 
 _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 CHUNK = 16 << 20
@@ -51,12 +51,16 @@ class Matcher:
     def __init__(self, terms: Iterable[Term], *, min_len: int = 3, utf16: bool = False) -> None:
         self.patterns: list[tuple[bytes, Term, str, int]] = []  # (bytes, term, enc, unit)
         for t in terms:
-            if len(t.text) < min_len:
+            if not long_enough(t.text, min_len):
                 continue
-            self.patterns.append((t.text.encode("utf-8"), t, "utf-8", 1))
-            if utf16:
-                self.patterns.append((t.text.encode("utf-16-le"), t, "utf-16-le", 2))
-                self.patterns.append((t.text.encode("utf-16-be"), t, "utf-16-be", 2))
+            # the data's ASCII letters are lower-cased before the search, its other letters
+            # are not: "MÜLLER" is searched as "mÜller" too
+            forms = {t.text, "".join(c if c.isascii() else c.upper() for c in t.text)}
+            for form in sorted(forms):
+                self.patterns.append((form.encode("utf-8"), t, "utf-8", 1))
+                if utf16:
+                    self.patterns.append((form.encode("utf-16-le"), t, "utf-16-le", 2))
+                    self.patterns.append((form.encode("utf-16-be"), t, "utf-16-be", 2))
         self.longest = max((len(p[0]) for p in self.patterns), default=0)
         self._ac = None
         if self.patterns:
@@ -91,7 +95,7 @@ class Matcher:
         hits = []
         for idx, start in self._candidates(low):
             pat, term, enc, unit = self.patterns[idx]
-            bounded = _boundary(low, start, start + len(pat), enc, unit)
+            bounded = _boundary(low, start, start + len(pat), enc, unit, pat)
             if bounded or unbounded:
                 hits.append(Hit(term, base + start, enc, len(pat), bounded))
         return hits
@@ -144,16 +148,21 @@ def drop_chance_hits(hits: list[Hit], bulk: list[tuple[int, int]],
     return kept
 
 
-def _boundary(low: bytes, start: int, end: int, enc: str, unit: int) -> bool:
-    """The hit neither continues nor is continued by a letter or digit."""
+def _boundary(low: bytes, start: int, end: int, enc: str, unit: int, pat: bytes) -> bool:
+    """The hit neither continues nor is continued by a letter or digit, on each side where
+    the term itself starts or ends with an ASCII letter or digit (a CJK name is a word
+    wherever it stands: "CT王小明")."""
     if unit == 1:
+        first, last = pat[0], pat[-1]
         before = low[start - 1] if start > 0 else None
         after = low[end] if end < len(low) else None
-        return before not in _ALNUM and after not in _ALNUM
-    if enc == "utf-16-le":  # char c is (c, 0)
+    elif enc == "utf-16-le":  # char c is (c, 0)
+        first, last = (pat[0] if pat[1] == 0 else None), (pat[-2] if pat[-1] == 0 else None)
         before = low[start - 2] if start >= 2 and low[start - 1] == 0 else None
         after = low[end] if end + 1 < len(low) and low[end + 1] == 0 else None
     else:  # (0, c)
+        first, last = (pat[1] if pat[0] == 0 else None), (pat[-1] if pat[-2] == 0 else None)
         before = low[start - 1] if start >= 2 and low[start - 2] == 0 else None
         after = low[end + 1] if end + 1 < len(low) and low[end] == 0 else None
-    return before not in _ALNUM and after not in _ALNUM
+    return ((first not in _ALNUM or before not in _ALNUM)
+            and (last not in _ALNUM or after not in _ALNUM))

@@ -404,3 +404,24 @@ def test_institution_word_counts_only_in_its_own_patients_files(ct_release, tmp_
     ds0.save_as(outs[0])
     rc, text = _run(args, capsys)
     assert rc == 1 and f"{outs[0].name}: [dicom-header] institution value" in text
+
+
+def test_non_ascii_names_found_in_any_case_and_cjk_names_unseparated(ct_release, tmp_path):
+    """MÜLLER is found for Müller (bytes fold ASCII letters only), 王小明 and 小明 for
+    王^小明, next to ASCII letters too (CT王小明)."""
+    out = copy_release(ct_release, tmp_path / "out")
+    a, b = _outputs(out)
+    for target, text in ((a, "reviewed by MÜLLER"), (b, "CT王小明 follow-up")):
+        ds = pydicom.dcmread(target)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.ImageComments = text
+        ds.save_as(target)
+    extra = [IdentityValue("name", "Müller^Jürgen"), IdentityValue("name", "王^小明")]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    found = {(f.file, f.check, f.length) for f in r.findings if f.kind == "name"}
+    assert (a.name, "dicom-header", len("Müller^Jürgen")) in found, r.findings
+    assert (a.name, "raw-bytes", len("Müller^Jürgen")) in found, r.findings
+    assert (b.name, "dicom-header", len("王^小明")) in found, r.findings
+    assert (b.name, "raw-bytes", len("王^小明")) in found, r.findings
+    assert {"王小明", "小明"} <= name_spellings("王^小明")
