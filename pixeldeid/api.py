@@ -237,7 +237,9 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
             return f"unreadable sequence {Tag(tag)}: {exc}"
         implicit = getattr(ds, "original_encoding", (None, None))[0]
         for item in items:
-            if getattr(item, "original_encoding", (implicit,))[0] != implicit:
+            # (an empty item has no element whose VR could be misread: pydicom's guess of
+            # its encoding, from the bytes of the item delimiter, means nothing)
+            if item._dict and getattr(item, "original_encoding", (implicit,))[0] != implicit:
                 return (f"sequence {Tag(tag)} switches to "
                         f"{'explicit' if implicit else 'implicit'} VR (an element without a "
                         f"valid VR?); damaged header?")

@@ -128,7 +128,11 @@ def _encode_sequence(elem, little: bool, implicit: bool) -> bytes:
     out = [_header(int(elem.tag), "SQ", 0xFFFFFFFF, e, implicit)]
     item_start = struct.pack(e + "HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
     item_end = struct.pack(e + "HHL", 0xFFFE, 0xE00D, 0)
+    empty_item = struct.pack(e + "HHL", 0xFFFE, 0xE000, 0)
     for item in elem.value:
+        if not item._dict:  # defined length 0: nothing for a reader to guess the VR of
+            out.append(empty_item)
+            continue
         out.append(item_start)
         out.extend(encode_dataset_parts(item, little, implicit)[0])
         out.append(item_end)

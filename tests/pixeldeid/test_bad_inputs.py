@@ -197,6 +197,47 @@ def test_damaged_tag_or_item_vr_is_quarantined(tmp_path, run, key_file, capsys):
     _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
 
 
+@pytest.mark.parametrize("profile", ["basic", "tcia-like"])
+def test_empty_sequence_items_are_no_damage(tmp_path, run, profile):
+    """An empty item of undefined length (pydicom writes them so) has no element whose VR
+    could be misread; it is no sign of damage (a JPEG Lossless file of pydicom-data came
+    out with one, and verify then called the output damaged). Outputs read back whole."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from pixeldeid.api import read_dicom
+    from pixeldeid.rawds import read_raw
+
+    src = tmp_path / "in"
+    good = _good_files(src)
+    ds = pydicom.dcmread(good[0])
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "2501", "99X", "Echo"
+    ds.PerformedProtocolCodeSequence = Sequence([code, Dataset()])
+    ds.AnatomicRegionSequence = Sequence([Dataset()])
+    ds.save_as(good[0])
+    # as DCMTK (and pixeldeid before) may write it: sequence and empty item of undefined length
+    data = good[0].read_bytes()
+    defined = struct.pack("<HH2sHLHHL", 0x0008, 0x2218, b"SQ", 0, 8, 0xFFFE, 0xE000, 0)
+    undefined = struct.pack("<HH2sHLHHLHHLHHL", 0x0008, 0x2218, b"SQ", 0, 0xFFFFFFFF,
+                            0xFFFE, 0xE000, 0xFFFFFFFF, 0xFFFE, 0xE00D, 0, 0xFFFE, 0xE0DD, 0)
+    assert data.count(defined) == 1
+    good[0].write_bytes(data.replace(defined, undefined))
+    status, out = run(src, "--profile", profile)
+    written = outputs(out)
+    assert status == 0 and len(written) == len(good)
+    for path in written:
+        read_dicom(path)  # raises on any sign of damage
+        read_raw(path)  # and the fast path's parser takes it too
+    [mine] = [p for p in written if b"2501" in p.read_bytes()]
+    assert [len(it) for it in pydicom.dcmread(mine).PerformedProtocolCodeSequence] == [3, 0]
+    # a sequence the engine re-encodes writes its empty item with defined length 0
+    data = mine.read_bytes()
+    tail = data[data.index(b"2501"):][:200]
+    assert struct.pack("<HHL", 0xFFFE, 0xE000, 0) in tail
+    assert struct.pack("<HHLHHL", 0xFFFE, 0xE000, 0xFFFFFFFF, 0xFFFE, 0xE00D, 0) not in tail
+
+
 def test_damaged_length_that_swallows_elements_is_quarantined(tmp_path, run, key_file,
                                                               capsys):
     """A value length damaged so that the value runs over the next elements, ending on an
