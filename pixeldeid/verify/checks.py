@@ -765,7 +765,8 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         if not values:
             raise InputError("no identity values known: the run ledger has none (or is absent); "
                              "give the sources with --against SRC", str(out))
-        pseudonyms = sorted({it.patient for it in ledger.items() if it.patient})
+        pseudonyms = sorted({it.patient for it in ledger.items() if it.patient}
+                            | set(ledger.subject_pseudonyms()))
         v = _Verifier(outp, values, pseudonyms, ledger=ledger, against_dicoms=dicoms, ocr=ocr,
                       dciodvfy=dciodvfy)
         v.result.values = dict(Counter(x.kind for x in values))

@@ -115,7 +115,7 @@ def id_spellings(value: str) -> set[str]:
     stripped = v.lstrip("0")
     if stripped != v and len(stripped) >= 3:
         out.add(stripped)
-    m = re.match(r"^([a-z]+)[-_ ]?0*(\d{3,})$", v)  # MRN0012345 -> MRN12345, 12345
+    m = re.match(r"^([a-z]+)[-_ ]?0*([1-9]\d{2,})$", v)  # MRN0012345 -> MRN12345, 12345
     if m:
         out.add(m.group(2))
         out.add(m.group(1) + m.group(2))

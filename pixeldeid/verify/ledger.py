@@ -107,6 +107,22 @@ class RunLedger:
                            members=_json(r[10], []) or [])
                 for r in rows]
 
+    def subject_pseudonyms(self) -> list[str]:
+        """Pseudonyms of the output folder's subject map (``pixeldeid dicom`` keeps it as
+        ``out/.pixeldeid/subjects.sqlite`` unless given ``--subject-db``), read-only."""
+        path = self.out / STATE_DIRNAME / "subjects.sqlite"
+        if not path.is_file():
+            return []
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            try:
+                return [str(r[0]) for r in con.execute("SELECT pseudonym FROM subjects") if r[0]]
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            logger.debug("subject map %s unreadable: %s", path, exc)
+            return []
+
     def identity(self) -> list[tuple[str, str, str]]:
         """``(patient, kind, value)`` rows of the identity table."""
         return [(p or "", k or "other", v) for p, k, v in

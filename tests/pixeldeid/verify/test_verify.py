@@ -425,3 +425,18 @@ def test_non_ascii_names_found_in_any_case_and_cjk_names_unseparated(ct_release,
     assert (b.name, "dicom-header", len("王^小明")) in found, r.findings
     assert (b.name, "raw-bytes", len("王^小明")) in found, r.findings
     assert {"王小明", "小明"} <= name_spellings("王^小明")
+
+
+def test_pseudonyms_of_a_dicom_run_are_not_identity(ct_release, tmp_path):
+    """A source ID spelled like a pseudonym (SUBJ_001), or whose spelling is inside one,
+    is no finding in the Patient ID that pixeldeid dicom wrote (the subject map of the
+    output folder gives the pseudonyms); IDs keep their leading zeros unless a non-zero
+    digit follows them (id00001 is not searched as 001)."""
+    out = copy_release(ct_release, tmp_path / "out")
+    assert (out / ".pixeldeid" / "subjects.sqlite").is_file()
+    extra = [IdentityValue("id", "SUBJ_001"), IdentityValue("id", "id00001")]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    assert not [f for f in r.findings if f.kind == "id"], r.findings
+    assert id_spellings("id00001") == {"id00001"}
+    assert id_spellings("MRN0012345") == {"mrn0012345", "mrn12345", "12345"}
