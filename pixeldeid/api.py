@@ -39,9 +39,9 @@ from .rawwrite import encode_part10
 from .standard import DEID_METHOD_CODES, release
 from .textclean import (
     dicom_vocabulary,
+    distinctive,
     find_tokens,
     identity_tokens,
-    is_residual_token,
     words_of,
 )
 from .uids import UIDMapper
@@ -496,7 +496,7 @@ class Deidentifier:
     def _residual(self, ds: Dataset, header: bytes, source: str | None) -> None:
         vocab = dicom_vocabulary()
         tokens = [t for t in getattr(ds, "_pixeldeid_residual_tokens", [])
-                  if is_residual_token(t) and t.lower() not in vocab
+                  if distinctive(t) and t.lower() not in vocab
                   and t.lower() not in _DUMMY_WORDS]
         if not tokens:
             return

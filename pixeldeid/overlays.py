@@ -20,21 +20,27 @@ from .errors import DeidError
 
 
 def embedded_planes(ds: Dataset) -> list[tuple[int, int | None]]:
-    """(group, Overlay Bit Position or None) of each overlay plane without Overlay Data."""
+    """(group, bit) of each overlay plane without Overlay Data: ``bit`` is the Overlay Bit
+    Position of a plane embedded in the pixel data (Overlay Bits Allocated above 1, or a
+    position above 0 where Bits Allocated is missing), None for a plane whose data is
+    nowhere (a 1-bit plane that lost its Overlay Data)."""
+    groups = {t >> 16 for t in ds._dict if 0x60000000 <= t < 0x60200000 and not t & 0x10000}
     out = []
-    for g in sorted({t >> 16 for t in ds._dict if 0x60000000 <= t < 0x60200000 and not t & 0x10000}):
-        if (g << 16 | 0x3000) not in ds._dict:
-            pos = peek(ds, g << 16 | 0x0102)
-            out.append((g, None if pos in (None, "") else int(pos)))
+    for g in sorted(groups):
+        if (g << 16 | 0x3000) in ds._dict:
+            continue
+        pos, nbits = peek(ds, g << 16 | 0x0102), peek(ds, g << 16 | 0x0100)
+        pos = None if pos in (None, "") else int(pos)
+        nbits = None if nbits in (None, "") else int(nbits)
+        embedded = pos is not None and (nbits > 1 if nbits is not None else pos > 0)
+        out.append((g, pos if embedded else None))
     return out
 
 
 def remove_embedded_planes(ds: Dataset, planes: list[tuple[int, int | None]]) -> None:
     """Clear the bits of ``planes`` (from :func:`embedded_planes`) in every pixel sample and
-    remove the planes' attributes.
-
-    A plane without a bit position, or whose bit is 0 with one bit allocated, has no data
-    anywhere: only its attributes go.
+    remove the planes' attributes (a plane whose bit is None has no data: only its
+    attributes go).
 
     Raises
     ------
@@ -42,19 +48,12 @@ def remove_embedded_planes(ds: Dataset, planes: list[tuple[int, int | None]]) ->
         When a bit cannot be cleared: encapsulated (compressed) pixel data, a bit inside
         the stored pixel value, or pixel data of an unexpected size.
     """
-    bits = sorted({pos for _g, pos in planes if pos is not None and _in_pixels(ds, pos)})
-    if bits:
+    bits = sorted({pos for _g, pos in planes if pos is not None})
+    if bits and "PixelData" in ds:
         _clear_bits(ds, bits)
     for g, _pos in planes:
         for t in [t for t in ds._dict if t >> 16 == g]:
             del ds._dict[t]
-
-
-def _in_pixels(ds: Dataset, pos: int) -> bool:
-    """Whether bit ``pos`` of the overlay plane lies in the pixel cells (not a 1-bit plane
-    of its own whose Overlay Data is missing)."""
-    allocated = int(peek(ds, "BitsAllocated", 0) or 0)
-    return "PixelData" in ds and not (pos == 0 and allocated <= 1)
 
 
 def _clear_bits(ds: Dataset, bits: list[int]) -> None:

@@ -51,10 +51,11 @@ def is_token(text: str) -> bool:
     return len(text) >= 2 or (len(text) == 1 and _cjk(text))
 
 
-def is_residual_token(text: str) -> bool:
-    """Whether ``text`` is distinctive enough for the residual check of whole headers: 3+
-    characters, or 2+ when it holds a CJK character (most CJK given names are two)."""
-    return len(text) >= 3 or (len(text) == 2 and has_cjk(text))
+def distinctive(text: str, min_len: int = 3) -> bool:
+    """Whether ``text`` is distinctive enough to search whole headers or files for (the
+    residual check, ``pixeldeid verify``): ``min_len`` characters, or two when it holds a
+    CJK character (most CJK given names are two)."""
+    return len(text) >= min_len or (len(text) >= 2 and has_cjk(text))
 
 
 def identity_tokens(values: Iterable[str]) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from ..api import IDENTITY_KEYWORDS
 from ..dummy import DUMMY_VALUES
-from ..textclean import STOPWORDS, dicom_vocabulary, has_cjk
+from ..textclean import STOPWORDS, dicom_vocabulary, distinctive, has_cjk
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def name_spellings(value: str) -> set[str]:
         vocab = dicom_vocabulary()
         for p in parts:
             lp = p.lower()
-            if long_enough(lp) and lp not in vocab and lp not in STOPWORDS and lp not in _DUMMY:
+            if distinctive(lp) and lp not in vocab and lp not in STOPWORDS and lp not in _DUMMY:
                 out.add(lp)
         if len(parts) >= 2:
             fam, given = parts[0].lower(), parts[1].lower()
@@ -100,12 +100,6 @@ def name_spellings(value: str) -> set[str]:
                 out.update({f"{given[0]} {fam}", f"{given[0]}. {fam}", f"{fam} {given[0]}",
                             f"{fam}^{given[0]}", f"{fam}, {given[0]}"})
     return out
-
-
-def long_enough(text: str, min_len: int = 3) -> bool:
-    """Whether a spelling is distinctive enough to search for: ``min_len`` characters, or
-    two with a CJK character (most CJK given names are two characters)."""
-    return len(text) >= min_len or (len(text) >= 2 and has_cjk(text))
 
 
 def id_spellings(value: str) -> set[str]:
@@ -181,7 +175,7 @@ def terms_for(values: Iterable[IdentityValue], *, exclude: Iterable[str] = (),
     best: dict[str, Term] = {}
     for iv in values:
         for s in spellings(iv.kind, iv.value):
-            if not long_enough(s, min_len) or s in _DUMMY or any(s in e for e in excl):
+            if not distinctive(s, min_len) or s in _DUMMY or any(s in e for e in excl):
                 continue
             full = " ".join(iv.value.lower().split())
             owners = (frozenset({iv.patient}) if iv.kind == "institution" and iv.patient

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .identity import Term, long_enough
+from ..textclean import distinctive
+from .identity import Term
 
 _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 CHUNK = 16 << 20
@@ -51,7 +52,7 @@ class Matcher:
     def __init__(self, terms: Iterable[Term], *, min_len: int = 3, utf16: bool = False) -> None:
         self.patterns: list[tuple[bytes, Term, str, int]] = []  # (bytes, term, enc, unit)
         for t in terms:
-            if not long_enough(t.text, min_len):
+            if not distinctive(t.text, min_len):
                 continue
             # the data's ASCII letters are lower-cased before the search, its other letters
             # are not: "MÜLLER" is searched as "mÜller" too

@@ -172,7 +172,7 @@ def test_find_tokens_matches_non_ascii_names_in_any_case_and_in_the_data_sets_ch
 
 
 def test_identity_tokens_of_cjk_names() -> None:
-    from pixeldeid.textclean import is_residual_token
+    from pixeldeid.textclean import distinctive
 
     toks = identity_tokens(["王^小明", "Yamada^Tarou=山田^太郎=やまだ^たろう"])
     # family + given as written without a separator; a one-ideograph family name
@@ -181,5 +181,5 @@ def test_identity_tokens_of_cjk_names() -> None:
     assert "A" not in identity_tokens(["Doe^A"])  # a Latin initial is no token
     out = clean_text("头部 王小明 王先生 平扫", toks)
     assert "王" not in out and "小明" not in out and "头部" in out and "平扫" in out
-    assert is_residual_token("小明") and not is_residual_token("王")
-    assert not is_residual_token("Jo") and is_residual_token("Doe")
+    assert distinctive("小明") and not distinctive("王")
+    assert not distinctive("Jo") and distinctive("Doe") and distinctive("Doe", 4) is False

@@ -67,6 +67,7 @@ def test_embedded_overlay_in_a_stored_bit_or_compressed_data_is_refused(tmp_path
     for g in groups:
         if (g, 0x3000) in ds:
             del ds[g, 0x3000]  # the plane's data now lives in (compressed) pixel data bits
+        ds.add_new(g << 16 | 0x0100, "US", 8)  # embedded: Overlay Bits Allocated 8
         ds.add_new(g << 16 | 0x0102, "US", 7)
     ds.save_as(jpeg)
     rc, out = run([inside, jpeg])
@@ -78,15 +79,20 @@ def test_embedded_overlay_in_a_stored_bit_or_compressed_data_is_refused(tmp_path
 
 
 def test_a_plane_without_data_or_bit_is_removed(tmp_path: Path, run) -> None:
+    """Planes whose data is nowhere: no bit position, or a 1-bit plane (bit 0) that lost
+    its Overlay Data. Their attributes go; the pixel data is not touched."""
     [path] = make_ct_series(tmp_path / "in", 1)
     ds = pydicom.dcmread(path)
     before = ds.PixelData
-    ds.add_new(0x60020010, "US", ds.Rows)
-    ds.add_new(0x60020011, "US", ds.Columns)
-    ds.add_new(0x60020022, "LO", "Quenby Ashdown")
+    for g in (0x6002, 0x6004):
+        ds.add_new(g << 16 | 0x0010, "US", ds.Rows)
+        ds.add_new(g << 16 | 0x0011, "US", ds.Columns)
+        ds.add_new(g << 16 | 0x0022, "LO", "Quenby Ashdown")
+    ds.add_new(0x60040100, "US", 1)
+    ds.add_new(0x60040102, "US", 0)
     ds.save_as(path)
     rc, out = run(path)
     [written] = outputs(out)
     o = pydicom.dcmread(written)
-    assert rc == 0 and not [e for e in o if e.tag.group == 0x6002]
+    assert rc == 0 and not [e for e in o if e.tag.group in (0x6002, 0x6004)]
     assert o.PixelData == before
