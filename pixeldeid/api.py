@@ -32,7 +32,7 @@ from .dsvalues import dictionary_vr, garbled_text, new_item, new_sequence, peek,
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError
-from .overlays import embedded_planes, remove_embedded_planes
+from .overlays import overlay_planes, remove_planes
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap
 from .rawwrite import encode_part10
@@ -355,22 +355,17 @@ class Deidentifier:
         sop_class = str(peek(ds, "SOPClassUID"))
 
         age = self._age(ds)
-        had_overlay = {t >> 16 for t in ds._dict if (t >> 16) & 0xFF01 == 0x6000 and t & 0xFFFF == 0x3000}
+        overlays = overlay_planes(ds)
         had_responsible = [kw for kw in ("ResponsiblePerson", "ResponsibleOrganization") if kw in ds]
 
         ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=self.uids,
                           offset=offset, tokens=clean_tokens, private_allow=self._allow)
         Walker(ctx).walk(ds)
 
-        # Overlay planes whose data was removed are removed whole (no dangling planes).
-        for g in had_overlay:
-            if (g << 16 | 0x3000) not in ds._dict:
-                for t in [t for t in ds._dict if t >> 16 == g]:
-                    del ds[t]
-        # Planes kept in the pixel data's unused bits: their bits are cleared too.
-        planes = embedded_planes(ds)
-        if planes:
-            remove_embedded_planes(ds, planes)
+        # Planes whose data was removed go whole (none dangling); planes kept in the pixel
+        # data's unused bits are cleared and go too.
+        if overlays[0] or overlays[1]:
+            remove_planes(ds, *overlays)
 
         # Conditional companions of attributes the profile emptied (PS3.3 Patient Module).
         if not ds.get("ResponsiblePerson") and "ResponsiblePersonRole" in ds:

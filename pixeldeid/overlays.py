@@ -1,12 +1,12 @@
-"""Overlay planes kept in the pixel data's unused bits (embedded overlays).
+"""Overlay planes (60xx) after the profile: none is left dangling, none hides in the pixels.
 
-Before 2004 an overlay plane could live in the bits of Pixel Data above the stored value
-(Overlay Bits Allocated and Overlay Bit Position, retired in PS3.5 8.1.2 and PS3.3
-C.9.2): the plane has attributes in its group (60xx,eeee) but no Overlay Data
-(60xx,3000). The Basic Profile removes Overlay Data (PS3.15 Table E.1-1); an embedded
-plane would escape it, annotations and all. Its bit is cleared in every sample and the
-plane's attributes are removed; where the bit cannot be cleared (encapsulated pixel data,
-a bit inside the stored value) the file is refused.
+A plane whose Overlay Data (60xx,3000) the profile removed (PS3.15 Table E.1-1) is removed
+whole. Before 2004 a plane could also live in the bits of Pixel Data above the stored
+value (Overlay Bits Allocated and Overlay Bit Position, retired in PS3.5 8.1.2 and PS3.3
+C.9.2): such a plane has no Overlay Data, so the profile's removal would miss it,
+annotations and all. Its bit is cleared in every sample and the plane's attributes are
+removed; where the bit cannot be cleared (encapsulated pixel data, a bit inside the stored
+value) the file is refused.
 """
 
 from __future__ import annotations
@@ -19,28 +19,31 @@ from .dsvalues import peek
 from .errors import DeidError
 
 
-def embedded_planes(ds: Dataset) -> list[tuple[int, int | None]]:
-    """(group, bit) of each overlay plane without Overlay Data: ``bit`` is the Overlay Bit
-    Position of a plane embedded in the pixel data (Overlay Bits Allocated above 1, or a
-    position above 0 where Bits Allocated is missing), None for a plane whose data is
-    nowhere (a 1-bit plane that lost its Overlay Data)."""
-    groups = {t >> 16 for t in ds._dict if 0x60000000 <= t < 0x60200000 and not t & 0x10000}
-    out = []
+def overlay_planes(ds: Dataset) -> tuple[list[int], list[tuple[int, int | None]]]:
+    """The overlay planes of ``ds`` as read: (groups with Overlay Data, (group, bit) of each
+    plane without). ``bit`` is the Overlay Bit Position of a plane embedded in the pixel
+    data (Overlay Bits Allocated above 1, or a position above 0 where Bits Allocated is
+    missing); None for a plane whose data is nowhere (a 1-bit plane that lost its Overlay
+    Data)."""
+    groups = {t >> 16 for t in ds._dict if 0x60000000 <= t < 0x61000000 and not t & 0x10000}
+    with_data, without = [], []
     for g in sorted(groups):
         if (g << 16 | 0x3000) in ds._dict:
+            with_data.append(g)
             continue
         pos, nbits = peek(ds, g << 16 | 0x0102), peek(ds, g << 16 | 0x0100)
         pos = None if pos in (None, "") else int(pos)
         nbits = None if nbits in (None, "") else int(nbits)
         embedded = pos is not None and (nbits > 1 if nbits is not None else pos > 0)
-        out.append((g, pos if embedded else None))
-    return out
+        without.append((g, pos if embedded else None))
+    return with_data, without
 
 
-def remove_embedded_planes(ds: Dataset, planes: list[tuple[int, int | None]]) -> None:
-    """Clear the bits of ``planes`` (from :func:`embedded_planes`) in every pixel sample and
-    remove the planes' attributes (a plane whose bit is None has no data: only its
-    attributes go).
+def remove_planes(ds: Dataset, with_data: list[int], without: list[tuple[int, int | None]]
+                  ) -> None:
+    """After the profile: remove the planes of ``with_data`` whose Overlay Data it removed,
+    clear the bits of the embedded planes of ``without`` in every pixel sample, and remove
+    every plane of ``without`` (from :func:`overlay_planes`, called before the profile).
 
     Raises
     ------
@@ -48,11 +51,13 @@ def remove_embedded_planes(ds: Dataset, planes: list[tuple[int, int | None]]) ->
         When a bit cannot be cleared: encapsulated (compressed) pixel data, a bit inside
         the stored pixel value, or pixel data of an unexpected size.
     """
-    bits = sorted({pos for _g, pos in planes if pos is not None})
+    gone = {g for g in with_data if (g << 16 | 0x3000) not in ds._dict}
+    gone.update(g for g, _pos in without)
+    bits = sorted({pos for _g, pos in without if pos is not None})
     if bits and "PixelData" in ds:
         _clear_bits(ds, bits)
-    for g, _pos in planes:
-        for t in [t for t in ds._dict if t >> 16 == g]:
+    if gone:
+        for t in [t for t in ds._dict if t >> 16 in gone]:
             del ds._dict[t]
 
 
