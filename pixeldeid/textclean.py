@@ -181,14 +181,21 @@ def find_tokens(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = (
     return sorted({toks[k] for k in found if k in toks})
 
 
+def case_forms(token: str) -> set[str]:
+    """``token`` as written and, when it is not ASCII, in upper, lower and capitalised case:
+    searches that fold the case of bytes fold ASCII letters only (MÜLLER for Müller)."""
+    if token.isascii():
+        return {token}
+    return {token, token.upper(), token.lower(), token.capitalize()}
+
+
 @lru_cache(maxsize=4096)
 def _encoded_forms(token: str, encodings: tuple[str, ...]) -> tuple[bytes, ...]:
-    """UTF-8 and ``encodings`` forms of ``token``; for a non-ASCII token also in upper, lower
-    and capitalised case (bytes are case-folded for ASCII letters only)."""
+    """:func:`case_forms` of ``token`` in UTF-8 and in ``encodings``."""
     if token.isascii():
         return (token.encode("ascii"),)
     forms: set[bytes] = set()
-    for variant in {token, token.upper(), token.lower(), token.capitalize()}:
+    for variant in case_forms(token):
         for codec in ("utf-8", *encodings):
             try:
                 forms.add(variant.encode(codec))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..textclean import distinctive
+from ..textclean import case_forms, distinctive
 from .identity import Term
 
 _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -54,14 +54,13 @@ class Matcher:
         for t in terms:
             if not distinctive(t.text, min_len):
                 continue
-            # the data's ASCII letters are lower-cased before the search, its other letters
-            # are not: "MÜLLER" is searched as "mÜller" too
-            forms = {t.text, "".join(c if c.isascii() else c.upper() for c in t.text)}
-            for form in sorted(forms):
-                self.patterns.append((form.encode("utf-8"), t, "utf-8", 1))
-                if utf16:
-                    self.patterns.append((form.encode("utf-16-le"), t, "utf-16-le", 2))
-                    self.patterns.append((form.encode("utf-16-be"), t, "utf-16-be", 2))
+            # the data is lower-cased as bytes (ASCII letters only) before the search, so
+            # each case form is too: "MÜLLER" is searched as "mÜller"
+            encodings = ("utf-8", "utf-16-le", "utf-16-be") if utf16 else ("utf-8",)
+            for enc in encodings:
+                unit = 1 if enc == "utf-8" else 2
+                for form in sorted({f.encode(enc).lower() for f in case_forms(t.text)}):
+                    self.patterns.append((form, t, enc, unit))
         self.longest = max((len(p[0]) for p in self.patterns), default=0)
         self._ac = None
         if self.patterns:
