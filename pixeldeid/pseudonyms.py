@@ -20,32 +20,63 @@ from pathlib import Path
 from .errors import ProfileError
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+_UID_STRICT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")  # PS3.5 9.1
+_ID_BAD = re.compile(r"[^\x20-\x7e]|\\")  # outside printable ASCII, or the VM separator
+_LO_MAX = 64
+
+
+def _new_id_problem(new: str) -> str | None:
+    """Why ``new`` cannot be written as a Patient ID (LO, VM 1) in every file, if it can't."""
+    if len(new) > _LO_MAX:
+        return f"{new!r} is longer than {_LO_MAX} characters"
+    if _ID_BAD.search(new):
+        return (f"{new!r} holds a backslash, a control character or a non-ASCII character "
+                "(a pseudonym must be printable ASCII without '\\')")
+    return None
 
 
 def load_map_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
     """Read an ``id_old,id_new`` CSV; return (patient ID map, UID map).
 
     Rows whose old value looks like a UID (digits and dots) go to the UID map, the others
-    to the patient ID map (the MIDI-B benchmark's format).
+    to the patient ID map (the MIDI-B benchmark's format). The file must be UTF-8 (a
+    byte order mark is allowed). Refused, naming the line: an empty value, an old value
+    given twice with different new values, a new UID that is not a valid UID or that two
+    old UIDs share, and a new patient ID that cannot be written as a Patient ID.
     """
     ids: dict[str, str] = {}
     uids: dict[str, str] = {}
+    uid_line: dict[str, int] = {}  # new UID -> line that gave it
+    lines: dict[str, int] = {}  # old value -> its line
     p = Path(path)
     try:
         with open(p, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
+            reader = csv.DictReader(fh, strict=True)
             if not reader.fieldnames or not {"id_old", "id_new"} <= set(reader.fieldnames):
                 raise ProfileError("expected a CSV header with columns id_old,id_new", str(p))
             for n, row in enumerate(reader, start=2):
                 old, new = (row.get("id_old") or "").strip(), (row.get("id_new") or "").strip()
                 if not old or not new:
                     raise ProfileError(f"line {n}: empty id_old or id_new", str(p))
-                if _UID_RE.match(old):
-                    if not _UID_RE.match(new) or len(new) > 64:
+                table = uids if _UID_RE.match(old) else ids
+                if table is uids:
+                    if not _UID_STRICT.match(new) or len(new) > 64:
                         raise ProfileError(f"line {n}: {new!r} is not a valid UID", str(p))
-                    uids[old] = new
-                else:
-                    ids[old] = new
+                    if uid_line.setdefault(new, n) != n and uids.get(old) != new:
+                        raise ProfileError(f"line {n}: new UID {new!r} is also given on line "
+                                           f"{uid_line[new]} to another UID", str(p))
+                elif (why := _new_id_problem(new)) is not None:
+                    raise ProfileError(f"line {n}: {why}", str(p))
+                if table.get(old, new) != new:
+                    raise ProfileError(f"line {n}: id_old on line {lines[old]} is given again "
+                                       "with another id_new", str(p))
+                table[old] = new
+                lines.setdefault(old, n)
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"not UTF-8 text (byte {exc.start}); save the map as UTF-8 CSV",
+                           str(p)) from None
+    except csv.Error as exc:
+        raise ProfileError(f"not a valid CSV: {exc}", str(p)) from None
     except OSError as exc:
         raise ProfileError(f"cannot read map: {exc.strerror}", str(p)) from None
     return ids, uids
@@ -73,6 +104,7 @@ class PseudonymMap:
         self.prefix = prefix
         self._key = key
         self._supplied = dict(supplied or {})
+        self._supplied_values = frozenset(self._supplied.values())
         self._cache: dict[str, str] = {}
         self._db_path = str(db_path) if db_path else ":memory:"
         if db_path:
@@ -82,40 +114,61 @@ class PseudonymMap:
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS subjects (hkey TEXT PRIMARY KEY, pseudonym TEXT UNIQUE,"
             " seq INTEGER, prefix TEXT)")
+        self._check_supplied()
+
+    def _check_supplied(self) -> None:
+        """Refuse a supplied pseudonym that the SQLite map already gave another patient."""
+        for original, pseudo in self._supplied.items():
+            row = self._con.execute("SELECT hkey FROM subjects WHERE pseudonym=?",
+                                    (pseudo,)).fetchone()
+            if row is not None and row[0] != self._hkey(original.strip()):
+                raise ProfileError(f"the subject map gives pseudonym {pseudo!r}, which this "
+                                   "subject database already gave another patient; choose "
+                                   "another pseudonym or another --subject-db", self._db_path)
 
     def _hkey(self, original: str) -> str:
         return hmac.new(self._key, b"patient\x00" + original.encode("utf-8", "replace"),
                         hashlib.sha256).hexdigest()
 
     def __call__(self, original: str) -> str:
-        """Return the pseudonym for ``original`` (allocating the next number if new)."""
+        """Return the pseudonym for ``original`` (allocating the next number if new).
+
+        A supplied pseudonym is recorded in the SQLite map as well, so that no later
+        batch, with or without the subject map, allocates it to another patient.
+        """
         original = original.strip()
         hit = self._cache.get(original)
         if hit is not None:
             return hit
-        if original in self._supplied:
-            self._cache[original] = self._supplied[original]
-            return self._supplied[original]
         hkey = self._hkey(original)
         con = self._con
         con.execute("BEGIN IMMEDIATE")
         try:
-            row = con.execute("SELECT pseudonym FROM subjects WHERE hkey=?", (hkey,)).fetchone()
-            if row is None:
+            pseudo = self._supplied.get(original)
+            if pseudo is not None:
+                con.execute("INSERT OR IGNORE INTO subjects VALUES (?, ?, NULL, ?)",
+                            (hkey, pseudo, self.prefix))
+            elif (row := con.execute("SELECT pseudonym FROM subjects WHERE hkey=?",
+                                     (hkey,)).fetchone()) is not None:
+                pseudo = row[0]
+            else:
                 seq = con.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM subjects WHERE prefix=?",
                                   (self.prefix,)).fetchone()[0]
-                width = max(3, len(str(seq)))
-                pseudo = f"{self.prefix}_{seq:0{width}d}"
+                while self._taken(pseudo := f"{self.prefix}_{seq:0{max(3, len(str(seq)))}d}"):
+                    seq += 1
                 con.execute("INSERT INTO subjects VALUES (?, ?, ?, ?)",
                             (hkey, pseudo, seq, self.prefix))
-            else:
-                pseudo = row[0]
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         self._cache[original] = pseudo
         return pseudo
+
+    def _taken(self, pseudo: str) -> bool:
+        """Whether ``pseudo`` is a supplied pseudonym or already in the SQLite map."""
+        return pseudo in self._supplied_values or self._con.execute(
+            "SELECT 1 FROM subjects WHERE pseudonym=?", (pseudo,)).fetchone() is not None
 
     @property
     def assigned(self) -> dict[str, str]:

@@ -114,6 +114,43 @@ def test_map_csv(tmp_path: Path):
         load_map_csv(p)
 
 
+@pytest.mark.parametrize(("body", "match"), [
+    (b"id_old,id_new\nP1,M\xfcller\n", "not UTF-8"),  # a Latin-1 export
+    (b"id_old,id_new\nP1,S1\nP1,S2\n", "line 3: id_old on line 2 is given again"),
+    (b"id_old,id_new\n1.2.3,2.25.7\n1.2.4,2.25.7\n", "line 3: new UID '2.25.7' is also given"),
+    (b"id_old,id_new\n1.2.3,1.02.3\n", "not a valid UID"),  # leading zero (PS3.5 9.1)
+    (b"id_old,id_new\nP1,A\\B\n", "backslash"),  # would be a Patient ID of VM 2
+    (b"id_old,id_new\nP1,\xc3\x9cML\n", "non-ASCII"),
+    (b"id_old,id_new\nP1," + b"9" * 65 + b"\n", "longer than 64"),
+    (b'id_old,id_new\nP1,"S1\n', "not a valid CSV"),
+])
+def test_map_csv_refuses_what_cannot_be_written_faithfully(tmp_path: Path, body: bytes, match: str):
+    p = tmp_path / "m.csv"
+    p.write_bytes(body)
+    with pytest.raises(ProfileError, match=match) as info:
+        load_map_csv(p)
+    assert str(p) in str(info.value)
+
+
+def test_map_csv_accepts_a_bom_crlf_and_a_repeated_row(tmp_path: Path):
+    p = tmp_path / "m.csv"
+    p.write_bytes(b"\xef\xbb\xbfid_old,id_new\r\nP1,S1\r\nP1,S1\r\n1.2.3,2.25.0\r\n")
+    assert load_map_csv(p) == ({"P1": "S1"}, {"1.2.3": "2.25.0"})
+
+
+def test_allocated_pseudonyms_never_share_a_supplied_one(tmp_path: Path):
+    db, key = tmp_path / "s.sqlite", b"k" * 16
+    m = PseudonymMap(db, key, "SUBJ", {"P1": "SUBJ_001", "P2": "SUBJ_003"})
+    assert [m("P1"), m("P7"), m("P8"), m("P2")] == ["SUBJ_001", "SUBJ_002", "SUBJ_004", "SUBJ_003"]
+    m.close()
+    later = PseudonymMap(db, key, "SUBJ")  # a later batch without the subject map
+    assert [later("P9"), later("P1"), later("P7")] == ["SUBJ_005", "SUBJ_001", "SUBJ_002"]
+    later.close()
+    with pytest.raises(ProfileError, match="'SUBJ_002', which this subject database already"):
+        PseudonymMap(db, key, "SUBJ", {"P5": "SUBJ_002"})
+    PseudonymMap(db, key, "SUBJ", {"P7": "SUBJ_002"}).close()  # the same patient: fine
+
+
 def test_shipped_profiles_and_did_you_mean(tmp_path: Path):
     assert {"basic", "tcia-like", "limited-dataset"} <= set(profile_names())
     tcia = load_profile("tcia-like")

@@ -79,3 +79,33 @@ def test_map_csv_supplies_exact_values(tmp_path: Path, key_file: Path):
         d = pydicom.dcmread(p)
         assert d.PatientID == "MIDI_0042"
         assert d.StudyInstanceUID == "1.2.826.0.1.3680043.10.99.7"
+
+
+def test_a_partial_subject_map_never_merges_two_patients(tmp_path: Path, key_file: Path):
+    """An unmapped patient must not be allocated the pseudonym the map gives another."""
+    src = tmp_path / "in"
+    make_ct_series(src / "a", 1, seed=1)
+    make_ct_series(src / "b", 1, seed=2)
+    first = pydicom.dcmread(next((src / "a").glob("*.dcm")))
+    m = tmp_path / "m.csv"
+    m.write_text(f"id_old,id_new\n{first.PatientID},SUBJ_001\n")
+    out = tmp_path / "out"
+    assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--map-csv", str(m), "--no-progress", "--pixels", "off"]) == 0
+    by_study = {str(d.StudyInstanceUID): d.PatientID
+                for d in map(pydicom.dcmread, out.glob("*.dcm"))}
+    assert len(by_study) == 2
+    assert sorted(by_study.values()) == ["SUBJ_001", "SUBJ_002"]
+
+
+def test_a_map_that_cannot_be_read_is_a_usage_error(tmp_path: Path, key_file: Path, capsys):
+    src = tmp_path / "in"
+    make_ct_series(src, 1)
+    m = tmp_path / "m.csv"
+    m.write_bytes(b"id_old,id_new\nP1,M\xfcller\n")  # Latin-1, not UTF-8
+    out = tmp_path / "out"
+    assert main(["dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--map-csv", str(m), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not UTF-8" in err and str(m) in err
+    assert not out.exists()
