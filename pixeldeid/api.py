@@ -28,10 +28,19 @@ from pydicom.uid import UID
 from . import __version__
 from . import dates as _dates
 from .atomic import atomic_output
-from .dsvalues import dictionary_vr, garbled_text, new_item, new_sequence, peek, set_meta, set_text
+from .dsvalues import (
+    dictionary_vr,
+    garbled_text,
+    new_item,
+    new_sequence,
+    peek,
+    set_meta,
+    set_text,
+    supplied_value_problem,
+)
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
-from .errors import DeidError, InputError
+from .errors import DeidError, InputError, ProfileError
 from .overlays import overlay_planes, remove_planes
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap
@@ -85,6 +94,23 @@ class SiteInfo:
     time_point_id: str | None = None
     time_point_description: str | None = None
 
+    def __post_init__(self) -> None:
+        for name, kw in _SITE_FIELDS.items():
+            value = getattr(self, name)
+            if value is not None:
+                limit = 1024 if kw == "ClinicalTrialTimePointDescription" else 64  # ST, else LO
+                why = supplied_value_problem(value, limit)
+                if why:
+                    raise ProfileError(f"{kw}: {why}")
+
+
+#: SiteInfo field -> the attribute it is written to (site_name to Institution Name too).
+_SITE_FIELDS = {"site_id": "ClinicalTrialSiteID", "site_name": "ClinicalTrialSiteName",
+                "sponsor": "ClinicalTrialSponsorName", "protocol_id": "ClinicalTrialProtocolID",
+                "protocol_name": "ClinicalTrialProtocolName",
+                "time_point_id": "ClinicalTrialTimePointID",
+                "time_point_description": "ClinicalTrialTimePointDescription"}
+
 
 @dataclass
 class DeidConfig:
@@ -123,6 +149,12 @@ class DeidConfig:
     strip_jpeg_metadata: bool = True
     residual_check: bool = True
     pixels: PixelSettings | None = None
+
+    def __post_init__(self) -> None:
+        days = self.date_offset_days
+        if days is not None and abs(days) > _dates.MAX_FIXED_SHIFT_DAYS:
+            raise ProfileError(f"date offset {days} days: give at most "
+                               f"{_dates.MAX_FIXED_SHIFT_DAYS} days (200 years) either way")
 
 
 @dataclass
@@ -435,16 +467,12 @@ class Deidentifier:
     def _site(self, ds: Dataset, pseudonym: str) -> None:
         s = self.config.site
         if s.site_name:
-            ds.InstitutionName = s.site_name[:64]
-        pairs = [("ClinicalTrialSponsorName", s.sponsor), ("ClinicalTrialProtocolID", s.protocol_id),
-                 ("ClinicalTrialProtocolName", s.protocol_name), ("ClinicalTrialSiteID", s.site_id),
-                 ("ClinicalTrialSiteName", s.site_name),
-                 ("ClinicalTrialTimePointID", s.time_point_id),
-                 ("ClinicalTrialTimePointDescription", s.time_point_description)]
+            ds.InstitutionName = s.site_name
+        pairs = [(kw, getattr(s, name)) for name, kw in _SITE_FIELDS.items()]
         if any(v for _, v in pairs):
             for kw, v in pairs:
                 if v:
-                    setattr(ds, kw, v[:64])
+                    setattr(ds, kw, v)  # checked by SiteInfo: one value of its VR
             for kw in ("ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialSiteID",
                        "ClinicalTrialSiteName"):
                 if kw not in ds:

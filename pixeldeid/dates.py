@@ -21,6 +21,8 @@ from .errors import DeidError
 #: Offsets are drawn from this range of days (into the past), seconds from [0, 86400).
 MIN_SHIFT_DAYS = 365
 MAX_SHIFT_DAYS = 3650
+#: A fixed offset the user gives may move dates by at most this many days either way.
+MAX_FIXED_SHIFT_DAYS = 73050
 
 _TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(?:\.(\d{1,6}))?$")
 _TM_COLON = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?(?:\.(\d{1,6}))?$")

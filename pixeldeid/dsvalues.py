@@ -33,6 +33,30 @@ _ASCII_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "LO", "
 _DECODE_IN_PLACE = frozenset({"SQ", "UN"}) | frozenset(AMBIGUOUS_VR)
 
 
+#: What a value the user supplies may hold: printable ASCII (any file can carry it, whatever
+#: its Specific Character Set) without the value separator.
+_SUPPLIED_BAD = re.compile(r"[^\x20-\x7e]|\\")
+
+
+def supplied_value_problem(value: str, max_len: int = 64) -> str | None:
+    """Why ``value``, given by the user, cannot be written as one LO (or ST) value in every
+    output file; None when it can.
+
+    Parameters
+    ----------
+    value : str
+        A pseudonym, site name, trial field...
+    max_len : int
+        The VR's maximum length (64 for LO, 1024 for ST).
+    """
+    if len(value) > max_len:
+        return f"{value!r} is longer than {max_len} characters"
+    if _SUPPLIED_BAD.search(value):
+        return (f"{value!r} holds a backslash, a control character or a non-ASCII character "
+                "(only printable ASCII without '\\' can be written in every file)")
+    return None
+
+
 #: Bytes no text value holds (PS3.5 6.1.2: control characters other than ESC, and LF,
 #: FF, CR, TAB in texts).
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")

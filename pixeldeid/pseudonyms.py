@@ -17,22 +17,11 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
+from .dsvalues import supplied_value_problem
 from .errors import ProfileError
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 _UID_STRICT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")  # PS3.5 9.1
-_ID_BAD = re.compile(r"[^\x20-\x7e]|\\")  # outside printable ASCII, or the VM separator
-_LO_MAX = 64
-
-
-def _new_id_problem(new: str) -> str | None:
-    """Why ``new`` cannot be written as a Patient ID (LO, VM 1) in every file, if it can't."""
-    if len(new) > _LO_MAX:
-        return f"{new!r} is longer than {_LO_MAX} characters"
-    if _ID_BAD.search(new):
-        return (f"{new!r} holds a backslash, a control character or a non-ASCII character "
-                "(a pseudonym must be printable ASCII without '\\')")
-    return None
 
 
 def load_map_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
@@ -65,7 +54,7 @@ def load_map_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str
                     if uid_line.setdefault(new, n) != n and uids.get(old) != new:
                         raise ProfileError(f"line {n}: new UID {new!r} is also given on line "
                                            f"{uid_line[new]} to another UID", str(p))
-                elif (why := _new_id_problem(new)) is not None:
+                elif (why := supplied_value_problem(new)) is not None:
                     raise ProfileError(f"line {n}: {why}", str(p))
                 if table.get(old, new) != new:
                     raise ProfileError(f"line {n}: id_old on line {lines[old]} is given again "

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pydicom
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
+from pixeldeid._synth import make_ct_series
 from pixeldeid.api import DeidConfig, Deidentifier
 from pixeldeid.cli import main
 
@@ -120,3 +124,40 @@ def test_residual_check_uses_the_tokens_of_the_dataset_it_encodes():
     with pytest.raises(DeidError, match="identity still present"):
         deid.encode(a)
     deid.encode(b)
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    (["--site-name", "Ward\\7"], "ClinicalTrialSiteName: .* backslash"),  # a value of VM 2
+    (["--site-id", "S" * 65], "ClinicalTrialSiteID: .* longer than 64"),  # was cut to 64
+    (["--time-point", "T1\tbaseline"], "ClinicalTrialTimePointID: .* control"),
+    (["--trial-sponsor", "Hôpital Nord"], "ClinicalTrialSponsorName: .* non-ASCII"),
+    (["--profile", "tcia-like", "--date-offset", "99999999"], "date offset 99999999 days"),
+])
+def test_supplied_values_that_cannot_be_written_are_usage_errors(
+        tmp_path: Path, key_file: Path, capsys, extra: list[str], match: str):
+    """Refused before any file is read (each file was quarantined, or the value cut)."""
+    src = tmp_path / "in"
+    make_ct_series(src, 1)
+    out = tmp_path / "out"
+    assert main(["dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--no-progress", "--pixels", "off", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(match, err)
+    assert not out.exists()
+
+
+def test_supplied_site_values_are_written_whole(tmp_path: Path, key_file: Path):
+    src = tmp_path / "in"
+    make_ct_series(src, 1)
+    out = tmp_path / "out"
+    site_id, description = "S" * 64, "baseline scan, " * 60  # LO at its limit, ST over 64
+    assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--no-progress", "--pixels", "off", "--site-id", site_id, "--site-name",
+                 "North Clinic 7", "--time-point-description", description.strip(),
+                 "--profile", "tcia-like", "--date-offset", "-73050"]) == 0
+    (f,) = out.glob("*.dcm")
+    ds = pydicom.dcmread(f)
+    assert ds.ClinicalTrialSiteID == site_id
+    assert ds.InstitutionName == ds.ClinicalTrialSiteName == "North Clinic 7"
+    assert ds.ClinicalTrialTimePointDescription == description.strip()
+    assert int(ds.StudyDate[:4]) < 1900  # shifted back 200 years, still a date
