@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import __version__
@@ -216,7 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if args.verbose < 1:
+                # pydicom warns about each odd input value it reads; in a batch these bury the
+                # progress bar and the summary (a file that cannot be cleaned is quarantined
+                # with its reason either way); -v shows them
+                warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+            return int(args.func(args) or 0)
     except (DeidError, MissingDependencyError) as exc:
         print(f"pixeldeid: error: {exc}", file=sys.stderr)
         return 2

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
@@ -161,3 +164,23 @@ def test_supplied_site_values_are_written_whole(tmp_path: Path, key_file: Path):
     assert ds.InstitutionName == ds.ClinicalTrialSiteName == "North Clinic 7"
     assert ds.ClinicalTrialTimePointDescription == description.strip()
     assert int(ds.StudyDate[:4]) < 1900  # shifted back 200 years, still a date
+
+
+def test_pydicom_warnings_about_input_values_show_with_verbose_only(tmp_path: Path, key_file: Path):
+    """pydicom warns about each odd value it reads (a UID of hex digits here); the CLI keeps
+    them out of a batch's output unless asked (-v). Run as a process: pytest captures
+    warnings in-process."""
+    src = get_testdata_file("bad_sequence.dcm")
+
+    def stderr(*flags: str) -> str:
+        out = tmp_path / f"out{len(flags)}"
+        r = subprocess.run([sys.executable, "-m", "pixeldeid", *flags, "dicom", src, "-o",
+                            str(out), "--key-file", str(key_file), "--no-progress",
+                            "--profile", "tcia-like"], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "1 written" in r.stdout
+        return r.stderr
+
+    assert "Invalid value for VR UI" in stderr("-v")
+    assert "Warning" not in stderr()
