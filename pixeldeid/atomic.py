@@ -21,6 +21,14 @@ def _temporary_beside(path: Path) -> tuple[int, str]:
         return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
 
 
+def probe_writable(path: str | os.PathLike) -> None:
+    """Raise OSError unless :func:`atomic_output` can write ``path`` (its folder is made
+    when missing): a temporary file is created beside it and removed."""
+    fd, tmp = _temporary_beside(Path(path))
+    os.close(fd)
+    os.unlink(tmp)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path``; on success rename it to ``path``.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .api import DeidConfig, Deidentifier, read_dicom
-from .atomic import atomic_output, remove_stale_temporaries, write_exclusive
+from .atomic import atomic_output, probe_writable, remove_stale_temporaries, write_exclusive
 from .dsvalues import peek
 from .errors import DeidError, InputError
 from .quarantine import QUARANTINE_DIRNAME, quarantine
@@ -201,6 +201,7 @@ def check_settings(out_dir: Path, config: DeidConfig, layout: str) -> None:
 def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> bytes:
     """Read the project key, or create one in ``OUT/.pixeldeid/key`` (mode 0600)."""
     if key_file:
+        check_not_released(key_file, out_dir, "key file")
         try:
             key = Path(key_file).read_bytes().strip()
         except OSError as exc:
@@ -475,6 +476,8 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     out = Path(out_dir)
     sources = list(sources)
     _check_not_inside(sources, out)
+    if export_map is not None:
+        check_export_map(export_map, out)
     _make_output_dir(out)
     out_real = os.path.realpath(out)
     remove_stale_temporaries(out)
@@ -528,6 +531,31 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if want_map:
         _export_map(Path(export_map), summary)
     return summary
+
+
+def check_not_released(path: str | os.PathLike, out: str | os.PathLike, what: str) -> None:
+    """Refuse ``path`` (the project key, the identity map) inside the output folder, which is
+    released as a whole, unless it is under ``OUT/.pixeldeid/`` (never released)."""
+    try:
+        p, o = Path(path).resolve(), Path(out).resolve()
+    except (OSError, RuntimeError):
+        return
+    if p.is_relative_to(o) and not p.is_relative_to(o / STATE_DIRNAME):
+        raise DeidError(f"{what} {path} is inside the output folder {out}, which is for release; "
+                        f"keep it outside, or under {Path(out) / STATE_DIRNAME}")
+
+
+def check_export_map(path: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Refuse an ``--export-map`` target that is in the release or cannot be written, before
+    any work (it is written last, after the whole batch)."""
+    check_not_released(path, out, "export map")
+    p = Path(path)
+    if p.is_dir():
+        raise DeidError("export map: a folder, not a file", str(p))
+    try:
+        probe_writable(p)
+    except OSError as exc:
+        raise DeidError(f"export map cannot be written there: {exc.strerror}", str(p)) from None
 
 
 def _check_not_inside(sources: list, out: Path) -> None:

@@ -101,7 +101,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .api import DeidConfig, SiteInfo
-    from .batch import load_or_create_key, run_batch
+    from .batch import check_export_map, load_or_create_key, run_batch
     from .profiles import load_profile
     from .pseudonyms import load_map_csv
 
@@ -114,6 +114,8 @@ def _run_dicom(args: argparse.Namespace) -> int:
                         "does not do; choose a --pixels policy or drop the option")
     ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
     out = Path(args.output)
+    if args.export_map:
+        check_export_map(args.export_map, out)
     key = load_or_create_key(args.key_file, out)
     site = SiteInfo(args.site_id, args.site_name, args.trial_sponsor, args.trial_protocol_id,
                     args.trial_protocol_name, args.time_point, args.time_point_description)

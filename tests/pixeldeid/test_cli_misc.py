@@ -184,3 +184,38 @@ def test_pydicom_warnings_about_input_values_show_with_verbose_only(tmp_path: Pa
 
     assert "Invalid value for VR UI" in stderr("-v")
     assert "Warning" not in stderr()
+
+
+@pytest.mark.parametrize(("where", "match"), [
+    ("out/map.csv", "export map .* is inside the output folder .* for release"),
+    ("out", "export map .* is inside the output folder"),
+    ("a-file/map.csv", "export map cannot be written there: Not a directory"),
+    ("key:out/project.key", "key file .* is inside the output folder .* for release"),
+])
+def test_the_key_and_the_identity_map_never_go_into_the_release(
+        tmp_path: Path, key_file: Path, capsys, where: str, match: str):
+    """Refused before any work; the export map used to be written after the whole batch
+    (a traceback when it could not be), wherever it was asked for, OUT included."""
+    src = tmp_path / "in"
+    make_ct_series(src, 1)
+    (tmp_path / "a-file").write_text("x")
+    args = ["dicom", str(src), "-o", str(tmp_path / "out"), "--no-progress", "--pixels", "off"]
+    if where.startswith("key:"):
+        (tmp_path / "out").mkdir()
+        (tmp_path / where[4:]).write_bytes(key_file.read_bytes())
+        args += ["--key-file", str(tmp_path / where[4:])]
+    else:
+        args += ["--key-file", str(key_file), "--export-map", str(tmp_path / where)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(match, err)
+    assert not list(tmp_path.glob("out/*.dcm")) and not (tmp_path / "out" / ".pixeldeid").exists()
+
+
+def test_the_identity_map_may_go_into_the_state_folder(tmp_path: Path, key_file: Path):
+    src = tmp_path / "in"
+    make_ct_series(src, 1)
+    target = tmp_path / "out" / ".pixeldeid" / "map.csv"
+    assert main(["-q", "dicom", str(src), "-o", str(tmp_path / "out"), "--no-progress",
+                 "--pixels", "off", "--key-file", str(key_file), "--export-map", str(target)]) == 0
+    assert target.read_text().startswith("id_old,id_new,kind\n")
