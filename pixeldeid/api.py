@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -317,12 +316,7 @@ class Deidentifier:
         self.options = self.profile.options
         self.uids = UIDMapper(config.key, config.uid_map)
         prefix = config.pseudonym_prefix or self.profile.pseudonym_prefix or "SUBJ"
-        try:
-            self.pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix,
-                                           config.subject_map)
-        except sqlite3.DatabaseError as exc:
-            raise DeidError(f"pseudonym map is damaged ({exc}); restore it from a backup: it "
-                            f"numbers the patients", str(config.pseudonym_db)) from None
+        self.pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
         self._allow = frozenset((a.creator.upper(), a.group, a.element)
                                 for a in self.profile.private_allowlist)
         self._offsets: dict[str, _dates.DateOffset] = {}

@@ -654,17 +654,14 @@ def _scan_header_pydicom(path: str) -> tuple[str, str] | None:
 
 
 def _open_pseudonyms(config: DeidConfig):
-    """The run's pseudonym map; a damaged one is a :class:`DeidError` (usage error)."""
+    """The run's pseudonym map; one that cannot be opened is a :class:`DeidError` (usage
+    error)."""
     from .profiles import Profile, load_profile
     from .pseudonyms import PseudonymMap
 
     profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
     prefix = config.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
-    try:
-        return PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
-    except sqlite3.DatabaseError as exc:
-        raise DeidError(f"pseudonym map is damaged ({exc}); restore it from a backup: it "
-                        f"numbers the patients", str(config.pseudonym_db)) from None
+    return PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
 
 
 def _prepare_parallel(todo: list[str], heads: list[tuple[str, str] | None],

@@ -96,14 +96,28 @@ class PseudonymMap:
         self._supplied_values = frozenset(self._supplied.values())
         self._cache: dict[str, str] = {}
         self._db_path = str(db_path) if db_path else ":memory:"
-        if db_path:
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL" if db_path else "PRAGMA journal_mode=MEMORY")
-        self._con.execute(
-            "CREATE TABLE IF NOT EXISTS subjects (hkey TEXT PRIMARY KEY, pseudonym TEXT UNIQUE,"
-            " seq INTEGER, prefix TEXT)")
+        self._con = self._open(db_path)
         self._check_supplied()
+
+    def _open(self, db_path: str | os.PathLike | None) -> sqlite3.Connection:
+        """Connect to the SQLite map (made when missing); a usage error when it cannot be."""
+        try:
+            if db_path:
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL" if db_path else "PRAGMA journal_mode=MEMORY")
+            con.execute("CREATE TABLE IF NOT EXISTS subjects (hkey TEXT PRIMARY KEY, "
+                        "pseudonym TEXT UNIQUE, seq INTEGER, prefix TEXT)")
+            return con
+        except OSError as exc:
+            raise ProfileError(f"cannot create the pseudonym map: {exc.strerror}",
+                               self._db_path) from None
+        except sqlite3.DatabaseError as exc:
+            if db_path and Path(db_path).is_file() and Path(db_path).stat().st_size:
+                raise ProfileError(f"pseudonym map is damaged ({exc}); restore it from a "
+                                   "backup: it numbers the patients", self._db_path) from None
+            raise ProfileError(f"cannot create the pseudonym map: {exc}",
+                               self._db_path) from None
 
     def _check_supplied(self) -> None:
         """Refuse a supplied pseudonym that the SQLite map already gave another patient."""
@@ -112,7 +126,7 @@ class PseudonymMap:
                                     (pseudo,)).fetchone()
             if row is not None and row[0] != self._hkey(original.strip()):
                 raise ProfileError(f"the subject map gives pseudonym {pseudo!r}, which this "
-                                   "subject database already gave another patient; choose "
+                                   "pseudonym map already gave another patient; choose "
                                    "another pseudonym or another --subject-db", self._db_path)
 
     def _hkey(self, original: str) -> str:

@@ -146,7 +146,7 @@ def test_allocated_pseudonyms_never_share_a_supplied_one(tmp_path: Path):
     later = PseudonymMap(db, key, "SUBJ")  # a later batch without the subject map
     assert [later("P9"), later("P1"), later("P7")] == ["SUBJ_005", "SUBJ_001", "SUBJ_002"]
     later.close()
-    with pytest.raises(ProfileError, match="'SUBJ_002', which this subject database already"):
+    with pytest.raises(ProfileError, match="'SUBJ_002', which this pseudonym map already"):
         PseudonymMap(db, key, "SUBJ", {"P5": "SUBJ_002"})
     PseudonymMap(db, key, "SUBJ", {"P7": "SUBJ_002"}).close()  # the same patient: fine
 

@@ -383,6 +383,16 @@ def test_damaged_pseudonym_map_is_an_error(inputs, run, tmp_path, capsys, jobs):
     assert outputs(out) == []
 
 
+def test_a_pseudonym_map_that_cannot_be_made_is_a_usage_error(inputs, run, tmp_path, capsys):
+    """A file in the way of its folder: one line (it was a FileExistsError traceback)."""
+    (tmp_path / "a-file").write_text("x")
+    status, out = run(inputs, "--subject-db", str(tmp_path / "a-file" / "subjects.sqlite"))
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot create the pseudonym map" in err
+    assert outputs(out) == []
+
+
 def test_other_key_on_the_same_output_folder_is_refused(inputs, run, tmp_path, capsys):
     """Another key (or none, which would generate one) would write every instance again
     under new UIDs and pseudonyms beside the first ones: refused, nothing written."""
