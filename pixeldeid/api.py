@@ -42,7 +42,7 @@ from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError, ProfileError
 from .overlays import overlay_planes, remove_planes
 from .profiles import Profile, load_profile
-from .pseudonyms import PseudonymMap
+from .pseudonyms import PseudonymMap, check_prefix
 from .rawwrite import encode_part10
 from .standard import DEID_METHOD_CODES, release
 from .textclean import (
@@ -150,6 +150,8 @@ class DeidConfig:
     pixels: PixelSettings | None = None
 
     def __post_init__(self) -> None:
+        if self.pseudonym_prefix is not None:
+            check_prefix(self.pseudonym_prefix)
         days = self.date_offset_days
         if days is not None and abs(days) > _dates.MAX_FIXED_SHIFT_DAYS:
             raise ProfileError(f"date offset {days} days: give at most "

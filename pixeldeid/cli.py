@@ -116,13 +116,12 @@ def _run_dicom(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if args.export_map:
         check_export_map(args.export_map, out)
-    key = load_or_create_key(args.key_file, out)
     site = SiteInfo(args.site_id, args.site_name, args.trial_sponsor, args.trial_protocol_id,
                     args.trial_protocol_name, args.time_point, args.time_point_description)
-    config = DeidConfig(profile=profile, key=key,
-                        pseudonym_prefix=args.prefix, subject_map=ids, uid_map=uids,
-                        pseudonym_db=args.subject_db, date_offset_days=args.date_offset,
-                        site=site, pixels=pixels)
+    config = DeidConfig(profile=profile, pseudonym_prefix=args.prefix, subject_map=ids,
+                        uid_map=uids, pseudonym_db=args.subject_db,
+                        date_offset_days=args.date_offset, site=site, pixels=pixels)
+    config.key = load_or_create_key(args.key_file, out)  # last: it may create OUT
     if not args.verbose:  # each quarantined input gets one line, printed below
         logging.getLogger("pixeldeid.quarantine").setLevel(logging.ERROR)
     summary = run_batch(args.sources, out, config, layout=args.layout, jobs=max(1, args.jobs),

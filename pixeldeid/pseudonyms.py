@@ -71,6 +71,12 @@ def load_map_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str
     return ids, uids
 
 
+def check_prefix(prefix: str) -> None:
+    """Raise :class:`ProfileError` unless ``prefix`` can start a pseudonym (PREFIX_001)."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9-]{0,11}$", prefix):
+        raise ProfileError(f"pseudonym prefix {prefix!r} must be 1-12 letters, digits or '-'")
+
+
 class PseudonymMap:
     """Assign and remember pseudonyms for original Patient IDs.
 
@@ -88,8 +94,7 @@ class PseudonymMap:
 
     def __init__(self, db_path: str | os.PathLike | None, key: bytes, prefix: str = "SUBJ",
                  supplied: Mapping[str, str] | None = None) -> None:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9-]{0,11}$", prefix):
-            raise ProfileError(f"pseudonym prefix {prefix!r} must be 1-12 letters, digits or '-'")
+        check_prefix(prefix)
         self.prefix = prefix
         self._key = key
         self._supplied = dict(supplied or {})

@@ -135,15 +135,17 @@ def test_residual_check_uses_the_tokens_of_the_dataset_it_encodes():
     (["--time-point", "T1\tbaseline"], "ClinicalTrialTimePointID: .* control"),
     (["--trial-sponsor", "Hôpital Nord"], "ClinicalTrialSponsorName: .* non-ASCII"),
     (["--profile", "tcia-like", "--date-offset", "99999999"], "date offset 99999999 days"),
+    (["--prefix", "bad prefix"], "pseudonym prefix 'bad prefix'"),
 ])
 def test_supplied_values_that_cannot_be_written_are_usage_errors(
-        tmp_path: Path, key_file: Path, capsys, extra: list[str], match: str):
-    """Refused before any file is read (each file was quarantined, or the value cut)."""
+        tmp_path: Path, capsys, extra: list[str], match: str):
+    """Refused before any file is read (each file was quarantined, or the value cut), and
+    before a project key is made in OUT (no --key-file here)."""
     src = tmp_path / "in"
     make_ct_series(src, 1)
     out = tmp_path / "out"
-    assert main(["dicom", str(src), "-o", str(out), "--key-file", str(key_file),
-                 "--no-progress", "--pixels", "off", *extra]) == 2
+    assert main(["dicom", str(src), "-o", str(out), "--no-progress", "--pixels", "off",
+                 *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(match, err)
     assert not out.exists()
