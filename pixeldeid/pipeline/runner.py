@@ -217,7 +217,7 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
         Try the items quarantined by an earlier run again.
     """
     from ..profiles import load_profile
-    from ..pseudonyms import PseudonymMap, load_map_csv
+    from ..pseudonyms import PseudonymMap, check_prefix, load_map_csv
 
     t0 = time.perf_counter()
     echo = echo or logger.info
@@ -227,6 +227,7 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
     profile = load_profile(job.profile).with_options(job.options)  # usage errors first
     ids, uids = load_map_csv(job.subject_map) if job.subject_map else ({}, {})
     prefix = job.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
+    check_prefix(prefix)
     state = out / STATE_DIRNAME
     if dry_run:
         if job.key_file:

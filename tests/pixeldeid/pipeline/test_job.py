@@ -55,3 +55,17 @@ def test_bad_job_file_is_a_usage_error(tmp_path: Path, capsys) -> None:
     assert status == 2
     assert "did you mean 'label'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_pseudonym_prefix_is_a_usage_error_before_anything_is_written(
+        tmp_path: Path, capsys) -> None:
+    """It was refused after the project key had been made in OUT/.pixeldeid/."""
+    from pixeldeid.cli import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.dcm").write_bytes(b"\0" * 200)
+    status = main(["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress",
+                   "--prefix", "bad prefix"])
+    assert status == 2
+    assert "pseudonym prefix 'bad prefix'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
