@@ -46,3 +46,27 @@ def read_yaml(path: str | os.PathLike, what: str) -> object:
         at = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProfileError(f"{what} is not valid YAML{at}: {problem}", str(path)) from None
+
+
+def read_csv(path: str | os.PathLike, what: str) -> list[list[str]]:
+    """The rows of a UTF-8 CSV file (``what``: "map"...), a byte order mark allowed.
+
+    Raises
+    ------
+    ProfileError
+        One line naming the file: unreadable, not UTF-8, or not valid CSV.
+    """
+    import csv
+
+    from .errors import ProfileError
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return list(csv.reader(fh, strict=True))
+    except OSError as exc:
+        raise ProfileError(f"cannot read {what}: {exc.strerror}", str(path)) from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"cannot read {what}: not UTF-8 text; save it as UTF-8 CSV",
+                           str(path)) from None
+    except csv.Error as exc:
+        raise ProfileError(f"{what} is not valid CSV: {exc}", str(path)) from None

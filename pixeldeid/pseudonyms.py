@@ -8,7 +8,6 @@ an immediate transaction, so parallel workers and later batches agree.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from .dsvalues import supplied_value_problem
 from .errors import ProfileError
+from .paths import read_csv
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 _UID_STRICT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")  # PS3.5 9.1
@@ -37,37 +37,33 @@ def load_map_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str
     uids: dict[str, str] = {}
     uid_line: dict[str, int] = {}  # new UID -> line that gave it
     lines: dict[str, int] = {}  # old value -> its line
-    p = Path(path)
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh, strict=True)
-            if not reader.fieldnames or not {"id_old", "id_new"} <= set(reader.fieldnames):
-                raise ProfileError("expected a CSV header with columns id_old,id_new", str(p))
-            for n, row in enumerate(reader, start=2):
-                old, new = (row.get("id_old") or "").strip(), (row.get("id_new") or "").strip()
-                if not old or not new:
-                    raise ProfileError(f"line {n}: empty id_old or id_new", str(p))
-                table = uids if _UID_RE.match(old) else ids
-                if table is uids:
-                    if not _UID_STRICT.match(new) or len(new) > 64:
-                        raise ProfileError(f"line {n}: {new!r} is not a valid UID", str(p))
-                    if uid_line.setdefault(new, n) != n and uids.get(old) != new:
-                        raise ProfileError(f"line {n}: new UID {new!r} is also given on line "
-                                           f"{uid_line[new]} to another UID", str(p))
-                elif (why := supplied_value_problem(new)) is not None:
-                    raise ProfileError(f"line {n}: {why}", str(p))
-                if table.get(old, new) != new:
-                    raise ProfileError(f"line {n}: id_old on line {lines[old]} is given again "
-                                       "with another id_new", str(p))
-                table[old] = new
-                lines.setdefault(old, n)
-    except UnicodeDecodeError as exc:
-        raise ProfileError(f"not UTF-8 text (byte {exc.start}); save the map as UTF-8 CSV",
-                           str(p)) from None
-    except csv.Error as exc:
-        raise ProfileError(f"not a valid CSV: {exc}", str(p)) from None
-    except OSError as exc:
-        raise ProfileError(f"cannot read map: {exc.strerror}", str(p)) from None
+    p = str(path)
+    rows = read_csv(path, "map")
+    header = [c.strip() for c in rows[0]] if rows else []
+    if not {"id_old", "id_new"} <= set(header):
+        raise ProfileError("expected a CSV header with columns id_old,id_new", p)
+    i_old, i_new = header.index("id_old"), header.index("id_new")
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue  # a blank line
+        old = row[i_old].strip() if i_old < len(row) else ""
+        new = row[i_new].strip() if i_new < len(row) else ""
+        if not old or not new:
+            raise ProfileError(f"line {n}: empty id_old or id_new", p)
+        table = uids if _UID_RE.match(old) else ids
+        if table is uids:
+            if not _UID_STRICT.match(new) or len(new) > 64:
+                raise ProfileError(f"line {n}: {new!r} is not a valid UID", p)
+            if uid_line.setdefault(new, n) != n and uids.get(old) != new:
+                raise ProfileError(f"line {n}: new UID {new!r} is also given on line "
+                                   f"{uid_line[new]} to another UID", p)
+        elif (why := supplied_value_problem(new)) is not None:
+            raise ProfileError(f"line {n}: {why}", p)
+        if table.get(old, new) != new:
+            raise ProfileError(f"line {n}: id_old on line {lines[old]} is given again "
+                               "with another id_new", p)
+        table[old] = new
+        lines.setdefault(old, n)
     return ids, uids
 
 

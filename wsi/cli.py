@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from pathlib import Path
 
 from pixeldeid.atomic import atomic_output
+from pixeldeid.paths import read_csv
 
 from .api import SlideOptions, deidentify_slide
 
@@ -133,8 +133,7 @@ def _collect(srcs: list[str]) -> list[Path]:
 
 def _load_map(path: str) -> tuple[dict[str, str], dict[str, str]]:
     """Read ``source,pseudonym[,patient_id]`` rows: (source -> pseudonym, source -> patient)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    rows = read_csv(path, "pseudonym map")  # unreadable, not UTF-8, bad CSV: usage error
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["source", "pseudonym"]:
         rows = rows[1:]
     rows = [r for r in rows if len(r) >= 2 and r[0].strip()]

@@ -122,7 +122,7 @@ def test_map_csv(tmp_path: Path):
     (b"id_old,id_new\nP1,A\\B\n", "backslash"),  # would be a Patient ID of VM 2
     (b"id_old,id_new\nP1,\xc3\x9cML\n", "non-ASCII"),
     (b"id_old,id_new\nP1," + b"9" * 65 + b"\n", "longer than 64"),
-    (b'id_old,id_new\nP1,"S1\n', "not a valid CSV"),
+    (b'id_old,id_new\nP1,"S1\n', "not valid CSV"),
 ])
 def test_map_csv_refuses_what_cannot_be_written_faithfully(tmp_path: Path, body: bytes, match: str):
     p = tmp_path / "m.csv"

@@ -83,3 +83,18 @@ def test_dicom_wsi_folder_grouped(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert "2 slides: 2 clean" in capsys.readouterr().out
     assert _run([str(tmp_path / "in"), "--in-place"]) == 2
+
+
+def test_a_pseudonym_map_that_is_not_utf8_is_a_usage_error(tmp_path, capsys):
+    """A Latin-1 export was a UnicodeDecodeError traceback."""
+    from pixeldeid.cli import main
+    from wsi.synth.aperio import make_aperio
+
+    make_aperio(tmp_path / "in" / "case.svs", width=400, height=300)
+    pmap = tmp_path / "map.csv"
+    pmap.write_bytes(b"source,pseudonym\ncase.svs,S\xe91\n")
+    assert main(["wsi", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                 "--pseudonym-map", str(pmap)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not UTF-8" in err and str(pmap) in err
+    assert not (tmp_path / "out").exists()
