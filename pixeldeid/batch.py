@@ -8,6 +8,7 @@ a temporary name and linked into place in one step.
 
 from __future__ import annotations
 
+import collections
 import csv
 import errno
 import hashlib
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 STATE_DIRNAME = ".pixeldeid"
 LAYOUTS = ("flat", "hierarchy", "dicomdir")
+
+
+#: The quarantine reason of an input whose worker process died while it ran alone.
+WORKER_DIED = ("its worker process died while handling it (killed, e.g. for memory, or a "
+               "crash in a compiled decoder)")
 
 
 @dataclass
@@ -581,17 +587,110 @@ def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: 
         yield from _serial(todo, config, out, layout, want_map)
         return
     chunk = max(1, min(32, len(todo) // (jobs * 8) or 1))
-    _open_pseudonyms(config).close()  # a damaged map is a usage error before any worker starts
+    pseudonyms = _open_pseudonyms(config)  # a damaged map: a usage error before any worker
     _warm_caches()
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                             initargs=(config, str(out), layout, want_map),
-                             mp_context=_mp_context()) as pool:
-        heads = list(pool.map(_scan_header, todo, chunksize=chunk))
-        shared = _prepare_parallel(todo, heads, config)
-        parallel = [p for p in todo if p not in shared]
-        yield from pool.map(process_file, parallel, chunksize=chunk)
-    # inputs sharing a SOP Instance UID: in input order, so the same one wins as with -j 1
-    yield from _serial([p for p in todo if p in shared], config, out, layout, want_map)
+    held: list[str] = []
+    try:
+        ordered = _numbered_in_order(todo, pseudonyms, held)
+        yield from _parallel(_chunks(ordered, chunk), (config, str(out), layout, want_map), jobs)
+    finally:
+        pseudonyms.close()
+    # inputs whose SOP Instance UID an earlier input has: after it, in input order, as with -j 1
+    yield from _serial(held, config, out, layout, want_map)
+
+
+def _numbered_in_order(todo: list[str], pseudonyms, held: list[str]) -> Iterator[str]:
+    """Make ``-j N`` give the outputs of ``-j 1``: yield the inputs to run in parallel.
+
+    Pseudonyms are numbered in order of first appearance, so this process reads each
+    header and numbers its patient, in input order, before the input is handed to a worker
+    (workers would race for the numbers); the workers meanwhile run the inputs handed out
+    before. An input whose SOP Instance UID an earlier one has goes to ``held``: which of
+    them is written must not depend on which worker comes first.
+    """
+    seen: set[str] = set()
+    for path in todo:
+        head = _scan_header(path)
+        if head is not None:
+            if head[1] in seen:
+                held.append(path)
+                continue
+            seen.add(head[1])
+            pseudonyms(head[0])
+        yield path
+
+
+def _chunks(paths: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for p in paths:
+        batch.append(p)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _process_chunk(paths: list[str]) -> list[FileOutcome]:
+    return [process_file(p) for p in paths]
+
+
+def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int) -> Iterator[FileOutcome]:
+    """Run ``chunks`` on ``jobs`` worker processes, yielding outcomes chunk by chunk in input
+    order, a bounded number of chunks in flight. When a worker process dies (killed for
+    memory, a crash in a compiled decoder), the inputs of the chunks it left unfinished are
+    run again one at a time (:func:`_one_by_one`), and the batch goes on in a new pool."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    window = 2 * jobs
+    chunks = iter(chunks)
+    while True:
+        unfinished: list[str] = []
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=initargs,
+                                 mp_context=_mp_context()) as pool:
+            pending: collections.deque[tuple[Future, list[str]]] = collections.deque()
+            more = True
+            while True:
+                while more and len(pending) < window:
+                    c = next(chunks, None)
+                    if c is None:
+                        more = False
+                    else:
+                        pending.append((pool.submit(_process_chunk, c), c))
+                if not pending:
+                    return
+                fut, c = pending.popleft()
+                try:
+                    yield from fut.result()
+                except BrokenProcessPool:
+                    pending.appendleft((fut, c))
+                    break
+            for fut, c in pending:  # chunks finished before the pool broke are kept
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    yield from fut.result()
+                else:
+                    unfinished += c
+        yield from _one_by_one(unfinished, initargs)
+
+
+def _one_by_one(paths: list[str], initargs: tuple) -> Iterator[FileOutcome]:
+    """Run ``paths`` one at a time in a one-worker pool: an input whose worker dies is
+    quarantined (that worker is replaced), the others are done as usual."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    todo = collections.deque(paths)
+    while todo:
+        with ProcessPoolExecutor(max_workers=1, initializer=_init_worker, initargs=initargs,
+                                 mp_context=_mp_context()) as pool:
+            while todo:
+                path = todo.popleft()
+                try:
+                    yield from pool.submit(_process_chunk, [path]).result()
+                except BrokenProcessPool:
+                    logger.warning("the worker process died while handling %s", path)
+                    yield FileOutcome(path, "quarantined", reason=WORKER_DIED, stage="worker")
+                    break
 
 
 def _warm_caches() -> None:
@@ -662,27 +761,6 @@ def _open_pseudonyms(config: DeidConfig):
     profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
     prefix = config.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
     return PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
-
-
-def _prepare_parallel(todo: list[str], heads: list[tuple[str, str] | None],
-                      config: DeidConfig) -> set[str]:
-    """Make ``-j N`` give the outputs of ``-j 1``; return the inputs to run in order.
-
-    Pseudonyms are numbered in order of first appearance, so the patients are numbered
-    here in input order (workers would race for the numbers), from the headers the
-    workers read (``heads``, one per input). Inputs that share a SOP Instance UID are
-    returned: which of them is written must not depend on which worker comes first.
-    """
-    pseudonyms = _open_pseudonyms(config)
-    by_sop: dict[str, list[str]] = {}
-    try:
-        for p, head in zip(todo, heads, strict=True):
-            if head is not None:
-                pseudonyms(head[0])
-                by_sop.setdefault(head[1], []).append(p)
-    finally:
-        pseudonyms.close()
-    return {p for paths in by_sop.values() if len(paths) > 1 for p in paths}
 
 
 def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:

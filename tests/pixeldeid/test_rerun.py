@@ -3,8 +3,11 @@ and deterministic, a rerun finishes what is missing and nothing twice."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import pydicom
@@ -459,3 +462,44 @@ def test_two_workers_number_patients_alike_around_a_damaged_file(inputs, run, ca
         results.append({p.name: p.read_bytes() for p in outputs(out)})
     assert len(results[0]) == len(FILES) - 1
     assert results[0] == results[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers forked (Linux)")
+@pytest.mark.parametrize("pixels", ["off", "auto"])
+def test_an_input_that_kills_its_worker_is_quarantined_and_the_batch_goes_on(
+        inputs, run, monkeypatch, capsys, pixels):
+    """A worker killed while on one input (the kernel's OOM killer, a crash in a compiled
+    codec) ended `-j 2` with a BrokenProcessPool traceback. Simulated with SIGKILL in the
+    forked workers; the other inputs, also those of the dead worker's chunk, are written
+    and equal a -j 1 run's."""
+    import pixeldeid.batch as batch
+
+    shutil.copy(inputs / "CT_small.dcm", inputs / "series2" / "killer.dcm")
+    ds = pydicom.dcmread(inputs / "series2" / "killer.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.99.7"
+    ds.save_as(inputs / "series2" / "killer.dcm")
+    status1, out1 = run(inputs, "--pixels", pixels, "-j", "1")
+    capsys.readouterr()
+    original = batch.process_file
+
+    def dies_on_the_killer(path: str):
+        if path.endswith("killer.dcm") and os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(path)
+
+    parent = os.getpid()
+    monkeypatch.setattr(batch, "process_file", dies_on_the_killer)
+    status2, out2 = run(inputs, "--pixels", pixels, "-j", "2")
+    captured = capsys.readouterr()
+    assert status1 == 0 and status2 == 1
+    assert _summary(captured.out) == {"inputs": len(FILES) + 1, "written": len(FILES),
+                                      "done": 0, "quarantined": 1}
+    assert "killer.dcm: its worker process died while handling it" in captured.err
+    (reason,) = (out2 / "quarantine").glob("*.reason.txt")
+    assert "stage: worker" in reason.read_text()
+    d1 = {k: v for k, v in tree_digest(out1).items() if not k.startswith(".pixeldeid")}
+    d2 = {k: v for k, v in tree_digest(out2).items()
+          if not k.startswith((".pixeldeid", "quarantine"))}
+    killer_output = set(d1) - set(d2)
+    assert len(killer_output) == 1 and len(d2) == len(FILES)
+    assert d2 == {k: v for k, v in d1.items() if k not in killer_output}
