@@ -587,48 +587,30 @@ def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: 
         yield from _serial(todo, config, out, layout, want_map)
         return
     chunk = max(1, min(32, len(todo) // (jobs * 8) or 1))
-    pseudonyms = _open_pseudonyms(config)  # a damaged map: a usage error before any worker
+    _open_pseudonyms(config).close()  # a damaged map is a usage error before any worker starts
     _warm_caches()
-    held: list[str] = []
+    heads = _scan_headers(todo, jobs, chunk)
+    shared = _prepare_parallel(todo, heads, config)
+    parallel = [p for p in todo if p not in shared]
+    yield from _parallel(_chunks(parallel, chunk), (config, str(out), layout, want_map), jobs)
+    # inputs sharing a SOP Instance UID: in input order, so the same one wins as with -j 1
+    yield from _serial([p for p in todo if p in shared], config, out, layout, want_map)
+
+
+def _scan_headers(todo: list[str], jobs: int, chunk: int) -> list[tuple[str, str] | None]:
+    """:func:`_scan_header` of every input, by ``jobs`` processes (by this one if a worker
+    process dies)."""
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
-        ordered = _numbered_in_order(todo, pseudonyms, held)
-        yield from _parallel(_chunks(ordered, chunk), (config, str(out), layout, want_map), jobs)
-    finally:
-        pseudonyms.close()
-    # inputs whose SOP Instance UID an earlier input has: after it, in input order, as with -j 1
-    yield from _serial(held, config, out, layout, want_map)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context()) as pool:
+            return list(pool.map(_scan_header, todo, chunksize=chunk))
+    except BrokenProcessPool:
+        return [_scan_header(p) for p in todo]
 
 
-def _numbered_in_order(todo: list[str], pseudonyms, held: list[str]) -> Iterator[str]:
-    """Make ``-j N`` give the outputs of ``-j 1``: yield the inputs to run in parallel.
-
-    Pseudonyms are numbered in order of first appearance, so this process reads each
-    header and numbers its patient, in input order, before the input is handed to a worker
-    (workers would race for the numbers); the workers meanwhile run the inputs handed out
-    before. An input whose SOP Instance UID an earlier one has goes to ``held``: which of
-    them is written must not depend on which worker comes first.
-    """
-    seen: set[str] = set()
-    for path in todo:
-        head = _scan_header(path)
-        if head is not None:
-            if head[1] in seen:
-                held.append(path)
-                continue
-            seen.add(head[1])
-            pseudonyms(head[0])
-        yield path
-
-
-def _chunks(paths: Iterator[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for p in paths:
-        batch.append(p)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _chunks(paths: list[str], size: int) -> Iterator[list[str]]:
+    return (paths[i:i + size] for i in range(0, len(paths), size))
 
 
 def _process_chunk(paths: list[str]) -> list[FileOutcome]:
@@ -638,7 +620,7 @@ def _process_chunk(paths: list[str]) -> list[FileOutcome]:
 def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int) -> Iterator[FileOutcome]:
     """Run ``chunks`` on ``jobs`` worker processes, yielding outcomes chunk by chunk in input
     order, a bounded number of chunks in flight. When a worker process dies (killed for
-    memory, a crash in a compiled decoder), the inputs of the chunks it left unfinished are
+    memory, a crash in a compiled decoder), the inputs of the chunks left unfinished are
     run again one at a time (:func:`_one_by_one`), and the batch goes on in a new pool."""
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
@@ -650,28 +632,30 @@ def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int) -> Iterat
         with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=initargs,
                                  mp_context=_mp_context()) as pool:
             pending: collections.deque[tuple[Future, list[str]]] = collections.deque()
-            more = True
-            while True:
-                while more and len(pending) < window:
-                    c = next(chunks, None)
-                    if c is None:
-                        more = False
-                    else:
+            not_sent: list[str] = []  # a chunk the broken pool refused
+            while not not_sent:
+                while len(pending) < window and (c := next(chunks, None)) is not None:
+                    try:
                         pending.append((pool.submit(_process_chunk, c), c))
-                if not pending:
-                    return
-                fut, c = pending.popleft()
-                try:
-                    yield from fut.result()
-                except BrokenProcessPool:
-                    pending.appendleft((fut, c))
+                    except BrokenProcessPool:
+                        not_sent = c
+                        break
+                if not_sent or not pending:
                     break
+                try:
+                    done = pending[0][0].result()
+                except BrokenProcessPool:
+                    break
+                pending.popleft()
+                yield from done
+            if not pending and not not_sent:
+                return
             for fut, c in pending:  # chunks finished before the pool broke are kept
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
                     yield from fut.result()
                 else:
                     unfinished += c
-        yield from _one_by_one(unfinished, initargs)
+        yield from _one_by_one(unfinished + not_sent, initargs)
 
 
 def _one_by_one(paths: list[str], initargs: tuple) -> Iterator[FileOutcome]:
@@ -761,6 +745,27 @@ def _open_pseudonyms(config: DeidConfig):
     profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
     prefix = config.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
     return PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
+
+
+def _prepare_parallel(todo: list[str], heads: list[tuple[str, str] | None],
+                      config: DeidConfig) -> set[str]:
+    """Make ``-j N`` give the outputs of ``-j 1``; return the inputs to run in order.
+
+    Pseudonyms are numbered in order of first appearance, so the patients are numbered
+    here in input order (workers would race for the numbers), from the headers the
+    workers read (``heads``, one per input). Inputs that share a SOP Instance UID are
+    returned: which of them is written must not depend on which worker comes first.
+    """
+    pseudonyms = _open_pseudonyms(config)
+    by_sop: dict[str, list[str]] = {}
+    try:
+        for p, head in zip(todo, heads, strict=True):
+            if head is not None:
+                pseudonyms(head[0])
+                by_sop.setdefault(head[1], []).append(p)
+    finally:
+        pseudonyms.close()
+    return {p for paths in by_sop.values() if len(paths) > 1 for p in paths}
 
 
 def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
