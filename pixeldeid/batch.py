@@ -589,24 +589,37 @@ def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: 
     chunk = max(1, min(32, len(todo) // (jobs * 8) or 1))
     _open_pseudonyms(config).close()  # a damaged map is a usage error before any worker starts
     _warm_caches()
-    heads = _scan_headers(todo, jobs, chunk)
-    shared = _prepare_parallel(todo, heads, config)
+    initargs = (config, str(out), layout, want_map)
+    pool = _pool(jobs, initargs)  # one pool reads the headers, then does the work
+    try:
+        heads, pool = _scan_headers(todo, pool, chunk)
+        shared = _prepare_parallel(todo, heads, config)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        raise
     parallel = [p for p in todo if p not in shared]
-    yield from _parallel(_chunks(parallel, chunk), (config, str(out), layout, want_map), jobs)
+    yield from _parallel(_chunks(parallel, chunk), initargs, jobs, pool)
     # inputs sharing a SOP Instance UID: in input order, so the same one wins as with -j 1
     yield from _serial([p for p in todo if p in shared], config, out, layout, want_map)
 
 
-def _scan_headers(todo: list[str], jobs: int, chunk: int) -> list[tuple[str, str] | None]:
-    """:func:`_scan_header` of every input, by ``jobs`` processes (by this one if a worker
-    process dies)."""
+def _pool(jobs: int, initargs: tuple) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=initargs,
+                               mp_context=_mp_context())
+
+
+def _scan_headers(todo: list[str], pool: ProcessPoolExecutor,
+                  chunk: int) -> tuple[list[tuple[str, str] | None], ProcessPoolExecutor | None]:
+    """:func:`_scan_header` of every input, by the workers of ``pool`` (by this process if
+    a worker dies: then the pool returned is None)."""
     from concurrent.futures.process import BrokenProcessPool
 
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context()) as pool:
-            return list(pool.map(_scan_header, todo, chunksize=chunk))
+        return list(pool.map(_scan_header, todo, chunksize=chunk)), pool
     except BrokenProcessPool:
-        return [_scan_header(p) for p in todo]
+        pool.shutdown()
+        return [_scan_header(p) for p in todo], None
 
 
 def _chunks(paths: list[str], size: int) -> Iterator[list[str]]:
@@ -617,11 +630,13 @@ def _process_chunk(paths: list[str]) -> list[FileOutcome]:
     return [process_file(p) for p in paths]
 
 
-def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int) -> Iterator[FileOutcome]:
-    """Run ``chunks`` on ``jobs`` worker processes, yielding outcomes chunk by chunk in input
-    order, a bounded number of chunks in flight. When a worker process dies (killed for
-    memory, a crash in a compiled decoder), the inputs of the chunks left unfinished are
-    run again one at a time (:func:`_one_by_one`), and the batch goes on in a new pool."""
+def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int,
+              pool: ProcessPoolExecutor | None = None) -> Iterator[FileOutcome]:
+    """Run ``chunks`` on ``jobs`` worker processes (``pool``, else a new one), yielding
+    outcomes chunk by chunk in input order, a bounded number of chunks in flight. When a
+    worker process dies (killed for memory, a crash in a compiled decoder), the inputs of
+    the chunks left unfinished are run again one at a time (:func:`_one_by_one`), and the
+    batch goes on in a new pool."""
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
@@ -629,8 +644,7 @@ def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int) -> Iterat
     chunks = iter(chunks)
     while True:
         unfinished: list[str] = []
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=initargs,
-                                 mp_context=_mp_context()) as pool:
+        with pool or _pool(jobs, initargs) as pool:
             pending: collections.deque[tuple[Future, list[str]]] = collections.deque()
             not_sent: list[str] = []  # a chunk the broken pool refused
             while not not_sent:
@@ -655,6 +669,7 @@ def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int) -> Iterat
                     yield from fut.result()
                 else:
                     unfinished += c
+        pool = None
         yield from _one_by_one(unfinished + not_sent, initargs)
 
 
@@ -665,8 +680,7 @@ def _one_by_one(paths: list[str], initargs: tuple) -> Iterator[FileOutcome]:
 
     todo = collections.deque(paths)
     while todo:
-        with ProcessPoolExecutor(max_workers=1, initializer=_init_worker, initargs=initargs,
-                                 mp_context=_mp_context()) as pool:
+        with _pool(1, initargs) as pool:
             while todo:
                 path = todo.popleft()
                 try:
