@@ -240,30 +240,11 @@ def _read_outputs(out: Path, files: list[Path], progress) -> list[dict]:
         kind = file_kind(p)
         row: dict = {"rel": rel, "kind": kind, "path": p}
         if kind == "dicom":
-            try:
+            try:  # pydicom converts values when they are read: a bad one raises there too
                 ds = pydicom.dcmread(p, force=True, defer_size="4 KB")
+                row.update(_dicom_facts(ds))
             except Exception as exc:  # noqa: BLE001 - shown as unreadable
                 row["error"] = type(exc).__name__
-                rows.append(row)
-                continue
-            if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == \
-                    MEDIA_DIRECTORY_SOP_CLASS:
-                row["kind"] = "dicomdir"  # an index of the release, not an image
-                rows.append(row)
-                continue
-            row["modality"] = str(ds.get("Modality", "") or "")
-            row["patient"] = str(ds.get("PatientID", "") or "")
-            row["frames"] = int(ds.get("NumberOfFrames", 1) or 1)
-            row["qi"] = {a: _text(ds.get(a)) for a in QUASI_IDENTIFIERS if a in ds}
-            row["text"] = list(_free_text(ds))
-            row["method"] = [str(v) for v in (ds.get("DeidentificationMethod") or [])] if not \
-                isinstance(ds.get("DeidentificationMethod"), str) else [ds.DeidentificationMethod]
-            row["codes"] = [str(c.get("CodeMeaning", "")) for c in
-                            (ds.get("DeidentificationMethodCodeSequence") or [])]
-            row["longitudinal"] = str(ds.get("LongitudinalTemporalInformationModified", "") or "")
-            from ..verify.ocr import pixels_at_risk
-
-            row["at_risk"] = pixels_at_risk(ds)
         elif kind == "nifti":
             try:
                 import nibabel as nib
@@ -275,6 +256,28 @@ def _read_outputs(out: Path, files: list[Path], progress) -> list[dict]:
                 row["error"] = type(exc).__name__
         rows.append(row)
     return rows
+
+
+def _dicom_facts(ds) -> dict:
+    """The header facts of one DICOM output that the report shows."""
+    from ..verify.ocr import pixels_at_risk
+
+    if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == \
+            MEDIA_DIRECTORY_SOP_CLASS:
+        return {"kind": "dicomdir"}  # an index of the release, not an image
+    method = ds.get("DeidentificationMethod")
+    return {
+        "modality": str(ds.get("Modality", "") or ""),
+        "patient": str(ds.get("PatientID", "") or ""),
+        "frames": int(ds.get("NumberOfFrames", 1) or 1),
+        "qi": {a: _text(ds.get(a)) for a in QUASI_IDENTIFIERS if a in ds},
+        "text": list(_free_text(ds)),
+        "method": [method] if isinstance(method, str) else [str(v) for v in (method or [])],
+        "codes": [str(c.get("CodeMeaning", "")) for c in
+                  (ds.get("DeidentificationMethodCodeSequence") or [])],
+        "longitudinal": str(ds.get("LongitudinalTemporalInformationModified", "") or ""),
+        "at_risk": pixels_at_risk(ds),
+    }
 
 
 def _text(v) -> str:

@@ -9,6 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
 from pixeldeid.cli import main
 from pixeldeid.errors import InputError
@@ -148,3 +150,17 @@ def test_report_of_a_folder_with_nothing_pixeldeid_wrote_is_an_error(tmp_path, c
     err = capsys.readouterr().err
     assert "nothing to report" in err and "notes" in err
     assert not (tmp_path / "notes" / "report").exists()
+
+
+def test_an_output_with_a_value_pydicom_cannot_convert_is_noted_not_a_crash(ct_release, tmp_path):
+    """pydicom converts values as they are read: Number of Frames '1A' raised ValueError out
+    of the report (a file put into OUT by hand, or a folder that is not an output)."""
+    out = copy_release(ct_release, tmp_path / "out")
+    ds = pydicom.dcmread(next(out.glob("*.dcm")))
+    ds[0x00280008] = RawDataElement(Tag(0x00280008), "IS", 2, b"1A", 0, False, True)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "2.25.1234"
+    ds.save_as(out / "foreign.dcm")
+    html = build_report(out, progress=False).read_text()
+    assert "foreign.dcm: unreadable dicom output (ValueError)" in unescape(html)
+    counts = _cells(_section(html, "counts"))
+    assert ["header", "CT", "2", "0"] in counts  # the others are reported as before
