@@ -67,6 +67,7 @@ def _deidentifier(args: argparse.Namespace, out: Path):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pixeldeid deface``; 0 all defaced, 1 some quarantined, 2 usage error."""
+    from pixeldeid.batch import make_output_dir
     from pixeldeid.errors import DeidError
 
     from .batch import plan, run_jobs
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"pixeldeid deface: error: OUT {out} is also an input", file=sys.stderr)
             return 2
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        make_output_dir(out)
         if getattr(args, "bids", False):
             from .bids import plan_bids
 

@@ -164,7 +164,7 @@ def _check_stamp(out_dir: Path, name: str, value: str, refusal: str) -> None:
         if p.read_text(encoding="ascii", errors="replace").strip() != value:
             raise DeidError(refusal, str(out_dir))
         return
-    _make_output_dir(p.parent)
+    make_output_dir(p.parent)
     with atomic_output(p) as fh:
         fh.write(value.encode() + b"\n")
 
@@ -222,7 +222,7 @@ def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> byt
         raise DeidError("this output folder was written with a --key-file; give the same "
                         "--key-file again (a new key would duplicate every instance)",
                         str(out_dir))
-    _make_output_dir(kp.parent)
+    make_output_dir(kp.parent)
     key = secrets.token_hex(32).encode()
     with atomic_output(kp) as fh:
         fh.write(key + b"\n")
@@ -232,9 +232,13 @@ def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> byt
     return key
 
 
-def _make_output_dir(path: Path) -> None:
+def make_output_dir(path: Path) -> None:
+    """Create an output folder; a :class:`DeidError` (usage error) when it cannot be."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DeidError("cannot create the output folder: a file is in the way",
+                        str(path)) from None
     except OSError as exc:  # a file in the way, no permission: a usage error, not a crash
         raise DeidError(f"cannot create the output folder: {exc.strerror}", str(path)) from None
 
@@ -484,7 +488,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     _check_not_inside(sources, out)
     if export_map is not None:
         check_export_map(export_map, out)
-    _make_output_dir(out)
+    make_output_dir(out)
     out_real = os.path.realpath(out)
     remove_stale_temporaries(out)
     state = out / STATE_DIRNAME

@@ -213,6 +213,10 @@ def run(args: argparse.Namespace) -> int:
         print("pixeldeid wsi: error: two slides would get the same pseudonym (output name)",
               file=sys.stderr)
         return 2
+    if args.out:  # last of the usage checks: a file in the way, no permission (DeidError)
+        from pixeldeid.batch import make_output_dir
+
+        make_output_dir(Path(args.out))
     results = []
     for f, pseudo, days in zip(files, names, offsets, strict=True):
         opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),

@@ -221,3 +221,16 @@ def test_the_identity_map_may_go_into_the_state_folder(tmp_path: Path, key_file:
     assert main(["-q", "dicom", str(src), "-o", str(tmp_path / "out"), "--no-progress",
                  "--pixels", "off", "--key-file", str(key_file), "--export-map", str(target)]) == 0
     assert target.read_text().startswith("id_old,id_new,kind\n")
+
+
+@pytest.mark.parametrize("command", ["dicom", "deface", "wsi", "run"])
+def test_an_output_folder_that_cannot_be_made_is_a_usage_error(tmp_path: Path, capsys, command):
+    """A file where OUT should be: one line, exit 2 (deface and wsi ended in tracebacks)."""
+    src = tmp_path / "in"
+    make_ct_series(src, 1)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    quiet = ["--no-progress"] if command in ("dicom", "run") else []  # the others: TTY only
+    assert main([command, str(src), "-o", str(tmp_path / "taken"), *quiet]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot create the output folder" in err
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"
