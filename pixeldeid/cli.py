@@ -53,6 +53,17 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+def worker_count(text: str) -> int:
+    """argparse type of ``-j N``: a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return n
+
+
 def _add_dicom(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dicom", help="de-identify DICOM headers (PS3.15 Annex E)",
                        description="De-identify DICOM files: PS3.15 Annex E Basic Profile and "
@@ -92,7 +103,8 @@ def _add_dicom(sub: argparse._SubParsersAction) -> None:
                    help="auto (default), cpu or cuda: where OCR and frame analysis run")
     g.add_argument("--templates", metavar="DIR",
                    help="folder of extra redaction templates (YAML) besides the shipped ones")
-    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="worker processes")
+    p.add_argument("-j", "--jobs", type=worker_count, default=1, metavar="N",
+                   help="worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_dicom)
 
@@ -124,7 +136,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
     config.key = load_or_create_key(args.key_file, out)  # last: it may create OUT
     if not args.verbose:  # each quarantined input gets one line, printed below
         logging.getLogger("pixeldeid.quarantine").setLevel(logging.ERROR)
-    summary = run_batch(args.sources, out, config, layout=args.layout, jobs=max(1, args.jobs),
+    summary = run_batch(args.sources, out, config, layout=args.layout, jobs=args.jobs,
                         export_map=args.export_map,
                         progress=False if args.no_progress else None)
     for o in summary.quarantined:

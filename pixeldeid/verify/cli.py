@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..atomic import write_bytes_atomic
 from ..batch import STATE_DIRNAME
+from ..cli import worker_count
 from ..errors import DeidError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no OCR: at-risk files are listed as not OCR-verified")
     parser.add_argument("--no-dciodvfy", action="store_true", help="skip dciodvfy")
     parser.add_argument("--json", metavar="FILE", help="write the findings as JSON")
-    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+    parser.add_argument("-j", "--jobs", type=worker_count, default=1, metavar="N",
                         help="worker processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = verify_output(args.out, args.against, ocr=None if args.no_ocr else args.ocr,
-                               dciodvfy=not args.no_dciodvfy, jobs=max(1, args.jobs),
+                               dciodvfy=not args.no_dciodvfy, jobs=args.jobs,
                                progress=False if args.no_progress else None)
     except DeidError as exc:
         print(f"pixeldeid verify: error: {exc}", file=sys.stderr)

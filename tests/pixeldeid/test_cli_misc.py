@@ -234,3 +234,15 @@ def test_an_output_folder_that_cannot_be_made_is_a_usage_error(tmp_path: Path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot create the output folder" in err
     assert (tmp_path / "taken").read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("argv", [["dicom", "in", "-o", "out", "-j", "-3"],
+                                  ["dicom", "in", "-o", "out", "-j", "two"],
+                                  ["verify", "out", "-j", "0"]])
+def test_a_worker_count_below_one_is_a_usage_error(tmp_path: Path, capsys, argv: list[str]):
+    """`dicom -j -3` ran with one worker without a word (`run` refused it)."""
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / a) if a in ("in", "out") else a for a in argv])
+    assert info.value.code == 2
+    assert "-j/--jobs: must be a whole number of at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
