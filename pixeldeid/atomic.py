@@ -13,12 +13,16 @@ TMP_PREFIX = ".pixeldeid-tmp-"
 
 
 def _temporary_beside(path: Path) -> tuple[int, str]:
-    """A new temporary file in ``path``'s folder (made when missing): (fd, name)."""
+    """A new temporary file in ``path``'s folder (made when missing): (fd, name). An
+    OSError names ``path``, not the temporary name."""
     try:
-        return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    except FileNotFoundError:  # the first file of its folder
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+        try:
+            return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+        except FileNotFoundError:  # the first file of its folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def probe_writable(path: str | os.PathLike) -> None:

@@ -240,6 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DeidError, MissingDependencyError) as exc:
         print(f"pixeldeid: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path given on the command line that cannot be written or read
+        logger.debug("command failed", exc_info=True)
+        where = f"{printable(exc.filename)}: " if exc.filename else ""
+        print(f"pixeldeid: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pixeldeid: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import write_bytes_atomic
+from ..batch import make_output_dir
 from ..errors import InputError
 from ..verify.checks import REPORT_MARKER
 from .collect import ReportData, collect, has_anything
@@ -67,7 +68,7 @@ def build_report(out: str | os.PathLike, report: str | os.PathLike | None = None
     if not has_anything(outp):
         raise InputError("nothing to report: no run ledger, no outputs and no quarantine "
                          "(is this an output folder of pixeldeid?)", str(out))
-    rdir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(rdir)  # a file in the way, no permission: a DeidError (exit 2)
     if (rdir / REPORT_MARKER).is_file():  # images of an earlier report: ours, by name
         for old in (rdir / "images").glob("[0-9][0-9][0-9][0-9][0-9]-*.*"):
             if old.is_file() and not old.is_symlink():

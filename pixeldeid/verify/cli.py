@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..atomic import write_bytes_atomic
+from ..atomic import probe_writable, write_bytes_atomic
 from ..batch import STATE_DIRNAME
 from ..cli import worker_count
 from ..errors import DeidError
@@ -69,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixeldeid verify: error: {printable(missing[0])}: --against source not found",
               file=sys.stderr)
         return 2
+    if args.json:
+        try:  # before the verification, not after it
+            probe_writable(args.json)
+        except OSError as exc:
+            print(f"pixeldeid verify: error: {printable(args.json)}: cannot write the findings "
+                  f"there: {exc.strerror}", file=sys.stderr)
+            return 2
     try:
         result = verify_output(args.out, args.against, ocr=None if args.no_ocr else args.ocr,
                                dciodvfy=not args.no_dciodvfy, jobs=args.jobs,

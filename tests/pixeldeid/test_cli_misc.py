@@ -246,3 +246,28 @@ def test_a_worker_count_below_one_is_a_usage_error(tmp_path: Path, capsys, argv:
     assert info.value.code == 2
     assert "-j/--jobs: must be a whole number of at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["verify", "report", "templates"])
+def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path: Path, key_file: Path,
+                                                          capsys, command: str):
+    """A file where a folder should be: `verify --json` failed after the whole verification,
+    `report -o` and `templates import -o` at once, all three with a traceback."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_ct_series(src, 1)
+    assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--no-progress", "--pixels", "off"]) == 0
+    capsys.readouterr()
+    (tmp_path / "taken").write_text("a file, not a folder")
+    target = tmp_path / "taken" / "x"
+    recipe = tmp_path / "tiny.recipe"
+    recipe.write_text("FORMAT dicom\n\n%filter graylist\n\nLABEL Tiny US\n  contains Modality US\n"
+                      "  coordinates 0,0,100,20\n")
+    argv = {"verify": ["verify", str(out), "--against", str(src), "--no-ocr", "--no-dciodvfy",
+                       "--no-progress", "--json", str(target)],
+            "report": ["report", str(out), "-o", str(target), "--allow-outside", "--no-progress"],
+            "templates": ["templates", "import", str(recipe), "-o", str(target)]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(target) in err[0] and "Not a directory" in err[0]
+    assert ".pixeldeid-tmp" not in err[0]
