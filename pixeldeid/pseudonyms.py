@@ -122,10 +122,13 @@ class PseudonymMap:
 
     def _check_supplied(self) -> None:
         """Refuse a supplied pseudonym that the SQLite map already gave another patient."""
+        if not self._supplied:
+            return
+        owners: dict[str, list[str]] = {}  # pseudonym -> the originals the map gives it
         for original, pseudo in self._supplied.items():
-            row = self._con.execute("SELECT hkey FROM subjects WHERE pseudonym=?",
-                                    (pseudo,)).fetchone()
-            if row is not None and row[0] != self._hkey(original.strip()):
+            owners.setdefault(pseudo, []).append(original)
+        for hkey, pseudo in self._con.execute("SELECT hkey, pseudonym FROM subjects"):
+            if pseudo in owners and hkey not in {self._hkey(o.strip()) for o in owners[pseudo]}:
                 raise ProfileError(f"the subject map gives pseudonym {pseudo!r}, which this "
                                    "pseudonym map already gave another patient; choose "
                                    "another pseudonym or another --subject-db", self._db_path)
