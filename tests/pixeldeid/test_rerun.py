@@ -492,8 +492,11 @@ def test_an_input_that_kills_its_worker_is_quarantined_and_the_batch_goes_on(
     status2, out2 = run(inputs, "--pixels", pixels, "-j", "2")
     captured = capsys.readouterr()
     assert status1 == 0 and status2 == 1
-    assert _summary(captured.out) == {"inputs": len(FILES) + 1, "written": len(FILES),
-                                      "done": 0, "quarantined": 1}
+    s = _summary(captured.out)
+    # an input the dead pool had finished but not yet reported is run again: "already done"
+    assert s["inputs"] == len(FILES) + 1 and s["quarantined"] == 1
+    # at most the chunks in flight run again: 2 per worker, 1 input each here (13 inputs)
+    assert s["written"] + s["done"] == len(FILES) and s["written"] >= len(FILES) - 4
     assert "killer.dcm: its worker process died while handling it" in captured.err
     (reason,) = (out2 / "quarantine").glob("*.reason.txt")
     assert "stage: worker" in reason.read_text()
