@@ -93,8 +93,19 @@ def iter_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, st
 
     Directories are walked without following symbolic links to directories (no loops;
     such links are reported, not dropped); hidden state folders of pixeldeid are skipped.
-    Files are yielded in sorted order.
+    Files are yielded in sorted order, each path once, however often the sources name
+    it (a folder and a file in it). Two links to one file stay two inputs (annexed
+    datasets link files of equal content to one object).
     """
+    seen: set[str] = set()
+    for path, reason in _walk_inputs(sources):
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            yield path, reason
+
+
+def _walk_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, str | None]]:
     for src in sources:
         p = Path(src)
         try:

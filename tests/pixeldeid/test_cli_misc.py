@@ -271,3 +271,20 @@ def test_an_output_path_that_cannot_be_written_is_one_line(tmp_path: Path, key_f
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(target) in err[0] and "Not a directory" in err[0]
     assert ".pixeldeid-tmp" not in err[0]
+
+
+@pytest.mark.parametrize("command", ["dicom", "run"])
+def test_a_file_named_twice_by_the_sources_is_one_input(tmp_path: Path, key_file: Path,
+                                                         capsys, command: str):
+    """A folder and a file in it: `dicom` counted and quarantined the file twice, `run` ended
+    in an sqlite3.IntegrityError traceback."""
+    src = tmp_path / "in"
+    files = make_ct_series(src, 2)
+    (src / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
+    out = tmp_path / "out"
+    again = [str(files[0]), str(src / "broken.dcm"), str(src / ".." / "in")]
+    assert main([command, str(src), *again, "-o", str(out), "--key-file", str(key_file),
+                 "--no-progress", "--pixels", "off"]) == 1
+    text = capsys.readouterr().out
+    assert re.search(r"\b3 (input|item)\(s\)", text) and "1 quarantined" in text
+    assert len(list((out / "quarantine").glob("*.reason.txt"))) == 1
