@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int]:
 
 
 def _collect(srcs: list[str]) -> list[Path]:
+    """The slide files of the sources, each once (a folder and a slide in it: one slide)."""
     out: list[Path] = []
     for s in srcs:
         p = Path(s)
@@ -128,7 +130,10 @@ def _collect(srcs: list[str]) -> list[Path]:
                           and "quarantine" not in q.parts)
         else:
             out.append(p)
-    return out
+    unique: dict[str, Path] = {}
+    for f in out:
+        unique.setdefault(os.path.abspath(f), f)
+    return list(unique.values())
 
 
 def _load_map(path: str) -> tuple[dict[str, str], dict[str, str]]:

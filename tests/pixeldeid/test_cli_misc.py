@@ -288,3 +288,23 @@ def test_a_file_named_twice_by_the_sources_is_one_input(tmp_path: Path, key_file
     text = capsys.readouterr().out
     assert re.search(r"\b3 (input|item)\(s\)", text) and "1 quarantined" in text
     assert len(list((out / "quarantine").glob("*.reason.txt"))) == 1
+
+
+def test_deface_and_wsi_release_a_file_named_twice_once(tmp_path: Path):
+    """A folder and a file in it: the same slide was released as SLIDE-0001 and SLIDE-0002,
+    the same volume under two names."""
+    import numpy as np
+
+    from defacing.batch import plan
+    from tests.defacing.conftest import save_nifti
+    from wsi.synth.aperio import make_aperio
+
+    slide = make_aperio(tmp_path / "slides" / "case.svs", width=400, height=300).path
+    assert main(["wsi", str(tmp_path / "slides"), str(slide), "-o", str(tmp_path / "w")]) == 0
+    assert sorted(p.name for p in (tmp_path / "w").glob("*.svs")) == ["SLIDE-0001.svs"]
+    head = tmp_path / "heads" / "noise.nii.gz"
+    head.parent.mkdir()
+    save_nifti(head, np.random.default_rng(0).random((40, 40, 40)).astype(np.float32),
+               np.diag([3.0, 3.0, 3.0, 1.0]))
+    jobs = plan([tmp_path / "heads", head, tmp_path / "heads" / ".." / "heads"], tmp_path / "d")
+    assert [(j.kind, j.source) for j in jobs] == [("nifti", head)]
