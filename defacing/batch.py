@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pixeldeid.atomic import atomic_output
 from pixeldeid.errors import DeidError
+from pixeldeid.paths import each_path_once
 from pixeldeid.quarantine import quarantine
 
 from .nifti import deface_nifti, is_nifti
@@ -100,22 +101,13 @@ def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
     grouped into series later. Unknown files become ``unsupported`` jobs (quarantined)."""
     jobs: list[Job] = []
     dicom_files: list[Path] = []
-    seen: set[str] = set()  # a file the sources name twice (a folder and a file in it): once
-
-    def first(p: Path) -> bool:
-        key = os.path.abspath(p)
-        if key in seen:
-            return False
-        seen.add(key)
-        return True
-
     for s in sources:
         src = Path(s)
         if src.is_dir():
             for p in sorted(src.rglob("*")):
                 if not p.is_file() or p.name.startswith("."):
                     continue
-                if out in p.parents or not first(p):
+                if out in p.parents:
                     continue
                 rel = p.relative_to(src)
                 if is_nifti(p):
@@ -124,16 +116,15 @@ def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
                     dicom_files.append(p)
                 else:
                     jobs.append(Job("unsupported", p))
-        elif not first(src):
-            continue
         elif is_nifti(src):
             jobs.append(Job("nifti", src, out / src.name))
         elif src.is_file() and (_is_dicom_file(src) or src.suffix.lower() == ".dcm"):
             dicom_files.append(src)
         else:
             jobs.append(Job("unsupported", src))
+    jobs = list(each_path_once(jobs, lambda j: j.source))  # a file named twice: one job
     if dicom_files:
-        jobs.append(Job("dicom", out, files=dicom_files))
+        jobs.append(Job("dicom", out, files=list(each_path_once(dicom_files))))
     return jobs
 
 

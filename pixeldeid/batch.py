@@ -28,6 +28,7 @@ from .api import DeidConfig, Deidentifier, read_dicom
 from .atomic import atomic_output, probe_writable, remove_stale_temporaries, write_exclusive
 from .dsvalues import peek
 from .errors import DeidError, InputError
+from .paths import each_path_once
 from .quarantine import QUARANTINE_DIRNAME, quarantine
 
 logger = logging.getLogger(__name__)
@@ -93,16 +94,9 @@ def iter_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, st
 
     Directories are walked without following symbolic links to directories (no loops;
     such links are reported, not dropped); hidden state folders of pixeldeid are skipped.
-    Files are yielded in sorted order, each path once, however often the sources name
-    it (a folder and a file in it). Two links to one file stay two inputs (annexed
-    datasets link files of equal content to one object).
+    Files are yielded in sorted order, each path once (:func:`~pixeldeid.paths.each_path_once`).
     """
-    seen: set[str] = set()
-    for path, reason in _walk_inputs(sources):
-        key = os.path.abspath(path)
-        if key not in seen:
-            seen.add(key)
-            yield path, reason
+    yield from each_path_once(_walk_inputs(sources), lambda item: item[0])
 
 
 def _walk_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, str | None]]:

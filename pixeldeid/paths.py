@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @cache
@@ -70,3 +74,17 @@ def read_csv(path: str | os.PathLike, what: str) -> list[list[str]]:
                            str(path)) from None
     except csv.Error as exc:
         raise ProfileError(f"{what} is not valid CSV: {exc}", str(path)) from None
+
+
+def each_path_once(items: Iterable[T],
+                   path: Callable[[T], str | os.PathLike] = os.fspath) -> Iterator[T]:
+    """Yield ``items`` whose ``path(item)`` did not come before: sources that name a file
+    twice (a folder and a file in it) give one input. The path is made absolute, links are
+    not resolved: two links to one file stay two inputs (annexed datasets link files of
+    equal content to one object)."""
+    seen: set[str] = set()
+    for item in items:
+        key = os.path.abspath(path(item))
+        if key not in seen:
+            seen.add(key)
+            yield item

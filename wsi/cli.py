@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from pixeldeid.atomic import atomic_output
-from pixeldeid.paths import read_csv
+from pixeldeid.paths import each_path_once, read_csv
 
 from .api import SlideOptions, deidentify_slide
 
@@ -130,10 +129,7 @@ def _collect(srcs: list[str]) -> list[Path]:
                           and "quarantine" not in q.parts)
         else:
             out.append(p)
-    unique: dict[str, Path] = {}
-    for f in out:
-        unique.setdefault(os.path.abspath(f), f)
-    return list(unique.values())
+    return list(each_path_once(out))
 
 
 def _load_map(path: str) -> tuple[dict[str, str], dict[str, str]]:
