@@ -564,13 +564,19 @@ def check_export_map(path: str | os.PathLike, out: str | os.PathLike) -> None:
     """Refuse an ``--export-map`` target that is in the release or cannot be written, before
     any work (it is written last, after the whole batch)."""
     check_not_released(path, out, "export map")
+    check_output_file(path, "export map")
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse (:class:`DeidError`) a file to be written at the end of a long command that
+    cannot be written there: checked before the work, not after it."""
     p = Path(path)
     if p.is_dir():
-        raise DeidError("export map: a folder, not a file", str(p))
+        raise DeidError(f"{what}: a folder, not a file", str(p))
     try:
         probe_writable(p)
     except OSError as exc:
-        raise DeidError(f"export map cannot be written there: {exc.strerror}", str(p)) from None
+        raise DeidError(f"{what} cannot be written there: {exc.strerror}", str(p)) from None
 
 
 def _check_not_inside(sources: list, out: Path) -> None:

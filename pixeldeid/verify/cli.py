@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ..atomic import probe_writable, write_bytes_atomic
-from ..batch import STATE_DIRNAME
+from ..atomic import write_bytes_atomic
+from ..batch import STATE_DIRNAME, check_output_file
 from ..cli import worker_count
 from ..errors import DeidError
 
@@ -69,14 +69,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixeldeid verify: error: {printable(missing[0])}: --against source not found",
               file=sys.stderr)
         return 2
-    if args.json:
-        try:  # before the verification, not after it
-            probe_writable(args.json)
-        except OSError as exc:
-            print(f"pixeldeid verify: error: {printable(args.json)}: cannot write the findings "
-                  f"there: {exc.strerror}", file=sys.stderr)
-            return 2
     try:
+        if args.json:
+            check_output_file(args.json, "findings file")
         result = verify_output(args.out, args.against, ocr=None if args.no_ocr else args.ocr,
                                dciodvfy=not args.no_dciodvfy, jobs=args.jobs,
                                progress=False if args.no_progress else None)
