@@ -198,7 +198,7 @@ def check_settings(out_dir: Path, config: DeidConfig, layout: str) -> None:
             "date_offset": [config.date_offset_days, config.date_offset_seconds],
             "site": asdict(config.site), "strip_jpeg_metadata": config.strip_jpeg_metadata,
             "residual_check": config.residual_check, "layout": layout}
-    if config.pixels is not None and config.pixels.policy != "off":
+    if _runs_decoders(config):
         # what changes the written pixels (not the QC folder)
         desc["pixels"] = {k: v for k, v in asdict(config.pixels).items() if k != "qc_dir"}
     sid = hmac.new(config.key, json.dumps(desc, sort_keys=True).encode(),
@@ -352,7 +352,7 @@ def _init_worker(config: DeidConfig, out_dir: str, layout: str, want_map: bool) 
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     _WORKER.clear()
     pixels = None
-    if config.pixels is not None and config.pixels.policy != "off":
+    if _runs_decoders(config):
         from .burnedin.stage import BurnedInStage
 
         pixels = BurnedInStage(config.pixels)
@@ -598,10 +598,18 @@ def _check_not_inside(sources: list, out: Path) -> None:
 
 def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: int,
              want_map: bool) -> Iterator[FileOutcome]:
-    if jobs <= 1 or len(todo) < 2:
+    """Outcomes of ``todo`` in input order: in this process for header work with ``-j 1``,
+    else in worker processes. The pixel stage always runs in a worker, also with ``-j 1``:
+    a compiled decoder that crashes, or the kernel's OOM killer on a huge cine loop, then
+    costs one input (quarantined, :data:`WORKER_DIED`), not the batch and every rerun."""
+    isolate = _runs_decoders(config)
+    if not todo:
+        return
+    if not isolate and (jobs <= 1 or len(todo) < 2):
         yield from _serial(todo, config, out, layout, want_map)
         return
-    chunk = max(1, min(32, len(todo) // (jobs * 8) or 1))
+    # pixel work takes far longer per file than handing a file to a worker: one at a time
+    chunk = 1 if isolate else max(1, min(32, len(todo) // (jobs * 8) or 1))
     _open_pseudonyms(config).close()  # a damaged map is a usage error before any worker starts
     _warm_caches()
     initargs = (config, str(out), layout, want_map)
@@ -616,7 +624,16 @@ def _execute(todo: list[str], config: DeidConfig, out: Path, layout: str, jobs: 
     parallel = [p for p in todo if p not in shared]
     yield from _parallel(_chunks(parallel, chunk), initargs, jobs, pool)
     # inputs sharing a SOP Instance UID: in input order, so the same one wins as with -j 1
-    yield from _serial([p for p in todo if p in shared], config, out, layout, want_map)
+    in_order = [p for p in todo if p in shared]
+    if in_order and isolate:  # one worker takes them one after another
+        yield from _parallel(_chunks(in_order, 1), initargs, 1)
+    elif in_order:
+        yield from _serial(in_order, config, out, layout, want_map)
+
+
+def _runs_decoders(config: DeidConfig) -> bool:
+    """Whether the pixel stage runs (compiled image decoders and OCR engines)."""
+    return config.pixels is not None and config.pixels.policy != "off"
 
 
 def _pool(jobs: int, initargs: tuple) -> ProcessPoolExecutor:

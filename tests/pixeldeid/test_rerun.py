@@ -465,13 +465,15 @@ def test_two_workers_number_patients_alike_around_a_damaged_file(inputs, run, ca
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers forked (Linux)")
-@pytest.mark.parametrize("pixels", ["off", "auto"])
+@pytest.mark.parametrize(("pixels", "jobs"), [("off", "2"), ("auto", "2"), ("auto", "1")])
 def test_an_input_that_kills_its_worker_is_quarantined_and_the_batch_goes_on(
-        inputs, run, monkeypatch, capsys, pixels):
+        inputs, run, monkeypatch, capsys, pixels, jobs):
     """A worker killed while on one input (the kernel's OOM killer, a crash in a compiled
     codec) ended `-j 2` with a BrokenProcessPool traceback. Simulated with SIGKILL in the
     forked workers; the other inputs, also those of the dead worker's chunk, are written
-    and equal a -j 1 run's."""
+    and equal a -j 1 run's. With the pixel stage on (the default), `-j 1` runs it in a
+    worker too: it ran in the one process, so such an input ended the whole batch (and
+    every rerun, at the same input)."""
     import pixeldeid.batch as batch
 
     shutil.copy(inputs / "CT_small.dcm", inputs / "series2" / "killer.dcm")
@@ -489,7 +491,7 @@ def test_an_input_that_kills_its_worker_is_quarantined_and_the_batch_goes_on(
 
     parent = os.getpid()
     monkeypatch.setattr(batch, "process_file", dies_on_the_killer)
-    status2, out2 = run(inputs, "--pixels", pixels, "-j", "2")
+    status2, out2 = run(inputs, "--pixels", pixels, "-j", jobs)
     captured = capsys.readouterr()
     assert status1 == 0 and status2 == 1
     s = _summary(captured.out)
