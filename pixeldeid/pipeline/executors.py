@@ -1,7 +1,7 @@
 """Executors: where the worker function runs. A small registry with lazy imports.
 
 ``local``
-    A process pool on this machine (``-j N``; ``-j 1`` runs in this process).
+    A process pool on this machine (``-j N``; ``-j 1`` is one worker process).
 ``dask``
     A Dask distributed cluster: ``--scheduler tcp://HOST:8786`` (a cluster started by
     ``dask scheduler``/``dask worker``, or dask-jobqueue on Slurm), or a LocalCluster of
@@ -30,7 +30,7 @@ from ..errors import DeidError, MissingDependencyError, ProfileError
 logger = logging.getLogger(__name__)
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "EXECUTORS", "get_executor",
-           "available_executors", "run_isolated"]
+           "available_executors", "run_isolated", "run_in_order"]
 
 Work = Callable[[dict, dict], dict]
 
@@ -146,45 +146,59 @@ def _dask_worker_threads(dask_worker=None) -> None:
 
 
 class LocalExecutor(Executor):
-    """A process pool on this machine (``fork`` on Linux); ``jobs=1`` runs in-process."""
+    """A process pool on this machine (``fork`` on Linux), also for ``jobs=1``: every item
+    runs in a worker, so one that crashes a decoder or is killed for memory costs that
+    item (``lost``, then :func:`run_isolated`), never the run."""
 
     name = "local"
 
     def map_unordered(self, fn: Work, items: Sequence[dict],
                       settings: dict) -> Iterator[tuple[dict, dict]]:
-        if self.jobs <= 1 or len(items) < 2:
-            for item in items:
-                yield item, fn(item, settings)
-            return
-        import multiprocessing as mp
-        import sys
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
 
         _warm_caches()
-        ctx = (mp.get_context("fork") if sys.platform.startswith("linux")
-               and "fork" in mp.get_all_start_methods() else None)
-        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
-                                 initializer=_set_ocr_threads,
-                                 initargs=(ocr_threads(self.jobs),)) as pool:
-            # a bounded window of submitted items keeps memory flat on huge runs
-            pending: dict[Any, dict] = {}
-            it = iter(items)
-            window = self.jobs * 4
-            while True:
-                while len(pending) < window:
-                    item = next(it, None)
-                    if item is None:
+        todo = iter(items)
+        window = self.jobs * 4  # a bounded window of submitted items keeps memory flat
+        exhausted = False
+        while not exhausted:  # a new pool after a worker died, for the items left
+            with _worker_pool(self.jobs) as pool:
+                pending: dict[Any, dict] = {}
+                broken = False
+                while True:
+                    while not broken and len(pending) < window:
+                        item = next(todo, None)
+                        if item is None:
+                            exhausted = True
+                            break
+                        try:
+                            pending[pool.submit(fn, item, settings)] = item
+                        except BrokenProcessPool as exc:
+                            broken = True
+                            yield item, _lost(item, exc)
+                    if not pending:
                         break
-                    pending[pool.submit(fn, item, settings)] = item
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    item = pending.pop(fut)
-                    try:
-                        yield item, fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a dead worker (BrokenProcessPool)
-                        yield item, _lost(item, exc)
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        item = pending.pop(fut)
+                        try:
+                            yield item, fut.result()
+                        except Exception as exc:  # noqa: BLE001 - a dead worker
+                            broken = broken or isinstance(exc, BrokenProcessPool)
+                            yield item, _lost(item, exc)
+
+
+def _worker_pool(jobs: int):
+    """A process pool of ``jobs`` workers (forked on Linux: they start in milliseconds with
+    the parent's warm tables), each with its share of the cores for OCR."""
+    import multiprocessing as mp
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = (mp.get_context("fork") if sys.platform.startswith("linux")
+           and "fork" in mp.get_all_start_methods() else None)
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_set_ocr_threads,
+                               initargs=(ocr_threads(jobs),))
 
 
 class DaskExecutor(Executor):
@@ -266,20 +280,37 @@ def run_isolated(fn: Work, item: dict, settings: dict) -> dict:
     here; an item that kills its worker again is quarantined (a crash in a decoder on a
     hostile file must not stop every later run).
     """
-    import multiprocessing as mp
-    import sys
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = (mp.get_context("fork") if sys.platform.startswith("linux")
-           and "fork" in mp.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_set_ocr_threads,
-                             initargs=(ocr_threads(1),)) as pool:
+    with _worker_pool(1) as pool:
         try:
             return pool.submit(fn, item, settings).result()
         except Exception as exc:  # noqa: BLE001 - the worker died on this item
             return {"id": item["id"], "status": "quarantined",
                     "reason": f"the worker process died on this input ({type(exc).__name__}); "
                               "a crash in a decoder or out of memory"}
+
+
+def run_in_order(fn: Work, items: Sequence[dict], settings: dict) -> Iterator[tuple[dict, dict]]:
+    """Run ``items`` one after another, in order, in one worker process (for items whose
+    order decides the outcome: several inputs with one SOP Instance UID). An item whose
+    worker dies is run again alone (:func:`run_isolated`) before the next one starts."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    _warm_caches()
+    todo = list(items)
+    i = 0
+    while i < len(todo):
+        with _worker_pool(1) as pool:
+            while i < len(todo):
+                item = todo[i]
+                i += 1
+                try:
+                    res = pool.submit(fn, item, settings).result()
+                except BrokenProcessPool:
+                    yield item, run_isolated(fn, item, settings)
+                    break  # a new worker for the rest
+                except Exception as exc:  # noqa: BLE001 - as map_unordered reports it
+                    res = _lost(item, exc)
+                yield item, res
 
 
 EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "dask": DaskExecutor}

@@ -315,7 +315,7 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
          profile, uids: dict, summary: RunSummary, progress: bool | None,
          executor_options: dict | None, retry_quarantined: bool = False) -> None:
     from ..standard import release
-    from .executors import get_executor, run_isolated
+    from .executors import get_executor, run_in_order, run_isolated
     from .packaging import package_subjects
 
     meta = ledger.meta()
@@ -390,8 +390,8 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
         for it in lost:  # alone, in a fresh process: finishes, or quarantines a killer input
             logger.warning("a worker died; running %s alone", it.src)
             record(run_isolated(run_item, it.work(), settings))
-        for it in later:
-            record(run_item(it.work(), settings))
+        for _item, res in run_in_order(run_item, [it.work() for it in later], settings):
+            record(res)
     finally:
         for b in bars.values():
             b.close()

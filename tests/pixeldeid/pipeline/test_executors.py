@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pixeldeid.errors import MissingDependencyError, ProfileError
@@ -96,6 +98,104 @@ def test_run_goes_on_when_an_input_crashes_its_worker(tmp_path, monkeypatch) -> 
     con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
     assert {st for (st,) in con.execute("SELECT status FROM items")} == {"done"}
     con.close()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_crash_early_in_a_long_run_costs_one_input(tmp_path, monkeypatch, capsys,
+                                                      jobs: str) -> None:
+    """More inputs than the workers' window: a worker died early, the pool broke, and the
+    next item handed to it raised BrokenProcessPool out of the run (a traceback, the rest
+    of the batch not done). With `-j 1` the items ran in the run's own process: the crash
+    ended the run, and every rerun at the same input."""
+    import os
+    import sqlite3
+
+    from pixeldeid._synth import make_ct_series
+    from pixeldeid.cli import main
+    from pixeldeid.pipeline import stages
+
+    from .conftest import KEY
+
+    make_ct_series(tmp_path / "in", 24, seed=11)
+    original = stages._run_dicom
+    parent = os.getpid()
+    marker = tmp_path / "crashed-on"
+
+    def crashing(item, settings):  # the first item a worker takes kills every worker
+        if os.getpid() != parent:
+            try:
+                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                os.write(fd, item["src"].encode())
+                os.close(fd)
+            except FileExistsError:
+                pass
+            if marker.read_text() == item["src"]:
+                os._exit(11)
+        return original(item, settings)
+
+    monkeypatch.setattr(stages, "_run_dicom", crashing)  # forked workers inherit it
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key), "-j", jobs,
+                 "--pixels", "off", "--no-progress"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
+    rows = dict(con.execute("SELECT src, status FROM items"))
+    con.close()
+    assert rows.pop(marker.read_text()) == "quarantined"
+    assert set(rows.values()) == {"done"} and len(rows) == 23
+    assert len(list(out.rglob("*.dcm"))) == 23 + 1  # and the quarantined copy
+
+
+def test_inputs_sharing_a_sop_instance_uid_run_in_order_in_a_worker(tmp_path, monkeypatch,
+                                                                     capsys) -> None:
+    """Later inputs with a SOP Instance UID seen before run one after another, in input
+    order. They ran in the run's own process: one that crashed a decoder ended the run."""
+    import os
+    import shutil
+    import sqlite3
+
+    import pydicom
+
+    from pixeldeid._synth import make_ct_series
+    from pixeldeid.cli import main
+    from pixeldeid.pipeline import stages
+
+    from .conftest import KEY
+
+    files = make_ct_series(tmp_path / "in" / "a", 4, seed=12)
+    (tmp_path / "in" / "b").mkdir()
+    same = shutil.copy(files[0], tmp_path / "in" / "b" / "same.dcm")  # the same bytes
+    ds = pydicom.dcmread(files[1])
+    ds.PixelData = bytes(len(ds.PixelData))  # another image
+    ds.save_as(tmp_path / "in" / "b" / "other.dcm")  # the same UID, other content
+    killer = shutil.copy(files[2], tmp_path / "in" / "b" / "killer.dcm")
+    original = stages._run_dicom
+    parent = os.getpid()
+
+    def crashing(item, settings):
+        if item["src"] == str(killer) and os.getpid() != parent:
+            os._exit(11)
+        return original(item, settings)
+
+    monkeypatch.setattr(stages, "_run_dicom", crashing)
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key),
+                 "--pixels", "off", "--no-progress"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
+    rows = {Path(src).name: (st, reason) for src, st, reason in
+            con.execute("SELECT src, status, reason FROM items")}
+    con.close()
+    assert rows.pop(Path(same).name)[0] == "done"
+    status, reason = rows.pop("other.dcm")
+    assert status == "quarantined" and "SOP Instance UID" in reason
+    status, reason = rows.pop("killer.dcm")
+    assert status == "quarantined" and "died" in reason
+    assert {st for st, _ in rows.values()} == {"done"} and len(rows) == 4
 
 
 def test_one_run_at_a_time_per_output_folder(tmp_path) -> None:
