@@ -16,7 +16,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from .errors import DeidError
+from .errors import DeidError, shape_of
 
 #: Offsets are drawn from this range of days (into the past), seconds from [0, 86400).
 MIN_SHIFT_DAYS = 365
@@ -66,11 +66,11 @@ def _parse_da(value: str) -> _dt.date:
     if len(v) == 10 and v[4] == "." and v[7] == ".":  # ACR-NEMA YYYY.MM.DD
         v = v.replace(".", "")
     if len(v) != 8 or not v.isdigit():
-        raise DeidError(f"invalid DA value {value!r}")
+        raise DeidError(f"invalid DA value of the form {shape_of(value)}")
     try:
         return _dt.date(int(v[:4]), int(v[4:6]), int(v[6:8]))
     except ValueError as exc:
-        raise DeidError(f"invalid DA value {value!r}: {exc}") from None
+        raise DeidError(f"invalid DA value of the form {shape_of(value)}: {exc}") from None
 
 
 def _parse_tm(value: str) -> tuple[int, str | None, int]:
@@ -78,12 +78,12 @@ def _parse_tm(value: str) -> tuple[int, str | None, int]:
     v = value.strip()
     m = _TM.match(v) or _TM_COLON.match(v)
     if not m:
-        raise DeidError(f"invalid TM value {value!r}")
+        raise DeidError(f"invalid TM value of the form {shape_of(value)}")
     hh, mm, ss, frac = m.groups()
     comps = 1 + (mm is not None) + (ss is not None)
     h, mi, s = int(hh), int(mm or 0), int(ss or 0)
     if h > 23 or mi > 59 or s > 60:
-        raise DeidError(f"invalid TM value {value!r}")
+        raise DeidError(f"invalid TM value of the form {shape_of(value)}")
     return h * 3600 + mi * 60 + min(s, 59), frac, comps
 
 
@@ -105,7 +105,7 @@ def shift_date(value: str, off: DateOffset, carry_days: int = 0) -> str:
     if "-" in value.strip():
         parts = value.strip().split("-")
         if len(parts) != 2:
-            raise DeidError(f"invalid DA range {value!r}")
+            raise DeidError(f"invalid DA range of the form {shape_of(value)}")
         return "-".join(shift_date(p, off, carry_days) if p else "" for p in parts)
     d = _parse_da(value) + _dt.timedelta(days=off.days + carry_days)
     return d.strftime("%Y%m%d")
@@ -116,7 +116,7 @@ def shift_time(value: str, off: DateOffset) -> tuple[str, int]:
     if "-" in value.strip():
         parts = value.strip().split("-")
         if len(parts) != 2:
-            raise DeidError(f"invalid TM range {value!r}")
+            raise DeidError(f"invalid TM range of the form {shape_of(value)}")
         return "-".join(shift_time(p, off)[0] if p else "" for p in parts), 0
     secs, frac, comps = _parse_tm(value)
     carry, new = divmod(secs + off.seconds, 86400)
@@ -138,13 +138,13 @@ def shift_datetime(value: str, off: DateOffset) -> str:
         return "-".join(shift_datetime(p, off) if p else "" for p in (a, b))
     m = _DT.match(v)
     if not m:
-        raise DeidError(f"invalid DT value {value!r}")
+        raise DeidError(f"invalid DT value of the form {shape_of(value)}")
     y, mo, d, h, mi, s, frac, tz = m.groups()
     try:
         base = _dt.datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0),
                             min(int(s or 0), 59))
     except ValueError as exc:
-        raise DeidError(f"invalid DT value {value!r}: {exc}") from None
+        raise DeidError(f"invalid DT value of the form {shape_of(value)}: {exc}") from None
     precision = sum(x is not None for x in (mo, d, h, mi, s))
     delta = off.delta if precision >= 3 else _dt.timedelta(days=off.days)
     new = base + delta

@@ -26,7 +26,7 @@ from .dummy import dummy_value
 from .errors import DeidError
 from .iodtypes import attribute_type, resolve_compound
 from .standard import action_for, rules, safe_private_for
-from .textclean import clean_text
+from .textclean import clean_text, remove_tokens
 from .uids import STRUCTURAL_UID_KEYWORDS
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,22 @@ def zero_length(ds: Dataset, tag: int, vr: str) -> None:
         ds[tag].value = Sequence() if vr == "SQ" else None
 
 
+#: Attributes that hold identity but that Table E.1-1 (PS3.15 2024c) does not list, with
+#: the action they get (PS3.15 E.1.1: identity may also hide in attributes the table does
+#: not name). Both are free text (LO) dates: they go as the Patient's Birth Date does (Z,
+#: kept by no option; Type 3 here, so removed).
+UNLISTED_ACTIONS: dict[int, str] = {
+    0x00100033: "X",  # Patient's Birth Date in Alternative Calendar
+    0x00100034: "X",  # Patient's Death Date in Alternative Calendar
+}
+
+#: UR attributes that name definitions (coding schemes, codes, parts of a document), not
+#: places: kept. Every other UR attribute the table does not list (Retrieve URL, Retrieve
+#: URI, Storage URL, Contact URI, file and folder URIs...) names a server, a person or the
+#: original UIDs, and goes by its Type (X, Z or a dummy).
+DEFINITION_URLS = frozenset({"CodingSchemeURL", "URNCodeValue",
+                             "RelativeURIReferenceWithinEncapsulatedDocument"})
+
 _CODES: dict[frozenset[str], dict[int, str | None]] = {}
 
 
@@ -138,7 +154,7 @@ def code_for(tag: int, options: frozenset[str]) -> str | None:
     try:
         return table[t]
     except KeyError:
-        code = table[t] = action_for(t, options)
+        code = table[t] = action_for(t, options) or UNLISTED_ACTIONS.get(t)
         return code
 
 
@@ -212,6 +228,11 @@ class Walker:
                 continue
             if tag in done:
                 continue
+            if dictionary_vr(tag) == "SQ" and ds._dict[tag].VR not in ("SQ", "UN", None):
+                # a sequence written as bytes (VR OB...) is copied unread: what its items
+                # hold cannot be de-identified (UN is parsed as the sequence it is)
+                raise DeidError(f"{keyword_of(tag) or tag}: a sequence encoded with VR "
+                                f"{ds._dict[tag].VR}; its items cannot be read")
             code = code_for(tag, ctx.options)
             if code is None:
                 if dictionary_vr(tag) is None:
@@ -283,6 +304,12 @@ class Walker:
         elif vr == "PN":
             elem = ds[tag]
             elem.value = dummy_value("PN", elem.value) if elem.value else None
+        elif vr == "AE":
+            # an AE title names a device (kept under Retain Device Identity) unless it
+            # holds identity: then the whole title is replaced, not a part (_ZQXOPER_WS)
+            old = get_strings(ds, tag, vr)
+            if any(_holds_token(v, self.ctx.tokens) for v in old):
+                put_strings(ds, tag, vr, [str(dummy_value("AE"))] * len(old))
         elif vr == "UI":
             self._map_uids(ds, tag)
         elif vr in BINARY_VRS:
@@ -299,10 +326,21 @@ class Walker:
         clean or dummy free text inside cleaned or dummied sequences (``codes``: code
         attributes too, see :meth:`walk`)."""
         vr = _vr_of(ds, tag)
+        kw = keyword_of(tag)
         if vr == "SQ":
             self._recurse(ds, tag, path, depth, mode)
+        elif mode != "normal" and not codes and kw == "CodeMeaning":
+            # a coded concept stays, but its meaning is text a person typed into SR
+            # content (a CODE item "Referred by <name>"): the identity words go
+            old = _value_list(peek(ds, tag))
+            vals = [remove_tokens(v, self.ctx.tokens) or "REMOVED" for v in old]
+            if vals != old:
+                set_text(ds, tag, vals)
+        elif vr == "UR" and kw not in DEFINITION_URLS:
+            code = resolve_compound("X/Z/D", attribute_type(self.ctx.sop_class_uid, path, kw))
+            self._apply(ds, tag, code, path, depth, done)
         elif vr == "PN" or (mode != "normal" and vr in TEXT_VRS
-                            and (codes or keyword_of(tag) not in CODE_KEYWORDS)):
+                            and (codes or kw not in CODE_KEYWORDS)):
             if mode == "clean" and vr != "PN":
                 self._clean(ds, tag, vr, path, depth, done)
             else:
@@ -310,7 +348,7 @@ class Walker:
                 if elem.value:
                     elem.value = dummy_value(vr, elem.value)
         elif vr == "UI":
-            if self.ctx.retain_uids or keyword_of(tag) in STRUCTURAL_UID_KEYWORDS:
+            if self.ctx.retain_uids or kw in STRUCTURAL_UID_KEYWORDS:
                 return
             self._map_uids(ds, tag)
         elif vr in DATE_VRS:
@@ -320,8 +358,7 @@ class Walker:
             if self.ctx.modified_dates and self.ctx.offset is not None:
                 self._shift(ds, tag, vr, done)
                 return
-            code = resolve_compound("X/Z/D", attribute_type(self.ctx.sop_class_uid, path,
-                                                            keyword_of(tag)))
+            code = resolve_compound("X/Z/D", attribute_type(self.ctx.sop_class_uid, path, kw))
             self._apply(ds, tag, code, path, depth, done)
 
     # -- helpers ---------------------------------------------------------------------
@@ -413,6 +450,13 @@ class Walker:
             if elem < 0x1000 and (group, elem) not in kept:
                 if tag in ds._dict:
                     del ds[tag]
+
+
+def _holds_token(value: str, tokens: list[str]) -> bool:
+    """Whether ``value`` holds one of ``tokens`` anywhere (case-insensitive; AE titles join
+    words with ``_`` and digits, so word boundaries do not apply)."""
+    low = value.lower()
+    return any(len(t) >= 3 and t.lower() in low for t in tokens)
 
 
 STRING_VRS = TEXT_VRS | {"PN"}

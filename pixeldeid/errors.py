@@ -35,3 +35,12 @@ class MissingDependencyError(ImportError):
         mod = f" (module {module!r} not importable)" if module else ""
         super().__init__(f"{what} needs an optional dependency{mod}: pip install 'pixeldeid[{extra}]'")
         self.extra = extra
+
+
+def shape_of(value: object, limit: int = 32) -> str:
+    """The form of a header value without its content, for error messages (a bad date may
+    be a birth date, a bad time a patient's ID): digits become ``9``, letters ``A``, other
+    characters stay: ``'19470311'`` -> ``'99999999'``."""
+    text = str(value)
+    form = "".join("9" if c.isdigit() else "A" if c.isalpha() else c for c in text[:limit])
+    return repr(form + ("..." if len(text) > limit else ""))

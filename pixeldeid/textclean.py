@@ -112,14 +112,34 @@ def clean_text(value: str, tokens: Iterable[str]) -> str:
 
     Removed spans become ``X``-free gaps; runs of spaces are collapsed.
     """
+    return _tidy(_drop_patterns(_drop_tokens(str(value), tokens)))
+
+
+def remove_tokens(value: str, tokens: Iterable[str]) -> str:
+    """Remove identity tokens only (whole words, case-insensitive), for text that is not
+    free text (a code meaning: "ID" or a number in it is vocabulary, not an identifier).
+    Text without a token is returned as it is."""
     text = str(value)
+    dropped = _drop_tokens(text, tokens)
+    return text if dropped == text else _tidy(dropped)
+
+
+def _drop_tokens(text: str, tokens: Iterable[str]) -> str:
     for tok in tokens:
         if not is_token(tok):
             continue
         text = re.sub(r"(?<![A-Za-z0-9])" + re.escape(tok) + r"(?![A-Za-z0-9])", " ", text,
                       flags=re.I)
+    return text
+
+
+def _drop_patterns(text: str) -> str:
     for pat in _PATTERNS:
         text = pat.sub(" ", text)
+    return text
+
+
+def _tidy(text: str) -> str:
     return re.sub(r"\s{2,}", " ", text).strip(" ,;:-_^")
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from functools import cache
 
-#: UIDs under the DICOM root are defined by the standard (SOP classes, transfer syntaxes,
-#: well-known frames of reference, coding schemes) and are never replaced.
+#: The root of the UIDs the standard defines (see :func:`is_structural`).
 DICOM_ROOT = "1.2.840.10008."
+CONTEXT_GROUP_ROOT = DICOM_ROOT + "6.1."
 
 #: Keywords whose values are class/definition UIDs, never instance identity.
 STRUCTURAL_UID_KEYWORDS = frozenset({
@@ -23,7 +24,7 @@ STRUCTURAL_UID_KEYWORDS = frozenset({
     "TransferSyntaxUID", "ReferencedTransferSyntaxUIDInFile", "ImplementationClassUID",
     "CodingSchemeUID", "ContextGroupExtensionCreatorUID", "MappingResourceUID",
     "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID", "SOPClassesInStudy",
-    "ReferencedColorPaletteInstanceUID", "PrivateRecordUID",
+    "ReferencedColorPaletteInstanceUID", "PrivateRecordUID", "ContextUID",
 })
 
 
@@ -33,8 +34,20 @@ def uid_from_digest(digest: bytes) -> str:
 
 
 def is_structural(uid: str) -> bool:
-    """True for UIDs defined by the standard (under ``1.2.840.10008.``)."""
-    return uid.startswith(DICOM_ROOT)
+    """True for UIDs the standard defines (SOP classes, transfer syntaxes, well-known
+    instances and frames of reference, coding schemes: PS3.6 Annex A, as pydicom lists
+    them, and the context group UIDs of PS3.6 Table A-3). Another UID under
+    ``1.2.840.10008.`` is an instance UID someone allocated under the standard's root,
+    and is replaced like any other."""
+    return uid.startswith(DICOM_ROOT) and (uid in _standard_uids()
+                                           or uid.startswith(CONTEXT_GROUP_ROOT))
+
+
+@cache
+def _standard_uids() -> frozenset[str]:
+    from pydicom._uid_dict import UID_dictionary
+
+    return frozenset(UID_dictionary)
 
 
 class UIDMapper:
