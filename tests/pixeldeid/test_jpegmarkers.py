@@ -61,15 +61,22 @@ def test_clean_jpeg_is_returned_unchanged():
     assert removed == [] and out == data
 
 
-def test_icc_app2_and_adobe_app14_are_kept_other_app2_removed():
+def test_icc_app2_removed_adobe_app14_kept():
     rgb = np.stack([_image(seed=s) for s in range(3)], -1)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", icc_profile=icc)
     data = _insert_after_soi(buf.getvalue(), _segment(0xFFE2, b"FPXR\0\0 Quixmore"))
     out, removed = strip_jpeg_metadata(data)
-    assert removed == ["APP2 FPXR"]
-    assert b"ICC_PROFILE\0" in out and b"Quixmore" not in out
+    assert removed == ["APP2 FPXR", "APP2 ICC_PROFILE"]
+    assert b"ICC_PROFILE\0" not in out and b"Quixmore" not in out
+    np.testing.assert_array_equal(_pil(out), _pil(data))
+    # an ICC profile's text (its description, or anything else) goes with it
+    planted = _insert_after_soi(buf.getvalue(), _segment(
+        0xFFE2, b"ICC_PROFILE\0\x01\x01desc ZQXLEAKNAME1 MRN88231"))
+    out, removed = strip_jpeg_metadata(planted)
+    assert removed.count("APP2 ICC_PROFILE") == 2
+    assert b"ZQXLEAKNAME1" not in out and b"MRN88231" not in out
     np.testing.assert_array_equal(_pil(out), _pil(data))
 
     cmyk = Image.fromarray(np.stack([_image(seed=s) for s in range(4)], -1), "CMYK")
@@ -304,3 +311,163 @@ def test_real_files_decode_identically(name, changed):
         assert out == ds.PixelData
     ds.PixelData = out
     np.testing.assert_array_equal(ds.pixel_array, before)
+
+
+# --- red-team leaks: reserved markers, padding, offset tables, extra fragments ---------
+
+LEAK = b"ZQXLEAKNAME1"
+
+
+def _jfif(seed=0, h=32, w=48) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_image(h, w, seed=seed)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _after_app0(jpeg: bytes, *segments: bytes) -> bytes:
+    end = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    return jpeg[:end] + b"".join(segments) + jpeg[end:]
+
+
+def _pd(bot: bytes, *fragments: bytes) -> bytes:
+    return b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, len(v)) + v for v in (bot, *fragments))
+
+
+@pytest.mark.parametrize("marker", [0xFFC8, 0xFFF0, 0xFFF5, 0xFFFD])
+def test_reserved_jpg_markers_refuse_the_frame(marker):
+    data = _after_app0(_jfif(), _segment(marker, LEAK + b" MRN88231"))
+    with pytest.raises(InputError, match=f"FF{marker & 0xFF:02X}") as exc:
+        strip_jpeg_metadata(data)
+    assert "ZQX" not in exc.value.reason
+    with pytest.raises(InputError):
+        strip_encapsulated(encapsulate([data]), 1)
+
+
+def test_kept_segments_with_extra_bytes_refuse_the_frame():
+    jpeg = _jfif()
+    for marker in (0xFFDB, 0xFFC0, 0xFFC4, 0xFFDA, 0xFFDD):
+        if marker == 0xFFDD:  # (PIL writes no DRI)
+            grown = _after_app0(jpeg, _segment(0xFFDD, b"\0\x10" + LEAK))
+        else:
+            pos = jpeg.index(struct.pack(">H", marker))
+            (length,) = struct.unpack_from(">H", jpeg, pos + 2)
+            grown = (jpeg[:pos + 2] + struct.pack(">H", length + len(LEAK))
+                     + jpeg[pos + 4:pos + 2 + length] + LEAK + jpeg[pos + 2 + length:])
+        with pytest.raises(InputError, match="not as long as its fields"):
+            strip_jpeg_metadata(grown)
+    # JPEG-LS: preset parameters are kept, mapping tables (arbitrary bytes) are refused
+    img = _image(32, 40, seed=2)
+    jls, _ = strip_jpeg_metadata(imagecodecs.jpegls_encode(img))  # (no SPIFF APP8)
+    preset = _segment(0xFFF8, b"\x01" + struct.pack(">5H", 255, 3, 7, 21, 64))
+    out, removed = strip_jpeg_metadata(_insert_after_soi(jls, preset))
+    assert removed == [] and preset in out
+    np.testing.assert_array_equal(imagecodecs.jpegls_decode(out), img)
+    with pytest.raises(InputError, match="mapping table"):
+        strip_jpeg_metadata(_insert_after_soi(jls, _segment(0xFFF8, b"\x02\x01\x01" + LEAK)))
+
+
+@pytest.mark.parametrize("tail", [b"\0" * 6, b"\xff" * 3 + b"\0", b"\0" + LEAK, b"\0\0" + LEAK])
+def test_data_after_eoi_other_than_one_pad_byte_is_removed(tail):
+    jpeg = _jfif()
+    out, removed = strip_jpeg_metadata(jpeg + tail)
+    assert removed == ["trailing data"] and out == jpeg
+    for pad in (b"", b"\0"):  # one padding byte is no room for anything
+        assert strip_jpeg_metadata(jpeg + pad) == (jpeg + pad, [])
+    cs, _ = strip_jpeg_metadata(imagecodecs.jpeg2k_encode(_image(32, 32), codecformat="J2K",
+                                                          level=0))
+    out, removed = strip_jpeg_metadata(cs + tail)
+    assert removed == ["trailing data"] and out == cs
+
+
+def _check_bot(out: bytes, n_frames: int) -> None:
+    """The BOT of ``out`` is empty or exactly the frames' offsets."""
+    (bot_len,) = struct.unpack_from("<I", out, 4)
+    if bot_len:
+        assert bot_len == 4 * n_frames
+        offsets = struct.unpack_from(f"<{n_frames}I", out, 8)
+        starts, pos = [], 8 + bot_len
+        while pos < len(out):
+            starts.append(pos - 8 - bot_len)
+            pos += 8 + struct.unpack_from("<I", out, pos + 4)[0]
+        assert set(offsets) <= set(starts) and offsets[0] == 0
+
+
+def test_basic_offset_table_holding_text_is_rebuilt():
+    jpeg = _jfif()
+    jpeg += b"\0" * (len(jpeg) % 2)
+    pd = _pd(LEAK, jpeg)  # 12 bytes of text as the BOT of a single frame
+    out, removed = strip_encapsulated(pd, 1)
+    assert LEAK not in out and removed == ["Basic Offset Table (not the frames' offsets: rebuilt)"]
+    assert out == _pd(b"\0\0\0\0", jpeg)
+    _check_bot(out, 1)
+    (frame,) = generate_frames(out, number_of_frames=1)
+    np.testing.assert_array_equal(_pil(frame), _pil(jpeg))
+    # several frames: wrong offsets with text in them; a BOT that is too long
+    frames = [_jfif(seed=s) for s in range(3)]
+    frames = [f + b"\0" * (len(f) % 2) for f in frames]
+    for bot in (struct.pack("<3I", 0, 0x4C51585A, 0x454B4145), struct.pack("<4I", 0, 0, 0, 0),
+                LEAK + b"\0\0\0\0"):
+        out, removed = strip_encapsulated(_pd(bot, *frames), 3)
+        assert LEAK not in out and bot not in out and removed
+        _check_bot(out, 3)
+        got = list(generate_frames(out, number_of_frames=3))
+        assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+    # frames spanning fragments with a BOT that is not theirs: grouped by SOI, rebuilt
+    pd = b"".join([_item_bytes(LEAK)] + [b"".join(itemize_frame(f, nr_fragments=2))
+                                          for f in frames])
+    out, removed = strip_encapsulated(pd, 3)
+    assert LEAK not in out and removed
+    _check_bot(out, 3)
+    got = list(generate_frames(out, number_of_frames=3))
+    assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+    # the right table, or an empty one, is left alone
+    for bot in (b"", struct.pack("<3I", *[sum(8 + len(f) for f in frames[:i]) for i in range(3)])):
+        pd = _pd(bot, *frames)
+        assert strip_encapsulated(pd, 3) == (pd, [])
+
+
+def _item_bytes(value: bytes) -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(value)) + value
+
+
+def test_bot_rebuilt_after_stripping_changes_fragment_lengths():
+    frames = [jpeg_with_identity(_image(seed=s), TEXTS) for s in range(3)]
+    out, removed = strip_encapsulated(encapsulate(frames, has_bot=True), 3)
+    assert removed
+    _check_bot(out, 3)
+    got = list(generate_frames(out, number_of_frames=3))
+    assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+
+
+def test_fragments_beyond_the_frames_are_dropped():
+    frames = [_jfif(seed=s) for s in range(2)]
+    frames = [f + b"\0" * (len(f) % 2) for f in frames]
+    extra = LEAK + b" MRN88231"
+    for bot in (b"", struct.pack("<2I", 0, 8 + len(frames[0]))):
+        out, removed = strip_encapsulated(_pd(bot, *frames, extra), 2)
+        assert LEAK not in out and removed == ["frame 2: trailing data"]
+        _check_bot(out, 2)
+        got = list(generate_frames(out, number_of_frames=2))
+        assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+    out, removed = strip_encapsulated(_pd(b"", frames[0], extra), 1)
+    assert LEAK not in out and removed == ["frame 1: trailing data"]
+    # an extra fragment that starts a codestream makes the count wrong: refused
+    with pytest.raises(InputError, match="expected 2"):
+        strip_encapsulated(_pd(b"", *frames, _after_app0(_jfif(), _segment(0xFFFE, LEAK))), 2)
+
+
+def test_extended_offset_table_matches_the_fragments():
+    from pydicom.encaps import encapsulate_extended
+
+    from pixeldeid.jpegmarkers import extended_offset_table
+
+    frames = [jpeg_with_identity(_image(seed=s), TEXTS) for s in range(3)]
+    pd, offsets, lengths = encapsulate_extended(frames)
+    assert extended_offset_table(pd, 3) == (offsets, lengths)
+    out, _ = strip_encapsulated(pd, 3)
+    offsets, lengths = extended_offset_table(out, 3)
+    got = list(generate_frames(out, number_of_frames=3,
+                               extended_offsets=(offsets, lengths)))
+    assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+    assert extended_offset_table(encapsulate(frames, fragments_per_frame=2), 3) is None
+
