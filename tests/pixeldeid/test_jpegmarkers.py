@@ -471,3 +471,102 @@ def test_extended_offset_table_matches_the_fragments():
     assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
     assert extended_offset_table(encapsulate(frames, fragments_per_frame=2), 3) is None
 
+
+# --- video elementary streams ----------------------------------------------------------
+
+
+def _nal(kind: str, t: int, payload: bytes, zero_byte: bool = True) -> bytes:
+    head = bytes([t]) if kind == "h264" else struct.pack(">H", t << 9 | 1)
+    return (b"\0" if zero_byte else b"") + b"\0\0\1" + head + payload
+
+
+def _sei(kind: str, t: int) -> bytes:
+    # user_data_unregistered (payload type 5): a 16-byte UUID and free text
+    text = b"\x11" * 16 + LEAK + b" MRN88231"
+    return _nal(kind, t, bytes([5, len(text)]) + text + b"\x80")
+
+
+@pytest.mark.parametrize("kind,sei_types,keep", [
+    ("h264", (6,), [(9, b"\x10"), (7, b"\x64\x00\x29\xac"), (8, b"\xee\x3c\x80"),
+                    (5, b"\x88\x84\x00\x33\xff"), (1, b"\x9a\x02\x03")]),
+    ("hevc", (39, 40), [(35, b"\x50"), (32, b"\x0c\x01\xff"), (33, b"\x01\x01\x60"),
+                        (34, b"\xc1\x72"), (19, b"\xaf\x00\x80"), (1, b"\x02\x03\x04")]),
+])
+def test_video_sei_nal_units_removed_others_copied(kind, sei_types, keep):
+    from pixeldeid.videostreams import strip_video_stream
+
+    units = [_nal(kind, t, p) for t, p in keep]
+    stream = units[0] + units[1] + units[2]
+    for t in sei_types:
+        stream += _sei(kind, t)
+    stream += units[3] + b"\0\0" + _sei(kind, sei_types[-1]) + b"".join(units[4:]) + b"\0\0"
+    out, removed = strip_video_stream(stream, kind)
+    assert LEAK not in out and len(removed) == len(sei_types) + 1
+    assert all("SEI" in r for r in removed)
+    assert out == b"".join(units) + b"\0\0"
+    clean = b"".join(units)
+    assert strip_video_stream(clean, kind) == (clean, [])
+
+
+def test_mpeg2_user_data_removed():
+    from pixeldeid.videostreams import strip_video_stream
+
+    seq = b"\0\0\1\xb3\x01\x00\x10\x13\xff\xff\xe0\x18"
+    ext = b"\0\0\1\xb5\x14\x8a\x00\x01\x00\x00"
+    gop = b"\0\0\1\xb8\x00\x08\x00\x00"
+    pic = b"\0\0\1\x00\x00\x0f\xff\xf8"
+    slc = b"\0\0\1\x01\x12\x34\x56"
+    user = b"\0\0\1\xb2" + LEAK + b" MRN88231"
+    out, removed = strip_video_stream(seq + ext + user + gop + pic + user + slc, "mpeg2")
+    assert removed == ["MPEG-2 user data"] * 2 and LEAK not in out
+    assert out == seq + ext + gop + pic + slc
+    with pytest.raises(InputError, match="sequence header"):
+        strip_video_stream(b"\0\0\1\xba" + b"\x44" * 10 + seq, "mpeg2")  # program stream
+    with pytest.raises(InputError, match="start code B9"):
+        strip_video_stream(seq + b"\0\0\1\xb9", "mpeg2")
+
+
+def _box(t: bytes, p: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(p)) + t + p
+
+
+@pytest.mark.parametrize("kind,stream,why", [
+    ("h264", _box(b"ftyp", b"isom\0\0\2\0isomavc1")
+     + _box(b"moov", _box(b"udta", _box(b"\xa9nam", LEAK))), "ISO BMFF"),
+    ("hevc", _box(b"ftyp", b"x" * 240) + _box(b"mdat", LEAK), "ISO BMFF"),  # size 00 00 01 00
+    ("h264", b"\x47\x40\x00\x10" + LEAK, "transport stream"),
+    ("hevc", LEAK + b"\0\0\1\x40\x01", "does not start like"),
+    ("h264", _nal("h264", 7, b"\x64") + _nal("h264", 24, LEAK), "NAL unit type 24"),
+    ("h264", _nal("h264", 7, b"\x64") + _nal("h264", 0, LEAK), "NAL unit type 0"),
+    ("hevc", _nal("hevc", 32, b"\x0c") + _nal("hevc", 50, LEAK), "NAL unit type 50"),
+    ("hevc", _nal("hevc", 32, b"\x0c") + _nal("hevc", 41, LEAK), "NAL unit type 41"),
+    ("mpeg2", LEAK, "does not start like"),
+])
+def test_video_streams_that_cannot_be_checked_are_refused(kind, stream, why):
+    from pixeldeid.videostreams import strip_video_stream
+
+    with pytest.raises(InputError, match=why) as exc:
+        strip_video_stream(stream, kind)
+    assert "ZQX" not in exc.value.reason
+
+
+def test_strip_video_keeps_encapsulation():
+    from pixeldeid.videostreams import strip_video
+
+    stream = _nal("h264", 7, b"\x64\x00\x1f") + _sei("h264", 6) + _nal("h264", 5, b"\x88\x84\x21")
+    pd = encapsulate([stream], has_bot=False)
+    out, removed = strip_video(pd, "1.2.840.10008.1.2.4.102")
+    assert removed == ["video: H.264 SEI"] and LEAK not in out
+    (frag,) = generate_frames(out, number_of_frames=1)
+    assert frag.rstrip(b"\0") == (_nal("h264", 7, b"\x64\x00\x1f")
+                                  + _nal("h264", 5, b"\x88\x84\x21")).rstrip(b"\0")
+    clean = encapsulate([_nal("h264", 7, b"\x64\x00\x1f") + b"\0"], has_bot=False)
+    assert strip_video(clean, "1.2.840.10008.1.2.4.102") == (clean, [])
+    # a stream in several fragments (a fragmentable transfer syntax): no more fragments
+    long = b"".join(_nal("h264", 1, bytes([0x9A]) + bytes(range(1, 200))) for _ in range(10))
+    pd = b"".join([_item_bytes(b"")] + [_item_bytes(c) for c in
+                                         (long[:615], _sei("h264", 6) + long[615:1435],
+                                          long[1435:])])
+    out, removed = strip_video(pd, "1.2.840.10008.1.2.4.102.1")
+    assert removed == ["video: H.264 SEI"] and LEAK not in out
+    assert b"".join(generate_frames(out, number_of_frames=1)).rstrip(b"\0") == long
