@@ -544,10 +544,20 @@ class Deidentifier:
                   and t.lower() not in _DUMMY_WORDS]
         if not tokens:
             return
-        hits = find_tokens(header, tokens, getattr(ds, "_character_set", None) or ())
+        charsets = getattr(ds, "_character_set", None) or ()
+        hits = find_tokens(header, tokens, charsets)
         if hits:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
+        # compressed pixel data (JPEG, JPEG 2000, video...) can carry text the stripping
+        # does not know of; native pixel values are numbers and are not searched
+        ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "")))
+        if ts.is_encapsulated and "PixelData" in ds:
+            hits = find_tokens(bytes(ds.PixelData), tokens, charsets)
+            if hits:
+                raise DeidError(f"identity still present in the compressed pixel data after "
+                                f"its metadata was removed ({len(hits)} value(s), e.g. length "
+                                f"{len(hits[0])})", source)
 
     def write(self, ds: Dataset, path: str | os.PathLike, source: str | None = None) -> InstanceResult:
         """Encode ``ds`` and write it atomically to ``path``."""

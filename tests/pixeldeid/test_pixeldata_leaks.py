@@ -18,7 +18,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended, itemize_frame
 from pydicom.pixels import iter_pixels
-from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import JPEGBaseline8Bit, RLELossless, SecondaryCaptureImageStorage, generate_uid
 
 from pixeldeid.cli import main
 
@@ -236,3 +236,20 @@ def test_mpeg2_user_data_with_identity_is_removed(tmp_path, key_file):
     assert len(released) == 1 and not reasons
     _no_leak(released)
 
+
+def test_identity_in_other_compressed_pixel_data_quarantines(tmp_path, key_file):
+    """RLE (nothing to strip): a frame whose bytes spell the patient's name is refused by
+    the residual check of the encapsulated pixel data, the name not echoed."""
+    from pydicom.pixels import compress
+
+    ds = _dataset(JPEGBaseline8Bit, b"")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    img = np.zeros((32, 32), np.uint8)
+    img[5, 2:2 + len(NAME)] = np.frombuffer(NAME, np.uint8)
+    ds.PixelData = img.tobytes()
+    ds["PixelData"].is_undefined_length = False
+    compress(ds, RLELossless, encoding_plugin="pydicom")
+    assert NAME in ds.PixelData
+    released, reasons = _run(tmp_path, key_file, ds)
+    assert released == [] and len(reasons) == 1 and "pixel data" in reasons[0]
+    _no_leak(released, reasons)
