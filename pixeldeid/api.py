@@ -491,26 +491,51 @@ class Deidentifier:
 
     # -- encoding --------------------------------------------------------------------
     def encode(self, ds: Dataset, source: str | None = None) -> tuple[bytes, list[str]]:
-        """Serialize a de-identified dataset; strip JPEG metadata; check for residual identity.
+        """Serialize a de-identified dataset; strip compressed pixel data metadata (JPEG
+        segments, video SEI/user data); check for residual identity.
 
-        Returns the file bytes and the names of removed JPEG segments.
+        Returns the file bytes and the names of the removed segments and units.
         """
         removed: list[str] = []
         ts = str(peek(ds.file_meta, "TransferSyntaxUID"))
-        if self.config.strip_jpeg_metadata and ts in JPEG_TRANSFER_SYNTAXES and "PixelData" in ds:
-            from .jpegmarkers import strip_encapsulated
-
-            frames = int(peek(ds, "NumberOfFrames", 1) or 1)
-            try:
-                new, removed = strip_encapsulated(ds.PixelData, frames)
-            except DeidError as exc:
-                raise DeidError(f"pixel data: {exc.reason}", source) from None
-            if removed:
-                ds.PixelData = new
+        if self.config.strip_jpeg_metadata and "PixelData" in ds:
+            removed = self._strip_pixel_data(ds, ts, source)
         data, header = encode_part10(ds)
         if self.config.residual_check:
             self._residual(ds, header, source)
         return data, removed
+
+    @staticmethod
+    def _strip_pixel_data(ds: Dataset, ts: str, source: str | None) -> list[str]:
+        """Strip JPEG/J2K frames or a video stream; make the Extended Offset Table match
+        the fragments written (recomputed, or removed where a frame spans fragments)."""
+        from .jpegmarkers import extended_offset_table, strip_encapsulated
+        from .videostreams import VIDEO_TRANSFER_SYNTAXES, strip_video
+
+        removed: list[str] = []
+        frames = int(peek(ds, "NumberOfFrames", 1) or 1)
+        try:
+            new = None
+            if ts in JPEG_TRANSFER_SYNTAXES:
+                new, removed = strip_encapsulated(ds.PixelData, frames)
+            elif ts in VIDEO_TRANSFER_SYNTAXES:
+                new, removed = strip_video(ds.PixelData, ts)
+            if new is not None and removed:
+                ds.PixelData = new
+            eot = [kw for kw in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths") if kw in ds]
+            if eot:
+                table = None
+                if UID(ts).is_encapsulated and ts not in VIDEO_TRANSFER_SYNTAXES:
+                    table = extended_offset_table(ds.PixelData, frames)
+                if table is None:
+                    for kw in eot:
+                        delattr(ds, kw)
+                elif (peek(ds, "ExtendedOffsetTable"),
+                      peek(ds, "ExtendedOffsetTableLengths")) != table:
+                    ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = table
+        except DeidError as exc:
+            raise DeidError(f"pixel data: {exc.reason}", source) from None
+        return removed
 
     def _residual(self, ds: Dataset, header: bytes, source: str | None) -> None:
         vocab = dicom_vocabulary()
@@ -519,10 +544,20 @@ class Deidentifier:
                   and t.lower() not in _DUMMY_WORDS]
         if not tokens:
             return
-        hits = find_tokens(header, tokens, getattr(ds, "_character_set", None) or ())
+        charsets = getattr(ds, "_character_set", None) or ()
+        hits = find_tokens(header, tokens, charsets)
         if hits:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
+        # compressed pixel data (JPEG, JPEG 2000, video...) can carry text the stripping
+        # does not know of; native pixel values are numbers and are not searched
+        ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "")))
+        if ts.is_encapsulated and "PixelData" in ds:
+            hits = find_tokens(bytes(ds.PixelData), tokens, charsets)
+            if hits:
+                raise DeidError(f"identity still present in the compressed pixel data after "
+                                f"its metadata was removed ({len(hits)} value(s), e.g. length "
+                                f"{len(hits[0])})", source)
 
     def write(self, ds: Dataset, path: str | os.PathLike, source: str | None = None) -> InstanceResult:
         """Encode ``ds`` and write it atomically to ``path``."""

@@ -2,23 +2,34 @@
 
 Compressed frames in encapsulated DICOM Pixel Data can carry identity outside the
 DICOM header: EXIF/XMP APP1 segments (camera owner, artist, dates), COM comments,
-IPTC APP13, JUMBF APP11 and other application segments. ``strip_jpeg_metadata``
-walks the marker segments and drops them, copying the entropy-coded data verbatim
-(no decoding, no quality loss).
+IPTC APP13, JUMBF APP11, ICC profiles (APP2, whose description text can be set to
+anything) and other application segments. ``strip_jpeg_metadata`` walks the marker
+segments and drops them, copying the entropy-coded data verbatim (no decoding, no
+quality loss).
 
 Kept, because decoders need them for colour: the JFIF APP0 header (its thumbnail
-removed), the Adobe APP14 colour-transform marker (its 12 fixed bytes only) and
-ICC_PROFILE APP2 segments (a colour profile; its text fields describe a device, not a
-person). All other APPn segments (APP0 other than
-JFIF such as the JFXX thumbnail, APP1..APP15 otherwise) and COM are removed, both in
-the header and between the scans of progressive or multi-scan images. The same
-marker syntax serves baseline, extended, progressive and lossless JPEG
-(ITU-T T.81) and JPEG-LS (SOF55, ITU-T T.87).
+removed) and the Adobe APP14 colour-transform marker (its 12 fixed bytes only). All
+other APPn segments (APP0 other than JFIF such as the JFXX thumbnail, ICC_PROFILE and
+every other APP2, APP1, APP3..APP15) and COM are removed, both in the header and
+between the scans of progressive or multi-scan images. The other kept segments
+(SOFn, DHT, DQT, DAC, DRI, DNL, DHP, EXP, SOS, JPEG-LS SOF55 and LSE preset
+parameters) are copied only when their length is exactly what their fields describe,
+so no extra bytes can ride in them. Markers whose content cannot be checked (the
+reserved JPG marker FFC8, JPGn FFF0..FFFD other than JPEG-LS SOF55/LSE, JPEG-LS
+mapping tables, RES and unknown markers) make the frame refused, never copied. Data
+after EOI other than one padding byte is removed. The same marker syntax serves
+baseline, extended, progressive and lossless JPEG (ITU-T T.81) and JPEG-LS (SOF55,
+ITU-T T.87).
 
 JPEG 2000 (and HTJ2K) codestreams keep everything except COM marker segments
 (FF64), which may hold free text, in the main header and in tile-part headers.
-"""
 
+``strip_encapsulated`` applies this to every frame of encapsulated Pixel Data and
+makes the Basic Offset Table either empty or exactly the offsets of the frames
+(a table holding anything else is rebuilt); fragments after the end of the last
+frame's codestream are removed. ``extended_offset_table`` computes the Extended
+Offset Table of the result.
+"""
 from __future__ import annotations
 
 import logging
@@ -26,15 +37,19 @@ import struct
 
 from pixeldeid.errors import InputError
 
-__all__ = ["strip_jpeg_metadata", "strip_encapsulated", "frame_kind"]
+__all__ = ["strip_jpeg_metadata", "strip_encapsulated", "frame_kind", "extended_offset_table"]
 
 logger = logging.getLogger(__name__)
 
 SOI, EOI, SOS, COM = 0xD8, 0xD9, 0xDA, 0xFE
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM, RST0..7
-# markers that carry a segment and are safe to copy: SOFn, DHT, DAC, DQT, DNL, DRI,
-# DHP, EXP, SOF55 (JPEG-LS), LSE (JPEG-LS preset parameters)
-_SEGMENTS_KEEP = {*range(0xC0, 0xD0), 0xDB, 0xDC, 0xDD, 0xDE, 0xDF, 0xF7, 0xF8}
+# markers that carry a segment and are copied once their length is checked against their
+# fields (_check_kept): SOFn, DHT, DAC, DQT, DNL, DRI, DHP, EXP, SOF55 (JPEG-LS), LSE
+# (JPEG-LS preset parameters). Not FFC8 (JPG, reserved) nor FFF0..FFFD otherwise (JPGn):
+# their content is unknown, so a frame holding them is refused.
+_SOF = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0),
+        0xDE, 0xF7}  # SOFn, DHP, SOF55
+_SEGMENTS_KEEP = {*_SOF, 0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xDF, 0xF8}
 # APPn identifiers that may be named in the report (never echo unknown identifiers:
 # a crafted segment could put a name where the identifier should be)
 _KNOWN_IDS = (
@@ -77,8 +92,6 @@ def _app_name(marker: int, payload: bytes) -> str:
 def _keep_app(marker: int, payload: bytes) -> bool:
     if marker == 0xE0:
         return payload.startswith(b"JFIF\0")
-    if marker == 0xE2:
-        return payload.startswith(b"ICC_PROFILE\0")
     if marker == 0xEE:
         return payload.startswith(b"Adobe")
     return False
@@ -92,6 +105,48 @@ def _trim_kept(marker: int, payload: bytes) -> bytes | None:
     if marker == 0xEE and len(payload) > 12:
         return payload[:12]  # "Adobe", version, flags0, flags1, transform
     return None
+
+
+def _check_kept(marker: int, payload: bytes, pos: int) -> None:
+    """Raise unless ``payload`` of a kept segment is exactly as long as its fields say
+    (T.81 B.2, T.87 C.2): extra bytes in a copied segment could hold anything."""
+    n = len(payload)
+    ok = n > 0
+    if marker in _SOF:  # P, Y, X, Nf, Nf x (C, H/V, Tq)
+        ok = n >= 6 and n == 6 + 3 * payload[5]
+    elif marker == SOS:  # Ns, Ns x (Cs, Td/Ta or Tm), Ss/NEAR, Se/ILV, Ah/Al
+        ok = n >= 1 and n == 4 + 2 * payload[0]
+    elif marker == 0xC4:  # DHT: (Tc/Th, 16 counts, values)+
+        i = 0
+        while ok and i < n:
+            ok = i + 17 <= n
+            i += 17 + sum(payload[i + 1:i + 17])
+        ok = ok and i == n
+    elif marker == 0xDB:  # DQT: (Pq/Tq, 64 or 128 bytes)+
+        i = 0
+        while i < n:
+            i += 1 + (128 if payload[i] >> 4 else 64)
+        ok = ok and i == n
+    elif marker == 0xCC:  # DAC: (Tc/Tb, Cs)+
+        ok = ok and n % 2 == 0
+    elif marker in (0xDC, 0xDD):  # DNL, DRI (JPEG-LS allows 2..4 byte values)
+        ok = 2 <= n <= 4
+    elif marker == 0xDF:  # EXP: Eh/Ev
+        ok = n == 1
+    elif marker == 0xF8:  # LSE: preset coding parameters (ID 1) or oversize size (ID 4)
+        if payload[:1] == b"\x02" or payload[:1] == b"\x03":
+            raise InputError(f"JPEG-LS mapping table (LSE) at byte {pos}: its content cannot "
+                             f"be checked")
+        ok = (payload[:1] == b"\x01" and n == 11) or (
+            payload[:1] == b"\x04" and n >= 2 and n == 2 + 2 * payload[1])
+    if not ok:
+        raise InputError(f"JPEG marker segment FF{marker:02X} at byte {pos} is not as long "
+                         f"as its fields (extra or missing bytes)")
+
+
+def _tail_ok(tail: bytes) -> bool:
+    """Whether ``tail`` after EOI/EOC is at most one padding byte (kept)."""
+    return len(tail) <= 1 and not tail.strip(_PAD)
 
 
 def _segment(data: bytes, pos: int) -> tuple[int, int]:
@@ -142,8 +197,8 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
     -------
     data : bytes
         The frame without the segments; ``frame`` itself when nothing was removed.
-        Entropy-coded data is copied verbatim. Zero padding after EOI is kept, other
-        data after EOI is removed (reported as ``"trailing data"``).
+        Entropy-coded data is copied verbatim. One padding byte (00 or FF) after EOI is
+        kept, any other data after EOI is removed (reported as ``"trailing data"``).
     removed : list of str
         Names of the removed segments, e.g. ``["APP1 Exif", "COM"]``; identifiers of
         unknown APPn segments are not echoed.
@@ -151,12 +206,14 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
     Raises
     ------
     InputError
-        Not a JPEG/JPEG 2000 codestream, truncated, a reserved marker, a JP2 file
-        wrapper, or a tile-part COM that cannot be removed safely.
+        Not a JPEG/JPEG 2000 codestream, truncated, a reserved or unknown marker (FFC8,
+        JPGn), a kept segment whose length does not match its fields, an unknown JP2
+        box, or a tile-part COM that cannot be removed safely.
 
     Notes
     -----
-    Kept: JFIF APP0, ICC_PROFILE APP2 (colour data) and Adobe APP14 (colour transform).
+    Kept: JFIF APP0 (trimmed) and Adobe APP14 (colour transform, trimmed). ICC_PROFILE
+    APP2 is removed like every other APPn.
     """
     frame = bytes(frame)
     kind = frame_kind(frame)
@@ -179,10 +236,10 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
         if marker == EOI:
             out.append(frame[start:pos + 2])
             tail = frame[pos + 2:]
-            if tail.strip(_PAD):
-                removed.append("trailing data")
-            else:
+            if _tail_ok(tail):
                 out.append(tail)
+            else:
+                removed.append("trailing data")
             break
         if marker in _STANDALONE:
             out.append(frame[start:pos + 2])
@@ -204,10 +261,12 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
                 removed.append(_app_name(marker, payload))
             pos = end
         elif marker == SOS:
+            _check_kept(marker, frame[pos + 4:end], pos)
             scan_end = _entropy_end(frame, end)
             out.append(frame[start:scan_end])
             pos = scan_end
         elif marker in _SEGMENTS_KEEP:
+            _check_kept(marker, frame[pos + 4:end], pos)
             out.append(frame[start:end])
             pos = end
         else:
@@ -245,7 +304,7 @@ def _strip_j2k(cs: bytes) -> tuple[bytes, list[str]]:
     while pos < n:
         if cs[pos:pos + 2] == b"\xff\xd9":
             tail = cs[pos + 2:]
-            if tail.strip(_PAD):
+            if not _tail_ok(tail):
                 removed.append("trailing data")
                 tail = b""
             out.append(cs[pos:pos + 2] + tail)
@@ -276,7 +335,7 @@ def _strip_j2k(cs: bytes) -> tuple[bytes, list[str]]:
         if psot == 0:
             body_end = n
             eoc = cs.rfind(b"\xff\xd9")
-            if eoc >= hpos and not cs[eoc + 2:].strip(_PAD):
+            if eoc >= hpos:  # (what follows it is checked at EOC below)
                 body_end = eoc
         else:
             body_end = part_end
@@ -300,7 +359,7 @@ def _strip_jp2(data: bytes) -> tuple[bytes, list[str]]:
     pos, n = 0, len(data)
     while pos < n:
         if pos + 8 > n:
-            if data[pos:].strip(_PAD):
+            if not _tail_ok(data[pos:]):
                 raise InputError(f"truncated JP2 box header at byte {pos}")
             out.append(data[pos:])
             break
@@ -355,8 +414,40 @@ def _items(buffer: bytes) -> list[bytes]:
     return items
 
 
+def _offsets(frames: list[list[bytes]]) -> list[int]:
+    """Byte offsets of the first fragment item of each frame, from the first fragment."""
+    offsets, pos = [], 0
+    for frags in frames:
+        offsets.append(pos)
+        pos += sum(8 + len(f) for f in frags)
+    return offsets
+
+
+def _frames_by_bot(bot: bytes, frags: list[bytes], number_of_frames: int) -> list[list[bytes]]:
+    if len(bot) % 4:
+        raise InputError("Basic Offset Table length is not a multiple of 4")
+    offsets = list(struct.unpack(f"<{len(bot) // 4}I", bot))
+    if len(offsets) != number_of_frames or offsets[0] != 0:
+        raise InputError("Basic Offset Table does not match Number of Frames")
+    starts, pos = {}, 0
+    for i, f in enumerate(frags):
+        starts[pos] = i
+        pos += 8 + len(f)
+    if any(o not in starts for o in offsets):
+        raise InputError("Basic Offset Table offset is not at a fragment boundary")
+    idx = [starts[o] for o in offsets] + [len(frags)]
+    if any(a >= b for a, b in zip(idx[:-1], idx[1:], strict=True)):
+        raise InputError("Basic Offset Table offsets are not increasing")
+    return [frags[a:b] for a, b in zip(idx[:-1], idx[1:], strict=True)]
+
+
 def _frames(items: list[bytes], number_of_frames: int) -> list[list[bytes]]:
-    """Group fragments into frames using the BOT or the codestream start markers."""
+    """Group fragments into frames using the BOT or the codestream start markers.
+
+    A Basic Offset Table is trusted only where the grouping needs it (several frames,
+    more fragments than frames) and only when it is consistent; otherwise frames begin at
+    the fragments that start a codestream. The caller checks the table against the result.
+    """
     bot, frags = items[0], items[1:]
     if number_of_frames < 1:
         raise InputError(f"invalid Number of Frames {number_of_frames}")
@@ -367,22 +458,11 @@ def _frames(items: list[bytes], number_of_frames: int) -> list[list[bytes]]:
     if len(frags) == number_of_frames:
         return [[f] for f in frags]
     if bot:
-        if len(bot) % 4:
-            raise InputError("Basic Offset Table length is not a multiple of 4")
-        offsets = list(struct.unpack(f"<{len(bot) // 4}I", bot))
-        if len(offsets) != number_of_frames or offsets[0] != 0:
-            raise InputError("Basic Offset Table does not match Number of Frames")
-        starts, pos = {}, 0
-        for i, f in enumerate(frags):
-            starts[pos] = i
-            pos += 8 + len(f)
-        if any(o not in starts for o in offsets):
-            raise InputError("Basic Offset Table offset is not at a fragment boundary")
-        idx = [starts[o] for o in offsets] + [len(frags)]
-        if idx != sorted(idx):
-            raise InputError("Basic Offset Table offsets are not increasing")
-        return [frags[a:b] for a, b in zip(idx[:-1], idx[1:], strict=True)]
-    # no BOT: a frame begins at a fragment that starts with SOI or SOC+SIZ
+        try:
+            return _frames_by_bot(bot, frags, number_of_frames)
+        except InputError as exc:
+            logger.debug("Basic Offset Table not used: %s", exc.reason)
+    # no usable BOT: a frame begins at a fragment that starts with SOI or SOC+SIZ
     groups: list[list[bytes]] = []
     for f in frags:
         if f[:2] == b"\xff\xd8" or f[:4] == b"\xff\x4f\xff\x51" or f[:12] == JP2_SIGNATURE:
@@ -417,10 +497,13 @@ def strip_encapsulated(pixel_data: bytes, number_of_frames: int) -> tuple[bytes,
     -------
     data : bytes
         New Pixel Data value: ``pixel_data`` itself (bit-identical) when nothing was
-        removed; otherwise unchanged frames keep their fragments, changed frames
-        become one fragment each, and a non-empty Basic Offset Table is recomputed
-        (an empty one stays empty). An Extended Offset Table in the dataset is made
-        stale by a change and must be removed or recomputed by the caller.
+        removed and the Basic Offset Table is empty or exactly right; otherwise unchanged
+        frames keep their fragments, changed frames become one fragment each, and the
+        Basic Offset Table is the frames' offsets (an empty one stays empty). A Basic
+        Offset Table that is not exactly the frames' offsets is rebuilt (reported as
+        ``"Basic Offset Table"``). Fragments after the end of a frame's codestream go
+        with its trailing data. An Extended Offset Table in the dataset is made stale by
+        a change: see :func:`extended_offset_table`.
     removed : list of str
         ``"frame N: NAME"`` for each removed segment (N from 1).
 
@@ -433,21 +516,40 @@ def strip_encapsulated(pixel_data: bytes, number_of_frames: int) -> tuple[bytes,
     pixel_data = bytes(pixel_data)
     items = _items(pixel_data)
     frames = _frames(items, int(number_of_frames))
+    bot = items[0]
+    bot_ok = not bot or bot == struct.pack(f"<{len(frames)}I", *_offsets(frames))
     removed: list[str] = []
     new_frames: list[list[bytes]] = []
     for i, frags in enumerate(frames, start=1):
         data, names = strip_jpeg_metadata(b"".join(frags))
         removed.extend(f"frame {i}: {name}" for name in names)
         new_frames.append([data] if names else frags)
-    if not removed:
+    if not removed and bot_ok:
         return pixel_data, []
-    body: list[bytes] = []
-    offsets, pos = [], 0
-    for frags in new_frames:
-        offsets.append(pos)
-        for f in frags:
-            it = _item(f)
-            body.append(it)
-            pos += len(it)
-    bot = struct.pack(f"<{len(offsets)}I", *offsets) if items[0] else b""
-    return _item(bot) + b"".join(body), removed
+    if not bot_ok:
+        removed.append("Basic Offset Table (not the frames' offsets: rebuilt)")
+    body = [_item(f) for frags in new_frames for f in frags]
+    new_bot = b""
+    if bot:  # offsets of the items as written (_item pads odd fragments)
+        offsets, pos = [], 0
+        for frags in new_frames:
+            offsets.append(pos)
+            pos += sum(8 + len(f) + len(f) % 2 for f in frags)
+        new_bot = struct.pack(f"<{len(offsets)}I", *offsets)
+    return _item(new_bot) + b"".join(body), removed
+
+
+def extended_offset_table(pixel_data: bytes, number_of_frames: int) -> tuple[bytes, bytes] | None:
+    """The Extended Offset Table and its Lengths (7FE0,0001/0002) of encapsulated Pixel Data.
+
+    Returns the two OV values (little endian 64-bit): the offset of each frame's item
+    from the first fragment's item and the length of its fragment; ``None`` when a frame
+    spans several fragments (PS3.5 A.4: the table is then not allowed).
+    """
+    items = _items(bytes(pixel_data))
+    frags = items[1:]
+    if len(frags) != int(number_of_frames):
+        return None
+    offsets = _offsets([[f] for f in frags])
+    return (struct.pack(f"<{len(frags)}Q", *offsets),
+            struct.pack(f"<{len(frags)}Q", *(len(f) for f in frags)))

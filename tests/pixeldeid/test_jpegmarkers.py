@@ -61,15 +61,22 @@ def test_clean_jpeg_is_returned_unchanged():
     assert removed == [] and out == data
 
 
-def test_icc_app2_and_adobe_app14_are_kept_other_app2_removed():
+def test_icc_app2_removed_adobe_app14_kept():
     rgb = np.stack([_image(seed=s) for s in range(3)], -1)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", icc_profile=icc)
     data = _insert_after_soi(buf.getvalue(), _segment(0xFFE2, b"FPXR\0\0 Quixmore"))
     out, removed = strip_jpeg_metadata(data)
-    assert removed == ["APP2 FPXR"]
-    assert b"ICC_PROFILE\0" in out and b"Quixmore" not in out
+    assert removed == ["APP2 FPXR", "APP2 ICC_PROFILE"]
+    assert b"ICC_PROFILE\0" not in out and b"Quixmore" not in out
+    np.testing.assert_array_equal(_pil(out), _pil(data))
+    # an ICC profile's text (its description, or anything else) goes with it
+    planted = _insert_after_soi(buf.getvalue(), _segment(
+        0xFFE2, b"ICC_PROFILE\0\x01\x01desc ZQXLEAKNAME1 MRN88231"))
+    out, removed = strip_jpeg_metadata(planted)
+    assert removed.count("APP2 ICC_PROFILE") == 2
+    assert b"ZQXLEAKNAME1" not in out and b"MRN88231" not in out
     np.testing.assert_array_equal(_pil(out), _pil(data))
 
     cmyk = Image.fromarray(np.stack([_image(seed=s) for s in range(4)], -1), "CMYK")
@@ -304,3 +311,262 @@ def test_real_files_decode_identically(name, changed):
         assert out == ds.PixelData
     ds.PixelData = out
     np.testing.assert_array_equal(ds.pixel_array, before)
+
+
+# --- red-team leaks: reserved markers, padding, offset tables, extra fragments ---------
+
+LEAK = b"ZQXLEAKNAME1"
+
+
+def _jfif(seed=0, h=32, w=48) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_image(h, w, seed=seed)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _after_app0(jpeg: bytes, *segments: bytes) -> bytes:
+    end = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    return jpeg[:end] + b"".join(segments) + jpeg[end:]
+
+
+def _pd(bot: bytes, *fragments: bytes) -> bytes:
+    return b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, len(v)) + v for v in (bot, *fragments))
+
+
+@pytest.mark.parametrize("marker", [0xFFC8, 0xFFF0, 0xFFF5, 0xFFFD])
+def test_reserved_jpg_markers_refuse_the_frame(marker):
+    data = _after_app0(_jfif(), _segment(marker, LEAK + b" MRN88231"))
+    with pytest.raises(InputError, match=f"FF{marker & 0xFF:02X}") as exc:
+        strip_jpeg_metadata(data)
+    assert "ZQX" not in exc.value.reason
+    with pytest.raises(InputError):
+        strip_encapsulated(encapsulate([data]), 1)
+
+
+def test_kept_segments_with_extra_bytes_refuse_the_frame():
+    jpeg = _jfif()
+    for marker in (0xFFDB, 0xFFC0, 0xFFC4, 0xFFDA, 0xFFDD):
+        if marker == 0xFFDD:  # (PIL writes no DRI)
+            grown = _after_app0(jpeg, _segment(0xFFDD, b"\0\x10" + LEAK))
+        else:
+            pos = jpeg.index(struct.pack(">H", marker))
+            (length,) = struct.unpack_from(">H", jpeg, pos + 2)
+            grown = (jpeg[:pos + 2] + struct.pack(">H", length + len(LEAK))
+                     + jpeg[pos + 4:pos + 2 + length] + LEAK + jpeg[pos + 2 + length:])
+        with pytest.raises(InputError, match="not as long as its fields"):
+            strip_jpeg_metadata(grown)
+    # JPEG-LS: preset parameters are kept, mapping tables (arbitrary bytes) are refused
+    img = _image(32, 40, seed=2)
+    jls, _ = strip_jpeg_metadata(imagecodecs.jpegls_encode(img))  # (no SPIFF APP8)
+    preset = _segment(0xFFF8, b"\x01" + struct.pack(">5H", 255, 3, 7, 21, 64))
+    out, removed = strip_jpeg_metadata(_insert_after_soi(jls, preset))
+    assert removed == [] and preset in out
+    np.testing.assert_array_equal(imagecodecs.jpegls_decode(out), img)
+    with pytest.raises(InputError, match="mapping table"):
+        strip_jpeg_metadata(_insert_after_soi(jls, _segment(0xFFF8, b"\x02\x01\x01" + LEAK)))
+
+
+@pytest.mark.parametrize("tail", [b"\0" * 6, b"\xff" * 3 + b"\0", b"\0" + LEAK, b"\0\0" + LEAK])
+def test_data_after_eoi_other_than_one_pad_byte_is_removed(tail):
+    jpeg = _jfif()
+    out, removed = strip_jpeg_metadata(jpeg + tail)
+    assert removed == ["trailing data"] and out == jpeg
+    for pad in (b"", b"\0"):  # one padding byte is no room for anything
+        assert strip_jpeg_metadata(jpeg + pad) == (jpeg + pad, [])
+    cs, _ = strip_jpeg_metadata(imagecodecs.jpeg2k_encode(_image(32, 32), codecformat="J2K",
+                                                          level=0))
+    out, removed = strip_jpeg_metadata(cs + tail)
+    assert removed == ["trailing data"] and out == cs
+
+
+def _check_bot(out: bytes, n_frames: int) -> None:
+    """The BOT of ``out`` is empty or exactly the frames' offsets."""
+    (bot_len,) = struct.unpack_from("<I", out, 4)
+    if bot_len:
+        assert bot_len == 4 * n_frames
+        offsets = struct.unpack_from(f"<{n_frames}I", out, 8)
+        starts, pos = [], 8 + bot_len
+        while pos < len(out):
+            starts.append(pos - 8 - bot_len)
+            pos += 8 + struct.unpack_from("<I", out, pos + 4)[0]
+        assert set(offsets) <= set(starts) and offsets[0] == 0
+
+
+def test_basic_offset_table_holding_text_is_rebuilt():
+    jpeg = _jfif()
+    jpeg += b"\0" * (len(jpeg) % 2)
+    pd = _pd(LEAK, jpeg)  # 12 bytes of text as the BOT of a single frame
+    out, removed = strip_encapsulated(pd, 1)
+    assert LEAK not in out and removed == ["Basic Offset Table (not the frames' offsets: rebuilt)"]
+    assert out == _pd(b"\0\0\0\0", jpeg)
+    _check_bot(out, 1)
+    (frame,) = generate_frames(out, number_of_frames=1)
+    np.testing.assert_array_equal(_pil(frame), _pil(jpeg))
+    # several frames: wrong offsets with text in them; a BOT that is too long
+    frames = [_jfif(seed=s) for s in range(3)]
+    frames = [f + b"\0" * (len(f) % 2) for f in frames]
+    for bot in (struct.pack("<3I", 0, 0x4C51585A, 0x454B4145), struct.pack("<4I", 0, 0, 0, 0),
+                LEAK + b"\0\0\0\0"):
+        out, removed = strip_encapsulated(_pd(bot, *frames), 3)
+        assert LEAK not in out and bot not in out and removed
+        _check_bot(out, 3)
+        got = list(generate_frames(out, number_of_frames=3))
+        assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+    # frames spanning fragments with a BOT that is not theirs: grouped by SOI, rebuilt
+    pd = b"".join([_item_bytes(LEAK)] + [b"".join(itemize_frame(f, nr_fragments=2))
+                                          for f in frames])
+    out, removed = strip_encapsulated(pd, 3)
+    assert LEAK not in out and removed
+    _check_bot(out, 3)
+    got = list(generate_frames(out, number_of_frames=3))
+    assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+    # the right table, or an empty one, is left alone
+    for bot in (b"", struct.pack("<3I", *[sum(8 + len(f) for f in frames[:i]) for i in range(3)])):
+        pd = _pd(bot, *frames)
+        assert strip_encapsulated(pd, 3) == (pd, [])
+
+
+def _item_bytes(value: bytes) -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(value)) + value
+
+
+def test_bot_rebuilt_after_stripping_changes_fragment_lengths():
+    frames = [jpeg_with_identity(_image(seed=s), TEXTS) for s in range(3)]
+    out, removed = strip_encapsulated(encapsulate(frames, has_bot=True), 3)
+    assert removed
+    _check_bot(out, 3)
+    got = list(generate_frames(out, number_of_frames=3))
+    assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+
+
+def test_fragments_beyond_the_frames_are_dropped():
+    frames = [_jfif(seed=s) for s in range(2)]
+    frames = [f + b"\0" * (len(f) % 2) for f in frames]
+    extra = LEAK + b" MRN88231"
+    for bot in (b"", struct.pack("<2I", 0, 8 + len(frames[0]))):
+        out, removed = strip_encapsulated(_pd(bot, *frames, extra), 2)
+        assert LEAK not in out and removed == ["frame 2: trailing data"]
+        _check_bot(out, 2)
+        got = list(generate_frames(out, number_of_frames=2))
+        assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+    out, removed = strip_encapsulated(_pd(b"", frames[0], extra), 1)
+    assert LEAK not in out and removed == ["frame 1: trailing data"]
+    # an extra fragment that starts a codestream makes the count wrong: refused
+    with pytest.raises(InputError, match="expected 2"):
+        strip_encapsulated(_pd(b"", *frames, _after_app0(_jfif(), _segment(0xFFFE, LEAK))), 2)
+
+
+def test_extended_offset_table_matches_the_fragments():
+    from pydicom.encaps import encapsulate_extended
+
+    from pixeldeid.jpegmarkers import extended_offset_table
+
+    frames = [jpeg_with_identity(_image(seed=s), TEXTS) for s in range(3)]
+    pd, offsets, lengths = encapsulate_extended(frames)
+    assert extended_offset_table(pd, 3) == (offsets, lengths)
+    out, _ = strip_encapsulated(pd, 3)
+    offsets, lengths = extended_offset_table(out, 3)
+    got = list(generate_frames(out, number_of_frames=3,
+                               extended_offsets=(offsets, lengths)))
+    assert [_pil(g).tolist() for g in got] == [_pil(f).tolist() for f in frames]
+    assert extended_offset_table(encapsulate(frames, fragments_per_frame=2), 3) is None
+
+
+# --- video elementary streams ----------------------------------------------------------
+
+
+def _nal(kind: str, t: int, payload: bytes, zero_byte: bool = True) -> bytes:
+    head = bytes([t]) if kind == "h264" else struct.pack(">H", t << 9 | 1)
+    return (b"\0" if zero_byte else b"") + b"\0\0\1" + head + payload
+
+
+def _sei(kind: str, t: int) -> bytes:
+    # user_data_unregistered (payload type 5): a 16-byte UUID and free text
+    text = b"\x11" * 16 + LEAK + b" MRN88231"
+    return _nal(kind, t, bytes([5, len(text)]) + text + b"\x80")
+
+
+@pytest.mark.parametrize("kind,sei_types,keep", [
+    ("h264", (6,), [(9, b"\x10"), (7, b"\x64\x00\x29\xac"), (8, b"\xee\x3c\x80"),
+                    (5, b"\x88\x84\x00\x33\xff"), (1, b"\x9a\x02\x03")]),
+    ("hevc", (39, 40), [(35, b"\x50"), (32, b"\x0c\x01\xff"), (33, b"\x01\x01\x60"),
+                        (34, b"\xc1\x72"), (19, b"\xaf\x00\x80"), (1, b"\x02\x03\x04")]),
+])
+def test_video_sei_nal_units_removed_others_copied(kind, sei_types, keep):
+    from pixeldeid.videostreams import strip_video_stream
+
+    units = [_nal(kind, t, p) for t, p in keep]
+    stream = units[0] + units[1] + units[2]
+    for t in sei_types:
+        stream += _sei(kind, t)
+    stream += units[3] + b"\0\0" + _sei(kind, sei_types[-1]) + b"".join(units[4:]) + b"\0\0"
+    out, removed = strip_video_stream(stream, kind)
+    assert LEAK not in out and len(removed) == len(sei_types) + 1
+    assert all("SEI" in r for r in removed)
+    assert out == b"".join(units) + b"\0\0"
+    clean = b"".join(units)
+    assert strip_video_stream(clean, kind) == (clean, [])
+
+
+def test_mpeg2_user_data_removed():
+    from pixeldeid.videostreams import strip_video_stream
+
+    seq = b"\0\0\1\xb3\x01\x00\x10\x13\xff\xff\xe0\x18"
+    ext = b"\0\0\1\xb5\x14\x8a\x00\x01\x00\x00"
+    gop = b"\0\0\1\xb8\x00\x08\x00\x00"
+    pic = b"\0\0\1\x00\x00\x0f\xff\xf8"
+    slc = b"\0\0\1\x01\x12\x34\x56"
+    user = b"\0\0\1\xb2" + LEAK + b" MRN88231"
+    out, removed = strip_video_stream(seq + ext + user + gop + pic + user + slc, "mpeg2")
+    assert removed == ["MPEG-2 user data"] * 2 and LEAK not in out
+    assert out == seq + ext + gop + pic + slc
+    with pytest.raises(InputError, match="sequence header"):
+        strip_video_stream(b"\0\0\1\xba" + b"\x44" * 10 + seq, "mpeg2")  # program stream
+    with pytest.raises(InputError, match="start code B9"):
+        strip_video_stream(seq + b"\0\0\1\xb9", "mpeg2")
+
+
+def _box(t: bytes, p: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(p)) + t + p
+
+
+@pytest.mark.parametrize("kind,stream,why", [
+    ("h264", _box(b"ftyp", b"isom\0\0\2\0isomavc1")
+     + _box(b"moov", _box(b"udta", _box(b"\xa9nam", LEAK))), "ISO BMFF"),
+    ("hevc", _box(b"ftyp", b"x" * 240) + _box(b"mdat", LEAK), "ISO BMFF"),  # size 00 00 01 00
+    ("h264", b"\x47\x40\x00\x10" + LEAK, "transport stream"),
+    ("hevc", LEAK + b"\0\0\1\x40\x01", "does not start like"),
+    ("h264", _nal("h264", 7, b"\x64") + _nal("h264", 24, LEAK), "NAL unit type 24"),
+    ("h264", _nal("h264", 7, b"\x64") + _nal("h264", 0, LEAK), "NAL unit type 0"),
+    ("hevc", _nal("hevc", 32, b"\x0c") + _nal("hevc", 50, LEAK), "NAL unit type 50"),
+    ("hevc", _nal("hevc", 32, b"\x0c") + _nal("hevc", 41, LEAK), "NAL unit type 41"),
+    ("mpeg2", LEAK, "does not start like"),
+])
+def test_video_streams_that_cannot_be_checked_are_refused(kind, stream, why):
+    from pixeldeid.videostreams import strip_video_stream
+
+    with pytest.raises(InputError, match=why) as exc:
+        strip_video_stream(stream, kind)
+    assert "ZQX" not in exc.value.reason
+
+
+def test_strip_video_keeps_encapsulation():
+    from pixeldeid.videostreams import strip_video
+
+    stream = _nal("h264", 7, b"\x64\x00\x1f") + _sei("h264", 6) + _nal("h264", 5, b"\x88\x84\x21")
+    pd = encapsulate([stream], has_bot=False)
+    out, removed = strip_video(pd, "1.2.840.10008.1.2.4.102")
+    assert removed == ["video: H.264 SEI"] and LEAK not in out
+    (frag,) = generate_frames(out, number_of_frames=1)
+    assert frag.rstrip(b"\0") == (_nal("h264", 7, b"\x64\x00\x1f")
+                                  + _nal("h264", 5, b"\x88\x84\x21")).rstrip(b"\0")
+    clean = encapsulate([_nal("h264", 7, b"\x64\x00\x1f") + b"\0"], has_bot=False)
+    assert strip_video(clean, "1.2.840.10008.1.2.4.102") == (clean, [])
+    # a stream in several fragments (a fragmentable transfer syntax): no more fragments
+    long = b"".join(_nal("h264", 1, bytes([0x9A]) + bytes(range(1, 200))) for _ in range(10))
+    pd = b"".join([_item_bytes(b"")] + [_item_bytes(c) for c in
+                                         (long[:615], _sei("h264", 6) + long[615:1435],
+                                          long[1435:])])
+    out, removed = strip_video(pd, "1.2.840.10008.1.2.4.102.1")
+    assert removed == ["video: H.264 SEI"] and LEAK not in out
+    assert b"".join(generate_frames(out, number_of_frames=1)).rstrip(b"\0") == long
