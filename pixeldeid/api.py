@@ -78,6 +78,9 @@ IDENTITY_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirt
 
 #: The words of pixeldeid's own dummy values: a name that is one of them ("ANONYMIZED", an
 #: input de-identified before) cannot be told apart from the dummies written in its place.
+#: Shortest token the residual check searches compressed Pixel Data for (see _residual).
+PIXEL_TOKEN_MIN = 5
+
 _DUMMY_WORDS = frozenset(str(v).lower() for v in DUMMY_VALUES.values()
                          if isinstance(v, str) and v.isalpha())
 
@@ -550,10 +553,13 @@ class Deidentifier:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
         # compressed pixel data (JPEG, JPEG 2000, video...) can carry text the stripping
-        # does not know of; native pixel values are numbers and are not searched
+        # does not know of; native pixel values are numbers and are not searched. Only
+        # tokens of PIXEL_TOKEN_MIN+ characters: compressed bytes hold a given 3-letter
+        # word as a whole word about 0.3 times per MB, a 5-letter one once in ~60 GB
         ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "")))
-        if ts.is_encapsulated and "PixelData" in ds:
-            hits = find_tokens(bytes(ds.PixelData), tokens, charsets)
+        long_tokens = [t for t in tokens if distinctive(t, PIXEL_TOKEN_MIN)]
+        if ts.is_encapsulated and "PixelData" in ds and long_tokens:
+            hits = find_tokens(bytes(ds.PixelData), long_tokens, charsets)
             if hits:
                 raise DeidError(f"identity still present in the compressed pixel data after "
                                 f"its metadata was removed ({len(hits)} value(s), e.g. length "
