@@ -58,6 +58,8 @@ class FileOutcome:
     mapping: dict[str, dict[str, str]] = field(default_factory=dict)
     details: dict = field(default_factory=dict)
     stage: str = "header"
+    #: size and modification time of the input before it was read (:meth:`Ledger.signature`)
+    signature: str = ""
 
 
 @dataclass
@@ -328,11 +330,16 @@ class Ledger:
         return None, (target if not shared and target.is_file() else None)
 
     def record(self, o: FileOutcome) -> None:
+        """Record ``o`` under the input's signature from before it was read: an input that
+        changes while it is worked on (or while its outcome waits in a worker's chunk) is
+        then redone by the next run."""
         p = Path(o.source)
-        try:
-            sig = self.signature(p)
-        except OSError:
-            sig = ""
+        sig = o.signature
+        if not sig:
+            try:
+                sig = self.signature(p)
+            except OSError:
+                sig = ""
         self._con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
                           (self.src_key(p), sig, o.status, o.output, o.sop_instance_uid, o.reason))
 
@@ -382,6 +389,16 @@ def _fast_path_allowed(config: DeidConfig, pixels) -> bool:
 
 def process_file(path: str) -> FileOutcome:
     """De-identify one file into the output folder (runs in a worker)."""
+    try:
+        sig = Ledger.signature(Path(path))
+    except OSError:
+        sig = ""  # reading it fails too, and says why
+    outcome = _process(path)
+    outcome.signature = sig
+    return outcome
+
+
+def _process(path: str) -> FileOutcome:
     if _WORKER.get("fast"):
         from .rawds import Decline, read_raw
 

@@ -276,6 +276,40 @@ def test_rerun_redoes_a_changed_input(inputs, run, key_file, capsys, new_sop):
     assert pydicom.dcmread(new).PixelData == pydicom.dcmread(ct).PixelData
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_input_changed_while_it_was_worked_on_is_redone(inputs, run, key_file, capsys,
+                                                           monkeypatch, jobs):
+    """The ledger took the input's size and time when the outcome was recorded (with
+    -j 2 up to a whole chunk later): an input changed after it was read was recorded as
+    finished with the output of its old content, and no rerun redid it."""
+    import pixeldeid.batch as batch
+
+    ct = inputs / "CT_small.dcm"
+    original = batch._deidentify_file
+
+    def and_then_changed(ds, path):
+        outcome = original(ds, path)
+        if path == str(ct) and not (inputs / "changed").exists():
+            (inputs / "changed").mkdir()
+            _flip_pixel(ct, None)  # written after this input was read
+            st = ct.stat()
+            os.utime(ct, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        return outcome
+
+    monkeypatch.setattr(batch, "_deidentify_file", and_then_changed)
+    status, out = run(inputs, "-j", jobs)
+    monkeypatch.undo()
+    assert status == 0 and (inputs / "changed").exists()
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    s = _summary(capsys.readouterr().out)
+    assert status == 0 and s["written"] == 1 and s["done"] == len(FILES) - 1
+    files = [p for p in outputs(out)
+             if str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+             == UIDMapper(key_file.read_bytes().strip())(str(pydicom.dcmread(ct).SOPInstanceUID))]
+    assert len(files) == 1 and pydicom.dcmread(files[0]).PixelData == pydicom.dcmread(ct).PixelData
+
+
 def test_rerun_changed_input_now_broken(inputs, run, capsys):
     status, out = run(inputs)
     assert status == 0
