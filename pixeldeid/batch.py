@@ -29,7 +29,7 @@ from .atomic import atomic_output, probe_writable, remove_stale_temporaries, wri
 from .dsvalues import peek
 from .errors import DeidError, InputError
 from .paths import each_path_once
-from .quarantine import QUARANTINE_DIRNAME, quarantine
+from .quarantine import QUARANTINE_DIRNAME, quarantine, withdraw
 
 logger = logging.getLogger(__name__)
 
@@ -356,7 +356,6 @@ _WORKER: dict = {}
 
 
 def _init_worker(config: DeidConfig, out_dir: str, layout: str, want_map: bool) -> None:
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
     _WORKER.clear()
     pixels = None
     if _runs_decoders(config):
@@ -511,7 +510,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if export_map is not None:
         check_export_map(export_map, out)
     make_output_dir(out)
-    out_real = os.path.realpath(out)
+    out_real, out_abs = os.path.realpath(out), os.path.abspath(out)
     remove_stale_temporaries(out)
     state = out / STATE_DIRNAME
     check_key(out, config.key)
@@ -526,8 +525,10 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             real = os.path.realpath(path)
         except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
             real = None
-        if real is not None and (real == out_real or real.startswith(out_real + os.sep)):
-            continue  # never read our own outputs
+        if real is not None and _inside(real, out_real):
+            if _inside(os.path.abspath(path), out_abs):
+                continue  # never read our own outputs (OUT is inside a source folder)
+            reason = "a link to a file inside the output folder (not read)"
         if reason:
             rec = quarantine(path, out, reason, stage="header")
             summary.input_errors.append(FileOutcome(str(path), "quarantined", reason=rec.reason))
@@ -544,11 +545,14 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     want_map = export_map is not None
     bar = tqdm(total=len(todo), unit="file", desc="dicom", leave=False,
                disable=None if progress is None else not progress)
+    earlier_quarantine = (out / QUARANTINE_DIRNAME).is_dir()
     try:
         for outcome in _execute(todo, config, out, layout, jobs, want_map):
             if outcome.status == "quarantined":
                 rec = quarantine(outcome.source, out, outcome.reason, stage=outcome.stage)
                 outcome.reason = rec.reason
+            elif earlier_quarantine and withdraw(outcome.source, out):
+                logger.info("cleaned now, its quarantine record removed: %s", outcome.source)
             summary.outcomes.append(outcome)
             ledger.record(outcome)
             bar.update()
@@ -563,6 +567,10 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if want_map:
         _export_map(Path(export_map), summary)
     return summary
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + os.sep)
 
 
 def check_not_released(path: str | os.PathLike, out: str | os.PathLike, what: str) -> None:

@@ -47,12 +47,7 @@ def quarantine(source: str | os.PathLike, out_dir: str | os.PathLike, reason: st
     source = Path(source)
     qdir = Path(out_dir) / QUARANTINE_DIRNAME
     qdir.mkdir(parents=True, exist_ok=True)
-    try:
-        ident = source.resolve() if source.exists() else source
-    except OSError:
-        ident = source
-    # os.fsencode: file names need not be valid UTF-8 (surrogate escapes round-trip)
-    digest = hashlib.sha256(os.fsencode(ident)).hexdigest()[:16]
+    digest = _digest(source)
     suffix = "".join(source.suffixes[-2:]) if source.is_file() else ""
     copy: Path | None = qdir / f"{digest}{suffix}"
     reason_line = " ".join(str(reason).split())
@@ -70,3 +65,27 @@ def quarantine(source: str | os.PathLike, out_dir: str | os.PathLike, reason: st
     write_bytes_atomic(qdir / f"{digest}.reason.txt", text.encode("utf-8"))
     logger.warning("quarantined %s: %s", source, reason_line)
     return QuarantineRecord(str(source), None if copy is None else str(copy), reason_line)
+
+
+def _digest(source: Path) -> str:
+    """The name of ``source``'s quarantine record: a hash of its absolute path, links not
+    resolved (two links to one damaged file are two inputs, each with its own record)."""
+    # os.fsencode: file names need not be valid UTF-8 (surrogate escapes round-trip)
+    return hashlib.sha256(os.fsencode(os.path.abspath(source))).hexdigest()[:16]
+
+
+def withdraw(source: str | os.PathLike, out_dir: str | os.PathLike) -> bool:
+    """Remove the quarantine record (copy and reason) of ``source`` that an earlier run
+    left, now that it was cleaned: the quarantine lists what is still not released.
+    Returns whether there was one."""
+    source = Path(source)
+    qdir = Path(out_dir) / QUARANTINE_DIRNAME
+    digest = _digest(source)
+    found = False
+    for name in (f"{digest}.reason.txt", f"{digest}{''.join(source.suffixes[-2:])}"):
+        try:
+            (qdir / name).unlink()
+            found = True
+        except FileNotFoundError:
+            pass
+    return found

@@ -670,3 +670,57 @@ def test_output_folder_that_cannot_be_made(tmp_path, run, capsys, with_key, wher
     assert status == 2
     assert "cannot create the output folder" in capsys.readouterr().err
     assert blocker.read_bytes() == b"a file, not a folder"
+
+
+def _summary_counts(stdout: str) -> tuple[int, ...]:
+    import re
+
+    m = re.search(r"(\d+) input\(s\): (\d+) written, (\d+) already done, (\d+) quarantined", stdout)
+    assert m, stdout
+    return tuple(map(int, m.groups()))
+
+
+def test_two_links_to_one_damaged_file_keep_two_quarantine_records(tmp_path, run, capsys):
+    """The record was named by the resolved path: links to one file are separate inputs
+    (git-annex trees), but their records overwrote each other (5 quarantined, 2 records)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    damaged = src / "damaged.dcm"
+    damaged.write_bytes(corpus_file("CT_small.dcm").read_bytes()[:1000])
+    (src / "link1.dcm").symlink_to(damaged)
+    (src / "link2.dcm").symlink_to(damaged)
+    status, out = run(src)
+    assert status == 1 and _summary_counts(capsys.readouterr().out)[3] == 3
+    reasons = sorted((out / "quarantine").glob("*.reason.txt"))
+    named = sorted(r.read_text().splitlines()[0].rsplit("/", 1)[1] for r in reasons)
+    assert named == ["damaged.dcm", "link1.dcm", "link2.dcm"]
+
+
+def test_a_link_into_the_output_folder_is_reported(tmp_path, run, capsys):
+    """A link in a source folder to a file inside OUT was skipped without a word (one input
+    fewer in the summary, exit 0)."""
+    src = tmp_path / "in"
+    copy_corpus(["CT_small.dcm"], src)
+    status, out = run(src)
+    assert status == 0
+    (src / "into_out.dcm").symlink_to(next(out.glob("*.dcm")))
+    capsys.readouterr()
+    status, _ = run(src, out=out)
+    captured = capsys.readouterr()
+    assert status == 1 and _summary_counts(captured.out) == (2, 0, 1, 1)
+    assert "into_out.dcm" in captured.err and "inside the output folder" in captured.err
+
+
+def test_a_quarantine_record_goes_when_its_input_is_cleaned(tmp_path, run, capsys):
+    """An input quarantined by one run and replaced by a good file before the next kept its
+    old copy and reason in OUT/quarantine, so the quarantine listed a file now released."""
+    src = tmp_path / "in"
+    src.mkdir()
+    good = corpus_file("CT_small.dcm").read_bytes()
+    (src / "a.dcm").write_bytes(good[:1000])
+    status, out = run(src)
+    assert status == 1 and len(list((out / "quarantine").iterdir())) == 2
+    (src / "a.dcm").write_bytes(good)
+    status, _ = run(src, out=out)
+    assert status == 0 and list((out / "quarantine").iterdir()) == []
+    assert len(outputs(out)) == 1
