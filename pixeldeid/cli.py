@@ -225,7 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.quiet else (logging.DEBUG if args.verbose > 1 else
                                               logging.INFO if args.verbose else logging.WARNING)
     logging.basicConfig(level=level, format="pixeldeid: %(levelname)s: %(message)s")
-    logging.getLogger("pydicom").setLevel(max(level, logging.ERROR))
+    # pydicom logs a failed pixel decode at ERROR with its traceback, naming no file; the
+    # file is quarantined with a one-line reason either way (-v shows pydicom's account)
+    logging.getLogger("pydicom").setLevel(logging.ERROR if args.verbose else logging.CRITICAL)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

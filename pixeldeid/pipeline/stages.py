@@ -55,7 +55,9 @@ _LOCK = threading.RLock()
 def run_item(item: dict, settings: dict) -> dict:
     """Process one item; never raises for a bad input (the result says quarantined)."""
     t0 = time.time()
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    pydicom_log = logging.getLogger("pydicom")
+    if pydicom_log.level < logging.ERROR:  # not set by the CLI (-v: ERROR): a Dask worker
+        pydicom_log.setLevel(logging.CRITICAL)  # decode failures: their traceback, no file
     runner = {"dicom": _run_dicom, "dicom-series": _run_series, "nifti": _run_nifti,
               "slide": _run_slide, "sidecar": _run_sidecar}.get(item["kind"])
     try:

@@ -308,3 +308,23 @@ def test_deface_and_wsi_release_a_file_named_twice_once(tmp_path: Path):
                np.diag([3.0, 3.0, 3.0, 1.0]))
     jobs = plan([tmp_path / "heads", head, tmp_path / "heads" / ".." / "heads"], tmp_path / "d")
     assert [(j.kind, j.source) for j in jobs] == [("nifti", head)]
+
+
+def test_a_file_that_cannot_be_decoded_gives_one_line_not_a_traceback(tmp_path):
+    """pydicom logs a failed pixel decode at ERROR with its traceback and no file name: the
+    default pixel stage printed two tracebacks for pydicom's own 12-bit JPEG-lossy.dcm.
+    (A real process: pytest's own log capture would hide what a user sees.)"""
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.dcm").write_bytes(Path(get_testdata_file("JPEG-lossy.dcm")).read_bytes())
+    key = tmp_path / "k"
+    key.write_bytes(bytes(range(32)))
+    for jobs in ("1", "2"):
+        r = subprocess.run([sys.executable, "-m", "pixeldeid", "dicom", str(src), "-o",
+                            str(tmp_path / f"out{jobs}"), "--key-file", str(key), "-j", jobs,
+                            "--no-progress"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        (line,) = [ln for ln in r.stderr.splitlines() if "a.dcm" in ln]
+        assert "pixel data cannot be decoded" in line
