@@ -339,17 +339,15 @@ class Deidentifier:
         return off
 
     def identity_values(self, ds: Dataset) -> list[str]:
-        """The patient's identifying values of ``ds`` (for cleaning and residual checks)."""
+        """The patient's identifying values of ``ds`` (for cleaning and residual checks):
+        those of :data:`IDENTITY_KEYWORDS` (each value of a multi-valued one), the Patient
+        ID of each Other Patient IDs Sequence item (not its issuer: no identity of the
+        patient) and the birth date's written forms."""
         vals: list[str] = []
         for kw in IDENTITY_KEYWORDS:
-            if kw in ds:
-                v = peek(ds, kw)
-                if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
-                    vals.extend(str(x) for x in v)
-                elif isinstance(v, Sequence):
-                    continue
-                elif v:
-                    vals.append(str(v))
+            vals.extend(_values_of(ds, kw))
+        for item in _items_of(ds, "OtherPatientIDsSequence"):
+            vals.extend(_values_of(item, "PatientID"))
         return vals + _birth_date_forms(ds)
 
     @staticmethod
@@ -559,3 +557,11 @@ def _values_of(ds: Dataset, kw: str | int) -> list[str]:
 def _is_items(v) -> bool:
     """Whether ``v`` is the value of a sequence (pydicom's or the fast path's items)."""
     return isinstance(v, list) and any(hasattr(x, "_dict") for x in v)
+
+
+def _items_of(ds: Dataset, kw: str) -> list:
+    """The items of the sequence ``kw`` of ``ds`` (none when absent or not a sequence)."""
+    if kw not in ds:
+        return []
+    v = peek(ds, kw)
+    return [x for x in v if hasattr(x, "_dict")] if isinstance(v, (list, Sequence)) else []

@@ -93,7 +93,30 @@ def test_one_dictionary_word_of_the_name_alone_is_no_finding(tmp_path: Path, run
     assert o.DocumentTitle == "Long axis Taylor series"
 
 
-# -- other names of the patient -------------------------------------------------------
+# -- 3. Other Patient IDs and other names -------------------------------------------------
+def test_patient_id_of_other_patient_ids_sequence_is_found(tmp_path: Path, run) -> None:
+    it = Dataset()
+    it.PatientID = "OTH77123X"
+    it.IssuerOfPatientID = "ZQXHOSP"
+    it.TypeOfPatientID = "TEXT"
+    ds = _slice(OtherPatientIDsSequence=[it], ImageID="OTH77123X")
+    assert "identity still present" in _quarantined(tmp_path, run, ds, "OTH77123X")
+
+
+def test_each_value_of_retired_other_patient_ids_is_found(tmp_path: Path, run) -> None:
+    ds = _slice(OtherPatientIDs=["ZQX5550101", "ZQX5550202"], ImageID="ZQX5550202")
+    assert "identity still present" in _quarantined(tmp_path, run, ds, "ZQX5550202")
+
+
+def test_issuer_of_other_patient_id_is_no_identity(tmp_path: Path, run) -> None:
+    """The issuer names the assigning authority, not the patient: it is no token."""
+    it = Dataset()
+    it.PatientID = "OTH77123X"
+    it.IssuerOfPatientID = "ZQXHOSP"
+    ds = _slice(OtherPatientIDsSequence=[it], ImageID="ZQXHOSP")
+    assert _released(tmp_path, run, ds).ImageID == "ZQXHOSP"
+
+
 @pytest.mark.parametrize("keyword", ["PatientBirthName", "PatientMotherBirthName",
                                      "OtherPatientNames"])
 def test_other_names_of_the_patient_are_found_in_full(tmp_path: Path, run, keyword) -> None:
