@@ -123,3 +123,17 @@ def test_other_names_of_the_patient_are_found_in_full(tmp_path: Path, run, keywo
     ds = _slice(DocumentTitle="Letter to Robert White")
     setattr(ds, keyword, "White^Robert")
     assert "identity still present" in _quarantined(tmp_path, run, ds, "Robert White")
+
+
+# -- 4. the birth date as written -----------------------------------------------------------
+@pytest.mark.parametrize("form", ["11.03.1947", "11/03/1947", "03/11/1947", "1947-03-11",
+                                  "1947/03/11", "11-03-1947"])
+def test_birth_date_in_a_written_form_is_found(tmp_path: Path, run, form) -> None:
+    ds = _slice(PatientBirthDate="19470311", ImageID=f"DOB {form}")
+    assert "identity still present" in _quarantined(tmp_path, run, ds, form)
+
+
+def test_birth_date_with_a_two_digit_year_is_no_finding(tmp_path: Path, run) -> None:
+    """Only 4-digit-year forms are searched for: 11.03.47 looks like too much else."""
+    ds = _slice(PatientBirthDate="19470311", ImageID="v 11.03.47")
+    assert _released(tmp_path, run, ds).ImageID == "v 11.03.47"
