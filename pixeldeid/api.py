@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
+from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import UID
+from pydicom.valuerep import PN_DELIMS, TEXT_VR_DELIMS
 
 from . import __version__
 from . import dates as _dates
@@ -528,13 +530,21 @@ class Deidentifier:
         return data, removed
 
     def _residual(self, ds: Dataset, header: bytes, source: str | None) -> None:
+        """Raise DeidError when ``header`` (the encoded output without its bulk pixel data)
+        still holds one of the patient's identity tokens. The reason names a count and a
+        length, never a value."""
         vocab = dicom_vocabulary()
         tokens = [t for t in getattr(ds, "_pixeldeid_residual_tokens", [])
                   if distinctive(t) and t.lower() not in vocab
                   and t.lower() not in _DUMMY_WORDS]
         if not tokens:
             return
-        hits = find_tokens(header, tokens, getattr(ds, "_character_set", None) or ())
+        encodings, extensions = _charsets(ds, header)
+        hits = find_tokens(header, tokens, encodings)
+        if not hits and extensions:
+            # ISO 2022 escapes split a value's bytes by character set: a name followed by
+            # other text of its set is no byte string of its own (山田 in 山田太郎様)
+            hits = find_tokens("\n".join(_decoded_texts(ds)).encode("utf-8"), tokens)
         if hits:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
@@ -574,3 +584,99 @@ def _items_of(ds: Dataset, kw: str) -> list:
         return []
     v = peek(ds, kw)
     return [x for x in v if hasattr(x, "_dict")] if isinstance(v, (list, Sequence)) else []
+
+
+#: Element tag bytes of Specific Character Set (little and big endian).
+_SCS_TAGS = (b"\x08\x00\x05\x00", b"\x00\x08\x00\x05")
+#: VRs of text that Specific Character Set applies to (PS3.5 6.1.2.3).
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "PN", "UT", "UC"})
+
+
+def _charset_terms(ds) -> list[str]:
+    value = peek(ds, "SpecificCharacterSet")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _walk_items(ds, depth: int = 0):
+    """``ds`` and every sequence item in it, at any depth (64 at most)."""
+    yield ds
+    if depth >= 64:
+        return
+    for tag, elem in list(ds._dict.items()):
+        vr = getattr(elem, "VR", None)
+        if vr == "SQ" or (vr is None and dictionary_vr(tag) == "SQ"):
+            try:
+                items = peek(ds, tag) or []
+            except Exception:  # noqa: BLE001 - encoded already: read as pydicom can
+                continue
+            for item in items:
+                if hasattr(item, "_dict"):
+                    yield from _walk_items(item, depth + 1)
+
+
+def _charsets(ds, header: bytes) -> tuple[list[str], bool]:
+    """The Python codecs of every character set of ``ds`` (its own and any sequence item's)
+    and whether one of them uses ISO 2022 code extensions (or ``header`` holds an escape)."""
+    terms = _charset_terms(ds)
+    nested = sum(header.count(t) for t in _SCS_TAGS) > (1 if terms else 0)
+    if nested and isinstance(ds, Dataset):  # (the fast path takes no item charsets)
+        terms = [t for item in _walk_items(ds) for t in _charset_terms(item)]
+    encodings: list[str] = list(getattr(ds, "_character_set", None) or ())
+    if isinstance(encodings, str):
+        encodings = [encodings]
+    for term in dict.fromkeys(terms):
+        try:
+            for enc in convert_encodings(term or None):
+                if enc not in encodings:
+                    encodings.append(enc)
+        except Exception:  # noqa: BLE001 - an unknown term: pydicom wrote it as it could
+            continue
+    # (every code extension term is "ISO 2022 ..."; a multi-valued one is one of them)
+    extensions = any(t.strip().startswith("ISO 2022") for t in terms) or b"\x1b" in header
+    return encodings, extensions
+
+
+def _decoded_texts(ds) -> list[str]:
+    """The text of every element of ``ds`` that its character set applies to, at any depth,
+    decoded (ISO 2022 escapes resolved) as pydicom decodes it."""
+    out: list[str] = []
+
+    def walk(item, encodings, depth):
+        terms = _charset_terms(item)
+        if terms:
+            try:
+                encodings = convert_encodings(terms if len(terms) > 1 else terms[0])
+            except Exception:  # noqa: BLE001
+                pass
+        for tag, elem in list(item._dict.items()):
+            vr = getattr(elem, "VR", None) or dictionary_vr(tag)
+            if vr == "SQ":
+                if depth < 64:
+                    try:
+                        items = peek(item, tag) or []
+                    except Exception:  # noqa: BLE001
+                        continue
+                    for sub in items:
+                        if hasattr(sub, "_dict"):
+                            walk(sub, encodings, depth + 1)
+                continue
+            if vr not in _CHARSET_VRS:
+                continue
+            value = getattr(elem, "value", None)
+            if isinstance(value, bytes):
+                try:
+                    out.append(decode_bytes(value, encodings,
+                                            PN_DELIMS if vr == "PN" else TEXT_VR_DELIMS))
+                except Exception:  # noqa: BLE001 - undecodable: its bytes were searched
+                    continue
+            elif value is not None:
+                vals = value if isinstance(value, (list, tuple)) else [value]
+                out.extend(str(v) for v in vals if v is not None)
+
+    top = getattr(ds, "_character_set", None) or [default_encoding]
+    walk(ds, [top] if isinstance(top, str) else list(top), 0)
+    return out

@@ -137,3 +137,27 @@ def test_birth_date_with_a_two_digit_year_is_no_finding(tmp_path: Path, run) -> 
     """Only 4-digit-year forms are searched for: 11.03.47 looks like too much else."""
     ds = _slice(PatientBirthDate="19470311", ImageID="v 11.03.47")
     assert _released(tmp_path, run, ds).ImageID == "v 11.03.47"
+
+
+# -- 5. character sets --------------------------------------------------------------------
+@pytest.mark.parametrize(("keyword", "text"), [("DocumentTitle", "山田太郎様検査報告"),
+                                               ("ImageID", "山田様"),
+                                               ("ImageID", "Yamada-sama")])
+def test_name_in_iso_2022_text_is_found(tmp_path: Path, run, keyword, text) -> None:
+    """ISO 2022 IR 87: a name followed by more kanji is no escape-wrapped byte string of
+    its own; the check searches the decoded text."""
+    ds = _slice(SpecificCharacterSet=["", "ISO 2022 IR 87"],
+                PatientName="Yamada^Tarou=山田^太郎=やまだ^たろう")
+    setattr(ds, keyword, text)
+    _quarantined(tmp_path, run, ds, text.encode("iso2022_jp"))
+
+
+def test_name_in_a_sequence_items_own_character_set_is_found(tmp_path: Path, run) -> None:
+    item = Dataset()
+    item.SpecificCharacterSet = "ISO_IR 100"
+    item.CodeValue = "1"
+    item.CodingSchemeDesignator = "99LOCAL"
+    item.CodeMeaning = "Größmann Befund"
+    ds = _slice(SpecificCharacterSet="ISO_IR 192", PatientName="Größmann^Jürgen",
+                ViewCodeSequence=[item])
+    _quarantined(tmp_path, run, ds, "Größmann".encode("latin-1"), "Größmann")
