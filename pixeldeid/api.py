@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ from .dsvalues import (
     set_meta,
     set_text,
     supplied_value_problem,
+    tag_of,
 )
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
@@ -54,7 +56,7 @@ from .textclean import (
     identity_tokens,
     words_of,
 )
-from .uids import UIDMapper
+from .uids import STRUCTURAL_UID_KEYWORDS, UIDMapper, is_structural
 
 if TYPE_CHECKING:
     from .burnedin.stage import PixelSettings
@@ -403,7 +405,8 @@ class Deidentifier:
         overlays = overlay_planes(ds)
         had_responsible = [kw for kw in ("ResponsiblePerson", "ResponsibleOrganization") if kw in ds]
 
-        ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=self.uids,
+        uid_map = _RecordingUIDs(self.uids)
+        ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=uid_map,
                           offset=offset, tokens=clean_tokens, private_allow=self._allow)
         Walker(ctx).walk(ds)
 
@@ -430,6 +433,9 @@ class Deidentifier:
         # what the residual check of encode() searches for travels with the dataset
         ds._pixeldeid_residual_tokens = [t for t in tokens if t != pseudonym
                                          and pseudonym not in t and t not in birth_forms]
+        # and the instance UIDs this file's walk replaced (an original kept elsewhere, a
+        # WADO URL in Retrieve URL, links the output to the source)
+        ds._pixeldeid_residual_uids = sorted(uid_map.replaced)
         return ds
 
     def _age(self, ds: Dataset) -> str | None:
@@ -531,8 +537,15 @@ class Deidentifier:
 
     def _residual(self, ds: Dataset, header: bytes, source: str | None) -> None:
         """Raise DeidError when ``header`` (the encoded output without its bulk pixel data)
-        still holds one of the patient's identity tokens. The reason names a count and a
-        length, never a value."""
+        still holds one of the patient's identity tokens or an original instance UID that
+        this file's de-identification replaced. The reason names kinds and counts, never
+        a value."""
+        uids = find_uids(header, getattr(ds, "_pixeldeid_residual_uids", ()))
+        if uids:  # (rare: only then are the UIDs kept by design looked up)
+            uids = sorted(set(uids) - _structural_uids(ds))
+        if uids:
+            raise DeidError(f"original UID still present after de-identification "
+                            f"({len(uids)} UID(s) that were replaced)", source)
         vocab = dicom_vocabulary()
         tokens = [t for t in getattr(ds, "_pixeldeid_residual_tokens", [])
                   if distinctive(t) and t.lower() not in vocab
@@ -559,6 +572,49 @@ class Deidentifier:
 
     def close(self) -> None:
         self.pseudonyms.close()
+
+
+class _RecordingUIDs:
+    """A UID mapper that remembers the originals it replaced (for one file's walk)."""
+
+    def __init__(self, uids: UIDMapper) -> None:
+        self.uids = uids
+        self.replaced: set[str] = set()
+
+    def __call__(self, uid: str) -> str:
+        new = self.uids(uid)
+        old = uid.strip().rstrip("\x00").strip()
+        if new != old and not is_structural(old):
+            self.replaced.add(old)
+        return new
+
+
+def find_uids(data: bytes, uids) -> list[str]:
+    """The UIDs of ``uids`` that occur in ``data`` as whole UIDs: not inside a longer UID
+    (a study UID is often the root of its series UIDs) nor a longer number. Values too
+    short or with too few components to be told from other numbers (``0``, ``1.2``: junk
+    in a UID element) are not searched for."""
+    uids = [u for u in uids if len(u) >= 8 and u.count(".") >= 2 and u.isascii()]
+    hits = [u for u in uids if u.encode("ascii") in data]
+    if not hits:
+        return []
+    alt = b"|".join(re.escape(u.encode("ascii")) for u in sorted(hits, key=len, reverse=True))
+    pat = re.compile(rb"(?<![0-9.])(?:" + alt + rb")(?![0-9]|\.[0-9])")
+    return sorted({m.group(0).decode("ascii") for m in pat.finditer(data)})
+
+
+def _structural_uids(ds) -> set[str]:
+    """The values of the class and definition UID elements of ``ds`` at any depth
+    (:data:`pixeldeid.uids.STRUCTURAL_UID_KEYWORDS`): kept by design, so a value that the
+    walk also replaced elsewhere (a private SOP class UID in an instance UID element, junk)
+    is no residual."""
+    out: set[str] = set()
+    tags = [tag_of(kw) for kw in sorted(STRUCTURAL_UID_KEYWORDS)]
+    for item in _walk_items(ds):
+        for tag in tags:
+            if tag in item._dict:
+                out.update(s.strip("\x00 ") for s in _values_of(item, tag))
+    return out
 
 
 def _values_of(ds: Dataset, kw: str | int) -> list[str]:

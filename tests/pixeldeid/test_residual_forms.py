@@ -16,6 +16,7 @@ import pydicom
 import pytest
 from conftest import outputs
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from pixeldeid._synth import ct_slice_dataset, write_dataset
 
@@ -161,3 +162,22 @@ def test_name_in_a_sequence_items_own_character_set_is_found(tmp_path: Path, run
     ds = _slice(SpecificCharacterSet="ISO_IR 192", PatientName="Größmann^Jürgen",
                 ViewCodeSequence=[item])
     _quarantined(tmp_path, run, ds, "Größmann".encode("latin-1"), "Größmann")
+
+
+# -- 6. original instance UIDs ------------------------------------------------------------
+def test_original_series_uid_in_retrieve_url_is_found(tmp_path: Path, run) -> None:
+    series = "1.2.826.0.1.3680043.2.1125.55"
+    ds = _slice(SeriesInstanceUID=series,
+                RetrieveURL=f"https://pacs.example.org/wado/studies/x/series/{series}")
+    reason = _quarantined(tmp_path, run, ds, series)
+    assert "original UID" in reason
+
+
+def test_longer_uid_under_the_original_is_no_finding(tmp_path: Path, run) -> None:
+    """A study UID is often the root of others: a UID that only begins with a replaced
+    original (a URL to some other object) is no residual of it."""
+    study = generate_uid(prefix="1.2.826.0.1.3680043.8.498.")
+    ds = _slice(StudyInstanceUID=study,
+                RetrieveURL=f"https://pacs.example.org/wado/studies/{study}.7/x")
+    o = _released(tmp_path, run, ds)
+    assert str(o.StudyInstanceUID) != study
