@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
+from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import UID
+from pydicom.valuerep import PN_DELIMS, TEXT_VR_DELIMS
 
 from . import __version__
 from . import dates as _dates
@@ -36,6 +39,7 @@ from .dsvalues import (
     set_meta,
     set_text,
     supplied_value_problem,
+    tag_of,
 )
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
@@ -52,7 +56,7 @@ from .textclean import (
     identity_tokens,
     words_of,
 )
-from .uids import UIDMapper
+from .uids import STRUCTURAL_UID_KEYWORDS, UIDMapper, is_structural
 
 if TYPE_CHECKING:
     from .burnedin.stage import PixelSettings
@@ -74,6 +78,9 @@ JPEG_TRANSFER_SYNTAXES = frozenset({
 IDENTITY_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthName",
                      "PatientMotherBirthName", "AccessionNumber", "PatientAddress",
                      "PatientTelephoneNumbers", "MedicalRecordLocator", "OtherPatientNames")
+#: The person names among :data:`IDENTITY_KEYWORDS` (their parts and full forms are tokens,
+#: :func:`pixeldeid.textclean.name_forms`).
+NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName")
 
 
 #: The words of pixeldeid's own dummy values: a name that is one of them ("ANONYMIZED", an
@@ -233,10 +240,19 @@ def patient_key(ds: Dataset) -> str:
 
 
 def _birth_date_forms(ds: Dataset) -> list[str]:
-    """Patient's Birth Date as written in free text: YYYYMMDD, MM/DD/YYYY, YYYY-MM-DD."""
-    bd = str(peek(ds, "PatientBirthDate", "") or "")
+    """Patient's Birth Date as written in free text: YYYYMMDD, and with a 4-digit year
+    separated by ``.``, ``/`` or ``-`` in the orders day-month-year (11.03.1947),
+    month-day-year (03/11/1947) and year-month-day (1947-03-11). Forms with a 2-digit year
+    are left out: too many other numbers look like them."""
+    bd = str(peek(ds, "PatientBirthDate", "") or "").strip()
     if len(bd) == 8 and bd.isdigit():
-        return [bd, f"{bd[4:6]}/{bd[6:8]}/{bd[:4]}", f"{bd[:4]}-{bd[4:6]}-{bd[6:8]}"]
+        y, m, d = bd[:4], bd[4:6], bd[6:8]
+        forms = [bd]
+        for sep in "./-":
+            for form in (f"{d}{sep}{m}{sep}{y}", f"{m}{sep}{d}{sep}{y}", f"{y}{sep}{m}{sep}{d}"):
+                if form not in forms:
+                    forms.append(form)
+        return forms
     return []
 
 
@@ -339,18 +355,21 @@ class Deidentifier:
         return off
 
     def identity_values(self, ds: Dataset) -> list[str]:
-        """The patient's identifying values of ``ds`` (for cleaning and residual checks)."""
+        """The patient's identifying values of ``ds`` (for cleaning and residual checks):
+        those of :data:`IDENTITY_KEYWORDS` (each value of a multi-valued one), the Patient
+        ID of each Other Patient IDs Sequence item (not its issuer: no identity of the
+        patient) and the birth date's written forms."""
         vals: list[str] = []
         for kw in IDENTITY_KEYWORDS:
-            if kw in ds:
-                v = peek(ds, kw)
-                if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
-                    vals.extend(str(x) for x in v)
-                elif isinstance(v, Sequence):
-                    continue
-                elif v:
-                    vals.append(str(v))
+            vals.extend(_values_of(ds, kw))
+        for item in _items_of(ds, "OtherPatientIDsSequence"):
+            vals.extend(_values_of(item, "PatientID"))
         return vals + _birth_date_forms(ds)
+
+    @staticmethod
+    def identity_names(ds: Dataset) -> list[str]:
+        """The person names among the patient's identifying values (:data:`NAME_KEYWORDS`)."""
+        return [v for kw in NAME_KEYWORDS for v in _values_of(ds, kw)]
 
     def deidentify_dataset(self, ds: Dataset, source: str | None = None) -> Dataset:
         """De-identify ``ds`` in place and return it.
@@ -378,7 +397,7 @@ class Deidentifier:
         # of birth) is allowed by the profile: the birth date is not a residual-check token.
         birth_forms = (set(_birth_date_forms(ds)) if "retain-longitudinal-full-dates" in opts
                        else set())
-        tokens = identity_tokens(id_values)
+        tokens = identity_tokens(id_values, names=self.identity_names(ds))
         clean_tokens = tokens
         if cleans_text(opts):
             words = words_of(removed_text_values(ds, opts)) - {pseudonym}
@@ -389,7 +408,8 @@ class Deidentifier:
         overlays = overlay_planes(ds)
         had_responsible = [kw for kw in ("ResponsiblePerson", "ResponsibleOrganization") if kw in ds]
 
-        ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=self.uids,
+        uid_map = _RecordingUIDs(self.uids)
+        ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=uid_map,
                           offset=offset, tokens=clean_tokens, private_allow=self._allow)
         Walker(ctx).walk(ds)
 
@@ -416,6 +436,9 @@ class Deidentifier:
         # what the residual check of encode() searches for travels with the dataset
         ds._pixeldeid_residual_tokens = [t for t in tokens if t != pseudonym
                                          and pseudonym not in t and t not in birth_forms]
+        # and the instance UIDs this file's walk replaced (an original kept elsewhere, a
+        # WADO URL in Retrieve URL, links the output to the source)
+        ds._pixeldeid_residual_uids = sorted(uid_map.replaced)
         return ds
 
     def _age(self, ds: Dataset) -> str | None:
@@ -541,14 +564,28 @@ class Deidentifier:
         return removed
 
     def _residual(self, ds: Dataset, header: bytes, source: str | None) -> None:
+        """Raise DeidError when ``header`` (the encoded output without its bulk pixel data)
+        still holds one of the patient's identity tokens or an original instance UID that
+        this file's de-identification replaced. The reason names kinds and counts, never
+        a value."""
+        uids = find_uids(header, getattr(ds, "_pixeldeid_residual_uids", ()))
+        if uids:  # (rare: only then are the UIDs kept by design looked up)
+            uids = sorted(set(uids) - _structural_uids(ds))
+        if uids:
+            raise DeidError(f"original UID still present after de-identification "
+                            f"({len(uids)} UID(s) that were replaced)", source)
         vocab = dicom_vocabulary()
         tokens = [t for t in getattr(ds, "_pixeldeid_residual_tokens", [])
                   if distinctive(t) and t.lower() not in vocab
                   and t.lower() not in _DUMMY_WORDS]
         if not tokens:
             return
-        charsets = getattr(ds, "_character_set", None) or ()
-        hits = find_tokens(header, tokens, charsets)
+        encodings, extensions = _charsets(ds, header)
+        hits = find_tokens(header, tokens, encodings)
+        if not hits and extensions:
+            # ISO 2022 escapes split a value's bytes by character set: a name followed by
+            # other text of its set is no byte string of its own (山田 in 山田太郎様)
+            hits = find_tokens("\n".join(_decoded_texts(ds)).encode("utf-8"), tokens)
         if hits:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
@@ -559,7 +596,7 @@ class Deidentifier:
         ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "")))
         long_tokens = [t for t in tokens if distinctive(t, PIXEL_TOKEN_MIN)]
         if ts.is_encapsulated and "PixelData" in ds and long_tokens:
-            hits = find_tokens(bytes(ds.PixelData), long_tokens, charsets)
+            hits = find_tokens(bytes(ds.PixelData), long_tokens, encodings)
             if hits:
                 raise DeidError(f"identity still present in the compressed pixel data after "
                                 f"its metadata was removed ({len(hits)} value(s), e.g. length "
@@ -575,3 +612,167 @@ class Deidentifier:
 
     def close(self) -> None:
         self.pseudonyms.close()
+
+
+class _RecordingUIDs:
+    """A UID mapper that remembers the originals it replaced (for one file's walk)."""
+
+    def __init__(self, uids: UIDMapper) -> None:
+        self.uids = uids
+        self.replaced: set[str] = set()
+
+    def __call__(self, uid: str) -> str:
+        new = self.uids(uid)
+        old = uid.strip().rstrip("\x00").strip()
+        if new != old and not is_structural(old):
+            self.replaced.add(old)
+        return new
+
+
+def find_uids(data: bytes, uids) -> list[str]:
+    """The UIDs of ``uids`` that occur in ``data`` as whole UIDs: not inside a longer UID
+    (a study UID is often the root of its series UIDs) nor a longer number. Values too
+    short or with too few components to be told from other numbers (``0``, ``1.2``: junk
+    in a UID element) are not searched for."""
+    uids = [u for u in uids if len(u) >= 8 and u.count(".") >= 2 and u.isascii()]
+    hits = [u for u in uids if u.encode("ascii") in data]
+    if not hits:
+        return []
+    alt = b"|".join(re.escape(u.encode("ascii")) for u in sorted(hits, key=len, reverse=True))
+    pat = re.compile(rb"(?<![0-9.])(?:" + alt + rb")(?![0-9]|\.[0-9])")
+    return sorted({m.group(0).decode("ascii") for m in pat.finditer(data)})
+
+
+def _structural_uids(ds) -> set[str]:
+    """The values of the class and definition UID elements of ``ds`` at any depth
+    (:data:`pixeldeid.uids.STRUCTURAL_UID_KEYWORDS`): kept by design, so a value that the
+    walk also replaced elsewhere (a private SOP class UID in an instance UID element, junk)
+    is no residual."""
+    out: set[str] = set()
+    tags = [tag_of(kw) for kw in sorted(STRUCTURAL_UID_KEYWORDS)]
+    for item in _walk_items(ds):
+        for tag in tags:
+            if tag in item._dict:
+                out.update(s.strip("\x00 ") for s in _values_of(item, tag))
+    return out
+
+
+def _values_of(ds: Dataset, kw: str | int) -> list[str]:
+    """The text values of ``kw`` in ``ds`` (each of a multi-valued one), empty ones left out."""
+    if kw not in ds:
+        return []
+    v = peek(ds, kw)
+    if v is None or isinstance(v, (Sequence, bytes)) or _is_items(v):
+        return []
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+        return [str(x) for x in v if x is not None and str(x).strip()]
+    return [str(v)] if str(v).strip() else []
+
+
+def _is_items(v) -> bool:
+    """Whether ``v`` is the value of a sequence (pydicom's or the fast path's items)."""
+    return isinstance(v, list) and any(hasattr(x, "_dict") for x in v)
+
+
+def _items_of(ds: Dataset, kw: str) -> list:
+    """The items of the sequence ``kw`` of ``ds`` (none when absent or not a sequence)."""
+    if kw not in ds:
+        return []
+    v = peek(ds, kw)
+    return [x for x in v if hasattr(x, "_dict")] if isinstance(v, (list, Sequence)) else []
+
+
+#: Element tag bytes of Specific Character Set (little and big endian).
+_SCS_TAGS = (b"\x08\x00\x05\x00", b"\x00\x08\x00\x05")
+#: VRs of text that Specific Character Set applies to (PS3.5 6.1.2.3).
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "PN", "UT", "UC"})
+
+
+def _charset_terms(ds) -> list[str]:
+    value = peek(ds, "SpecificCharacterSet")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _walk_items(ds, depth: int = 0):
+    """``ds`` and every sequence item in it, at any depth (64 at most)."""
+    yield ds
+    if depth >= 64:
+        return
+    for tag, elem in list(ds._dict.items()):
+        vr = getattr(elem, "VR", None)
+        if vr == "SQ" or (vr is None and dictionary_vr(tag) == "SQ"):
+            try:
+                items = peek(ds, tag) or []
+            except Exception:  # noqa: BLE001 - encoded already: read as pydicom can
+                continue
+            for item in items:
+                if hasattr(item, "_dict"):
+                    yield from _walk_items(item, depth + 1)
+
+
+def _charsets(ds, header: bytes) -> tuple[list[str], bool]:
+    """The Python codecs of every character set of ``ds`` (its own and any sequence item's)
+    and whether one of them uses ISO 2022 code extensions (or ``header`` holds an escape)."""
+    terms = _charset_terms(ds)
+    nested = sum(header.count(t) for t in _SCS_TAGS) > (1 if terms else 0)
+    if nested and isinstance(ds, Dataset):  # (the fast path takes no item charsets)
+        terms = [t for item in _walk_items(ds) for t in _charset_terms(item)]
+    encodings: list[str] = list(getattr(ds, "_character_set", None) or ())
+    if isinstance(encodings, str):
+        encodings = [encodings]
+    for term in dict.fromkeys(terms):
+        try:
+            for enc in convert_encodings(term or None):
+                if enc not in encodings:
+                    encodings.append(enc)
+        except Exception:  # noqa: BLE001 - an unknown term: pydicom wrote it as it could
+            continue
+    # (every code extension term is "ISO 2022 ..."; a multi-valued one is one of them)
+    extensions = any(t.strip().startswith("ISO 2022") for t in terms) or b"\x1b" in header
+    return encodings, extensions
+
+
+def _decoded_texts(ds) -> list[str]:
+    """The text of every element of ``ds`` that its character set applies to, at any depth,
+    decoded (ISO 2022 escapes resolved) as pydicom decodes it."""
+    out: list[str] = []
+
+    def walk(item, encodings, depth):
+        terms = _charset_terms(item)
+        if terms:
+            try:
+                encodings = convert_encodings(terms if len(terms) > 1 else terms[0])
+            except Exception:  # noqa: BLE001
+                pass
+        for tag, elem in list(item._dict.items()):
+            vr = getattr(elem, "VR", None) or dictionary_vr(tag)
+            if vr == "SQ":
+                if depth < 64:
+                    try:
+                        items = peek(item, tag) or []
+                    except Exception:  # noqa: BLE001
+                        continue
+                    for sub in items:
+                        if hasattr(sub, "_dict"):
+                            walk(sub, encodings, depth + 1)
+                continue
+            if vr not in _CHARSET_VRS:
+                continue
+            value = getattr(elem, "value", None)
+            if isinstance(value, bytes):
+                try:
+                    out.append(decode_bytes(value, encodings,
+                                            PN_DELIMS if vr == "PN" else TEXT_VR_DELIMS))
+                except Exception:  # noqa: BLE001 - undecodable: its bytes were searched
+                    continue
+            elif value is not None:
+                vals = value if isinstance(value, (list, tuple)) else [value]
+                out.extend(str(v) for v in vals if v is not None)
+
+    top = getattr(ds, "_character_set", None) or [default_encoding]
+    walk(ds, [top] if isinstance(top, str) else list(top), 0)
+    return out

@@ -58,16 +58,26 @@ def distinctive(text: str, min_len: int = 3) -> bool:
     return len(text) >= min_len or (len(text) >= 2 and has_cjk(text))
 
 
-def identity_tokens(values: Iterable[str]) -> list[str]:
+#: What joins the parts of one name part: a double-barrelled name (Lopez-Garcia) and the
+#: part after an apostrophe (O'Malley, D’Angelo) are each written alone too.
+_NAME_JOINERS = re.compile(r"[-'’‘`]+")
+
+
+def identity_tokens(values: Iterable[str], names: Iterable[str] = ()) -> list[str]:
     """Split header identity values into searchable tokens (name parts, IDs), longest first.
 
     Person names are split on ``^``, spaces and ``=``; parts too short for
     :func:`is_token` are dropped. The family and given name of each component group are
     also given joined without a separator, as CJK names are written (王小明 for 王^小明).
     IDs are also given without leading zeros.
+
+    ``names`` are person names (PN values) known as such: they are tokens as ``values``
+    are, and also give :func:`name_forms` (parts of double-barrelled names, the name
+    written in full in other orders).
     """
+    names = [str(n).strip() for n in names if n and str(n).strip()]
     out: set[str] = set()
-    for v in values:
+    for v in [*values, *names]:
         if not v:
             continue
         v = str(v).strip()
@@ -82,10 +92,45 @@ def identity_tokens(values: Iterable[str]) -> list[str]:
                 out.add(part.lstrip("0"))
         if "^" in v:
             for group in v.split("="):
-                names = [c.strip() for c in group.split("^")[:2]]
-                if all(names) and len(names) == 2:
-                    out.add("".join(names))
+                parts = [c.strip() for c in group.split("^")[:2]]
+                if all(parts) and len(parts) == 2:
+                    out.add("".join(parts))
+    for n in names:
+        out.update(name_forms(n))
     return sorted(out, key=len, reverse=True)
+
+
+def name_forms(name: str) -> set[str]:
+    """Spellings of the person name ``name`` (a PN value) that free text may hold.
+
+    - each part of a double-barrelled or apostrophe name (``Lopez-Garcia``: ``Lopez``,
+      ``Garcia``; ``O'Malley``: ``Malley``), the whole part being a token already;
+    - the name in full, for each component group: given and family name joined by a
+      space both ways, ``family, given`` and ``family^given``, with the middle name
+      where there is one (``Robert J Taylor``, ``Taylor, Robert J``...). A name part
+      that is a DICOM word (Taylor, Brown, White) is no residual token alone, but the
+      name in full is.
+
+    Only parts that are tokens (:func:`is_token`) are used: no initials alone.
+    """
+    out: set[str] = set()
+    for group in str(name).split("="):
+        for word in re.split(r"[\^\s,]+", group):
+            pieces = [p.strip(".") for p in _NAME_JOINERS.split(word)]
+            if len(pieces) > 1:
+                out.update(p for p in pieces if is_token(p))
+        comps = [re.sub(r"\s+", " ", c).strip() for c in group.split("^")]
+        family = comps[0]
+        given = comps[1] if len(comps) > 1 else ""
+        middle = comps[2] if len(comps) > 2 else ""
+        if not (is_token(family) and is_token(given)):
+            continue
+        out.update({f"{given} {family}", f"{family} {given}", f"{family}, {given}",
+                    f"{family}^{given}"})
+        if middle:
+            out.update({f"{given} {middle} {family}", f"{family} {given} {middle}",
+                        f"{family}, {given} {middle}", f"{family}^{given}^{middle}"})
+    return out
 
 
 def words_of(values: Iterable[str]) -> set[str]:
@@ -202,11 +247,12 @@ def find_tokens(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = (
 
 
 def case_forms(token: str) -> set[str]:
-    """``token`` as written and, when it is not ASCII, in upper, lower and capitalised case:
-    searches that fold the case of bytes fold ASCII letters only (MÜLLER for Müller)."""
+    """``token`` as written and, when it is not ASCII, in upper, lower, capitalised and
+    title case: searches that fold the case of bytes fold ASCII letters only (MÜLLER for
+    Müller; Jürgen Größmann for a name in full)."""
     if token.isascii():
         return {token}
-    return {token, token.upper(), token.lower(), token.capitalize()}
+    return {token, token.upper(), token.lower(), token.capitalize(), token.title()}
 
 
 @lru_cache(maxsize=4096)
