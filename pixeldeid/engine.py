@@ -24,7 +24,7 @@ from . import dates as _dates
 from .dsvalues import dictionary_vr, encode_text, keyword_of, peek, set_text, with_value
 from .dummy import dummy_value
 from .errors import DeidError
-from .iodtypes import attribute_type, resolve_compound
+from .iodtypes import attribute_type, required_type, resolve_compound
 from .standard import action_for, rules, safe_private_for
 from .textclean import clean_text, remove_tokens
 from .uids import STRUCTURAL_UID_KEYWORDS
@@ -142,11 +142,20 @@ UNLISTED_ACTIONS: dict[int, str] = {
 DEFINITION_URLS = frozenset({"CodingSchemeURL", "URNCodeValue",
                              "RelativeURIReferenceWithinEncapsulatedDocument"})
 
+#: Where the engine departs from a cell of Table E.1-1 (PS3.15 2024c), and why: under
+#: Retain UIDs the table keeps every instance UID but leaves the cell of the SR UIDREF
+#: content item (0040,A124) empty, so Basic's U would replace the references to the very
+#: UIDs it keeps (a TID 1500 "Source Series for Segmentation" would point nowhere).
+OPTION_OVERRIDES: dict[tuple[int, str], str] = {
+    (0x0040A124, "retain-uids"): "K",
+}
+
 _CODES: dict[frozenset[str], dict[int, str | None]] = {}
 
 
 def code_for(tag: int, options: frozenset[str]) -> str | None:
-    """:func:`pixeldeid.standard.action_for`, memoised per option set (the hot path)."""
+    """:func:`pixeldeid.standard.action_for`, memoised per option set (the hot path), with
+    :data:`UNLISTED_ACTIONS` and :data:`OPTION_OVERRIDES`."""
     table = _CODES.get(options)
     if table is None:
         table = _CODES.setdefault(options, {})
@@ -154,7 +163,10 @@ def code_for(tag: int, options: frozenset[str]) -> str | None:
     try:
         return table[t]
     except KeyError:
-        code = table[t] = action_for(t, options) or UNLISTED_ACTIONS.get(t)
+        code = action_for(t, options) or UNLISTED_ACTIONS.get(t)
+        for opt in options:
+            code = OPTION_OVERRIDES.get((t, opt), code)
+        table[t] = code
         return code
 
 
@@ -255,8 +267,15 @@ class Walker:
                done: set[int], mode: str = "normal") -> None:
         vr = _vr_of(ds, tag)
         if code == "X":
-            del ds[tag]
-            return
+            kind = required_type(self.ctx.sop_class_uid, path, keyword_of(tag))
+            if kind is None:
+                del ds[tag]
+                return
+            # the IOD requires it here unconditionally (Presentation Creation Date of a
+            # presentation state, Series Description of an RT Structure Set's source
+            # series): emptied (Type 2) or a dummy (Type 1), as the compound codes do, so
+            # the output stays valid DICOM
+            code = resolve_compound("X/Z/D", kind)
         if code == "K":
             if vr == "SQ":
                 self._recurse(ds, tag, path, depth, mode)
@@ -395,15 +414,17 @@ class Walker:
         where = kw or str(tag)
         try:
             pvals = get_strings(ds, ptag, pvr) if pvr in ("DA", "TM") and pvr != vr else []
-            if len(pvals) == 1 and len(vals) == 1 and "-" not in vals[0] and "-" not in pvals[0]:
+            if pvals and len(pvals) == len(vals) and not any("-" in v for v in vals + pvals):
+                # value i of the Date and value i of the Time are one timestamp (also for
+                # VM 1-n pairs: Date/Time of Last Calibration)
                 if vr == "DA":
-                    dtag, dval, ttag, tval = tag, vals[0], ptag, pvals[0]
+                    dtag, dvals, ttag, tvals = tag, vals, ptag, pvals
                 else:
-                    dtag, dval, ttag, tval = ptag, pvals[0], tag, vals[0]
+                    dtag, dvals, ttag, tvals = ptag, pvals, tag, vals
                 where = f"{keyword_of(dtag)}/{keyword_of(ttag)}"  # either may be the bad one
-                d, t = _dates.shift_pair(dval, tval, off)
-                put_strings(ds, dtag, "DA", [d])
-                put_strings(ds, ttag, "TM", [t])
+                pairs = [_dates.shift_pair(d, t, off) for d, t in zip(dvals, tvals, strict=True)]
+                put_strings(ds, dtag, "DA", [d for d, _ in pairs])
+                put_strings(ds, ttag, "TM", [t for _, t in pairs])
                 done.add(int(ptag))
                 return
             if vr == "DA":
@@ -435,14 +456,24 @@ class Walker:
             block = (group, elem >> 8)
             creator = creators.get(block)
             keep = False
+            safe = None
             if retain and creator:
                 low = elem & 0xFF
-                keep = (safe_private_for(creator, group, low) is not None
-                        or (creator.upper(), group, low) in self.ctx.private_allow)
+                safe = safe_private_for(creator, group, low)
+                keep = safe is not None or (creator.upper(), group, low) in self.ctx.private_allow
             if keep:
                 kept.add(block)
-                if _vr_of(ds, tag) == "SQ":
+                vr = _vr_of(ds, tag)
+                if vr in ("UN", None) and safe is not None:
+                    vr = safe.vr  # implicit VR: the table says what it is
+                if vr == "SQ":
                     self._recurse(ds, tag, path, depth, mode)
+                elif vr == "UI" and not self.ctx.retain_uids and not (
+                        safe is not None and "Version" in safe.name):
+                    # a UID kept in a safe private element (NQHeader Analyzed Series UID)
+                    # references an instance: replaced as its target is (a version UID
+                    # names software, not an instance)
+                    self._map_uids(ds, tag)
             else:
                 del ds[tag]
         for tag in tags:

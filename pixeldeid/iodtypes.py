@@ -31,7 +31,8 @@ def _maps() -> tuple[dict, dict, dict] | None:
 
 
 @cache
-def _iod_types(sop_class_uid: str) -> dict[tuple[str, ...], str] | None:
+def _iod_types(sop_class_uid: str, conditional: bool = True
+               ) -> dict[tuple[str, ...], str] | None:
     maps = _maps()
     if maps is None:
         return None
@@ -39,14 +40,25 @@ def _iod_types(sop_class_uid: str) -> dict[tuple[str, ...], str] | None:
     iod = sop_iod.get(sop_class_uid)
     if iod is None:
         return None
+    ranks = _RANK if conditional else {**_RANK, "1C": 1, "2C": 1}
     out: dict[tuple[str, ...], int] = {}
     for mod in iod_modules.get(iod, []):
+        if not conditional and mod.get("usage") != "M":
+            continue  # an optional module's Type 1 (Overlay Data) is not required
         for attr in modules.get(mod["key"], []):
             key = (*attr["path"], attr["keyword"])
-            rank = _RANK.get(attr["type"], 1)
+            rank = ranks.get(attr["type"], 1)
             if rank > out.get(key, 0):
                 out[key] = rank
     return {k: _TYPE_OF_RANK[v] for k, v in out.items()}
+
+
+def required_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> str | None:
+    """``"1"`` or ``"2"`` when the IOD requires ``keyword`` at ``path`` unconditionally
+    (Type 1 or 2, not 1C/2C, in a mandatory module), else None (also for an unknown IOD)."""
+    table = _iod_types(sop_class_uid, False)
+    kind = table.get((*path, keyword)) if table is not None else None
+    return kind if kind in ("1", "2") else None
 
 
 def attribute_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> str | None:
