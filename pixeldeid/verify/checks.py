@@ -75,6 +75,9 @@ class VerifyResult:
     ocr_required: bool = True
     #: file -> identity kinds not searched there because the release keeps them on purpose
     retained_kinds: dict[str, list[str]] = field(default_factory=dict)
+    #: (source, reason): sources of ``--against`` whose header could not be read or is
+    #: damaged; their identity values are not searched for (paths: never in to_json)
+    unreadable_sources: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -90,7 +93,8 @@ class VerifyResult:
                 "values_by_kind": self.values,
                 "findings": [asdict(f) for f in self.findings],
                 "not_ocr_verified": [{"file": f, "reason": r} for f, r in self.not_ocr_verified],
-                "ocr_verified": self.ocr_verified, "retained_kinds": self.retained_kinds}
+                "ocr_verified": self.ocr_verified, "retained_kinds": self.retained_kinds,
+                "unreadable_sources": len(self.unreadable_sources)}
 
 
 def _what(h: Hit, where: str, count: int = 1) -> str:
@@ -759,8 +763,10 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
     try:
         values = identity_from_ledger(ledger) + list(extra_values)
         dicoms: list[str] = []
+        unreadable: list[tuple[str, str]] = []
         if against:
-            src_values, dicoms = identity_from_sources(against, progress=progress)
+            src_values, dicoms = identity_from_sources(against, progress=progress,
+                                                       unreadable=unreadable)
             values += src_values
         if not values:
             raise InputError("no identity values known: the run ledger has none (or is absent); "
@@ -770,6 +776,7 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         v = _Verifier(outp, values, pseudonyms, ledger=ledger, against_dicoms=dicoms, ocr=ocr,
                       dciodvfy=dciodvfy)
         v.result.values = dict(Counter(x.kind for x in values))
+        v.result.unreadable_sources = unreadable
         for it in ledger.items():
             if it.status == "done" and it.output and not (outp / it.output).exists():
                 v.add(it.output, "ledger", "output recorded as done is missing")

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         print(printable(f.line()))
     for rel, why in result.not_ocr_verified:
         print(printable(f"{rel}: [ocr] not OCR-verified: {why}"))
+    for src, why in result.unreadable_sources:
+        print(printable(f"{src}: [source] {why}: its identity values were not searched for"))
     kept = sorted({k for ks in result.retained_kinds.values() for k in ks})
     if kept:
         print(f"note: {', '.join(kept)} values not searched in {len(result.retained_kinds)} "

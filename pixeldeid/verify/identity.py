@@ -220,11 +220,35 @@ def identity_from_dataset(ds, patient: str = "") -> list[IdentityValue]:
     return out
 
 
+#: Longest value of each VR of the identity attributes (PS3.5 Table 6.2-1; PN: three
+#: component groups of 64); a longer one is a damaged length that swallowed elements.
+_MAX_LENGTH = {"PN": 194, "LO": 64, "SH": 16, "CS": 16, "DA": 18, "ST": 1024, "LT": 10240}
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
+
+
+def source_problem(ds) -> str | None:
+    """Why the identity values of a source header cannot be trusted (a damaged length
+    swallowed the elements after it: values far too long, binary in text), or None."""
+    for kw in SOURCE_KEYWORDS:
+        if kw not in ds:
+            continue
+        elem = ds.data_element(kw)
+        limit = _MAX_LENGTH.get(elem.VR, 1024)
+        if any(len(v) > limit or _CONTROL_CHARS.search(v) for v in _values_of(elem)):
+            return f"{kw}: a value longer than {elem.VR} allows or holding binary (damaged)"
+    return None
+
+
 def identity_from_sources(sources: Iterable[str | os.PathLike], *,
-                          progress: bool | None = None) -> tuple[list[IdentityValue], list[str]]:
+                          progress: bool | None = None,
+                          unreadable: list[tuple[str, str]] | None = None,
+                          ) -> tuple[list[IdentityValue], list[str]]:
     """Scan the source headers for identity values; return ``(values, dicom source files)``.
 
     Non-DICOM sources (NIfTI, slides) carry no patient header here; they are skipped.
+    A DICOM source that cannot be read, or whose header is damaged, adds no values (they
+    would be made of other elements' bytes); it is appended to ``unreadable`` as
+    ``(path, reason)``.
     """
     import pydicom
     from tqdm import tqdm
@@ -254,12 +278,18 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
                 head = fh.read(132)
             if head[128:132] != b"DICM":
                 continue
-            ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+            found = identity_from_dataset(ds)  # elements are read here (lazily)
+            problem = source_problem(ds)
         except Exception as exc:  # noqa: BLE001 - an unreadable source adds no values
-            logger.debug("source %s unreadable: %s", p, exc)
+            problem = f"unreadable: {type(exc).__name__}"
+        if problem:
+            logger.debug("source %s: %s", p, problem)
+            if unreadable is not None:
+                unreadable.append((str(p), problem))
             continue
         dicoms.append(str(p))
-        add(identity_from_dataset(ds))
+        add(found)
     return values, dicoms
 
 

@@ -440,3 +440,36 @@ def test_pseudonyms_of_a_dicom_run_are_not_identity(ct_release, tmp_path):
     assert not [f for f in r.findings if f.kind == "id"], r.findings
     assert id_spellings("id00001") == {"id00001"}
     assert id_spellings("MRN0012345") == {"mrn0012345", "mrn12345", "12345"}
+
+
+def test_damaged_or_truncated_sources_are_named_not_mined(ct_release, tmp_path, capsys):
+    """`verify --against` read sources with force=True: a damaged Patient Name length made
+    "names" of the elements it swallowed (findings in clean outputs, exit 1), and a source
+    cut inside a sequence ended the whole verification ("No tag to read", exit 2). Both
+    are now named, their values left out, and the clean release verifies clean."""
+    import io
+    import struct
+
+    from pydicom import examples
+
+    from pixeldeid.cli import main
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    ds = examples.ct
+    ds.PatientName = "AAAA^BBBB"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    data = bytearray(buf.getvalue())
+    i = data.find(b"AAAA^BBBB")
+    struct.pack_into("<H", data, i - 2, 0xFFF0)  # the length runs over the next elements
+    (bad / "pn_length.dcm").write_bytes(bytes(data))
+    (bad / "cut.dcm").write_bytes(examples.get_path("ct").read_bytes()[:1000])
+    r = verify_output(ct_release.out, [ct_release.src, bad], ocr=None, dciodvfy=False,
+                      progress=False)
+    assert r.clean, [f.line() for f in r.findings]
+    assert sorted(Path(p).name for p, _ in r.unreadable_sources) == ["cut.dcm", "pn_length.dcm"]
+    status = main(["verify", str(ct_release.out), "--against", str(ct_release.src), str(bad),
+                   "--no-ocr", "--no-dciodvfy", "--no-progress"])
+    out = capsys.readouterr().out
+    assert status == 0 and "pn_length.dcm: [source]" in out and "cut.dcm: [source]" in out
