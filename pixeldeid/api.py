@@ -215,6 +215,10 @@ def instance_problem(ds: Dataset) -> str | None:
     if sop_class == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
         return ("DICOMDIR (media directory) is not an instance; use --layout dicomdir to "
                 "write a new one")
+    if len(ds) == 0:
+        # pydicom gives an empty data set when the file ends inside an element of undefined
+        # length (encapsulated pixel data cut by an interrupted copy)
+        return "unreadable or truncated DICOM: the data set cannot be read to its end"
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         return "missing SOP Class UID or SOP Instance UID"
     # (the fast path's parser declines all that _damaged looks for)

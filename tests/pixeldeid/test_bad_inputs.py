@@ -724,3 +724,18 @@ def test_a_quarantine_record_goes_when_its_input_is_cleaned(tmp_path, run, capsy
     status, _ = run(src, out=out)
     assert status == 0 and list((out / "quarantine").iterdir()) == []
     assert len(outputs(out)) == 1
+
+
+@pytest.mark.parametrize("name", ["JPEG-LL.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_compressed_file_cut_in_its_pixel_data_says_truncated(tmp_path, run, capsys, name):
+    """pydicom reads an encapsulated file cut in its pixel data (an interrupted copy) as an
+    empty data set: the reason said "missing SOP Class UID or SOP Instance UID" of a file
+    that has both."""
+    whole = corpus_file(name).read_bytes()
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "cut.dcm").write_bytes(whole[: len(whole) * 3 // 4])
+    status, out = run(src)
+    assert status == 1
+    (reason,) = (out / "quarantine").glob("*.reason.txt")
+    assert "truncated" in reason.read_text() and "missing SOP" not in reason.read_text()
