@@ -200,6 +200,22 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
     return ds
 
 
+#: The institution attributes that Retain Institution Identity keeps (Table E.1-1).
+INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
+
+
+def _institution_words(ds) -> frozenset[str]:
+    """Lower-case words of the institution values of ``ds`` (top level)."""
+    words: set[str] = set()
+    for kw in INSTITUTION_KEYWORDS:
+        v = peek(ds, kw)
+        for x in (v if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue"
+                  else [v]):
+            if x:
+                words.update(w.lower() for w in re.findall(r"[^\W_]+", str(x)))
+    return frozenset(words)
+
+
 def instance_problem(ds: Dataset) -> str | None:
     """Why ``ds``, as read from a file, is not an instance to de-identify, or None.
 
@@ -215,7 +231,7 @@ def instance_problem(ds: Dataset) -> str | None:
     if sop_class == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
         return ("DICOMDIR (media directory) is not an instance; use --layout dicomdir to "
                 "write a new one")
-    if len(ds) == 0:
+    if isinstance(ds, Dataset) and len(ds) == 0:  # (the fast path declines these itself)
         # pydicom gives an empty data set when the file ends inside an element of undefined
         # length (encapsulated pixel data cut by an interrupted copy)
         return "unreadable or truncated DICOM: the data set cannot be read to its end"
@@ -401,6 +417,10 @@ class Deidentifier:
         # of birth) is allowed by the profile: the birth date is not a residual-check token.
         birth_forms = (set(_birth_date_forms(ds)) if "retain-longitudinal-full-dates" in opts
                        else set())
+        # With the institution retained, a word of its kept name or address is allowed too
+        # (a patient living in the hospital's town: the town is in the kept address)
+        kept_words = (_institution_words(ds) if "retain-institution-identity" in opts
+                      else frozenset())
         tokens = identity_tokens(id_values, names=self.identity_names(ds))
         clean_tokens = tokens
         if cleans_text(opts):
@@ -439,7 +459,8 @@ class Deidentifier:
         ds.preamble = b"\x00" * 128
         # what the residual check of encode() searches for travels with the dataset
         ds._pixeldeid_residual_tokens = [t for t in tokens if t != pseudonym
-                                         and pseudonym not in t and t not in birth_forms]
+                                         and pseudonym not in t and t not in birth_forms
+                                         and t.lower() not in kept_words]
         # and the instance UIDs this file's walk replaced (an original kept elsewhere, a
         # WADO URL in Retrieve URL, links the output to the source)
         ds._pixeldeid_residual_uids = sorted(uid_map.replaced)

@@ -181,3 +181,15 @@ def test_longer_uid_under_the_original_is_no_finding(tmp_path: Path, run) -> Non
     ds = _slice(StudyInstanceUID=study, SoftwareVersions=f"{study}.7")
     o = _released(tmp_path, run, ds)
     assert str(o.StudyInstanceUID) != study
+
+
+def test_a_patient_in_the_hospitals_town_is_no_finding_when_the_institution_is_kept(
+        tmp_path: Path, run) -> None:
+    """Under Retain Institution Identity the kept Institution Address names the town the
+    patient's own address names too: every such file was quarantined (and the fast path
+    declined it)."""
+    ds = _slice(PatientAddress="4 Mill Lane, Middlemarch MM2 7QX",
+                InstitutionAddress="1 Infirmary Square, Middlemarch MM1 4QX")
+    o = _released(tmp_path, run, ds, "--option", "retain-institution-identity")
+    assert "Middlemarch" in str(o.InstitutionAddress)
+    assert "PatientAddress" not in o
