@@ -211,9 +211,13 @@ def _institution_words(ds) -> frozenset[str]:
         v = peek(ds, kw)
         for x in (v if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue"
                   else [v]):
-            if x:
-                words.update(w.lower() for w in re.findall(r"[^\W_]+", str(x)))
+            words |= _word_set(x)
     return frozenset(words)
+
+
+def _word_set(text) -> set[str]:
+    """Lower-case words (letters and digits) of ``text``."""
+    return {w.lower() for w in re.findall(r"[^\W_]+", str(text or ""))}
 
 
 def instance_problem(ds: Dataset) -> str | None:
@@ -458,9 +462,11 @@ class Deidentifier:
         ds.file_meta = self._file_meta(ds)
         ds.preamble = b"\x00" * 128
         # what the residual check of encode() searches for travels with the dataset
+        ours = _word_set(pseudonym)  # the pseudonym is written by us: its words are no finding
         ds._pixeldeid_residual_tokens = [t for t in tokens if t != pseudonym
                                          and pseudonym not in t and t not in birth_forms
-                                         and t.lower() not in kept_words]
+                                         and t.lower() not in kept_words
+                                         and t.lower() not in ours]
         # and the instance UIDs this file's walk replaced (an original kept elsewhere, a
         # WADO URL in Retrieve URL, links the output to the source)
         ds._pixeldeid_residual_uids = sorted(uid_map.replaced)

@@ -727,6 +727,8 @@ def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int,
                 else:
                     unfinished += c
         pool = None
+        # a dying pool stops its other workers too, some in the middle of a write
+        remove_stale_temporaries(initargs[1])
         yield from _one_by_one(unfinished + not_sent, initargs)
 
 
@@ -744,6 +746,7 @@ def _one_by_one(paths: list[str], initargs: tuple) -> Iterator[FileOutcome]:
                     yield from pool.submit(_process_chunk, [path]).result()
                 except BrokenProcessPool:
                     logger.warning("the worker process died while handling %s", path)
+                    remove_stale_temporaries(initargs[1])  # (it may have died in a write)
                     yield FileOutcome(path, "quarantined", reason=WORKER_DIED, stage="worker")
                     break
 

@@ -117,8 +117,8 @@ def name_forms(name: str) -> set[str]:
     for group in str(name).split("="):
         for word in re.split(r"[\^\s,]+", group):
             pieces = [p.strip(".") for p in _NAME_JOINERS.split(word)]
-            if len(pieces) > 1:
-                out.update(p for p in pieces if is_token(p))
+            if len(pieces) > 1:  # (digits are no name: "VS-SEG-001" is an ID as a name)
+                out.update(p for p in pieces if is_token(p) and not p.isdigit())
         comps = [re.sub(r"\s+", " ", c).strip() for c in group.split("^")]
         family = comps[0]
         given = comps[1] if len(comps) > 1 else ""

@@ -387,9 +387,13 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
                         lost.append(by_id[res["id"]])
                     else:
                         record(res)
+        if lost:  # a dying pool stops its other workers too, some in the middle of a write
+            remove_stale_temporaries(out)
         for it in lost:  # alone, in a fresh process: finishes, or quarantines a killer input
             logger.warning("a worker died; running %s alone", it.src)
             record(run_isolated(run_item, it.work(), settings))
+        if lost:  # (a killer input's own worker may have died in a write)
+            remove_stale_temporaries(out)
         for _item, res in run_in_order(run_item, [it.work() for it in later], settings):
             record(res)
     finally:

@@ -193,3 +193,12 @@ def test_a_patient_in_the_hospitals_town_is_no_finding_when_the_institution_is_k
     o = _released(tmp_path, run, ds, "--option", "retain-institution-identity")
     assert "Middlemarch" in str(o.InstitutionAddress)
     assert "PatientAddress" not in o
+
+
+def test_an_id_used_as_the_name_is_no_finding_in_the_pseudonym(tmp_path: Path, run) -> None:
+    """A collection (TCIA's Vestibular-Schwannoma-SEG) names its patients by ID:
+    "VS-SEG-001". Split at its hyphens, the name gave the token "001", which the written
+    pseudonym SUBJ_001 holds as a word: every file of the series was quarantined."""
+    ds = _slice(PatientName="VS-SEG-001", PatientID="VS-SEG-001")
+    o = _released(tmp_path, run, ds, "--prefix", "SUBJ")
+    assert str(o.PatientID) == "SUBJ_001"
