@@ -85,6 +85,23 @@ class Job:
     hint: str = ""
     reference: Path | None = None
     reference_volumes: list[int] | None = None
+    #: Why an ``unsupported`` job is quarantined (default: not NIfTI or DICOM).
+    reason: str = ""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a job failed, never a traceback.
+
+    A :class:`~pixeldeid.errors.DeidError` gives its own reason; any other exception
+    (a bug or a library's complaint about a damaged input) gives
+    ``"<ExceptionType>: <first line of its message>"``.
+    """
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return " ".join(str(reason).split())
+    lines = str(exc).strip().splitlines()
+    first = " ".join(lines[0].split()) if lines else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _is_dicom_file(p: Path) -> bool:
@@ -131,40 +148,46 @@ def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
 def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str = "cpu",
              qc: bool = False, deidentifier=None, check_orientation: bool = True,
              progress: Callable[[Iterable], Iterable] | None = None) -> Summary:
-    """Run jobs; failures are quarantined and the batch goes on."""
+    """Run jobs; failures (any exception) are quarantined and the batch goes on."""
     summary = Summary()
     qc_dir = out / QC_DIRNAME if qc else None
     it = progress(jobs) if progress else jobs
     for job in it:
-        if job.kind == "unsupported":
-            reason = ("not found" if not job.source.exists()
-                      else "unsupported input (not NIfTI or DICOM)")
-            rec = quarantine(job.source, out, reason, stage="deface")
-            summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
-            continue
-        if job.kind in ("copy", "copy-image", "json", "tsv"):
-            _copy_job(job, out, summary)
-            continue
-        if job.kind == "dicom":
-            from .dicom_series import deface_dicom_files
-
-            summary.outcomes.extend(deface_dicom_files(
-                job.files, out, modality=modality, device=device, qc_dir=qc_dir,
-                deidentifier=deidentifier, check_orientation=check_orientation))
-            continue
         try:
-            res = deface_nifti(job.source, job.output, modality=modality, device=device,
-                               qc_dir=qc_dir, hint=job.hint, reference=job.reference,
-                               reference_volumes=job.reference_volumes,
-                               check_orientation=check_orientation)
-            summary.outcomes.append(Outcome(str(job.source), str(job.output), metrics=res.metrics))
-        except (DeidError, OSError, MemoryError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+            _run_job(job, out, summary, modality=modality, device=device, qc_dir=qc_dir,
+                     deidentifier=deidentifier, check_orientation=check_orientation)
+        except Exception as exc:  # noqa: BLE001 - one bad input never ends the batch
+            reason = failure_reason(exc)
             logger.error("%s: %s", job.source, reason)
-            rec = quarantine(job.source, out, reason, stage="deface")
-            summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+            for f in job.files or [job.source]:
+                rec = quarantine(f, out, reason, stage="deface")
+                summary.outcomes.append(Outcome(str(f), reason=rec.reason))
     write_report(summary, out)
     return summary
+
+
+def _run_job(job: Job, out: Path, summary: Summary, *, modality: str, device: str,
+             qc_dir: Path | None, deidentifier, check_orientation: bool) -> None:
+    """Run one job, adding its outcomes to ``summary``; raises when its input fails."""
+    if job.kind == "unsupported":
+        reason = job.reason or ("not found" if not job.source.exists()
+                                else "unsupported input (not NIfTI or DICOM)")
+        rec = quarantine(job.source, out, reason, stage="deface")
+        summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+    elif job.kind in ("copy", "copy-image", "json", "tsv"):
+        _copy_job(job, out, summary)
+    elif job.kind == "dicom":
+        from .dicom_series import deface_dicom_files
+
+        summary.outcomes.extend(deface_dicom_files(
+            job.files, out, modality=modality, device=device, qc_dir=qc_dir,
+            deidentifier=deidentifier, check_orientation=check_orientation))
+    else:
+        res = deface_nifti(job.source, job.output, modality=modality, device=device,
+                           qc_dir=qc_dir, hint=job.hint, reference=job.reference,
+                           reference_volumes=job.reference_volumes,
+                           check_orientation=check_orientation)
+        summary.outcomes.append(Outcome(str(job.source), str(job.output), metrics=res.metrics))
 
 
 def _copy_job(job: Job, out: Path, summary: Summary) -> None:
@@ -193,8 +216,9 @@ def _copy_job(job: Job, out: Path, summary: Summary) -> None:
             entry["status"] = "copied"
         summary.copied += 1
         summary.files.append(entry)
-    except (DeidError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or f"copy failed: {exc}"
+    except Exception as exc:  # noqa: BLE001 - quarantined, the batch goes on
+        reason = (failure_reason(exc) if isinstance(exc, DeidError)
+                  else f"copy failed: {failure_reason(exc)}")
         rec = quarantine(job.source, out, reason, stage="deface")
         summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
 
