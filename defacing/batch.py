@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,33 +114,99 @@ def _is_dicom_file(p: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file that can be read (a link is followed), or None.
+
+    FIFOs, devices, sockets, dangling links and links to folders are never opened (a
+    FIFO would block the run, a device never end).
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not a regular file (dangling link)" if path.is_symlink() else "not found"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("folder, not followed" if stat.S_ISDIR(mode)
+            else "FIFO" if stat.S_ISFIFO(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "socket" if stat.S_ISSOCK(mode) else "special file")
+    return f"not a regular file ({'link to a ' if path.is_symlink() else ''}{kind})"
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True when the resolved ``path`` is ``folder`` or lies below it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def scan_folder(src: Path, out: Path, hidden: Callable[[Path], bool]) -> Iterable[Path]:
+    """Entries below the folder ``src`` to plan, sorted: not folders (links to folders are
+    entries: they are not followed), not ``hidden``, nothing below OUT (compared as
+    resolved paths: OUT may be spelled differently or be reached through a link)."""
+    out_real = os.path.realpath(out)
+    real_dirs: dict[Path, bool] = {}
+    for p in sorted(src.rglob("*")):
+        if hidden(p) or (p.is_dir() and not p.is_symlink()):
+            continue
+        in_out = real_dirs.get(p.parent)
+        if in_out is None:
+            in_out = real_dirs[p.parent] = _inside(os.path.realpath(p.parent), out_real)
+        if not in_out:
+            yield p
+
+
+def refuse_collisions(jobs: list[Job]) -> list[Job]:
+    """Jobs whose output file another job already writes, or whose output is an input,
+    become ``unsupported`` jobs (quarantined with the reason): one input never overwrites
+    another's output, and outputs never overwrite inputs. The first job keeps its output."""
+    first: dict[str, Path] = {}
+    sources = {os.path.realpath(j.source) for j in jobs}
+    result = []
+    for job in jobs:
+        key = None if job.output is None else os.path.abspath(job.output)
+        if key is not None and key in first:
+            job = Job("unsupported", job.source,
+                      reason=f"output {job.output} is also the output of {first[key]} "
+                             "(same name): deface them into separate OUT folders")
+        elif key is not None and os.path.realpath(key) in sources:
+            job = Job("unsupported", job.source,
+                      reason=f"output {job.output} would overwrite an input")
+        elif key is not None:
+            first[key] = job.source
+        result.append(job)
+    return result
+
+
 def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
     """Turn SRC arguments into jobs. Folders are scanned recursively; DICOM files are
-    grouped into series later. Unknown files become ``unsupported`` jobs (quarantined)."""
+    grouped into series later. Unknown files, and entries that are not regular files
+    (FIFOs, devices, dangling links), become ``unsupported`` jobs (quarantined); so do
+    inputs whose output name another input takes (:func:`refuse_collisions`)."""
     jobs: list[Job] = []
     dicom_files: list[Path] = []
     for s in sources:
         src = Path(s)
         if src.is_dir():
-            for p in sorted(src.rglob("*")):
-                if not p.is_file() or p.name.startswith("."):
-                    continue
-                if out in p.parents:
-                    continue
-                rel = p.relative_to(src)
-                if is_nifti(p):
-                    jobs.append(Job("nifti", p, out / src.name / rel))
+            for p in scan_folder(src, out, lambda p: p.name.startswith(".")):
+                why = not_regular(p)
+                if why:
+                    jobs.append(Job("unsupported", p, reason=why))
+                elif is_nifti(p):
+                    jobs.append(Job("nifti", p, out / src.name / p.relative_to(src)))
                 elif _is_dicom_file(p) or p.suffix.lower() == ".dcm":
                     dicom_files.append(p)
                 else:
                     jobs.append(Job("unsupported", p))
+        elif not_regular(src):
+            jobs.append(Job("unsupported", src, reason=not_regular(src)))
         elif is_nifti(src):
             jobs.append(Job("nifti", src, out / src.name))
         elif src.is_file() and (_is_dicom_file(src) or src.suffix.lower() == ".dcm"):
             dicom_files.append(src)
         else:
             jobs.append(Job("unsupported", src))
-    jobs = list(each_path_once(jobs, lambda j: j.source))  # a file named twice: one job
+    jobs = refuse_collisions(list(each_path_once(jobs, lambda j: j.source)))  # a file named twice: one job
     if dicom_files:
         jobs.append(Job("dicom", out, files=list(each_path_once(dicom_files))))
     return jobs

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from pixeldeid.batch import make_output_dir
     from pixeldeid.errors import DeidError
 
-    from .batch import plan, run_jobs
+    from .batch import plan, refuse_collisions, run_jobs
 
     out = Path(args.out)
     if args.device == "cuda":
@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             jobs = []
             for s in args.src:
                 jobs.extend(plan_bids(Path(s), out))
+            jobs = refuse_collisions(jobs)
         else:
             jobs = plan(args.src, out)
         deid = None
