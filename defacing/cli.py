@@ -67,6 +67,7 @@ def _deidentifier(args: argparse.Namespace, out: Path):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pixeldeid deface``; 0 all defaced, 1 some quarantined, 2 usage error."""
+    from pixeldeid.atomic import remove_stale_temporaries
     from pixeldeid.batch import make_output_dir
     from pixeldeid.errors import DeidError
 
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
     try:
         make_output_dir(out)
+        if remove_stale_temporaries(out):  # files and folders a killed run left
+            logger.info("removed temporaries of an interrupted run from %s", out)
         if getattr(args, "bids", False):
             from .bids import plan_bids
 
