@@ -321,9 +321,7 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
             series_uid = str(ds.SeriesInstanceUID)
             deidentifier.write(ds, tmpdir / f"{n:05d}.dcm", source=source)
         final = base / series_uid
-        if final.exists():
-            raise DeidError(f"output series folder already exists: {final}", source)
-        os.replace(tmpdir, final)
+        _move_into_place(tmpdir, final, source)
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
@@ -342,6 +340,35 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
         write_qc(Path(qc_dir) / f"dicom_{series_uid}", before, after, removed, protected, thr,
                  result.metrics)
     return final, result.metrics
+
+
+def _move_into_place(new: Path, final: Path, source: str) -> None:
+    """Rename the complete series folder ``new`` to ``final``.
+
+    The output series UID is keyed on the input's, so a rerun (same key, same series)
+    meets its own earlier output at ``final``: that folder is set aside under a
+    temporary name, replaced by ``new`` and only then removed. A killed run leaves
+    either folder complete (a set-aside one is removed as a stale temporary).
+
+    Raises
+    ------
+    DeidError
+        When something else than a folder is in the way at ``final``.
+    """
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise DeidError(f"output series path is not a folder: {final}", source)
+    if not final.exists():
+        os.replace(new, final)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=final.parent))
+    os.replace(final, aside)  # an empty folder is replaced
+    try:
+        os.replace(new, final)
+    except BaseException:
+        os.replace(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    logger.info("%s: replaced the series written by an earlier run at %s", source, final)
 
 
 def load_reference(files: list[Path], source: str) -> tuple[np.ndarray, np.ndarray]:
