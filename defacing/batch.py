@@ -143,16 +143,17 @@ def _inside(path: str, folder: str) -> bool:
 def scan_folder(src: Path, out: Path, hidden: Callable[[Path], bool]) -> Iterable[Path]:
     """Entries below the folder ``src`` to plan, sorted: not folders (links to folders are
     entries: they are not followed), not ``hidden``, nothing below OUT (compared as
-    resolved paths: OUT may be spelled differently or be reached through a link)."""
+    resolved paths: OUT may be spelled differently or be reached through a link). When
+    ``src`` itself lies inside OUT, nothing is left out: its entries are inputs."""
     out_real = os.path.realpath(out)
-    real_dirs: dict[Path, bool] = {}
+    src_in_out = _inside(os.path.realpath(src), out_real)
+    in_out: dict[Path, bool] = {}  # by folder
     for p in sorted(src.rglob("*")):
         if hidden(p) or (p.is_dir() and not p.is_symlink()):
             continue
-        in_out = real_dirs.get(p.parent)
-        if in_out is None:
-            in_out = real_dirs[p.parent] = _inside(os.path.realpath(p.parent), out_real)
-        if not in_out:
+        if p.parent not in in_out:
+            in_out[p.parent] = _inside(os.path.realpath(p.parent), out_real)
+        if src_in_out or not in_out[p.parent]:
             yield p
 
 

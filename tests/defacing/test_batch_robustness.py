@@ -216,3 +216,11 @@ def test_dicom_rerun_into_the_same_out_is_not_quarantined(tmp_path, capsys):
     assert names[0] == names[1]  # the same series folder, complete, nothing beside it
     assert len([n for n in names[1] if n.endswith(".dcm")]) == len(files)
     assert not (out / "quarantine").exists()
+
+
+def test_src_inside_out_never_overwrites_its_inputs(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "h.nii").write_bytes(b"")
+    jobs = plan([tmp_path / "in"], tmp_path)  # OUT/in/h.nii would be the input itself
+    assert [j.kind for j in jobs] == ["unsupported"]
+    assert "would overwrite an input" in jobs[0].reason
