@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,23 @@ class Job:
     hint: str = ""
     reference: Path | None = None
     reference_volumes: list[int] | None = None
+    #: Why an ``unsupported`` job is quarantined (default: not NIfTI or DICOM).
+    reason: str = ""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a job failed, never a traceback.
+
+    A :class:`~pixeldeid.errors.DeidError` gives its own reason; any other exception
+    (a bug or a library's complaint about a damaged input) gives
+    ``"<ExceptionType>: <first line of its message>"``.
+    """
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return " ".join(str(reason).split())
+    lines = str(exc).strip().splitlines()
+    first = " ".join(lines[0].split()) if lines else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _is_dicom_file(p: Path) -> bool:
@@ -96,33 +114,100 @@ def _is_dicom_file(p: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file that can be read (a link is followed), or None.
+
+    FIFOs, devices, sockets, dangling links and links to folders are never opened (a
+    FIFO would block the run, a device never end).
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not a regular file (dangling link)" if path.is_symlink() else "not found"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("folder, not followed" if stat.S_ISDIR(mode)
+            else "FIFO" if stat.S_ISFIFO(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "socket" if stat.S_ISSOCK(mode) else "special file")
+    return f"not a regular file ({'link to a ' if path.is_symlink() else ''}{kind})"
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True when the resolved ``path`` is ``folder`` or lies below it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def scan_folder(src: Path, out: Path, hidden: Callable[[Path], bool]) -> Iterable[Path]:
+    """Entries below the folder ``src`` to plan, sorted: not folders (links to folders are
+    entries: they are not followed), not ``hidden``, nothing below OUT (compared as
+    resolved paths: OUT may be spelled differently or be reached through a link). When
+    ``src`` itself lies inside OUT, nothing is left out: its entries are inputs."""
+    out_real = os.path.realpath(out)
+    src_in_out = _inside(os.path.realpath(src), out_real)
+    in_out: dict[Path, bool] = {}  # by folder
+    for p in sorted(src.rglob("*")):
+        if hidden(p) or (p.is_dir() and not p.is_symlink()):
+            continue
+        if p.parent not in in_out:
+            in_out[p.parent] = _inside(os.path.realpath(p.parent), out_real)
+        if src_in_out or not in_out[p.parent]:
+            yield p
+
+
+def refuse_collisions(jobs: list[Job]) -> list[Job]:
+    """Jobs whose output file another job already writes, or whose output is an input,
+    become ``unsupported`` jobs (quarantined with the reason): one input never overwrites
+    another's output, and outputs never overwrite inputs. The first job keeps its output."""
+    first: dict[str, Path] = {}
+    sources = {os.path.realpath(j.source) for j in jobs}
+    result = []
+    for job in jobs:
+        key = None if job.output is None else os.path.abspath(job.output)
+        if key is not None and key in first:
+            job = Job("unsupported", job.source,
+                      reason=f"output {job.output} is also the output of {first[key]} "
+                             "(same name): deface them into separate OUT folders")
+        elif key is not None and os.path.realpath(key) in sources:
+            job = Job("unsupported", job.source,
+                      reason=f"output {job.output} would overwrite an input")
+        elif key is not None:
+            first[key] = job.source
+        result.append(job)
+    return result
+
+
 def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
     """Turn SRC arguments into jobs. Folders are scanned recursively; DICOM files are
-    grouped into series later. Unknown files become ``unsupported`` jobs (quarantined)."""
+    grouped into series later. Unknown files, and entries that are not regular files
+    (FIFOs, devices, dangling links), become ``unsupported`` jobs (quarantined); so do
+    inputs whose output name another input takes (:func:`refuse_collisions`)."""
     jobs: list[Job] = []
     dicom_files: list[Path] = []
     for s in sources:
         src = Path(s)
         if src.is_dir():
-            for p in sorted(src.rglob("*")):
-                if not p.is_file() or p.name.startswith("."):
-                    continue
-                if out in p.parents:
-                    continue
-                rel = p.relative_to(src)
-                if is_nifti(p):
-                    jobs.append(Job("nifti", p, out / src.name / rel))
+            for p in scan_folder(src, out, lambda p: p.name.startswith(".")):
+                why = not_regular(p)
+                if why:
+                    jobs.append(Job("unsupported", p, reason=why))
+                elif is_nifti(p):
+                    jobs.append(Job("nifti", p, out / src.name / p.relative_to(src)))
                 elif _is_dicom_file(p) or p.suffix.lower() == ".dcm":
                     dicom_files.append(p)
                 else:
                     jobs.append(Job("unsupported", p))
+        elif not_regular(src):
+            jobs.append(Job("unsupported", src, reason=not_regular(src)))
         elif is_nifti(src):
             jobs.append(Job("nifti", src, out / src.name))
         elif src.is_file() and (_is_dicom_file(src) or src.suffix.lower() == ".dcm"):
             dicom_files.append(src)
         else:
             jobs.append(Job("unsupported", src))
-    jobs = list(each_path_once(jobs, lambda j: j.source))  # a file named twice: one job
+    jobs = refuse_collisions(list(each_path_once(jobs, lambda j: j.source)))  # a file named twice: one job
     if dicom_files:
         jobs.append(Job("dicom", out, files=list(each_path_once(dicom_files))))
     return jobs
@@ -131,40 +216,46 @@ def plan(sources: Iterable[str | os.PathLike], out: Path) -> list[Job]:
 def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str = "cpu",
              qc: bool = False, deidentifier=None, check_orientation: bool = True,
              progress: Callable[[Iterable], Iterable] | None = None) -> Summary:
-    """Run jobs; failures are quarantined and the batch goes on."""
+    """Run jobs; failures (any exception) are quarantined and the batch goes on."""
     summary = Summary()
     qc_dir = out / QC_DIRNAME if qc else None
     it = progress(jobs) if progress else jobs
     for job in it:
-        if job.kind == "unsupported":
-            reason = ("not found" if not job.source.exists()
-                      else "unsupported input (not NIfTI or DICOM)")
-            rec = quarantine(job.source, out, reason, stage="deface")
-            summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
-            continue
-        if job.kind in ("copy", "copy-image", "json", "tsv"):
-            _copy_job(job, out, summary)
-            continue
-        if job.kind == "dicom":
-            from .dicom_series import deface_dicom_files
-
-            summary.outcomes.extend(deface_dicom_files(
-                job.files, out, modality=modality, device=device, qc_dir=qc_dir,
-                deidentifier=deidentifier, check_orientation=check_orientation))
-            continue
         try:
-            res = deface_nifti(job.source, job.output, modality=modality, device=device,
-                               qc_dir=qc_dir, hint=job.hint, reference=job.reference,
-                               reference_volumes=job.reference_volumes,
-                               check_orientation=check_orientation)
-            summary.outcomes.append(Outcome(str(job.source), str(job.output), metrics=res.metrics))
-        except (DeidError, OSError, MemoryError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+            _run_job(job, out, summary, modality=modality, device=device, qc_dir=qc_dir,
+                     deidentifier=deidentifier, check_orientation=check_orientation)
+        except Exception as exc:  # noqa: BLE001 - one bad input never ends the batch
+            reason = failure_reason(exc)
             logger.error("%s: %s", job.source, reason)
-            rec = quarantine(job.source, out, reason, stage="deface")
-            summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+            for f in job.files or [job.source]:
+                rec = quarantine(f, out, reason, stage="deface")
+                summary.outcomes.append(Outcome(str(f), reason=rec.reason))
     write_report(summary, out)
     return summary
+
+
+def _run_job(job: Job, out: Path, summary: Summary, *, modality: str, device: str,
+             qc_dir: Path | None, deidentifier, check_orientation: bool) -> None:
+    """Run one job, adding its outcomes to ``summary``; raises when its input fails."""
+    if job.kind == "unsupported":
+        reason = job.reason or ("not found" if not job.source.exists()
+                                else "unsupported input (not NIfTI or DICOM)")
+        rec = quarantine(job.source, out, reason, stage="deface")
+        summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
+    elif job.kind in ("copy", "copy-image", "json", "tsv"):
+        _copy_job(job, out, summary)
+    elif job.kind == "dicom":
+        from .dicom_series import deface_dicom_files
+
+        summary.outcomes.extend(deface_dicom_files(
+            job.files, out, modality=modality, device=device, qc_dir=qc_dir,
+            deidentifier=deidentifier, check_orientation=check_orientation))
+    else:
+        res = deface_nifti(job.source, job.output, modality=modality, device=device,
+                           qc_dir=qc_dir, hint=job.hint, reference=job.reference,
+                           reference_volumes=job.reference_volumes,
+                           check_orientation=check_orientation)
+        summary.outcomes.append(Outcome(str(job.source), str(job.output), metrics=res.metrics))
 
 
 def _copy_job(job: Job, out: Path, summary: Summary) -> None:
@@ -193,8 +284,9 @@ def _copy_job(job: Job, out: Path, summary: Summary) -> None:
             entry["status"] = "copied"
         summary.copied += 1
         summary.files.append(entry)
-    except (DeidError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or f"copy failed: {exc}"
+    except Exception as exc:  # noqa: BLE001 - quarantined, the batch goes on
+        reason = (failure_reason(exc) if isinstance(exc, DeidError)
+                  else f"copy failed: {failure_reason(exc)}")
         rec = quarantine(job.source, out, reason, stage="deface")
         summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
 

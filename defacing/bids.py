@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pixeldeid.errors import InputError
 
-from .batch import Job
+from .batch import Job, not_regular, scan_folder
 from .nifti import is_nifti, nifti_stem
 
 logger = logging.getLogger(__name__)
@@ -84,11 +84,12 @@ def plan_bids(root: Path, out: Path) -> list[Job]:
     if not (root / "dataset_description.json").is_file():
         raise InputError("not a BIDS dataset root (no dataset_description.json)", str(root))
     jobs: list[Job] = []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
-            continue
+    for p in scan_folder(root, out, lambda p: any(
+            part.startswith(".") for part in p.relative_to(root).parts)):
         rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+        why = not_regular(p)
+        if why:
+            jobs.append(Job("unsupported", p, reason=why))
             continue
         dst = out / root.name / rel
         suffix = defaced_suffix(p)

@@ -67,10 +67,11 @@ def _deidentifier(args: argparse.Namespace, out: Path):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pixeldeid deface``; 0 all defaced, 1 some quarantined, 2 usage error."""
+    from pixeldeid.atomic import remove_stale_temporaries
     from pixeldeid.batch import make_output_dir
     from pixeldeid.errors import DeidError
 
-    from .batch import plan, run_jobs
+    from .batch import plan, refuse_collisions, run_jobs
 
     out = Path(args.out)
     if args.device == "cuda":
@@ -86,12 +87,15 @@ def run(args: argparse.Namespace) -> int:
             return 2
     try:
         make_output_dir(out)
+        if remove_stale_temporaries(out):  # files and folders a killed run left
+            logger.info("removed temporaries of an interrupted run from %s", out)
         if getattr(args, "bids", False):
             from .bids import plan_bids
 
             jobs = []
             for s in args.src:
                 jobs.extend(plan_bids(Path(s), out))
+            jobs = refuse_collisions(jobs)
         else:
             jobs = plan(args.src, out)
         deid = None

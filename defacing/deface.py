@@ -40,6 +40,8 @@ MAX_ANISOTROPY = 1.6
 #: Smallest spatial size accepted (voxels per axis) and smallest extent (mm).
 MIN_VOXELS = 8
 MIN_EXTENT_MM = 60.0
+#: Largest voxel size accepted (mm): beyond it the header's geometry is not an image's.
+MAX_VOXEL_MM = 100.0
 AIR_HU = -1000.0
 #: Grid spacing (mm) of the subject image used for registration.
 REGISTRATION_SPACING_MM = 3.0
@@ -125,11 +127,17 @@ def _registration_image(ref: np.ndarray, modality: str) -> np.ndarray:
 
 
 def _check_input(data: np.ndarray, affine: np.ndarray, path: str | None) -> None:
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise InputError(f"voxels of type {data.dtype} are not supported (colour or complex "
+                         "images cannot be defaced)", path)
     if data.ndim < 3 or data.ndim > 4:
         raise InputError(f"expected a 3D or 4D volume, got {data.ndim}D shape {data.shape}", path)
     if min(data.shape[:3]) < MIN_VOXELS:
         raise InputError(f"volume too small for defacing: spatial shape {data.shape[:3]}", path)
     zooms = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    if not np.all(np.isfinite(zooms)) or np.max(zooms) > MAX_VOXEL_MM:
+        raise InputError(f"implausible voxel size {np.round(zooms, 3).tolist()} mm (more than "
+                         f"{MAX_VOXEL_MM:g} mm)", path)
     extent = np.array(data.shape[:3]) * zooms
     if np.sort(extent)[1] < MIN_EXTENT_MM:
         raise InputError(f"field of view {np.round(extent, 1).tolist()} mm is too small for a head",

@@ -24,6 +24,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian
 
+from pixeldeid.atomic import TMP_PREFIX
 from pixeldeid.errors import DeidError, InputError
 from pixeldeid.quarantine import quarantine
 
@@ -52,17 +53,58 @@ def group_series(files: list[Path]) -> tuple[dict[str, list[Path]], list[tuple[P
     return dict(groups), bad
 
 
-def _normal(ds) -> np.ndarray:
-    iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-    return np.cross(iop[:3], iop[3:])
+def _floats(value, n: int, keyword: str) -> np.ndarray:
+    """``n`` finite numbers of the header element ``keyword``; InputError otherwise."""
+    try:
+        values = [float(v) for v in (value if n > 1 else [value])]
+    except (TypeError, ValueError):
+        values = []
+    if value is None:
+        raise InputError(f"{keyword} is missing")
+    if not values:
+        raise InputError(f"{keyword} is not {f'{n} numbers' if n > 1 else 'a number'}")
+    if len(values) != n:
+        raise InputError(f"{keyword} has {len(values)} values, not {n}")
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{keyword} is not finite")
+    return np.array(values)
+
+
+def _element(ds, keyword: str):
+    """The value of ``keyword`` in ``ds`` (None when absent); InputError when pydicom
+    cannot convert it (a decimal string that is no number...)."""
+    try:
+        return ds.get(keyword)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputError(f"{keyword} is not valid: {type(exc).__name__}") from None
+
+
+def _instance_header(ds, name: str, source: str):
+    """Geometry and scaling of one instance: (frames, (rows, columns), pixel spacing,
+    rescale), every element checked.
+
+    Raises
+    ------
+    InputError
+        Naming the file (``name``) and the element that is missing or not numbers.
+    """
+    try:
+        frames = _frame_geometry(ds)
+        shape = tuple(int(_floats(_element(ds, k), 1, k)[0]) for k in ("Rows", "Columns"))
+        return frames, shape, _pixel_spacing(ds), _rescale(ds)
+    except InputError as exc:
+        raise InputError(f"{exc.reason} ({name})", source) from None
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise InputError(f"damaged header ({name}): {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}", source) from None
 
 
 def _frame_geometry(ds) -> list[tuple[np.ndarray, np.ndarray]]:
     """(orientation, position) of each frame of a (multi-frame) instance."""
     n = int(ds.get("NumberOfFrames", 1) or 1)
     if n == 1 and "ImagePositionPatient" in ds:
-        return [(np.array([float(v) for v in ds.ImageOrientationPatient]),
-                 np.array([float(v) for v in ds.ImagePositionPatient]))]
+        return [(_floats(_element(ds, "ImageOrientationPatient"), 6, "ImageOrientationPatient"),
+                 _floats(_element(ds, "ImagePositionPatient"), 3, "ImagePositionPatient"))]
     shared = ds.get("SharedFunctionalGroupsSequence", [None])[0]
     per = ds.get("PerFrameFunctionalGroupsSequence")
     if per is None or len(per) != n:
@@ -77,7 +119,8 @@ def _frame_geometry(ds) -> list[tuple[np.ndarray, np.ndarray]]:
         if ori is None or "PlanePositionSequence" not in item:
             raise InputError("multi-frame object without plane orientation/position")
         pos = item.PlanePositionSequence[0].ImagePositionPatient
-        out.append((np.array([float(v) for v in ori]), np.array([float(v) for v in pos])))
+        out.append((_floats(ori, 6, "ImageOrientationPatient"),
+                    _floats(pos, 3, "ImagePositionPatient")))
     return out
 
 
@@ -89,13 +132,17 @@ def _pixel_spacing(ds) -> tuple[float, float]:
         ps = shared.PixelMeasuresSequence[0].PixelSpacing if shared is not None else None
         if ps is None:
             raise InputError("no Pixel Spacing")
-    return float(ps[0]), float(ps[1])
+    row, col = _floats(ps, 2, "PixelSpacing")
+    if row <= 0 or col <= 0:
+        raise InputError("PixelSpacing must be positive")
+    return float(row), float(col)
 
 
 def _rescale(ds) -> tuple[float, float]:
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return slope, inter
+    slope, inter = (_element(ds, k) for k in ("RescaleSlope", "RescaleIntercept"))
+    slope = 1.0 if slope in (None, "") else float(_floats(slope, 1, "RescaleSlope")[0])
+    inter = 0.0 if inter in (None, "") else float(_floats(inter, 1, "RescaleIntercept")[0])
+    return slope or 1.0, inter
 
 
 def load_series(files: list[Path], source: str = ""):
@@ -113,25 +160,27 @@ def load_series(files: list[Path], source: str = ""):
         Rescale to real units; arrays with one value per slice when it varies.
     """
     items = []
+    headers = {}
     for f in files:
         ds = pydicom.dcmread(f)
         if "PixelData" not in ds:
             raise InputError(f"instance without pixel data in series ({f.name})", source)
-        for fi, (ori, pos) in enumerate(_frame_geometry(ds)):
+        frames, shape, spacing, rescale = _instance_header(ds, f.name, source)
+        headers[id(ds)] = (shape, spacing, rescale)
+        for fi, (ori, pos) in enumerate(frames):
             items.append((ds, fi, ori, pos))
     if not items:
         raise InputError("empty series", source)
     ds0 = items[0][0]
     ori0 = items[0][2]
-    shape0 = (int(ds0.Rows), int(ds0.Columns))
-    ps0 = _pixel_spacing(ds0)
-    resc0 = _rescale(ds0)
+    shape0, ps0, resc0 = headers[id(ds0)]
     for ds, _, ori, _ in items:
-        if (int(ds.Rows), int(ds.Columns)) != shape0:
+        shape, ps, _ = headers[id(ds)]
+        if shape != shape0:
             raise InputError("mixed series: slices differ in size", source)
         if np.max(np.abs(ori - ori0)) > 1e-3:
             raise InputError("mixed series: slices differ in orientation", source)
-        if np.max(np.abs(np.array(_pixel_spacing(ds)) - ps0)) > 1e-4:
+        if np.max(np.abs(np.array(ps) - ps0)) > 1e-4:
             raise InputError("mixed series: slices differ in pixel spacing", source)
     normal = np.cross(ori0[:3], ori0[3:])
     items.sort(key=lambda it: float(np.dot(it[3], normal)))
@@ -170,7 +219,7 @@ def load_series(files: list[Path], source: str = ""):
         if vol is None:
             vol = np.empty((cols, rows, len(items)), dtype=arr.dtype)
         vol[:, :, k] = arr[fi].T
-    rescales = np.array([_rescale(it[0]) for it in items])
+    rescales = np.array([headers[id(it[0])][2] for it in items])
     if np.all(rescales == rescales[0]):
         return vol, affine, [(it[0], it[1]) for it in items], resc0[0], resc0[1]
     # per-slice scaling (common in PET): slope and intercept per slice (last axis)
@@ -261,7 +310,7 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
         entry[1][fi] = result.data[:, :, k].T
     base = out / DICOM_OUT_DIRNAME
     base.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".pixeldeid-tmp-", dir=base))
+    tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=base))
     try:
         series_uid = None
         for n, (ds, frames) in enumerate(per_ds.values(), start=1):
@@ -272,9 +321,7 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
             series_uid = str(ds.SeriesInstanceUID)
             deidentifier.write(ds, tmpdir / f"{n:05d}.dcm", source=source)
         final = base / series_uid
-        if final.exists():
-            raise DeidError(f"output series folder already exists: {final}", source)
-        os.replace(tmpdir, final)
+        _move_into_place(tmpdir, final, source)
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
@@ -295,6 +342,35 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
     return final, result.metrics
 
 
+def _move_into_place(new: Path, final: Path, source: str) -> None:
+    """Rename the complete series folder ``new`` to ``final``.
+
+    The output series UID is keyed on the input's, so a rerun (same key, same series)
+    meets its own earlier output at ``final``: that folder is set aside under a
+    temporary name, replaced by ``new`` and only then removed. A killed run leaves
+    either folder complete (a set-aside one is removed as a stale temporary).
+
+    Raises
+    ------
+    DeidError
+        When something else than a folder is in the way at ``final``.
+    """
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise DeidError(f"output series path is not a folder: {final}", source)
+    if not final.exists():
+        os.replace(new, final)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=final.parent))
+    os.replace(final, aside)  # an empty folder is replaced
+    try:
+        os.replace(new, final)
+    except BaseException:
+        os.replace(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    logger.info("%s: replaced the series written by an earlier run at %s", source, final)
+
+
 def load_reference(files: list[Path], source: str) -> tuple[np.ndarray, np.ndarray]:
     """A CT/MR series to register a PET series through: (rescaled float32 volume, affine)."""
     rdata, raff, _, rs, ri = load_series(files, source)
@@ -309,7 +385,7 @@ def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
     PET series are registered through a CT or MR series of the batch sharing their
     Frame of Reference UID when there is one.
     """
-    from .batch import Outcome
+    from .batch import Outcome, failure_reason
 
     outcomes = []
     groups, bad = group_series(files)
@@ -320,8 +396,11 @@ def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
         raise DeidError("DICOM output needs a header de-identifier (project key)")
     info = {}
     for uid, fs in groups.items():
-        ds = pydicom.dcmread(fs[0], stop_before_pixels=True)
-        info[uid] = (str(ds.get("Modality", "")), str(ds.get("FrameOfReferenceUID", "")))
+        try:
+            ds = pydicom.dcmread(fs[0], stop_before_pixels=True)
+            info[uid] = (str(ds.get("Modality", "")), str(ds.get("FrameOfReferenceUID", "")))
+        except Exception:  # noqa: BLE001 - the series fails (and is quarantined) below
+            info[uid] = ("", "")
     anat_by_for = {}
     for uid, (mod, f_o_r) in info.items():
         if mod in ("CT", "MR") and f_o_r:
@@ -337,8 +416,8 @@ def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
                                             device=device, qc_dir=qc_dir, source=source,
                                             reference=ref, check_orientation=check_orientation)
             outcomes.append(Outcome(source, str(folder), metrics=metrics))
-        except (DeidError, OSError, MemoryError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad series never ends the batch
+            reason = failure_reason(exc)
             logger.error("%s: %s", source, reason)
             for f in fs:
                 with contextlib.suppress(OSError):

@@ -91,9 +91,11 @@ def scrub_json_file(src: Path, dst: Path) -> list[str]:
     raw = Path(src).read_bytes()
     try:
         obj = json.loads(raw.decode("utf-8"))
+        clean, removed = scrub_json(obj)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"unreadable JSON sidecar: {exc}", str(src)) from exc
-    clean, removed = scrub_json(obj)
+    except RecursionError:
+        raise InputError("unreadable JSON sidecar: nested too deeply", str(src)) from None
     with atomic_output(dst) as fh:  # unchanged sidecars keep their exact bytes
         fh.write((json.dumps(clean, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
                  if removed else raw)

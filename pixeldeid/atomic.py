@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,11 +68,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete temporary files left by an interrupted run below ``folder``; return the count."""
+    """Delete temporary files and folders (with everything in them) left by an interrupted
+    run below ``folder``; return the count. Links are removed, never followed."""
     n = 0
-    for p in Path(folder).rglob(TMP_PREFIX + "*"):
-        with contextlib.suppress(OSError):
-            p.unlink()
+    for p in sorted(Path(folder).rglob(TMP_PREFIX + "*")):  # a folder before its entries
+        with contextlib.suppress(OSError):  # FileNotFoundError: went with its folder
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
             n += 1
     return n
 

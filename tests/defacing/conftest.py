@@ -64,3 +64,51 @@ def run_cli(args) -> int:
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
     return cli.run(p.parse_args([str(a) for a in args]))
+
+
+def write_mr_series(folder, tweak=None, spacing: float = 2.5) -> list:
+    """Write :func:`moved_template_head` as a single-frame MR DICOM series (one file per
+    axial slice, uncompressed) into ``folder``; return the file paths.
+
+    ``tweak(k, ds)`` may change the data set of slice ``k`` before it is written (to
+    damage a header).
+    """
+    from pathlib import Path
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    data, _ = moved_template_head(spacing=spacing)
+    vol = np.clip(data, 0, None).astype(np.uint16)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    series, study, f_o_r = generate_uid(), generate_uid(), generate_uid()
+    paths = []
+    for k in range(vol.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, f_o_r
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "MRN12345", "19610203"
+        ds.StudyDate, ds.Modality, ds.InstanceNumber = "20240101", "MR", k + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-100.0, -130.0, -120.0 + spacing * k]
+        ds.PixelSpacing = [spacing, spacing]
+        ds.SliceThickness = spacing
+        arr = np.ascontiguousarray(vol[:, :, k].T)
+        ds.Rows, ds.Columns = arr.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = arr.tobytes()
+        if tweak is not None:
+            tweak(k, ds)
+        path = folder / f"IM{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
