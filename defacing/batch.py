@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pixeldeid.atomic import atomic_output
 from pixeldeid.errors import DeidError
-from pixeldeid.paths import each_path_once
+from pixeldeid.paths import each_path_once, printable
 from pixeldeid.quarantine import quarantine
 
 from .nifti import deface_nifti, is_nifti
@@ -160,7 +160,7 @@ def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str 
             summary.outcomes.append(Outcome(str(job.source), str(job.output), metrics=res.metrics))
         except (DeidError, OSError, MemoryError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
-            logger.error("%s: %s", job.source, reason)
+            logger.error("%s: %s", printable(job.source), printable(reason))
             rec = quarantine(job.source, out, reason, stage="deface")
             summary.outcomes.append(Outcome(str(job.source), reason=rec.reason))
     write_report(summary, out)

@@ -25,6 +25,7 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pixeldeid.errors import DeidError, InputError
+from pixeldeid.paths import printable
 from pixeldeid.quarantine import quarantine
 
 from .deface import deface_array, fill_value
@@ -339,7 +340,7 @@ def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
             outcomes.append(Outcome(source, str(folder), metrics=metrics))
         except (DeidError, OSError, MemoryError) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
-            logger.error("%s: %s", source, reason)
+            logger.error("%s: %s", printable(source), printable(reason))
             for f in fs:
                 with contextlib.suppress(OSError):
                     quarantine(f, out, reason, stage="deface")
