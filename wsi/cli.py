@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from pixeldeid.atomic import atomic_output
-from pixeldeid.paths import each_path_once, read_csv
+from pixeldeid.paths import each_path_once, printable, read_csv
 
-from .api import SlideOptions, deidentify_slide
+from .api import SlideOptions, deidentify_slide, output_name
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int]:
     for r in results:
         if not r.ok:
             bad += 1
-            print(f"pixeldeid wsi: {', '.join(r.sources[:3])}: {r.reason}", file=sys.stderr)
+            print(f"pixeldeid wsi: {', '.join(printable(s) for s in r.sources[:3])}: "
+                  f"{printable(r.reason)}", file=sys.stderr)
     return len(results) - bad, bad
 
 
@@ -141,6 +142,23 @@ def _load_map(path: str) -> tuple[dict[str, str], dict[str, str]]:
     pseudo = {r[0].strip(): r[1].strip() for r in rows}
     patient = {r[0].strip(): r[2].strip() for r in rows if len(r) >= 3 and r[2].strip()}
     return pseudo, patient
+
+
+def _name_clash(files: list[Path], names: list[str]) -> str | None:
+    """A message when two slides would get the same output file name, else None.
+
+    The names compared are those written (:func:`wsi.api.output_name`: characters a file
+    name cannot hold become ``_``), case-folded for case-insensitive file systems: the
+    pseudonyms "P 1" and "P_1" both give ``P_1.svs`` and one slide would replace the other.
+    """
+    seen: dict[str, tuple[str, Path]] = {}
+    for f, name in zip(files, names, strict=True):
+        out = output_name(f, SlideOptions(pseudonym=name))
+        first = seen.setdefault(out.lower(), (name, f))
+        if first[1] != f:
+            return (f"two slides would get the same output name {printable(out)}: pseudonym "
+                    f"{first[0]!r} ({printable(first[1])}) and {name!r} ({printable(f)})")
+    return None
 
 
 def _date_offsets(files: list[Path], args: argparse.Namespace,
@@ -210,9 +228,9 @@ def run(args: argparse.Namespace) -> int:
            if tqdm else None)
     names = [args.pseudonym or pmap.get(str(f)) or pmap.get(f.name) or f"{args.prefix}-{k:04d}"
              for k, f in enumerate(files, 1)]
-    if not args.in_place and len({n.lower() for n in names}) != len(names):
-        print("pixeldeid wsi: error: two slides would get the same pseudonym (output name)",
-              file=sys.stderr)
+    clash = None if args.in_place else _name_clash(files, names)
+    if clash:
+        print(f"pixeldeid wsi: error: {clash}", file=sys.stderr)
         return 2
     if args.out:  # last of the usage checks: a file in the way, no permission (DeidError)
         from pixeldeid.batch import make_output_dir
@@ -226,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         r = deidentify_slide(f, args.out, in_place=args.in_place, options=opts,
                              quarantine_dir=args.out or f.parent)
         if not r.ok:
-            print(f"pixeldeid wsi: {f}: {r.reason}", file=sys.stderr)
+            print(f"pixeldeid wsi: {printable(f)}: {printable(r.reason)}", file=sys.stderr)
         results.append(r)
         if bar:
             bar.update(1)

@@ -98,3 +98,22 @@ def test_a_pseudonym_map_that_is_not_utf8_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not UTF-8" in err and str(pmap) in err
     assert not (tmp_path / "out").exists()
+
+
+def test_pseudonyms_that_give_the_same_file_name_are_a_usage_error(tmp_path, capsys):
+    """Pseudonyms "P 1" and "P_1" passed the duplicate check (raw names compared) but became
+    both P_1.svs: one slide silently replaced the other."""
+    src = tmp_path / "in"
+    make_aperio(src / "x1.svs", width=400, height=300, seed=1)
+    make_aperio(src / "x2.svs", width=400, height=300, seed=2)
+    m = tmp_path / "map.csv"
+    m.write_text("source,pseudonym\nx1.svs,P 1\nx2.svs,P_1\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert _run([str(src), "-o", str(out), "--pseudonym-map", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert "P_1.svs" in err and "'P 1'" in err and "'P_1'" in err
+    assert not out.exists() or not list(out.glob("*.svs"))
+    # distinct written names are fine
+    m.write_text("source,pseudonym\nx1.svs,P 1\nx2.svs,P 2\n", encoding="utf-8")
+    assert _run([str(src), "-o", str(out), "--pseudonym-map", str(m)]) == 0
+    assert sorted(p.name for p in out.glob("*.svs")) == ["P_1.svs", "P_2.svs"]
