@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pixeldeid.atomic import atomic_output
+from pixeldeid.atomic import atomic_output, remove_stale_temporaries
 from pixeldeid.paths import each_path_once, printable, read_csv
 
 from .api import SlideOptions, deidentify_slide, output_name
@@ -236,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
         from pixeldeid.batch import make_output_dir
 
         make_output_dir(Path(args.out))
+        # working copies a killed run left (the input's bytes, identity and all)
+        remove_stale_temporaries(args.out)
     results = []
     for f, pseudo, days in zip(files, names, offsets, strict=True):
         opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),

@@ -117,3 +117,17 @@ def test_pseudonyms_that_give_the_same_file_name_are_a_usage_error(tmp_path, cap
     m.write_text("source,pseudonym\nx1.svs,P 1\nx2.svs,P 2\n", encoding="utf-8")
     assert _run([str(src), "-o", str(out), "--pseudonym-map", str(m)]) == 0
     assert sorted(p.name for p in out.glob("*.svs")) == ["P_1.svs", "P_2.svs"]
+
+
+def test_working_copies_a_killed_run_left_are_removed(tmp_path):
+    """kill -9 mid-slide left OUT/.pixeldeid-tmp-*.svs, a copy of the input with its
+    identity, and a rerun finished with exit 0 leaving it there."""
+    s = make_aperio(tmp_path / "in" / "a.svs", width=400, height=300)
+    out = tmp_path / "out"
+    (out / "quarantine").mkdir(parents=True)
+    stale = [out / ".pixeldeid-tmp-k1l2m3.svs", out / "quarantine" / ".pixeldeid-tmp-x9.svs"]
+    for p in stale:
+        p.write_bytes(s.path.read_bytes())
+    assert _run([str(s.path), "-o", str(out), "--pseudonym", "T1"]) == 0
+    assert not [p for p in out.rglob("*") if p.name.startswith(".pixeldeid-tmp-")]
+    assert [p for p in out.rglob("*") if p.is_file() and scan_raw(p, s.planted)] == []
