@@ -322,3 +322,24 @@ def test_unknown_scanner_line_quarantines(tmp_path):
     _plant(s.path, [(0, "Aperio Image Library v12.0.15", "Aperio Mary Roe Library v12")])
     r = deidentify_slide(s.path, tmp_path / "out", pseudonym="MR2")
     assert r.status == "quarantined" and "scanner library line" in r.reason
+
+
+@pytest.mark.parametrize("where", ["past the end", "zero offset"])
+def test_tile_outside_the_file_quarantines(tmp_path, where):
+    """A level-0 tile offset past the end of the file passed as clean, and openslide could
+    not read level 0 of the output."""
+    import struct
+
+    import tifffile
+
+    s = make_aperio(tmp_path / "in" / "bad.svs")
+    b = bytearray(s.path.read_bytes())
+    with tifffile.TiffFile(s.path) as t:
+        vo = t.pages[0].tags["TileOffsets"].valueoffset
+    struct.pack_into("<I", b, vo + 4 * 5, len(b) + 100000 if where == "past the end" else 0)
+    s.path.write_bytes(bytes(b))
+    r = deidentify_slide(s.path, tmp_path / "out", pseudonym="BAD")
+    assert r.status == "quarantined", r.reason
+    assert "outside the file" in r.reason
+    assert not (tmp_path / "out" / "BAD.svs").exists()
+    assert list((tmp_path / "out" / "quarantine").glob("*.reason.txt"))
