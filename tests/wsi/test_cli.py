@@ -131,3 +131,45 @@ def test_working_copies_a_killed_run_left_are_removed(tmp_path):
     assert _run([str(s.path), "-o", str(out), "--pseudonym", "T1"]) == 0
     assert not [p for p in out.rglob("*") if p.name.startswith(".pixeldeid-tmp-")]
     assert [p for p in out.rglob("*") if p.is_file() and scan_raw(p, s.planted)] == []
+
+
+def test_folder_entries_are_never_dropped_silently(tmp_path, capsys):
+    """A folder named quarantine, a .mrxs slide, a FIFO, a link to /dev/zero and a
+    dangling link were skipped without a word ("1 slides: 1 clean", exit 0)."""
+    import csv
+    import os
+
+    src = tmp_path / "slides"
+    a = make_aperio(src / "a.svs", width=400, height=300, seed=1)
+    b = make_aperio(src / "quarantine" / "b.svs", width=400, height=300, seed=2)
+    (src / "c.mrxs").write_text("[GENERAL]\nSLIDE_ID=1\n")
+    os.mkfifo(src / "fifo.svs")
+    (src / "zero.svs").symlink_to("/dev/zero")
+    (src / "dangling.svs").symlink_to(tmp_path / "nonexistent" / "x.svs")
+    (src / "notes.txt").write_text("scanned 2024\n")
+    out = src / "out"  # OUT inside SRC: its own quarantine is not an input
+    (out / "quarantine").mkdir(parents=True)
+    (out / "quarantine" / "0123456789abcdef.svs").write_bytes(a.path.read_bytes())
+    assert _run([str(src), "-o", str(out)]) == 1
+    err = capsys.readouterr()
+    assert "6 slides: 2 clean, 4 quarantined" in err.out
+    rows = {os.path.basename(r["source"]): r for r in csv.DictReader(open(out / "wsi-report.csv"))}
+    assert set(rows) == {"a.svs", "b.svs", "c.mrxs", "fifo.svs", "zero.svs", "dangling.svs"}
+    assert rows["a.svs"]["status"] == rows["b.svs"]["status"] == "clean"
+    assert "unsupported format" in rows["c.mrxs"]["reason"]
+    for name in ("fifo.svs", "zero.svs"):
+        assert "not a regular file" in rows[name]["reason"]
+    assert "dangling" in rows["dangling.svs"]["reason"]
+    for name in ("c.mrxs", "fifo.svs", "zero.svs", "dangling.svs"):
+        lines = [ln for ln in err.err.splitlines() if f"/{name}: " in ln]
+        assert len(lines) == 1 and lines[0].endswith(rows[name]["reason"])
+    assert "notes.txt" in err.err  # no slide: skipped, but said so
+    assert len(list((out / "quarantine").glob("*.reason.txt"))) == 4
+    for s in (a, b):
+        assert not [p for p in out.glob("*.svs") if scan_raw(p, s.planted)]
+
+
+def test_a_source_folder_named_quarantine_is_read(tmp_path):
+    s = make_aperio(tmp_path / "quarantine" / "b.svs", width=400, height=300)
+    assert _run([str(s.path.parent), "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "SLIDE-0001.svs").is_file()
