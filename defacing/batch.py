@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pixeldeid.atomic import atomic_output
 from pixeldeid.errors import DeidError
-from pixeldeid.paths import each_path_once
+from pixeldeid.paths import each_path_once, printable
 from pixeldeid.quarantine import quarantine
 
 from .nifti import deface_nifti, is_nifti
@@ -226,7 +226,7 @@ def run_jobs(jobs: list[Job], out: Path, *, modality: str = "auto", device: str 
                      deidentifier=deidentifier, check_orientation=check_orientation)
         except Exception as exc:  # noqa: BLE001 - one bad input never ends the batch
             reason = failure_reason(exc)
-            logger.error("%s: %s", job.source, reason)
+            logger.error("%s: %s", printable(job.source), printable(reason))
             for f in job.files or [job.source]:
                 rec = quarantine(f, out, reason, stage="deface")
                 summary.outcomes.append(Outcome(str(f), reason=rec.reason))

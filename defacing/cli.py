@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pixeldeid.paths import printable
+
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Remove faces from CT/MR/PET head volumes (NIfTI, BIDS datasets, DICOM series).
@@ -108,6 +110,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixeldeid deface: error: {exc}", file=sys.stderr)
         return 2
     for o in summary.quarantined:
-        print(f"quarantined: {o.source}: {o.reason}", file=sys.stderr)
+        print(f"quarantined: {printable(o.source)}: {printable(o.reason)}", file=sys.stderr)
     print(f"pixeldeid deface: {summary.line(out)}")
     return summary.exit_status

@@ -26,6 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from pixeldeid.atomic import TMP_PREFIX
 from pixeldeid.errors import DeidError, InputError
+from pixeldeid.paths import printable
 from pixeldeid.quarantine import quarantine
 
 from .deface import deface_array, fill_value
@@ -418,7 +419,7 @@ def deface_dicom_files(files: list[Path], out: Path, *, modality: str = "auto",
             outcomes.append(Outcome(source, str(folder), metrics=metrics))
         except Exception as exc:  # noqa: BLE001 - one bad series never ends the batch
             reason = failure_reason(exc)
-            logger.error("%s: %s", source, reason)
+            logger.error("%s: %s", printable(source), printable(reason))
             for f in fs:
                 with contextlib.suppress(OSError):
                     quarantine(f, out, reason, stage="deface")

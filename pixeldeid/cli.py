@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import DeidError, MissingDependencyError
+from .paths import printable
 
 logger = logging.getLogger("pixeldeid")
 
@@ -140,7 +141,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
                         export_map=args.export_map,
                         progress=False if args.no_progress else None)
     for o in summary.quarantined:
-        print(f"quarantined: {printable(o.source)}: {o.reason}", file=sys.stderr)
+        print(f"quarantined: {printable(o.source)}: {printable(o.reason)}", file=sys.stderr)
     print(f"pixeldeid dicom: {summary.line(out)}")
     if not summary.all:
         print("pixeldeid: error: no input files found under "
@@ -159,11 +160,6 @@ def _pixel_settings(args: argparse.Namespace):
                              templates_dir=args.templates)
     validate_settings(settings)
     return settings
-
-
-def printable(path: object) -> str:
-    """A path for the terminal: undecodable bytes of a file name shown as ``\\xNN``."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _add_profiles(sub: argparse._SubParsersAction) -> None:

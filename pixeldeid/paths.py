@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -88,3 +89,37 @@ def each_path_once(items: Iterable[T],
         if key not in seen:
             seen.add(key)
             yield item
+
+
+#: control characters shown by their escapes (a file name may hold any of them)
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(path: object) -> str:
+    """A path (or any text) for one line of a terminal or a report file.
+
+    Undecodable bytes of a file name are shown as ``\\xNN``, control characters (a
+    newline, carriage return, escape sequences...) and line separators as their escapes,
+    the way ``repr`` shows them (``\\n``, ``\\x1b``, ``\\u2028``): a file name can
+    never break a one-line error or a ``source:`` line in two, nor drive the terminal.
+
+    Examples
+    --------
+    >>> printable("bad\\nname.nii")
+    'bad\\\\nname.nii'
+    """
+    text = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if not any(_is_control(c) for c in text):
+        return text
+    return "".join(_escape(c) if _is_control(c) else c for c in text)
+
+
+def _is_control(c: str) -> bool:
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp")
+
+
+def _escape(c: str) -> str:
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"

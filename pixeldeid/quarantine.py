@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_output, write_bytes_atomic
+from .paths import printable
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def quarantine(source: str | os.PathLike, out_dir: str | os.PathLike, reason: st
     digest = _digest(source)
     suffix = "".join(source.suffixes[-2:]) if source.is_file() else ""
     copy: Path | None = qdir / f"{digest}{suffix}"
-    reason_line = " ".join(str(reason).split())
+    reason_line = printable(" ".join(str(reason).split()))
     if source.is_file():
         try:
             with atomic_output(copy) as dst, open(source, "rb") as src:
@@ -60,10 +61,9 @@ def quarantine(source: str | os.PathLike, out_dir: str | os.PathLike, reason: st
             copy = None
     else:
         copy = None
-    shown = str(source).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    text = f"source: {shown}\nstage: {stage}\nreason: {reason_line}\n"
+    text = f"source: {printable(source)}\nstage: {stage}\nreason: {reason_line}\n"
     write_bytes_atomic(qdir / f"{digest}.reason.txt", text.encode("utf-8"))
-    logger.warning("quarantined %s: %s", source, reason_line)
+    logger.warning("quarantined %s: %s", printable(source), reason_line)
     return QuarantineRecord(str(source), None if copy is None else str(copy), reason_line)
 
 

@@ -9,20 +9,23 @@ NewSubfileType 1 and 9. Rules kept here:
   an unnamed non-tiled image that is not the thumbnail is removed too (fail closed);
 - IFDs are unlinked from the end, and an unlink that would move a label or macro to
   index 1 (where openslide would show it as the thumbnail) is refused;
-- ImageDescription ``key = value`` fields are kept only when on the allowlist
-  (AppMag, MPP, dimensions, stage offsets, optics); dates are shifted or removed.
+- every ImageDescription (levels, thumbnail, label, macro) is rebuilt from parts known
+  to be safe: the first ``|``-field only in its known header form, ``key = value`` fields
+  only when allowlisted (AppMag, MPP, dimensions, stage offsets, optics) with a value of
+  the expected form (a number, or a fixed text pattern); dates are shifted or removed.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pixeldeid.errors import DeidError
 
 from .generic import blank_private_blobs, blank_unknown_text_tags, clean_standard_tags
-from .metadata_rules import classify_key, clean_date_value
+from .metadata_rules import classify_key, clean_date_value, normalize_key
 from .redact import (
     macro_status,
     map_regions,
@@ -40,7 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["deidentify", "classify_ifds", "clean_description", "APERIO_SAFE_KEYS"]
+__all__ = ["deidentify", "classify_ifds", "clean_description", "clean_header", "APERIO_SAFE_KEYS",
+           "APERIO_TEXT_VALUES"]
 
 #: Aperio ImageDescription keys kept verbatim (besides metadata_rules.SAFE_KEYS)
 APERIO_SAFE_KEYS = (
@@ -77,35 +81,120 @@ def classify_ifds(ed: TiffEditor) -> dict[int, str]:
 
 
 def clean_description(desc: str, shift_days: int | None) -> tuple[str, list[str]]:
-    """Clean an Aperio ImageDescription; return it and the removed values.
+    """Rebuild an Aperio ImageDescription from parts known to be safe; return it and the
+    removed values.
 
-    The first ``|``-field (scanner, dimensions, associated-image name) is kept; each
-    ``key = value`` field is kept when allowlisted, dated when a date, else dropped.
+    Fail closed: nothing is kept because it is not known to be identifying.
+
+    - The first ``|``-field keeps only its known header form (:func:`clean_header`): the
+      library name/version line and the dimensions/tile/compression, thumbnail or
+      associated-image line; anything else in it is dropped.
+    - Each ``key = value`` field is kept when its key is allowlisted and its value has the
+      expected form (:data:`APERIO_TEXT_VALUES`, else a number); date and time fields are
+      shifted (``shift_days``) or removed, and kept only when they are dates or times;
+      everything else is dropped.
+
+    Raises
+    ------
+    DeidError
+        The first field has no known Aperio header line (openslide would not read the
+        slide as Aperio without it).
     """
     parts = desc.split("|")
-    kept = [parts[0]]
-    removed: list[str] = []
+    head, removed = clean_header(parts[0])
+    kept = [head]
     for p in parts[1:]:
-        key, sep, value = p.partition("=")
-        key_s, value_s = key.strip(), value.strip()
-        if not sep:
-            if p.strip():
-                removed.append(p.strip())
-            continue
-        kind = classify_key(key_s, APERIO_SAFE_KEYS)
-        if kind == "keep":
-            kept.append(p)
-            continue
-        if kind == "date":
-            new = clean_date_value(value_s, shift_days)
-            if new is not None:
-                kept.append(f"{key_s} = {new}")
-                if new != value_s:
-                    removed.append(value_s)
-                continue
-        if value_s:
-            removed.append(value_s)
+        field_, gone = _clean_field(p, shift_days)
+        if field_ is not None:
+            kept.append(field_)
+        removed += gone
     return "|".join(kept), removed
+
+
+#: the library name and version line opening each header segment (name: fixed forms)
+_HEADER_LINE = re.compile(
+    r"Aperio (?:Image Library|Leica Biosystems GT ?\d+(?: DX)?|ImageServer|eSlide Manager)"
+    r" v(?:\d+(?:\.\d+)*|FS\d+(?: \d+)?)")
+_DIMS = r"\d+x\d+"
+_CODEC = r"(?:JPEG|J2K|JP2K|LZW|RAW|NONE)/(?:RGB|YUV\d*|KDU|YCC|YCBCR)"
+#: the second line of a segment: level dimensions/tile/compression, thumbnail, label/macro
+_INFO_LINES = (
+    re.compile(rf"{_DIMS} \[\d+,\d+ {_DIMS}\] \({_DIMS}\)(?: -> {_DIMS})? {_CODEC}"
+               r"(?: Q=\d+)? *"),
+    re.compile(rf"{_DIMS} -> {_DIMS}(?: -)? *"),
+    re.compile(rf"(?:label|macro)(?: {_DIMS})? *"),
+    re.compile(r" *"),
+)
+#: values of allowlisted keys that are text, not numbers: the fixed forms kept
+APERIO_TEXT_VALUES: dict[str, re.Pattern[str]] = {
+    "iccprofile": re.compile(r"(?:ScanScope|AT2|GT ?450)(?: v\d+(?:\.\d+)*)?"),
+    "compression": re.compile(rf"JPEG|J2K|JP2K|LZW|RAW|NONE|{_CODEC}"),
+}
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_DATE_OR_TIME = re.compile(r"[0-9][0-9/:.\-]*")
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9 ]*")
+
+
+def clean_header(field: str) -> tuple[str, list[str]]:
+    """The known parts of an Aperio description's first ``|``-field, and what was dropped.
+
+    The field is one or more ``;``-separated segments (a re-saved slide keeps its
+    parent's header after a ``;``), each a library name/version line followed by one
+    line of dimensions, tile size and compression (``46000x32914 [0,100 46000x32914]
+    (256x256) JPEG/RGB Q=70``), of thumbnail size (``2220x2967 -> 574x768 -``) or naming
+    an associated image (``label 387x463``). Text after a known header line, lines of no
+    known form and segments without a header line are dropped.
+
+    Raises
+    ------
+    DeidError
+        The first segment does not open with a known library name/version line.
+    """
+    removed: list[str] = []
+    segments: list[str] = []
+    for k, seg in enumerate(field.split(";")):
+        sep = next((s for s in ("\r\n", "\n", "\r") if s in seg), "\r\n")
+        lines = re.split(r"\r\n|\n|\r", seg)
+        m = _HEADER_LINE.match(lines[0])
+        if m is None:
+            if k == 0:
+                raise DeidError("Aperio ImageDescription does not open with a known scanner "
+                                "library line")
+            removed.append(seg)
+            continue
+        rest = lines[0][m.end():]
+        head = m.group(0) + (" " if rest.startswith(" ") else "")
+        if rest.strip():
+            removed.append(rest.strip())
+        kept = [head]
+        for j, line in enumerate(lines[1:]):
+            if j == 0 and any(p.fullmatch(line) for p in _INFO_LINES):
+                kept.append(line)
+            elif line.strip():
+                removed.append(line.strip())
+        segments.append(sep.join(kept))
+    return ";".join(segments), removed
+
+
+def _clean_field(field: str, shift_days: int | None) -> tuple[str | None, list[str]]:
+    """One ``key = value`` field rebuilt (None: dropped) and the values removed."""
+    key, sep, value = field.partition("=")
+    key_s, value_s = key.strip(), value.strip()
+    gone = [field.strip()] if field.strip() else []
+    if not sep or not _KEY.fullmatch(key_s):
+        return None, gone
+    gone = [value_s] if value_s else []
+    kind = classify_key(key_s, APERIO_SAFE_KEYS)
+    if kind == "keep":
+        form = APERIO_TEXT_VALUES.get(normalize_key(key_s), _NUMBER)
+        if form.fullmatch(value_s):
+            return f"{key_s} = {value_s}", []
+        return None, gone
+    if kind == "date" and _DATE_OR_TIME.fullmatch(value_s):
+        new = clean_date_value(value_s, shift_days)
+        if new is not None:
+            return f"{key_s} = {new}", gone if new != value_s else []
+    return None, gone
 
 
 def deidentify(path: str | Path, options: SlideOptions) -> VendorReport:

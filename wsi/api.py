@@ -48,6 +48,7 @@ from typing import Any
 
 from pixeldeid.atomic import TMP_PREFIX
 from pixeldeid.errors import DeidError, InputError
+from pixeldeid.paths import printable
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ def deidentify_slide(src: str | os.PathLike, out_dir: str | os.PathLike | None =
         except OSError as qexc:  # pragma: no cover - disk full etc.
             result.status = "failed"
             result.reason = f"{reason} (quarantine failed: {qexc})"
-        logger.error("%s: %s", src, reason)
+        logger.error("%s: %s", printable(src), printable(reason))
     finally:
         if work is not None:
             with contextlib.suppress(OSError):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from pixeldeid.atomic import atomic_output
-from pixeldeid.paths import each_path_once, read_csv
+from pixeldeid.atomic import TMP_PREFIX, atomic_output, remove_stale_temporaries
+from pixeldeid.paths import printable, read_csv
 
-from .api import SlideOptions, deidentify_slide
+from .api import SlideOptions, SlideResult, deidentify_slide, output_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "run", "SLIDE_SUFFIXES"]
+__all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "run", "SLIDE_SUFFIXES", "UNSUPPORTED_SUFFIXES"]
 
 DESCRIPTION = """De-identify whole-slide images in place in their TIFF structure.
 Removes or replaces the label, removes or redacts the macro, cleans vendor metadata by an
@@ -34,6 +35,9 @@ EPILOG = """examples:
 
 #: file suffixes picked up when a folder is given
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".bif", ".scn", ".dcm")
+#: slide formats found in folders that no wsi module de-identifies: quarantined, not skipped
+UNSUPPORTED_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide", ".czi", ".isyntax", ".vsi",
+                        ".kfb", ".sdpc", ".mds")
 
 
 def _region(text: str) -> tuple[int, int, int, int]:
@@ -115,21 +119,55 @@ def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int]:
     for r in results:
         if not r.ok:
             bad += 1
-            print(f"pixeldeid wsi: {', '.join(r.sources[:3])}: {r.reason}", file=sys.stderr)
+            print(f"pixeldeid wsi: {', '.join(printable(s) for s in r.sources[:3])}: "
+                  f"{printable(r.reason)}", file=sys.stderr)
     return len(results) - bad, bad
 
 
-def _collect(srcs: list[str]) -> list[Path]:
-    """The slide files of the sources, each once (a folder and a slide in it: one slide)."""
-    out: list[Path] = []
-    for s in srcs:
-        p = Path(s)
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in SLIDE_SUFFIXES
-                          and "quarantine" not in q.parts)
+def _collect(srcs: list[str], out: str | None
+             ) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
+    """The inputs of the sources, each once (a folder and a slide in it: one slide).
+
+    Returns ``(slides, refused, others)``: the slide files (every file named on the
+    command line, the files of folders with a :data:`SLIDE_SUFFIXES` suffix), the inputs
+    to quarantine with their reason (FIFOs, devices, dangling links, unreadable folders:
+    :func:`pixeldeid.batch.iter_inputs`; slides of :data:`UNSUPPORTED_SUFFIXES`), and the
+    other files of folders (no slides: skipped, and said so). Folders are walked as
+    ``pixeldeid dicom`` walks them; only OUT's own quarantine and state folders (by
+    resolved path) and pixeldeid's temporaries are left out.
+    """
+    from pixeldeid.batch import STATE_DIRNAME, iter_inputs
+    from pixeldeid.quarantine import QUARANTINE_DIRNAME
+
+    named = {os.path.abspath(s) for s in srcs}
+    ours = [(Path(out) / d).resolve() for d in (QUARANTINE_DIRNAME, STATE_DIRNAME)] if out else []
+    slides: list[Path] = []
+    refused: list[tuple[Path, str]] = []
+    others: list[Path] = []
+    for p, reason in iter_inputs(srcs):
+        real = Path(os.path.realpath(p))  # never raises (a link loop stays a link)
+        if p.name.startswith(TMP_PREFIX) or any(real.is_relative_to(d) for d in ours):
+            continue
+        suffix = p.suffix.lower()
+        if reason:
+            refused.append((p, reason))
+        elif os.path.abspath(p) in named or suffix in SLIDE_SUFFIXES:
+            slides.append(p)
+        elif suffix in UNSUPPORTED_SUFFIXES:
+            refused.append((p, f"unsupported format ({suffix} slides are not de-identified)"))
         else:
-            out.append(p)
-    return list(each_path_once(out))
+            others.append(p)
+    return slides, refused, others
+
+
+def _refuse(path: Path, reason: str, args: argparse.Namespace) -> SlideResult:
+    """Quarantine an input that is no slide to clean (a FIFO, an unsupported format...)."""
+    from pixeldeid.quarantine import quarantine
+
+    rec = quarantine(path, args.out or path.parent, reason, stage="wsi")
+    print(f"pixeldeid wsi: {printable(path)}: {printable(reason)}", file=sys.stderr)
+    return SlideResult(str(path), None, None, "quarantined", reason=reason,
+                       quarantine_copy=rec.copy)
 
 
 def _load_map(path: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -141,6 +179,23 @@ def _load_map(path: str) -> tuple[dict[str, str], dict[str, str]]:
     pseudo = {r[0].strip(): r[1].strip() for r in rows}
     patient = {r[0].strip(): r[2].strip() for r in rows if len(r) >= 3 and r[2].strip()}
     return pseudo, patient
+
+
+def _name_clash(files: list[Path], names: list[str]) -> str | None:
+    """A message when two slides would get the same output file name, else None.
+
+    The names compared are those written (:func:`wsi.api.output_name`: characters a file
+    name cannot hold become ``_``), case-folded for case-insensitive file systems: the
+    pseudonyms "P 1" and "P_1" both give ``P_1.svs`` and one slide would replace the other.
+    """
+    seen: dict[str, tuple[str, Path]] = {}
+    for f, name in zip(files, names, strict=True):
+        out = output_name(f, SlideOptions(pseudonym=name))
+        first = seen.setdefault(out.lower(), (name, f))
+        if first[1] != f:
+            return (f"two slides would get the same output name {printable(out)}: pseudonym "
+                    f"{first[0]!r} ({printable(first[1])}) and {name!r} ({printable(f)})")
+    return None
 
 
 def _date_offsets(files: list[Path], args: argparse.Namespace,
@@ -183,8 +238,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixeldeid wsi: error: OCR engine {args.ocr!r} is not available "
               f"(known: {', '.join(OCR_ENGINES)}; pip install 'pixeldeid[ocr]')", file=sys.stderr)
         return 2
-    files = _collect(args.src)
-    if not files:
+    files, refused, others = _collect(args.src, args.out)
+    if not files and not refused:
         print("pixeldeid wsi: error: no slide files found", file=sys.stderr)
         return 2
     dicom = [f for f in files if f.is_file() and _is_dicom(f)]
@@ -210,15 +265,20 @@ def run(args: argparse.Namespace) -> int:
            if tqdm else None)
     names = [args.pseudonym or pmap.get(str(f)) or pmap.get(f.name) or f"{args.prefix}-{k:04d}"
              for k, f in enumerate(files, 1)]
-    if not args.in_place and len({n.lower() for n in names}) != len(names):
-        print("pixeldeid wsi: error: two slides would get the same pseudonym (output name)",
-              file=sys.stderr)
+    clash = None if args.in_place else _name_clash(files, names)
+    if clash:
+        print(f"pixeldeid wsi: error: {clash}", file=sys.stderr)
         return 2
     if args.out:  # last of the usage checks: a file in the way, no permission (DeidError)
         from pixeldeid.batch import make_output_dir
 
         make_output_dir(Path(args.out))
-    results = []
+        # working copies a killed run left (the input's bytes, identity and all)
+        remove_stale_temporaries(args.out)
+    if others:
+        print(f"pixeldeid wsi: {len(others)} files that are no slides skipped (suffix not "
+              f"{'/'.join(SLIDE_SUFFIXES)}), e.g. {printable(others[0])}", file=sys.stderr)
+    results = [_refuse(p, why, args) for p, why in refused]
     for f, pseudo, days in zip(files, names, offsets, strict=True):
         opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),
                             pseudonym=pseudo, date_offset=days, ocr=args.ocr,
@@ -226,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         r = deidentify_slide(f, args.out, in_place=args.in_place, options=opts,
                              quarantine_dir=args.out or f.parent)
         if not r.ok:
-            print(f"pixeldeid wsi: {f}: {r.reason}", file=sys.stderr)
+            print(f"pixeldeid wsi: {printable(f)}: {printable(r.reason)}", file=sys.stderr)
         results.append(r)
         if bar:
             bar.update(1)

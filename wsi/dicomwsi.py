@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from pixeldeid.atomic import TMP_PREFIX
 from pixeldeid.errors import DeidError, InputError
+from pixeldeid.paths import printable
 
 from . import metadata_rules as mr
 
@@ -340,7 +341,7 @@ def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.Path
             except OSError as qexc:  # pragma: no cover - disk full etc.
                 result.status = "failed"
                 result.reason = f"{reason} (quarantine failed: {qexc})"
-        logger.error("DICOM slide %s: %s", sources[0] if sources else "?", reason)
+        logger.error("DICOM slide %s: %s", printable(sources[0]) if sources else "?", printable(reason))
     finally:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)

@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["verify_slide", "compare_outside_regions", "check_macro_label_end", "MIN_SCAN_LEN"]
+__all__ = ["verify_slide", "check_segments", "compare_outside_regions", "check_macro_label_end",
+           "MIN_SCAN_LEN"]
 
 #: values shorter than this are not scanned for (too many chance hits in image data)
 MIN_SCAN_LEN = 4
@@ -46,6 +47,8 @@ def verify_slide(src: str | os.PathLike, out: str | os.PathLike, vendor: str,
     hits = scan_raw(out, values)
     for v, off in hits[:10]:
         problems.append(f"removed value {v!r} still in the file at byte {off}")
+    if vendor != "dicom":  # DICOM WSI: pixel data checked by wsi.dicomwsi
+        problems += check_segments(out)
     if not options.verify:
         return problems, hits
     try:
@@ -75,6 +78,56 @@ def verify_slide(src: str | os.PathLike, out: str | os.PathLike, vendor: str,
     finally:
         a.close()
     return problems, hits
+
+
+def check_segments(path: str | os.PathLike) -> list[str]:
+    """Problems with the strips/tiles of every IFD and SubIFD of a TIFF-based slide.
+
+    Each one with bytes must lie inside the file (past the header), and an IFD must list
+    at least as many as its size and tile size need. openslide opens a slide whose tile
+    points past the end of the file and fails only when that tile is read, and the
+    comparison reads a few level-0 patches only: a corrupt slide would pass as clean.
+    A byte count of 0 is a tile the scanner did not write (openslide draws it empty).
+    """
+    from pixeldeid.errors import DeidError
+
+    from .tiffedit import TiffEditor
+
+    problems: list[str] = []
+    try:
+        with TiffEditor(path) as ed:
+            size = ed.size
+            for d in [*ed.ifds, *ed.subifds]:
+                offs, cnts = ed.segment_arrays(d.index)
+                need = _segment_count(d)
+                what = "tiles" if d.is_tiled else "strips"
+                if len(offs) < need:
+                    problems.append(f"IFD {d.index} lists {len(offs)} {what}, its size needs {need}")
+                bad = (cnts > 0) & ((offs < 8) | (offs + cnts > size))
+                if bad.any():
+                    k = int(np.argmax(bad))
+                    problems.append(f"IFD {d.index}: {int(bad.sum())} {what} outside the file "
+                                    f"(#{k}: {int(cnts[k])} bytes at offset {int(offs[k])}, "
+                                    f"file {size} bytes)")
+    except DeidError as exc:
+        problems.append(f"TIFF structure unreadable: {getattr(exc, 'reason', None) or exc}")
+    return problems
+
+
+def _segment_count(d) -> int:
+    """The strips/tiles an IFD's image size, tile size / rows per strip and planar
+    configuration need (0 when the IFD has no image size)."""
+    h, w = d.shape
+    if h <= 0 or w <= 0:
+        return 0
+    planes = int(d.first(277, 1) or 1) if int(d.first(284, 1) or 1) == 2 else 1
+    if d.is_tiled:
+        tw, th = int(d.first(322, 0) or 0), int(d.first(323, 0) or 0)
+        if tw <= 0 or th <= 0:
+            return 0
+        return -(-w // tw) * -(-h // th) * planes
+    rps = int(d.first(278, h) or h)
+    return -(-h // min(max(rps, 1), h)) * planes
 
 
 def _compare(a, b, vendor: str, options: SlideOptions, regions) -> list[str]:

@@ -328,3 +328,30 @@ def test_a_file_that_cannot_be_decoded_gives_one_line_not_a_traceback(tmp_path):
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         (line,) = [ln for ln in r.stderr.splitlines() if "a.dcm" in ln]
         assert "pixel data cannot be decoded" in line
+
+
+@pytest.mark.parametrize("command", ["dicom", "deface"])
+def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path: Path, key_file: Path, capsys,
+                                                     command: str):
+    """A file named 'bad<newline>name' gave a two-line error and a reason file whose
+    ``source:`` line broke in two: the name is shown with its control characters escaped."""
+    from pixeldeid.cli import printable
+
+    src = tmp_path / "in"
+    src.mkdir()
+    bad = src / ("bad\nname\x1b[31m" + (".dcm" if command == "dicom" else ".nii"))
+    bad.write_bytes(b"not an image\n" * 20)
+    out = tmp_path / "out"
+    argv = ([command, str(bad), "-o", str(out), "--key-file", str(key_file), "--no-progress"]
+            if command == "dicom" else [command, str(bad), "-o", str(out), "--device", "cpu"])
+    assert main(argv) == 1
+    shown = str(bad).replace("\n", "\\n").replace("\x1b", "\\x1b")
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("quarantined:")]
+    assert len(lines) == 1 and lines[0].startswith(f"quarantined: {shown}: "), err
+    (rf,) = (out / "quarantine").glob("*.reason.txt")
+    text = rf.read_text(encoding="utf-8")
+    assert text.splitlines()[0] == f"source: {shown}"
+    assert len(text.splitlines()) == 3 and "\x1b" not in text
+    assert printable(bad) == shown

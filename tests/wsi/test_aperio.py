@@ -180,9 +180,10 @@ def test_label_at_index_1_is_not_a_thumbnail(tmp_path):
 
 def test_clean_description_rules():
     new, removed = clean_description(
-        "Aperio Image Library v1 \r\n10x10 (1x1)|AppMag = 20|User = bob smith|Date = 01/02/03"
-        "|Time = 10:11:12|MPP = 0.5|Weird Key = x y z", None)
-    assert new == "Aperio Image Library v1 \r\n10x10 (1x1)|AppMag = 20|MPP = 0.5"
+        "Aperio Image Library v1 \r\n10x10 [0,0 10x10] (1x1) JPEG/RGB Q=70|AppMag = 20"
+        "|User = bob smith|Date = 01/02/03|Time = 10:11:12|MPP = 0.5|Weird Key = x y z", None)
+    assert new == ("Aperio Image Library v1 \r\n10x10 [0,0 10x10] (1x1) JPEG/RGB Q=70"
+                   "|AppMag = 20|MPP = 0.5")
     assert set(removed) == {"bob smith", "01/02/03", "10:11:12", "x y z"}
 
 
@@ -269,3 +270,76 @@ def test_private_ascii_tag_is_blanked(tmp_path):
     assert scan_raw(r.output, [OPERATOR, ACCESSION]) == []
     with TiffEditor(r.output) as ed:
         assert ed.ifds[1].get(65001) in ("", None)
+
+
+#: where the red team hid a name in an Aperio ImageDescription: (page, old, new)
+_PLANTED_PLACES = {
+    "scanner line": (0, "v12.0.15", "v12.0.15 Mary Roe"),
+    "extra line in first field": (0, "Q=80|", "Q=80\r\nPatient Mary Roe|"),
+    "allowed key's value": (0, "|AppMag = 40", "|AppMag = 40 Mary Roe"),
+    "thumbnail first field": (1, "-> ", "-> Mary Roe "),
+}
+
+
+def _plant(path, places):
+    import tifffile
+
+    for page, old, new in places:
+        with tifffile.TiffFile(path) as t:
+            d = t.pages[page].description
+        assert old in d
+        tifffile.tiffcomment(path, d.replace(old, new, 1).encode(), pageindex=page)
+
+
+@pytest.mark.parametrize("where", [*_PLANTED_PLACES, "all four"])
+def test_name_in_description_header_or_safe_value_never_survives(tmp_path, where):
+    import tifffile
+
+    s = make_aperio(tmp_path / "in" / "s.svs")
+    places = list(_PLANTED_PLACES.values()) if where == "all four" else [_PLANTED_PLACES[where]]
+    _plant(s.path, places)
+    assert b"Mary Roe" in s.path.read_bytes()
+    r = deidentify_slide(s.path, tmp_path / "out", pseudonym="MR1")
+    if r.status != "clean":  # quarantined is acceptable, passed through is not
+        assert r.status == "quarantined" and not (tmp_path / "out" / "MR1.svs").exists()
+        return
+    data = open(r.output, "rb").read()
+    assert b"Mary Roe" not in data and b"Mary" not in data
+    b = openslide.OpenSlide(r.output)
+    assert b.properties["openslide.vendor"] == "aperio"
+    assert b.properties["aperio.MPP"] == "0.2520"
+    if "allowed key's value" in where or where == "all four":
+        assert "aperio.AppMag" not in b.properties  # a value not of its form is dropped
+    else:
+        assert b.properties["aperio.AppMag"] == "40"
+    with tifffile.TiffFile(r.output) as t:
+        assert t.pages[0].description.startswith("Aperio Image Library v12.0.15 \r\n2000x1500 [")
+        t.pages[0].asarray()
+
+
+def test_unknown_scanner_line_quarantines(tmp_path):
+    s = make_aperio(tmp_path / "in" / "s.svs")
+    _plant(s.path, [(0, "Aperio Image Library v12.0.15", "Aperio Mary Roe Library v12")])
+    r = deidentify_slide(s.path, tmp_path / "out", pseudonym="MR2")
+    assert r.status == "quarantined" and "scanner library line" in r.reason
+
+
+@pytest.mark.parametrize("where", ["past the end", "zero offset"])
+def test_tile_outside_the_file_quarantines(tmp_path, where):
+    """A level-0 tile offset past the end of the file passed as clean, and openslide could
+    not read level 0 of the output."""
+    import struct
+
+    import tifffile
+
+    s = make_aperio(tmp_path / "in" / "bad.svs")
+    b = bytearray(s.path.read_bytes())
+    with tifffile.TiffFile(s.path) as t:
+        vo = t.pages[0].tags["TileOffsets"].valueoffset
+    struct.pack_into("<I", b, vo + 4 * 5, len(b) + 100000 if where == "past the end" else 0)
+    s.path.write_bytes(bytes(b))
+    r = deidentify_slide(s.path, tmp_path / "out", pseudonym="BAD")
+    assert r.status == "quarantined", r.reason
+    assert "outside the file" in r.reason
+    assert not (tmp_path / "out" / "BAD.svs").exists()
+    assert list((tmp_path / "out" / "quarantine").glob("*.reason.txt"))

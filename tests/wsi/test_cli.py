@@ -98,3 +98,78 @@ def test_a_pseudonym_map_that_is_not_utf8_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not UTF-8" in err and str(pmap) in err
     assert not (tmp_path / "out").exists()
+
+
+def test_pseudonyms_that_give_the_same_file_name_are_a_usage_error(tmp_path, capsys):
+    """Pseudonyms "P 1" and "P_1" passed the duplicate check (raw names compared) but became
+    both P_1.svs: one slide silently replaced the other."""
+    src = tmp_path / "in"
+    make_aperio(src / "x1.svs", width=400, height=300, seed=1)
+    make_aperio(src / "x2.svs", width=400, height=300, seed=2)
+    m = tmp_path / "map.csv"
+    m.write_text("source,pseudonym\nx1.svs,P 1\nx2.svs,P_1\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert _run([str(src), "-o", str(out), "--pseudonym-map", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert "P_1.svs" in err and "'P 1'" in err and "'P_1'" in err
+    assert not out.exists() or not list(out.glob("*.svs"))
+    # distinct written names are fine
+    m.write_text("source,pseudonym\nx1.svs,P 1\nx2.svs,P 2\n", encoding="utf-8")
+    assert _run([str(src), "-o", str(out), "--pseudonym-map", str(m)]) == 0
+    assert sorted(p.name for p in out.glob("*.svs")) == ["P_1.svs", "P_2.svs"]
+
+
+def test_working_copies_a_killed_run_left_are_removed(tmp_path):
+    """kill -9 mid-slide left OUT/.pixeldeid-tmp-*.svs, a copy of the input with its
+    identity, and a rerun finished with exit 0 leaving it there."""
+    s = make_aperio(tmp_path / "in" / "a.svs", width=400, height=300)
+    out = tmp_path / "out"
+    (out / "quarantine").mkdir(parents=True)
+    stale = [out / ".pixeldeid-tmp-k1l2m3.svs", out / "quarantine" / ".pixeldeid-tmp-x9.svs"]
+    for p in stale:
+        p.write_bytes(s.path.read_bytes())
+    assert _run([str(s.path), "-o", str(out), "--pseudonym", "T1"]) == 0
+    assert not [p for p in out.rglob("*") if p.name.startswith(".pixeldeid-tmp-")]
+    assert [p for p in out.rglob("*") if p.is_file() and scan_raw(p, s.planted)] == []
+
+
+def test_folder_entries_are_never_dropped_silently(tmp_path, capsys):
+    """A folder named quarantine, a .mrxs slide, a FIFO, a link to /dev/zero and a
+    dangling link were skipped without a word ("1 slides: 1 clean", exit 0)."""
+    import csv
+    import os
+
+    src = tmp_path / "slides"
+    a = make_aperio(src / "a.svs", width=400, height=300, seed=1)
+    b = make_aperio(src / "quarantine" / "b.svs", width=400, height=300, seed=2)
+    (src / "c.mrxs").write_text("[GENERAL]\nSLIDE_ID=1\n")
+    os.mkfifo(src / "fifo.svs")
+    (src / "zero.svs").symlink_to("/dev/zero")
+    (src / "dangling.svs").symlink_to(tmp_path / "nonexistent" / "x.svs")
+    (src / "notes.txt").write_text("scanned 2024\n")
+    out = src / "out"  # OUT inside SRC: its own quarantine is not an input
+    (out / "quarantine").mkdir(parents=True)
+    (out / "quarantine" / "0123456789abcdef.svs").write_bytes(a.path.read_bytes())
+    assert _run([str(src), "-o", str(out)]) == 1
+    err = capsys.readouterr()
+    assert "6 slides: 2 clean, 4 quarantined" in err.out
+    rows = {os.path.basename(r["source"]): r for r in csv.DictReader(open(out / "wsi-report.csv"))}
+    assert set(rows) == {"a.svs", "b.svs", "c.mrxs", "fifo.svs", "zero.svs", "dangling.svs"}
+    assert rows["a.svs"]["status"] == rows["b.svs"]["status"] == "clean"
+    assert "unsupported format" in rows["c.mrxs"]["reason"]
+    for name in ("fifo.svs", "zero.svs"):
+        assert "not a regular file" in rows[name]["reason"]
+    assert "dangling" in rows["dangling.svs"]["reason"]
+    for name in ("c.mrxs", "fifo.svs", "zero.svs", "dangling.svs"):
+        lines = [ln for ln in err.err.splitlines() if f"/{name}: " in ln]
+        assert len(lines) == 1 and lines[0].endswith(rows[name]["reason"])
+    assert "notes.txt" in err.err  # no slide: skipped, but said so
+    assert len(list((out / "quarantine").glob("*.reason.txt"))) == 4
+    for s in (a, b):
+        assert not [p for p in out.glob("*.svs") if scan_raw(p, s.planted)]
+
+
+def test_a_source_folder_named_quarantine_is_read(tmp_path):
+    s = make_aperio(tmp_path / "quarantine" / "b.svs", width=400, height=300)
+    assert _run([str(s.path.parent), "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "SLIDE-0001.svs").is_file()
