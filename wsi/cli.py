@@ -133,14 +133,16 @@ def _collect(srcs: list[str], out: str | None
     to quarantine with their reason (FIFOs, devices, dangling links, unreadable folders:
     :func:`pixeldeid.batch.iter_inputs`; slides of :data:`UNSUPPORTED_SUFFIXES`), and the
     other files of folders (no slides: skipped, and said so). Folders are walked as
-    ``pixeldeid dicom`` walks them; only OUT's own quarantine and state folders (by
-    resolved path) and pixeldeid's temporaries are left out.
+    ``pixeldeid dicom`` walks them; OUT (by resolved path; when a source lies inside OUT
+    only OUT's quarantine and state folders) and pixeldeid's temporaries are left out.
     """
     from pixeldeid.batch import STATE_DIRNAME, iter_inputs
     from pixeldeid.quarantine import QUARANTINE_DIRNAME
 
     named = {os.path.abspath(s) for s in srcs}
     ours = [(Path(out) / d).resolve() for d in (QUARANTINE_DIRNAME, STATE_DIRNAME)] if out else []
+    if out and not any(Path(s).resolve().is_relative_to(Path(out).resolve()) for s in srcs):
+        ours.append(Path(out).resolve())  # OUT inside a source: its outputs are no inputs
     slides: list[Path] = []
     refused: list[tuple[Path, str]] = []
     others: list[Path] = []

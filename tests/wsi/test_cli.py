@@ -173,3 +173,17 @@ def test_a_source_folder_named_quarantine_is_read(tmp_path):
     s = make_aperio(tmp_path / "quarantine" / "b.svs", width=400, height=300)
     assert _run([str(s.path.parent), "-o", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "SLIDE-0001.svs").is_file()
+
+
+def test_a_rerun_with_out_inside_the_source_takes_no_output_for_an_input(tmp_path, capsys):
+    """OUT inside SRC: a rerun read OUT's cleaned slides as new inputs and wrote them again
+    under other pseudonyms (only OUT's quarantine and state folders were left out)."""
+    src = tmp_path / "slides"
+    make_aperio(src / "a.svs", width=400, height=300, seed=1)
+    out = src / "out"
+    assert _run([str(src), "-o", str(out)]) == 0
+    first = sorted(p.name for p in out.glob("*.svs"))
+    capsys.readouterr()
+    assert _run([str(src), "-o", str(out)]) == 0
+    assert "1 slides" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.svs")) == first == ["SLIDE-0001.svs"]
