@@ -37,6 +37,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomFileLike
 from pydicom.fileset import FileInstance, FileSet
+from pydicom.sequence import Sequence
+from pydicom.valuerep import DT
 
 from pixeldeid.atomic import atomic_output
 from pixeldeid.dummy import dummy_value
@@ -149,6 +151,55 @@ _RECORD_TYPE1 = {"PatientID": "LO", "StudyDate": "DA", "StudyTime": "TM", "Study
                  "Modality": "CS", "SeriesNumber": "IS", "InstanceNumber": "IS"}
 
 
+# Directory records whose Content Sequence holds only the root's HAS CONCEPT MOD items
+# (PS3.3 F.5.26 SR Document, F.5.27 Key Object Document); pydicom copies the whole tree.
+_CONCEPT_MOD_RECORDS = ("SR DOCUMENT", "KEY OBJECT DOC")
+
+
+def _dt_sort_key(value: str) -> tuple[int, object]:
+    """Sort key of a DT value: parsed and in UTC where possible, else the text itself."""
+    try:
+        dt = DT(value)
+    except (ValueError, TypeError):
+        return 0, value
+    offset = dt.utcoffset()
+    return 1, dt.replace(tzinfo=None) - offset if offset is not None else dt
+
+
+def _latest_verification(ds: Dataset) -> str | None:
+    """The latest Verification DateTime of the Verifying Observer Sequence, or None."""
+    values = [str(item.get("VerificationDateTime", "") or "").strip()
+              for item in ds.get("VerifyingObserverSequence") or []]
+    values = [v for v in values if v]
+    if not values:
+        return None
+    return max(values, key=_dt_sort_key)
+
+
+def _conform_record(record: Dataset, ds: Dataset) -> None:
+    """Make pydicom's leaf directory ``record`` of ``ds`` follow PS3.3 Annex F.
+
+    * SR DOCUMENT / KEY OBJECT DOC: the Content Sequence keeps only the HAS CONCEPT
+      MOD items of the root (pydicom copies the whole content tree: CONTAINS and HAS
+      OBS CONTEXT items, references to instances the record has no evidence for); it
+      is removed when none remain.
+    * SR DOCUMENT of a VERIFIED report: Verification DateTime (Type 1C), the latest
+      one of the Verifying Observer Sequence (a dummy if the instance has none).
+    """
+    kind = str(record.get("DirectoryRecordType", "")).strip()
+    if kind in _CONCEPT_MOD_RECORDS and "ContentSequence" in record:
+        keep = [item for item in record.ContentSequence
+                if str(item.get("RelationshipType", "")).strip() == "HAS CONCEPT MOD"]
+        if keep:
+            record.ContentSequence = Sequence(keep)
+        else:
+            del record.ContentSequence
+    if kind == "SR DOCUMENT":
+        verified = str(record.get("VerificationFlag", "")).strip().upper() == "VERIFIED"
+        if verified and not str(record.get("VerificationDateTime", "") or "").strip():
+            record.VerificationDateTime = _latest_verification(ds) or dummy_value("DT")
+
+
 class _Study:
     def __init__(self) -> None:
         self.fs = FileSet()
@@ -161,7 +212,8 @@ class DicomdirLayout:
     Files go to ``root/<PatientID>/study_<6 hex>_<YYYYMMDD>/DICOM/IM_nnnnn`` as they
     are added; :meth:`close` writes each study's ``DICOMDIR`` (atomically) with
     :class:`pydicom.fileset.FileSet` records. Reserved files that were never written
-    are left out of the DICOMDIR.
+    are left out of the DICOMDIR. SR DOCUMENT and KEY OBJECT DOC records are made to
+    follow PS3.3 F.5.26/F.5.27 (pydicom copies the whole SR content tree into them).
 
     Parameters
     ----------
@@ -232,6 +284,7 @@ class DicomdirLayout:
                 raise DeidError(f"cannot index the instance in a DICOMDIR: {exc}") from exc
             if any(i is instance for i, _ in study.instances):
                 raise DeidError("duplicate SOP Instance UID in one study")
+            _conform_record(instance.node._record, header)
             file_id = ["DICOM", f"IM_{n:05d}"]
             instance.node._record.ReferencedFileID = file_id
             path = self.root.joinpath(rel, *file_id)

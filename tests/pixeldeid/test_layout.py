@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import PurePosixPath
 
@@ -12,6 +13,7 @@ from pydicom.fileset import FileSet
 from pixeldeid import dciodvfy
 from pixeldeid.errors import DeidError
 from pixeldeid.layout import DicomdirLayout, clean_component, flat_name, hierarchy_path
+from tests.pixeldeid.conftest import dciodvfy_errors
 from tests.pixeldeid.corpus import ct_slice_dataset, make_planted_dataset, write_dataset
 
 SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -187,3 +189,99 @@ def test_dicomdir_passes_dciodvfy(tmp_path):
     (d,) = tmp_path.rglob("DICOMDIR")
     errors = [f.message for f in dciodvfy.run_dciodvfy(d) if f.severity == "Error"]
     assert errors == []
+
+
+def _document(kind, src):
+    """An SR or key object document (with a CT it references) written under ``src``."""
+    import highdicom as hd
+    import numpy as np
+    from pydicom.sr.codedict import codes
+
+    from pixeldeid._synth import make_ct_series
+
+    cts = [pydicom.dcmread(p) for p in make_ct_series(src / "ct", 1, seed=11)]
+    if kind in ("test-SR.dcm", "reportsi.dcm"):
+        from tests.pixeldeid.conftest import corpus_file
+        pydicom.dcmread(corpus_file(kind)).save_as(src / "doc.dcm")
+        return
+    common = dict(evidence=cts, series_instance_uid=hd.UID(), series_number=60,
+                  sop_instance_uid=hd.UID(), instance_number=1, manufacturer="M")
+    if kind == "kos":
+        doc = hd.ko.KeyObjectSelectionDocument(
+            content=hd.ko.KeyObjectSelection(document_title=codes.DCM.Manifest,
+                                             referenced_objects=cts, description="key"),
+            **common)
+    else:  # a VERIFIED Comprehensive 3D SR, two verifications, the latest listed first
+        sr = hd.sr
+        observer = sr.ObserverContext(
+            observer_type=codes.DCM.Person,
+            observer_identifying_attributes=sr.PersonObserverIdentifyingAttributes(
+                name="Doe^John"))
+        group = sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=sr.TrackingIdentifier(uid=hd.UID(), identifier="l1"),
+            referenced_region=sr.ImageRegion(
+                graphic_type=sr.GraphicTypeValues.POINT, graphic_data=np.array([[10.0, 10.0]]),
+                source_image=sr.SourceImageForRegion.from_source_image(cts[0])),
+            finding_type=codes.SCT.Lesion)
+        report = sr.MeasurementReport(
+            observation_context=sr.ObservationContext(observer_person_context=observer),
+            procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=[group])
+        doc = sr.Comprehensive3DSR(content=report, is_complete=True, is_verified=True,
+                                   verifying_observer_name="Doe^Jane",
+                                   verifying_organization="Org", **common)
+        first = doc.VerifyingObserverSequence[0]
+        first.VerificationDateTime = "20210305101010"
+        earlier = copy.deepcopy(first)
+        earlier.VerificationDateTime = "20200101120000"
+        doc.VerifyingObserverSequence.append(earlier)
+    doc.save_as(src / "doc.dcm")
+
+
+@pytest.mark.parametrize("kind", ["test-SR.dcm", "reportsi.dcm", "verified", "kos"])
+def test_dicomdir_document_records_pass_dciodvfy(tmp_path, run, kind):
+    """pydicom's SR DOCUMENT / KEY OBJECT DOC record copied the whole content tree
+    (CONTAINS, HAS OBS CONTEXT items; references with no evidence) and a VERIFIED report's
+    record had no Verification DateTime: dciodvfy errors the inputs did not have. The
+    record keeps only the root's HAS CONCEPT MOD items (PS3.3 F.5.26, F.5.27) and the
+    latest Verification DateTime."""
+    pytest.importorskip("highdicom")
+    src = tmp_path / "in"
+    _document(kind, src)
+    status, out = run(src, "--layout", "dicomdir", "--pixels", "off")
+    assert status == 0
+    dirs = sorted(out.rglob("DICOMDIR"))
+    assert dirs
+    records = {}
+    for d in dirs:
+        for r in pydicom.dcmread(d).DirectoryRecordSequence:
+            records.setdefault(r.DirectoryRecordType, []).append((d, r))
+    assert "IMAGE" in records
+    ((d, rec),) = records["KEY OBJECT DOC" if kind == "kos" else "SR DOCUMENT"]
+    out_doc = pydicom.dcmread(d.parent.joinpath(*rec.ReferencedFileID))
+    types = [i.RelationshipType for i in rec.get("ContentSequence", [])]
+    assert set(types) <= {"HAS CONCEPT MOD"}
+    root_mods = [i for i in out_doc.ContentSequence if i.RelationshipType == "HAS CONCEPT MOD"]
+    assert len(types) == len(root_mods)
+    if kind == "verified":
+        assert types  # highdicom's language of content: kept
+    if kind != "kos" and out_doc.VerificationFlag == "VERIFIED":
+        # the latest of the (de-identified, date-shifted) verifications
+        latest = out_doc.VerifyingObserverSequence[0].VerificationDateTime
+        assert rec.VerificationDateTime == latest
+        assert all(i.VerificationDateTime <= latest for i in out_doc.VerifyingObserverSequence)
+    if kind in ("test-SR.dcm", "verified"):
+        assert "VerificationDateTime" in rec
+    for d in dirs:  # last: skips when dciodvfy is not installed
+        assert dciodvfy_errors(d) == [], d
+
+
+def test_latest_verification_datetime_compares_in_utc():
+    from pixeldeid.layout import _latest_verification
+
+    ds = pydicom.Dataset()
+    ds.VerifyingObserverSequence = [pydicom.Dataset() for _ in range(4)]
+    values = ["20210305101010+0100", "20210305093000-0200", "2021", ""]
+    for item, value in zip(ds.VerifyingObserverSequence, values, strict=True):
+        item.VerificationDateTime = value
+    assert _latest_verification(ds) == "20210305093000-0200"  # 11:30 UTC
+    assert _latest_verification(pydicom.Dataset()) is None
