@@ -58,6 +58,29 @@ def test_a_dead_worker_loses_its_items_and_isolation_quarantines_the_killer() ->
     assert res["status"] == "quarantined" and "died" in res["reason"]
 
 
+def _run_with(dicom_stage, tmp_path, monkeypatch, jobs: str):
+    """``pixeldeid run IN -o OUT -j jobs`` with ``dicom_stage`` as the DICOM stage (forked
+    workers inherit it); returns (exit status, OUT, {source: (status, reason)})."""
+    import sqlite3
+
+    from pixeldeid.cli import main
+    from pixeldeid.pipeline import stages
+
+    from .conftest import KEY
+
+    monkeypatch.setattr(stages, "_run_dicom", dicom_stage)
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    out = tmp_path / "out"
+    status = main(["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key),
+                   "-j", jobs, "--pixels", "off", "--no-progress"])
+    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
+    rows = {src: (st, reason) for src, st, reason in
+            con.execute("SELECT src, status, reason FROM items")}
+    con.close()
+    return status, out, rows
+
+
 def test_run_goes_on_when_an_input_crashes_its_worker(tmp_path, monkeypatch) -> None:
     import os
     import sqlite3
@@ -66,7 +89,6 @@ def test_run_goes_on_when_an_input_crashes_its_worker(tmp_path, monkeypatch) -> 
     from pixeldeid.cli import main
     from pixeldeid.pipeline import stages
 
-    from .conftest import KEY
 
     files = make_ct_series(tmp_path / "in", 5, seed=9)
     crash = files[2].rename(files[2].with_name("crash.dcm"))
@@ -77,21 +99,13 @@ def test_run_goes_on_when_an_input_crashes_its_worker(tmp_path, monkeypatch) -> 
             os._exit(11)
         return original(item, settings)
 
-    monkeypatch.setattr(stages, "_run_dicom", crashing)  # forked workers inherit it
-    key = tmp_path / "k"
-    key.write_bytes(KEY)
-    out = tmp_path / "out"
-    assert main(["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key), "-j", "2",
-                 "--pixels", "off", "--no-progress"]) == 1
-    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
-    rows = {src: (st, reason) for src, st, reason in
-            con.execute("SELECT src, status, reason FROM items")}
-    con.close()
+    status, out, rows = _run_with(crashing, tmp_path, monkeypatch, "2")
+    assert status == 1
     assert rows.pop(str(crash))[0] == "quarantined"
     assert {st for st, _ in rows.values()} == {"done"} and len(rows) == 4
     # a rerun skips it; --retry-quarantined tries it again (here: the crash is gone)
     monkeypatch.undo()
-    argv = ["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key), "-j", "2",
+    argv = ["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(tmp_path / "k"), "-j", "2",
             "--pixels", "off", "--no-progress"]
     assert main(argv) == 1
     assert main([*argv, "--retry-quarantined"]) == 0
@@ -108,13 +122,10 @@ def test_a_crash_early_in_a_long_run_costs_one_input(tmp_path, monkeypatch, caps
     of the batch not done). With `-j 1` the items ran in the run's own process: the crash
     ended the run, and every rerun at the same input."""
     import os
-    import sqlite3
 
     from pixeldeid._synth import make_ct_series
-    from pixeldeid.cli import main
     from pixeldeid.pipeline import stages
 
-    from .conftest import KEY
 
     make_ct_series(tmp_path / "in", 24, seed=11)
     original = stages._run_dicom
@@ -133,16 +144,9 @@ def test_a_crash_early_in_a_long_run_costs_one_input(tmp_path, monkeypatch, caps
                 os._exit(11)
         return original(item, settings)
 
-    monkeypatch.setattr(stages, "_run_dicom", crashing)  # forked workers inherit it
-    key = tmp_path / "k"
-    key.write_bytes(KEY)
-    out = tmp_path / "out"
-    assert main(["run", str(tmp_path / "in"), "-o", str(out), "--key-file", str(key), "-j", jobs,
-                 "--pixels", "off", "--no-progress"]) == 1
-    assert "Traceback" not in capsys.readouterr().err
-    con = sqlite3.connect(out / ".pixeldeid" / "run.sqlite")
-    rows = dict(con.execute("SELECT src, status FROM items"))
-    con.close()
+    status, out, rows = _run_with(crashing, tmp_path, monkeypatch, jobs)
+    assert status == 1 and "Traceback" not in capsys.readouterr().err
+    rows = {src: st for src, (st, _reason) in rows.items()}
     assert rows.pop(marker.read_text()) == "quarantined"
     assert set(rows.values()) == {"done"} and len(rows) == 23
     assert len(list(out.rglob("*.dcm"))) == 23 + 1  # and the quarantined copy
