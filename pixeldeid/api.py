@@ -81,6 +81,9 @@ IDENTITY_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirt
 #: The person names among :data:`IDENTITY_KEYWORDS` (their parts and full forms are tokens,
 #: :func:`pixeldeid.textclean.name_forms`).
 NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName")
+_IDENTITY_TAGS = tuple(tag_of(kw) for kw in IDENTITY_KEYWORDS)
+_NAME_TAGS = tuple(tag_of(kw) for kw in NAME_KEYWORDS)
+_OTHER_IDS_TAG = tag_of("OtherPatientIDsSequence")
 
 
 #: The words of pixeldeid's own dummy values: a name that is one of them ("ANONYMIZED", an
@@ -384,16 +387,18 @@ class Deidentifier:
         ID of each Other Patient IDs Sequence item (not its issuer: no identity of the
         patient) and the birth date's written forms."""
         vals: list[str] = []
-        for kw in IDENTITY_KEYWORDS:
-            vals.extend(_values_of(ds, kw))
-        for item in _items_of(ds, "OtherPatientIDsSequence"):
-            vals.extend(_values_of(item, "PatientID"))
+        for tag in _IDENTITY_TAGS:
+            if tag in ds._dict:
+                vals.extend(_values_of(ds, tag))
+        if _OTHER_IDS_TAG in ds._dict:
+            for item in _items_of(ds, "OtherPatientIDsSequence"):
+                vals.extend(_values_of(item, "PatientID"))
         return vals + _birth_date_forms(ds)
 
     @staticmethod
     def identity_names(ds: Dataset) -> list[str]:
         """The person names among the patient's identifying values (:data:`NAME_KEYWORDS`)."""
-        return [v for kw in NAME_KEYWORDS for v in _values_of(ds, kw)]
+        return [v for tag in _NAME_TAGS if tag in ds._dict for v in _values_of(ds, tag)]
 
     def deidentify_dataset(self, ds: Dataset, source: str | None = None) -> Dataset:
         """De-identify ``ds`` in place and return it.
@@ -625,8 +630,10 @@ class Deidentifier:
         # tokens of PIXEL_TOKEN_MIN+ characters: compressed bytes hold a given 3-letter
         # word as a whole word about 0.3 times per MB, a 5-letter one once in ~60 GB
         ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "")))
+        if not ts.is_encapsulated or "PixelData" not in ds:
+            return
         long_tokens = [t for t in tokens if distinctive(t, PIXEL_TOKEN_MIN)]
-        if ts.is_encapsulated and "PixelData" in ds and long_tokens:
+        if long_tokens:
             hits = find_tokens(bytes(ds.PixelData), long_tokens, encodings)
             if hits:
                 raise DeidError(f"identity still present in the compressed pixel data after "

@@ -8,7 +8,7 @@ in the IOD decides which.
 from __future__ import annotations
 
 import logging
-from functools import cache
+from functools import cache, lru_cache
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def _iod_types(sop_class_uid: str, conditional: bool = True
     return {k: _TYPE_OF_RANK[v] for k, v in out.items()}
 
 
+@lru_cache(maxsize=8192)
 def required_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> str | None:
     """``"1"`` or ``"2"`` when the IOD requires ``keyword`` at ``path`` unconditionally
     (Type 1 or 2, not 1C/2C, in a mandatory module), else None (also for an unknown IOD)."""
