@@ -14,6 +14,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -386,14 +387,23 @@ class Deidentifier:
         those of :data:`IDENTITY_KEYWORDS` (each value of a multi-valued one), the Patient
         ID of each Other Patient IDs Sequence item (not its issuer: no identity of the
         patient) and the birth date's written forms."""
+        return self._identity(ds)[0]
+
+    @staticmethod
+    def _identity(ds: Dataset) -> tuple[list[str], list[str]]:
+        """(:meth:`identity_values`, :meth:`identity_names`) of ``ds``, read once."""
         vals: list[str] = []
+        names: list[str] = []
         for tag in _IDENTITY_TAGS:
             if tag in ds._dict:
-                vals.extend(_values_of(ds, tag))
+                got = _values_of(ds, tag)
+                vals.extend(got)
+                if tag in _NAME_TAGS:
+                    names.extend(got)
         if _OTHER_IDS_TAG in ds._dict:
             for item in _items_of(ds, "OtherPatientIDsSequence"):
                 vals.extend(_values_of(item, "PatientID"))
-        return vals + _birth_date_forms(ds)
+        return vals + _birth_date_forms(ds), names
 
     @staticmethod
     def identity_names(ds: Dataset) -> list[str]:
@@ -421,7 +431,7 @@ class Deidentifier:
         original_pid = patient_key(ds)
         pseudonym = self.pseudonyms(original_pid)
         offset = self.offset_for(original_pid)
-        id_values = self.identity_values(ds)
+        id_values, names = self._identity(ds)
         # With full dates retained, a kept date equal to the birth date (imaging on the day
         # of birth) is allowed by the profile: the birth date is not a residual-check token.
         birth_forms = (set(_birth_date_forms(ds)) if "retain-longitudinal-full-dates" in opts
@@ -430,7 +440,7 @@ class Deidentifier:
         # (a patient living in the hospital's town: the town is in the kept address)
         kept_words = (_institution_words(ds) if "retain-institution-identity" in opts
                       else frozenset())
-        tokens = identity_tokens(id_values, names=self.identity_names(ds))
+        tokens = identity_tokens(id_values, names=names)
         clean_tokens = tokens
         if cleans_text(opts):
             words = words_of(removed_text_values(ds, opts)) - {pseudonym}
@@ -575,6 +585,8 @@ class Deidentifier:
         from .videostreams import VIDEO_TRANSFER_SYNTAXES, strip_video
 
         removed: list[str] = []
+        if not _encapsulated(ts) and _EOT_TAG not in ds._dict and _EOT_LENGTHS_TAG not in ds._dict:
+            return removed  # native pixel data: nothing to strip or to match
         frames = int(peek(ds, "NumberOfFrames", 1) or 1)
         try:
             new = None
@@ -629,8 +641,8 @@ class Deidentifier:
         # does not know of; native pixel values are numbers and are not searched. Only
         # tokens of PIXEL_TOKEN_MIN+ characters: compressed bytes hold a given 3-letter
         # word as a whole word about 0.3 times per MB, a 5-letter one once in ~60 GB
-        ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "")))
-        if not ts.is_encapsulated or "PixelData" not in ds:
+        if not _encapsulated(str(peek(ds.file_meta, "TransferSyntaxUID", ""))) \
+                or "PixelData" not in ds:
             return
         long_tokens = [t for t in tokens if distinctive(t, PIXEL_TOKEN_MIN)]
         if long_tokens:
@@ -650,6 +662,14 @@ class Deidentifier:
 
     def close(self) -> None:
         self.pseudonyms.close()
+
+
+_EOT_TAG, _EOT_LENGTHS_TAG = 0x7FE00001, 0x7FE00002
+
+
+@lru_cache(maxsize=64)
+def _encapsulated(transfer_syntax: str) -> bool:
+    return UID(transfer_syntax).is_encapsulated
 
 
 class _RecordingUIDs:

@@ -240,7 +240,7 @@ class Walker:
                 continue
             if tag in done:
                 continue
-            if dictionary_vr(tag) == "SQ" and ds._dict[tag].VR not in ("SQ", "UN", None):
+            if ds._dict[tag].VR not in _SEQUENCE_VRS and dictionary_vr(tag) == "SQ":
                 # a sequence written as bytes (VR OB...) is copied unread: what its items
                 # hold cannot be de-identified (UN is parsed as the sequence it is)
                 raise DeidError(f"{keyword_of(tag) or tag}: a sequence encoded with VR "
@@ -345,6 +345,8 @@ class Walker:
         clean or dummy free text inside cleaned or dummied sequences (``codes``: code
         attributes too, see :meth:`walk`)."""
         vr = _vr_of(ds, tag)
+        if mode == "normal" and vr not in _ACTED_ON_UNTABLED:
+            return  # (most elements: numbers, codes, text outside cleaned sequences)
         kw = keyword_of(tag)
         if vr == "SQ":
             self._recurse(ds, tag, path, depth, mode)
@@ -491,6 +493,10 @@ def _holds_token(value: str, tokens: list[str]) -> bool:
 
 
 STRING_VRS = TEXT_VRS | {"PN"}
+#: VRs a sequence may be read with (UN: pydicom parses it as the sequence it is)
+_SEQUENCE_VRS = frozenset({"SQ", "UN", None})
+#: VRs of untabled elements that Walker._untabled acts on in a "normal" walk
+_ACTED_ON_UNTABLED = frozenset({"SQ", "UR", "PN", "UI"}) | DATE_VRS
 
 
 @cache

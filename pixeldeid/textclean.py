@@ -61,6 +61,7 @@ def distinctive(text: str, min_len: int = 3) -> bool:
 #: What joins the parts of one name part: a double-barrelled name (Lopez-Garcia) and the
 #: part after an apostrophe (O'Malley, D’Angelo) are each written alone too.
 _NAME_JOINERS = re.compile(r"[-'’‘`]+")
+_PN_SEPARATORS = re.compile(r"[\^=\s,]+")
 
 
 def identity_tokens(values: Iterable[str], names: Iterable[str] = ()) -> list[str]:
@@ -84,7 +85,7 @@ def identity_tokens(values: Iterable[str], names: Iterable[str] = ()) -> list[st
         if not v:
             continue
         out.add(v)
-        for part in re.split(r"[\^=\s,]+", v):
+        for part in _PN_SEPARATORS.split(v):
             part = part.strip(".")
             if is_token(part):
                 out.add(part)
