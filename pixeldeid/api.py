@@ -391,7 +391,8 @@ class Deidentifier:
 
     @staticmethod
     def _identity(ds: Dataset) -> tuple[list[str], list[str]]:
-        """(:meth:`identity_values`, :meth:`identity_names`) of ``ds``, read once."""
+        """(:meth:`identity_values`, the person names among them (:data:`NAME_KEYWORDS`))
+        of ``ds``, read once."""
         vals: list[str] = []
         names: list[str] = []
         for tag in _IDENTITY_TAGS:
@@ -404,11 +405,6 @@ class Deidentifier:
             for item in _items_of(ds, "OtherPatientIDsSequence"):
                 vals.extend(_values_of(item, "PatientID"))
         return vals + _birth_date_forms(ds), names
-
-    @staticmethod
-    def identity_names(ds: Dataset) -> list[str]:
-        """The person names among the patient's identifying values (:data:`NAME_KEYWORDS`)."""
-        return [v for tag in _NAME_TAGS if tag in ds._dict for v in _values_of(ds, tag)]
 
     def deidentify_dataset(self, ds: Dataset, source: str | None = None) -> Dataset:
         """De-identify ``ds`` in place and return it.
@@ -599,7 +595,7 @@ class Deidentifier:
             eot = [kw for kw in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths") if kw in ds]
             if eot:
                 table = None
-                if UID(ts).is_encapsulated and ts not in VIDEO_TRANSFER_SYNTAXES:
+                if _encapsulated(ts) and ts not in VIDEO_TRANSFER_SYNTAXES:
                     table = extended_offset_table(ds.PixelData, frames)
                 if table is None:
                     for kw in eot:
