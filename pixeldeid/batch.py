@@ -18,7 +18,6 @@ import os
 import secrets
 import sqlite3
 import stat
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -662,8 +661,10 @@ def _runs_decoders(config: DeidConfig) -> bool:
 
 
 def _pool(jobs: int, initargs: tuple) -> ProcessPoolExecutor:
+    from .pipeline.executors import fork_context
+
     return ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=initargs,
-                               mp_context=_mp_context())
+                               mp_context=fork_context())
 
 
 def _scan_headers(todo: list[str], pool: ProcessPoolExecutor,
@@ -761,15 +762,6 @@ def _warm_caches() -> None:
     safe_private()
     dicom_vocabulary()
     warm()
-
-
-def _mp_context():
-    """``fork`` on Linux (workers start in milliseconds with the warm tables), else default."""
-    import multiprocessing as mp
-
-    if sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods():
-        return mp.get_context("fork")
-    return None
 
 
 def _serial(todo: list[str], config: DeidConfig, out: Path, layout: str,

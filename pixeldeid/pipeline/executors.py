@@ -188,17 +188,24 @@ class LocalExecutor(Executor):
                             yield item, _lost(item, exc)
 
 
-def _worker_pool(jobs: int):
-    """A process pool of ``jobs`` workers (forked on Linux: they start in milliseconds with
-    the parent's warm tables), each with its share of the cores for OCR."""
+def fork_context():
+    """The start method of every worker pool: ``fork`` on Linux (workers start in
+    milliseconds with the parent's warm tables), else the platform's default (None)."""
     import multiprocessing as mp
     import sys
+
+    if sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods():
+        return mp.get_context("fork")
+    return None
+
+
+def _worker_pool(jobs: int):
+    """A process pool of ``jobs`` workers (:func:`fork_context`), each with its share of the
+    cores for OCR."""
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = (mp.get_context("fork") if sys.platform.startswith("linux")
-           and "fork" in mp.get_all_start_methods() else None)
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_set_ocr_threads,
-                               initargs=(ocr_threads(jobs),))
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=fork_context(),
+                               initializer=_set_ocr_threads, initargs=(ocr_threads(jobs),))
 
 
 class DaskExecutor(Executor):

@@ -826,13 +826,12 @@ def _check_one(path: str) -> tuple:
 
 def _parallel(v: _Verifier, files: list[Path], jobs: int, args: tuple, bar) -> None:
     """Check ``files`` in ``jobs`` worker processes; results merged in file order."""
-    import multiprocessing as mp
-    import sys
     from concurrent.futures import ProcessPoolExecutor
 
     from .. import dciodvfy
+    from ..pipeline.executors import fork_context
 
-    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None
+    ctx = fork_context()
     source_errors = None
     if (v.dciodvfy and v.against_dicoms and dciodvfy.is_available()
             and any(_needs_source_errors(v, p) for p in files)):
