@@ -25,6 +25,7 @@ from .dsvalues import dictionary_vr, encode_text, keyword_of, peek, set_text, wi
 from .dummy import dummy_value
 from .errors import DeidError
 from .iodtypes import attribute_type, required_type, resolve_compound
+from .srcodes import standard_meaning_for
 from .standard import action_for, rules, safe_private_for
 from .textclean import clean_text, remove_tokens
 from .uids import STRUCTURAL_UID_KEYWORDS
@@ -352,9 +353,12 @@ class Walker:
             self._recurse(ds, tag, path, depth, mode)
         elif mode != "normal" and not codes and kw == "CodeMeaning":
             # a coded concept stays, but its meaning is text a person typed into SR
-            # content (a CODE item "Referred by <name>"): the identity words go
+            # content (a CODE item "Referred by <name>"): a code the standard defines gets
+            # the standard's meaning; any other loses the patient's identity words when
+            # cleaned, and its whole text when dummied (a physician's name is not one of
+            # the patient's identity words)
             old = _value_list(peek(ds, tag))
-            vals = [remove_tokens(v, self.ctx.tokens) or "REMOVED" for v in old]
+            vals = [self._code_meaning(ds, str(v), mode) for v in old]
             if vals != old:
                 set_text(ds, tag, vals)
         elif vr == "UR" and kw not in DEFINITION_URLS:
@@ -383,6 +387,19 @@ class Walker:
             self._apply(ds, tag, code, path, depth, done)
 
     # -- helpers ---------------------------------------------------------------------
+    def _code_meaning(self, item: Dataset, meaning: str, mode: str) -> str:
+        """The Code Meaning of ``item`` to write in a cleaned (``mode`` "clean") or dummied
+        sequence."""
+        value = next((str(v) for kw in ("CodeValue", "LongCodeValue", "URNCodeValue")
+                      if (v := peek(item, kw))), "")
+        scheme = str(peek(item, "CodingSchemeDesignator", "") or "")
+        standard = standard_meaning_for(meaning, scheme, value)
+        if standard is not None:
+            return standard
+        if mode == "clean":
+            return remove_tokens(meaning, self.ctx.tokens) or "REMOVED"
+        return "REMOVED"
+
     def _recurse(self, ds: Dataset, tag: BaseTag, path: tuple[str, ...], depth: int,
                  mode: str = "normal") -> None:
         elem = ds[tag]

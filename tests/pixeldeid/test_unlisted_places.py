@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from pixeldeid import batch
 
 NAME = "ZQXLEAKNAME1^ZQXGIVEN"
 
@@ -105,6 +108,47 @@ def test_the_patients_name_in_a_code_meaning_is_removed_under_basic(tmp_path, ru
     status, _, data = _deid(tmp_path, run, ds)
     assert status == 0 and data is not None
     assert b"ZQXLEAKNAME1" not in data
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["raw", "pydicom"])
+def test_under_basic_code_meanings_keep_only_the_standards_words(tmp_path, run, fast,
+                                                                 monkeypatch):
+    """Under Basic the Content Sequence is dummied: a physician's name (not one of the
+    patient's identity words) in the meaning of a private code was released. A private
+    code's meaning is now replaced; a standard code gets the standard's meaning back."""
+    ds = _sr()
+    ds.ContentSequence[0].ConceptNameCodeSequence = [
+        _code("121071", "DCM", "Finding by ZQXOTHERDOC^Maya")]
+    if not fast:
+        monkeypatch.setattr(batch, "_fast_path_allowed", lambda *a: False)
+    status, _, data = _deid(tmp_path, run, ds)
+    assert status == 0 and data is not None
+    assert b"ZQXREFDOC" not in data and b"ZQXOTHERDOC" not in data
+    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    item = out.ContentSequence[0]
+    assert item.ConceptNameCodeSequence[0].CodeMeaning == "Finding"
+    code = item.ConceptCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("L99", "99LOCAL")
+    assert code.CodeMeaning == "REMOVED"
+    assert out.ConceptNameCodeSequence[0].CodeMeaning == "Diagnostic Imaging Report"
+
+
+def test_cleaned_content_gives_standard_codes_their_meaning(tmp_path, run):
+    """SRT (retired SNOMED form) and SCT codes are looked up; a standard meaning written
+    in other case stays as written."""
+    ds = _sr()
+    ds.ContentSequence[0].ConceptNameCodeSequence = [_code("T-62000", "SRT", "Liver of Dr X")]
+    extra = Dataset()
+    extra.RelationshipType, extra.ValueType = "CONTAINS", "CODE"
+    extra.ConceptNameCodeSequence = [_code("121071", "DCM", "FINDING")]
+    extra.ConceptCodeSequence = [_code("10200004", "SCT", "Liver")]
+    ds.ContentSequence.append(extra)
+    status, _, data = _deid(tmp_path, run, ds, "--option", "clean-structured-content")
+    assert status == 0 and data is not None
+    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    assert out.ContentSequence[0].ConceptNameCodeSequence[0].CodeMeaning == "Liver"
+    assert out.ContentSequence[1].ConceptNameCodeSequence[0].CodeMeaning == "FINDING"
+    assert out.ContentSequence[1].ConceptCodeSequence[0].CodeMeaning == "Liver"
 
 
 def _implicit_item(elements: list[tuple[int, bytes]]) -> bytes:
