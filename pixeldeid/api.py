@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING
 
 import pydicom
 from pydicom.charset import convert_encodings, decode_bytes, default_encoding
+from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import UID
@@ -48,13 +50,15 @@ from .errors import DeidError, InputError, ProfileError
 from .overlays import overlay_planes, remove_planes
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap, check_prefix
-from .rawwrite import encode_part10
+from .rawds import FileSlice
+from .rawwrite import BULK_TAGS, encode_part10
 from .standard import DEID_METHOD_CODES, release
 from .textclean import (
     dicom_vocabulary,
     distinctive,
     find_tokens,
     identity_tokens,
+    occurs_in,
     words_of,
 )
 from .uids import STRUCTURAL_UID_KEYWORDS, UIDMapper, is_structural
@@ -447,9 +451,25 @@ class Deidentifier:
         overlays = overlay_planes(ds)
         had_responsible = [kw for kw in ("ResponsiblePerson", "ResponsibleOrganization") if kw in ds]
 
+        # what the residual check of encode() searches for (it travels with the dataset):
+        # the patient's identity and every other person's name in the file. The free text
+        # of attributes the table does not list loses the other people's names in the walk
+        # ("Annotated by Dr <name>"); the patient's own identity there quarantines the
+        # file (free text holding it is a sign of more that no search knows of)
+        ours = _word_set(pseudonym)  # the pseudonym is written by us: its words are no finding
+        residual = [t for t in tokens if t != pseudonym and pseudonym not in t
+                    and t not in birth_forms and t.lower() not in kept_words
+                    and t.lower() not in ours]
+        others = _other_person_names(ds)
+        other_tokens = [t for t in identity_tokens([], names=others)
+                        if t.lower() not in kept_words and t.lower() not in ours
+                        and t.lower() not in _NAME_PLACEHOLDERS and pseudonym not in t
+                        and _searchable(t)] if others else []
+        residual += other_tokens
         uid_map = _RecordingUIDs(self.uids)
         ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=uid_map,
-                          offset=offset, tokens=clean_tokens, private_allow=self._allow)
+                          offset=offset, tokens=clean_tokens, private_allow=self._allow,
+                          kept_text_tokens=tuple(other_tokens))
         Walker(ctx).walk(ds)
 
         # Planes whose data was removed go whole (none dangling); planes kept in the pixel
@@ -472,12 +492,7 @@ class Deidentifier:
         self._site(ds, pseudonym)
         ds.file_meta = self._file_meta(ds)
         ds.preamble = b"\x00" * 128
-        # what the residual check of encode() searches for travels with the dataset
-        ours = _word_set(pseudonym)  # the pseudonym is written by us: its words are no finding
-        ds._pixeldeid_residual_tokens = [t for t in tokens if t != pseudonym
-                                         and pseudonym not in t and t not in birth_forms
-                                         and t.lower() not in kept_words
-                                         and t.lower() not in ours]
+        ds._pixeldeid_residual_tokens = residual
         # and the instance UIDs this file's walk replaced (an original kept elsewhere, a
         # WADO URL in Retrieve URL, links the output to the source)
         ds._pixeldeid_residual_uids = sorted(uid_map.replaced)
@@ -618,18 +633,17 @@ class Deidentifier:
         if uids:
             raise DeidError(f"original UID still present after de-identification "
                             f"({len(uids)} UID(s) that were replaced)", source)
-        vocab = dicom_vocabulary()
-        tokens = [t for t in getattr(ds, "_pixeldeid_residual_tokens", [])
-                  if distinctive(t) and t.lower() not in vocab
-                  and t.lower() not in _DUMMY_WORDS]
+        tokens = [t for t in getattr(ds, "_pixeldeid_residual_tokens", []) if _searchable(t)]
         if not tokens:
             return
         encodings, extensions = _charsets(ds, header)
         hits = find_tokens(header, tokens, encodings)
-        if not hits and extensions:
-            # ISO 2022 escapes split a value's bytes by character set: a name followed by
-            # other text of its set is no byte string of its own (山田 in 山田太郎様)
-            hits = find_tokens("\n".join(_decoded_texts(ds)).encode("utf-8"), tokens)
+        if not hits and (extensions or occurs_in(header, tokens, encodings)):
+            # each value on its own: a token at the end of a value runs into the next
+            # element's tag ("...for Quixbury" then group 0070, a 'p'), and ISO 2022
+            # escapes split a value's bytes by character set (山田 in 山田太郎様): neither
+            # is a whole word in the byte stream
+            hits = find_tokens(_value_texts(ds), tokens, encodings)
         if hits:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
@@ -752,6 +766,32 @@ def _charset_terms(ds) -> list[str]:
     return [str(v) for v in value]
 
 
+def _searchable(token: str) -> bool:
+    """Whether the residual check (and the cleaning of kept free text) searches for
+    ``token``: distinctive, and neither a DICOM word nor a word of pixeldeid's dummies."""
+    return (distinctive(token) and token.lower() not in dicom_vocabulary()
+            and token.lower() not in _DUMMY_WORDS)
+
+
+#: Words written in person name attributes for no person ("ANONYMOUS", "ADMIN", "DOCTOR").
+_NAME_PLACEHOLDERS = frozenset({"anonymous", "anon", "admin", "doctor", "tech", "staff",
+                                "radiologist", "outpatient", "inpatient", "null", "nil",
+                                "unk", "n/a", "dr.", "md", "phd"})
+#: Person name attributes of the data dictionary other than the patient's own.
+_OTHER_PN_TAGS = frozenset(t for t, entry in DicomDictionary.items() if entry[0] == "PN") \
+    - frozenset(_NAME_TAGS)
+
+
+def _other_person_names(ds) -> list[str]:
+    """The values of every person name attribute of ``ds`` at any depth other than the
+    patient's names (physicians, operators, observers...)."""
+    out: list[str] = []
+    for item in _walk_items(ds):
+        for tag in item._dict.keys() & _OTHER_PN_TAGS:
+            out.extend(_values_of(item, tag))
+    return out
+
+
 def _walk_items(ds, depth: int = 0):
     """``ds`` and every sequence item in it, at any depth (64 at most)."""
     yield ds
@@ -767,6 +807,18 @@ def _walk_items(ds, depth: int = 0):
             for item in items:
                 if hasattr(item, "_dict"):
                     yield from _walk_items(item, depth + 1)
+
+
+def _other_values(value, out: list[str]) -> None:
+    """Append ``value`` (not of a character-set VR) to ``out`` as text."""
+    if isinstance(value, (bytes, bytearray)):
+        out.append(bytes(value).decode("latin-1"))
+    elif isinstance(value, (str, int, float)):
+        out.append(str(value))
+    elif isinstance(value, (list, tuple, MultiValue)):
+        out.extend(str(v) for v in value if v is not None)
+    elif value is not None and not isinstance(value, FileSlice):
+        out.append(str(value))
 
 
 def _charsets(ds, header: bytes) -> tuple[list[str], bool]:
@@ -791,9 +843,17 @@ def _charsets(ds, header: bytes) -> tuple[list[str], bool]:
     return encodings, extensions
 
 
-def _decoded_texts(ds) -> list[str]:
+def _value_texts(ds) -> bytes:
+    """Every value of ``ds`` at any depth on a line of its own (UTF-8): text decoded in its
+    character set (:func:`_decoded_texts`), other values as written; not the bulk pixel
+    data."""
+    return "\n".join(_decoded_texts(ds, every=True)).encode("utf-8", "replace")
+
+
+def _decoded_texts(ds, every: bool = False) -> list[str]:
     """The text of every element of ``ds`` that its character set applies to, at any depth,
-    decoded (ISO 2022 escapes resolved) as pydicom decodes it."""
+    decoded (ISO 2022 escapes resolved) as pydicom decodes it; ``every``: the values of
+    the other elements too (bytes as Latin-1), except the top level's bulk pixel data."""
     out: list[str] = []
 
     def walk(item, encodings, depth):
@@ -815,9 +875,11 @@ def _decoded_texts(ds) -> list[str]:
                         if hasattr(sub, "_dict"):
                             walk(sub, encodings, depth + 1)
                 continue
-            if vr not in _CHARSET_VRS:
-                continue
             value = getattr(elem, "value", None)
+            if vr not in _CHARSET_VRS:
+                if every and not (depth == 0 and tag in BULK_TAGS):
+                    _other_values(value, out)
+                continue
             if isinstance(value, bytes):
                 try:
                     out.append(decode_bytes(value, encodings,

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import DicomDictionary, dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -27,7 +27,7 @@ from .errors import DeidError
 from .iodtypes import attribute_type, required_type, resolve_compound
 from .srcodes import standard_meaning_for
 from .standard import action_for, rules, safe_private_for
-from .textclean import clean_text, remove_tokens
+from .textclean import clean_text, contains_tokens, remove_tokens
 from .uids import STRUCTURAL_UID_KEYWORDS
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ class WalkContext:
     offset: _dates.DateOffset | None
     tokens: list[str]
     private_allow: frozenset[tuple[str, int, int]] = frozenset()
+    #: identity words taken out of the free text the profile keeps (attributes the table
+    #: does not list): the names of the people other than the patient in the file, as
+    #: the residual check searches for them
+    kept_text_tokens: tuple[str, ...] = ()
 
     @property
     def retain_uids(self) -> bool:
@@ -134,7 +138,21 @@ def zero_length(ds: Dataset, tag: int, vr: str) -> None:
 UNLISTED_ACTIONS: dict[int, str] = {
     0x00100033: "X",  # Patient's Birth Date in Alternative Calendar
     0x00100034: "X",  # Patient's Death Date in Alternative Calendar
+    # the issuers of the patient's ID and of the accession number, and the order numbers
+    # in their sequence form: the hospital's namespaces and OIDs, and identifiers that
+    # lead back to the order and the patient (their single-valued forms, Issuer of Patient
+    # ID and Placer/Filler Order Number / Imaging Service Request, are X in the table)
+    0x00100024: "X",  # Issuer of Patient ID Qualifiers Sequence
+    0x00080051: "X",  # Issuer of Accession Number Sequence
+    0x00400026: "X",  # Order Placer Identifier Sequence
+    0x00400027: "X",  # Order Filler Identifier Sequence
 }
+
+#: VRs of retired attributes the table does not list that go (X): free text, names and
+#: addresses of a retired Trial or order form (Placer Order Number / Procedure, Report
+#: Status Comment Trial, a URL in Uniform Resource Locator Trial) that no current IOD
+#: requires and no option keeps.
+RETIRED_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "UR"})
 
 #: UR attributes that name definitions (coding schemes, codes, parts of a document), not
 #: places: kept. Every other UR attribute the table does not list (Retrieve URL, Retrieve
@@ -164,11 +182,31 @@ def code_for(tag: int, options: frozenset[str]) -> str | None:
     try:
         return table[t]
     except KeyError:
-        code = action_for(t, options) or UNLISTED_ACTIONS.get(t)
+        code = action_for(t, options) or UNLISTED_ACTIONS.get(t) or _retired_text(t)
         for opt in options:
             code = OPTION_OVERRIDES.get((t, opt), code)
         table[t] = code
         return code
+
+
+ENCAPSULATED_DOCUMENT = 0x00420011
+
+
+def _raw_length(ds: Dataset, tag: int) -> int:
+    """Length of an element's value without decoding it."""
+    elem = ds._dict[tag]
+    value = elem.value
+    if isinstance(elem, RawDataElement):
+        return elem.length if value is None else len(value)
+    return len(value) if value is not None else 0
+
+
+def _retired_text(tag: int) -> str | None:
+    """X for a retired text attribute (:data:`RETIRED_TEXT_VRS`) of an even group."""
+    entry = DicomDictionary.get(tag)
+    if entry is not None and entry[3] and entry[0] in RETIRED_TEXT_VRS and not tag >> 16 & 1:
+        return "X"
+    return None
 
 
 def _value_list(v) -> list:
@@ -283,6 +321,11 @@ class Walker:
             return
         if code == "Z":
             zero_length(ds, tag, vr)
+        elif code == "D" and tag == ENCAPSULATED_DOCUMENT and _raw_length(ds, tag):
+            # D would release a PDF, CDA or mesh of NUL bytes that still says what it
+            # was: the document itself cannot be de-identified, so the file is not released
+            raise DeidError("an encapsulated document (Encapsulated Document, PS3.15 "
+                            "action D) cannot be de-identified; not released")
         elif code == "D":
             if vr == "SQ":
                 self._recurse(ds, tag, path, depth, "dummy-codes")
@@ -347,6 +390,8 @@ class Walker:
         attributes too, see :meth:`walk`)."""
         vr = _vr_of(ds, tag)
         if mode == "normal" and vr not in _ACTED_ON_UNTABLED:
+            if vr in TEXT_VRS and self.ctx.kept_text_tokens:
+                self._drop_names(ds, tag)
             return  # (most elements: numbers, codes, text outside cleaned sequences)
         kw = keyword_of(tag)
         if vr == "SQ":
@@ -387,6 +432,19 @@ class Walker:
             self._apply(ds, tag, code, path, depth, done)
 
     # -- helpers ---------------------------------------------------------------------
+    def _drop_names(self, ds: Dataset, tag: int) -> None:
+        """Take the identity words out of kept free text the table does not list (Content
+        Description "Annotated by Dr <name>", a Segment Label, a Beam Name): a value left
+        empty becomes ``REMOVED``. Code attributes stay as they are."""
+        old = _value_list(peek(ds, tag))
+        if not old or not any(contains_tokens(str(v), self.ctx.kept_text_tokens) for v in old):
+            return
+        if keyword_of(tag) in CODE_KEYWORDS:
+            return
+        vals = [remove_tokens(str(v), self.ctx.kept_text_tokens) or "REMOVED" for v in old]
+        if vals != old:
+            set_text(ds, tag, vals)
+
     def _code_meaning(self, item: Dataset, meaning: str, mode: str) -> str:
         """The Code Meaning of ``item`` to write in a cleaned (``mode`` "clean") or dummied
         sequence."""
@@ -404,7 +462,10 @@ class Walker:
                  mode: str = "normal") -> None:
         elem = ds[tag]
         kw = elem.keyword or f"{int(tag):08X}"
-        for item in elem.value or []:
+        items = elem.value or []
+        if not all(hasattr(item, "_dict") for item in items):  # (Dataset, RawDataset)
+            raise DeidError(f"{kw}: a sequence whose items cannot be read")
+        for item in items:
             self.walk(item, (*path, kw), depth + 1, mode)
 
     def _map_uids(self, ds: Dataset, tag: int) -> None:
@@ -483,7 +544,10 @@ class Walker:
             if keep:
                 kept.add(block)
                 vr = _vr_of(ds, tag)
-                if vr in ("UN", None) and safe is not None:
+                if safe is not None and safe.vr == "SQ" and vr != "SQ":
+                    self._read_private_sequence(ds, tag, vr, creator)
+                    vr = "SQ"
+                elif vr in ("UN", None) and safe is not None:
                     vr = safe.vr  # implicit VR: the table says what it is
                 if vr == "SQ":
                     self._recurse(ds, tag, path, depth, mode)
@@ -500,6 +564,29 @@ class Walker:
             if elem < 0x1000 and (group, elem) not in kept:
                 if tag in ds._dict:
                     del ds[tag]
+
+
+    @staticmethod
+    def _read_private_sequence(ds: Dataset, tag: int, vr: str | None, creator: str) -> None:
+        """Read a kept safe private sequence that was written as UN or in implicit VR (a
+        PACS that did not know the creator's dictionary) as the sequence it is, its items in
+        implicit VR Little Endian (PS3.5 6.2.2); one written with another VR (OB...) or that
+        does not parse cannot be de-identified."""
+        where = f"private sequence ({tag >> 16:04X},xx{tag & 0xFF:02X}) of a safe creator"
+        elem = ds._dict[tag]
+        if vr not in ("UN", None):
+            raise DeidError(f"{where}: encoded with VR {vr}; its items cannot be read")
+        value = elem.value
+        if isinstance(value, (bytes, bytearray)):
+            ds._dict[tag] = RawDataElement(BaseTag(tag), "SQ", len(value), bytes(value),
+                                           getattr(elem, "value_tell", 0), True, True)
+        try:
+            items = ds[tag].value
+        except Exception as exc:  # noqa: BLE001 - damaged bytes: reported, not released
+            raise DeidError(f"{where}: its items cannot be read ({type(exc).__name__})") from None
+        if not isinstance(items, (Sequence, list)) or not all(
+                hasattr(i, "_dict") for i in items):
+            raise DeidError(f"{where}: its items cannot be read")
 
 
 def _holds_token(value: str, tokens: list[str]) -> bool:

@@ -170,6 +170,19 @@ def remove_tokens(value: str, tokens: Iterable[str]) -> str:
     return text if dropped == text else _tidy(dropped)
 
 
+@lru_cache(maxsize=64)
+def _text_regex(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
+    alt = "|".join(r"(?<![A-Za-z0-9])" + re.escape(t) + r"(?![A-Za-z0-9])"
+                   for t in sorted(tokens, key=len, reverse=True) if is_token(t))
+    return re.compile(alt, re.I) if alt else None
+
+
+def contains_tokens(text: str, tokens: tuple[str, ...]) -> bool:
+    """Whether :func:`remove_tokens` would remove something from ``text``."""
+    pat = _text_regex(tokens)
+    return pat is not None and pat.search(text) is not None
+
+
 def _drop_tokens(text: str, tokens: Iterable[str]) -> str:
     for tok in tokens:
         if not is_token(tok):
@@ -245,6 +258,15 @@ def find_tokens(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = (
         return []
     found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
     return sorted({toks[k] for k in found if k in toks})
+
+
+def occurs_in(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = ()) -> bool:
+    """Whether a token of ``tokens`` (3+ bytes) occurs in ``data`` at all, whole word or
+    not (case-insensitive, as :func:`find_tokens`)."""
+    low = data.lower()
+    encodings = tuple(encodings)
+    return any(len(f) >= 3 and f.lower() in low
+               for t in tokens for f in _encoded_forms(t, encodings))
 
 
 def case_forms(token: str) -> set[str]:

@@ -223,3 +223,163 @@ def test_a_bad_value_is_described_not_repeated(tmp_path, run, capsys):
     rows = [str(r) for r in con.execute("SELECT * FROM files")]
     con.close()
     assert rows and not any("19470311" in r for r in rows)
+
+
+# -- red team round 2 (session 9) -----------------------------------------------------
+GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
+
+
+def _gsps(**values) -> Dataset:
+    ds = _ct(sop=GSPS)
+    for kw in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+               "SamplesPerPixel", "PhotometricInterpretation", "PixelData"):
+        delattr(ds, kw)
+    ds.Modality, ds.ContentLabel = "PR", "LABEL"
+    ds.PresentationCreationDate, ds.PresentationCreationTime = "20200102", "101010"
+    for k, v in values.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def test_the_residual_check_finds_a_name_that_runs_into_the_next_tag():
+    """A kept value of even length that ends in the name is followed by the next tag's
+    group, whose low byte is a letter for group 0070 ('p'): the name was no whole word in
+    the byte stream and the file was released."""
+    from pixeldeid.api import DeidConfig, Deidentifier
+    from pixeldeid.errors import DeidError
+
+    deid = Deidentifier(DeidConfig(key=b"k" * 32))
+    ds = deid.deidentify_dataset(_gsps())
+    ds.ContentDescription = "Annotations for ZQXLEAKNAME1"  # even length: no pad byte
+    ds.ContentCreatorName = ""  # (0070,0084) follows
+    with pytest.raises(DeidError, match="identity still present"):
+        deid.encode(ds)
+    ds.ContentDescription = "Annotations for ZQXLEAKNAME1X"  # another word: no finding
+    deid.encode(ds)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["raw", "pydicom"])
+def test_names_of_other_people_leave_the_free_text_that_is_kept(tmp_path, run, fast,
+                                                                monkeypatch):
+    """Referring Physician's and Operators' Name were removed, but the same names stayed
+    in Content Description and Graphic Layer Description (attributes Table E.1-1 does not
+    list). They are taken out; the patient's name there quarantines the file."""
+    if not fast:
+        monkeypatch.setattr(batch, "_fast_path_allowed", lambda *a: False)
+    layer = Dataset()
+    layer.GraphicLayer, layer.GraphicLayerOrder = "L1", 1
+    layer.GraphicLayerDescription = "Zqxvexley measurements"
+    ds = _gsps(ReferringPhysicianName="ZQXDRUMWELL^Hortensia", OperatorsName="Zqxvexley^Otto",
+               ContentDescription="Annotated by Dr ZQXDRUMWELL for review",
+               GraphicLayerSequence=[layer])
+    status, _, data = _deid(tmp_path, run, ds)
+    assert status == 0 and data is not None
+    low = data.lower()
+    assert b"zqxdrumwell" not in low and b"zqxvexley" not in low
+    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    assert out.ContentDescription == "Annotated by Dr for review"
+    assert out.GraphicLayerSequence[0].GraphicLayerDescription == "measurements"
+    assert out.ContentLabel == "LABEL"
+    ds.ContentDescription = "Annotated for ZQXLEAKNAME1"
+    status, out_dir, data = _deid(tmp_path / "patient", run, ds)
+    assert status == 1 and data is None
+
+
+def test_a_persons_name_left_where_text_is_not_cleaned_quarantines(tmp_path, run):
+    """An operator's name in a kept code value (codes are not cleaned) is a residual."""
+    ds = _ct(OperatorsName="Zqxvexley^Otto")
+    ds.AnatomicRegionSequence = [_code("ZQXVEXLEY", "99LOCAL", "Chest")]
+    status, out, data = _deid(tmp_path, run, ds)
+    assert status == 1 and data is None
+    (reason,) = (out / "quarantine").glob("*.reason.txt")
+    assert "identity still present" in reason.read_text()
+
+
+@pytest.mark.parametrize("keyword,tag", [
+    ("IssuerOfPatientIDQualifiersSequence", 0x00100024),
+    ("IssuerOfAccessionNumberSequence", 0x00080051),
+    ("OrderPlacerIdentifierSequence", 0x00400026),
+    ("OrderFillerIdentifierSequence", 0x00400027)])
+def test_issuer_and_order_sequences_go(tmp_path, run, keyword, tag):
+    """The hospital's namespace and OID in the issuer sequences the table does not list
+    were kept under Basic (Issuer of Patient ID, naming the same issuer, goes)."""
+    item = Dataset()
+    item.LocalNamespaceEntityID, item.UniversalEntityID = "ZQXGRIMSBY", "zqx-grimsby.example.org"
+    item.UniversalEntityIDType = "DNS"
+    ds = _ct(**{keyword: [item]})
+    status, _, data = _deid(tmp_path, run, ds)
+    assert status == 0 and data is not None
+    assert b"ZQXGRIMSBY" not in data and b"zqx-grimsby" not in data
+    assert Tag(tag) not in pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+
+
+def test_retired_order_numbers_and_trial_text_go(tmp_path, run):
+    ds = _ct()
+    for tag, vr in ((0x00401006, "SH"), (0x00401007, "SH"), (0x00402006, "SH"),
+                    (0x00402007, "SH"), (0x0040A992, "ST"), (0x0040A33A, "ST")):
+        ds.add_new(tag, vr, f"ZQX{tag & 0xFFFF:04X}")
+    status, _, data = _deid(tmp_path, run, ds)
+    assert status == 0 and data is not None
+    assert b"ZQX" not in data
+
+
+def _item_bytes(inner: Dataset, implicit: bool) -> bytes:
+    from pydicom.filewriter import write_dataset
+
+    buf = pydicom.filebase.DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, implicit
+    write_dataset(buf, inner)
+    item = buf.getvalue()
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(item)) + item
+
+
+def test_a_safe_private_sequence_written_as_bytes_is_quarantined(tmp_path, run):
+    """Philips' Presentation State Sequence (safe, SQ) written with VR OB was copied unread
+    under Retain Safe Private: a name and an original UID in its item were released."""
+    inner = Dataset()
+    inner.PersonName = "ZQXDRUMWELL^Hortensia"
+    ds = _ct()
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 129")
+    ds.add_new(0x20011000, "OB", _item_bytes(inner, False))
+    status, out, data = _deid(tmp_path, run, ds, "--option", "retain-safe-private")
+    assert status == 1 and data is None
+    (reason,) = (out / "quarantine").glob("*.reason.txt")
+    assert "encoded with VR OB" in reason.read_text()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["raw", "pydicom"])
+def test_a_safe_private_sequence_stored_as_un_is_read_and_walked(tmp_path, run, fast,
+                                                                 monkeypatch):
+    """Philips' View Geometry (safe, SQ) stored as UN with defined lengths was iterated as
+    bytes: the file was quarantined with an internal AttributeError."""
+    if not fast:
+        monkeypatch.setattr(batch, "_fast_path_allowed", lambda *a: False)
+    inner = Dataset()
+    inner.ReferringPhysicianName = "ZQXDRUMWELL^Hortensia"
+    inner.SliceThickness = "1.5"
+    ds = _ct()
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 097")
+    ds.add_new(0x20011001, "UN", _item_bytes(inner, True))
+    status, _, data = _deid(tmp_path, run, ds, "--option", "retain-safe-private")
+    assert status == 0 and data is not None
+    assert b"ZQXDRUMWELL" not in data
+    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    (item,) = out[0x20011001].value
+    assert item.SliceThickness == 1.5 and "ReferringPhysicianName" in item  # walked, kept
+    assert str(item.ReferringPhysicianName) != "ZQXDRUMWELL^Hortensia"
+
+
+def test_an_encapsulated_pdf_is_not_released_as_nul_bytes(tmp_path, run):
+    """Table E.1-1's D for Encapsulated Document gave a 'PDF' of NUL bytes, released with
+    exit 0: the document cannot be de-identified, so the file is quarantined."""
+    ds = _ct(sop="1.2.840.10008.5.1.4.1.1.104.1")
+    for kw in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+               "SamplesPerPixel", "PhotometricInterpretation", "PixelData"):
+        delattr(ds, kw)
+    ds.Modality, ds.MIMETypeOfEncapsulatedDocument = "DOC", "application/pdf"
+    ds.DocumentTitle = "Report"
+    ds.EncapsulatedDocument = b"%PDF-1.4 (ZQXLEAKNAME1) %%EOF\n"
+    status, out, data = _deid(tmp_path, run, ds)
+    assert status == 1 and data is None
+    (reason,) = (out / "quarantine").glob("*.reason.txt")
+    assert "encapsulated document" in reason.read_text()
