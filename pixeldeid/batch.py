@@ -508,6 +508,8 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     _check_not_inside(sources, out)
     if export_map is not None:
         check_export_map(export_map, out)
+    if config.pseudonym_db is not None:
+        check_not_released(config.pseudonym_db, out, "subject database")
     make_output_dir(out)
     out_real, out_abs = os.path.realpath(out), os.path.abspath(out)
     remove_stale_temporaries(out)

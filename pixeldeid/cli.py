@@ -114,7 +114,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .api import DeidConfig, SiteInfo
-    from .batch import check_export_map, load_or_create_key, run_batch
+    from .batch import check_export_map, check_not_released, load_or_create_key, run_batch
     from .profiles import load_profile
     from .pseudonyms import load_map_csv
 
@@ -125,8 +125,12 @@ def _run_dicom(args: argparse.Namespace) -> int:
     if pixels is None and "clean-pixel-data" in profile.options:
         raise DeidError("option clean-pixel-data records a pixel cleaning that --pixels off "
                         "does not do; choose a --pixels policy or drop the option")
-    ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
     out = Path(args.output)
+    if args.map_csv:  # original IDs and UIDs: identity, never in the release
+        check_not_released(args.map_csv, out, "map CSV")
+    if args.subject_db:  # keyed hashes that confirm identities to whoever has the key
+        check_not_released(args.subject_db, out, "subject database")
+    ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
     if args.export_map:
         check_export_map(args.export_map, out)
     site = SiteInfo(args.site_id, args.site_name, args.trial_sponsor, args.trial_protocol_id,
