@@ -518,6 +518,8 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     check_settings(out, config, layout)
     if config.pseudonym_db is None:
         config.pseudonym_db = state / "subjects.sqlite"
+    # a damaged map, or a subject map that contradicts it: a usage error before any file
+    _open_pseudonyms(config).close()
     ledger = Ledger(state / "ledger.sqlite", config.key)
     summary = BatchSummary()
     todo: list[str] = []

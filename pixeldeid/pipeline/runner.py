@@ -246,6 +246,7 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
             with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
                 rows = con.execute("SELECT hkey, pseudonym, seq, prefix FROM subjects").fetchall()
             pseudonyms._con.executemany("INSERT INTO subjects VALUES (?, ?, ?, ?)", rows)
+            pseudonyms._check_supplied()  # as the real run will
     else:
         from ..api import DeidConfig
 
