@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api import DeidConfig, Deidentifier, read_dicom
+from .api import DeidConfig, Deidentifier, patient_key, read_dicom
 from .atomic import atomic_output, probe_writable, remove_stale_temporaries, write_exclusive
 from .dsvalues import peek
 from .errors import DeidError, InputError
@@ -423,7 +423,8 @@ def _deidentify_file(ds, path: str) -> FileOutcome:
             if head is not None:
                 deid.pseudonyms(head[0])
             raise
-        original = {"patient": str(peek(ds, "PatientID", "") or "")}
+        # the patient as the pseudonyms know them: the Patient ID, else NAME:name:birth date
+        original = {"patient": patient_key(ds)}
         details: dict = {}
         stage = _WORKER.get("pixels")
         pix = None

@@ -79,8 +79,10 @@ def _add_dicom(sub: argparse._SubParsersAction) -> None:
                         "(repeatable; `pixeldeid profiles` lists them)")
     p.add_argument("--key-file", metavar="F", help="project key file (>= 16 bytes)")
     p.add_argument("--map-csv", metavar="F", help="CSV id_old,id_new of patient IDs and UIDs")
-    p.add_argument("--export-map", metavar="F", help="write the old->new mapping (for the data "
-                                                     "holder only)")
+    p.add_argument("--export-map", metavar="F",
+                   help="write the old->new mapping (for the data holder only; a patient "
+                        "without a Patient ID is named NAME:<name>:<birth date>, a form "
+                        "--map-csv takes too)")
     p.add_argument("--layout", choices=("flat", "hierarchy", "dicomdir"), default="flat")
     p.add_argument("--prefix", metavar="P", help="pseudonym prefix (default SUBJ): P_001, P_002...")
     p.add_argument("--subject-db", metavar="F",

@@ -142,3 +142,27 @@ def test_a_later_subject_map_never_splits_a_patient(tmp_path: Path, key_file: Pa
     assert main([*base, str(tmp_path / "b2"), "--map-csv", str(m)]) == 0
     assert {pydicom.dcmread(p).PatientID for p in out.rglob("*.dcm")
             if ".pixeldeid" not in p.parts} == {"SUBJ_001"}
+
+
+def test_the_export_map_names_patients_without_a_patient_id(tmp_path: Path, key_file: Path):
+    """Patients told apart by name and birth date get a row each (NAME:name:birth date),
+    which --map-csv takes back."""
+    src = tmp_path / "in"
+    for n, birth in enumerate(("19600101", "19610202")):
+        f = make_ct_series(src / str(n), 1, seed=n + 1)[0]
+        ds = pydicom.dcmread(f)
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate = "", "Doe^Jane", birth
+        ds.save_as(f)
+    export = tmp_path / "map.csv"
+    assert main(["-q", "dicom", str(src), "-o", str(tmp_path / "out"), "--key-file",
+                 str(key_file), "--export-map", str(export), "--no-progress",
+                 "--pixels", "off"]) == 0
+    rows = {(r["id_old"], r["id_new"]) for r in csv.DictReader(export.open())
+            if r["kind"] == "patient"}
+    assert rows == {("NAME:Doe^Jane:19600101", "SUBJ_001"), ("NAME:Doe^Jane:19610202", "SUBJ_002")}
+    m = tmp_path / "m.csv"
+    m.write_text("id_old,id_new\nNAME:Doe^Jane:19610202,TRIAL7\n")
+    assert main(["-q", "dicom", str(src), "-o", str(tmp_path / "out2"), "--key-file",
+                 str(key_file), "--map-csv", str(m), "--no-progress", "--pixels", "off"]) == 0
+    assert {str(pydicom.dcmread(p).PatientID) for p in (tmp_path / "out2").glob("*.dcm")} == {
+        "SUBJ_001", "TRIAL7"}
