@@ -148,6 +148,9 @@ def _run_dicom(args: argparse.Namespace) -> int:
                         progress=False if args.no_progress else None)
     for o in summary.quarantined:
         print(f"quarantined: {printable(o.source)}: {printable(o.reason)}", file=sys.stderr)
+    for o in summary.map_gaps:
+        print(f"not in the export map: {printable(o.source)}: {printable(o.reason)}",
+              file=sys.stderr)
     print(f"pixeldeid dicom: {summary.line(out)}")
     if not summary.all:
         print("pixeldeid: error: no input files found under "
