@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .api import DeidConfig, Deidentifier, read_dicom
+from .api import DeidConfig, Deidentifier, patient_key, read_dicom
 from .atomic import atomic_output, probe_writable, remove_stale_temporaries, write_exclusive
 from .dsvalues import peek
 from .errors import DeidError, InputError
@@ -67,6 +67,8 @@ class BatchSummary:
 
     outcomes: list[FileOutcome] = field(default_factory=list)
     input_errors: list[FileOutcome] = field(default_factory=list)
+    #: finished inputs whose rows the export map lacks (they could not be made again)
+    map_gaps: list[FileOutcome] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.all)
@@ -81,7 +83,7 @@ class BatchSummary:
 
     @property
     def exit_status(self) -> int:
-        return 1 if self.quarantined else 0
+        return 1 if self.quarantined or self.map_gaps else 0
 
     def line(self, out_dir: str | os.PathLike) -> str:
         return (f"{len(self.all)} input(s): {self.count('written')} written, "
@@ -328,6 +330,12 @@ class Ledger:
         target = out_dir / row[2]
         return None, (target if not shared and target.is_file() else None)
 
+    def recorded_sop(self, path: Path, resolved: str | None = None) -> str:
+        """The new SOP Instance UID recorded for ``path`` ('' when none)."""
+        row = self._con.execute("SELECT sop FROM files WHERE src=?",
+                                (self.src_key(path, resolved),)).fetchone()
+        return (row[0] or "") if row else ""
+
     def record(self, o: FileOutcome) -> None:
         """Record ``o`` under the input's signature from before it was read: an input that
         changes while it is worked on (or while its outcome waits in a worker's chunk) is
@@ -423,7 +431,8 @@ def _deidentify_file(ds, path: str) -> FileOutcome:
             if head is not None:
                 deid.pseudonyms(head[0])
             raise
-        original = {"patient": str(peek(ds, "PatientID", "") or "")}
+        # the patient as the pseudonyms know them: the Patient ID, else NAME:name:birth date
+        original = {"patient": patient_key(ds)}
         details: dict = {}
         stage = _WORKER.get("pixels")
         pix = None
@@ -508,6 +517,8 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     _check_not_inside(sources, out)
     if export_map is not None:
         check_export_map(export_map, out)
+    if config.pseudonym_db is not None:
+        check_not_released(config.pseudonym_db, out, "subject database")
     make_output_dir(out)
     out_real, out_abs = os.path.realpath(out), os.path.abspath(out)
     remove_stale_temporaries(out)
@@ -516,6 +527,8 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     check_settings(out, config, layout)
     if config.pseudonym_db is None:
         config.pseudonym_db = state / "subjects.sqlite"
+    # a damaged map, or a subject map that contradicts it: a usage error before any file
+    _open_pseudonyms(config).close()
     ledger = Ledger(state / "ledger.sqlite", config.key)
     summary = BatchSummary()
     todo: list[str] = []
@@ -534,7 +547,9 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             continue
         done, stale = ledger.lookup(path, out, real)
         if done:
-            summary.outcomes.append(FileOutcome(str(path), "skipped", done))
+            sop = ledger.recorded_sop(path, real) if export_map is not None else ""
+            summary.outcomes.append(FileOutcome(str(path), "skipped", done,
+                                                sop_instance_uid=sop))
             continue
         if stale is not None:  # the input changed since an earlier run: withdraw, redo
             logger.info("input changed since its output was written; redoing %s", path)
@@ -564,7 +579,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if layout == "dicomdir":
         _finish_dicomdir(out, summary)
     if want_map:
-        _export_map(Path(export_map), summary)
+        summary.map_gaps = _export_map(Path(export_map), summary, config)
     return summary
 
 
@@ -589,6 +604,41 @@ def check_export_map(path: str | os.PathLike, out: str | os.PathLike) -> None:
     any work (it is written last, after the whole batch)."""
     check_not_released(path, out, "export map")
     check_output_file(path, "export map")
+    _read_export_map(Path(path))  # an existing file is merged: it must be a map of ours
+
+
+#: The header of an ``--export-map`` file.
+EXPORT_MAP_HEADER = ("id_old", "id_new", "kind")
+
+
+def _read_export_map(path: Path) -> dict[tuple[str, str], str]:
+    """The rows of an existing ``--export-map`` file, {(kind, old): new} (empty when there
+    is none).
+
+    Raises
+    ------
+    DeidError
+        The file is there but is not an export map of pixeldeid (it is never overwritten).
+    """
+    if not path.is_file():
+        return {}
+    from .paths import read_csv
+
+    rows = read_csv(path, "export map")
+    if not rows:
+        return {}
+    if tuple(c.strip() for c in rows[0]) != EXPORT_MAP_HEADER:
+        raise DeidError("export map: the file there is not an export map (header "
+                        f"{','.join(EXPORT_MAP_HEADER)}); its rows are merged into, so give "
+                        "the earlier map of this output folder or a new file", str(path))
+    out: dict[tuple[str, str], str] = {}
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != 3 or not all(row):
+            raise DeidError(f"export map: line {n} is not id_old,id_new,kind", str(path))
+        out[(row[2], row[0])] = row[1]
+    return out
 
 
 def check_output_file(path: str | os.PathLike, what: str) -> None:
@@ -856,18 +906,56 @@ def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
     lay.close()
 
 
-def _export_map(path: Path, summary: BatchSummary) -> None:
-    rows: dict[tuple[str, str], str] = {}
+def _export_map(path: Path, summary: BatchSummary, config: DeidConfig) -> list[FileOutcome]:
+    """Write the old -> new rows of every release of the output folder to ``path``.
+
+    The rows already in ``path`` (earlier batches) are kept, this run's added (a value
+    mapped anew wins). Inputs finished by an earlier run (skipped now) whose SOP Instance
+    UID is not in the file yet (the earlier run was killed before it wrote the map, or
+    wrote another file) are read again to give their rows (:func:`_mapping_again`).
+    Returns those of them that could not be (the map lacks their rows).
+    """
+    rows = _read_export_map(path)
+    mapped = {new for (kind, _old), new in rows.items() if kind == "uid"}
+    again = [o for o in summary.outcomes
+             if o.status == "skipped" and o.sop_instance_uid not in mapped]
+    gaps = _mapping_again(again, config)
     for o in summary.outcomes:
         for kind, pairs in o.mapping.items():
             for old, new in pairs.items():
                 if old and old != new:
                     rows[(kind, old)] = new
     with atomic_output(path) as fh:
-        text = _csv_text([("id_old", "id_new", "kind")] +
+        text = _csv_text([EXPORT_MAP_HEADER] +
                          [(old, new, kind) for (kind, old), new in sorted(rows.items())])
         fh.write(text.encode("utf-8"))
     os.chmod(path, 0o600)
+    return gaps
+
+
+def _mapping_again(outcomes: list[FileOutcome], config: DeidConfig) -> list[FileOutcome]:
+    """Fill the ``mapping`` of finished inputs by de-identifying them again in memory
+    (nothing is written; UIDs and pseudonyms are a function of the key and the pseudonym
+    map, so they come out as released). Return those that fail now, a reason each."""
+    failed: list[FileOutcome] = []
+    if not outcomes:
+        return failed
+    deid = Deidentifier(config)
+    try:
+        for o in outcomes:
+            try:
+                ds = read_dicom(o.source)
+                original = patient_key(ds)
+                deid.deidentify_dataset(ds, source=o.source)
+            except Exception as exc:  # noqa: BLE001 - reported; the outputs stand
+                o.reason = f"its export map rows could not be made again: {exc}"
+                failed.append(o)
+                continue
+            o.mapping = {"patient": {original: str(peek(ds, "PatientID"))},
+                         "uid": deid.uids.drain()}
+    finally:
+        deid.close()
+    return failed
 
 
 def _csv_text(rows: list[tuple[str, ...]]) -> str:

@@ -79,8 +79,10 @@ def _add_dicom(sub: argparse._SubParsersAction) -> None:
                         "(repeatable; `pixeldeid profiles` lists them)")
     p.add_argument("--key-file", metavar="F", help="project key file (>= 16 bytes)")
     p.add_argument("--map-csv", metavar="F", help="CSV id_old,id_new of patient IDs and UIDs")
-    p.add_argument("--export-map", metavar="F", help="write the old->new mapping (for the data "
-                                                     "holder only)")
+    p.add_argument("--export-map", metavar="F",
+                   help="write the old->new mapping (for the data holder only; a patient "
+                        "without a Patient ID is named NAME:<name>:<birth date>, a form "
+                        "--map-csv takes too)")
     p.add_argument("--layout", choices=("flat", "hierarchy", "dicomdir"), default="flat")
     p.add_argument("--prefix", metavar="P", help="pseudonym prefix (default SUBJ): P_001, P_002...")
     p.add_argument("--subject-db", metavar="F",
@@ -114,7 +116,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .api import DeidConfig, SiteInfo
-    from .batch import check_export_map, load_or_create_key, run_batch
+    from .batch import check_export_map, check_not_released, load_or_create_key, run_batch
     from .profiles import load_profile
     from .pseudonyms import load_map_csv
 
@@ -125,8 +127,12 @@ def _run_dicom(args: argparse.Namespace) -> int:
     if pixels is None and "clean-pixel-data" in profile.options:
         raise DeidError("option clean-pixel-data records a pixel cleaning that --pixels off "
                         "does not do; choose a --pixels policy or drop the option")
-    ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
     out = Path(args.output)
+    if args.map_csv:  # original IDs and UIDs: identity, never in the release
+        check_not_released(args.map_csv, out, "map CSV")
+    if args.subject_db:  # keyed hashes that confirm identities to whoever has the key
+        check_not_released(args.subject_db, out, "subject database")
+    ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
     if args.export_map:
         check_export_map(args.export_map, out)
     site = SiteInfo(args.site_id, args.site_name, args.trial_sponsor, args.trial_protocol_id,
@@ -142,6 +148,9 @@ def _run_dicom(args: argparse.Namespace) -> int:
                         progress=False if args.no_progress else None)
     for o in summary.quarantined:
         print(f"quarantined: {printable(o.source)}: {printable(o.reason)}", file=sys.stderr)
+    for o in summary.map_gaps:
+        print(f"not in the export map: {printable(o.source)}: {printable(o.reason)}",
+              file=sys.stderr)
     print(f"pixeldeid dicom: {summary.line(out)}")
     if not summary.all:
         print("pixeldeid: error: no input files found under "

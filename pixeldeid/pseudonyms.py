@@ -24,7 +24,28 @@ _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 _UID_STRICT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")  # PS3.5 9.1
 
 
-def load_map_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
+class SubjectMap(dict[str, str]):
+    """Original Patient ID -> supplied pseudonym, remembering where each pair was given.
+
+    Parameters
+    ----------
+    pairs : mapping
+        The original -> pseudonym pairs.
+    source : str, optional
+        The CSV file they were read from.
+    lines : mapping, optional
+        Original -> the line of ``source`` that gave its pseudonym (errors name the line,
+        never the original ID).
+    """
+
+    def __init__(self, pairs: Mapping[str, str] = (), source: str | None = None,
+                 lines: Mapping[str, int] | None = None) -> None:
+        super().__init__(pairs)
+        self.source = source
+        self.lines = dict(lines or {})
+
+
+def load_map_csv(path: str | os.PathLike) -> tuple[SubjectMap, dict[str, str]]:
     """Read an ``id_old,id_new`` CSV; return (patient ID map, UID map).
 
     Rows whose old value looks like a UID (digits and dots) go to the UID map, the others
@@ -64,7 +85,7 @@ def load_map_csv(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str
                                "with another id_new", p)
         table[old] = new
         lines.setdefault(old, n)
-    return ids, uids
+    return SubjectMap(ids, p, {o: lines[o] for o in ids}), uids
 
 
 def check_prefix(prefix: str) -> None:
@@ -94,6 +115,8 @@ class PseudonymMap:
         self.prefix = prefix
         self._key = key
         self._supplied = dict(supplied or {})
+        self._supplied_source = getattr(supplied, "source", None)
+        self._supplied_lines: dict[str, int] = dict(getattr(supplied, "lines", None) or {})
         self._supplied_values = frozenset(self._supplied.values())
         self._cache: dict[str, str] = {}
         self._db_path = str(db_path) if db_path else ":memory:"
@@ -121,13 +144,26 @@ class PseudonymMap:
                                self._db_path) from None
 
     def _check_supplied(self) -> None:
-        """Refuse a supplied pseudonym that the SQLite map already gave another patient."""
+        """Refuse a supplied pseudonym that the SQLite map already gave another patient, or
+        one for a patient who already has another pseudonym there (one patient, and each of
+        their studies, would be released under two Patient IDs)."""
         if not self._supplied:
             return
         owners: dict[str, list[str]] = {}  # pseudonym -> the originals the map gives it
+        by_hkey: dict[str, str] = {}  # hashed original -> the original
         for original, pseudo in self._supplied.items():
             owners.setdefault(pseudo, []).append(original)
+            by_hkey[self._hkey(original.strip())] = original
         for hkey, pseudo in self._con.execute("SELECT hkey, pseudonym FROM subjects"):
+            original = by_hkey.get(hkey)
+            if original is not None and self._supplied[original] != pseudo:
+                n = self._supplied_lines.get(original)
+                raise ProfileError(
+                    f"{f'line {n}: ' if n else ''}the subject map gives pseudonym "
+                    f"{self._supplied[original]!r} to a patient who already has pseudonym "
+                    f"{pseudo!r} in the pseudonym map {self._db_path}; give that patient "
+                    f"{pseudo!r}, or use another output folder",
+                    self._supplied_source or self._db_path)
             if pseudo in owners and hkey not in {self._hkey(o.strip()) for o in owners[pseudo]}:
                 raise ProfileError(f"the subject map gives pseudonym {pseudo!r}, which this "
                                    "pseudonym map already gave another patient; choose "

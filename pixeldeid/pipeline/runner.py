@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import atomic_output, remove_stale_temporaries
-from ..batch import STATE_DIRNAME, check_key, check_settings, load_or_create_key
+from ..batch import STATE_DIRNAME, check_key, check_not_released, check_settings, load_or_create_key
 from ..errors import DeidError
 from ..quarantine import quarantine
 from .job import Job
@@ -225,6 +225,8 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
     sources = [str(s) for s in sources]
     _check_sources(sources, out)
     profile = load_profile(job.profile).with_options(job.options)  # usage errors first
+    if job.subject_map:  # original IDs and UIDs: identity, never in the release
+        check_not_released(job.subject_map, out, "map CSV")
     ids, uids = load_map_csv(job.subject_map) if job.subject_map else ({}, {})
     prefix = job.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
     check_prefix(prefix)
@@ -244,6 +246,7 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
             with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
                 rows = con.execute("SELECT hkey, pseudonym, seq, prefix FROM subjects").fetchall()
             pseudonyms._con.executemany("INSERT INTO subjects VALUES (?, ?, ?, ?)", rows)
+            pseudonyms._check_supplied()  # as the real run will
     else:
         from ..api import DeidConfig
 

@@ -223,6 +223,42 @@ def test_the_identity_map_may_go_into_the_state_folder(tmp_path: Path, key_file:
     assert target.read_text().startswith("id_old,id_new,kind\n")
 
 
+@pytest.mark.parametrize(("command", "flag", "what"), [
+    ("dicom", "--map-csv", "map CSV"),
+    ("dicom", "--subject-db", "subject database"),
+    ("run", "--map-csv", "map CSV"),
+    ("run", "--config", "map CSV"),  # the job file's subject_map
+])
+def test_the_subject_map_never_goes_into_the_release(
+        tmp_path: Path, key_file: Path, capsys, command: str, flag: str, what: str):
+    """A map CSV (original IDs) or subject database inside OUT is refused like the key file,
+    before any work; under OUT/.pixeldeid/ it is allowed."""
+    src = tmp_path / "in"
+    make_ct_series(src, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / ("subjects.sqlite" if flag == "--subject-db" else "subjects.csv")
+    if flag != "--subject-db":
+        target.write_text("id_old,id_new\nMRN12345,TRIAL7\n")
+    extra = [flag, str(target)]
+    if flag == "--config":
+        (tmp_path / "job.yaml").write_text(f"subject_map: {target}\n")
+        extra = [flag, str(tmp_path / "job.yaml")]
+    quiet = ["--no-deface"] if command == "run" else []
+    base = [command, str(src), "-o", str(out), "--key-file", str(key_file), "--no-progress",
+            "--pixels", "off", *quiet]
+    assert main([*base, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert re.search(f"{what} .* is inside the output folder .* for release", err)
+    assert "MRN12345" not in err
+    assert not list(out.rglob("*.dcm")) and not (out / ".pixeldeid").exists()
+    if flag == "--map-csv":  # allowed in the state folder, which is never released
+        (out / ".pixeldeid").mkdir()
+        target.rename(out / ".pixeldeid" / "subjects.csv")
+        assert main([*base, flag, str(out / ".pixeldeid" / "subjects.csv")]) == 0
+
+
 @pytest.mark.parametrize("command", ["dicom", "deface", "wsi", "run"])
 def test_an_output_folder_that_cannot_be_made_is_a_usage_error(tmp_path: Path, capsys, command):
     """A file where OUT should be: one line, exit 2 (deface and wsi ended in tracebacks)."""

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import pydicom
+import pytest
 from corpus import make_ct_series
 
 from pixeldeid.cli import main
@@ -109,3 +110,59 @@ def test_a_map_that_cannot_be_read_is_a_usage_error(tmp_path: Path, key_file: Pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not UTF-8" in err and str(m) in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["dicom", "run"])
+def test_a_later_subject_map_never_splits_a_patient(tmp_path: Path, key_file: Path, capsys,
+                                                    command: str):
+    """A patient who has SUBJ_001 in OUT from an earlier batch, given another pseudonym by
+    a later --map-csv: refused naming the CSV line (not the ID), before any file."""
+    make_ct_series(tmp_path / "b1", 1, seed=1)
+    first = pydicom.dcmread(next((tmp_path / "b1").glob("*.dcm")))
+    later = tmp_path / "b2" / "later.dcm"
+    later.parent.mkdir()
+    first.SOPInstanceUID = first.SOPInstanceUID + ".9"  # another instance of that study
+    first.save_as(later)
+    out = tmp_path / "out"
+    base = [command, "-o", str(out), "--key-file", str(key_file), "--no-progress",
+            "--pixels", "off", *(["--no-deface"] if command == "run" else [])]
+    assert main([*base, str(tmp_path / "b1")]) == 0
+    capsys.readouterr()
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if ".pixeldeid" not in p.parts)
+    m = tmp_path / "m.csv"
+    m.write_text(f"id_old,id_new\nOTHER,TRIAL8\n{first.PatientID},TRIAL7\n")
+    assert main([*base, str(tmp_path / "b2"), "--map-csv", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{m}: line 3:" in err and "SUBJ_001" in err
+    assert str(first.PatientID) not in err
+    after = sorted(p.relative_to(out) for p in out.rglob("*") if ".pixeldeid" not in p.parts)
+    assert after == before
+    # the pseudonym already recorded, supplied again, is no contradiction
+    m.write_text(f"id_old,id_new\n{first.PatientID},SUBJ_001\n")
+    assert main([*base, str(tmp_path / "b2"), "--map-csv", str(m)]) == 0
+    assert {pydicom.dcmread(p).PatientID for p in out.rglob("*.dcm")
+            if ".pixeldeid" not in p.parts} == {"SUBJ_001"}
+
+
+def test_the_export_map_names_patients_without_a_patient_id(tmp_path: Path, key_file: Path):
+    """Patients told apart by name and birth date get a row each (NAME:name:birth date),
+    which --map-csv takes back."""
+    src = tmp_path / "in"
+    for n, birth in enumerate(("19600101", "19610202")):
+        f = make_ct_series(src / str(n), 1, seed=n + 1)[0]
+        ds = pydicom.dcmread(f)
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate = "", "Doe^Jane", birth
+        ds.save_as(f)
+    export = tmp_path / "map.csv"
+    assert main(["-q", "dicom", str(src), "-o", str(tmp_path / "out"), "--key-file",
+                 str(key_file), "--export-map", str(export), "--no-progress",
+                 "--pixels", "off"]) == 0
+    rows = {(r["id_old"], r["id_new"]) for r in csv.DictReader(export.open())
+            if r["kind"] == "patient"}
+    assert rows == {("NAME:Doe^Jane:19600101", "SUBJ_001"), ("NAME:Doe^Jane:19610202", "SUBJ_002")}
+    m = tmp_path / "m.csv"
+    m.write_text("id_old,id_new\nNAME:Doe^Jane:19610202,TRIAL7\n")
+    assert main(["-q", "dicom", str(src), "-o", str(tmp_path / "out2"), "--key-file",
+                 str(key_file), "--map-csv", str(m), "--no-progress", "--pixels", "off"]) == 0
+    assert {str(pydicom.dcmread(p).PatientID) for p in (tmp_path / "out2").glob("*.dcm")} == {
+        "SUBJ_001", "TRIAL7"}

@@ -3,6 +3,7 @@ and deterministic, a rerun finishes what is missing and nothing twice."""
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from pixeldeid._synth import make_ct_series
 from pixeldeid.uids import UIDMapper
 from tests.pixeldeid.conftest import OTHER_KEY, copy_corpus, outputs, tree_digest
 
@@ -542,3 +544,42 @@ def test_an_input_that_kills_its_worker_is_quarantined_and_the_batch_goes_on(
     killer_output = set(d1) - set(d2)
     assert len(killer_output) == 1 and len(d2) == len(FILES)
     assert d2 == {k: v for k, v in d1.items() if k not in killer_output}
+
+
+def _map_rows(path: Path) -> set[tuple[str, ...]]:
+    with path.open(newline="") as fh:
+        rows = [tuple(r) for r in csv.reader(fh)]
+    assert rows[0] == ("id_old", "id_new", "kind")
+    return set(rows[1:])
+
+
+def test_the_export_map_keeps_every_release_across_reruns(inputs, run, tmp_path, capsys):
+    """A rerun with the same --export-map used to replace the map with that run's rows only
+    (an empty map when nothing was left to do); a killed run never wrote it at all."""
+    full = tmp_path / "full.csv"
+    assert run(inputs, "--export-map", str(full))[0] == 0  # one whole run: every row
+    every = _map_rows(full)
+    assert {r[2] for r in every} == {"patient", "uid"}
+    status, out = run(inputs)  # as a run killed before it wrote the map
+    assert status == 0
+    m = tmp_path / "map.csv"
+    for _ in range(2):  # the resume (every input skipped), then nothing left to do
+        capsys.readouterr()
+        assert run(inputs, "--export-map", str(m), out=out)[0] == 0
+        assert _summary(capsys.readouterr().out)["done"] == len(FILES)
+        assert _map_rows(m) == every
+    # a later batch into the same folder: its rows join the earlier ones
+    later = make_ct_series(tmp_path / "later", 1, seed=7)[0]
+    assert run(later.parent, "--export-map", str(m), out=out)[0] == 0
+    rows = _map_rows(m)
+    assert every < rows
+    released = {str(pydicom.dcmread(p).SOPInstanceUID) for p in outputs(out)}
+    assert len(released) == len(FILES) + 1 and released <= {r[1] for r in rows}
+    assert any(r[0] == str(pydicom.dcmread(later).SOPInstanceUID) for r in rows)
+    # a file there that is not an export map is refused, not overwritten
+    other = tmp_path / "notes.csv"
+    other.write_text("a,b\n1,2\n")
+    capsys.readouterr()
+    assert run(inputs, "--export-map", str(other), out=out)[0] == 2
+    assert "is not an export map" in capsys.readouterr().err
+    assert other.read_text() == "a,b\n1,2\n"
