@@ -9,6 +9,7 @@ a temporary name and linked into place in one step.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import errno
 import hashlib
@@ -376,6 +377,82 @@ def _output_rel(ds, layout: str) -> str:
     return f"{peek(ds, 'SOPInstanceUID')}.dcm"
 
 
+DUPLICATE_SOP = ("duplicate SOP Instance UID: another input already produced this instance "
+                 "with different content")
+NAME_COLLISION = ("output name collision: another instance (another SOP Instance UID) already "
+                  "has this output name")
+#: ``OUT/.pixeldeid/sops/<2 hex>/<new SOP Instance UID>``: the output name that holds each
+#: SOP Instance UID (hierarchy layout, whose names are not the SOP Instance UID alone)
+SOPS_DIRNAME = "sops"
+
+
+def _write_output(out: Path, rel: str, sop: str, data, path: str, layout: str) -> str:
+    """Write ``data`` to ``OUT/rel`` unless another input already took its name or its SOP
+    Instance UID; return the :func:`~pixeldeid.atomic.write_exclusive` status.
+
+    In the flat and dicomdir layouts the name is the SOP Instance UID. A hierarchy name
+    also depends on Instance Number, descriptions and dates, so the SOP Instance UID is
+    claimed apart from the name (:func:`_claim_sop`): two instances with one UID are
+    never both released, whatever their names.
+
+    Raises
+    ------
+    InputError
+        Duplicate SOP Instance UID with other content, or a name held by another instance.
+    """
+    claimed = False
+    if layout == "hierarchy":
+        claimed = _claim_sop(out, rel, sop, path)
+    status = write_exclusive(out / rel, data)
+    if status != "conflict":
+        return status
+    if claimed:  # this input's claim goes with it: a rerun may find the name free
+        with contextlib.suppress(OSError):
+            _sop_claim_path(out, sop).unlink()
+    if layout == "hierarchy" and _sop_of(out / rel) not in (sop, None):
+        raise InputError(NAME_COLLISION, path)
+    raise InputError(DUPLICATE_SOP, path)
+
+
+def _sop_claim_path(out: Path, sop: str) -> Path:
+    shard = hashlib.sha256(sop.encode()).hexdigest()[:2]
+    return out / STATE_DIRNAME / SOPS_DIRNAME / shard / sop
+
+
+def _claim_sop(out: Path, rel: str, sop: str, path: str) -> bool:
+    """Record that ``sop`` is released as ``rel``; return whether this call made the claim.
+
+    A claim naming another output that is still there means another input produced this
+    instance with other content (the same content gives the same name):
+    :class:`InputError`. A claim whose output is gone (withdrawn: its input changed or
+    was quarantined) is taken over.
+    """
+    claim = _sop_claim_path(out, sop)
+    status = write_exclusive(claim, rel.encode())
+    if status != "conflict":
+        return status == "written"
+    try:
+        held = claim.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        held = ""
+    if held and (out / held).is_file():
+        raise InputError(DUPLICATE_SOP, path)
+    with atomic_output(claim) as fh:  # a stale claim: its output was withdrawn
+        fh.write(rel.encode())
+    return True
+
+
+def _sop_of(path: Path) -> str | None:
+    """The SOP Instance UID of an output file (None when it cannot be read)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        return str(ds.SOPInstanceUID).strip()
+    except Exception:  # noqa: BLE001 - unreadable: reported as a duplicate (fail closed)
+        return None
+
+
 def _fast_path_allowed(config: DeidConfig, pixels) -> bool:
     """Whether files may go through the raw fast path (:mod:`pixeldeid.rawds`) first: header
     work only (no pixel stage) and no site values to write."""
@@ -437,11 +514,8 @@ def _deidentify_file(ds, path: str) -> FileOutcome:
             deid.add_method_code(ds, "clean-pixel-data")
         data, _removed = deid.encode(ds, source=path)
         rel = _output_rel(ds, _WORKER["layout"])
-        status = write_exclusive(out / rel, data)
         sop = str(peek(ds, "SOPInstanceUID"))
-        if status == "conflict":
-            raise InputError("duplicate SOP Instance UID: another input already produced this "
-                             "instance with different content", path)
+        status = _write_output(out, rel, sop, data, path, _WORKER["layout"])
         mapping: dict[str, dict[str, str]] = {}
         if _WORKER["want_map"]:
             mapping = {"patient": {original["patient"]: str(peek(ds, "PatientID"))},

@@ -11,9 +11,10 @@ flat
     ``<SOPInstanceUID>.dcm`` (:func:`flat_name`).
 hierarchy (HIRO type 1)
     ``<PatientID>/study_<YYYYMMDD>_<6 hex>_<StudyDescription>/``
-    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<5 hex>.dcm``
+    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<16 hex>.dcm``
     where the hex digits are a SHA-256 prefix of the Study, Series and SOP Instance
-    UIDs (:func:`hierarchy_path`).
+    UIDs (:func:`hierarchy_path`); 64 bits of the SOP Instance UID keep distinct
+    instances of one series apart even when they share an Instance Number.
 DICOMDIR (HIRO type 2)
     ``<PatientID>/study_<6 hex>_<YYYYMMDD>/DICOMDIR`` and ``.../DICOM/IM_nnnnn``, one
     DICOM file-set per study, written with :class:`pydicom.fileset.FileSet`
@@ -55,6 +56,8 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                      *(f"LPT{i}" for i in range(1, 10))}
+#: hex digits of the SOP Instance UID's hash in a hierarchy file name (64 bits)
+INSTANCE_HASH_DIGITS = 16
 MAX_INSTANCES_PER_STUDY = 99999  # IM_nnnnn: a File ID component has at most 8 characters
 
 
@@ -118,7 +121,11 @@ def hierarchy_path(ds: Dataset) -> PurePosixPath:
     """HIRO type 1 relative path of a de-identified instance.
 
     ``<PatientID>/study_<StudyDate>_<6 hex>_<StudyDescription>/``
-    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<5 hex>.dcm``
+    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<16 hex>.dcm``
+
+    The instance name holds :data:`INSTANCE_HASH_DIGITS` hex digits of the SOP Instance
+    UID's hash: many series repeat one Instance Number (or have none), and 20 bits let
+    distinct instances collide by chance.
 
     Raises
     ------
@@ -137,7 +144,7 @@ def hierarchy_path(ds: Dataset) -> PurePosixPath:
         clean_component(ds.get("SeriesDescription") or None, 48),
         uid_hash(ds.get("SeriesInstanceUID"), 3),
     ])
-    instance = f"{_number(ds, 'InstanceNumber', 5)}_{uid_hash(sop, 5)}.dcm"
+    instance = f"{_number(ds, 'InstanceNumber', 5)}_{uid_hash(sop, INSTANCE_HASH_DIGITS)}.dcm"
     return PurePosixPath(subject, study, series, instance)
 
 

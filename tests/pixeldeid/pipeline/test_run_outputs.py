@@ -1,0 +1,57 @@
+"""``pixeldeid run``: what stays in the release after reruns, and inputs that once stopped
+a whole run (a non-UTF-8 file name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from pixeldeid.cli import main
+
+from .conftest import KEY
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _ct(dest: Path, sop: str, *, patient: str = "PA", study: str = "1.2.3.4.19.100",
+        instance: int = 1, pixel: int = 0) -> Path:
+    """CT_small.dcm with another patient, study, SOP Instance UID and first pixel byte."""
+    from tests.pixeldeid.conftest import corpus_file
+
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.PatientID = patient
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = study + ".1"
+    ds.InstanceNumber = instance
+    arr = bytearray(ds.PixelData)
+    arr[0] = pixel
+    ds.PixelData = bytes(arr)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest)
+    return dest
+
+
+def _run(src: Path, out: Path, tmp_path: Path, *extra: str) -> int:
+    key = tmp_path / "project.key"
+    key.write_bytes(KEY)
+    return main(["run", str(src), "-o", str(out), "--key-file", str(key), "--no-progress",
+                 "--pixels", "off", "--no-deface", *extra])
+
+
+def _released(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*.dcm") if p.is_file()
+                  and not {"quarantine", ".pixeldeid", "packages"} & set(p.relative_to(out).parts))
+
+
+def test_hierarchy_releases_one_instance_per_sop_instance_uid(tmp_path: Path, capsys) -> None:
+    """``run --layout hierarchy`` released two different instances with one SOP Instance
+    UID (their names differ by Instance Number); flat quarantined the second."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _ct(src / "a.dcm", "1.2.3.4.7.1", instance=1)
+    _ct(src / "b.dcm", "1.2.3.4.7.1", instance=2, pixel=50)
+    assert _run(src, out, tmp_path, "--layout", "hierarchy") == 1
+    assert "duplicate SOP Instance UID" in capsys.readouterr().err
+    assert len(_released(out)) == 1
