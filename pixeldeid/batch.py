@@ -290,15 +290,15 @@ class Ledger:
             raise
         return con
 
-    def src_key(self, path: Path, resolved: str | None = None) -> str:
-        """Keyed hash of the resolved source path (computed once per path and run;
-        ``resolved``: ``os.path.realpath`` of it, when the caller has it)."""
+    def src_key(self, path: Path) -> str:
+        """Keyed hash of the absolute source path, links not resolved (computed once per
+        path and run): an input and a link to it are two inputs with a row each, as
+        :func:`~pixeldeid.paths.each_path_once` and the quarantine count them."""
         name = os.fspath(path)
         key = self._src_keys.get(name)
         if key is None:
-            real = resolved if resolved is not None else os.path.realpath(name)
             key = self._src_keys[name] = hmac.new(
-                self._key, real.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+                self._key, os.fsencode(os.path.abspath(name)), hashlib.sha256).hexdigest()
         return key
 
     @staticmethod
@@ -306,12 +306,11 @@ class Ledger:
         st = path.stat()
         return f"{st.st_size}:{st.st_mtime_ns}"
 
-    def lookup(self, path: Path, out_dir: Path, resolved: str | None = None
-               ) -> tuple[str | None, Path | None]:
+    def lookup(self, path: Path, out_dir: Path) -> tuple[str | None, str | None]:
         """What an earlier run left for ``path``: (its output, when it was finished and the
-        output is still there; the output to withdraw, when the input has changed since it
-        was written and no other input also produced it (an exact duplicate))."""
-        key = self.src_key(path, resolved)
+        output is still there; its earlier output, when the input has changed since: see
+        :meth:`withdraw_changed`)."""
+        key = self.src_key(path)
         row = self._con.execute("SELECT sig, status, output FROM files WHERE src=?",
                                 (key,)).fetchone()
         if not row or row[1] not in ("written", "identical"):
@@ -322,12 +321,25 @@ class Ledger:
             return None, None
         if same:
             return (row[2] if row[2] and (out_dir / row[2]).exists() else None), None
-        if row[1] != "written" or not row[2]:
-            return None, None
-        shared = self._con.execute("SELECT 1 FROM files WHERE output=? AND src<>? LIMIT 1",
-                                   (row[2], key)).fetchone()
-        target = out_dir / row[2]
-        return None, (target if not shared and target.is_file() else None)
+        return None, row[2] or None
+
+    def withdraw_changed(self, changed: dict[str, set[str]], out_dir: Path) -> list[Path]:
+        """Remove the earlier outputs of changed inputs, ``{output: src keys of this run's
+        changed inputs that produced it}``, that no other input also produced (an exact
+        duplicate that did not change keeps it); return the files removed.
+
+        An input and a link to it produce one output and both change together: the
+        output goes, so the corrected input is written, not held back as a duplicate.
+        """
+        gone = []
+        for rel, keys in sorted(changed.items()):
+            holders = {r[0] for r in self._con.execute("SELECT src FROM files WHERE output=?",
+                                                       (rel,))}
+            target = out_dir / rel
+            if holders <= keys and target.is_file() and not target.is_symlink():
+                target.unlink()
+                gone.append(target)
+        return gone
 
     def record(self, o: FileOutcome) -> None:
         """Record ``o`` under the input's signature from before it was read: an input that
@@ -593,6 +605,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     ledger = Ledger(state / "ledger.sqlite", config.key)
     summary = BatchSummary()
     todo: list[str] = []
+    changed: dict[str, set[str]] = {}  # earlier output -> changed inputs that produced it
     for path, reason in iter_inputs(sources):
         try:
             real = os.path.realpath(path)
@@ -606,14 +619,15 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             rec = quarantine(path, out, reason, stage="header")
             summary.input_errors.append(FileOutcome(str(path), "quarantined", reason=rec.reason))
             continue
-        done, stale = ledger.lookup(path, out, real)
+        done, stale = ledger.lookup(path, out)
         if done:
             summary.outcomes.append(FileOutcome(str(path), "skipped", done))
             continue
         if stale is not None:  # the input changed since an earlier run: withdraw, redo
             logger.info("input changed since its output was written; redoing %s", path)
-            stale.unlink()
+            changed.setdefault(stale, set()).add(ledger.src_key(path))
         todo.append(str(path))
+    ledger.withdraw_changed(changed, out)
 
     want_map = export_map is not None
     bar = tqdm(total=len(todo), unit="file", desc="dicom", leave=False,

@@ -542,3 +542,23 @@ def test_an_input_that_kills_its_worker_is_quarantined_and_the_batch_goes_on(
     killer_output = set(d1) - set(d2)
     assert len(killer_output) == 1 and len(d2) == len(FILES)
     assert d2 == {k: v for k, v in d1.items() if k not in killer_output}
+
+
+@pytest.mark.parametrize("layout", ["flat", "hierarchy"])
+def test_a_corrected_input_with_a_link_to_it_is_redone(tmp_path, run, capsys, layout):
+    """An input and a link to it shared one ledger row (keyed by the resolved path): the
+    link's 'identical' replaced the input's 'written', the corrected input's output was not
+    withdrawn, and the rerun released the OLD pixels and quarantined the new ones."""
+    src = tmp_path / "in"
+    (ct,) = copy_corpus(["CT_small.dcm"], src)
+    (src / "z_link.dcm").symlink_to("CT_small.dcm")
+    status, out = run(src, "--layout", layout)
+    assert status == 0
+    _flip_pixel(ct)
+    capsys.readouterr()
+    status, _ = run(src, "--layout", layout, out=out)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert _summary(captured.out) == {"inputs": 2, "written": 1, "done": 1, "quarantined": 0}
+    (only,) = outputs(out)
+    assert pydicom.dcmread(only).PixelData == pydicom.dcmread(ct).PixelData
