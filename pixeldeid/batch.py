@@ -923,8 +923,9 @@ def _prepare_parallel(todo: list[str], heads: list[tuple[str, str] | None],
 
 
 def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
-    """Build the DICOMDIR file-sets from every staged instance (this run's and earlier runs')."""
-    from .layout import DicomdirLayout
+    """Build the DICOMDIR file-sets from every staged instance (this run's and earlier runs');
+    files and study folders of withdrawn instances are removed from the release."""
+    from .layout import DicomdirLayout, prune_studies
 
     staging = out / STATE_DIRNAME / "staging"
     if not staging.is_dir():
@@ -942,6 +943,8 @@ def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
             rec = quarantine(o.source, out, f"DICOMDIR: {exc.reason}", stage="layout")
             o.status, o.reason, o.output = "quarantined", rec.reason, None
     lay.close()
+    # what the rebuild no longer produces leaves the release: a withdrawn input's study
+    prune_studies(out, lay.study_dirs)
 
 
 def _export_map(path: Path, summary: BatchSummary) -> None:

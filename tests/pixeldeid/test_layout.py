@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import PurePosixPath
 
@@ -364,3 +365,55 @@ def test_hierarchy_rerun_after_a_changed_instance_number(tmp_path, run, capsys):
 
     (only,) = outputs(out)
     assert only.name.startswith("00005_")
+
+
+def _dicomdir_release(out):
+    """(instance files on disk, files the DICOMDIRs reference) of a DICOMDIR-layout OUT."""
+    from tests.pixeldeid.conftest import outputs
+
+    files = {p.resolve() for p in outputs(out) if p.name != "DICOMDIR"}
+    indexed = set()
+    for d in out.rglob("DICOMDIR"):
+        indexed |= {out.joinpath(d.parent, *r.ReferencedFileID).resolve()
+                    for r in pydicom.dcmread(d).DirectoryRecordSequence
+                    if "ReferencedFileID" in r}
+    return files, indexed
+
+
+def test_dicomdir_rerun_leaves_no_file_of_a_withdrawn_input(tmp_path, run, capsys):
+    """One of three instances of a study became unreadable: the rebuilt DICOMDIR listed
+    two, but DICOM/IM_00003 stayed in the release (a second link to another instance)."""
+    src = tmp_path / "in"
+    for i in range(3):
+        _ct_variant(src / f"f{i}.dcm", f"1.2.3.4.8.{i}", i + 1, i)
+    status, out = run(src, "--layout", "dicomdir")
+    assert status == 0
+    (src / "f0.dcm").write_bytes(b"not DICOM any more")
+    status, _ = run(src, "--layout", "dicomdir", out=out)
+    assert status == 1
+    files, indexed = _dicomdir_release(out)
+    assert len(files) == 2 and files == indexed
+
+
+def test_dicomdir_rerun_removes_the_study_an_input_left(tmp_path, run, capsys):
+    """An input corrected into another study: the old study folder (its DICOMDIR and the
+    withdrawn instance) stayed in the release, the instance twice under one SOP UID."""
+    src = tmp_path / "in"
+    _ct_variant(src / "a.dcm", "1.2.3.4.9.1", 1, 0)
+    b = _ct_variant(src / "b.dcm", "1.2.3.4.9.2", 2, 1)
+    ds = pydicom.dcmread(b)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4.9.200", "1.2.3.4.9.200.1"
+    ds.save_as(b)
+    status, out = run(src, "--layout", "dicomdir")
+    assert status == 0 and len(list(out.rglob("DICOMDIR"))) == 2
+    ds.StudyInstanceUID = pydicom.dcmread(src / "a.dcm").StudyInstanceUID
+    ds.SeriesInstanceUID = pydicom.dcmread(src / "a.dcm").SeriesInstanceUID
+    ds.save_as(b)
+    st = b.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    status, _ = run(src, "--layout", "dicomdir", out=out)
+    assert status == 0, capsys.readouterr().err
+    files, indexed = _dicomdir_release(out)
+    assert len(files) == 2 and files == indexed
+    assert len(list(out.rglob("DICOMDIR"))) == 1
+    assert sorted(_released_sops(out)) == sorted(set(_released_sops(out)))
