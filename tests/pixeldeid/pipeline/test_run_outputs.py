@@ -3,6 +3,8 @@ a whole run (a non-UTF-8 file name)."""
 
 from __future__ import annotations
 
+import os
+import zipfile
 from pathlib import Path
 
 import pydicom
@@ -55,3 +57,21 @@ def test_hierarchy_releases_one_instance_per_sop_instance_uid(tmp_path: Path, ca
     assert _run(src, out, tmp_path, "--layout", "hierarchy") == 1
     assert "duplicate SOP Instance UID" in capsys.readouterr().err
     assert len(_released(out)) == 1
+
+
+def test_zip_of_a_patient_an_input_left_is_removed(tmp_path: Path) -> None:
+    """An input corrected to another patient: its old patient's zip (the withdrawn output
+    under the old pseudonym) stayed in OUT/packages beside the new one."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _ct(src / "a.dcm", "1.2.3.4.19.1")
+    b = _ct(src / "b.dcm", "1.2.3.4.19.2", patient="PB", study="1.2.3.4.19.200")
+    assert _run(src, out, tmp_path, "--zip") == 0
+    assert sorted(p.name for p in (out / "packages").iterdir()) == ["SUBJ_001.zip", "SUBJ_002.zip"]
+    _ct(b, "1.2.3.4.19.2", instance=2)  # filed under the wrong patient: now PA's
+    st = b.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert _run(src, out, tmp_path, "--zip") == 0
+    (z,) = (out / "packages").iterdir()
+    with zipfile.ZipFile(z) as zf:
+        assert len([n for n in zf.namelist() if n.endswith(".dcm")]) == 2
+    assert len(_released(out)) == 2
