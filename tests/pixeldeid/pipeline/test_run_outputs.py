@@ -75,3 +75,19 @@ def test_zip_of_a_patient_an_input_left_is_removed(tmp_path: Path) -> None:
     with zipfile.ZipFile(z) as zf:
         assert len([n for n in zf.namelist() if n.endswith(".dcm")]) == 2
     assert len(_released(out)) == 2
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path: Path, capsys) -> None:
+    """A Latin-1 file name stopped every run with a UnicodeEncodeError traceback (the ledger
+    bound its surrogate escapes as SQLite text): nothing was processed, ever."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _ct(src / "good.dcm", "1.2.3.4.18.1")
+    _ct(Path(os.fsdecode(os.fsencode(src) + b"/caf\xe9.dcm")), "1.2.3.4.18.2")
+    Path(os.fsdecode(os.fsencode(src) + b"/bad\xe9.dcm")).write_bytes(b"not DICOM")
+    assert _run(src, out, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "bad\\xe9.dcm: unreadable DICOM header" in err and "Traceback" not in err
+    assert len(_released(out)) == 2
+    assert _run(src, out, tmp_path) == 1  # the rerun finds every item in the ledger
+    assert "2 already done, 1 quarantined" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
