@@ -124,15 +124,23 @@ def _walk_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, s
                              and not (ours and d == QUARANTINE_DIRNAME))
             for name in sorted(files):
                 f = Path(root) / name
-                if f.is_symlink() and not f.exists():
-                    yield f, _broken_link_reason(f)
-                elif f.is_file():
-                    yield f, None
-                else:  # FIFO, socket, device: never read, never dropped silently
-                    yield f, "not a regular file or directory"
+                try:
+                    if f.is_symlink() and not f.exists():
+                        yield f, _broken_link_reason(f)
+                    elif f.is_file():
+                        yield f, None
+                    else:  # FIFO, socket, device: never read, never dropped silently
+                        yield f, "not a regular file or directory"
+                except OSError as exc:  # a path too long for the system: this entry only
+                    yield f, f"cannot read: {exc.strerror}"
             for name in dirs:
                 d = Path(root) / name
-                if d.is_symlink():  # not walked (no loops); say so instead of dropping it
+                try:
+                    linked = d.is_symlink()
+                except OSError as exc:  # (the walk does not enter it either)
+                    yield d, f"cannot read: {exc.strerror}"
+                    continue
+                if linked:  # not walked (no loops); say so instead of dropping it
                     yield d, "symbolic link to a directory is not followed; give its target as a source"
             while errors:
                 e = errors.pop(0)
