@@ -620,7 +620,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
             real = None
         if real is not None and _inside(real, out_real):
-            if _inside(os.path.abspath(path), out_abs):
+            if _inside(os.path.abspath(path), out_abs) or _sits_in(path, out_real):
                 continue  # never read our own outputs (OUT is inside a source folder)
             reason = "a link to a file inside the output folder (not read)"
         if reason:
@@ -666,6 +666,18 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + os.sep)
+
+
+def _sits_in(path: Path, out_real: str) -> bool:
+    """Whether ``path`` itself (not a link) lies in the output folder, reached through a
+    linked folder above it (SRC named by a link to the folder that holds OUT)."""
+    try:
+        if os.path.islink(path):
+            return False
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    except (OSError, RuntimeError):
+        return False
+    return _inside(os.path.join(folder, os.path.basename(path)), out_real)
 
 
 def check_not_released(path: str | os.PathLike, out: str | os.PathLike, what: str) -> None:

@@ -761,3 +761,23 @@ def test_a_folder_path_longer_than_the_system_takes_is_one_quarantine(tmp_path, 
     (line,) = [ln for ln in captured.err.splitlines() if ln.startswith("quarantined: ")]
     assert line.endswith(": cannot read: File name too long")
     assert len(outputs(out)) == 1
+
+
+def test_sources_named_through_a_link_to_the_folder_of_the_output(tmp_path, run, capsys):
+    """SRC named by a link to the folder that holds OUT: the rerun quarantined every earlier
+    output as 'a link to a file inside the output folder' (they are regular files)."""
+    data = tmp_path / "data"
+    copy_corpus(["CT_small.dcm"], data / "in")
+    (tmp_path / "link").symlink_to(data)
+    status, out = run(tmp_path / "link", out=data / "out")
+    assert status == 0
+    before = tree_digest(out)
+    capsys.readouterr()
+    status, _ = run(tmp_path / "link", out=data / "out")
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert _summary_counts(captured.out) == (1, 0, 1, 0)
+    assert tree_digest(out) == before and not (out / "quarantine").exists()
+    (data / "in" / "into_out.dcm").symlink_to(next(out.glob("*.dcm")))  # still reported
+    status, _ = run(tmp_path / "link", out=data / "out")
+    assert status == 1 and "inside the output folder" in capsys.readouterr().err
