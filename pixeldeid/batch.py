@@ -9,6 +9,7 @@ a temporary name and linked into place in one step.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import errno
 import hashlib
@@ -125,15 +126,23 @@ def _walk_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, s
                              and not (ours and d == QUARANTINE_DIRNAME))
             for name in sorted(files):
                 f = Path(root) / name
-                if f.is_symlink() and not f.exists():
-                    yield f, _broken_link_reason(f)
-                elif f.is_file():
-                    yield f, None
-                else:  # FIFO, socket, device: never read, never dropped silently
-                    yield f, "not a regular file or directory"
+                try:
+                    if f.is_symlink() and not f.exists():
+                        yield f, _broken_link_reason(f)
+                    elif f.is_file():
+                        yield f, None
+                    else:  # FIFO, socket, device: never read, never dropped silently
+                        yield f, "not a regular file or directory"
+                except OSError as exc:  # a path too long for the system: this entry only
+                    yield f, f"cannot read: {exc.strerror}"
             for name in dirs:
                 d = Path(root) / name
-                if d.is_symlink():  # not walked (no loops); say so instead of dropping it
+                try:
+                    linked = d.is_symlink()
+                except OSError as exc:  # (the walk does not enter it either)
+                    yield d, f"cannot read: {exc.strerror}"
+                    continue
+                if linked:  # not walked (no loops); say so instead of dropping it
                     yield d, "symbolic link to a directory is not followed; give its target as a source"
             while errors:
                 e = errors.pop(0)
@@ -291,15 +300,15 @@ class Ledger:
             raise
         return con
 
-    def src_key(self, path: Path, resolved: str | None = None) -> str:
-        """Keyed hash of the resolved source path (computed once per path and run;
-        ``resolved``: ``os.path.realpath`` of it, when the caller has it)."""
+    def src_key(self, path: Path) -> str:
+        """Keyed hash of the absolute source path, links not resolved (computed once per
+        path and run): an input and a link to it are two inputs with a row each, as
+        :func:`~pixeldeid.paths.each_path_once` and the quarantine count them."""
         name = os.fspath(path)
         key = self._src_keys.get(name)
         if key is None:
-            real = resolved if resolved is not None else os.path.realpath(name)
             key = self._src_keys[name] = hmac.new(
-                self._key, real.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+                self._key, os.fsencode(os.path.abspath(name)), hashlib.sha256).hexdigest()
         return key
 
     @staticmethod
@@ -307,12 +316,11 @@ class Ledger:
         st = path.stat()
         return f"{st.st_size}:{st.st_mtime_ns}"
 
-    def lookup(self, path: Path, out_dir: Path, resolved: str | None = None
-               ) -> tuple[str | None, Path | None]:
+    def lookup(self, path: Path, out_dir: Path) -> tuple[str | None, str | None]:
         """What an earlier run left for ``path``: (its output, when it was finished and the
-        output is still there; the output to withdraw, when the input has changed since it
-        was written and no other input also produced it (an exact duplicate))."""
-        key = self.src_key(path, resolved)
+        output is still there; its earlier output, when the input has changed since: see
+        :meth:`withdraw_changed`)."""
+        key = self.src_key(path)
         row = self._con.execute("SELECT sig, status, output FROM files WHERE src=?",
                                 (key,)).fetchone()
         if not row or row[1] not in ("written", "identical"):
@@ -323,12 +331,25 @@ class Ledger:
             return None, None
         if same:
             return (row[2] if row[2] and (out_dir / row[2]).exists() else None), None
-        if row[1] != "written" or not row[2]:
-            return None, None
-        shared = self._con.execute("SELECT 1 FROM files WHERE output=? AND src<>? LIMIT 1",
-                                   (row[2], key)).fetchone()
-        target = out_dir / row[2]
-        return None, (target if not shared and target.is_file() else None)
+        return None, row[2] or None
+
+    def withdraw_changed(self, changed: dict[str, set[str]], out_dir: Path) -> list[Path]:
+        """Remove the earlier outputs of changed inputs, ``{output: src keys of this run's
+        changed inputs that produced it}``, that no other input also produced (an exact
+        duplicate that did not change keeps it); return the files removed.
+
+        An input and a link to it produce one output and both change together: the
+        output goes, so the corrected input is written, not held back as a duplicate.
+        """
+        gone = []
+        for rel, keys in sorted(changed.items()):
+            holders = {r[0] for r in self._con.execute("SELECT src FROM files WHERE output=?",
+                                                       (rel,))}
+            target = out_dir / rel
+            if holders <= keys and target.is_file() and not target.is_symlink():
+                target.unlink()
+                gone.append(target)
+        return gone
 
     def recorded_sop(self, path: Path, resolved: str | None = None) -> str:
         """The new SOP Instance UID recorded for ``path`` ('' when none)."""
@@ -382,6 +403,82 @@ def _output_rel(ds, layout: str) -> str:
     if layout == "dicomdir":
         return f"{STATE_DIRNAME}/staging/{peek(ds, 'SOPInstanceUID')}.dcm"
     return f"{peek(ds, 'SOPInstanceUID')}.dcm"
+
+
+DUPLICATE_SOP = ("duplicate SOP Instance UID: another input already produced this instance "
+                 "with different content")
+NAME_COLLISION = ("output name collision: another instance (another SOP Instance UID) already "
+                  "has this output name")
+#: ``OUT/.pixeldeid/sops/<2 hex>/<new SOP Instance UID>``: the output name that holds each
+#: SOP Instance UID (hierarchy layout, whose names are not the SOP Instance UID alone)
+SOPS_DIRNAME = "sops"
+
+
+def _write_output(out: Path, rel: str, sop: str, data, path: str, layout: str) -> str:
+    """Write ``data`` to ``OUT/rel`` unless another input already took its name or its SOP
+    Instance UID; return the :func:`~pixeldeid.atomic.write_exclusive` status.
+
+    In the flat and dicomdir layouts the name is the SOP Instance UID. A hierarchy name
+    also depends on Instance Number, descriptions and dates, so the SOP Instance UID is
+    claimed apart from the name (:func:`_claim_sop`): two instances with one UID are
+    never both released, whatever their names.
+
+    Raises
+    ------
+    InputError
+        Duplicate SOP Instance UID with other content, or a name held by another instance.
+    """
+    claimed = False
+    if layout == "hierarchy":
+        claimed = _claim_sop(out, rel, sop, path)
+    status = write_exclusive(out / rel, data)
+    if status != "conflict":
+        return status
+    if claimed:  # this input's claim goes with it: a rerun may find the name free
+        with contextlib.suppress(OSError):
+            _sop_claim_path(out, sop).unlink()
+    if layout == "hierarchy" and _sop_of(out / rel) not in (sop, None):
+        raise InputError(NAME_COLLISION, path)
+    raise InputError(DUPLICATE_SOP, path)
+
+
+def _sop_claim_path(out: Path, sop: str) -> Path:
+    shard = hashlib.sha256(sop.encode()).hexdigest()[:2]
+    return out / STATE_DIRNAME / SOPS_DIRNAME / shard / sop
+
+
+def _claim_sop(out: Path, rel: str, sop: str, path: str) -> bool:
+    """Record that ``sop`` is released as ``rel``; return whether this call made the claim.
+
+    A claim naming another output that is still there means another input produced this
+    instance with other content (the same content gives the same name):
+    :class:`InputError`. A claim whose output is gone (withdrawn: its input changed or
+    was quarantined) is taken over.
+    """
+    claim = _sop_claim_path(out, sop)
+    status = write_exclusive(claim, rel.encode())
+    if status != "conflict":
+        return status == "written"
+    try:
+        held = claim.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        held = ""
+    if held and (out / held).is_file():
+        raise InputError(DUPLICATE_SOP, path)
+    with atomic_output(claim) as fh:  # a stale claim: its output was withdrawn
+        fh.write(rel.encode())
+    return True
+
+
+def _sop_of(path: Path) -> str | None:
+    """The SOP Instance UID of an output file (None when it cannot be read)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        return str(ds.SOPInstanceUID).strip()
+    except Exception:  # noqa: BLE001 - unreadable: reported as a duplicate (fail closed)
+        return None
 
 
 def _fast_path_allowed(config: DeidConfig, pixels) -> bool:
@@ -446,11 +543,8 @@ def _deidentify_file(ds, path: str) -> FileOutcome:
             deid.add_method_code(ds, "clean-pixel-data")
         data, _removed = deid.encode(ds, source=path)
         rel = _output_rel(ds, _WORKER["layout"])
-        status = write_exclusive(out / rel, data)
         sop = str(peek(ds, "SOPInstanceUID"))
-        if status == "conflict":
-            raise InputError("duplicate SOP Instance UID: another input already produced this "
-                             "instance with different content", path)
+        status = _write_output(out, rel, sop, data, path, _WORKER["layout"])
         mapping: dict[str, dict[str, str]] = {}
         if _WORKER["want_map"]:
             mapping = {"patient": {original["patient"]: str(peek(ds, "PatientID"))},
@@ -532,20 +626,21 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     ledger = Ledger(state / "ledger.sqlite", config.key)
     summary = BatchSummary()
     todo: list[str] = []
+    changed: dict[str, set[str]] = {}  # earlier output -> changed inputs that produced it
     for path, reason in iter_inputs(sources):
         try:
             real = os.path.realpath(path)
         except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
             real = None
         if real is not None and _inside(real, out_real):
-            if _inside(os.path.abspath(path), out_abs):
+            if _inside(os.path.abspath(path), out_abs) or _sits_in(path, out_real):
                 continue  # never read our own outputs (OUT is inside a source folder)
             reason = "a link to a file inside the output folder (not read)"
         if reason:
             rec = quarantine(path, out, reason, stage="header")
             summary.input_errors.append(FileOutcome(str(path), "quarantined", reason=rec.reason))
             continue
-        done, stale = ledger.lookup(path, out, real)
+        done, stale = ledger.lookup(path, out)
         if done:
             sop = ledger.recorded_sop(path, real) if export_map is not None else ""
             summary.outcomes.append(FileOutcome(str(path), "skipped", done,
@@ -553,8 +648,9 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             continue
         if stale is not None:  # the input changed since an earlier run: withdraw, redo
             logger.info("input changed since its output was written; redoing %s", path)
-            stale.unlink()
+            changed.setdefault(stale, set()).add(ledger.src_key(path))
         todo.append(str(path))
+    ledger.withdraw_changed(changed, out)
 
     want_map = export_map is not None
     bar = tqdm(total=len(todo), unit="file", desc="dicom", leave=False,
@@ -585,6 +681,18 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + os.sep)
+
+
+def _sits_in(path: Path, out_real: str) -> bool:
+    """Whether ``path`` itself (not a link) lies in the output folder, reached through a
+    linked folder above it (SRC named by a link to the folder that holds OUT)."""
+    try:
+        if os.path.islink(path):
+            return False
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    except (OSError, RuntimeError):
+        return False
+    return _inside(os.path.join(folder, os.path.basename(path)), out_real)
 
 
 def check_not_released(path: str | os.PathLike, out: str | os.PathLike, what: str) -> None:
@@ -885,8 +993,9 @@ def _prepare_parallel(todo: list[str], heads: list[tuple[str, str] | None],
 
 
 def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
-    """Build the DICOMDIR file-sets from every staged instance (this run's and earlier runs')."""
-    from .layout import DicomdirLayout
+    """Build the DICOMDIR file-sets from every staged instance (this run's and earlier runs');
+    files and study folders of withdrawn instances are removed from the release."""
+    from .layout import DicomdirLayout, prune_studies
 
     staging = out / STATE_DIRNAME / "staging"
     if not staging.is_dir():
@@ -904,6 +1013,8 @@ def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
             rec = quarantine(o.source, out, f"DICOMDIR: {exc.reason}", stage="layout")
             o.status, o.reason, o.output = "quarantined", rec.reason, None
     lay.close()
+    # what the rebuild no longer produces leaves the release: a withdrawn input's study
+    prune_studies(out, lay.study_dirs)
 
 
 def _export_map(path: Path, summary: BatchSummary, config: DeidConfig) -> list[FileOutcome]:

@@ -11,9 +11,10 @@ flat
     ``<SOPInstanceUID>.dcm`` (:func:`flat_name`).
 hierarchy (HIRO type 1)
     ``<PatientID>/study_<YYYYMMDD>_<6 hex>_<StudyDescription>/``
-    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<5 hex>.dcm``
+    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<16 hex>.dcm``
     where the hex digits are a SHA-256 prefix of the Study, Series and SOP Instance
-    UIDs (:func:`hierarchy_path`).
+    UIDs (:func:`hierarchy_path`); 64 bits of the SOP Instance UID keep distinct
+    instances of one series apart even when they share an Instance Number.
 DICOMDIR (HIRO type 2)
     ``<PatientID>/study_<6 hex>_<YYYYMMDD>/DICOMDIR`` and ``.../DICOM/IM_nnnnn``, one
     DICOM file-set per study, written with :class:`pydicom.fileset.FileSet`
@@ -55,6 +56,8 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                      *(f"LPT{i}" for i in range(1, 10))}
+#: hex digits of the SOP Instance UID's hash in a hierarchy file name (64 bits)
+INSTANCE_HASH_DIGITS = 16
 MAX_INSTANCES_PER_STUDY = 99999  # IM_nnnnn: a File ID component has at most 8 characters
 
 
@@ -118,7 +121,11 @@ def hierarchy_path(ds: Dataset) -> PurePosixPath:
     """HIRO type 1 relative path of a de-identified instance.
 
     ``<PatientID>/study_<StudyDate>_<6 hex>_<StudyDescription>/``
-    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<5 hex>.dcm``
+    ``<Modality><SeriesNumber>_<SeriesDescription>_<3 hex>/<InstanceNumber:05d>_<16 hex>.dcm``
+
+    The instance name holds :data:`INSTANCE_HASH_DIGITS` hex digits of the SOP Instance
+    UID's hash: many series repeat one Instance Number (or have none), and 20 bits let
+    distinct instances collide by chance.
 
     Raises
     ------
@@ -137,7 +144,7 @@ def hierarchy_path(ds: Dataset) -> PurePosixPath:
         clean_component(ds.get("SeriesDescription") or None, 48),
         uid_hash(ds.get("SeriesInstanceUID"), 3),
     ])
-    instance = f"{_number(ds, 'InstanceNumber', 5)}_{uid_hash(sop, 5)}.dcm"
+    instance = f"{_number(ds, 'InstanceNumber', 5)}_{uid_hash(sop, INSTANCE_HASH_DIGITS)}.dcm"
     return PurePosixPath(subject, study, series, instance)
 
 
@@ -233,6 +240,8 @@ class DicomdirLayout:
         self._study_dirs: dict[tuple[str, str], PurePosixPath] = {}
         self._lock = threading.Lock()
         self._closed = False
+        #: the study folders (relative to ``root``) whose DICOMDIR :meth:`close` wrote
+        self.study_dirs: set[PurePosixPath] = set()
 
     def __enter__(self) -> DicomdirLayout:
         return self
@@ -353,9 +362,10 @@ class DicomdirLayout:
             if missing:
                 logger.warning("%d reserved instance(s) of %s were not written; left out of "
                                "its DICOMDIR", len(missing), rel)
-            if not present:
-                continue
             path = self.root / rel / "DICOMDIR"
+            if not present:  # nothing of the study is left: neither is its DICOMDIR
+                _remove_study(self.root / rel)
+                continue
             # a fixed File-set UID (pydicom draws a random one), so a rerun writes the same bytes
             digest = hashlib.sha256(b"pixeldeid-dicomdir\x00" + str(rel).encode()).digest()
             study.fs.UID = "2.25." + str(int.from_bytes(digest[:16], "big"))
@@ -364,5 +374,67 @@ class DicomdirLayout:
                 # already carry ours, so only the DICOMDIR itself is encoded here
                 study.fs._write_dicomdir(DicomFileLike(fh))
             written.append(path)
+            _prune_study(self.root / rel, {p.name for _, p in present})
+            self.study_dirs.add(rel)
         self._studies.clear()
         return written
+
+
+#: the folder of a study in the DICOMDIR layout, and the names of its instance files
+_STUDY_DIR = re.compile(r"study_[0-9a-f]{6}_(\d{8}|NA)")
+_INSTANCE_FILE = re.compile(r"IM_\d{5}")
+_TMP_LINK = ".pixeldeid-tmp-link-"
+
+
+def _prune_study(study: Path, keep: set[str]) -> list[Path]:
+    """Remove the instance files of a study's ``DICOM/`` folder that its DICOMDIR no longer
+    references (``keep``: the names it references): a withdrawn input's file, or the last
+    numbers of a study that has fewer instances now. Return the files removed."""
+    removed = []
+    folder = study / "DICOM"
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return removed
+    for name in names:
+        f = folder / name
+        ours = _INSTANCE_FILE.fullmatch(name) or name.startswith(_TMP_LINK)
+        if name in keep or not ours or f.is_dir() and not f.is_symlink():
+            continue
+        f.unlink()
+        removed.append(f)
+        logger.info("removed from the release (no longer in its DICOMDIR): %s", f)
+    return removed
+
+
+def _remove_study(study: Path) -> None:
+    """Remove a study folder of the DICOMDIR layout that no staged instance belongs to any
+    more: its DICOMDIR, its instance files, then the folders left empty (its patient's too).
+    Files pixeldeid did not write are left, with a warning."""
+    dicomdir = study / "DICOMDIR"
+    if dicomdir.is_file() or dicomdir.is_symlink():
+        dicomdir.unlink()  # first: a DICOMDIR never names a file that is gone
+        logger.info("removed from the release (its instances were withdrawn): %s", dicomdir)
+    _prune_study(study, set())
+    for folder in (study / "DICOM", study, study.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            if folder != study.parent and folder.is_dir():
+                logger.warning("left in the release (not written by pixeldeid): %s", folder)
+            return
+
+
+def prune_studies(root: str | os.PathLike, keep: set[PurePosixPath]) -> None:
+    """Remove every study folder of the DICOMDIR layout under ``root``
+    (``<PatientID>/study_<6 hex>_<date>``) that is not in ``keep``: what a rebuild of the
+    file-sets no longer produces (its inputs were withdrawn, or moved to another study)."""
+    root = Path(root)
+    for patient in sorted(root.iterdir()):
+        if patient.name.startswith(".") or patient.is_symlink() or not patient.is_dir():
+            continue
+        for study in sorted(patient.iterdir()):
+            rel = PurePosixPath(patient.name, study.name)
+            if (_STUDY_DIR.fullmatch(study.name) and rel not in keep and study.is_dir()
+                    and not study.is_symlink()):
+                _remove_study(study)

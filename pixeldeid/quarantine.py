@@ -49,10 +49,14 @@ def quarantine(source: str | os.PathLike, out_dir: str | os.PathLike, reason: st
     qdir = Path(out_dir) / QUARANTINE_DIRNAME
     qdir.mkdir(parents=True, exist_ok=True)
     digest = _digest(source)
-    suffix = "".join(source.suffixes[-2:]) if source.is_file() else ""
+    try:
+        is_file = source.is_file()
+    except OSError:  # a path longer than the system takes: the reason alone
+        is_file = False
+    suffix = "".join(source.suffixes[-2:]) if is_file else ""
     copy: Path | None = qdir / f"{digest}{suffix}"
     reason_line = printable(" ".join(str(reason).split()))
-    if source.is_file():
+    if is_file:
         try:
             with atomic_output(copy) as dst, open(source, "rb") as src:
                 shutil.copyfileobj(src, dst)

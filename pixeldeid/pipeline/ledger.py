@@ -25,7 +25,7 @@ from .plan import Item
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunLedger", "LEDGER_NAME", "SCHEMA", "signature"]
+__all__ = ["RunLedger", "LEDGER_NAME", "SCHEMA", "signature", "path_to_db", "path_from_db"]
 
 LEDGER_NAME = "run.sqlite"
 SCHEMA = """
@@ -64,6 +64,21 @@ def signature(paths: Iterable[str]) -> str:
             return ""
         parts.append(f"{st.st_size}:{st.st_mtime_ns}")
     return ";".join(parts)
+
+
+def path_to_db(path: str) -> str | bytes:
+    """A source path as stored in the ledger: its text, or its bytes (a BLOB) when the file
+    name is not valid UTF-8 (SQLite text cannot hold the surrogate escapes of such a name)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def path_from_db(value: str | bytes | None) -> str | None:
+    """The source path of a ledger value written by :func:`path_to_db`."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 class RunLedger:
@@ -107,7 +122,7 @@ class RunLedger:
         """
         todo: list[Item] = []
         con = self._con
-        rows = {(r[1], r[2]): r for r in con.execute(
+        rows = {(r[1], path_from_db(r[2])): r for r in con.execute(
             "SELECT id, kind, src, status, output, sig, reason FROM items")}
         out_dir = self.path.parent.parent
         for it in items:
@@ -118,7 +133,7 @@ class RunLedger:
                 cur = con.execute(
                     "INSERT INTO items(src, members, kind, modality, patient, study, series, "
                     "stages, status, reason, sig) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (it.src, members, it.kind, it.modality, it.patient, it.study, it.series,
+                    (path_to_db(it.src), members, it.kind, it.modality, it.patient, it.study, it.series,
                      json.dumps(it.stages), it.status, it.reason or None, sig))
                 it.id = cur.lastrowid
                 todo.append(it)
@@ -160,7 +175,10 @@ class RunLedger:
     def items(self) -> list[dict]:
         cur = self._con.execute("SELECT * FROM items ORDER BY id")
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur]
+        rows = [dict(zip(names, r, strict=True)) for r in cur]
+        for row in rows:
+            row["src"] = path_from_db(row["src"])
+        return rows
 
     def counts(self) -> dict[str, int]:
         return dict(self._con.execute("SELECT status, COUNT(*) FROM items GROUP BY status"))

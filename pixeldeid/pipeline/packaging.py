@@ -28,7 +28,8 @@ from ..quarantine import QUARANTINE_DIRNAME
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PACKAGES_DIRNAME", "SHARED_PACKAGE", "package_subjects", "write_package"]
+__all__ = ["PACKAGES_DIRNAME", "SHARED_PACKAGE", "package_subjects", "remove_stale_packages",
+           "write_package"]
 
 PACKAGES_DIRNAME = "packages"
 _EXCLUDED = (STATE_DIRNAME, QUARANTINE_DIRNAME, PACKAGES_DIRNAME)
@@ -112,7 +113,8 @@ SHARED_PACKAGE = "dataset-files"
 def package_subjects(out: Path, outputs_by_patient: dict[str, list[str]],
                      shared: Iterable[str] = ()) -> list[Path]:
     """One zip per patient pseudonym, and one of the ``shared`` outputs (no patient);
-    return the zips written or already up to date."""
+    return the zips written or already up to date. Other zips in ``OUT/packages`` are
+    removed (:func:`remove_stale_packages`)."""
     made = []
     used: set[str] = set()
     shared = list(shared)
@@ -129,4 +131,28 @@ def package_subjects(out: Path, outputs_by_patient: dict[str, list[str]],
         z = write_package(out, name, outputs_by_patient[patient])
         if z is not None:
             made.append(z)
+    remove_stale_packages(out, made)
     return made
+
+
+def remove_stale_packages(out: Path, keep: Iterable[Path]) -> list[Path]:
+    """Remove every ``OUT/packages/*.zip`` not in ``keep`` (and its stamp): the zip of a
+    patient whose outputs were all withdrawn, quarantined or moved to another patient
+    would release them still. Return the zips removed."""
+    kept = {p.name for p in keep}
+    removed = []
+    folder = out / PACKAGES_DIRNAME
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return removed
+    for name in names:
+        p = folder / name
+        if not name.endswith(".zip") or name in kept or (p.is_dir() and not p.is_symlink()):
+            continue
+        p.unlink()
+        with contextlib.suppress(OSError):
+            (out / STATE_DIRNAME / PACKAGES_DIRNAME / (name + ".sha256")).unlink()
+        removed.append(p)
+        logger.info("removed from the release (none of its outputs is released now): %s", p)
+    return removed

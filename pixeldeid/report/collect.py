@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..api import MEDIA_DIRECTORY_SOP_CLASS
+from ..paths import printable
 from ..quarantine import QUARANTINE_DIRNAME
 from ..verify.checks import file_kind, iter_outputs
 from ..verify.ledger import RUN_LEDGER_NAME, LedgerItem, RunLedger
@@ -192,9 +193,10 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     data.quarantine = read_quarantine(out)
     _last_verify(data, out)
     known = {q["source"] for q in data.quarantine}
-    for it in items:
-        if it.status == "quarantined" and it.src not in known:
-            data.quarantine.append({"name": "", "source": it.src, "stage": ",".join(it.stages),
+    for it in items:  # printable: a source name need not be UTF-8 (the records' form)
+        if it.status == "quarantined" and printable(it.src) not in known:
+            data.quarantine.append({"name": "", "source": printable(it.src),
+                                    "stage": ",".join(it.stages),
                                     "reason": it.reason or "(no reason recorded)"})
     _pixels(data, items, artifacts, headers, out, images, by_output)
     _deface(data, items, artifacts, out, images)

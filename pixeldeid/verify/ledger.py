@@ -48,6 +48,11 @@ class Artifact:
     caption: str = ""
 
 
+def _path(value: str | bytes | None) -> str:
+    """A source path of the ledger: text, or the bytes of a name that is not UTF-8."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value or ""
+
+
 def _json(text: str | None, default):
     if not text:
         return default
@@ -101,7 +106,7 @@ class RunLedger:
         """Every item of the plan."""
         rows = self._rows("SELECT id, src, kind, modality, patient, stages, status, output, "
                           "reason, details, members FROM items ORDER BY id")
-        return [LedgerItem(id=r[0], src=r[1] or "", kind=r[2] or "", modality=r[3] or "",
+        return [LedgerItem(id=r[0], src=_path(r[1]), kind=r[2] or "", modality=r[3] or "",
                            patient=r[4] or "", stages=_json(r[5], []), status=r[6] or "",
                            output=r[7], reason=r[8] or "", details=_json(r[9], {}),
                            members=_json(r[10], []) or [])

@@ -739,3 +739,45 @@ def test_compressed_file_cut_in_its_pixel_data_says_truncated(tmp_path, run, cap
     assert status == 1
     (reason,) = (out / "quarantine").glob("*.reason.txt")
     assert "truncated" in reason.read_text() and "missing SOP" not in reason.read_text()
+
+
+def test_a_folder_path_longer_than_the_system_takes_is_one_quarantine(tmp_path, run, capsys):
+    """A folder whose path passes PATH_MAX (4096 bytes) ended the whole batch as a usage
+    error (exit 2) before any file was read; it is one quarantined input now."""
+    src = tmp_path / "in"
+    copy_corpus(["CT_small.dcm"], src)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        for _ in range(24):  # made relative to a folder descriptor: 24 x 201 bytes
+            os.mkdir("d" * 200, dir_fd=fd)
+            deeper = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+    finally:
+        os.close(fd)
+    status, out = run(src)
+    captured = capsys.readouterr()
+    assert status == 1 and _summary_counts(captured.out) == (2, 1, 0, 1)
+    (line,) = [ln for ln in captured.err.splitlines() if ln.startswith("quarantined: ")]
+    assert line.endswith(": cannot read: File name too long")
+    assert len(outputs(out)) == 1
+
+
+def test_sources_named_through_a_link_to_the_folder_of_the_output(tmp_path, run, capsys):
+    """SRC named by a link to the folder that holds OUT: the rerun quarantined every earlier
+    output as 'a link to a file inside the output folder' (they are regular files)."""
+    data = tmp_path / "data"
+    copy_corpus(["CT_small.dcm"], data / "in")
+    (tmp_path / "link").symlink_to(data)
+    status, out = run(tmp_path / "link", out=data / "out")
+    assert status == 0
+    before = tree_digest(out)
+    capsys.readouterr()
+    status, _ = run(tmp_path / "link", out=data / "out")
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert _summary_counts(captured.out) == (1, 0, 1, 0)
+    assert tree_digest(out) == before and not (out / "quarantine").exists()
+    (data / "in" / "into_out.dcm").symlink_to(next(out.glob("*.dcm")))  # still reported
+    status, _ = run(tmp_path / "link", out=data / "out")
+    assert status == 1 and "inside the output folder" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import PurePosixPath
 
@@ -63,7 +64,7 @@ def test_hierarchy_path_format():
     assert subject == "SUBJ-0001"
     assert re.fullmatch(r"study_20200102_[0-9a-f]{6}_CT_CHEST_ABD_etc", study)
     assert re.fullmatch(r"CT3_Axial_1_25_mm_soft_tissue_bone_[0-9a-f]{3}", series)
-    assert re.fullmatch(r"00007_[0-9a-f]{5}\.dcm", inst)
+    assert re.fullmatch(r"00007_[0-9a-f]{16}\.dcm", inst)
     assert all(SAFE.match(c) for c in p.parts)
     # the same study and series give the same folders, other instances other files
     q = hierarchy_path(_deidentified(ct_slice_dataset(7, 10, seed=4)))
@@ -285,3 +286,134 @@ def test_latest_verification_datetime_compares_in_utc():
         item.VerificationDateTime = value
     assert _latest_verification(ds) == "20210305093000-0200"  # 11:30 UTC
     assert _latest_verification(pydicom.Dataset()) is None
+
+
+# -- batch layouts: one SOP Instance UID, one released instance ---------------------------
+def _ct_variant(dest, sop, instance, pixel):
+    """CT_small.dcm with another SOP Instance UID, Instance Number and first pixel byte."""
+    from tests.pixeldeid.conftest import corpus_file
+
+    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.InstanceNumber = instance
+    arr = bytearray(ds.PixelData)
+    arr[0] = pixel
+    ds.PixelData = bytes(arr)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest)
+    return dest
+
+
+def _released_sops(out):
+    from tests.pixeldeid.conftest import outputs
+
+    return [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in outputs(out)
+            if p.name != "DICOMDIR"]
+
+
+@pytest.mark.parametrize("layout", ["flat", "hierarchy", "dicomdir"])
+def test_one_sop_instance_uid_with_two_contents_is_released_once(tmp_path, run, capsys, layout):
+    """hierarchy released both instances (names hold the Instance Number, so the name check
+    saw two names): the second must be quarantined in every layout, with flat's reason."""
+    src = tmp_path / "in"
+    _ct_variant(src / "a.dcm", "1.2.3.4.7.1", 1, 0)
+    second = _ct_variant(src / "b.dcm", "1.2.3.4.7.1", 2, 50)
+    status, out = run(src, "--layout", layout)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"{second}: duplicate SOP Instance UID: another input already produced" in err
+    assert len(_released_sops(out)) == 1
+    capsys.readouterr()
+    status, _ = run(src, "--layout", layout, out=out)  # a rerun says the same
+    assert status == 1 and len(_released_sops(out)) == 1
+
+
+def test_hierarchy_names_of_distinct_instances_do_not_collide(tmp_path, run, key_file, capsys):
+    """Two instances of one series with Instance Number 1 whose new SOP UIDs share the 5
+    hex digits of the old names: the second was quarantined as a duplicate SOP UID."""
+    from pixeldeid.layout import uid_hash
+    from pixeldeid.uids import UIDMapper
+
+    mapper = UIDMapper(key_file.read_bytes().strip())
+    seen: dict[str, str] = {}
+    for i in range(100_000):  # birthday search: about 1500 tries for 20 bits
+        old = f"1.2.826.0.1.3680043.9.9999.{i}"
+        h = uid_hash(mapper(old), 5)
+        if h in seen:
+            pair = (seen[h], old)
+            break
+        seen[h] = old
+    src = tmp_path / "in"
+    for n, sop in enumerate(pair):
+        _ct_variant(src / f"f{n}.dcm", sop, 1, n)
+    status, out = run(src, "--layout", "hierarchy")
+    assert status == 0, capsys.readouterr().err
+    assert sorted(_released_sops(out)) == sorted(mapper(s) for s in pair)
+
+
+def test_hierarchy_rerun_after_a_changed_instance_number(tmp_path, run, capsys):
+    """An input corrected with another Instance Number (another name, same SOP Instance
+    UID) is redone: its earlier output is withdrawn, its SOP claim goes to the new name."""
+    src = tmp_path / "in"
+    a = _ct_variant(src / "a.dcm", "1.2.3.4.7.2", 1, 0)
+    status, out = run(src, "--layout", "hierarchy")
+    assert status == 0
+    _ct_variant(a, "1.2.3.4.7.2", 5, 0)
+    status, _ = run(src, "--layout", "hierarchy", out=out)
+    assert status == 0, capsys.readouterr().err
+    from tests.pixeldeid.conftest import outputs
+
+    (only,) = outputs(out)
+    assert only.name.startswith("00005_")
+
+
+def _dicomdir_release(out):
+    """(instance files on disk, files the DICOMDIRs reference) of a DICOMDIR-layout OUT."""
+    from tests.pixeldeid.conftest import outputs
+
+    files = {p.resolve() for p in outputs(out) if p.name != "DICOMDIR"}
+    indexed = set()
+    for d in out.rglob("DICOMDIR"):
+        indexed |= {out.joinpath(d.parent, *r.ReferencedFileID).resolve()
+                    for r in pydicom.dcmread(d).DirectoryRecordSequence
+                    if "ReferencedFileID" in r}
+    return files, indexed
+
+
+def test_dicomdir_rerun_leaves_no_file_of_a_withdrawn_input(tmp_path, run, capsys):
+    """One of three instances of a study became unreadable: the rebuilt DICOMDIR listed
+    two, but DICOM/IM_00003 stayed in the release (a second link to another instance)."""
+    src = tmp_path / "in"
+    for i in range(3):
+        _ct_variant(src / f"f{i}.dcm", f"1.2.3.4.8.{i}", i + 1, i)
+    status, out = run(src, "--layout", "dicomdir")
+    assert status == 0
+    (src / "f0.dcm").write_bytes(b"not DICOM any more")
+    status, _ = run(src, "--layout", "dicomdir", out=out)
+    assert status == 1
+    files, indexed = _dicomdir_release(out)
+    assert len(files) == 2 and files == indexed
+
+
+def test_dicomdir_rerun_removes_the_study_an_input_left(tmp_path, run, capsys):
+    """An input corrected into another study: the old study folder (its DICOMDIR and the
+    withdrawn instance) stayed in the release, the instance twice under one SOP UID."""
+    src = tmp_path / "in"
+    _ct_variant(src / "a.dcm", "1.2.3.4.9.1", 1, 0)
+    b = _ct_variant(src / "b.dcm", "1.2.3.4.9.2", 2, 1)
+    ds = pydicom.dcmread(b)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4.9.200", "1.2.3.4.9.200.1"
+    ds.save_as(b)
+    status, out = run(src, "--layout", "dicomdir")
+    assert status == 0 and len(list(out.rglob("DICOMDIR"))) == 2
+    ds.StudyInstanceUID = pydicom.dcmread(src / "a.dcm").StudyInstanceUID
+    ds.SeriesInstanceUID = pydicom.dcmread(src / "a.dcm").SeriesInstanceUID
+    ds.save_as(b)
+    st = b.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    status, _ = run(src, "--layout", "dicomdir", out=out)
+    assert status == 0, capsys.readouterr().err
+    files, indexed = _dicomdir_release(out)
+    assert len(files) == 2 and files == indexed
+    assert len(list(out.rglob("DICOMDIR"))) == 1
+    assert sorted(_released_sops(out)) == sorted(set(_released_sops(out)))

@@ -583,3 +583,23 @@ def test_the_export_map_keeps_every_release_across_reruns(inputs, run, tmp_path,
     assert run(inputs, "--export-map", str(other), out=out)[0] == 2
     assert "is not an export map" in capsys.readouterr().err
     assert other.read_text() == "a,b\n1,2\n"
+
+
+@pytest.mark.parametrize("layout", ["flat", "hierarchy"])
+def test_a_corrected_input_with_a_link_to_it_is_redone(tmp_path, run, capsys, layout):
+    """An input and a link to it shared one ledger row (keyed by the resolved path): the
+    link's 'identical' replaced the input's 'written', the corrected input's output was not
+    withdrawn, and the rerun released the OLD pixels and quarantined the new ones."""
+    src = tmp_path / "in"
+    (ct,) = copy_corpus(["CT_small.dcm"], src)
+    (src / "z_link.dcm").symlink_to("CT_small.dcm")
+    status, out = run(src, "--layout", layout)
+    assert status == 0
+    _flip_pixel(ct)
+    capsys.readouterr()
+    status, _ = run(src, "--layout", layout, out=out)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert _summary(captured.out) == {"inputs": 2, "written": 1, "done": 1, "quarantined": 0}
+    (only,) = outputs(out)
+    assert pydicom.dcmread(only).PixelData == pydicom.dcmread(ct).PixelData

@@ -61,3 +61,14 @@ def test_zips_are_reproducible_and_left_alone_when_unchanged(tmp_path: Path) -> 
     write_package(out, "S", ["slides/S1", "x.dcm"])
     with zipfile.ZipFile(z) as zf:
         assert zf.read("x.dcm") == b"image x, redone"
+
+
+def test_the_zip_of_a_patient_with_nothing_released_is_removed(tmp_path: Path) -> None:
+    """A patient whose outputs were withdrawn or moved kept the old zip in the release."""
+    out = _out(tmp_path)
+    made = package_subjects(out, {"SUBJ_001": ["x.dcm"], "SUBJ_002": ["slides/S1"]})
+    assert sorted(p.name for p in made) == ["SUBJ_001.zip", "SUBJ_002.zip"]
+    made = package_subjects(out, {"SUBJ_001": ["x.dcm", "slides/S1"], "SUBJ_003": []})
+    assert sorted(p.name for p in (out / "packages").iterdir()) == ["SUBJ_001.zip"]
+    assert sorted(p.name for p in (out / ".pixeldeid" / "packages").iterdir()) == [
+        "SUBJ_001.zip.sha256"]
