@@ -351,10 +351,10 @@ class Ledger:
                 gone.append(target)
         return gone
 
-    def recorded_sop(self, path: Path, resolved: str | None = None) -> str:
+    def recorded_sop(self, path: Path) -> str:
         """The new SOP Instance UID recorded for ``path`` ('' when none)."""
         row = self._con.execute("SELECT sop FROM files WHERE src=?",
-                                (self.src_key(path, resolved),)).fetchone()
+                                (self.src_key(path),)).fetchone()
         return (row[0] or "") if row else ""
 
     def record(self, o: FileOutcome) -> None:
@@ -642,7 +642,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             continue
         done, stale = ledger.lookup(path, out)
         if done:
-            sop = ledger.recorded_sop(path, real) if export_map is not None else ""
+            sop = ledger.recorded_sop(path) if export_map is not None else ""
             summary.outcomes.append(FileOutcome(str(path), "skipped", done,
                                                 sop_instance_uid=sop))
             continue
