@@ -81,8 +81,10 @@ class VerifyResult:
 
     @property
     def clean(self) -> bool:
-        """No finding, and every at-risk file OCR-verified (unless OCR was switched off)."""
-        return not self.findings and not (self.ocr_required and self.not_ocr_verified)
+        """No finding, every at-risk file OCR-verified (unless OCR was switched off), and
+        every ``--against`` source read (an unread source's identity was not searched)."""
+        return (not self.findings and not self.unreadable_sources
+                and not (self.ocr_required and self.not_ocr_verified))
 
     @property
     def exit_status(self) -> int:

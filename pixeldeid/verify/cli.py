@@ -33,7 +33,8 @@ SC, OT, XA, NM, secondary captures, Burned In Annotation). Findings give the fil
 check and the kind and length of the value -- never the value itself. Symbolic links in
 OUT are findings (never followed). The result is also kept in OUT/.pixeldeid/verify.json
 for `pixeldeid report`.
-Exit status: 0 clean, 1 findings (or files that could not be OCR-verified), 2 usage error."""
+Exit status: 0 clean, 1 findings (or files that could not be OCR-verified, or --against
+sources that could not be read), 2 usage error."""
 
 EPILOG = """examples:
   pixeldeid verify release/                       # values from release/.pixeldeid/run.sqlite
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
             logger.warning("could not record the verification in %s: %s", state, exc)
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.values.items()))
     state = "clean" if result.clean else (f"{len(result.findings)} finding(s)" + (
-        f", {len(result.not_ocr_verified)} not OCR-verified" if result.not_ocr_verified else ""))
+        f", {len(result.not_ocr_verified)} not OCR-verified" if result.not_ocr_verified else "")
+        + (f", {len(result.unreadable_sources)} source(s) not read: their identity values "
+           f"were not searched for, NOT VERIFIED" if result.unreadable_sources else ""))
     print(f"pixeldeid verify: {result.files} file(s) checked against {kinds}: {state}")
     return result.exit_status

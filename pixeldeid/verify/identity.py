@@ -220,22 +220,22 @@ def identity_from_dataset(ds, patient: str = "") -> list[IdentityValue]:
     return out
 
 
-#: Longest value of each VR of the identity attributes (PS3.5 Table 6.2-1; PN: three
-#: component groups of 64); a longer one is a damaged length that swallowed elements.
-_MAX_LENGTH = {"PN": 194, "LO": 64, "SH": 16, "CS": 16, "DA": 18, "ST": 1024, "LT": 10240}
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
 
 
 def source_problem(ds) -> str | None:
-    """Why the identity values of a source header cannot be trusted (a damaged length
-    swallowed the elements after it: values far too long, binary in text), or None."""
+    """Why the identity values of a source header cannot be trusted, or None.
+
+    A damaged length swallows the elements after it: the value then holds their binary
+    tags and lengths (control bytes). A value that is merely longer than its VR allows
+    but is plain text is common in the field (a 66-character address) and is used.
+    """
     for kw in SOURCE_KEYWORDS:
         if kw not in ds:
             continue
         elem = ds.data_element(kw)
-        limit = _MAX_LENGTH.get(elem.VR, 1024)
-        if any(len(v) > limit or _CONTROL_CHARS.search(v) for v in _values_of(elem)):
-            return f"{kw}: a value longer than {elem.VR} allows or holding binary (damaged)"
+        if any(_CONTROL_CHARS.search(v) for v in _values_of(elem)):
+            return f"{kw}: a value holding binary (damaged length)"
     return None
 
 
@@ -248,7 +248,8 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
     Non-DICOM sources (NIfTI, slides) carry no patient header here; they are skipped.
     A DICOM source that cannot be read, or whose header is damaged, adds no values (they
     would be made of other elements' bytes); it is appended to ``unreadable`` as
-    ``(path, reason)``.
+    ``(path, reason)``, and the verification cannot be clean (its patient's values are
+    unknown).
     """
     import pydicom
     from tqdm import tqdm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -467,9 +468,39 @@ def test_damaged_or_truncated_sources_are_named_not_mined(ct_release, tmp_path, 
     (bad / "cut.dcm").write_bytes(examples.get_path("ct").read_bytes()[:1000])
     r = verify_output(ct_release.out, [ct_release.src, bad], ocr=None, dciodvfy=False,
                       progress=False)
-    assert r.clean, [f.line() for f in r.findings]
+    assert not r.findings, [f.line() for f in r.findings]  # no "names" made of other bytes
     assert sorted(Path(p).name for p, _ in r.unreadable_sources) == ["cut.dcm", "pn_length.dcm"]
+    # their patients' values were not searched for: the release is not verified clean
+    assert not r.clean and r.exit_status == 1
     status = main(["verify", str(ct_release.out), "--against", str(ct_release.src), str(bad),
                    "--no-ocr", "--no-dciodvfy", "--no-progress"])
     out = capsys.readouterr().out
-    assert status == 0 and "pn_length.dcm: [source]" in out and "cut.dcm: [source]" in out
+    assert status == 1 and "pn_length.dcm: [source]" in out and "cut.dcm: [source]" in out
+    summary = out.strip().splitlines()[-1]
+    assert "clean" not in summary and "2 source(s) not read" in summary
+
+
+def test_over_long_source_value_keeps_the_sources_identity(ct_release, tmp_path, capsys):
+    """A plain-text value longer than its VR allows (a 66-character address, common in real
+    exports) dropped every identity value of its source, and verify still said clean while
+    that patient's name and ID were in an output."""
+    src = tmp_path / "src"
+    shutil.copytree(ct_release.src, src)
+    first = sorted((src / "p0").glob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    ds.PatientAddress = "Flat 12, The Old Rectory, 221 Long Meadow Lane, Little Whinging XX"
+    assert len(ds.PatientAddress) > 64
+    ds.save_as(first)
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    for target in _outputs(out):
+        d = pydicom.dcmread(target)
+        d.ImageComments = f"{p.name} {p.patient_id}"
+        d.save_as(target)
+    r = verify_output(out, [src], ocr=None, dciodvfy=False, progress=False)
+    assert not r.unreadable_sources
+    kinds = {f.kind for f in r.findings if f.check == "dicom-header"}
+    assert {"name", "id"} <= kinds and r.exit_status == 1
+    rc, text = _run([str(out), "--against", str(src), "--no-ocr", "--no-dciodvfy"], capsys)
+    assert rc == 1 and not text.strip().endswith("clean")
+    _assert_no_values(text, ct_release)
