@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from ..api import IDENTITY_KEYWORDS
 from ..dummy import DUMMY_VALUES
+from ..pipeline.scan import IDENTITY_FIELDS
 from ..textclean import STOPWORDS, dicom_vocabulary, distinctive, has_cjk
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,13 @@ SOURCE_KEYWORDS = {
     "IssuerOfPatientID": "other", "MedicalRecordLocator": "id", "AccessionNumber": "accession",
     "PatientBirthDate": "birth_date", "InstitutionName": "institution",
     "InstitutionAddress": "other", "PatientAddress": "other", "PatientTelephoneNumbers": "other",
+    # other people and the department (every other PN at any depth is a name too)
+    "ReferringPhysicianName": "name", "PerformingPhysicianName": "name",
+    "OperatorsName": "name", "NameOfPhysiciansReadingStudy": "name",
+    "InstitutionalDepartmentName": "institution", "StudyID": "other",
 }
 assert set(IDENTITY_KEYWORDS) <= set(SOURCE_KEYWORDS)
+assert {kw for _k, kws in IDENTITY_FIELDS for kw in kws} <= set(SOURCE_KEYWORDS)
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _MONTHS_LONG = ("january", "february", "march", "april", "may", "june", "july", "august",
                 "september", "october", "november", "december")
@@ -208,16 +214,26 @@ def _values_of(elem) -> list[str]:
     return [str(v)] if str(v).strip() else []
 
 
-def identity_from_dataset(ds, patient: str = "") -> list[IdentityValue]:
-    """Identity values of one source header (any depth for Other Patient IDs Sequence)."""
-    out: list[IdentityValue] = []
+def _identity_elements(ds) -> Iterable[tuple[str, str, object]]:
+    """``(label, kind, element)`` of the identity elements of a header: those of
+    :data:`SOURCE_KEYWORDS`, the Patient ID of every Other Patient IDs Sequence item, and
+    every other person name (PN) at any depth (staff, reviewers, contacts)."""
     for kw, kind in SOURCE_KEYWORDS.items():
         if kw in ds:
-            out += [IdentityValue(kind, v, patient) for v in _values_of(ds.data_element(kw))]
+            yield kw, kind, ds.data_element(kw)
     for item in ds.get("OtherPatientIDsSequence", []) or []:
         if "PatientID" in item:
-            out += [IdentityValue("id", v, patient) for v in _values_of(item.data_element("PatientID"))]
-    return out
+            yield "OtherPatientIDsSequence", "id", item.data_element("PatientID")
+    top = {int(ds.data_element(kw).tag) for kw in SOURCE_KEYWORDS if kw in ds}
+    for elem in ds.iterall():
+        if elem.VR == "PN" and int(elem.tag) not in top:
+            yield elem.keyword or str(elem.tag), "name", elem
+
+
+def identity_from_dataset(ds, patient: str = "") -> list[IdentityValue]:
+    """Identity values of one source header (see :func:`_identity_elements`)."""
+    return [IdentityValue(kind, v, patient) for _kw, kind, elem in _identity_elements(ds)
+            for v in _values_of(elem)]
 
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
@@ -230,10 +246,7 @@ def source_problem(ds) -> str | None:
     tags and lengths (control bytes). A value that is merely longer than its VR allows
     but is plain text is common in the field (a 66-character address) and is used.
     """
-    for kw in SOURCE_KEYWORDS:
-        if kw not in ds:
-            continue
-        elem = ds.data_element(kw)
+    for kw, _kind, elem in _identity_elements(ds):
         if any(_CONTROL_CHARS.search(v) for v in _values_of(elem)):
             return f"{kw}: a value holding binary (damaged length)"
     return None

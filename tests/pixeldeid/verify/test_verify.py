@@ -504,3 +504,36 @@ def test_over_long_source_value_keeps_the_sources_identity(ct_release, tmp_path,
     rc, text = _run([str(out), "--against", str(src), "--no-ocr", "--no-dciodvfy"], capsys)
     assert rc == 1 and not text.strip().endswith("clean")
     _assert_no_values(text, ct_release)
+
+
+def test_other_peoples_names_in_the_sources_are_searched(ct_release, tmp_path, capsys):
+    """--against took the patient's names only: the original referring physician's and
+    operator's names, and a person name deep in a sequence, put back verified clean."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    src = tmp_path / "src"
+    shutil.copytree(ct_release.src, src)
+    first = sorted((src / "p1").glob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    reviewer = Dataset()
+    reviewer.PersonName = "Quenby^Ottoline"
+    ds.ContentSequence = Sequence([reviewer])
+    ds.save_as(first)
+    p = ct_release.patients[0]
+    r = verify_output(ct_release.out, [src], ocr=None, dciodvfy=False, progress=False)
+    assert r.clean, [f.line() for f in r.findings]  # the core removed them all
+    out = copy_release(ct_release, tmp_path / "out")
+    targets = _outputs(out)
+    for target, text in zip(targets, (f"read by {p.referring.split('^')[0]}, "
+                                      f"scanned by {p.operator.replace('^', ' ')}",
+                                      "second read Dr Ottoline Quenby"), strict=True):
+        d = pydicom.dcmread(target)
+        d.ImageComments = text
+        d.save_as(target)
+    rc, text = _run([str(out), "--against", str(src), "--no-ocr", "--no-dciodvfy"], capsys)
+    assert rc == 1
+    for target in targets:
+        assert f"{target.name}: [dicom-header] name value" in text
+    for v in (p.referring.split("^")[0], p.operator.split("^")[0], "Quenby", "Ottoline"):
+        assert v.lower() not in text.lower()
