@@ -105,13 +105,17 @@ def _what(h: Hit, where: str, count: int = 1) -> str:
     return f"{h.term.kind} value (length {h.term.length}) {where}{enc}{more}"
 
 
-def iter_outputs(out: Path, links: list[Path] | None = None) -> list[Path]:
+def iter_outputs(out: Path, links: list[Path] | None = None,
+                 folders: list[Path] | None = None) -> list[Path]:
     """Every file of OUT that may be released: not the state folder, the quarantine or a
     QC report folder. Symbolic links and other non-regular entries are not read; they are
-    appended to ``links`` when given (a release must not hold them)."""
+    appended to ``links`` when given (a release must not hold them). The folders walked
+    (OUT itself excluded) are appended to ``folders`` when given."""
     files: list[Path] = []
     for root, dirs, names in os.walk(out, followlinks=False):
         r = Path(root)
+        if folders is not None and r != out:
+            folders.append(r)
         if r == out:
             dirs[:] = [d for d in dirs if d not in (STATE_DIRNAME, QUARANTINE_DIRNAME)]
         dirs[:] = sorted(d for d in dirs if not (r / d / REPORT_MARKER).exists())
@@ -223,6 +227,17 @@ class _Verifier:
         parts = rel.split("/")
         parts[-1] = Path(parts[-1]).stem
         return frozenset(set(parts) & self.pseudonyms)
+
+    def check_names(self, paths: Iterable[Path]) -> None:
+        """Identity in the names of files and folders of OUT (``Smith_John_4711235.dcm``):
+        each name is searched on its own, whole words, every patient's terms."""
+        self._retained = set(self.retained)
+        self._patients = frozenset()
+        for p in paths:
+            rel = p.relative_to(self.out).as_posix()
+            what = "folder" if p.is_dir() and not p.is_symlink() else "file"
+            self.add_hits(rel, "file-name", self.text.find(os.fsencode(p.name)),
+                          f"in the {what} name")
 
     # -- per file ------------------------------------------------------------------
     def check_file(self, path: Path) -> None:
@@ -783,7 +798,9 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
             if it.status == "done" and it.output and not (outp / it.output).exists():
                 v.add(it.output, "ledger", "output recorded as done is missing")
         links: list[Path] = []
-        files = iter_outputs(outp, links)
+        folders: list[Path] = []
+        files = iter_outputs(outp, links, folders)
+        v.check_names([*folders, *files, *links])
         for p in links:
             v.add(p.relative_to(outp).as_posix(), "file-type",
                   "symbolic link or special file: not checked; a release must hold plain "

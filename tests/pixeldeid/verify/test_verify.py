@@ -537,3 +537,26 @@ def test_other_peoples_names_in_the_sources_are_searched(ct_release, tmp_path, c
         assert f"{target.name}: [dicom-header] name value" in text
     for v in (p.referring.split("^")[0], p.operator.split("^")[0], "Quenby", "Ottoline"):
         assert v.lower() not in text.lower()
+
+
+def test_identity_in_file_and_folder_names_is_found(ct_release, tmp_path, capsys):
+    """Only file contents were searched: outputs renamed after the patient
+    (``Smith_John_4711235.dcm``, a folder ``Smith John 4711235/``) verified clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    a, b = _outputs(out)
+    a.rename(out / f"{p.family}_{p.given}_{p.patient_id}.dcm")
+    folder = out / f"{p.family.title()} {p.given} {p.patient_id}"
+    folder.mkdir()
+    b.rename(folder / "IM0001.dcm")
+    (out / "empty" / f"acc-{p.accession}").mkdir(parents=True)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    names = {(f.file.split("/")[-1] == f.file, f.kind) for f in r.findings
+             if f.check == "file-name"}
+    assert names == {(True, "name"), (True, "id"), (False, "accession")}
+    assert {f.what.split(" in the ")[1].split()[0] for f in r.findings
+            if f.check == "file-name"} == {"file", "folder"}
+    assert not [f for f in r.findings if f.check != "file-name"]
+    rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy"],
+                    capsys)
+    assert rc == 1 and "[file-name] name value" in text
