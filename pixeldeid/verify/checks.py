@@ -153,7 +153,8 @@ def file_kind(path: Path) -> str:
 class _Verifier:
     def __init__(self, out: Path, values: list[IdentityValue], exclude: Sequence[str], *,
                  ledger: RunLedger, against_dicoms: Sequence[str], ocr: str | None,
-                 dciodvfy: bool) -> None:
+                 dciodvfy: bool, source_dates: dict[str, dict[str, str] | None] | None = None,
+                 ) -> None:
         self.out = out
         self.values = values
         self.pseudonyms = frozenset(exclude)
@@ -184,8 +185,10 @@ class _Verifier:
             opts = json.loads(ledger.meta().get("options") or "[]")
         except ValueError:
             opts = []
-        if "retain-institution-identity" in opts:
-            self.retained.add("institution")
+        for opt, kind in _RETAIN_OPTIONS.items():
+            if opt in opts:
+                self.retained.add(kind)
+        self.source_dates = source_dates or {}
         self._retained: set[str] = set()
         self._source_errors: Counter | None = None
         self.result = VerifyResult(str(out), ocr_required=ocr is not None)
@@ -229,15 +232,19 @@ class _Verifier:
         return frozenset(set(parts) & self.pseudonyms)
 
     def check_names(self, paths: Iterable[Path]) -> None:
-        """Identity in the names of files and folders of OUT (``Smith_John_4711235.dcm``):
-        each name is searched on its own, whole words, every patient's terms."""
+        """Identity in the names of folders, links and special files of OUT (``Smith John
+        4711235/``); file names are checked with the file (:meth:`check_name`)."""
         self._retained = set(self.retained)
         self._patients = frozenset()
         for p in paths:
-            rel = p.relative_to(self.out).as_posix()
-            what = "folder" if p.is_dir() and not p.is_symlink() else "file"
-            self.add_hits(rel, "file-name", self.text.find(os.fsencode(p.name)),
-                          f"in the {what} name")
+            self.check_name(p, p.relative_to(self.out).as_posix())
+
+    def check_name(self, path: Path, rel: str) -> None:
+        """Identity in one name (``Smith_John_4711235.dcm``), searched on its own, whole
+        words."""
+        what = "folder" if path.is_dir() and not path.is_symlink() else "file"
+        self.add_hits(rel, "file-name", self.text.find(os.fsencode(path.name)),
+                      f"in the {what} name")
 
     # -- per file ------------------------------------------------------------------
     def check_file(self, path: Path) -> None:
@@ -245,10 +252,11 @@ class _Verifier:
         kind = file_kind(path)
         self._retained = set(self.retained)
         self._patients = self.patients_of(path, rel)
-        if kind == "dicom" and _retains_institution(path):
-            self._retained.add("institution")
-        if self._retained:
-            self.result.retained_kinds[rel] = sorted(self._retained)
+        if kind == "dicom":
+            self._retained |= _retained_kinds(path)
+        if self._retained - {"dates"}:
+            self.result.retained_kinds[rel] = sorted(self._retained - {"dates"})
+        self.check_name(path, rel)
         try:
             self.check_raw(path, rel, kind)
         except OSError as exc:
@@ -326,6 +334,7 @@ class _Verifier:
                         or len(h.term.text) >= MIN_DIGITS]
             if hits:
                 self.add_hits(rel, "dicom-header", hits, f"in {where}")
+        self.check_dates(path, rel, ds)
         is_dir = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == \
             MEDIA_DIRECTORY_SOP_CLASS
         if not is_dir and str(ds.get("PatientIdentityRemoved", "") or "").upper() != "YES":
@@ -386,6 +395,23 @@ class _Verifier:
         if changed:
             self.add(rel, "pixels", f"{changed} pixel value(s) differ from the source outside "
                                     f"the recorded redaction boxes")
+
+    def check_dates(self, path: Path, rel: str, ds) -> None:
+        """Service dates equal to those of the output's source (paired by its pixel data,
+        ``--against``): the dates were not shifted although the release does not keep
+        full dates (no Retain Longitudinal Temporal Information Full Dates Option)."""
+        if "dates" in self._retained or not self.source_dates:
+            return
+        from .identity import SERVICE_DATE_KEYWORDS, pixel_fingerprint
+
+        src = self.source_dates.get(pixel_fingerprint(path) or "")
+        if not src:
+            return
+        same = [kw for kw in SERVICE_DATE_KEYWORDS
+                if kw in src and str(ds.get(kw, "") or "").strip() == src[kw]]
+        if same:
+            self.add(rel, "dates", f"{len(same)} service date(s) ({', '.join(same)}) equal to "
+                                   f"the source's: not shifted", "date", 8)
 
     def check_dciodvfy(self, path: Path, rel: str) -> None:
         from .. import dciodvfy
@@ -610,19 +636,32 @@ class _Verifier:
 
 #: De-identification Method code of the Retain Institution Identity Option (CID 7050).
 RETAIN_INSTITUTION_CODE = "113112"
+#: PS3.15 options whose kept values are no findings -> the identity kind they keep
+#: ("dates": service dates may equal the source's).
+_RETAIN_OPTIONS = {"retain-institution-identity": "institution", "retain-uids": "uid",
+                   "retain-longitudinal-full-dates": "dates"}
 
 
-def _retains_institution(path: Path) -> bool:
-    """Whether a DICOM output says it kept institution identity on purpose."""
+def _retained_kinds(path: Path) -> set[str]:
+    """What a DICOM output says it kept on purpose (its De-identification Method Code
+    Sequence; Longitudinal Temporal Information Modified UNMODIFIED: full dates)."""
     import pydicom
 
+    from ..standard import DEID_METHOD_CODES
+
+    codes = {DEID_METHOD_CODES[o][0]: k for o, k in _RETAIN_OPTIONS.items()}
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                             specific_tags=["DeidentificationMethodCodeSequence"])
+                             specific_tags=["DeidentificationMethodCodeSequence",
+                                            "LongitudinalTemporalInformationModified"])
         seq = ds.get("DeidentificationMethodCodeSequence") or []
-        return any(str(it.get("CodeValue", "")) == RETAIN_INSTITUTION_CODE for it in seq)
+        out = {codes[c] for c in (str(it.get("CodeValue", "")) for it in seq) if c in codes}
+        if str(ds.get("LongitudinalTemporalInformationModified", "") or "").upper() == \
+                "UNMODIFIED":
+            out.add("dates")
+        return out
     except Exception:  # noqa: BLE001 - unreadable: nothing is retained
-        return False
+        return set()
 
 
 _END = 1 << 62
@@ -781,9 +820,10 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         values = identity_from_ledger(ledger) + list(extra_values)
         dicoms: list[str] = []
         unreadable: list[tuple[str, str]] = []
+        dates: dict[str, dict[str, str] | None] = {}
         if against:
             src_values, dicoms = identity_from_sources(against, progress=progress,
-                                                       unreadable=unreadable)
+                                                       unreadable=unreadable, dates=dates)
             values += src_values
         if not values:
             raise InputError("no identity values known: the run ledger has none (or is absent); "
@@ -791,7 +831,7 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         pseudonyms = sorted({it.patient for it in ledger.items() if it.patient}
                             | set(ledger.subject_pseudonyms()))
         v = _Verifier(outp, values, pseudonyms, ledger=ledger, against_dicoms=dicoms, ocr=ocr,
-                      dciodvfy=dciodvfy)
+                      dciodvfy=dciodvfy, source_dates=dates)
         v.result.values = dict(Counter(x.kind for x in values))
         v.result.unreadable_sources = unreadable
         for it in ledger.items():
@@ -800,7 +840,7 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         links: list[Path] = []
         folders: list[Path] = []
         files = iter_outputs(outp, links, folders)
-        v.check_names([*folders, *files, *links])
+        v.check_names([*folders, *links])
         for p in links:
             v.add(p.relative_to(outp).as_posix(), "file-type",
                   "symbolic link or special file: not checked; a release must hold plain "
@@ -814,7 +854,8 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
                     v.check_file(p)
                     bar.update()
             else:
-                _parallel(v, files, jobs, (str(outp), values, pseudonyms, dicoms, ocr, dciodvfy),
+                _parallel(v, files, jobs, (str(outp), values, pseudonyms, dicoms, ocr, dciodvfy,
+                                             dates),
                           bar)
         finally:
             bar.close()
@@ -827,10 +868,10 @@ _WORKER: dict = {}
 
 
 def _init_worker(args: tuple, source_errors: Counter | None) -> None:
-    out, values, exclude, dicoms, ocr, dciodvfy = args
+    out, values, exclude, dicoms, ocr, dciodvfy, dates = args
     ledger = RunLedger(out)
     v = _Verifier(Path(out), values, exclude, ledger=ledger, against_dicoms=dicoms, ocr=ocr,
-                  dciodvfy=dciodvfy)
+                  dciodvfy=dciodvfy, source_dates=dates)
     v._source_errors = source_errors
     _WORKER["v"] = v
 

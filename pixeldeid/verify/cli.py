@@ -22,12 +22,15 @@ DESCRIPTION = """Re-check every output of a de-identified folder before release.
 Searches each file for every identifying value known from the run ledger
 (OUT/.pixeldeid/run.sqlite) and/or the source headers (--against): person names in all
 spellings, IDs with and without leading zeros, birth dates in several formats, accession
-numbers, institution names -- in the raw bytes (UTF-8; UTF-16 for TIFF/slides; gzip and zip
+numbers, institution names, with --against also the sources' staff names and instance UIDs
+(own and referenced) -- in file and folder names, in the raw bytes (UTF-8; UTF-16 for TIFF/slides; gzip and zip
 members), every DICOM element at any depth (private and file meta too), NIfTI header text
 fields and extensions, TIFF tags and slide properties. Checks that DICOM outputs read in
 full and say Patient Identity Removed YES, that NIfTI files and slides open, that no slide
 label/macro with text is left, that pixels equal the source's outside the recorded
-redaction boxes (run ledger, source still there), runs dciodvfy on DICOM (with --against
+redaction boxes (run ledger, source still there), that service dates differ from the
+source's (--against, paired by pixel data; not with the Retain Longitudinal Full Dates
+Option), runs dciodvfy on DICOM (with --against
 or a ledger: only errors the source did not have), and OCRs pixels that were at risk (US,
 SC, OT, XA, NM, secondary captures, Burned In Annotation). Findings give the file, the
 check and the kind and length of the value -- never the value itself. Symbolic links in
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     kept = sorted({k for ks in result.retained_kinds.values() for k in ks})
     if kept:
         print(f"note: {', '.join(kept)} values not searched in {len(result.retained_kinds)} "
-              f"file(s): the release keeps them (Retain Institution Identity Option)")
+              f"file(s): the release keeps them (PS3.15 Retain Options)")
     doc = json.dumps(result.to_json(), indent=2).encode("utf-8")
     if args.json:
         write_bytes_atomic(args.json, doc)

@@ -21,7 +21,9 @@ from ..textclean import STOPWORDS, dicom_vocabulary, distinctive, has_cjk
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("name", "id", "birth_date", "accession", "institution", "other")
+KINDS = ("name", "id", "birth_date", "accession", "institution", "uid", "other")
+#: Service dates compared with the source's (``--against``): equal ones were not shifted.
+SERVICE_DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 #: Header keyword -> identity kind (source scan).
 SOURCE_KEYWORDS = {
     "PatientName": "name", "OtherPatientNames": "name", "PatientBirthName": "name",
@@ -252,12 +254,59 @@ def source_problem(ds) -> str | None:
     return None
 
 
+def is_instance_uid(keyword: str) -> bool:
+    """Whether an attribute holds a UID of one study, series, instance, frame of reference
+    or event (not a class, transfer syntax or coding scheme UID)."""
+    return keyword.endswith(("InstanceUID", "FrameOfReferenceUID", "EventUID")) or keyword in (
+        "ConcatenationUID", "DimensionOrganizationUID")
+
+
+def source_uids(ds) -> set[str]:
+    """The instance UIDs of a source header at any depth (its own and those it references)."""
+    out: set[str] = set()
+    for elem in ds.iterall():
+        if elem.VR == "UI" and is_instance_uid(elem.keyword or ""):
+            out.update(v.strip("\x00 ") for v in _values_of(elem) if len(v.strip()) >= 8)
+    return out
+
+
+def pixel_fingerprint(path: str | os.PathLike, ds=None) -> str | None:
+    """A digest of the Pixel Data value of a DICOM file (its length, first and last 64 KiB),
+    to pair an output with its source when pixels were not changed; None without pixels."""
+    import hashlib
+
+    import pydicom
+
+    try:
+        if ds is None:  # the raw element only: the deferred value is never read
+            ds = pydicom.dcmread(path, defer_size=256, force=True)
+        raw = ds._dict.get(0x7FE00010)
+        start, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if start is None or not length:
+            return None
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            if length == 0xFFFFFFFF or length <= 2 << 16:
+                data = fh.read(min(length, 2 << 16))
+            else:
+                data = fh.read(1 << 16)
+                fh.seek(start + length - (1 << 16))
+                data += fh.read(1 << 16)
+        return hashlib.sha256(str(length).encode() + data).hexdigest()
+    except Exception:  # noqa: BLE001 - no pairing: the date check is skipped
+        return None
+
+
 def identity_from_sources(sources: Iterable[str | os.PathLike], *,
                           progress: bool | None = None,
                           unreadable: list[tuple[str, str]] | None = None,
+                          dates: dict[str, dict[str, str] | None] | None = None,
                           ) -> tuple[list[IdentityValue], list[str]]:
     """Scan the source headers for identity values; return ``(values, dicom source files)``.
 
+    The instance UIDs of each source (kind ``uid``) are values too. ``dates``, when given,
+    receives the service dates of each source by :func:`pixel_fingerprint` (None where
+    sources with the same pixels have other dates).
     Non-DICOM sources (NIfTI, slides) carry no patient header here; they are skipped.
     A DICOM source that cannot be read, or whose header is damaged, adds no values (they
     would be made of other elements' bytes); it is appended to ``unreadable`` as
@@ -294,7 +343,14 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
                 continue
             ds = pydicom.dcmread(p, stop_before_pixels=True)
             found = identity_from_dataset(ds)  # elements are read here (lazily)
+            found += [IdentityValue("uid", u) for u in sorted(source_uids(ds))]
             problem = source_problem(ds)
+            if dates is not None and not problem:
+                fp = pixel_fingerprint(p)
+                got = {kw: str(ds.get(kw, "") or "").strip() for kw in SERVICE_DATE_KEYWORDS}
+                got = {k: v for k, v in got.items() if v}
+                if fp and got:
+                    dates[fp] = got if dates.get(fp, got) == got else None
         except Exception as exc:  # noqa: BLE001 - an unreadable source adds no values
             problem = f"unreadable: {type(exc).__name__}"
         if problem:

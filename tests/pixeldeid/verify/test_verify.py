@@ -560,3 +560,67 @@ def test_identity_in_file_and_folder_names_is_found(ct_release, tmp_path, capsys
     rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy"],
                     capsys)
     assert rc == 1 and "[file-name] name value" in text
+
+
+def _put_back_uids_and_dates(out: Path, src: Path) -> None:
+    """Each output gets its source's Study/Series UIDs, a reference to its source SOP
+    Instance UID and its unshifted service dates (outputs paired with sources by pixels)."""
+    from pydicom.dataset import Dataset
+
+    by_pixels = {}
+    for s in src.rglob("*.dcm"):
+        try:
+            d = pydicom.dcmread(s)
+            by_pixels[d.PixelData] = d
+        except Exception:  # noqa: BLE001 - the broken source
+            continue
+    for target in _outputs(out):
+        ds = pydicom.dcmread(target)
+        s = by_pixels[ds.PixelData]
+        for kw in ("StudyInstanceUID", "SeriesInstanceUID", "StudyDate", "SeriesDate",
+                   "AcquisitionDate", "ContentDate"):
+            if kw in s:
+                setattr(ds, kw, s.data_element(kw).value)
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = s.SOPClassUID
+        ref.ReferencedSOPInstanceUID = s.SOPInstanceUID
+        ds.ReferencedImageSequence = [ref]
+        ds.save_as(target)
+
+
+def test_original_uids_and_unshifted_dates_are_found(ct_release, tmp_path, capsys):
+    """--against compared no UIDs or dates with the sources: original instance UIDs (own
+    and referenced) and unshifted service dates put back verified clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    _put_back_uids_and_dates(out, ct_release.src)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    for target in _outputs(out):
+        mine = [f for f in r.findings if f.file == target.name]
+        where = " ".join(f.what for f in mine if f.check == "dicom-header" and f.kind == "uid")
+        for kw in ("StudyInstanceUID", "SeriesInstanceUID", "ReferencedSOPInstanceUID"):
+            assert kw in where
+        assert [f.check for f in mine].count("dates") == 1
+    rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy"],
+                    capsys)
+    assert rc == 1 and "[dates] 4 service date(s)" in text
+    for s in ct_release.src.rglob("*.dcm"):
+        if s.name != "broken.dcm":
+            d = pydicom.dcmread(s)
+            assert d.StudyInstanceUID not in text and d.StudyDate not in text
+
+
+def test_kept_uids_and_full_dates_of_the_retain_options_are_no_findings(ct_release, tmp_path):
+    """A release made with the Retain UIDs and Retain Longitudinal Full Dates Options keeps
+    the source's UIDs and dates on purpose: no finding."""
+    from pixeldeid.api import DeidConfig
+    from pixeldeid.batch import run_batch
+
+    from tests.pixeldeid.verify.conftest import KEY
+
+    out = tmp_path / "out"
+    run_batch([ct_release.src], out, DeidConfig(key=KEY, options=(
+        "retain-uids", "retain-longitudinal-full-dates")), progress=False)
+    _put_back_uids_and_dates(out, ct_release.src)  # what they already hold
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert r.clean, [f.line() for f in r.findings]
+    assert all("uid" in kinds for kinds in r.retained_kinds.values())
