@@ -614,7 +614,6 @@ def test_kept_uids_and_full_dates_of_the_retain_options_are_no_findings(ct_relea
     the source's UIDs and dates on purpose: no finding."""
     from pixeldeid.api import DeidConfig
     from pixeldeid.batch import run_batch
-
     from tests.pixeldeid.verify.conftest import KEY
 
     out = tmp_path / "out"
