@@ -623,3 +623,37 @@ def test_kept_uids_and_full_dates_of_the_retain_options_are_no_findings(ct_relea
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     assert r.clean, [f.line() for f in r.findings]
     assert all("uid" in kinds for kinds in r.retained_kinds.values())
+
+
+def _zip_bytes(text: str, *, flag: int = 0, method: int | None = None) -> bytes:
+    """A one-member zip, its header patched as encrypted (``flag``) or to another
+    compression ``method`` (9: Deflate64, which zipfile cannot read)."""
+    import io
+    import struct
+
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("n.txt", text)
+    d = bytearray(b.getvalue())
+    c = d.find(b"PK\x01\x02")
+    for off in (6, c + 8):
+        struct.pack_into("<H", d, off, struct.unpack_from("<H", d, off)[0] | flag)
+    if method is not None:
+        for off in (8, c + 10):
+            struct.pack_into("<H", d, off, method)
+    return bytes(d)
+
+
+def test_unreadable_zip_members_are_one_line_findings(ct_release, tmp_path, capsys):
+    """An encrypted or Deflate64 member ended verify with a traceback."""
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    text = f"{p.given} {p.family} {p.patient_id} " * 20
+    (out / "enc.zip").write_bytes(_zip_bytes(text, flag=1))
+    (out / "d64.zip").write_bytes(_zip_bytes(text, method=9))
+    rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy"],
+                    capsys)
+    assert rc == 1
+    assert "enc.zip: [zip] member 1 of 1 cannot be read (encrypted): not checked" in text
+    assert "d64.zip: [zip] member 1 of 1 cannot be read (NotImplementedError)" in text
+    _assert_no_values(text, ct_release)
