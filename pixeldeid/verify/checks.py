@@ -275,15 +275,17 @@ class _Verifier:
         """Raw byte search; in bulk binary data (pixels, tiles, voxels, compressed streams)
         only hits of :data:`BULK_MIN_BYTES` or more count (see :func:`drop_chance_hits`)."""
         where = "in the file bytes at {offset}"
-        if kind == "text":
-            self.add_hits(rel, "raw-bytes", self.text.scan_file(path), where)
+        if kind == "text":  # in any encoding: UTF-16 ("Unicode" on Windows), Latin-1, CJK
+            self.add_hits(rel, "raw-bytes", self.text16.scan_file(path), where)
             return
         if kind == "tiff":
             hits = drop_chance_hits(self.raw16.scan_file(path, unbounded=True), _tiff_bulk(path))
             self.add_hits(rel, "raw-bytes", hits, where)
             return
         gz = path.name.lower().endswith(".gz")
-        hits = self.raw.scan_file(path, unbounded=True)
+        # DICOM declares its character sets (its elements are decoded); other files may
+        # hold text in any encoding
+        hits = (self.raw if kind == "dicom" else self.raw16).scan_file(path, unbounded=True)
         if kind == "dicom":
             with open(path, "rb") as fh:
                 bulk = _dicom_bulk(fh, path.stat().st_size)
@@ -297,7 +299,7 @@ class _Verifier:
         if gz:
             try:
                 with gzip.open(path, "rb") as fh:
-                    inner = self.raw.scan_stream(fh, unbounded=True)
+                    inner = self.raw16.scan_stream(fh, unbounded=True)
             except (OSError, EOFError, zlib.error) as exc:
                 if kind != "nifti":  # a damaged NIfTI is reported by the open check
                     self.add(rel, "raw-bytes", f"gzip stream unreadable: {type(exc).__name__}")
@@ -632,9 +634,9 @@ class _Verifier:
         data past its first bytes only when long (chance hits)."""
         if info.filename.lower().endswith(TEXT_SUFFIXES):
             with zf.open(info) as fh:
-                return self.text.scan_stream(fh)
+                return self.text16.scan_stream(fh)
         with zf.open(info) as fh:
-            hits = self.raw.scan_stream(fh, unbounded=True)
+            hits = self.raw16.scan_stream(fh, unbounded=True)
         with zf.open(info) as fh:
             head = fh.read(132)
         bulk = [(_OPEN_HEAD, _END)]

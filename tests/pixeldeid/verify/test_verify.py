@@ -657,3 +657,22 @@ def test_unreadable_zip_members_are_one_line_findings(ct_release, tmp_path, caps
     assert "enc.zip: [zip] member 1 of 1 cannot be read (encrypted): not checked" in text
     assert "d64.zip: [zip] member 1 of 1 cannot be read (NotImplementedError)" in text
     _assert_no_values(text, ct_release)
+
+
+def test_text_files_in_utf16_latin1_and_cjk_encodings_are_searched(ct_release, tmp_path):
+    """Text files were searched as UTF-8 only: Windows "Unicode" (UTF-16 with BOM) notes, a
+    Latin-1 CSV and a Shift-JIS note verified clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    (out / "notes.txt").write_bytes(f"{p.given} {p.family}, MRN {p.patient_id}\r\n"
+                                    .encode("utf-16"))
+    (out / "subjects.csv").write_bytes("id,name\n1,Jürgen Müller\n".encode("latin-1"))
+    (out / "memo.dat").write_bytes(b"\x00" * 5000 + "患者 山田太郎".encode("shift_jis"))
+    extra = [IdentityValue("name", "Müller^Jürgen"), IdentityValue("name", "山田^太郎")]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    got = {(f.file, f.kind, f.what.split(" (")[2].rstrip(")")) for f in r.findings}
+    assert {("notes.txt", "name", "utf-16-le"), ("notes.txt", "id", "utf-16-le"),
+            ("subjects.csv", "name", "cp1252"), ("memo.dat", "name", "shift_jis")} <= got
+    assert not [f for f in r.findings if "utf-16-be" in f.what]  # one hit, not two
+    assert {f.file for f in r.findings} == {"notes.txt", "subjects.csv", "memo.dat"}
