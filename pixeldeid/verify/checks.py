@@ -743,14 +743,32 @@ _NUMERIC_TEXT = frozenset({"IS", "DS", "UI"})
 MIN_DIGITS = 6
 
 
-def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes, bool]]:
+def _decoded(value: bytes, charsets: list[str]) -> bytes:
+    """A bytes value (UN, OB: a private element of unknown creator) as text in the data
+    set's character sets, else Latin-1; lower case UTF-8 ("MÜLLER" written in ISO_IR 100)."""
+    from pydicom.charset import convert_encodings, decode_bytes
+
+    try:
+        text = decode_bytes(value, convert_encodings(charsets or ["ISO_IR 6"]), set())
+    except Exception:  # noqa: BLE001 - undecodable in them
+        text = value.decode("latin-1")
+    if text.isascii():  # the bytes as they are already say it
+        return b""
+    return text.lower().encode("utf-8", "replace")
+
+
+def _walk(ds, prefix: str, charsets: list[str] | None = None) -> Iterable[tuple[str, bytes, bool]]:
+    cs = ds.get("SpecificCharacterSet", None) if "SpecificCharacterSet" in ds else None
+    if cs is not None:
+        charsets = [str(x) for x in (cs if isinstance(cs, (list, tuple))
+                                     or type(cs).__name__ == "MultiValue" else [cs])]
     for elem in ds:
         tag = int(elem.tag)
         name = f"({elem.tag.group:04X},{elem.tag.element:04X})"
         label = f"{prefix}{name} {elem.keyword or ('private' if elem.tag.is_private else '')}".strip()
         if elem.VR == "SQ":
             for i, item in enumerate(elem.value or []):
-                yield from _walk(item, f"{prefix}{name}[{i}]>")
+                yield from _walk(item, f"{prefix}{name}[{i}]>", charsets)
             continue
         if tag in _PIXEL_TAGS or (tag >> 16) & 0xFF00 == 0x6000 and tag & 0xFFFF == 0x3000:
             continue
@@ -764,6 +782,9 @@ def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes, bool]]:
             continue
         if isinstance(v, bytes):
             data = v
+            text = _decoded(v, charsets or [])
+            if text:
+                yield label, text, False
         elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
             data = "\\".join(str(x) for x in v).lower().encode("utf-8", "replace")
         else:  # decoded in the data set's character set; lower case in full (MÜLLER)

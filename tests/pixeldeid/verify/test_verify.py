@@ -676,3 +676,25 @@ def test_text_files_in_utf16_latin1_and_cjk_encodings_are_searched(ct_release, t
             ("subjects.csv", "name", "cp1252"), ("memo.dat", "name", "shift_jis")} <= got
     assert not [f for f in r.findings if "utf-16-be" in f.what]  # one hit, not two
     assert {f.file for f in r.findings} == {"notes.txt", "subjects.csv", "memo.dat"}
+
+
+def test_private_un_value_is_searched_in_the_datasets_character_set(ct_release, tmp_path):
+    """A private element of unknown creator (UN) was searched as UTF-8 bytes only: the
+    patient's name in the data set's own character set (ISO_IR 100, ISO 2022 IR 87)
+    verified clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    a, b = _outputs(out)
+    for target, charset, value in ((a, "ISO_IR 100", "MÜLLER^JÜRGEN".encode("latin-1")),
+                                   (b, ["", "ISO 2022 IR 87"],
+                                    "山田^太郎".encode("iso2022_jp"))):
+        ds = pydicom.dcmread(target)
+        ds.SpecificCharacterSet = charset
+        ds.add_new(0x00990010, "LO", "UNKNOWN CREATOR")
+        ds.add_new(0x00991001, "UN", value)
+        ds.save_as(target)
+    extra = [IdentityValue("name", "Müller^Jürgen"), IdentityValue("name", "山田^太郎")]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    hdr = {f.file for f in r.findings if f.check == "dicom-header" and f.kind == "name"
+           and "(0099,1001)" in f.what}
+    assert hdr == {a.name, b.name}
