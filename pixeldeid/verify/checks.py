@@ -78,6 +78,9 @@ class VerifyResult:
     #: (source, reason): sources of ``--against`` whose header could not be read or is
     #: damaged; their identity values are not searched for (paths: never in to_json)
     unreadable_sources: list[tuple[str, str]] = field(default_factory=list)
+    #: folders of OUT that are not part of the release and are not checked (the state
+    #: folder, the quarantine, QC reports): they must not be published
+    not_for_release: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -96,7 +99,8 @@ class VerifyResult:
                 "findings": [asdict(f) for f in self.findings],
                 "not_ocr_verified": [{"file": f, "reason": r} for f, r in self.not_ocr_verified],
                 "ocr_verified": self.ocr_verified, "retained_kinds": self.retained_kinds,
-                "unreadable_sources": len(self.unreadable_sources)}
+                "unreadable_sources": len(self.unreadable_sources),
+                "not_for_release": self.not_for_release}
 
 
 def _what(h: Hit, where: str, count: int = 1) -> str:
@@ -106,19 +110,23 @@ def _what(h: Hit, where: str, count: int = 1) -> str:
 
 
 def iter_outputs(out: Path, links: list[Path] | None = None,
-                 folders: list[Path] | None = None) -> list[Path]:
+                 folders: list[Path] | None = None,
+                 skipped: list[Path] | None = None) -> list[Path]:
     """Every file of OUT that may be released: not the state folder, the quarantine or a
     QC report folder. Symbolic links and other non-regular entries are not read; they are
     appended to ``links`` when given (a release must not hold them). The folders walked
-    (OUT itself excluded) are appended to ``folders`` when given."""
+    (OUT itself excluded) are appended to ``folders``, the folders left out (not for
+    release) to ``skipped``, when given."""
     files: list[Path] = []
     for root, dirs, names in os.walk(out, followlinks=False):
         r = Path(root)
         if folders is not None and r != out:
             folders.append(r)
-        if r == out:
-            dirs[:] = [d for d in dirs if d not in (STATE_DIRNAME, QUARANTINE_DIRNAME)]
-        dirs[:] = sorted(d for d in dirs if not (r / d / REPORT_MARKER).exists())
+        keep = [d for d in dirs if not (r == out and d in (STATE_DIRNAME, QUARANTINE_DIRNAME))
+                and not (r / d / REPORT_MARKER).exists()]
+        if skipped is not None:
+            skipped += [r / d for d in sorted(set(dirs) - set(keep))]
+        dirs[:] = sorted(keep)
         for n in sorted(names) + [d for d in dirs if (r / d).is_symlink()]:
             p = r / n
             if p.is_symlink() or not p.is_file():
@@ -871,7 +879,9 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
                 v.add(it.output, "ledger", "output recorded as done is missing")
         links: list[Path] = []
         folders: list[Path] = []
-        files = iter_outputs(outp, links, folders)
+        skipped: list[Path] = []
+        files = iter_outputs(outp, links, folders, skipped)
+        v.result.not_for_release = [p.relative_to(outp).as_posix() + "/" for p in skipped]
         v.check_names([*folders, *links])
         for p in links:
             v.add(p.relative_to(outp).as_posix(), "file-type",

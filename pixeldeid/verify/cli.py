@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if kept:
         print(f"note: {', '.join(kept)} values not searched in {len(result.retained_kinds)} "
               f"file(s): the release keeps them (PS3.15 Retain Options)")
+    if result.not_for_release:
+        print(printable(f"note: {', '.join(result.not_for_release)} not checked: not part of "
+                        f"the release (state, quarantined originals, QC images); never publish "
+                        f"them -- publish the checked files only"))
     doc = json.dumps(result.to_json(), indent=2).encode("utf-8")
     if args.json:
         write_bytes_atomic(args.json, doc)

@@ -227,9 +227,22 @@ def test_report_folder_quarantine_and_state_are_not_scanned(ct_release, tmp_path
     (out / ".pixeldeid" / "notes.txt").write_text(fam)
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     assert r.clean and r.files == 2
+    # named as not for release (verify "clean" must not read as "publish OUT as it is")
+    assert r.not_for_release == [".pixeldeid/", "quarantine/", "report/"]
     (out / "README.txt").write_text(f"collection of {fam}")
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     assert [(f.file, f.kind) for f in r.findings] == [("README.txt", "name")]
+
+
+def test_summary_names_the_folders_that_are_not_for_release(ct_release, capsys):
+    """verify skipped OUT/quarantine/ (the original inputs) and OUT/.pixeldeid/ (the key)
+    in silence; `verify OUT && publish OUT` published them."""
+    rc, text = _run([str(ct_release.out), "--against", str(ct_release.src), "--no-ocr",
+                     "--no-dciodvfy"], capsys)
+    assert rc == 0 and text.strip().endswith("clean")
+    note = [ln for ln in text.splitlines() if ln.startswith("note: ")]
+    assert len(note) == 1 and ".pixeldeid/, quarantine/ not checked" in note[0]
+    assert "never publish" in note[0]
 
 
 def test_symbolic_links_are_findings_not_followed(ct_release, tmp_path):
