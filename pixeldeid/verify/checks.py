@@ -704,7 +704,49 @@ def _dicom_bulk(fh, size: int) -> list[tuple[int, int]]:
         start, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
         if start is None or length is None:
             continue
-        out.append((start, size if length == 0xFFFFFFFF else start + length))
+        if length == 0xFFFFFFFF:
+            out += _encapsulated_bulk(fh, start, size)
+        else:
+            out.append((start, start + length))
+    return out
+
+
+#: Marker segments of a JPEG / JPEG-LS / JPEG 2000 header that hold text, not image data:
+#: COM, APP0-APP15, J2K COM.
+_TEXT_MARKERS = frozenset({0xFE, 0x64, *range(0xE0, 0xF0)})
+
+
+def _encapsulated_bulk(fh, start: int, size: int) -> list[tuple[int, int]]:
+    """Bulk ranges of an encapsulated Pixel Data value at ``start``: each fragment, less
+    the payloads of its header's text segments (COM, APPn: searched as text); the bytes
+    after the Sequence Delimitation Item are no pixel data (searched as text)."""
+    out: list[tuple[int, int]] = []
+    pos = start
+    fh.seek(pos)
+    while pos + 8 <= size:
+        head = fh.read(8)
+        if len(head) < 8:
+            break
+        tag = int.from_bytes(head[:2], "little") << 16 | int.from_bytes(head[2:4], "little")
+        length = int.from_bytes(head[4:], "little")
+        if tag != 0xFFFEE000 or length == 0xFFFFFFFF:
+            break  # the Sequence Delimitation Item (or damage): the value ends here
+        frag = pos + 8
+        data = fh.read(min(length, 1 << 20))  # marker segments are in the first bytes
+        cut = frag
+        i = 2 if data[:2] in (b"\xff\xd8", b"\xff\x4f") else len(data)  # SOI / J2K SOC
+        while i + 4 <= len(data) and data[i] == 0xFF:
+            marker = data[i + 1]
+            if marker in (0xDA, 0x90):  # SOS / SOT: image data follows
+                break
+            seg = int.from_bytes(data[i + 2:i + 4], "big")
+            if marker in _TEXT_MARKERS:
+                out.append((cut, frag + i + 4))
+                cut = frag + i + 2 + seg
+            i += 2 + seg
+        out.append((cut, frag + length))
+        pos = frag + length
+        fh.seek(pos)
     return out
 
 

@@ -711,3 +711,54 @@ def test_private_un_value_is_searched_in_the_datasets_character_set(ct_release, 
     hdr = {f.file for f in r.findings if f.check == "dicom-header" and f.kind == "name"
            and "(0099,1001)" in f.what}
     assert hdr == {a.name, b.name}
+
+
+def _to_jpeg(path: Path, com: bytes = b"", trailer: bytes = b"") -> None:
+    """Rewrite an output as baseline JPEG in encapsulated Pixel Data, with a COM segment
+    and bytes after the Sequence Delimitation Item when given."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(path)
+    a = ds.pixel_array.astype(float)
+    a = ((a - a.min()) / (np.ptp(a) or 1) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=90)
+    j = buf.getvalue()
+    if com:
+        j = j[:2] + b"\xff\xfe" + (len(com) + 2).to_bytes(2, "big") + com + j[2:]
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for k in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+        if k in ds:
+            del ds[k]
+    ds.PixelData = encapsulate([j])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.LossyImageCompression = "01"
+    ds.save_as(path)
+    if trailer:
+        path.write_bytes(path.read_bytes() + trailer)
+
+
+def test_jpeg_text_segments_and_bytes_after_pixel_data_are_text(ct_release, tmp_path):
+    """Encapsulated Pixel Data counted as bulk to the end of the file, COM segments
+    included: a surname and a 7-character ID there (shorter than 8 bytes) passed."""
+    out = copy_release(ct_release, tmp_path / "out")
+    extra = [IdentityValue("name", "Smith^John"), IdentityValue("id", "4711235")]
+    a, b = _outputs(out)
+    _to_jpeg(a, com=b"Pt Smith ID 4711235")
+    _to_jpeg(b, trailer=b"4711235")
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    got = {(f.file, f.check, f.kind) for f in r.findings}
+    assert {(a.name, "raw-bytes", "name"), (a.name, "raw-bytes", "id"),
+            (b.name, "raw-bytes", "id")} <= got
+    clean = copy_release(ct_release, tmp_path / "clean")
+    for t in _outputs(clean):
+        _to_jpeg(t)
+    r = verify_output(clean, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    assert not [f for f in r.findings if f.check == "raw-bytes"]
