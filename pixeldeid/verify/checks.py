@@ -17,10 +17,12 @@ text elements, NIfTI header text, OCR text), never among ordinary numbers.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import json
 import logging
+import lzma
 import os
 import zipfile
 import zlib
@@ -290,7 +292,10 @@ class _Verifier:
             hits = drop_chance_hits(self.raw16.scan_file(path, unbounded=True), _tiff_bulk(path))
             self.add_hits(rel, "raw-bytes", hits, where)
             return
-        gz = path.name.lower().endswith(".gz")
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+        opener = _OPENERS.get(next((m for m in _OPENERS if magic.startswith(m)), b""))
+        gz = path.name.lower().endswith(".gz") or opener is not None
         # DICOM declares its character sets (its elements are decoded); other files may
         # hold text in any encoding
         hits = (self.raw if kind == "dicom" else self.raw16).scan_file(path, unbounded=True)
@@ -306,15 +311,18 @@ class _Verifier:
         self.add_hits(rel, "raw-bytes", drop_chance_hits(hits, bulk), where)
         if gz:
             try:
-                with gzip.open(path, "rb") as fh:
+                with (opener or gzip.open)(path, "rb") as fh:
                     inner = self.raw16.scan_stream(fh, unbounded=True)
-            except (OSError, EOFError, zlib.error) as exc:
+            except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
                 if kind != "nifti":  # a damaged NIfTI is reported by the open check
                     self.add(rel, "raw-bytes", f"gzip stream unreadable: {type(exc).__name__}")
                 return
             inner_bulk = [(_nifti_offset(path), _END)] if kind == "nifti" else [(_OPEN_HEAD, _END)]
             self.add_hits(rel, "raw-bytes", drop_chance_hits(inner, inner_bulk),
                           "in the decompressed bytes at {offset}")
+        elif kind == "other" and any(magic.startswith(m) for m in _UNCHECKED):
+            self.add(rel, "file-type", f"{_UNCHECKED[next(m for m in _UNCHECKED if magic.startswith(m))]}"
+                                       f" whose content cannot be searched: not checked")
 
     # DICOM ------------------------------------------------------------------------
     def check_dicom(self, path: Path, rel: str) -> None:
@@ -628,7 +636,8 @@ class _Verifier:
                     except (RuntimeError, NotImplementedError, zlib.error, EOFError,
                             ValueError, zipfile.BadZipFile, OSError) as exc:
                         # encrypted, Deflate64/other methods, a corrupt stream
-                        why = "encrypted" if info.flag_bits & 0x1 else type(exc).__name__
+                        why = ("encrypted" if info.flag_bits & 0x1 else str(exc)
+                               if isinstance(exc, ValueError) else type(exc).__name__)
                         self.add(rel, "zip", f"member {i + 1} of {len(infos)} cannot be "
                                              f"read ({why}): not checked")
                         continue
@@ -644,9 +653,12 @@ class _Verifier:
             with zf.open(info) as fh:
                 return self.text16.scan_stream(fh)
         with zf.open(info) as fh:
-            hits = self.raw16.scan_stream(fh, unbounded=True)
-        with zf.open(info) as fh:
             head = fh.read(132)
+        if head[:4] == b"PK\x03\x04" or head[:3] in (b"BZh", b"\x1f\x8b\x08") or any(
+                head.startswith(m) for m in (*_UNCHECKED, b"\xfd7zXZ\x00")):
+            raise ValueError("a nested archive or document")
+        with zf.open(info) as fh:
+            hits = self.raw16.scan_stream(fh, unbounded=True)
         bulk = [(_OPEN_HEAD, _END)]
         if head[128:132] == b"DICM" and info.file_size <= _ZIP_PARSE_LIMIT:
             bulk = _dicom_bulk(io.BytesIO(zf.read(info)), info.file_size)
@@ -684,6 +696,13 @@ def _retained_kinds(path: Path) -> set[str]:
 
 
 _END = 1 << 62
+#: Compressed files opened like gzip (by their magic bytes, whatever their name).
+_OPENERS = {b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+#: Formats whose text verify cannot read (compressed streams inside): a finding, never a
+#: silent pass.
+_UNCHECKED = {b"%PDF": "a PDF document", b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive",
+              b"Rar!": "a RAR archive", b"\x28\xb5\x2f\xfd": "a Zstandard stream",
+              b"\xd0\xcf\x11\xe0": "an OLE (Office) document"}
 #: The first bytes of binary files are searched in full (names, headers, PNG text chunks).
 _OPEN_HEAD = 4096
 _ZIP_PARSE_LIMIT = 256 << 20

@@ -762,3 +762,38 @@ def test_jpeg_text_segments_and_bytes_after_pixel_data_are_text(ct_release, tmp_
     r = verify_output(clean, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
                       extra_values=extra)
     assert not [f for f in r.findings if f.check == "raw-bytes"]
+
+
+def test_bz2_xz_nested_zip_and_pdf_are_opened_or_findings(ct_release, tmp_path):
+    """Only gzip was decompressed: a .bz2 note, a zip inside a zip and a PDF (Flate
+    content stream) with the patient's name verified clean."""
+    import bz2
+    import io
+    import lzma
+
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    note = f"{p.given} {p.family} MRN {p.patient_id}\n".encode() * 30
+    (out / "notes.txt.bz2").write_bytes(bz2.compress(note))
+    (out / "sidecar.json.xz").write_bytes(lzma.compress(note))
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("n.txt", note)
+    with zipfile.ZipFile(out / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inner.zip", inner.getvalue())
+    import zlib
+
+    stream = zlib.compress(b"BT (" + note[:40] + b") Tj ET")
+    (out / "report.pdf").write_bytes(b"%PDF-1.4\n1 0 obj <</Filter /FlateDecode /Length "
+                                     + str(len(stream)).encode() + b">> stream\n" + stream
+                                     + b"\nendstream endobj\n%%EOF\n")
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    got = {(f.file, f.check, f.kind) for f in r.findings}
+    assert {("notes.txt.bz2", "raw-bytes", "name"), ("notes.txt.bz2", "raw-bytes", "id"),
+            ("sidecar.json.xz", "raw-bytes", "name")} <= got
+    lines = [f.line() for f in r.findings]
+    assert "bundle.zip: [zip] member 1 of 1 cannot be read (a nested archive or document): " \
+           "not checked" in lines
+    assert "report.pdf: [file-type] a PDF document whose content cannot be searched: " \
+           "not checked" in lines
+    assert not r.clean
