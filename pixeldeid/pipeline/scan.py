@@ -167,6 +167,9 @@ def _scan_dicom(p: Path, rec: ScanRecord) -> None:
             for kw in kws:
                 for v in _text(ds, kw):
                     rec.identity.append((kind, v))
+        other = ds.get("OtherPatientIDsSequence", None)  # IDs of the patient's other records
+        for item in other if type(other).__name__ == "Sequence" else []:  # not UN bytes
+            rec.identity += [("id", v) for v in _text(item, "PatientID")]
     except InputError as exc:
         rec.kind, rec.reason = "", exc.reason
     except RecursionError:

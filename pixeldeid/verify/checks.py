@@ -17,10 +17,12 @@ text elements, NIfTI header text, OCR text), never among ordinary numbers.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import json
 import logging
+import lzma
 import os
 import zipfile
 import zlib
@@ -78,11 +80,16 @@ class VerifyResult:
     #: (source, reason): sources of ``--against`` whose header could not be read or is
     #: damaged; their identity values are not searched for (paths: never in to_json)
     unreadable_sources: list[tuple[str, str]] = field(default_factory=list)
+    #: folders of OUT that are not part of the release and are not checked (the state
+    #: folder, the quarantine, QC reports): they must not be published
+    not_for_release: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        """No finding, and every at-risk file OCR-verified (unless OCR was switched off)."""
-        return not self.findings and not (self.ocr_required and self.not_ocr_verified)
+        """No finding, every at-risk file OCR-verified (unless OCR was switched off), and
+        every ``--against`` source read (an unread source's identity was not searched)."""
+        return (not self.findings and not self.unreadable_sources
+                and not (self.ocr_required and self.not_ocr_verified))
 
     @property
     def exit_status(self) -> int:
@@ -94,7 +101,8 @@ class VerifyResult:
                 "findings": [asdict(f) for f in self.findings],
                 "not_ocr_verified": [{"file": f, "reason": r} for f, r in self.not_ocr_verified],
                 "ocr_verified": self.ocr_verified, "retained_kinds": self.retained_kinds,
-                "unreadable_sources": len(self.unreadable_sources)}
+                "unreadable_sources": len(self.unreadable_sources),
+                "not_for_release": self.not_for_release}
 
 
 def _what(h: Hit, where: str, count: int = 1) -> str:
@@ -103,16 +111,24 @@ def _what(h: Hit, where: str, count: int = 1) -> str:
     return f"{h.term.kind} value (length {h.term.length}) {where}{enc}{more}"
 
 
-def iter_outputs(out: Path, links: list[Path] | None = None) -> list[Path]:
+def iter_outputs(out: Path, links: list[Path] | None = None,
+                 folders: list[Path] | None = None,
+                 skipped: list[Path] | None = None) -> list[Path]:
     """Every file of OUT that may be released: not the state folder, the quarantine or a
     QC report folder. Symbolic links and other non-regular entries are not read; they are
-    appended to ``links`` when given (a release must not hold them)."""
+    appended to ``links`` when given (a release must not hold them). The folders walked
+    (OUT itself excluded) are appended to ``folders``, the folders left out (not for
+    release) to ``skipped``, when given."""
     files: list[Path] = []
     for root, dirs, names in os.walk(out, followlinks=False):
         r = Path(root)
-        if r == out:
-            dirs[:] = [d for d in dirs if d not in (STATE_DIRNAME, QUARANTINE_DIRNAME)]
-        dirs[:] = sorted(d for d in dirs if not (r / d / REPORT_MARKER).exists())
+        if folders is not None and r != out:
+            folders.append(r)
+        keep = [d for d in dirs if not (r == out and d in (STATE_DIRNAME, QUARANTINE_DIRNAME))
+                and not (r / d / REPORT_MARKER).exists()]
+        if skipped is not None:
+            skipped += [r / d for d in sorted(set(dirs) - set(keep))]
+        dirs[:] = sorted(keep)
         for n in sorted(names) + [d for d in dirs if (r / d).is_symlink()]:
             p = r / n
             if p.is_symlink() or not p.is_file():
@@ -147,7 +163,8 @@ def file_kind(path: Path) -> str:
 class _Verifier:
     def __init__(self, out: Path, values: list[IdentityValue], exclude: Sequence[str], *,
                  ledger: RunLedger, against_dicoms: Sequence[str], ocr: str | None,
-                 dciodvfy: bool) -> None:
+                 dciodvfy: bool, source_dates: dict[str, dict[str, str] | None] | None = None,
+                 ) -> None:
         self.out = out
         self.values = values
         self.pseudonyms = frozenset(exclude)
@@ -178,8 +195,10 @@ class _Verifier:
             opts = json.loads(ledger.meta().get("options") or "[]")
         except ValueError:
             opts = []
-        if "retain-institution-identity" in opts:
-            self.retained.add("institution")
+        for opt, kind in _RETAIN_OPTIONS.items():
+            if opt in opts:
+                self.retained.add(kind)
+        self.source_dates = source_dates or {}
         self._retained: set[str] = set()
         self._source_errors: Counter | None = None
         self.result = VerifyResult(str(out), ocr_required=ocr is not None)
@@ -222,16 +241,32 @@ class _Verifier:
         parts[-1] = Path(parts[-1]).stem
         return frozenset(set(parts) & self.pseudonyms)
 
+    def check_names(self, paths: Iterable[Path]) -> None:
+        """Identity in the names of folders, links and special files of OUT (``Smith John
+        4711235/``); file names are checked with the file (:meth:`check_name`)."""
+        self._retained = set(self.retained)
+        self._patients = frozenset()
+        for p in paths:
+            self.check_name(p, p.relative_to(self.out).as_posix())
+
+    def check_name(self, path: Path, rel: str) -> None:
+        """Identity in one name (``Smith_John_4711235.dcm``), searched on its own, whole
+        words."""
+        what = "folder" if path.is_dir() and not path.is_symlink() else "file"
+        self.add_hits(rel, "file-name", self.text.find(os.fsencode(path.name)),
+                      f"in the {what} name")
+
     # -- per file ------------------------------------------------------------------
     def check_file(self, path: Path) -> None:
         rel = path.relative_to(self.out).as_posix()
         kind = file_kind(path)
         self._retained = set(self.retained)
         self._patients = self.patients_of(path, rel)
-        if kind == "dicom" and _retains_institution(path):
-            self._retained.add("institution")
-        if self._retained:
-            self.result.retained_kinds[rel] = sorted(self._retained)
+        if kind == "dicom":
+            self._retained |= _retained_kinds(path)
+        if self._retained - {"dates"}:
+            self.result.retained_kinds[rel] = sorted(self._retained - {"dates"})
+        self.check_name(path, rel)
         try:
             self.check_raw(path, rel, kind)
         except OSError as exc:
@@ -250,15 +285,20 @@ class _Verifier:
         """Raw byte search; in bulk binary data (pixels, tiles, voxels, compressed streams)
         only hits of :data:`BULK_MIN_BYTES` or more count (see :func:`drop_chance_hits`)."""
         where = "in the file bytes at {offset}"
-        if kind == "text":
-            self.add_hits(rel, "raw-bytes", self.text.scan_file(path), where)
+        if kind == "text":  # in any encoding: UTF-16 ("Unicode" on Windows), Latin-1, CJK
+            self.add_hits(rel, "raw-bytes", self.text16.scan_file(path), where)
             return
         if kind == "tiff":
             hits = drop_chance_hits(self.raw16.scan_file(path, unbounded=True), _tiff_bulk(path))
             self.add_hits(rel, "raw-bytes", hits, where)
             return
-        gz = path.name.lower().endswith(".gz")
-        hits = self.raw.scan_file(path, unbounded=True)
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+        opener = _OPENERS.get(next((m for m in _OPENERS if magic.startswith(m)), b""))
+        gz = path.name.lower().endswith(".gz") or opener is not None
+        # DICOM declares its character sets (its elements are decoded); other files may
+        # hold text in any encoding
+        hits = (self.raw if kind == "dicom" else self.raw16).scan_file(path, unbounded=True)
         if kind == "dicom":
             with open(path, "rb") as fh:
                 bulk = _dicom_bulk(fh, path.stat().st_size)
@@ -271,15 +311,18 @@ class _Verifier:
         self.add_hits(rel, "raw-bytes", drop_chance_hits(hits, bulk), where)
         if gz:
             try:
-                with gzip.open(path, "rb") as fh:
-                    inner = self.raw.scan_stream(fh, unbounded=True)
-            except (OSError, EOFError, zlib.error) as exc:
+                with (opener or gzip.open)(path, "rb") as fh:
+                    inner = self.raw16.scan_stream(fh, unbounded=True)
+            except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
                 if kind != "nifti":  # a damaged NIfTI is reported by the open check
                     self.add(rel, "raw-bytes", f"gzip stream unreadable: {type(exc).__name__}")
                 return
             inner_bulk = [(_nifti_offset(path), _END)] if kind == "nifti" else [(_OPEN_HEAD, _END)]
             self.add_hits(rel, "raw-bytes", drop_chance_hits(inner, inner_bulk),
                           "in the decompressed bytes at {offset}")
+        elif kind == "other" and any(magic.startswith(m) for m in _UNCHECKED):
+            self.add(rel, "file-type", f"{_UNCHECKED[next(m for m in _UNCHECKED if magic.startswith(m))]}"
+                                       f" whose content cannot be searched: not checked")
 
     # DICOM ------------------------------------------------------------------------
     def check_dicom(self, path: Path, rel: str) -> None:
@@ -309,6 +352,7 @@ class _Verifier:
                         or len(h.term.text) >= MIN_DIGITS]
             if hits:
                 self.add_hits(rel, "dicom-header", hits, f"in {where}")
+        self.check_dates(path, rel, ds)
         is_dir = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == \
             MEDIA_DIRECTORY_SOP_CLASS
         if not is_dir and str(ds.get("PatientIdentityRemoved", "") or "").upper() != "YES":
@@ -369,6 +413,23 @@ class _Verifier:
         if changed:
             self.add(rel, "pixels", f"{changed} pixel value(s) differ from the source outside "
                                     f"the recorded redaction boxes")
+
+    def check_dates(self, path: Path, rel: str, ds) -> None:
+        """Service dates equal to those of the output's source (paired by its pixel data,
+        ``--against``): the dates were not shifted although the release does not keep
+        full dates (no Retain Longitudinal Temporal Information Full Dates Option)."""
+        if "dates" in self._retained or not self.source_dates:
+            return
+        from .identity import SERVICE_DATE_KEYWORDS, pixel_fingerprint
+
+        src = self.source_dates.get(pixel_fingerprint(path) or "")
+        if not src:
+            return
+        same = [kw for kw in SERVICE_DATE_KEYWORDS
+                if kw in src and str(ds.get(kw, "") or "").strip() == src[kw]]
+        if same:
+            self.add(rel, "dates", f"{len(same)} service date(s) ({', '.join(same)}) equal to "
+                                   f"the source's: not shifted", "date", 8)
 
     def check_dciodvfy(self, path: Path, rel: str) -> None:
         from .. import dciodvfy
@@ -560,7 +621,8 @@ class _Verifier:
     def check_zip(self, path: Path, rel: str) -> None:
         try:
             with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
+                infos = zf.infolist()
+                for i, info in enumerate(infos):
                     if info.is_dir():
                         continue
                     if info.file_size > _ZIP_MEMBER_LIMIT:
@@ -569,8 +631,17 @@ class _Verifier:
                         continue
                     self.add_hits(rel, "zip", self.text.find(info.filename.encode()),
                                   "in a member name")
-                    self.add_hits(rel, "zip", self._zip_member(zf, info),
-                                  f"in member {info.filename}")
+                    try:
+                        hits = self._zip_member(zf, info)
+                    except (RuntimeError, NotImplementedError, zlib.error, EOFError,
+                            ValueError, zipfile.BadZipFile, OSError) as exc:
+                        # encrypted, Deflate64/other methods, a corrupt stream
+                        why = ("encrypted" if info.flag_bits & 0x1 else str(exc)
+                               if isinstance(exc, ValueError) else type(exc).__name__)
+                        self.add(rel, "zip", f"member {i + 1} of {len(infos)} cannot be "
+                                             f"read ({why}): not checked")
+                        continue
+                    self.add_hits(rel, "zip", hits, f"in member {info.filename}")
         except (zipfile.BadZipFile, OSError) as exc:
             self.add(rel, "zip", f"does not open: {type(exc).__name__}")
 
@@ -580,11 +651,14 @@ class _Verifier:
         data past its first bytes only when long (chance hits)."""
         if info.filename.lower().endswith(TEXT_SUFFIXES):
             with zf.open(info) as fh:
-                return self.text.scan_stream(fh)
-        with zf.open(info) as fh:
-            hits = self.raw.scan_stream(fh, unbounded=True)
+                return self.text16.scan_stream(fh)
         with zf.open(info) as fh:
             head = fh.read(132)
+        if head[:4] == b"PK\x03\x04" or head[:3] in (b"BZh", b"\x1f\x8b\x08") or any(
+                head.startswith(m) for m in (*_UNCHECKED, b"\xfd7zXZ\x00")):
+            raise ValueError("a nested archive or document")
+        with zf.open(info) as fh:
+            hits = self.raw16.scan_stream(fh, unbounded=True)
         bulk = [(_OPEN_HEAD, _END)]
         if head[128:132] == b"DICM" and info.file_size <= _ZIP_PARSE_LIMIT:
             bulk = _dicom_bulk(io.BytesIO(zf.read(info)), info.file_size)
@@ -593,22 +667,42 @@ class _Verifier:
 
 #: De-identification Method code of the Retain Institution Identity Option (CID 7050).
 RETAIN_INSTITUTION_CODE = "113112"
+#: PS3.15 options whose kept values are no findings -> the identity kind they keep
+#: ("dates": service dates may equal the source's).
+_RETAIN_OPTIONS = {"retain-institution-identity": "institution", "retain-uids": "uid",
+                   "retain-longitudinal-full-dates": "dates"}
 
 
-def _retains_institution(path: Path) -> bool:
-    """Whether a DICOM output says it kept institution identity on purpose."""
+def _retained_kinds(path: Path) -> set[str]:
+    """What a DICOM output says it kept on purpose (its De-identification Method Code
+    Sequence; Longitudinal Temporal Information Modified UNMODIFIED: full dates)."""
     import pydicom
 
+    from ..standard import DEID_METHOD_CODES
+
+    codes = {DEID_METHOD_CODES[o][0]: k for o, k in _RETAIN_OPTIONS.items()}
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                             specific_tags=["DeidentificationMethodCodeSequence"])
+                             specific_tags=["DeidentificationMethodCodeSequence",
+                                            "LongitudinalTemporalInformationModified"])
         seq = ds.get("DeidentificationMethodCodeSequence") or []
-        return any(str(it.get("CodeValue", "")) == RETAIN_INSTITUTION_CODE for it in seq)
+        out = {codes[c] for c in (str(it.get("CodeValue", "")) for it in seq) if c in codes}
+        if str(ds.get("LongitudinalTemporalInformationModified", "") or "").upper() == \
+                "UNMODIFIED":
+            out.add("dates")
+        return out
     except Exception:  # noqa: BLE001 - unreadable: nothing is retained
-        return False
+        return set()
 
 
 _END = 1 << 62
+#: Compressed files opened like gzip (by their magic bytes, whatever their name).
+_OPENERS = {b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+#: Formats whose text verify cannot read (compressed streams inside): a finding, never a
+#: silent pass.
+_UNCHECKED = {b"%PDF": "a PDF document", b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive",
+              b"Rar!": "a RAR archive", b"\x28\xb5\x2f\xfd": "a Zstandard stream",
+              b"\xd0\xcf\x11\xe0": "an OLE (Office) document"}
 #: The first bytes of binary files are searched in full (names, headers, PNG text chunks).
 _OPEN_HEAD = 4096
 _ZIP_PARSE_LIMIT = 256 << 20
@@ -629,7 +723,49 @@ def _dicom_bulk(fh, size: int) -> list[tuple[int, int]]:
         start, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
         if start is None or length is None:
             continue
-        out.append((start, size if length == 0xFFFFFFFF else start + length))
+        if length == 0xFFFFFFFF:
+            out += _encapsulated_bulk(fh, start, size)
+        else:
+            out.append((start, start + length))
+    return out
+
+
+#: Marker segments of a JPEG / JPEG-LS / JPEG 2000 header that hold text, not image data:
+#: COM, APP0-APP15, J2K COM.
+_TEXT_MARKERS = frozenset({0xFE, 0x64, *range(0xE0, 0xF0)})
+
+
+def _encapsulated_bulk(fh, start: int, size: int) -> list[tuple[int, int]]:
+    """Bulk ranges of an encapsulated Pixel Data value at ``start``: each fragment, less
+    the payloads of its header's text segments (COM, APPn: searched as text); the bytes
+    after the Sequence Delimitation Item are no pixel data (searched as text)."""
+    out: list[tuple[int, int]] = []
+    pos = start
+    fh.seek(pos)
+    while pos + 8 <= size:
+        head = fh.read(8)
+        if len(head) < 8:
+            break
+        tag = int.from_bytes(head[:2], "little") << 16 | int.from_bytes(head[2:4], "little")
+        length = int.from_bytes(head[4:], "little")
+        if tag != 0xFFFEE000 or length == 0xFFFFFFFF:
+            break  # the Sequence Delimitation Item (or damage): the value ends here
+        frag = pos + 8
+        data = fh.read(min(length, 1 << 20))  # marker segments are in the first bytes
+        cut = frag
+        i = 2 if data[:2] in (b"\xff\xd8", b"\xff\x4f") else len(data)  # SOI / J2K SOC
+        while i + 4 <= len(data) and data[i] == 0xFF:
+            marker = data[i + 1]
+            if marker in (0xDA, 0x90):  # SOS / SOT: image data follows
+                break
+            seg = int.from_bytes(data[i + 2:i + 4], "big")
+            if marker in _TEXT_MARKERS:
+                out.append((cut, frag + i + 4))
+                cut = frag + i + 2 + seg
+            i += 2 + seg
+        out.append((cut, frag + length))
+        pos = frag + length
+        fh.seek(pos)
     return out
 
 
@@ -676,14 +812,32 @@ _NUMERIC_TEXT = frozenset({"IS", "DS", "UI"})
 MIN_DIGITS = 6
 
 
-def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes, bool]]:
+def _decoded(value: bytes, charsets: list[str]) -> bytes:
+    """A bytes value (UN, OB: a private element of unknown creator) as text in the data
+    set's character sets, else Latin-1; lower case UTF-8 ("MÜLLER" written in ISO_IR 100)."""
+    from pydicom.charset import convert_encodings, decode_bytes
+
+    try:
+        text = decode_bytes(value, convert_encodings(charsets or ["ISO_IR 6"]), set())
+    except Exception:  # noqa: BLE001 - undecodable in them
+        text = value.decode("latin-1")
+    if text.isascii():  # the bytes as they are already say it
+        return b""
+    return text.lower().encode("utf-8", "replace")
+
+
+def _walk(ds, prefix: str, charsets: list[str] | None = None) -> Iterable[tuple[str, bytes, bool]]:
+    cs = ds.get("SpecificCharacterSet", None) if "SpecificCharacterSet" in ds else None
+    if cs is not None:
+        charsets = [str(x) for x in (cs if isinstance(cs, (list, tuple))
+                                     or type(cs).__name__ == "MultiValue" else [cs])]
     for elem in ds:
         tag = int(elem.tag)
         name = f"({elem.tag.group:04X},{elem.tag.element:04X})"
         label = f"{prefix}{name} {elem.keyword or ('private' if elem.tag.is_private else '')}".strip()
         if elem.VR == "SQ":
             for i, item in enumerate(elem.value or []):
-                yield from _walk(item, f"{prefix}{name}[{i}]>")
+                yield from _walk(item, f"{prefix}{name}[{i}]>", charsets)
             continue
         if tag in _PIXEL_TAGS or (tag >> 16) & 0xFF00 == 0x6000 and tag & 0xFFFF == 0x3000:
             continue
@@ -697,6 +851,9 @@ def _walk(ds, prefix: str) -> Iterable[tuple[str, bytes, bool]]:
             continue
         if isinstance(v, bytes):
             data = v
+            text = _decoded(v, charsets or [])
+            if text:
+                yield label, text, False
         elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
             data = "\\".join(str(x) for x in v).lower().encode("utf-8", "replace")
         else:  # decoded in the data set's character set; lower case in full (MÜLLER)
@@ -764,9 +921,10 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         values = identity_from_ledger(ledger) + list(extra_values)
         dicoms: list[str] = []
         unreadable: list[tuple[str, str]] = []
+        dates: dict[str, dict[str, str] | None] = {}
         if against:
             src_values, dicoms = identity_from_sources(against, progress=progress,
-                                                       unreadable=unreadable)
+                                                       unreadable=unreadable, dates=dates)
             values += src_values
         if not values:
             raise InputError("no identity values known: the run ledger has none (or is absent); "
@@ -774,14 +932,18 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
         pseudonyms = sorted({it.patient for it in ledger.items() if it.patient}
                             | set(ledger.subject_pseudonyms()))
         v = _Verifier(outp, values, pseudonyms, ledger=ledger, against_dicoms=dicoms, ocr=ocr,
-                      dciodvfy=dciodvfy)
+                      dciodvfy=dciodvfy, source_dates=dates)
         v.result.values = dict(Counter(x.kind for x in values))
         v.result.unreadable_sources = unreadable
         for it in ledger.items():
             if it.status == "done" and it.output and not (outp / it.output).exists():
                 v.add(it.output, "ledger", "output recorded as done is missing")
         links: list[Path] = []
-        files = iter_outputs(outp, links)
+        folders: list[Path] = []
+        skipped: list[Path] = []
+        files = iter_outputs(outp, links, folders, skipped)
+        v.result.not_for_release = [p.relative_to(outp).as_posix() + "/" for p in skipped]
+        v.check_names([*folders, *links])
         for p in links:
             v.add(p.relative_to(outp).as_posix(), "file-type",
                   "symbolic link or special file: not checked; a release must hold plain "
@@ -795,7 +957,8 @@ def verify_output(out: str | os.PathLike, against: Sequence[str | os.PathLike] =
                     v.check_file(p)
                     bar.update()
             else:
-                _parallel(v, files, jobs, (str(outp), values, pseudonyms, dicoms, ocr, dciodvfy),
+                _parallel(v, files, jobs, (str(outp), values, pseudonyms, dicoms, ocr, dciodvfy,
+                                             dates),
                           bar)
         finally:
             bar.close()
@@ -808,10 +971,10 @@ _WORKER: dict = {}
 
 
 def _init_worker(args: tuple, source_errors: Counter | None) -> None:
-    out, values, exclude, dicoms, ocr, dciodvfy = args
+    out, values, exclude, dicoms, ocr, dciodvfy, dates = args
     ledger = RunLedger(out)
     v = _Verifier(Path(out), values, exclude, ledger=ledger, against_dicoms=dicoms, ocr=ocr,
-                  dciodvfy=dciodvfy)
+                  dciodvfy=dciodvfy, source_dates=dates)
     v._source_errors = source_errors
     _WORKER["v"] = v
 

@@ -22,18 +22,22 @@ DESCRIPTION = """Re-check every output of a de-identified folder before release.
 Searches each file for every identifying value known from the run ledger
 (OUT/.pixeldeid/run.sqlite) and/or the source headers (--against): person names in all
 spellings, IDs with and without leading zeros, birth dates in several formats, accession
-numbers, institution names -- in the raw bytes (UTF-8; UTF-16 for TIFF/slides; gzip and zip
+numbers, institution names, with --against also the sources' staff names and instance UIDs
+(own and referenced) -- in file and folder names, in the raw bytes (UTF-8; UTF-16 for TIFF/slides; gzip and zip
 members), every DICOM element at any depth (private and file meta too), NIfTI header text
 fields and extensions, TIFF tags and slide properties. Checks that DICOM outputs read in
 full and say Patient Identity Removed YES, that NIfTI files and slides open, that no slide
 label/macro with text is left, that pixels equal the source's outside the recorded
-redaction boxes (run ledger, source still there), runs dciodvfy on DICOM (with --against
+redaction boxes (run ledger, source still there), that service dates differ from the
+source's (--against, paired by pixel data; not with the Retain Longitudinal Full Dates
+Option), runs dciodvfy on DICOM (with --against
 or a ledger: only errors the source did not have), and OCRs pixels that were at risk (US,
 SC, OT, XA, NM, secondary captures, Burned In Annotation). Findings give the file, the
 check and the kind and length of the value -- never the value itself. Symbolic links in
 OUT are findings (never followed). The result is also kept in OUT/.pixeldeid/verify.json
 for `pixeldeid report`.
-Exit status: 0 clean, 1 findings (or files that could not be OCR-verified), 2 usage error."""
+Exit status: 0 clean, 1 findings (or files that could not be OCR-verified, or --against
+sources that could not be read), 2 usage error."""
 
 EPILOG = """examples:
   pixeldeid verify release/                       # values from release/.pixeldeid/run.sqlite
@@ -87,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
     kept = sorted({k for ks in result.retained_kinds.values() for k in ks})
     if kept:
         print(f"note: {', '.join(kept)} values not searched in {len(result.retained_kinds)} "
-              f"file(s): the release keeps them (Retain Institution Identity Option)")
+              f"file(s): the release keeps them (PS3.15 Retain Options)")
+    if result.not_for_release:
+        print(printable(f"note: {', '.join(result.not_for_release)} not checked: not part of "
+                        f"the release (state, quarantined originals, QC images); never publish "
+                        f"them -- publish the checked files only"))
     doc = json.dumps(result.to_json(), indent=2).encode("utf-8")
     if args.json:
         write_bytes_atomic(args.json, doc)
@@ -99,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             logger.warning("could not record the verification in %s: %s", state, exc)
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.values.items()))
     state = "clean" if result.clean else (f"{len(result.findings)} finding(s)" + (
-        f", {len(result.not_ocr_verified)} not OCR-verified" if result.not_ocr_verified else ""))
+        f", {len(result.not_ocr_verified)} not OCR-verified" if result.not_ocr_verified else "")
+        + (f", {len(result.unreadable_sources)} source(s) not read: their identity values "
+           f"were not searched for, NOT VERIFIED" if result.unreadable_sources else ""))
     print(f"pixeldeid verify: {result.files} file(s) checked against {kinds}: {state}")
     return result.exit_status

@@ -16,11 +16,14 @@ from dataclasses import dataclass, replace
 
 from ..api import IDENTITY_KEYWORDS
 from ..dummy import DUMMY_VALUES
+from ..pipeline.scan import IDENTITY_FIELDS
 from ..textclean import STOPWORDS, dicom_vocabulary, distinctive, has_cjk
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("name", "id", "birth_date", "accession", "institution", "other")
+KINDS = ("name", "id", "birth_date", "accession", "institution", "uid", "other")
+#: Service dates compared with the source's (``--against``): equal ones were not shifted.
+SERVICE_DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 #: Header keyword -> identity kind (source scan).
 SOURCE_KEYWORDS = {
     "PatientName": "name", "OtherPatientNames": "name", "PatientBirthName": "name",
@@ -28,8 +31,13 @@ SOURCE_KEYWORDS = {
     "IssuerOfPatientID": "other", "MedicalRecordLocator": "id", "AccessionNumber": "accession",
     "PatientBirthDate": "birth_date", "InstitutionName": "institution",
     "InstitutionAddress": "other", "PatientAddress": "other", "PatientTelephoneNumbers": "other",
+    # other people and the department (every other PN at any depth is a name too)
+    "ReferringPhysicianName": "name", "PerformingPhysicianName": "name",
+    "OperatorsName": "name", "NameOfPhysiciansReadingStudy": "name",
+    "InstitutionalDepartmentName": "institution", "StudyID": "other",
 }
 assert set(IDENTITY_KEYWORDS) <= set(SOURCE_KEYWORDS)
+assert {kw for _k, kws in IDENTITY_FIELDS for kw in kws} <= set(SOURCE_KEYWORDS)
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _MONTHS_LONG = ("january", "february", "march", "april", "may", "june", "july", "august",
                 "september", "october", "november", "december")
@@ -208,47 +216,102 @@ def _values_of(elem) -> list[str]:
     return [str(v)] if str(v).strip() else []
 
 
-def identity_from_dataset(ds, patient: str = "") -> list[IdentityValue]:
-    """Identity values of one source header (any depth for Other Patient IDs Sequence)."""
-    out: list[IdentityValue] = []
+def _identity_elements(ds) -> Iterable[tuple[str, str, object]]:
+    """``(label, kind, element)`` of the identity elements of a header: those of
+    :data:`SOURCE_KEYWORDS`, the Patient ID of every Other Patient IDs Sequence item, and
+    every other person name (PN) at any depth (staff, reviewers, contacts)."""
     for kw, kind in SOURCE_KEYWORDS.items():
         if kw in ds:
-            out += [IdentityValue(kind, v, patient) for v in _values_of(ds.data_element(kw))]
+            yield kw, kind, ds.data_element(kw)
     for item in ds.get("OtherPatientIDsSequence", []) or []:
         if "PatientID" in item:
-            out += [IdentityValue("id", v, patient) for v in _values_of(item.data_element("PatientID"))]
-    return out
+            yield "OtherPatientIDsSequence", "id", item.data_element("PatientID")
+    top = {int(ds.data_element(kw).tag) for kw in SOURCE_KEYWORDS if kw in ds}
+    for elem in ds.iterall():
+        if elem.VR == "PN" and int(elem.tag) not in top:
+            yield elem.keyword or str(elem.tag), "name", elem
 
 
-#: Longest value of each VR of the identity attributes (PS3.5 Table 6.2-1; PN: three
-#: component groups of 64); a longer one is a damaged length that swallowed elements.
-_MAX_LENGTH = {"PN": 194, "LO": 64, "SH": 16, "CS": 16, "DA": 18, "ST": 1024, "LT": 10240}
+def identity_from_dataset(ds, patient: str = "") -> list[IdentityValue]:
+    """Identity values of one source header (see :func:`_identity_elements`)."""
+    return [IdentityValue(kind, v, patient) for _kw, kind, elem in _identity_elements(ds)
+            for v in _values_of(elem)]
+
+
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")
 
 
 def source_problem(ds) -> str | None:
-    """Why the identity values of a source header cannot be trusted (a damaged length
-    swallowed the elements after it: values far too long, binary in text), or None."""
-    for kw in SOURCE_KEYWORDS:
-        if kw not in ds:
-            continue
-        elem = ds.data_element(kw)
-        limit = _MAX_LENGTH.get(elem.VR, 1024)
-        if any(len(v) > limit or _CONTROL_CHARS.search(v) for v in _values_of(elem)):
-            return f"{kw}: a value longer than {elem.VR} allows or holding binary (damaged)"
+    """Why the identity values of a source header cannot be trusted, or None.
+
+    A damaged length swallows the elements after it: the value then holds their binary
+    tags and lengths (control bytes). A value that is merely longer than its VR allows
+    but is plain text is common in the field (a 66-character address) and is used.
+    """
+    for kw, _kind, elem in _identity_elements(ds):
+        if any(_CONTROL_CHARS.search(v) for v in _values_of(elem)):
+            return f"{kw}: a value holding binary (damaged length)"
     return None
+
+
+def is_instance_uid(keyword: str) -> bool:
+    """Whether an attribute holds a UID of one study, series, instance, frame of reference
+    or event (not a class, transfer syntax or coding scheme UID)."""
+    return keyword.endswith(("InstanceUID", "FrameOfReferenceUID", "EventUID")) or keyword in (
+        "ConcatenationUID", "DimensionOrganizationUID")
+
+
+def source_uids(ds) -> set[str]:
+    """The instance UIDs of a source header at any depth (its own and those it references)."""
+    out: set[str] = set()
+    for elem in ds.iterall():
+        if elem.VR == "UI" and is_instance_uid(elem.keyword or ""):
+            out.update(v.strip("\x00 ") for v in _values_of(elem) if len(v.strip()) >= 8)
+    return out
+
+
+def pixel_fingerprint(path: str | os.PathLike, ds=None) -> str | None:
+    """A digest of the Pixel Data value of a DICOM file (its length, first and last 64 KiB),
+    to pair an output with its source when pixels were not changed; None without pixels."""
+    import hashlib
+
+    import pydicom
+
+    try:
+        if ds is None:  # the raw element only: the deferred value is never read
+            ds = pydicom.dcmread(path, defer_size=256, force=True)
+        raw = ds._dict.get(0x7FE00010)
+        start, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if start is None or not length:
+            return None
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            if length == 0xFFFFFFFF or length <= 2 << 16:
+                data = fh.read(min(length, 2 << 16))
+            else:
+                data = fh.read(1 << 16)
+                fh.seek(start + length - (1 << 16))
+                data += fh.read(1 << 16)
+        return hashlib.sha256(str(length).encode() + data).hexdigest()
+    except Exception:  # noqa: BLE001 - no pairing: the date check is skipped
+        return None
 
 
 def identity_from_sources(sources: Iterable[str | os.PathLike], *,
                           progress: bool | None = None,
                           unreadable: list[tuple[str, str]] | None = None,
+                          dates: dict[str, dict[str, str] | None] | None = None,
                           ) -> tuple[list[IdentityValue], list[str]]:
     """Scan the source headers for identity values; return ``(values, dicom source files)``.
 
+    The instance UIDs of each source (kind ``uid``) are values too. ``dates``, when given,
+    receives the service dates of each source by :func:`pixel_fingerprint` (None where
+    sources with the same pixels have other dates).
     Non-DICOM sources (NIfTI, slides) carry no patient header here; they are skipped.
     A DICOM source that cannot be read, or whose header is damaged, adds no values (they
     would be made of other elements' bytes); it is appended to ``unreadable`` as
-    ``(path, reason)``.
+    ``(path, reason)``, and the verification cannot be clean (its patient's values are
+    unknown).
     """
     import pydicom
     from tqdm import tqdm
@@ -280,7 +343,14 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
                 continue
             ds = pydicom.dcmread(p, stop_before_pixels=True)
             found = identity_from_dataset(ds)  # elements are read here (lazily)
+            found += [IdentityValue("uid", u) for u in sorted(source_uids(ds))]
             problem = source_problem(ds)
+            if dates is not None and not problem:
+                fp = pixel_fingerprint(p)
+                got = {kw: str(ds.get(kw, "") or "").strip() for kw in SERVICE_DATE_KEYWORDS}
+                got = {k: v for k, v in got.items() if v}
+                if fp and got:
+                    dates[fp] = got if dates.get(fp, got) == got else None
         except Exception as exc:  # noqa: BLE001 - an unreadable source adds no values
             problem = f"unreadable: {type(exc).__name__}"
         if problem:

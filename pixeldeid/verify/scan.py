@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..textclean import case_forms, distinctive
+from ..textclean import case_forms, distinctive, has_cjk
 from .identity import Term
 
 _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 CHUNK = 16 << 20
 #: Shortest hit (bytes) reported inside bulk binary data.
 BULK_MIN_BYTES = 8
+#: Legacy encodings searched for non-ASCII terms (with ``utf16``): Latin and CJK.
+LEGACY_ENCODINGS = ("cp1252", "latin-1", "iso8859-2", "cp1251", "iso8859-7")
+CJK_ENCODINGS = ("shift_jis", "euc-jp", "iso2022_jp", "gb18030", "big5", "euc-kr")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ class Matcher:
     min_len : int
         Shorter spellings are ignored (raw binary data: 4 keeps chance hits rare).
     utf16 : bool
-        Also search the UTF-16 LE and BE encodings.
+        Also search the UTF-16 LE and BE encodings, and the legacy single- and multi-byte
+        encodings of non-ASCII terms (:data:`LEGACY_ENCODINGS`, :data:`CJK_ENCODINGS`):
+        files that are not DICOM say nothing of their character set.
     """
 
     def __init__(self, terms: Iterable[Term], *, min_len: int = 3, utf16: bool = False) -> None:
@@ -56,11 +61,22 @@ class Matcher:
                 continue
             # the data is lower-cased as bytes (ASCII letters only) before the search, so
             # each case form is too: "MÜLLER" is searched as "mÜller"
-            encodings = ("utf-8", "utf-16-le", "utf-16-be") if utf16 else ("utf-8",)
+            encodings: tuple[str, ...] = ("utf-8",)
+            if utf16:
+                encodings += ("utf-16-le", "utf-16-be")
+                if not t.text.isascii():
+                    encodings += CJK_ENCODINGS if has_cjk(t.text) else LEGACY_ENCODINGS
+            seen: set[bytes] = set()
             for enc in encodings:
-                unit = 1 if enc == "utf-8" else 2
-                for form in sorted({f.encode(enc).lower() for f in case_forms(t.text)}):
-                    self.patterns.append((form, t, enc, unit))
+                unit = 2 if enc.startswith("utf-16") else 1
+                for f in case_forms(t.text):
+                    try:
+                        form = f.encode(enc).lower()
+                    except UnicodeEncodeError:
+                        continue
+                    if form not in seen:
+                        seen.add(form)
+                        self.patterns.append((form, t, enc, unit))
         self.longest = max((len(p[0]) for p in self.patterns), default=0)
         self._ac = None
         if self.patterns:
@@ -98,6 +114,11 @@ class Matcher:
             bounded = _boundary(low, start, start + len(pat), enc, unit, pat)
             if bounded or unbounded:
                 hits.append(Hit(term, base + start, enc, len(pat), bounded))
+        if any(h.encoding == "utf-16-be" for h in hits):
+            # UTF-16 ASCII text holds both byte orders one byte apart: one hit, not two
+            le = {(h.term.text, h.offset) for h in hits if h.encoding == "utf-16-le"}
+            hits = [h for h in hits if h.encoding != "utf-16-be"
+                    or (h.term.text, h.offset + 1) not in le]
         return hits
 
     def find_text(self, text: str) -> list[Hit]:
@@ -136,14 +157,17 @@ def drop_chance_hits(hits: list[Hit], bulk: list[tuple[int, int]],
     """Hits inside bulk binary ranges (pixel data, tiles, voxels, compressed streams) are
     kept only when at least ``min_bytes`` long, whatever the bytes around them: a short
     word turns up there by chance (4 letters: about once per term and gigabyte of
-    noise-like data), a long one does not. Outside them only whole-word hits count."""
+    noise-like data), a long one does not (in UTF-16: as many characters). Outside them
+    only whole-word hits count."""
     bulk = sorted(bulk)
     starts = [b[0] for b in bulk]
     kept = []
     for h in hits:
         i = bisect.bisect_right(starts, h.offset) - 1
         inside = i >= 0 and bulk[i][0] <= h.offset < bulk[i][1]
-        if (h.nbytes >= min_bytes) if inside else h.bounded:
+        # UTF-16: as many characters (16-bit samples of small values look like it)
+        need = min_bytes * (2 if h.encoding.startswith("utf-16") else 1)
+        if (h.nbytes >= need) if inside else h.bounded:
             kept.append(h)
     return kept
 

@@ -57,3 +57,21 @@ def test_run_output_with_a_leak_fails_and_report_shows_it(run_out, tmp_path, cap
     quarantine = html[html.index('id="quarantine-table"'):]
     quarantine = quarantine[:quarantine.index("</table>")]
     assert quarantine.count("<tr>") == 2 and "notes.bin" in quarantine  # header + the non-image
+
+
+def test_other_patient_ids_sequence_id_is_in_the_ledger(run_out, tmp_path, capsys):
+    """The ledger kept Other Patient IDs but not the Patient ID of the Other Patient IDs
+    Sequence items (an NHS number): put back into an output it verified clean."""
+    import shutil
+
+    _src, out0 = run_out
+    out = tmp_path / "out"
+    shutil.copytree(out0, out)
+    target = sorted(out.rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(target)
+    other_id = make_patient(40).other_id
+    ds.ImageComments = f"see record {other_id}"
+    ds.save_as(target)
+    assert main(["verify", str(out), "--no-ocr", "--no-progress", "--no-dciodvfy"]) == 1
+    text = capsys.readouterr().out
+    assert "ImageComments" in text and other_id not in text

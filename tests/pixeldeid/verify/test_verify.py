@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -226,9 +227,22 @@ def test_report_folder_quarantine_and_state_are_not_scanned(ct_release, tmp_path
     (out / ".pixeldeid" / "notes.txt").write_text(fam)
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     assert r.clean and r.files == 2
+    # named as not for release (verify "clean" must not read as "publish OUT as it is")
+    assert r.not_for_release == [".pixeldeid/", "quarantine/", "report/"]
     (out / "README.txt").write_text(f"collection of {fam}")
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     assert [(f.file, f.kind) for f in r.findings] == [("README.txt", "name")]
+
+
+def test_summary_names_the_folders_that_are_not_for_release(ct_release, capsys):
+    """verify skipped OUT/quarantine/ (the original inputs) and OUT/.pixeldeid/ (the key)
+    in silence; `verify OUT && publish OUT` published them."""
+    rc, text = _run([str(ct_release.out), "--against", str(ct_release.src), "--no-ocr",
+                     "--no-dciodvfy"], capsys)
+    assert rc == 0 and text.strip().endswith("clean")
+    note = [ln for ln in text.splitlines() if ln.startswith("note: ")]
+    assert len(note) == 1 and ".pixeldeid/, quarantine/ not checked" in note[0]
+    assert "never publish" in note[0]
 
 
 def test_symbolic_links_are_findings_not_followed(ct_release, tmp_path):
@@ -467,9 +481,319 @@ def test_damaged_or_truncated_sources_are_named_not_mined(ct_release, tmp_path, 
     (bad / "cut.dcm").write_bytes(examples.get_path("ct").read_bytes()[:1000])
     r = verify_output(ct_release.out, [ct_release.src, bad], ocr=None, dciodvfy=False,
                       progress=False)
-    assert r.clean, [f.line() for f in r.findings]
+    assert not r.findings, [f.line() for f in r.findings]  # no "names" made of other bytes
     assert sorted(Path(p).name for p, _ in r.unreadable_sources) == ["cut.dcm", "pn_length.dcm"]
+    # their patients' values were not searched for: the release is not verified clean
+    assert not r.clean and r.exit_status == 1
     status = main(["verify", str(ct_release.out), "--against", str(ct_release.src), str(bad),
                    "--no-ocr", "--no-dciodvfy", "--no-progress"])
     out = capsys.readouterr().out
-    assert status == 0 and "pn_length.dcm: [source]" in out and "cut.dcm: [source]" in out
+    assert status == 1 and "pn_length.dcm: [source]" in out and "cut.dcm: [source]" in out
+    summary = out.strip().splitlines()[-1]
+    assert "clean" not in summary and "2 source(s) not read" in summary
+
+
+def test_over_long_source_value_keeps_the_sources_identity(ct_release, tmp_path, capsys):
+    """A plain-text value longer than its VR allows (a 66-character address, common in real
+    exports) dropped every identity value of its source, and verify still said clean while
+    that patient's name and ID were in an output."""
+    src = tmp_path / "src"
+    shutil.copytree(ct_release.src, src)
+    first = sorted((src / "p0").glob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    ds.PatientAddress = "Flat 12, The Old Rectory, 221 Long Meadow Lane, Little Whinging XX"
+    assert len(ds.PatientAddress) > 64
+    ds.save_as(first)
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    for target in _outputs(out):
+        d = pydicom.dcmread(target)
+        d.ImageComments = f"{p.name} {p.patient_id}"
+        d.save_as(target)
+    r = verify_output(out, [src], ocr=None, dciodvfy=False, progress=False)
+    assert not r.unreadable_sources
+    kinds = {f.kind for f in r.findings if f.check == "dicom-header"}
+    assert {"name", "id"} <= kinds and r.exit_status == 1
+    rc, text = _run([str(out), "--against", str(src), "--no-ocr", "--no-dciodvfy"], capsys)
+    assert rc == 1 and not text.strip().endswith("clean")
+    _assert_no_values(text, ct_release)
+
+
+def test_other_peoples_names_in_the_sources_are_searched(ct_release, tmp_path, capsys):
+    """--against took the patient's names only: the original referring physician's and
+    operator's names, and a person name deep in a sequence, put back verified clean."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    src = tmp_path / "src"
+    shutil.copytree(ct_release.src, src)
+    first = sorted((src / "p1").glob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    reviewer = Dataset()
+    reviewer.PersonName = "Quenby^Ottoline"
+    ds.ContentSequence = Sequence([reviewer])
+    ds.save_as(first)
+    p = ct_release.patients[0]
+    r = verify_output(ct_release.out, [src], ocr=None, dciodvfy=False, progress=False)
+    assert r.clean, [f.line() for f in r.findings]  # the core removed them all
+    out = copy_release(ct_release, tmp_path / "out")
+    targets = _outputs(out)
+    for target, text in zip(targets, (f"read by {p.referring.split('^')[0]}, "
+                                      f"scanned by {p.operator.replace('^', ' ')}",
+                                      "second read Dr Ottoline Quenby"), strict=True):
+        d = pydicom.dcmread(target)
+        d.ImageComments = text
+        d.save_as(target)
+    rc, text = _run([str(out), "--against", str(src), "--no-ocr", "--no-dciodvfy"], capsys)
+    assert rc == 1
+    for target in targets:
+        assert f"{target.name}: [dicom-header] name value" in text
+    for v in (p.referring.split("^")[0], p.operator.split("^")[0], "Quenby", "Ottoline"):
+        assert v.lower() not in text.lower()
+
+
+def test_identity_in_file_and_folder_names_is_found(ct_release, tmp_path, capsys):
+    """Only file contents were searched: outputs renamed after the patient
+    (``Smith_John_4711235.dcm``, a folder ``Smith John 4711235/``) verified clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    a, b = _outputs(out)
+    a.rename(out / f"{p.family}_{p.given}_{p.patient_id}.dcm")
+    folder = out / f"{p.family.title()} {p.given} {p.patient_id}"
+    folder.mkdir()
+    b.rename(folder / "IM0001.dcm")
+    (out / "empty" / f"acc-{p.accession}").mkdir(parents=True)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    names = {(f.file.split("/")[-1] == f.file, f.kind) for f in r.findings
+             if f.check == "file-name"}
+    assert names == {(True, "name"), (True, "id"), (False, "accession")}
+    assert {f.what.split(" in the ")[1].split()[0] for f in r.findings
+            if f.check == "file-name"} == {"file", "folder"}
+    assert not [f for f in r.findings if f.check != "file-name"]
+    rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy"],
+                    capsys)
+    assert rc == 1 and "[file-name] name value" in text
+
+
+def _put_back_uids_and_dates(out: Path, src: Path) -> None:
+    """Each output gets its source's Study/Series UIDs, a reference to its source SOP
+    Instance UID and its unshifted service dates (outputs paired with sources by pixels)."""
+    from pydicom.dataset import Dataset
+
+    by_pixels = {}
+    for s in src.rglob("*.dcm"):
+        try:
+            d = pydicom.dcmread(s)
+            by_pixels[d.PixelData] = d
+        except Exception:  # noqa: BLE001 - the broken source
+            continue
+    for target in _outputs(out):
+        ds = pydicom.dcmread(target)
+        s = by_pixels[ds.PixelData]
+        for kw in ("StudyInstanceUID", "SeriesInstanceUID", "StudyDate", "SeriesDate",
+                   "AcquisitionDate", "ContentDate"):
+            if kw in s:
+                setattr(ds, kw, s.data_element(kw).value)
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = s.SOPClassUID
+        ref.ReferencedSOPInstanceUID = s.SOPInstanceUID
+        ds.ReferencedImageSequence = [ref]
+        ds.save_as(target)
+
+
+def test_original_uids_and_unshifted_dates_are_found(ct_release, tmp_path, capsys):
+    """--against compared no UIDs or dates with the sources: original instance UIDs (own
+    and referenced) and unshifted service dates put back verified clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    _put_back_uids_and_dates(out, ct_release.src)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    for target in _outputs(out):
+        mine = [f for f in r.findings if f.file == target.name]
+        where = " ".join(f.what for f in mine if f.check == "dicom-header" and f.kind == "uid")
+        for kw in ("StudyInstanceUID", "SeriesInstanceUID", "ReferencedSOPInstanceUID"):
+            assert kw in where
+        assert [f.check for f in mine].count("dates") == 1
+    rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy"],
+                    capsys)
+    assert rc == 1 and "[dates] 4 service date(s)" in text
+    for s in ct_release.src.rglob("*.dcm"):
+        if s.name != "broken.dcm":
+            d = pydicom.dcmread(s)
+            assert d.StudyInstanceUID not in text and d.StudyDate not in text
+
+
+def test_kept_uids_and_full_dates_of_the_retain_options_are_no_findings(ct_release, tmp_path):
+    """A release made with the Retain UIDs and Retain Longitudinal Full Dates Options keeps
+    the source's UIDs and dates on purpose: no finding."""
+    from pixeldeid.api import DeidConfig
+    from pixeldeid.batch import run_batch
+    from tests.pixeldeid.verify.conftest import KEY
+
+    out = tmp_path / "out"
+    run_batch([ct_release.src], out, DeidConfig(key=KEY, options=(
+        "retain-uids", "retain-longitudinal-full-dates")), progress=False)
+    _put_back_uids_and_dates(out, ct_release.src)  # what they already hold
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert r.clean, [f.line() for f in r.findings]
+    assert all("uid" in kinds for kinds in r.retained_kinds.values())
+
+
+def _zip_bytes(text: str, *, flag: int = 0, method: int | None = None) -> bytes:
+    """A one-member zip, its header patched as encrypted (``flag``) or to another
+    compression ``method`` (9: Deflate64, which zipfile cannot read)."""
+    import io
+    import struct
+
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("n.txt", text)
+    d = bytearray(b.getvalue())
+    c = d.find(b"PK\x01\x02")
+    for off in (6, c + 8):
+        struct.pack_into("<H", d, off, struct.unpack_from("<H", d, off)[0] | flag)
+    if method is not None:
+        for off in (8, c + 10):
+            struct.pack_into("<H", d, off, method)
+    return bytes(d)
+
+
+def test_unreadable_zip_members_are_one_line_findings(ct_release, tmp_path, capsys):
+    """An encrypted or Deflate64 member ended verify with a traceback."""
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    text = f"{p.given} {p.family} {p.patient_id} " * 20
+    (out / "enc.zip").write_bytes(_zip_bytes(text, flag=1))
+    (out / "d64.zip").write_bytes(_zip_bytes(text, method=9))
+    rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy"],
+                    capsys)
+    assert rc == 1
+    assert "enc.zip: [zip] member 1 of 1 cannot be read (encrypted): not checked" in text
+    assert "d64.zip: [zip] member 1 of 1 cannot be read (NotImplementedError)" in text
+    _assert_no_values(text, ct_release)
+
+
+def test_text_files_in_utf16_latin1_and_cjk_encodings_are_searched(ct_release, tmp_path):
+    """Text files were searched as UTF-8 only: Windows "Unicode" (UTF-16 with BOM) notes, a
+    Latin-1 CSV and a Shift-JIS note verified clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    (out / "notes.txt").write_bytes(f"{p.given} {p.family}, MRN {p.patient_id}\r\n"
+                                    .encode("utf-16"))
+    (out / "subjects.csv").write_bytes("id,name\n1,Jürgen Müller\n".encode("latin-1"))
+    (out / "memo.dat").write_bytes(b"\x00" * 5000 + "患者 山田太郎".encode("shift_jis"))
+    extra = [IdentityValue("name", "Müller^Jürgen"), IdentityValue("name", "山田^太郎")]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    got = {(f.file, f.kind, f.what.split(" (")[2].rstrip(")")) for f in r.findings}
+    assert {("notes.txt", "name", "utf-16-le"), ("notes.txt", "id", "utf-16-le"),
+            ("subjects.csv", "name", "cp1252"), ("memo.dat", "name", "shift_jis")} <= got
+    assert not [f for f in r.findings if "utf-16-be" in f.what]  # one hit, not two
+    assert {f.file for f in r.findings} == {"notes.txt", "subjects.csv", "memo.dat"}
+
+
+def test_private_un_value_is_searched_in_the_datasets_character_set(ct_release, tmp_path):
+    """A private element of unknown creator (UN) was searched as UTF-8 bytes only: the
+    patient's name in the data set's own character set (ISO_IR 100, ISO 2022 IR 87)
+    verified clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    a, b = _outputs(out)
+    for target, charset, value in ((a, "ISO_IR 100", "MÜLLER^JÜRGEN".encode("latin-1")),
+                                   (b, ["", "ISO 2022 IR 87"],
+                                    "山田^太郎".encode("iso2022_jp"))):
+        ds = pydicom.dcmread(target)
+        ds.SpecificCharacterSet = charset
+        ds.add_new(0x00990010, "LO", "UNKNOWN CREATOR")
+        ds.add_new(0x00991001, "UN", value)
+        ds.save_as(target)
+    extra = [IdentityValue("name", "Müller^Jürgen"), IdentityValue("name", "山田^太郎")]
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    hdr = {f.file for f in r.findings if f.check == "dicom-header" and f.kind == "name"
+           and "(0099,1001)" in f.what}
+    assert hdr == {a.name, b.name}
+
+
+def _to_jpeg(path: Path, com: bytes = b"", trailer: bytes = b"") -> None:
+    """Rewrite an output as baseline JPEG in encapsulated Pixel Data, with a COM segment
+    and bytes after the Sequence Delimitation Item when given."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(path)
+    a = ds.pixel_array.astype(float)
+    a = ((a - a.min()) / (np.ptp(a) or 1) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=90)
+    j = buf.getvalue()
+    if com:
+        j = j[:2] + b"\xff\xfe" + (len(com) + 2).to_bytes(2, "big") + com + j[2:]
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for k in ("RescaleIntercept", "RescaleSlope", "WindowCenter", "WindowWidth"):
+        if k in ds:
+            del ds[k]
+    ds.PixelData = encapsulate([j])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.LossyImageCompression = "01"
+    ds.save_as(path)
+    if trailer:
+        path.write_bytes(path.read_bytes() + trailer)
+
+
+def test_jpeg_text_segments_and_bytes_after_pixel_data_are_text(ct_release, tmp_path):
+    """Encapsulated Pixel Data counted as bulk to the end of the file, COM segments
+    included: a surname and a 7-character ID there (shorter than 8 bytes) passed."""
+    out = copy_release(ct_release, tmp_path / "out")
+    extra = [IdentityValue("name", "Smith^John"), IdentityValue("id", "4711235")]
+    a, b = _outputs(out)
+    _to_jpeg(a, com=b"Pt Smith ID 4711235")
+    _to_jpeg(b, trailer=b"4711235")
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    got = {(f.file, f.check, f.kind) for f in r.findings}
+    assert {(a.name, "raw-bytes", "name"), (a.name, "raw-bytes", "id"),
+            (b.name, "raw-bytes", "id")} <= got
+    clean = copy_release(ct_release, tmp_path / "clean")
+    for t in _outputs(clean):
+        _to_jpeg(t)
+    r = verify_output(clean, [ct_release.src], ocr=None, dciodvfy=False, progress=False,
+                      extra_values=extra)
+    assert not [f for f in r.findings if f.check == "raw-bytes"]
+
+
+def test_bz2_xz_nested_zip_and_pdf_are_opened_or_findings(ct_release, tmp_path):
+    """Only gzip was decompressed: a .bz2 note, a zip inside a zip and a PDF (Flate
+    content stream) with the patient's name verified clean."""
+    import bz2
+    import io
+    import lzma
+
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    note = f"{p.given} {p.family} MRN {p.patient_id}\n".encode() * 30
+    (out / "notes.txt.bz2").write_bytes(bz2.compress(note))
+    (out / "sidecar.json.xz").write_bytes(lzma.compress(note))
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("n.txt", note)
+    with zipfile.ZipFile(out / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inner.zip", inner.getvalue())
+    import zlib
+
+    stream = zlib.compress(b"BT (" + note[:40] + b") Tj ET")
+    (out / "report.pdf").write_bytes(b"%PDF-1.4\n1 0 obj <</Filter /FlateDecode /Length "
+                                     + str(len(stream)).encode() + b">> stream\n" + stream
+                                     + b"\nendstream endobj\n%%EOF\n")
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    got = {(f.file, f.check, f.kind) for f in r.findings}
+    assert {("notes.txt.bz2", "raw-bytes", "name"), ("notes.txt.bz2", "raw-bytes", "id"),
+            ("sidecar.json.xz", "raw-bytes", "name")} <= got
+    lines = [f.line() for f in r.findings]
+    assert "bundle.zip: [zip] member 1 of 1 cannot be read (a nested archive or document): " \
+           "not checked" in lines
+    assert "report.pdf: [file-type] a PDF document whose content cannot be searched: " \
+           "not checked" in lines
+    assert not r.clean
