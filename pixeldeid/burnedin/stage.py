@@ -332,6 +332,11 @@ class BurnedInStage:
         s = self.settings
         if s.policy == "off":
             return PixelResult(method="off")
+        floats = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+        if floats:
+            # (pixels the stage cannot decode are never released unchecked)
+            raise DeidError(f"pixel data: {floats[0]} cannot be checked for burned-in text",
+                            source)
         if "PixelData" not in ds:
             return PixelResult(method="no-pixels")
         try:

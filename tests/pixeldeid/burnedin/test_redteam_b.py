@@ -1,0 +1,80 @@
+"""Red team B leaks of the burned-in text stage, each a synthetic image with the patient's
+name drawn where the stage did not look (rapidocr on the CPU).
+
+Each case checks the file is either quarantined (:class:`DeidError`) or released with the
+drawn name black.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from pixeldeid.burnedin.synth import _font, _ink_box, make_us_frame
+from pixeldeid.errors import DeidError
+
+pytest.importorskip("rapidocr_onnxruntime")
+
+from pixeldeid.burnedin.boxes import TextBox  # noqa: E402
+from pixeldeid.burnedin.classify import IdentityValues  # noqa: E402
+from pixeldeid.burnedin.frames import PixelFrames  # noqa: E402
+from pixeldeid.burnedin.stage import BurnedInStage, PixelSettings  # noqa: E402
+
+
+def _stage(policy: str = "phi-only", **kw) -> BurnedInStage:
+    kw.setdefault("ocr", "rapidocr")
+    return BurnedInStage(PixelSettings(policy=policy, device="cpu", **kw))
+
+
+def _name(identity: dict[str, str]) -> str:
+    family, given = identity["name"].split("^")
+    return f"{given} {family}".upper()
+
+
+def _draw(frame: np.ndarray, text: str, xy: tuple[int, int], colour, size: int = 18
+          ) -> TextBox:
+    """Draw ``text`` at ``xy`` into ``frame`` (in place); the ink box (ground truth)."""
+    from PIL import Image, ImageDraw
+
+    font = _font(0, size)
+    im = Image.fromarray(frame)
+    ImageDraw.Draw(im).text(xy, text, font=font, fill=colour)
+    frame[...] = np.asarray(im)
+    rows, cols = frame.shape[:2]
+    return TextBox(*_ink_box(text, xy, font, rows, cols), text=text, label="identity")
+
+
+def _released_black_or_refused(stage: BurnedInStage, ds, boxes: list[tuple[int, TextBox]]
+                               ) -> str:
+    """Run ``stage`` on ``ds``; 'quarantined', or 'redacted' when every (frame, box) is black.
+    """
+    try:
+        stage.process(ds, IdentityValues.from_dataset(ds), "x.dcm")
+    except DeidError:
+        return "quarantined"
+    after = PixelFrames(ds).display()
+    for f, b in boxes:
+        assert int(after[f, b.y0:b.y1, b.x0:b.x1].max()) <= 8, (f, b)
+    return "redacted"
+
+
+# -- D7 --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("keyword", ["FloatPixelData", "DoubleFloatPixelData"])
+def test_float_pixel_data_is_never_released_unchecked(keyword):
+    """A US image whose pixels are Float (or Double Float) Pixel Data was released as
+    'no pixels' with the name readable; it is quarantined now."""
+    us = make_us_frame(rows=240, columns=320, photometric="MONOCHROME2", seed=3)
+    ds = copy.deepcopy(us.dataset)
+    img = ds.pixel_array.astype(np.float32 if keyword == "FloatPixelData" else np.float64)
+    del ds.PixelData
+    for k in ("BitsStored", "HighBit", "PixelRepresentation"):
+        if k in ds:
+            delattr(ds, k)
+    ds.BitsAllocated = 32 if keyword == "FloatPixelData" else 64
+    setattr(ds, keyword, img.tobytes())
+    for policy, ocr in (("auto", "rapidocr"), ("phi-only", "none"), ("template", "none")):
+        with pytest.raises(DeidError, match=keyword):
+            _stage(policy, ocr=ocr).process(copy.deepcopy(ds),
+                                            IdentityValues.from_dataset(ds), "x.dcm")
