@@ -128,12 +128,17 @@ def at_risk(ds: Dataset) -> str | None:
 
 def plausible_text(box: TextBox, rows: int, cols: int) -> bool:
     """False for OCR boxes that are not burned-in text: a lone glyph read into anatomy
-    (a lung read as "O"), a line taller than any overlay text."""
-    if box.source != "ocr":
+    (a lung read as "O"), a short or safe reading taller than any overlay text.
+
+    A box read as identity is always text (rotated, vertical or large text gets a tall
+    axis-aligned box), and so is an unknown reading of at least 3 letters or digits.
+    """
+    if box.source != "ocr" or box.label == "identity":
         return True
-    if box.height > max(64, rows // 6):
+    alnum = sum(c.isalnum() for c in box.text)
+    if box.height > max(64, rows // 6) and (box.label == "safe" or alnum < 3):
         return False
-    return sum(c.isalnum() for c in box.text) >= 2 or box.label == "identity"
+    return alnum >= 2
 
 
 def _pad(box: TextBox, rows: int, cols: int) -> TextBox:

@@ -78,3 +78,51 @@ def test_float_pixel_data_is_never_released_unchecked(keyword):
         with pytest.raises(DeidError, match=keyword):
             _stage(policy, ocr=ocr).process(copy.deepcopy(ds),
                                             IdentityValues.from_dataset(ds), "x.dcm")
+
+
+# -- D4 --------------------------------------------------------------------------------------
+def _us_image(img: np.ndarray):
+    """A single-frame MONOCHROME2 ultrasound dataset holding ``img`` and its identity."""
+    us = make_us_frame(rows=img.shape[0], columns=img.shape[1], photometric="MONOCHROME2",
+                       seed=9)
+    ds = copy.deepcopy(us.dataset)
+    assert ds.pixel_array.shape == img.shape
+    ds.PixelData = np.ascontiguousarray(img).tobytes()
+    return ds, us.identity
+
+
+def _draw_rotated(frame: np.ndarray, text: str, xy: tuple[int, int], size: int, angle: float
+                  ) -> TextBox:
+    """Draw ``text`` rotated by ``angle`` degrees with its corner at ``xy``; the ink box."""
+    from PIL import Image, ImageDraw
+
+    font = _font(0, size)
+    tmp = Image.new("L", (int(size * len(text) * 0.8) + 20, size + 20), 0)
+    ImageDraw.Draw(tmp).text((5, 5), text, fill=255, font=font)
+    mask = np.asarray(tmp.rotate(angle, expand=True, resample=Image.BICUBIC)) > 128
+    x, y = xy
+    h, w = mask.shape
+    frame[y:y + h, x:x + w][mask] = 230
+    ys, xs = np.nonzero(mask)
+    return TextBox(x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1,
+                   y + int(ys.max()) + 1, text=text, label="identity")
+
+
+@pytest.mark.parametrize("case", ["rotated", "large"])
+def test_tall_identity_box_is_redacted(case):
+    """OCR reads the name (rotated 20 degrees, or in a 110 px font) but its box is taller
+    than overlay text: it was dropped as implausible after being labelled identity and the
+    name was released; identity boxes are never dropped now."""
+    rng = np.random.default_rng(1)
+    img = np.zeros((480, 640), np.uint8)
+    img[120:460, 120:520] = rng.integers(20, 140, (340, 400))
+    ds, identity = _us_image(img)
+    family, given = identity["name"].split("^")
+    if case == "rotated":
+        truth = _draw_rotated(img, f"{family} {given}".upper(), (150, 150), 18, 20)
+    else:
+        truth = _draw(img, family.upper(), (20, 150), 230, size=110)
+    assert truth.height > 64
+    ds.PixelData = img.tobytes()
+    assert _released_black_or_refused(_stage(), ds, [(0, truth)]) in ("redacted",
+                                                                       "quarantined")
