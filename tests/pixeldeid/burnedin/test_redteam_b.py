@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import pytest
 
-from pixeldeid.burnedin.synth import _font, _ink_box, make_us_frame
+from pixeldeid.burnedin.synth import _font, _ink_box, make_us_cine, make_us_frame
 from pixeldeid.errors import DeidError
 
 pytest.importorskip("rapidocr_onnxruntime")
@@ -126,3 +126,65 @@ def test_tall_identity_box_is_redacted(case):
     ds.PixelData = img.tobytes()
     assert _released_black_or_refused(_stage(), ds, [(0, truth)]) in ("redacted",
                                                                        "quarantined")
+
+
+# -- multi-frame builders ----------------------------------------------------------------------
+def _moving_sector(n: int, rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """``(n, rows, cols)`` uint8: smooth speckle in an ellipse on black that slides a few
+    pixels up and down from frame to frame, with fresh fine noise (an ultrasound sector)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.integers(0, 255, (rows + 40, cols)).astype(np.float32),
+                           (0, 0), 1.5)
+    tex = np.clip((tex - tex.mean()) * 3 + 80, 10, 150)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    inside = ((yy - rows * 0.55) ** 2 / (rows * 0.35) ** 2
+              + (xx - cols / 2) ** 2 / (cols * 0.33) ** 2) < 1
+    out = np.zeros((n, rows, cols), np.uint8)
+    for f in range(n):
+        dy = 20 + int(round(6 * np.sin(f / 2)))
+        img = tex[dy:dy + rows] + rng.normal(0, 4, (rows, cols))
+        out[f][inside] = np.clip(img, 0, 255)[inside].astype(np.uint8)
+    return out
+
+
+def _cine_dataset(frames: np.ndarray, seed: int = 5):
+    """A US multi-frame MONOCHROME2 dataset (synthetic header and identity) holding
+    ``frames``."""
+    n, rows, cols = frames.shape
+    us = make_us_cine(n_frames=n, rows=rows, columns=cols, photometric="MONOCHROME2",
+                      clock_every=10 ** 6, seed=seed)
+    ds = copy.deepcopy(us.dataset)
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    return ds, us.identity
+
+
+# -- D2 and D9 ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shown", [(3, 4), (3, 4, 5)])
+def test_name_over_the_moving_image_for_a_few_frames_is_redacted(shown):
+    """A name shown over the moving sector in 2 or 3 frames of 12 only: too brief to be a
+    step (it must hold 3 transitions) and not on the overlay, it was never read; it is a
+    transient now."""
+    frames = _moving_sector(12, 360, 480, seed=1)
+    ds, identity = _cine_dataset(frames)
+    for f in shown:
+        truth = _draw(frames[f], _name(identity), (140, 190), 230)
+    ds.PixelData = frames.tobytes()
+    assert _released_black_or_refused(_stage(), ds, [(f, truth) for f in shown]) in (
+        "redacted", "quarantined")
+
+
+@pytest.mark.parametrize("base, contrast", [(25, 40), (0, 60)])
+def test_dim_name_appearing_mid_cine_is_redacted(base, contrast):
+    """Dim text (grey on a grey band, dim grey on the black border) appearing at frame 8 of
+    12 changes the overlay by less than the old strong-change gate (64): never read, it
+    was released; overlay changes count from 24 levels now."""
+    frames = _moving_sector(12, 360, 480, seed=3)
+    frames[:, :40, :] = base
+    ds, identity = _cine_dataset(frames)
+    for f in range(8, 12):
+        truth = _draw(frames[f], _name(identity), (20, 10), base + contrast, size=16)
+    ds.PixelData = frames.tobytes()
+    assert _released_black_or_refused(_stage(), ds, [(f, truth) for f in range(8, 12)]) in (
+        "redacted", "quarantined")
