@@ -212,6 +212,16 @@ def _unseen(pf: PixelFrames, where: tuple, todo: list[tuple[int, tuple]],
     return out
 
 
+def _hidden(cover: Sequence[TextBox], found: Sequence[TextBox], policy: str, rows: int,
+            cols: int) -> list[TextBox]:
+    """What will be blacked out in every frame: ``cover`` and the padded boxes of ``found``
+    to redact that :func:`plausible_text` keeps (a box the stage drops hides nothing)."""
+    from .classify import boxes_to_redact
+
+    return list(cover) + [_pad(b, rows, cols) for b in boxes_to_redact(found, policy)
+                          if plausible_text(b, rows, cols)]
+
+
 def _blackout(image: np.ndarray, boxes: Sequence[TextBox]) -> np.ndarray:
     """A copy of ``image`` with ``boxes`` black (what OCR need not read again)."""
     if not boxes:
@@ -421,23 +431,17 @@ class BurnedInStage:
                    identity: IdentityValues, vocab, policy: str, risk: str | None,
                    result: PixelResult) -> list[TextBox]:
         """OCR outside ``cover``: the first frame whole, then only what changes (cines)."""
-        from .classify import boxes_to_redact, classify_boxes
+        from .classify import classify_boxes
 
         n = pf.n_frames
-        if not risk:
-            # plain CT/MR: one (first and last) frame, downscaled
-            picks = sorted({0, n - 1})
-            result.frames_read = picks
-            out: list[TextBox] = []
-            for f, img in zip(picks, pf.display(picks), strict=True):
-                boxes = read_frame(engine, _blackout(img, cover), CHEAP_LONG_SIDE)
-                out += classify_boxes([b.with_(frame=f) for b in boxes], identity, vocab)
-            return out
+        # plain CT/MR frames are read downscaled; every frame of a multi-frame image is
+        # examined all the same (a name in one slice of 60 was released)
+        long_side = None if risk else CHEAP_LONG_SIDE
         if n <= 3:
             result.frames_read = list(range(n))
-            out = []
+            out: list[TextBox] = []
             for f, img in enumerate(pf.display()):
-                boxes = read_frame(engine, _blackout(img, cover))
+                boxes = read_frame(engine, _blackout(img, cover), long_side)
                 out += classify_boxes([b.with_(frame=f) for b in boxes], identity, vocab)
             return out
 
@@ -445,14 +449,14 @@ class BurnedInStage:
         first = analysis.analysed[0]
         img0 = pf.display([first])[0]
         out = classify_boxes([b.with_(frame=first) for b in
-                              read_frame(engine, _blackout(img0, cover))], identity, vocab)
+                              read_frame(engine, _blackout(img0, cover), long_side)],
+                             identity, vocab)
         # (the last frame needs no whole read: changes of the overlay are change regions
         # there as anywhere, and so is every strong thin change over the moving image in
         # the last transition, where no later frame can show that it holds)
         read = [first]
         # the change regions not already blacked out, grouped by place
-        hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
-                                for b in boxes_to_redact(out, policy)]
+        hidden = _hidden(cover, out, policy, pf.rows, pf.columns)
         places: list[tuple[tuple[int, int, int, int], list[tuple[int, tuple]]]] = []
         for f in analysis.change_frames:
             for r in analysis.change_regions.get(f, []):
@@ -482,8 +486,7 @@ class BurnedInStage:
             # a place read in a sample of its frames only: every other change there must
             # lie inside what is blacked out in every frame, or show the very pixels of a
             # crop read there; the others are read too (no change goes unread)
-            hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
-                                    for b in boxes_to_redact(out, policy)]
+            hidden = _hidden(cover, out, policy, pf.rows, pf.columns)
             todo = []
             for where, sampled, others in rest:
                 left = [(f, c) for f, c in others

@@ -160,6 +160,37 @@ def _cine_dataset(frames: np.ndarray, seed: int = 5):
     return ds, us.identity
 
 
+# -- D1 --------------------------------------------------------------------------------------
+def test_name_in_one_slice_of_a_multiframe_mr_is_found():
+    """A 12-frame 16-bit MR (not at risk) with the name over the anatomy and the MRN in the
+    black corner of slice 7 only: only slices 0 and 11 were read, so both were released;
+    every slice is examined now."""
+    n, rows, cols = 12, 256, 320
+    frames = _moving_sector(n, rows, cols, seed=2)
+    rng = np.random.default_rng(4)
+    for f in range(n):   # each slice its own anatomy
+        frames[f] = np.where(frames[f] > 0, np.roll(frames[f], 7 * f, axis=1)
+                             // 2 + rng.integers(0, 40, (rows, cols), dtype=np.uint8), 0)
+    ds, identity = _cine_dataset(frames)
+    ink = np.zeros((rows, cols), np.uint8)
+    mrn = _draw(ink, identity["mrn"], (8, 6), 255, size=16)
+    name = _draw(ink, _name(identity), (70, 140), 255, size=18)
+    vol = frames.astype(np.uint16) * 8
+    vol[7][ink > 100] = 3000
+    ds.Modality = "MR"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    for k in ("BurnedInAnnotation", "SequenceOfUltrasoundRegions", "ImageType"):
+        if k in ds:
+            delattr(ds, k)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelData = vol.tobytes()
+    from pixeldeid.burnedin.stage import at_risk
+
+    assert at_risk(ds) is None
+    assert _released_black_or_refused(_stage("auto"), ds, [(7, mrn), (7, name)]) in (
+        "redacted", "quarantined")
+
+
 # -- D2 and D9 ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("shown", [(3, 4), (3, 4, 5)])
 def test_name_over_the_moving_image_for_a_few_frames_is_redacted(shown):
