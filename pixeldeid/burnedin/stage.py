@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 POLICIES = ("off", "auto", "template", "phi-only", "all-text")
 DEVICES = ("auto", "cpu", "cuda")
-#: cines longer than this are analysed on this many evenly spaced frames
-MAX_ANALYSED = 600
+#: every frame of a cine is analysed; a cine of more frame pixels than this (about 6500
+#: frames of 480 x 640) is quarantined rather than released with frames nobody looked at
+MAX_ANALYSED_PIXELS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -445,7 +446,10 @@ class BurnedInStage:
                 out += classify_boxes([b.with_(frame=f) for b in boxes], identity, vocab)
             return out
 
-        analysis = analyse_cine(pf.display, n, max_frames=MAX_ANALYSED, device=self.device)
+        if n * pf.rows * pf.columns > MAX_ANALYSED_PIXELS:
+            raise DeidError(f"{n} frames of {pf.rows} x {pf.columns}: too many to examine "
+                            "every frame for burned-in text")
+        analysis = analyse_cine(pf.display, n, device=self.device)
         first = analysis.analysed[0]
         img0 = pf.display([first])[0]
         out = classify_boxes([b.with_(frame=first) for b in

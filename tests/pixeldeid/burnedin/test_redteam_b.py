@@ -219,3 +219,31 @@ def test_dim_name_appearing_mid_cine_is_redacted(base, contrast):
     ds.PixelData = frames.tobytes()
     assert _released_black_or_refused(_stage(), ds, [(f, truth) for f in range(8, 12)]) in (
         "redacted", "quarantined")
+
+
+# -- D5 --------------------------------------------------------------------------------------
+def test_name_in_a_frame_between_samples_of_a_long_cine_is_redacted():
+    """A 661-frame cine was analysed on 600 evenly spaced frames; a name in the border of
+    a frame left out (and gone the next frame) was never examined and was released; every
+    frame is analysed now."""
+    from pixeldeid.burnedin.cine import sample_indices
+
+    n = 661
+    target = next(f for f in range(300, n) if f not in set(sample_indices(n, 600)))
+    frames = _moving_sector(n, 200, 280, seed=6)
+    ds, identity = _cine_dataset(frames)
+    truth = _draw(frames[target], _name(identity), (6, 4), 230, size=14)
+    ds.PixelData = frames.tobytes()
+    assert _released_black_or_refused(_stage(), ds, [(target, truth)]) in (
+        "redacted", "quarantined")
+
+
+def test_a_cine_too_long_to_examine_is_quarantined(monkeypatch):
+    """Beyond the frame-pixel budget a cine is quarantined, not sampled."""
+    import pixeldeid.burnedin.stage as stage_mod
+
+    frames = _moving_sector(8, 200, 280, seed=6)
+    ds, _ = _cine_dataset(frames)
+    monkeypatch.setattr(stage_mod, "MAX_ANALYSED_PIXELS", 7 * 200 * 280)
+    with pytest.raises(DeidError, match="too many to examine"):
+        _stage().process(ds, IdentityValues.from_dataset(ds), "x.dcm")
