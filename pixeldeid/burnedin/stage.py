@@ -416,7 +416,7 @@ class BurnedInStage:
             full = bool(s.verify_ocr) or engine is None
             # the frames read, and the last one (a redaction must hold to the end)
             check = sorted({*(result.frames_read or [0]), pf.n_frames - 1})
-            self._verify(ds, to_redact, check, identity, vocab, verifier, full, source)
+            self._verify(ds, to_redact, check, identity, vocab, verifier, full, source, risk)
             result.verified = True
             if risk or result.redacted or "BurnedInAnnotation" in ds:
                 ds.BurnedInAnnotation = "NO"
@@ -529,8 +529,13 @@ class BurnedInStage:
 
     def _verify(self, ds: Dataset, redacted: list[TextBox], frames: list[int],
                 identity: IdentityValues, vocab, engine, full: bool,
-                source: str | None) -> None:
-        """OCR the written pixels again; identity still readable -> :class:`DeidError`."""
+                source: str | None, risk: str | None = None) -> None:
+        """OCR the written pixels again; identity still readable -> :class:`DeidError`.
+
+        With ``full`` (no first OCR pass, or a second engine) the written pixels are
+        searched as the first pass searches: the first frame whole and every change of a
+        multi-frame image outside the redacted boxes.
+        """
         from .classify import classify_boxes
 
         pf = PixelFrames(ds)
@@ -545,8 +550,9 @@ class BurnedInStage:
                                     f"in frame {f} after writing", source)
         found: list[TextBox] = []
         if full:
-            for f, img in zip(frames[:1], imgs[:1], strict=True):
-                found += [b.with_(frame=f) for b in read_frame(engine, img)]
+            cover = [b.with_(frame=None) for b in redacted if b.frame is None]
+            found += self._find_text(pf, engine, cover, identity, vocab, "phi-only", risk,
+                                     PixelResult())
         if redacted:
             rows, cols = pf.rows, pf.columns
             places = merge_boxes([b.with_(frame=None) for b in redacted], gap=8)

@@ -221,6 +221,24 @@ def test_dim_name_appearing_mid_cine_is_redacted(base, contrast):
         "redacted", "quarantined")
 
 
+# -- D3 --------------------------------------------------------------------------------------
+def test_template_policy_quarantines_a_name_outside_the_template_after_frame_0():
+    """``--pixels template`` on a GE LOGIQ 700 cine (the shipped template matches) with the
+    name outside the template's regions in frames 3-8: verification read frame 0 whole
+    only, so it was released; the written cine is searched like a first pass now."""
+    frames = _moving_sector(12, 480, 640, seed=4)
+    ds, identity = _cine_dataset(frames)
+    for f in range(3, 9):
+        truth = _draw(frames[f], _name(identity), (20, 440), 230, size=16)
+    ds.PixelData = frames.tobytes()
+    ds.Manufacturer, ds.ManufacturerModelName = "GE Medical Systems", "LOGIQ 700"
+    if "SequenceOfUltrasoundRegions" in ds:
+        del ds.SequenceOfUltrasoundRegions
+    result = _released_black_or_refused(_stage("template"), ds,
+                                        [(f, truth) for f in range(3, 9)])
+    assert result in ("redacted", "quarantined")
+
+
 # -- D5 --------------------------------------------------------------------------------------
 def test_name_in_a_frame_between_samples_of_a_long_cine_is_redacted():
     """A 661-frame cine was analysed on 600 evenly spaced frames; a name in the border of
