@@ -149,9 +149,18 @@ class _TransientWindow:
         if len(nb) < 3:
             self.out.append(None)
             return
-        stack = np.sort(np.stack(nb), axis=0)
+        stack = np.stack(nb)
         g = self.frames[k - self.first].astype(np.int16)
-        mask = (g - stack[-3] > self.strong) | (stack[2].astype(np.int16) - g > self.strong)
+        # (candidates first: beyond the darkest/brightest neighbour at all; only those sorted)
+        cand = ((g - stack.min(axis=0) > self.strong)
+                | (stack.max(axis=0).astype(np.int16) - g > self.strong))
+        if not cand.any():
+            self.out.append(None)
+            return
+        ranked = np.sort(stack[:, cand], axis=0).astype(np.int16)
+        gc = g[cand]
+        mask = np.zeros(g.shape, bool)
+        mask[cand] = (gc - ranked[-3] > self.strong) | (ranked[2] - gc > self.strong)
         self.out.append(np.packbits(mask, axis=None) if mask.any() else None)
 
     def push(self, grey: np.ndarray) -> None:
