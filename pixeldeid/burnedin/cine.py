@@ -8,14 +8,16 @@ integer arithmetic, the same result on both) and finds
   in neighbourhoods that are themselves almost all such pixels (text, labels, a running
   clock; not the speckle of the image);
 * the *change frames*: frames where overlay pixels change (a clock ticking, a label
-  appearing), or where thin strokes of any colour, brighter or darker, appear over the
-  moving image and hold for the next transitions (a name burned in mid-cine), with the
-  boxes of the changed areas. Only solid colour-flow (Doppler) areas are left out.
+  appearing, dim text too), where thin strokes of any colour, brighter or darker, appear
+  over the moving image and hold for the next transitions (a name burned in mid-cine), or
+  where thin strokes stand out from the frames around for a few frames only (a name shown
+  briefly), with the boxes of the changed areas. Only solid colour-flow (Doppler) areas are
+  left out.
 
 Every strong thin change of the last transition counts as a step (no later frame can show
 that it holds), so text appearing only in the last frame is a change too. The stage reads
-the first frame whole and, in the change frames, only the changed areas not already covered; :func:`read_regions` packs such crops from any frames into a few
-mosaic images so one OCR call reads many of them.
+the first frame whole and, in the change frames, only the changed areas not already
+covered; :func:`read_regions` packs such crops from any frames into a few mosaic images so one OCR call reads many of them.
 """
 
 from __future__ import annotations
@@ -34,9 +36,19 @@ Box = tuple[int, int, int, int]   # x0, y0, x1, y1 (exclusive)
 
 #: a pixel "changes" between two frames when its brightest channel differs by more than this
 CHANGE_TOLERANCE = 8
-#: an overlay change worth reading differs by more than this (text is high contrast; the
-#: dark speckle that rarely changes by more than CHANGE_TOLERANCE does not)
+#: a change over the moving image (a step or a transient) worth reading differs by more
+#: than this (text is high contrast; speckle rarely steps by this much)
 STRONG_CHANGE = 64
+#: an overlay change worth reading differs by more than this: the overlay is nearly still,
+#: so dim text (grey on grey, dim grey on the black border) shows as a change there
+OVERLAY_CHANGE = 24
+#: a transient (text shown over the moving image for a few frames) is a frame brighter
+#: (darker) by more than ``STRONG_CHANGE`` than the third brightest (darkest) of its
+#: neighbours up to this many frames before and after (text lasting up to 3 frames shows in
+#: at most 2 of them)
+TRANSIENT_REACH = 3
+#: ... in connected strokes of at least this many pixels
+MIN_STROKE_PIXELS = 8
 #: overlay pixels change in at most this fraction of the transitions
 MAX_CHANGE_FRACTION = 0.15
 #: ... and lie in a neighbourhood (``NEIGHBOURHOOD`` px square) with this fraction of them
@@ -108,14 +120,78 @@ def _grey_numpy(chunk: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class _Transitions:
+    """Per transition (frame k -> k+1 of the analysed frames) packed bit masks, and per
+    analysed frame the packed transient mask (None where empty)."""
+
+    counts: np.ndarray
+    strong: list[np.ndarray] = field(default_factory=list)
+    mid: list[np.ndarray] = field(default_factory=list)
+    low: list[np.ndarray] = field(default_factory=list)
+    transient: list[np.ndarray | None] = field(default_factory=list)
+
+
+class _TransientWindow:
+    """Grey frames in a sliding window: each frame's transient mask once its later
+    neighbours are in (see ``TRANSIENT_REACH``)."""
+
+    def __init__(self, strong: int, reach: int = TRANSIENT_REACH) -> None:
+        self.strong, self.reach = strong, reach
+        self.frames: list[np.ndarray] = []
+        self.first = 0          # analysed index of self.frames[0]
+        self.done = 0           # analysed frames whose mask is out
+        self.out: list[np.ndarray | None] = []
+
+    def _mask(self, k: int, total: int) -> None:
+        lo_k, hi_k = max(0, k - self.reach), min(total, k + self.reach + 1)
+        nb = [self.frames[j - self.first] for j in range(lo_k, hi_k) if j != k]
+        if len(nb) < 3:
+            self.out.append(None)
+            return
+        stack = np.stack(nb)
+        g = self.frames[k - self.first].astype(np.int16)
+        # (candidates first: beyond the darkest/brightest neighbour at all; only those sorted)
+        cand = ((g - stack.min(axis=0) > self.strong)
+                | (stack.max(axis=0).astype(np.int16) - g > self.strong))
+        if not cand.any():
+            self.out.append(None)
+            return
+        ranked = np.sort(stack[:, cand], axis=0).astype(np.int16)
+        gc = g[cand]
+        mask = np.zeros(g.shape, bool)
+        mask[cand] = (gc - ranked[-3] > self.strong) | (ranked[2] - gc > self.strong)
+        self.out.append(np.packbits(mask, axis=None) if mask.any() else None)
+
+    def push(self, grey: np.ndarray) -> None:
+        """Add the next analysed frames (``(n, rows, cols)`` uint8)."""
+        self.frames.extend(grey)
+        total = self.first + len(self.frames)
+        while self.done + self.reach < total:
+            self._mask(self.done, 10 ** 12)
+            self.done += 1
+        drop = max(0, self.done - self.reach - self.first)
+        del self.frames[:drop]
+        self.first += drop
+
+    def finish(self) -> list[np.ndarray | None]:
+        """Masks of every analysed frame (the last ones with fewer later neighbours)."""
+        total = self.first + len(self.frames)
+        while self.done < total:
+            self._mask(self.done, total)
+            self.done += 1
+        return self.out
+
+
 def _transitions_numpy(load: Callable[[list[int]], np.ndarray], indices: list[int], tol: int,
-                       strong: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+                       strong: int, mid: int) -> _Transitions:
     counts = None
-    packed: list[np.ndarray] = []
-    packed_low: list[np.ndarray] = []
+    out = _Transitions(np.zeros((0, 0), np.int32))
+    window = _TransientWindow(strong)
     prev = None
     for start in range(0, len(indices), CHUNK):
         grey = _grey_numpy(np.asarray(load(indices[start:start + CHUNK])))
+        window.push(grey)
         seq = np.concatenate([prev[None], grey]) if prev is not None else grey
         if len(seq) > 1:
             hi = np.maximum(seq[1:], seq[:-1])
@@ -125,42 +201,48 @@ def _transitions_numpy(load: Callable[[list[int]], np.ndarray], indices: list[in
                 counts = np.zeros(diff.shape[1:], np.int32)
             low = diff > tol
             counts += low.sum(axis=0, dtype=np.int32)
-            packed.extend(np.packbits(d > strong, axis=None) for d in diff)
-            packed_low.extend(np.packbits(d, axis=None) for d in low)
+            out.strong.extend(np.packbits(d > strong, axis=None) for d in diff)
+            out.mid.extend(np.packbits(d > mid, axis=None) for d in diff)
+            out.low.extend(np.packbits(d, axis=None) for d in low)
         prev = seq[-1]
     if counts is None:  # one frame
         shape = prev.shape[:2] if prev is not None else (0, 0)
         counts = np.zeros(shape, np.int32)
-    return counts, packed, packed_low
+    out.counts = counts
+    out.transient = window.finish()
+    return out
 
 
 def _transitions_torch(load: Callable[[list[int]], np.ndarray], indices: list[int], tol: int,
-                       strong: int, device: str
-                       ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+                       strong: int, mid: int, device: str) -> _Transitions:
     import torch
 
     counts = None
-    packed: list[np.ndarray] = []
-    packed_low: list[np.ndarray] = []
+    out = _Transitions(np.zeros((0, 0), np.int32))
+    window = _TransientWindow(strong)
     prev = None
     for start in range(0, len(indices), CHUNK):
         chunk = torch.from_numpy(np.ascontiguousarray(load(indices[start:start + CHUNK])))
         chunk = chunk.to(device)
         grey = chunk.amax(dim=-1) if chunk.ndim == 4 else chunk
+        window.push(grey.cpu().numpy())
         seq = torch.cat([prev[None], grey]) if prev is not None else grey
         if len(seq) > 1:
             diff = torch.maximum(seq[1:], seq[:-1]) - torch.minimum(seq[1:], seq[:-1])
             low = diff > tol
             c = low.sum(dim=0, dtype=torch.int32)
             counts = c if counts is None else counts + c
-            host = (diff > strong).cpu().numpy()
-            packed.extend(np.packbits(d, axis=None) for d in host)
-            packed_low.extend(np.packbits(d, axis=None) for d in low.cpu().numpy())
+            out.strong.extend(np.packbits(d, axis=None) for d in (diff > strong).cpu().numpy())
+            out.mid.extend(np.packbits(d, axis=None) for d in (diff > mid).cpu().numpy())
+            out.low.extend(np.packbits(d, axis=None) for d in low.cpu().numpy())
         prev = seq[-1]
+    out.transient = window.finish()
     if counts is None:
         shape = tuple(prev.shape[:2]) if prev is not None else (0, 0)
-        return np.zeros(shape, np.int32), packed, packed_low
-    return counts.cpu().numpy().astype(np.int32), packed, packed_low
+        out.counts = np.zeros(shape, np.int32)
+    else:
+        out.counts = counts.cpu().numpy().astype(np.int32)
+    return out
 
 
 def _dense(mask: np.ndarray, size: int, density: float) -> np.ndarray:
@@ -211,6 +293,19 @@ def _thin(mask: np.ndarray, width: int = STROKE) -> np.ndarray:
     return mask & (solid == 0)
 
 
+def _strokes(mask: np.ndarray, min_size: int = MIN_STROKE_PIXELS) -> np.ndarray:
+    """The connected parts (8-neighbours) of ``mask`` of at least ``min_size`` pixels (glyph
+    strokes, not scattered speckle that happens to differ)."""
+    import cv2
+
+    if not mask.any():
+        return mask
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_size
+    return keep[lab]
+
+
 def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12),
                   min_pixels: int = 1) -> list[Box]:
     """Bounding boxes of the changed pixels, grouped when within ``grow`` = (rows, cols) px;
@@ -240,7 +335,7 @@ def changed_boxes(mask: np.ndarray, *, grow: tuple[int, int] = (4, 12),
 def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
                  max_frames: int | None = None, device: str = "cpu",
                  tol: int = CHANGE_TOLERANCE, strong: int = STRONG_CHANGE,
-                 max_fraction: float = MAX_CHANGE_FRACTION,
+                 overlay_change: int = OVERLAY_CHANGE, max_fraction: float = MAX_CHANGE_FRACTION,
                  min_pixels: int = MIN_CHANGED_PIXELS) -> CineAnalysis:
     """Find the static overlay and the frames where it changes.
 
@@ -259,10 +354,11 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
     """
     indices = sample_indices(n_frames, max_frames)
     if device == "cpu":
-        counts, packed, packed_low = _transitions_numpy(load, indices, tol, strong)
+        tr = _transitions_numpy(load, indices, tol, strong, overlay_change)
     else:
-        counts, packed, packed_low = _transitions_torch(load, indices, tol, strong,
-                                            "cpu" if device == "torch-cpu" else device)
+        tr = _transitions_torch(load, indices, tol, strong, overlay_change,
+                                "cpu" if device == "torch-cpu" else device)
+    counts, packed, packed_low = tr.counts, tr.strong, tr.low
     rows, cols = counts.shape
     static = counts == 0
     n_trans = max(0, len(indices) - 1)
@@ -281,10 +377,26 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
 
     for k, bits in enumerate(packed):
         diff = unpack(bits)
-        if not diff.any():
+        regions: list[Box] = []
+        # dim changes of the overlay (it is nearly still: no speckle there)
+        hit = unpack(tr.mid[k]) & moving
+        if hit.any():
+            regions += changed_boxes(hit, min_pixels=min_pixels)
+        # transients: thin strokes that stand out from the frames around (text shown over
+        # the moving image for fewer frames than a step must hold)
+        brief = tr.transient[k + 1]
+        if brief is not None:
+            brief = _strokes(_thin(unpack(brief)))
+            if brief.any():
+                # (colour flow pulsing in any of the frames compared is no text)
+                near = indices[max(0, k + 1 - TRANSIENT_REACH):k + 2 + TRANSIENT_REACH]
+                for image in np.asarray(load(list(near))):
+                    brief &= ~_flow_areas(image)
+                regions += changed_boxes(brief, min_pixels=MIN_STEP_PIXELS)
+        if not diff.any() and not regions:
             continue
-        # overlay pixels that changed, and steps anywhere: a strong change that then holds
-        # for the next transitions (text appearing over the moving image)
+        # steps anywhere: a strong change that then holds for the next transitions (text
+        # appearing over the moving image)
         # (in the last transitions, what holds to the end; in the very last one, every
         # strong change: no later frame can show it holds, so it counts, fail closed)
         later = range(k + 1, min(n_trans, k + 1 + STEADY))
@@ -292,8 +404,6 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
         for j in later:
             unsteady |= unpack(packed_low[j])
         step = diff & ~unsteady & ~moving
-        hit = diff & moving
-        regions = changed_boxes(hit, min_pixels=min_pixels) if hit.any() else []
         if step.any():
             step = _thin(step)
             if step.any():
@@ -306,7 +416,7 @@ def analyse_cine(load: Callable[[list[int]], np.ndarray], n_frames: int, *,
             continue
         f = indices[k + 1]
         result.change_frames.append(f)
-        result.change_regions[f] = sorted(regions)
+        result.change_regions[f] = sorted(set(regions))
     return result
 
 

@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 POLICIES = ("off", "auto", "template", "phi-only", "all-text")
 DEVICES = ("auto", "cpu", "cuda")
-#: cines longer than this are analysed on this many evenly spaced frames
-MAX_ANALYSED = 600
+#: every frame of a cine is analysed; a cine of more frame pixels than this (about 6500
+#: frames of 480 x 640) is quarantined rather than released with frames nobody looked at
+MAX_ANALYSED_PIXELS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,17 @@ def at_risk(ds: Dataset) -> str | None:
 
 def plausible_text(box: TextBox, rows: int, cols: int) -> bool:
     """False for OCR boxes that are not burned-in text: a lone glyph read into anatomy
-    (a lung read as "O"), a line taller than any overlay text."""
-    if box.source != "ocr":
+    (a lung read as "O"), a short or safe reading taller than any overlay text.
+
+    A box read as identity is always text (rotated, vertical or large text gets a tall
+    axis-aligned box), and so is an unknown reading of at least 3 letters or digits.
+    """
+    if box.source != "ocr" or box.label == "identity":
         return True
-    if box.height > max(64, rows // 6):
+    alnum = sum(c.isalnum() for c in box.text)
+    if box.height > max(64, rows // 6) and (box.label == "safe" or alnum < 3):
         return False
-    return sum(c.isalnum() for c in box.text) >= 2 or box.label == "identity"
+    return alnum >= 2
 
 
 def _pad(box: TextBox, rows: int, cols: int) -> TextBox:
@@ -205,6 +211,16 @@ def _unseen(pf: PixelFrames, where: tuple, todo: list[tuple[int, tuple]],
             out.append((f, c))
             known.append(area[f])
     return out
+
+
+def _hidden(cover: Sequence[TextBox], found: Sequence[TextBox], policy: str, rows: int,
+            cols: int) -> list[TextBox]:
+    """What will be blacked out in every frame: ``cover`` and the padded boxes of ``found``
+    to redact that :func:`plausible_text` keeps (a box the stage drops hides nothing)."""
+    from .classify import boxes_to_redact
+
+    return list(cover) + [_pad(b, rows, cols) for b in boxes_to_redact(found, policy)
+                          if plausible_text(b, rows, cols)]
 
 
 def _blackout(image: np.ndarray, boxes: Sequence[TextBox]) -> np.ndarray:
@@ -332,6 +348,11 @@ class BurnedInStage:
         s = self.settings
         if s.policy == "off":
             return PixelResult(method="off")
+        floats = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+        if floats:
+            # (pixels the stage cannot decode are never released unchecked)
+            raise DeidError(f"pixel data: {floats[0]} cannot be checked for burned-in text",
+                            source)
         if "PixelData" not in ds:
             return PixelResult(method="no-pixels")
         try:
@@ -395,7 +416,7 @@ class BurnedInStage:
             full = bool(s.verify_ocr) or engine is None
             # the frames read, and the last one (a redaction must hold to the end)
             check = sorted({*(result.frames_read or [0]), pf.n_frames - 1})
-            self._verify(ds, to_redact, check, identity, vocab, verifier, full, source)
+            self._verify(ds, to_redact, check, identity, vocab, verifier, full, source, risk)
             result.verified = True
             if risk or result.redacted or "BurnedInAnnotation" in ds:
                 ds.BurnedInAnnotation = "NO"
@@ -411,38 +432,35 @@ class BurnedInStage:
                    identity: IdentityValues, vocab, policy: str, risk: str | None,
                    result: PixelResult) -> list[TextBox]:
         """OCR outside ``cover``: the first frame whole, then only what changes (cines)."""
-        from .classify import boxes_to_redact, classify_boxes
+        from .classify import classify_boxes
 
         n = pf.n_frames
-        if not risk:
-            # plain CT/MR: one (first and last) frame, downscaled
-            picks = sorted({0, n - 1})
-            result.frames_read = picks
-            out: list[TextBox] = []
-            for f, img in zip(picks, pf.display(picks), strict=True):
-                boxes = read_frame(engine, _blackout(img, cover), CHEAP_LONG_SIDE)
-                out += classify_boxes([b.with_(frame=f) for b in boxes], identity, vocab)
-            return out
+        # plain CT/MR frames are read downscaled; every frame of a multi-frame image is
+        # examined all the same (a name in one slice of 60 was released)
+        long_side = None if risk else CHEAP_LONG_SIDE
         if n <= 3:
             result.frames_read = list(range(n))
-            out = []
+            out: list[TextBox] = []
             for f, img in enumerate(pf.display()):
-                boxes = read_frame(engine, _blackout(img, cover))
+                boxes = read_frame(engine, _blackout(img, cover), long_side)
                 out += classify_boxes([b.with_(frame=f) for b in boxes], identity, vocab)
             return out
 
-        analysis = analyse_cine(pf.display, n, max_frames=MAX_ANALYSED, device=self.device)
+        if n * pf.rows * pf.columns > MAX_ANALYSED_PIXELS:
+            raise DeidError(f"{n} frames of {pf.rows} x {pf.columns}: too many to examine "
+                            "every frame for burned-in text")
+        analysis = analyse_cine(pf.display, n, device=self.device)
         first = analysis.analysed[0]
         img0 = pf.display([first])[0]
         out = classify_boxes([b.with_(frame=first) for b in
-                              read_frame(engine, _blackout(img0, cover))], identity, vocab)
+                              read_frame(engine, _blackout(img0, cover), long_side)],
+                             identity, vocab)
         # (the last frame needs no whole read: changes of the overlay are change regions
         # there as anywhere, and so is every strong thin change over the moving image in
         # the last transition, where no later frame can show that it holds)
         read = [first]
         # the change regions not already blacked out, grouped by place
-        hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
-                                for b in boxes_to_redact(out, policy)]
+        hidden = _hidden(cover, out, policy, pf.rows, pf.columns)
         places: list[tuple[tuple[int, int, int, int], list[tuple[int, tuple]]]] = []
         for f in analysis.change_frames:
             for r in analysis.change_regions.get(f, []):
@@ -472,8 +490,7 @@ class BurnedInStage:
             # a place read in a sample of its frames only: every other change there must
             # lie inside what is blacked out in every frame, or show the very pixels of a
             # crop read there; the others are read too (no change goes unread)
-            hidden = list(cover) + [_pad(b, pf.rows, pf.columns)
-                                    for b in boxes_to_redact(out, policy)]
+            hidden = _hidden(cover, out, policy, pf.rows, pf.columns)
             todo = []
             for where, sampled, others in rest:
                 left = [(f, c) for f, c in others
@@ -512,8 +529,13 @@ class BurnedInStage:
 
     def _verify(self, ds: Dataset, redacted: list[TextBox], frames: list[int],
                 identity: IdentityValues, vocab, engine, full: bool,
-                source: str | None) -> None:
-        """OCR the written pixels again; identity still readable -> :class:`DeidError`."""
+                source: str | None, risk: str | None = None) -> None:
+        """OCR the written pixels again; identity still readable -> :class:`DeidError`.
+
+        With ``full`` (no first OCR pass, or a second engine) the written pixels are
+        searched as the first pass searches: the first frame whole and every change of a
+        multi-frame image outside the redacted boxes.
+        """
         from .classify import classify_boxes
 
         pf = PixelFrames(ds)
@@ -528,8 +550,9 @@ class BurnedInStage:
                                     f"in frame {f} after writing", source)
         found: list[TextBox] = []
         if full:
-            for f, img in zip(frames[:1], imgs[:1], strict=True):
-                found += [b.with_(frame=f) for b in read_frame(engine, img)]
+            cover = [b.with_(frame=None) for b in redacted if b.frame is None]
+            found += self._find_text(pf, engine, cover, identity, vocab, "phi-only", risk,
+                                     PixelResult())
         if redacted:
             rows, cols = pf.rows, pf.columns
             places = merge_boxes([b.with_(frame=None) for b in redacted], gap=8)
