@@ -291,17 +291,9 @@ def test_latest_verification_datetime_compares_in_utc():
 # -- batch layouts: one SOP Instance UID, one released instance ---------------------------
 def _ct_variant(dest, sop, instance, pixel):
     """CT_small.dcm with another SOP Instance UID, Instance Number and first pixel byte."""
-    from tests.pixeldeid.conftest import corpus_file
+    from tests.pixeldeid.conftest import ct_small_variant
 
-    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.InstanceNumber = instance
-    arr = bytearray(ds.PixelData)
-    arr[0] = pixel
-    ds.PixelData = bytes(arr)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(dest)
-    return dest
+    return ct_small_variant(dest, sop, pixel=pixel, InstanceNumber=instance)
 
 
 def _released_sops(out):

@@ -7,7 +7,6 @@ import os
 import zipfile
 from pathlib import Path
 
-import pydicom
 import pytest
 
 from pixeldeid.cli import main
@@ -20,20 +19,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def _ct(dest: Path, sop: str, *, patient: str = "PA", study: str = "1.2.3.4.19.100",
         instance: int = 1, pixel: int = 0) -> Path:
     """CT_small.dcm with another patient, study, SOP Instance UID and first pixel byte."""
-    from tests.pixeldeid.conftest import corpus_file
+    from tests.pixeldeid.conftest import ct_small_variant
 
-    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.PatientID = patient
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = study + ".1"
-    ds.InstanceNumber = instance
-    arr = bytearray(ds.PixelData)
-    arr[0] = pixel
-    ds.PixelData = bytes(arr)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(dest)
-    return dest
+    return ct_small_variant(dest, sop, pixel=pixel, PatientID=patient, StudyInstanceUID=study,
+                            SeriesInstanceUID=study + ".1", InstanceNumber=instance)
 
 
 def _run(src: Path, out: Path, tmp_path: Path, *extra: str) -> int:
