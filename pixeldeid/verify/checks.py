@@ -634,7 +634,7 @@ class _Verifier:
                     try:
                         hits = self._zip_member(zf, info)
                     except (RuntimeError, NotImplementedError, zlib.error, EOFError,
-                            ValueError, zipfile.BadZipFile, OSError) as exc:
+                            ValueError, zipfile.BadZipFile, OSError, lzma.LZMAError) as exc:
                         # encrypted, Deflate64/other methods, a corrupt stream
                         why = ("encrypted" if info.flag_bits & 0x1 else str(exc)
                                if isinstance(exc, ValueError) else type(exc).__name__)
@@ -654,8 +654,13 @@ class _Verifier:
                 return self.text16.scan_stream(fh)
         with zf.open(info) as fh:
             head = fh.read(132)
-        if head[:4] == b"PK\x03\x04" or head[:3] in (b"BZh", b"\x1f\x8b\x08") or any(
-                head.startswith(m) for m in (*_UNCHECKED, b"\xfd7zXZ\x00")):
+        opener = gzip.open if head[:3] == b"\x1f\x8b\x08" else _OPENERS.get(
+            next((m for m in _OPENERS if head.startswith(m)), b""))
+        if opener is not None:  # a compressed file (a NIfTI .nii.gz of a package)
+            with zf.open(info) as raw, opener(raw, "rb") as fh:
+                inner = self.raw16.scan_stream(fh, unbounded=True)
+            return drop_chance_hits(inner, [(_OPEN_HEAD, _END)])
+        if head[:4] == b"PK\x03\x04" or any(head.startswith(m) for m in _UNCHECKED):
             raise ValueError("a nested archive or document")
         with zf.open(info) as fh:
             hits = self.raw16.scan_stream(fh, unbounded=True)

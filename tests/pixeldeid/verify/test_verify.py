@@ -768,6 +768,7 @@ def test_bz2_xz_nested_zip_and_pdf_are_opened_or_findings(ct_release, tmp_path):
     """Only gzip was decompressed: a .bz2 note, a zip inside a zip and a PDF (Flate
     content stream) with the patient's name verified clean."""
     import bz2
+    import gzip
     import io
     import lzma
 
@@ -781,6 +782,10 @@ def test_bz2_xz_nested_zip_and_pdf_are_opened_or_findings(ct_release, tmp_path):
         z.writestr("n.txt", note)
     with zipfile.ZipFile(out / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("inner.zip", inner.getvalue())
+    # a compressed member (a package's .nii.gz) is decompressed and searched
+    with zipfile.ZipFile(out / "package.zip", "w", zipfile.ZIP_STORED) as z:
+        z.writestr("a.nii.gz", gzip.compress(note))
+        z.writestr("b.json.bz2", bz2.compress(note))
     import zlib
 
     stream = zlib.compress(b"BT (" + note[:40] + b") Tj ET")
@@ -790,7 +795,8 @@ def test_bz2_xz_nested_zip_and_pdf_are_opened_or_findings(ct_release, tmp_path):
     r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
     got = {(f.file, f.check, f.kind) for f in r.findings}
     assert {("notes.txt.bz2", "raw-bytes", "name"), ("notes.txt.bz2", "raw-bytes", "id"),
-            ("sidecar.json.xz", "raw-bytes", "name")} <= got
+            ("sidecar.json.xz", "raw-bytes", "name"), ("package.zip", "zip", "name")} <= got
+    assert not [f for f in r.findings if f.file == "package.zip" and "not checked" in f.line()]
     lines = [f.line() for f in r.findings]
     assert "bundle.zip: [zip] member 1 of 1 cannot be read (a nested archive or document): " \
            "not checked" in lines
