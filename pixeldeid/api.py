@@ -461,7 +461,7 @@ class Deidentifier:
                     and t not in birth_forms and t.lower() not in kept_words
                     and t.lower() not in ours]
         others = _other_person_names(ds)
-        other_tokens = [t for t in identity_tokens([], names=others)
+        other_tokens = [t for t in _name_tokens(tuple(others))
                         if t.lower() not in kept_words and t.lower() not in ours
                         and t.lower() not in _NAME_PLACEHOLDERS and pseudonym not in t
                         and _searchable(t)] if others else []
@@ -766,6 +766,7 @@ def _charset_terms(ds) -> list[str]:
     return [str(v) for v in value]
 
 
+@lru_cache(maxsize=8192)
 def _searchable(token: str) -> bool:
     """Whether the residual check (and the cleaning of kept free text) searches for
     ``token``: distinctive, and neither a DICOM word nor a word of pixeldeid's dummies."""
@@ -782,13 +783,25 @@ _OTHER_PN_TAGS = frozenset(t for t, entry in DicomDictionary.items() if entry[0]
     - frozenset(_NAME_TAGS)
 
 
+@lru_cache(maxsize=256)
+def _name_tokens(names: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`identity_tokens` of person names (the same names recur through a series)."""
+    return tuple(identity_tokens([], names=names))
+
+
 def _other_person_names(ds) -> list[str]:
     """The values of every person name attribute of ``ds`` at any depth other than the
     patient's names (physicians, operators, observers...)."""
     out: list[str] = []
     for item in _walk_items(ds):
         for tag in item._dict.keys() & _OTHER_PN_TAGS:
-            out.extend(_values_of(item, tag))
+            raw = getattr(item._dict[tag], "value", None)
+            if isinstance(raw, bytes) and raw.isascii() and b"\x1b" not in raw:
+                # (undecoded ASCII: the values as pydicom would give them)
+                out.extend(v for v in raw.decode("ascii").rstrip("\x00 ").split("\\")
+                           if v.strip())
+            else:
+                out.extend(_values_of(item, tag))
     return out
 
 

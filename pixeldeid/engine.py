@@ -27,7 +27,7 @@ from .errors import DeidError
 from .iodtypes import attribute_type, required_type, resolve_compound
 from .srcodes import standard_meaning_for
 from .standard import action_for, rules, safe_private_for
-from .textclean import clean_text, contains_tokens, remove_tokens
+from .textclean import clean_text, contains_tokens, may_contain_tokens, remove_tokens
 from .uids import STRUCTURAL_UID_KEYWORDS
 
 logger = logging.getLogger(__name__)
@@ -436,6 +436,9 @@ class Walker:
         """Take the identity words out of kept free text the table does not list (Content
         Description "Annotated by Dr <name>", a Segment Label, a Beam Name): a value left
         empty becomes ``REMOVED``. Code attributes stay as they are."""
+        raw = getattr(ds._dict[tag], "value", None)
+        if isinstance(raw, bytes) and not may_contain_tokens(raw, self.ctx.kept_text_tokens):
+            return  # (most values: no name even as a substring, nothing to decode)
         old = _value_list(peek(ds, tag))
         if not old or not any(contains_tokens(str(v), self.ctx.kept_text_tokens) for v in old):
             return

@@ -183,6 +183,24 @@ def contains_tokens(text: str, tokens: tuple[str, ...]) -> bool:
     return pat is not None and pat.search(text) is not None
 
 
+@lru_cache(maxsize=64)
+def _ascii_substring_regex(tokens: tuple[str, ...]) -> re.Pattern[bytes] | None:
+    """One case-insensitive pattern of ``tokens`` as substrings, or None when a token is
+    not ASCII (its encoded forms vary by character set)."""
+    if not tokens or not all(t.isascii() for t in tokens):
+        return None
+    return re.compile(b"|".join(re.escape(t.encode("ascii"))
+                                for t in sorted(tokens, key=len, reverse=True)), re.I)
+
+
+def may_contain_tokens(raw: bytes, tokens: tuple[str, ...]) -> bool:
+    """False only when the ASCII bytes ``raw`` hold none of the ASCII ``tokens`` even as
+    substrings (then :func:`contains_tokens` of their text is False too): a cheap test on
+    undecoded values."""
+    pat = _ascii_substring_regex(tokens)
+    return pat is None or not raw.isascii() or pat.search(raw) is not None
+
+
 def _drop_tokens(text: str, tokens: Iterable[str]) -> str:
     for tok in tokens:
         if not is_token(tok):
@@ -263,10 +281,16 @@ def find_tokens(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = (
 def occurs_in(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = ()) -> bool:
     """Whether a token of ``tokens`` (3+ bytes) occurs in ``data`` at all, whole word or
     not (case-insensitive, as :func:`find_tokens`)."""
-    low = data.lower()
-    encodings = tuple(encodings)
-    return any(len(f) >= 3 and f.lower() in low
-               for t in tokens for f in _encoded_forms(t, encodings))
+    pat = _substring_regex(tuple(tokens), tuple(encodings))
+    return pat is not None and pat.search(data.lower()) is not None
+
+
+@lru_cache(maxsize=256)
+def _substring_regex(tokens: tuple[str, ...], encodings: tuple[str, ...]
+                     ) -> re.Pattern[bytes] | None:
+    forms = sorted({f.lower() for t in tokens for f in _encoded_forms(t, encodings)
+                    if len(f) >= 3}, key=len, reverse=True)
+    return re.compile(b"|".join(re.escape(f) for f in forms)) if forms else None
 
 
 def case_forms(token: str) -> set[str]:
