@@ -58,7 +58,7 @@ from .textclean import (
     distinctive,
     find_tokens,
     identity_tokens,
-    occurs_in,
+    token_matches,
     words_of,
 )
 from .uids import STRUCTURAL_UID_KEYWORDS, UIDMapper, is_structural
@@ -457,14 +457,14 @@ class Deidentifier:
         # ("Annotated by Dr <name>"); the patient's own identity there quarantines the
         # file (free text holding it is a sign of more that no search knows of)
         ours = _word_set(pseudonym)  # the pseudonym is written by us: its words are no finding
-        residual = [t for t in tokens if t != pseudonym and pseudonym not in t
-                    and t not in birth_forms and t.lower() not in kept_words
-                    and t.lower() not in ours]
+
+        def allowed(t: str) -> bool:  # kept by the options, or written by us
+            return pseudonym not in t and t.lower() not in kept_words and t.lower() not in ours
+
+        residual = [t for t in tokens if allowed(t) and t not in birth_forms]
         others = _other_person_names(ds)
-        other_tokens = [t for t in _name_tokens(tuple(others))
-                        if t.lower() not in kept_words and t.lower() not in ours
-                        and t.lower() not in _NAME_PLACEHOLDERS and pseudonym not in t
-                        and _searchable(t)] if others else []
+        other_tokens = [t for t in _name_tokens(tuple(others)) if allowed(t)
+                        and t.lower() not in _NAME_PLACEHOLDERS and _searchable(t)]
         residual += other_tokens
         uid_map = _RecordingUIDs(self.uids)
         ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=uid_map,
@@ -637,8 +637,8 @@ class Deidentifier:
         if not tokens:
             return
         encodings, extensions = _charsets(ds, header)
-        hits = find_tokens(header, tokens, encodings)
-        if not hits and (extensions or occurs_in(header, tokens, encodings)):
+        hits, occurs = token_matches(header, tokens, encodings)
+        if not hits and (extensions or occurs):
             # each value on its own: a token at the end of a value runs into the next
             # element's tag ("...for Quixbury" then group 0070, a 'p'), and ISO 2022
             # escapes split a value's bytes by character set (山田 in 山田太郎様): neither

@@ -264,6 +264,13 @@ def find_tokens(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = (
     Each token is searched for in UTF-8 and in each Python codec of ``encodings`` (the
     data set's character sets, :func:`pydicom.charset.convert_encodings`).
     """
+    return token_matches(data, tokens, encodings)[0]
+
+
+def token_matches(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = ()
+                  ) -> tuple[list[str], bool]:
+    """:func:`find_tokens` of ``data``, and whether a token (3+ bytes) occurs in it at all,
+    whole word or not."""
     toks: dict[bytes, str] = {}
     for t in tokens:
         for form in _encoded_forms(t, tuple(encodings)):
@@ -273,24 +280,9 @@ def find_tokens(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = (
     # which finds exactly what it finds with every token, and not at all on clean data
     toks = {k: v for k, v in toks.items() if len(k) >= 3 and k in low}
     if not toks:
-        return []
+        return [], False
     found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
-    return sorted({toks[k] for k in found if k in toks})
-
-
-def occurs_in(data: bytes, tokens: Iterable[str], encodings: Iterable[str] = ()) -> bool:
-    """Whether a token of ``tokens`` (3+ bytes) occurs in ``data`` at all, whole word or
-    not (case-insensitive, as :func:`find_tokens`)."""
-    pat = _substring_regex(tuple(tokens), tuple(encodings))
-    return pat is not None and pat.search(data.lower()) is not None
-
-
-@lru_cache(maxsize=256)
-def _substring_regex(tokens: tuple[str, ...], encodings: tuple[str, ...]
-                     ) -> re.Pattern[bytes] | None:
-    forms = sorted({f.lower() for t in tokens for f in _encoded_forms(t, encodings)
-                    if len(f) >= 3}, key=len, reverse=True)
-    return re.compile(b"|".join(re.escape(f) for f in forms)) if forms else None
+    return sorted({toks[k] for k in found if k in toks}), True
 
 
 def case_forms(token: str) -> set[str]:

@@ -294,7 +294,7 @@ class _Verifier:
             return
         with open(path, "rb") as fh:
             magic = fh.read(8)
-        opener = _OPENERS.get(next((m for m in _OPENERS if magic.startswith(m)), b""))
+        opener = _opener_for(magic)
         gz = path.name.lower().endswith(".gz") or opener is not None
         # DICOM declares its character sets (its elements are decoded); other files may
         # hold text in any encoding
@@ -654,8 +654,7 @@ class _Verifier:
                 return self.text16.scan_stream(fh)
         with zf.open(info) as fh:
             head = fh.read(132)
-        opener = gzip.open if head[:3] == b"\x1f\x8b\x08" else _OPENERS.get(
-            next((m for m in _OPENERS if head.startswith(m)), b""))
+        opener = _opener_for(head)
         if opener is not None:  # a compressed file (a NIfTI .nii.gz of a package)
             with zf.open(info) as raw, opener(raw, "rb") as fh:
                 inner = self.raw16.scan_stream(fh, unbounded=True)
@@ -702,7 +701,12 @@ def _retained_kinds(path: Path) -> set[str]:
 
 _END = 1 << 62
 #: Compressed files opened like gzip (by their magic bytes, whatever their name).
-_OPENERS = {b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+_OPENERS = {b"\x1f\x8b\x08": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+
+
+def _opener_for(magic: bytes):
+    """The ``open`` of the compressed format whose magic bytes start ``magic``, or None."""
+    return next((op for m, op in _OPENERS.items() if magic.startswith(m)), None)
 #: Formats whose text verify cannot read (compressed streams inside): a finding, never a
 #: silent pass.
 _UNCHECKED = {b"%PDF": "a PDF document", b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive",
