@@ -493,6 +493,7 @@ class Deidentifier:
         ds.file_meta = self._file_meta(ds)
         ds.preamble = b"\x00" * 128
         ds._pixeldeid_residual_tokens = residual
+        ds._pixeldeid_ctx = ctx  # (pixeldeid.derive walks the next instances in it)
         # and the instance UIDs this file's walk replaced (an original kept elsewhere, a
         # WADO URL in Retrieve URL, links the output to the source)
         ds._pixeldeid_residual_uids = sorted(uid_map.replaced)

@@ -391,8 +391,14 @@ def _init_worker(config: DeidConfig, out_dir: str, layout: str, want_map: bool) 
 
         pixels = BurnedInStage(config.pixels)
     deid = Deidentifier(config)
+    fast = _fast_path_allowed(config, pixels)
+    deriver = None
+    if fast and os.environ.get("PIXELDEID_DERIVE", "1") != "0":
+        from .derive import Deriver
+
+        deriver = Deriver(deid)
     _WORKER.update(deid=deid, out=Path(out_dir), layout=layout, want_map=want_map,
-                   pixels=pixels, fast=_fast_path_allowed(config, pixels))
+                   pixels=pixels, fast=fast, deriver=deriver)
 
 
 def _output_rel(ds, layout: str) -> str:
@@ -505,15 +511,29 @@ def _process(path: str) -> FileOutcome:
     if _WORKER.get("fast"):
         from .rawds import Decline, read_raw
 
+        deriver = _WORKER.get("deriver")
+        if deriver is not None:  # the output of the previous instance of its series, adapted
+            derived = deriver.derive(path)
+            if derived is not None:
+                try:
+                    return _deidentify_file(derived, path, deidentified=True)
+                except Decline as exc:
+                    logger.debug("derived output of %s not written: %s", path, exc)
         try:
-            return _deidentify_file(read_raw(path), path)
+            ds = read_raw(path)
+            outcome = _deidentify_file(ds, path)
         except Decline as exc:  # the ordinary path takes it (and reports any problem)
             logger.debug("fast path declined %s: %s", path, exc)
+        else:
+            if deriver is not None and outcome.status in ("written", "identical"):
+                deriver.adopt(ds)
+            return outcome
     return _deidentify_file(None, path)
 
 
-def _deidentify_file(ds, path: str) -> FileOutcome:
-    """De-identify ``ds`` (read from ``path`` here when None) into the output folder."""
+def _deidentify_file(ds, path: str, *, deidentified: bool = False) -> FileOutcome:
+    """De-identify ``ds`` (read from ``path`` here when None) into the output folder;
+    ``deidentified``: ``ds`` is de-identified already (:mod:`pixeldeid.derive`)."""
     deid: Deidentifier = _WORKER["deid"]
     out: Path = _WORKER["out"]
     fast = ds is not None
@@ -529,7 +549,7 @@ def _deidentify_file(ds, path: str) -> FileOutcome:
                 deid.pseudonyms(head[0])
             raise
         # the patient as the pseudonyms know them: the Patient ID, else NAME:name:birth date
-        original = {"patient": patient_key(ds)}
+        original = {"patient": ds._pixeldeid_patient if deidentified else patient_key(ds)}
         details: dict = {}
         stage = _WORKER.get("pixels")
         pix = None
@@ -538,7 +558,8 @@ def _deidentify_file(ds, path: str) -> FileOutcome:
             if isinstance(pix, FileOutcome):
                 return pix
             details["pixels"] = pix.to_json()
-        deid.deidentify_dataset(ds, source=path)
+        if not deidentified:
+            deid.deidentify_dataset(ds, source=path)
         if pix is not None and (pix.redacted or pix.verified):
             deid.add_method_code(ds, "clean-pixel-data")
         data, _removed = deid.encode(ds, source=path)

@@ -264,42 +264,65 @@ class Walker:
         codes = mode == "dummy-codes"
         if codes:
             mode = "dummy"
-        ctx = self.ctx
         done: set[int] = set()
         creators: dict[tuple[int, int], str] = {}
         kept_blocks: set[tuple[int, int]] = set()
         private_tags: list[BaseTag] = []
         for tag in list(ds._dict.keys()):
-            group, elem = tag >> 16, tag & 0xFFFF
-            if group & 1:
+            if tag >> 16 & 1:
                 private_tags.append(tag)
-                continue
-            if elem == 0 or group in (0x0000, 0x0002) or tag == TRAILING_PADDING:
-                del ds[tag]  # group lengths, command and meta elements, trailing padding
-                continue
-            if tag in done:
-                continue
-            if ds._dict[tag].VR not in _SEQUENCE_VRS and dictionary_vr(tag) == "SQ":
-                # a sequence written as bytes (VR OB...) is copied unread: what its items
-                # hold cannot be de-identified (UN is parsed as the sequence it is)
-                raise DeidError(f"{keyword_of(tag) or tag}: a sequence encoded with VR "
-                                f"{ds._dict[tag].VR}; its items cannot be read")
-            code = code_for(tag, ctx.options)
-            if code is None:
-                if dictionary_vr(tag) is None:
-                    # an even-group element no data dictionary defines (damaged, or a
-                    # vendor's misuse): what it holds is unknown, so it goes (PS3.15 E.1.1:
-                    # identity may also hide in new or non-standard attributes)
-                    del ds[tag]
-                    continue
-                self._untabled(ds, tag, path, depth, done, mode, codes)
-                continue
-            if code in COMPOUND:
-                kw = keyword_of(tag)
-                code = resolve_compound(code, attribute_type(ctx.sop_class_uid, path, kw))
-            self._apply(ds, tag, code, path, depth, done, mode)
+            elif tag not in done:
+                self._element(ds, tag, path, depth, done, mode, codes)
         if private_tags:
             self._privates(ds, private_tags, creators, kept_blocks, path, depth, mode)
+
+    def walk_tags(self, ds: Dataset, tags: Iterable[int]) -> None:
+        """Apply the profile to the top-level elements ``tags`` of ``ds`` only, exactly as
+        :meth:`walk` treats each (in tag order; a Date and Time pair as one timestamp).
+
+        For :mod:`pixeldeid.derive`: the elements of an instance that differ from those of
+        the previous instance of its series. Private elements are treated with the private
+        creators of ``ds``.
+        """
+        done: set[int] = set()
+        private_tags: list[BaseTag] = []
+        for tag in sorted(tags):
+            if tag >> 16 & 1:
+                private_tags.append(tag)
+            elif tag not in done and tag in ds._dict:
+                self._element(ds, tag, (), 0, done, "normal", False)
+        if private_tags:
+            groups = {t >> 16 for t in private_tags}
+            creators = [t for t in ds._dict if t >> 16 in groups and 0x10 <= t & 0xFFFF <= 0xFF]
+            self._privates(ds, sorted({*private_tags, *creators}), {}, set(), (), 0, "normal")
+
+    def _element(self, ds: Dataset, tag: int, path: tuple[str, ...], depth: int,
+                 done: set[int], mode: str, codes: bool) -> None:
+        """Apply the profile to the standard (even group) element ``tag`` of ``ds``."""
+        group, elem = tag >> 16, tag & 0xFFFF
+        if elem == 0 or group in (0x0000, 0x0002) or tag == TRAILING_PADDING:
+            del ds[tag]  # group lengths, command and meta elements, trailing padding
+            return
+        ctx = self.ctx
+        if ds._dict[tag].VR not in _SEQUENCE_VRS and dictionary_vr(tag) == "SQ":
+            # a sequence written as bytes (VR OB...) is copied unread: what its items
+            # hold cannot be de-identified (UN is parsed as the sequence it is)
+            raise DeidError(f"{keyword_of(tag) or tag}: a sequence encoded with VR "
+                            f"{ds._dict[tag].VR}; its items cannot be read")
+        code = code_for(tag, ctx.options)
+        if code is None:
+            if dictionary_vr(tag) is None:
+                # an even-group element no data dictionary defines (damaged, or a
+                # vendor's misuse): what it holds is unknown, so it goes (PS3.15 E.1.1:
+                # identity may also hide in new or non-standard attributes)
+                del ds[tag]
+                return
+            self._untabled(ds, tag, path, depth, done, mode, codes)
+            return
+        if code in COMPOUND:
+            kw = keyword_of(tag)
+            code = resolve_compound(code, attribute_type(ctx.sop_class_uid, path, kw))
+        self._apply(ds, tag, code, path, depth, done, mode)
 
     # -- standard elements -----------------------------------------------------------
     def _apply(self, ds: Dataset, tag: BaseTag, code: str, path: tuple[str, ...], depth: int,

@@ -183,6 +183,8 @@ class _Parser:
         self.made: list[RawDataset] = []
         self.tail: FileSlice | None = None  # set for a first read that stops short
         self.stop_tag = 0x100000000  # top level: stop before this tag (a header scan)
+        #: when a list: (tag, start, end, VR) of each top-level element, appended as parsed
+        self.index: list | None = None
 
     @property
     def partial(self) -> bool:
@@ -238,7 +240,10 @@ class _Parser:
             if vr == "SQ" or (vr == "UN" and length == 0xFFFFFFFF):
                 if vr != "SQ":
                     raise Decline("UN sequence")
+                at = pos
                 out[tag], pos = self.sequence(tag, start, length, depth)
+                if depth == 0 and self.index is not None:
+                    self.index.append((tag, at, pos, "SQ"))
                 continue
             if length == 0xFFFFFFFF:
                 raise Decline("undefined length value")  # encapsulated pixel data: JPEG etc.
@@ -257,6 +262,8 @@ class _Parser:
                                       + RAW_DEFAULTS)
             if stop <= size and (start - pos == 8 or data[pos + 6:pos + 8] == b"\0\0"):
                 spans[tag] = (one, pos, stop)  # (a long header's reserved bytes are zero)
+            if depth == 0 and self.index is not None:
+                self.index.append((tag, pos, stop, vr))
             pos = stop
         if end is None:
             if first_read:
@@ -342,7 +349,7 @@ def scan_patient(path: str | os.PathLike) -> tuple[str, str]:
 
 
 def _parse(data: bytes, path, tail: FileSlice | None, *,
-           stop_tag: int | None = None) -> RawDataset:
+           stop_tag: int | None = None, index: list | None = None) -> RawDataset:
     if len(data) < 144 or data[128:132] != b"DICM":
         raise Decline("no DICM preamble")
     meta_raw: dict = {}
@@ -371,6 +378,7 @@ def _parse(data: bytes, path, tail: FileSlice | None, *,
         raise Decline("data set encoding disagrees with the transfer syntax")
     parser = _Parser(data, implicit)
     parser.tail = tail
+    parser.index = index
     if stop_tag is not None:
         parser.stop_tag = stop_tag
     size = tail.size if tail is not None else len(data)

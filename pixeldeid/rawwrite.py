@@ -10,6 +10,7 @@ that of the input, so the raw bytes stay valid.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -75,6 +76,9 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
     # unchanged elements are copied as one slice (the bytes the code below would make)
     spans = vars(ds).get("_spans")
     src = vars(ds).get("_src")
+    # a derived data set (pixeldeid.derive) shares its template's elements, whose bytes
+    # are known: (the template's elements by tag, their bytes by tag)
+    known, known_bytes = vars(ds).get("_encoded") or ({}, {})
     run_start = run_end = -1
     for tag in sorted(ds._dict.keys()):
         elem = ds._dict[tag]
@@ -93,33 +97,57 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
                 bulk.append(False)
                 run_start = run_end = -1
         bulk.append(tag in BULK_TAGS)
-        target = parts
-        if isinstance(elem, RawDataElement):
-            if isinstance(elem.value, FileSlice):  # bulk data left in the input file
-                if elem.is_little_endian != little or elem.is_implicit_VR != implicit:
-                    raise ValueError("a value left in its file cannot change its encoding")
-                head = _header(int(tag), elem.VR, elem.length, "<" if little else ">", implicit)
-                target.append(FileParts([head, elem.value]))
-                continue
-            b = _raw_bytes(elem, little, implicit)
-            if b is not None:
-                target.append(b)
-                continue
-        elem = ds[tag]
-        if elem.VR == "SQ" and elem.value is not None:
-            target.append(_encode_sequence(elem, little, implicit))
-            continue
-        fp = DicomBytesIO()
-        fp.is_little_endian = little
-        fp.is_implicit_VR = implicit
-        # in the data set's character set (an item's is its parent's unless it has its
-        # own), as pydicom's write_dataset does; without it text is written as ISO-IR 6/100
-        write_data_element(fp, elem, ds._character_set)
-        target.append(fp.getvalue())
+        if known.get(tag) is elem and tag in known_bytes:
+            parts.append(known_bytes[tag])
+        else:
+            parts.append(_encode_element(ds, tag, elem, little, implicit))
     if run_end >= 0:
         parts.append(src[run_start:run_end])
         bulk.append(False)
     return parts, bulk
+
+
+def encode_elements(ds: Dataset, little: bool, implicit: bool) -> dict[int, bytes]:
+    """The bytes of each element of ``ds`` (top level) that :func:`encode_dataset_parts`
+    writes, by tag; bulk data and values left in their file are not included."""
+    spans = vars(ds).get("_spans") or {}
+    src = vars(ds).get("_src")
+    out: dict[int, bytes] = {}
+    for tag, elem in ds._dict.items():
+        if tag in BULK_TAGS:
+            continue
+        span = spans.get(tag)
+        if span is not None and span[0] is elem:
+            out[tag] = src[span[1]:span[2]]
+            continue
+        got = _encode_element(ds, tag, elem, little, implicit)
+        if isinstance(got, bytes):
+            out[tag] = got
+    return out
+
+
+def _encode_element(ds: Dataset, tag: int, elem, little: bool, implicit: bool):
+    """One element of ``ds`` encoded: bytes, or :class:`FileParts` for a value left in its
+    file."""
+    if isinstance(elem, RawDataElement):
+        if isinstance(elem.value, FileSlice):  # bulk data left in the input file
+            if elem.is_little_endian != little or elem.is_implicit_VR != implicit:
+                raise ValueError("a value left in its file cannot change its encoding")
+            head = _header(int(tag), elem.VR, elem.length, "<" if little else ">", implicit)
+            return FileParts([head, elem.value])
+        b = _raw_bytes(elem, little, implicit)
+        if b is not None:
+            return b
+    elem = ds[tag]
+    if elem.VR == "SQ" and elem.value is not None:
+        return _encode_sequence(elem, little, implicit)
+    fp = DicomBytesIO()
+    fp.is_little_endian = little
+    fp.is_implicit_VR = implicit
+    # in the data set's character set (an item's is its parent's unless it has its
+    # own), as pydicom's write_dataset does; without it text is written as ISO-IR 6/100
+    write_data_element(fp, elem, ds._character_set)
+    return fp.getvalue()
 
 
 def _encode_sequence(elem, little: bool, implicit: bool) -> bytes:
@@ -178,10 +206,8 @@ def encode_part10(ds: Dataset) -> tuple[bytes, bytes]:
     bulk pixel data: preamble, File Meta Information and header elements, for searching.
     Deflated transfer syntaxes fall back to pydicom's complete writer.
     """
-    from pydicom.uid import UID
-
     fm = ds.file_meta
-    ts = UID(str(peek(fm, "TransferSyntaxUID")))
+    ts = _syntax(str(peek(fm, "TransferSyntaxUID")))
     if set(fm.keys()) <= _SIMPLE_META:
         meta_bytes = encode_file_meta(fm)
     else:
@@ -191,18 +217,34 @@ def encode_part10(ds: Dataset) -> tuple[bytes, bytes]:
         write_file_meta_info(meta, fm, enforce_standard=True)
         meta_bytes = meta.getvalue()
     head = (ds.preamble or b"\x00" * 128) + b"DICM" + meta_bytes
-    if ts.is_deflated or not ts.is_transfer_syntax:
+    pydicom_writes, little, implicit = ts
+    if pydicom_writes:
         import io
 
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         parts, bulk = encode_dataset_parts(ds, True, False)
         return buf.getvalue(), head + b"".join(p for p, b in zip(parts, bulk, strict=True) if not b)
-    parts, bulk = encode_dataset_parts(ds, ts.is_little_endian, ts.is_implicit_VR)
-    header = head + b"".join(p for p, b in zip(parts, bulk, strict=True) if not b)
+    parts, bulk = encode_dataset_parts(ds, little, implicit)
+    if not any(bulk):
+        header = head + b"".join(parts)
+        return header, header
+    header = head + b"".join([p for p, b in zip(parts, bulk, strict=True) if not b])
     if any(isinstance(p, FileParts) for p in parts):
         chunks: list = [head]
         for p in parts:
             chunks.extend(p.chunks if isinstance(p, FileParts) else [p])
         return FileParts(chunks), header
     return head + b"".join(parts), header
+
+
+@lru_cache(maxsize=64)
+def _syntax(uid: str) -> tuple[bool, bool, bool]:
+    """(written by pydicom's writer: deflated or not a transfer syntax, little endian,
+    implicit VR) of the transfer syntax ``uid``."""
+    from pydicom.uid import UID
+
+    ts = UID(uid)
+    if ts.is_deflated or not ts.is_transfer_syntax:
+        return True, True, False
+    return False, ts.is_little_endian, ts.is_implicit_VR

@@ -271,18 +271,26 @@ def token_matches(data: bytes, tokens: Iterable[str], encodings: Iterable[str] =
                   ) -> tuple[list[str], bool]:
     """:func:`find_tokens` of ``data``, and whether a token (3+ bytes) occurs in it at all,
     whole word or not."""
-    toks: dict[bytes, str] = {}
-    for t in tokens:
-        for form in _encoded_forms(t, tuple(encodings)):
-            toks.setdefault(form.lower(), t)
     low = data.lower()  # ASCII case folding, as re.I does for bytes
     # only tokens present as substrings can match: the (slow) regex runs on those alone,
     # which finds exactly what it finds with every token, and not at all on clean data
-    toks = {k: v for k, v in toks.items() if len(k) >= 3 and k in low}
+    toks = {k: v for k, v in _search_forms(tuple(tokens), tuple(encodings)) if k in low}
     if not toks:
         return [], False
     found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
     return sorted({toks[k] for k in found if k in toks}), True
+
+
+@lru_cache(maxsize=256)
+def _search_forms(tokens: tuple[str, ...], encodings: tuple[str, ...]
+                  ) -> tuple[tuple[bytes, str], ...]:
+    """(lowercased encoded form, token) of each 3+ byte form of ``tokens`` (the first token
+    of a form wins), for :func:`token_matches` (a series gives the same tokens each time)."""
+    toks: dict[bytes, str] = {}
+    for t in tokens:
+        for form in _encoded_forms(t, encodings):
+            toks.setdefault(form.lower(), t)
+    return tuple((k, v) for k, v in toks.items() if len(k) >= 3)
 
 
 def case_forms(token: str) -> set[str]:

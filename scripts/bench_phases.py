@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     timed(api.Deidentifier, "encode", "encode (+ residual check)")
     timed(batch, "write_exclusive", "write (temp file, copy_file_range, link)")
     timed(batch, "_process", "_process")
+    import pixeldeid.derive as derive
+    timed(derive.Deriver, "derive", "derive from the template (derive.Deriver.derive)")
 
     work = Path(tempfile.mkdtemp(prefix="pixeldeid-phases-", dir=args.work))
     key = work / "key"

@@ -91,8 +91,8 @@ def _run(src: Path, out: Path, profile: str, options, fast: bool, monkeypatch,
          taken: list) -> object:
     real = batch._deidentify_file
 
-    def counting(ds, path):  # the inputs the fast path finished (not declined)
-        outcome = real(ds, path)
+    def counting(ds, path, **kw):  # the inputs the fast path finished (not declined)
+        outcome = real(ds, path, **kw)
         if ds is not None:
             taken.append(path)
         return outcome

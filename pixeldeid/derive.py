@@ -1,0 +1,371 @@
+"""Derive an instance's output from the previous instance of its series.
+
+The instances of one series differ in a few values: SOP Instance UID, Instance Number,
+slice position, acquisition time, the reference to the image they were made from, pixel
+data. What the header engine does with everything else is the same for each of them.
+:class:`Deriver` keeps the last instance the fast path (:mod:`pixeldeid.rawds`)
+de-identified as a :class:`Template`: its parse, its output and the context of its walk
+(the patient's identity tokens, the other people's names, the date offset). For the next
+file it compares the header with the template's, element by element and byte for byte.
+When each element that differs is one that context does not depend on
+(:func:`context_free`), the output is the template's output with those elements (and the
+Date or Time paired with them) de-identified by the same
+:class:`~pixeldeid.engine.Walker` in the same context (:meth:`Walker.walk_tags`), and
+the file meta made anew. Anything else (another patient, a changed text or person name,
+elements added, missing or in another layout) and the file goes the ordinary fast way,
+then serves as the next template. The residual check runs on every output all the same.
+
+``PIXELDEID_CHECK_DERIVED=<file>`` also de-identifies each derived file the ordinary way
+and appends a line to ``<file>`` when the two outputs differ (the test suite sets it).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import empty_value_for_VR
+
+from .dsvalues import RAW_DEFAULTS, dictionary_vr, garbled_text, keyword_of, make_raw
+from .engine import Walker, _partner
+from .rawds import (
+    _IMPL,
+    Decline,
+    FileSlice,
+    RawDataset,
+    RawSequence,
+    _explicit_head,
+    _meta_element,
+    _parse,
+    _Parser,
+    _WholeFile,
+)
+from .rawwrite import encode_elements
+
+logger = logging.getLogger(__name__)
+logger.addHandler(logging.NullHandler())
+
+#: VRs whose values no part of a walk's context is made from (identity tokens, other
+#: people's names, the words of removed text, the SOP class, the patient): UIDs, dates and
+#: times, numbers, attribute tags and binary data.
+CONTEXT_FREE_VRS = frozenset({
+    "UI", "DA", "TM", "DT", "IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV",
+    "AT", "US or SS", "OB", "OW", "OF", "OD", "OL", "OV", "OB or OW", "US or OW"})
+
+#: Top-level attributes the context or the steps after the walk read (besides groups 0x0000,
+#: 0x0002, 0x0010 (patient), 0x0012 (clinical trial, de-identification method), 0x0028
+#: (image pixel description: overlays), 0x50xx curves and 0x60xx overlays): SOP Class UID,
+#: Study and Series Date (the patient's age), the character set, the Extended Offset Table.
+CONTEXT_TAGS = frozenset({0x00080005, 0x00080016, 0x00080020, 0x00080021, 0x7FE00001,
+                          0x7FE00002, 0x7FE00008, 0x7FE00009, 0xFFFCFFFC})
+_CONTEXT_GROUPS = frozenset({0x0000, 0x0002, 0x0010, 0x0012, 0x0028})
+PIXEL_DATA = 0x7FE00010
+ENV_CHECK = "PIXELDEID_CHECK_DERIVED"
+
+
+def _vr_context_free(tag: int, vr: str | None) -> bool:
+    """Whether an element of VR ``vr`` (None: implicit) holds nothing a context is made of.
+    A standard attribute's dictionary VR must say so too (an explicit UN is read as that)."""
+    dvr = dictionary_vr(tag) if not tag >> 16 & 1 else None
+    if vr in (None, "UN"):
+        return dvr in CONTEXT_FREE_VRS
+    return vr in CONTEXT_FREE_VRS and (dvr is None or dvr in CONTEXT_FREE_VRS)
+
+
+def context_free(tag: int, vr: str | None, options: frozenset[str]) -> bool:
+    """Whether a top-level element ``tag`` may differ from the template's and the rest of
+    the output still be the template's.
+
+    A sequence when what it holds is too (:func:`signature`, compared by the caller).
+    Private elements: a creator or a sequence never; any other when it has a context-free
+    VR, or, with no safe private attribute retained, any VR (every private element then
+    goes).
+    """
+    group = tag >> 16
+    if group & 1:
+        if tag & 0xFFFF < 0x1000:
+            return False
+        return _vr_context_free(tag, vr) or (
+            vr != "SQ" and "retain-safe-private" not in options)
+    if (group in _CONTEXT_GROUPS or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF
+            or tag in CONTEXT_TAGS):
+        return False
+    return vr == "SQ" or _vr_context_free(tag, vr)  # (a sequence: see signature())
+
+
+def signature(seq: RawSequence, depth: int = 0) -> list:
+    """What a sequence holds that a context may be made of: (tag, VR, bytes) of each value
+    of a VR other than :data:`CONTEXT_FREE_VRS` at any depth, and the nesting."""
+    out: list = []
+    if depth > 64:
+        raise Decline("sequences nested too deep")
+    for item in seq.value:
+        out.append("item")
+        for tag, elem in item._dict.items():
+            if isinstance(elem, RawSequence):
+                out.append((tag, "SQ"))
+                out += signature(elem, depth + 1)
+            elif not _vr_context_free(tag, elem.VR):
+                value = elem.value
+                out.append((tag, elem.VR, value if isinstance(value, bytes) else repr(value)))
+    return out
+
+
+@dataclasses.dataclass
+class Template:
+    """An instance de-identified by the fast path, to derive the next ones from."""
+
+    data: bytes  #: the bytes parsed (the head of the file, or all of it)
+    index: list  #: (tag, start, end, VR) of each top-level element in ``data``
+    pristine: RawDataset  #: the parse of ``data``, never walked
+    out: RawDataset  #: its de-identified data set
+    ctx: object  #: the WalkContext of its walk
+    transfer_syntax: bytes
+    sop_class: bytes
+    patient: str  #: the original patient (:func:`pixeldeid.api.patient_key`)
+    signatures: dict = dataclasses.field(default_factory=dict)
+    #: the bytes of the elements of ``out`` by tag (:func:`pixeldeid.rawwrite.encode_elements`)
+    encoded: dict | None = None
+    derived: int = 0
+
+    def signature(self, tag: int) -> list:
+        got = self.signatures.get(tag)
+        if got is None:
+            got = self.signatures[tag] = signature(self.pristine._dict[tag])
+        return got
+
+
+class Deriver:
+    """Derives outputs from the :class:`Template` of the previous instance (one per
+    process; not thread safe)."""
+
+    def __init__(self, deid) -> None:
+        self.deid = deid
+        self.template: Template | None = None
+        self.stats: collections.Counter = collections.Counter()
+        self._barren = 0  # templates in a row that derived nothing
+        self._skipped = 0
+        self.check_file = os.environ.get(ENV_CHECK) or None
+
+    # -- templates ----------------------------------------------------------------------
+    def adopt(self, out: RawDataset) -> None:
+        """Make ``out``, a data set the fast path just de-identified and wrote (a file
+        that could not be derived), the template. After several templates in a row that
+        derived nothing (files of series in turn, or ones that differ in text), only
+        every 16th such file is made one: a template costs a parse."""
+        tpl = self.template
+        if tpl is not None:
+            self._barren = 0 if tpl.derived else self._barren + 1
+            if self._barren >= 4:
+                self._skipped += 1
+                if self._skipped % 16:
+                    return
+        self.template = None
+        try:
+            self.template = _template(out)
+        except Exception as exc:  # noqa: BLE001 - no template: files go the ordinary way
+            logger.debug("no template from %s: %s", getattr(out, "filename", "?"), exc)
+        if self.template is not None:
+            self.stats["templates"] += 1
+
+    def derive(self, path: str) -> RawDataset | None:
+        """The de-identified data set of the file ``path``, ready to encode, or None when
+        it cannot be derived from the template."""
+        tpl = self.template
+        if tpl is None:
+            return None
+        try:
+            out = self._derive(tpl, path)
+        except (Decline, _WholeFile, OSError, ValueError, KeyError, IndexError) as exc:
+            logger.debug("not derived %s: %s", path, exc)
+            out = None
+        except Exception as exc:  # noqa: BLE001 - the ordinary way decides and reports
+            logger.debug("not derived %s", path, exc_info=exc)
+            out = None
+        if out is None:
+            self.stats["ordinary"] += 1
+            return None
+        tpl.derived += 1
+        self.stats["derived"] += 1
+        if self.check_file:
+            self._check(out, path)
+        return out
+
+    def _derive(self, tpl: Template, path: str) -> RawDataset | None:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read(max(len(tpl.data), 1 << 16))
+        size = st.st_size
+        if len(data) < 144 or data[128:132] != b"DICM":
+            return None
+        pos = 132
+        meta: dict = {}
+        while pos + 8 <= len(data) and data[pos] == 2 and data[pos + 1] == 0:
+            one, pos = _meta_element(data, pos)
+            meta[one.tag] = one
+        ts, sop_class = meta.get(0x00020010), meta.get(0x00020002)
+        if (ts is None or ts.value != tpl.transfer_syntax or sop_class is None
+                or sop_class.value != tpl.sop_class):
+            return None
+        changed = _changes(tpl, data, pos, size, path, st.st_mtime_ns)
+        if changed is None:
+            return None
+        return self._apply(tpl, changed, path)
+
+    def _apply(self, tpl: Template, changed: dict, path: str) -> RawDataset:
+        from .api import _RecordingUIDs
+
+        full = dict(tpl.pristine._dict)
+        full.update(changed)
+        closure = set(changed)
+        for tag, elem in changed.items():
+            vr = elem.VR if elem.VR not in (None, "UN") else dictionary_vr(tag)
+            partner = _partner(keyword_of(tag) or "") if vr in ("DA", "TM") else None
+            ptag = tag_for_keyword(partner) if partner else None
+            if ptag is not None and ptag in full:
+                if not context_free(ptag, getattr(full[ptag], "VR", None), tpl.ctx.options):
+                    raise Decline("a changed date or time paired with a context value")
+                closure.add(ptag)
+        src = tpl.pristine
+        walked = RawDataset(full, src.original_encoding[0], src.original_character_set)
+        uid_map = _RecordingUIDs(self.deid.uids)
+        Walker(dataclasses.replace(tpl.ctx, uid_map=uid_map)).walk_tags(walked, closure)
+        out_dict = dict(tpl.out._dict)
+        for tag in closure:
+            elem = full.get(tag)
+            if elem is None:
+                out_dict.pop(tag, None)
+            else:
+                out_dict[tag] = elem
+        base = tpl.out
+        ds = RawDataset(out_dict, base.original_encoding[0], base.original_character_set)
+        if tpl.encoded is None:
+            tpl.encoded = encode_elements(base, True, base.original_encoding[0])
+        ds._encoded = (base._dict, tpl.encoded)  # the template's elements are written as they were
+        ds.file_meta = base.file_meta
+        ds.file_meta = self.deid._file_meta(ds)
+        ds.preamble = base.preamble
+        ds.filename = path
+        ds._pixeldeid_patient = tpl.patient  # the original patient, as pseudonyms know it
+        ds._pixeldeid_residual_tokens = base._pixeldeid_residual_tokens
+        ds._pixeldeid_residual_uids = sorted(set(base._pixeldeid_residual_uids)
+                                             | uid_map.replaced)
+        return ds
+
+    # -- self-check ---------------------------------------------------------------------
+    def _check(self, out: RawDataset, path: str) -> None:
+        """Compare ``out`` encoded with the ordinary fast path's output of ``path``;
+        append a line to :attr:`check_file` when they differ."""
+        from .rawds import read_raw
+
+        def encoded(make):
+            try:
+                return bytes(self.deid.encode(make(), source=path)[0])
+            except Exception as exc:  # noqa: BLE001 - compared as text
+                return f"{type(exc).__name__}: {exc}"
+
+        derived = encoded(lambda: out)
+        full = encoded(lambda: self.deid.deidentify_dataset(read_raw(path), source=path))
+        if derived != full:
+            kind = "error" if isinstance(derived, str) or isinstance(full, str) else "bytes"
+            with open(self.check_file, "a", encoding="utf-8") as fh:
+                fh.write(f"{path}\t{kind}\t{str(derived)[:200] if kind == 'error' else ''}"
+                         f"\t{str(full)[:200] if kind == 'error' else ''}\n")
+
+
+def _template(out: RawDataset) -> Template | None:
+    """A :class:`Template` from the de-identified data set ``out`` of the fast path."""
+    ctx = vars(out).get("_pixeldeid_ctx")
+    data = vars(out).get("_src")
+    if ctx is None or data is None:
+        return None
+    pixel = out._dict.get(PIXEL_DATA)
+    tail = None
+    if pixel is not None and isinstance(pixel.value, FileSlice):
+        v = pixel.value
+        tail = FileSlice(v.path, v.size, v.mtime_ns)
+    index: list = []
+    pristine = _parse(data, getattr(out, "filename", ""), tail, index=index)
+    groups = {t >> 16 for t in pristine._dict}
+    if any(0x5000 <= g <= 0x50FF or 0x6000 <= g <= 0x60FF for g in groups):
+        return None  # overlays and curves: the steps after the walk look at them
+    from .api import patient_key
+
+    meta = pristine.file_meta._dict
+    return Template(data, index, pristine, out, ctx, meta[0x00020010].value,
+                    meta[0x00020002].value, patient_key(pristine))
+
+
+def _head(data: bytes, pos: int, implicit: bool) -> tuple[int, str | None, int, int]:
+    """(tag, VR, length, value offset) of the element at ``pos``, as the parser reads it."""
+    if implicit or (data[pos] == 0xFE and data[pos + 1] == 0xFF):
+        group, elem, length = _IMPL.unpack_from(data, pos)
+        vr = None
+        start = pos + 8
+    else:
+        group, elem, vr, length, start = _explicit_head(data, pos)
+    tag = group << 16 | elem
+    if vr is None and dictionary_vr(tag) == "SQ":
+        vr = "SQ"
+    return tag, vr, length, start
+
+
+def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
+             mtime_ns: int) -> dict | None:
+    """The top-level elements of ``data`` (a file whose data set starts at ``pos``) that
+    differ from the template's, parsed; None when the file cannot be derived."""
+    tdata, index = tpl.data, tpl.index
+    if not index:
+        return None
+    implicit = tpl.pristine.original_encoding[0]
+    options = tpl.ctx.options
+    delta = pos - index[0][1]
+    changed: dict = {}
+    parser: _Parser | None = None
+    charset = tpl.pristine.original_character_set
+    end = pos
+    for tag, p, e, vr in index:
+        q = p + delta
+        if e <= len(tdata) and data[q:q + e - p] == tdata[p:e]:
+            end = q + e - p
+            continue
+        if q + 12 > len(data):
+            return None
+        btag, bvr, length, start = _head(data, q, implicit)
+        if btag != tag or bvr != vr or not context_free(tag, vr, options):
+            return None
+        if vr == "SQ":
+            if parser is None:
+                parser = _Parser(data, implicit)
+            seq, stop = parser.sequence(tag, start, length, 0)
+            if signature(seq) != tpl.signature(tag):
+                return None
+            changed[tag] = seq
+        else:
+            if length == 0xFFFFFFFF:
+                return None
+            stop = start + length
+            if stop <= len(data):
+                value = data[start:stop] if length else empty_value_for_VR(vr, raw=True)
+                if garbled_text(vr or dictionary_vr(tag), value):
+                    return None
+            elif tag == PIXEL_DATA and stop == size:
+                value = FileSlice(path, size, mtime_ns, start, length)
+            else:
+                return None
+            changed[tag] = make_raw((tag, vr, length, value, start, implicit, True)
+                                    + RAW_DEFAULTS)
+        end = stop
+        delta += (stop - q) - (e - p)
+    if end != size:
+        return None  # more elements, trailing bytes, or a short file
+    if parser is not None:
+        for one in parser.made:
+            if 0x00080005 in one._dict:
+                return None
+            d = one.__dict__
+            d["original_character_set"] = d["_character_set"] = charset
+    return changed
