@@ -133,9 +133,10 @@ class FileParts:
                 copy_range(src.fileno(), fh.fileno(), chunk.offset, chunk.length)
             fh.seek(0, os.SEEK_END)
 
-    def write_fd(self, fd: int) -> None:
+    def write_fd(self, fd: int, folder: str | None = None) -> None:
         """Write everything at the position of the open file descriptor ``fd`` (a file
-        written from its start: as few system calls as can be)."""
+        written from its start: as few system calls as can be); ``folder``, the file's,
+        lets the copies remember where ``os.copy_file_range`` fails (:func:`_copy`)."""
         pending: list[bytes] = []
         for chunk in self.chunks:
             if isinstance(chunk, bytes):
@@ -147,7 +148,8 @@ class FileParts:
             src = os.open(chunk.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             try:
                 chunk.check(src)
-                _copy(src, fd, chunk.offset, chunk.length)
+                route = (os.path.dirname(chunk.path), folder) if folder else None
+                _copy(src, fd, chunk.offset, chunk.length, route)
             finally:
                 os.close(src)
         if pending:
@@ -204,9 +206,9 @@ def _write_all(fd: int, data) -> int:
     return len(data)
 
 
-def _write(fd: int, data) -> None:
+def _write(fd: int, data, folder: str) -> None:
     if isinstance(data, FileParts):
-        data.write_fd(fd)
+        data.write_fd(fd, folder)
     else:
         _write_all(fd, data)
 
@@ -235,7 +237,7 @@ def write_exclusive(path: str | os.PathLike, data, *, durable: bool = False) -> 
     try:
         if staged is None:
             try:
-                _write(fd, data)
+                _write(fd, data, os.path.dirname(tmp))
                 if durable:
                     os.fsync(fd)
             finally:
