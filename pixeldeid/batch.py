@@ -649,8 +649,9 @@ class _Writes:
     Each outcome is what the synchronous code gives: the background thread only fills
     temporary files (:class:`~pixeldeid.atomic.StagedFile`: it copies the pixel data);
     this thread puts them into place with :func:`_write_output` in input order (SOP
-    claims and name conflicts as without the thread), after the earlier inputs' before
-    any write of its own (:meth:`barrier`). A write that fails makes the ordinary path
+    claims and name conflicts as without the thread), and puts all of them into place
+    before the ordinary path handles an input (:meth:`barrier`). A write that fails
+    makes the ordinary path
     redo that input, as :func:`_process` does when the fast path declines. An outcome is
     handed on only once its output is in place (then the ledger records it).
     """
@@ -756,8 +757,9 @@ def _outcomes(paths: list[str], *, background: bool = True) -> Iterator[FileOutc
     :func:`_init_worker`; the fast path's writes overlap the next inputs' work in a
     background thread (:class:`_Writes`) unless ``background`` is False or
     :func:`background_writes` says no. When the batch stops early (an exception, an
-    interrupt, the generator closed) the writes not started are dropped, the one running
-    finishes, and the thread is joined: no input is recorded without its output."""
+    interrupt, the generator closed) the copies not started are dropped, the one running
+    finishes, the thread is joined and the temporary files are removed: no input is
+    recorded without its output, and no partial file stays."""
     writer = None
     if background and _WORKER.get("fast") and len(paths) > 1:
         writer = _start_writer()
@@ -776,8 +778,10 @@ def _outcomes(paths: list[str], *, background: bool = True) -> Iterator[FileOutc
         finished = True
     finally:
         _WORKER.pop("writes", None)
-        writer.close(cancel=not finished)
-        writes.discard()
+        try:
+            writer.close(cancel=not finished)
+        finally:
+            writes.discard()
 
 
 # -- batch ----------------------------------------------------------------------------
