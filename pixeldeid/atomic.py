@@ -2,26 +2,60 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
+import itertools
+import logging
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+logger = logging.getLogger(__name__)
 
 TMP_PREFIX = ".pixeldeid-tmp-"
+
+
+#: flags of a new temporary file, as :func:`tempfile.mkstemp` opens it (mode 0600)
+_TMP_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+              | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+
+
+#: temporary names: a random part per process and a counter (O_EXCL makes each unique)
+_NAMES = {"pid": None, "prefix": "", "count": itertools.count()}
+
+
+def _temporary_name() -> str:
+    if _NAMES["pid"] != os.getpid():  # (a forked worker draws its own)
+        _NAMES.update(pid=os.getpid(), prefix=secrets.token_hex(6), count=itertools.count())
+    return f"{_NAMES['prefix']}{next(_NAMES['count']):x}"
+
+
+def _mkstemp(folder: str, suffix: str) -> tuple[int, str]:
+    """:func:`tempfile.mkstemp` without its per-call overhead: (fd, name)."""
+    for _ in range(100):
+        name = os.path.join(folder, f"{TMP_PREFIX}{_temporary_name()}{suffix}")
+        try:
+            return os.open(name, _TMP_FLAGS, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no usable temporary name", folder)
 
 
 def _temporary_beside(path: Path) -> tuple[int, str]:
     """A new temporary file in ``path``'s folder (made when missing): (fd, name). An
     OSError names ``path``, not the temporary name."""
+    folder = os.fspath(path.parent)
     try:
         try:
-            return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+            return _mkstemp(folder, path.suffix)
         except FileNotFoundError:  # the first file of its folder
             path.parent.mkdir(parents=True, exist_ok=True)
-            return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+            return _mkstemp(folder, path.suffix)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
 
@@ -84,9 +118,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
 class FileParts:
     """File contents given as bytes and slices of other files (:class:`pixeldeid.rawds.FileSlice`).
 
-    Written with ``os.copy_file_range`` for the slices: their bytes are copied by the
-    kernel, never read into Python. Each slice's source is checked to be the file that was
-    parsed (same size and modification time) before it is copied.
+    Written with ``os.copy_file_range`` (else ``os.sendfile``) for the slices: their bytes
+    are copied by the kernel, never read into Python. Each slice's source is checked to be
+    the file that was parsed (same size and modification time) before it is copied.
     """
 
     def __init__(self, chunks: list) -> None:
@@ -110,36 +144,87 @@ class FileParts:
                 copy_range(src.fileno(), fh.fileno(), chunk.offset, chunk.length)
             fh.seek(0, os.SEEK_END)
 
+    def write_fd(self, fd: int, folder: str | None = None) -> None:
+        """Write everything at the position of the open file descriptor ``fd`` (a file
+        written from its start: as few system calls as can be); ``folder``, the file's,
+        lets the copies remember where ``os.copy_file_range`` fails (:func:`_copy`)."""
+        pending: list[bytes] = []
+        for chunk in self.chunks:
+            if isinstance(chunk, bytes):
+                pending.append(chunk)
+                continue
+            if pending:
+                _write_all(fd, b"".join(pending))
+                pending = []
+            src = os.open(chunk.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                chunk.check(src)
+                route = (os.path.dirname(chunk.path), folder) if folder else None
+                _copy(src, fd, chunk.offset, chunk.length, route)
+            finally:
+                os.close(src)
+        if pending:
+            _write_all(fd, b"".join(pending))
+
 
 def copy_range(src: int, dst: int, offset: int, length: int) -> None:
     """Copy ``length`` bytes at ``offset`` of ``src`` to the end of ``dst``."""
     os.lseek(dst, 0, os.SEEK_END)
+    _copy(src, dst, offset, length)
+
+
+#: (source folder, target folder) pairs where ``os.copy_file_range`` failed (other file
+#: systems): their copies start with ``os.sendfile``
+_NO_CFR: set[tuple[str, str]] = set()
+
+
+def _copy(src: int, dst: int, offset: int, length: int,
+          route: tuple[str, str] | None = None) -> None:
+    """Copy ``length`` bytes at ``offset`` of ``src`` to ``dst`` at its position: by
+    ``os.copy_file_range`` (one file system), else ``os.sendfile`` (across file systems),
+    else plain reads and writes. ``route`` (source folder, target folder) remembers that
+    ``copy_file_range`` fails there, and does not try it again."""
     done = 0
-    use_cfr = hasattr(os, "copy_file_range")
+    cfr = hasattr(os, "copy_file_range") and route not in _NO_CFR
+    how = "cfr" if cfr else "sendfile"
     while done < length:
         n = 0
-        if use_cfr:
-            try:
+        try:
+            if how == "cfr":
                 n = os.copy_file_range(src, dst, length - done, offset + done)
-            except OSError:  # other file systems, old kernels: plain reads and writes
-                use_cfr = False
-                continue
-        else:
-            block = os.pread(src, min(length - done, 1 << 20), offset + done)
-            n = os.write(dst, block) if block else 0
+            elif how == "sendfile":
+                n = os.sendfile(dst, src, offset + done, length - done)
+            else:
+                block = os.pread(src, min(length - done, 1 << 20), offset + done)
+                n = _write_all(dst, block) if block else 0
+        except (OSError, AttributeError):  # other file systems, old kernels, other systems
+            if how == "rw":
+                raise
+            if how == "cfr" and route is not None and len(_NO_CFR) < 1024:
+                _NO_CFR.add(route)
+            how = "sendfile" if how == "cfr" else "rw"
+            continue
         if n <= 0:
             raise OSError(f"source ended {length - done} bytes early")
         done += n
 
 
-def _write(fh: BinaryIO, data) -> None:
+def _write_all(fd: int, data) -> int:
+    """``os.write`` until all of ``data`` is written; return its length."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return len(data)
+
+
+def _write(fd: int, data, folder: str) -> None:
     if isinstance(data, FileParts):
-        data.write_to(fh)
+        data.write_fd(fd, folder)
     else:
-        fh.write(data)
+        _write_all(fd, data)
 
 
-def write_exclusive(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> str:
+def write_exclusive(path: str | os.PathLike, data, *, durable: bool = False) -> str:
     """Write ``data`` to ``path`` atomically unless another file already took the name.
 
     Returns ``"written"``, ``"identical"`` (the name exists with the same bytes: a rerun
@@ -147,15 +232,29 @@ def write_exclusive(path: str | os.PathLike, data: bytes, *, durable: bool = Fal
     written). The check and the creation are one atomic step (a hard link), so two
     workers can never overwrite each other. ``durable`` also fsyncs the data (survives a
     power cut, not only a killed process; much slower on many small files).
+
+    ``data`` is bytes, :class:`FileParts`, or a :class:`StagedFile` of ``path`` (written
+    ahead into its temporary file, by a :class:`BackgroundWriter`): then this waits for
+    it, raises what its writing raised, and links it into place (``durable`` was its own).
     """
     path = Path(path)
-    fd, tmp = _temporary_beside(path)
+    staged = data if isinstance(data, StagedFile) else None
+    if staged is None:
+        fd, tmp = _temporary_beside(path)
+    elif staged.path != path:
+        raise ValueError(f"{staged.path} was staged, not {path}")
+    else:
+        tmp = staged.tmp
     try:
-        with os.fdopen(fd, "wb") as fh:
-            _write(fh, data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
+        if staged is None:
+            try:
+                _write(fd, data, os.path.dirname(tmp))
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            staged.wait()
         try:
             os.link(tmp, path)
             return "written"
@@ -172,5 +271,230 @@ def write_exclusive(path: str | os.PathLike, data: bytes, *, durable: bool = Fal
             os.replace(tmp, path)
             return "written"
     finally:
+        if staged is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        else:
+            staged.discard()
+
+
+# -- writing ahead in a background thread -------------------------------------------------
+class WriteJob:
+    """One call handed to a :class:`BackgroundWriter`: its result, once it has run."""
+
+    __slots__ = ("fn", "args", "_done", "_result", "_error", "cancelled")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
+        self.fn, self.args = fn, args
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        #: True when the writer was closed before the job ran (it did nothing)
+        self.cancelled = False
+
+    def done(self) -> bool:
+        """Whether the job has run (or was cancelled)."""
+        return self._done.is_set()
+
+    def wait(self) -> None:
+        """Wait until the job has run (or was cancelled)."""
+        self._done.wait()
+
+    def result(self) -> Any:
+        """Wait for the job; return what the call returned or raise what it raised."""
+        self._done.wait()
+        if self.cancelled:
+            raise OSError(errno.ECANCELED, "the write was cancelled: its writer was closed")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _run(self) -> None:
+        try:
+            self._result = self.fn(*self.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self._error = exc
+        self._done.set()
+
+    def _cancel(self) -> None:
+        self.cancelled = True
+        self._done.set()
+
+
+class BackgroundWriter:
+    """One background thread that runs jobs (writes) one at a time, in the order submitted.
+
+    The system calls of a write (``copy_file_range``, ``sendfile``) release the GIL, so
+    the caller prepares the next file meanwhile. Each job hands back its result or its
+    exception (:class:`WriteJob`); the thread goes on with the next job either way.
+    :meth:`close` waits for the job running (a write is never cut short); the jobs not
+    started are run first, or dropped with ``cancel=True``.
+
+    Parameters
+    ----------
+    name : str, optional
+        The thread's name.
+
+    Examples
+    --------
+    >>> with BackgroundWriter() as writer:  # doctest: +SKIP
+    ...     staged = StagedFile(out / "a.dcm", data, writer)  # the copy runs meanwhile
+    ...     prepare_the_next_file()
+    ...     status = write_exclusive(out / "a.dcm", staged)  # waits for it, links it
+    """
+
+    def __init__(self, name: str = "pixeldeid-writer") -> None:
+        self._cond = threading.Condition()
+        self._todo: collections.deque[WriteJob] = collections.deque()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> WriteJob:
+        """Queue ``fn(*args)`` after the jobs submitted before; return its :class:`WriteJob`.
+        The caller bounds the queue (it waits for its oldest jobs)."""
+        job = WriteJob(fn, args)
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the background writer is closed")
+            self._todo.append(job)
+            self._cond.notify()
+        return job
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Stop the thread and wait for it (the job running always finishes). The jobs not
+        started are run first, or dropped with ``cancel=True`` (their
+        :meth:`WriteJob.result` raises OSError)."""
+        with self._cond:
+            self._closing = True
+            if cancel and self._todo:
+                logger.debug("background writer: %d job(s) not started, dropped",
+                             len(self._todo))
+                for job in self._todo:
+                    job._cancel()
+                self._todo.clear()
+            self._cond.notify()
+        self._thread.join()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(cancel=exc_type is not None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._todo:
+                    self._cond.wait()
+                if not self._todo:  # closing
+                    return
+                job = self._todo.popleft()
+            job._run()
+
+
+class StagedFile:
+    """A file written ahead into a temporary file beside ``path``, for
+    :func:`write_exclusive` to link into place later.
+
+    The temporary file is made and the bytes before the first slice are written here; the
+    slices' sources are opened and checked (:meth:`pixeldeid.rawds.FileSlice.check`) here
+    too, then a :class:`BackgroundWriter` copies the slices (and writes the bytes after
+    them; fsyncs when ``durable``): the one long system call of a write runs while this
+    thread goes on. Nothing is visible at ``path`` until :func:`write_exclusive`; a staged
+    file that is not written is :meth:`discard` -ed (its temporary file removed).
+
+    Parameters
+    ----------
+    path : path
+        Where the file will go.
+    data : bytes or FileParts
+        Its contents.
+    writer : BackgroundWriter
+        The thread that copies the slices.
+    durable : bool, optional
+        Fsync the temporary file (see :func:`write_exclusive`).
+
+    Raises
+    ------
+    OSError
+        The temporary file cannot be made or written, or a slice's source cannot be
+        opened or has changed since it was parsed (nothing is left behind).
+    """
+
+    def __init__(self, path: str | os.PathLike, data, writer: BackgroundWriter, *,
+                 durable: bool = False) -> None:
+        self.path = Path(path)
+        self._size = len(data)
+        self._fds: list[int] = []
+        self._job: WriteJob | None = None
+        self._discarded = False
+        fd, self.tmp = _temporary_beside(self.path)
+        self._fds.append(fd)
+        try:
+            chunks = data.chunks if isinstance(data, FileParts) else [data]
+            first = next((i for i, c in enumerate(chunks) if not isinstance(c, bytes)),
+                         len(chunks))
+            _write_all(fd, b"".join(chunks[:first]))
+            rest: list = []  # bytes, or (source fd, offset, length, route)
+            for chunk in chunks[first:]:
+                if isinstance(chunk, bytes):
+                    rest.append(chunk)
+                    continue
+                src = os.open(chunk.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                self._fds.append(src)
+                chunk.check(src)
+                route = (os.path.dirname(chunk.path), os.path.dirname(self.tmp))
+                rest.append((src, chunk.offset, chunk.length, route))
+            if rest or durable:
+                self._job = writer.submit(_write_rest, fd, rest, durable)
+        except BaseException:
+            self.discard()
+            raise
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bytes__(self) -> bytes:
+        """What was written (read back from the temporary file)."""
+        return Path(self.tmp).read_bytes()
+
+    def ready(self) -> bool:
+        """Whether the writer's part is done (:meth:`wait` will not block)."""
+        return self._job is None or self._job.done()
+
+    def wait(self) -> None:
+        """Wait for the writer; raise what its part raised. The files are closed."""
+        try:
+            if self._job is not None:
+                self._job.result()
+        finally:
+            self._close()
+
+    def discard(self) -> None:
+        """Remove the temporary file (after the writer's part, which is never cut short);
+        an output put into place stays (a hard link of its own)."""
+        if self._discarded:
+            return
+        self._discarded = True
+        if self._job is not None:
+            self._job.wait()
+        self._close()
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(self.tmp)
+
+    def _close(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
+
+
+def _write_rest(fd: int, rest: list, durable: bool) -> None:
+    """The background part of a :class:`StagedFile`: ``rest`` at the end of ``fd``."""
+    for item in rest:
+        if isinstance(item, bytes):
+            _write_all(fd, item)
+        else:
+            src, offset, length, route = item
+            _copy(src, fd, offset, length, route)
+    if durable:
+        os.fsync(fd)

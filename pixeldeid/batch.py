@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .api import DeidConfig, Deidentifier, patient_key, read_dicom
-from .atomic import atomic_output, probe_writable, remove_stale_temporaries, write_exclusive
+from .atomic import (
+    BackgroundWriter,
+    StagedFile,
+    atomic_output,
+    probe_writable,
+    remove_stale_temporaries,
+    write_exclusive,
+)
 from .dsvalues import peek
 from .errors import DeidError, InputError
 from .paths import each_path_once
@@ -525,8 +532,8 @@ def _process(path: str) -> FileOutcome:
         except Decline as exc:  # the ordinary path takes it (and reports any problem)
             logger.debug("fast path declined %s: %s", path, exc)
         else:
-            if deriver is not None and outcome.status in ("written", "identical"):
-                deriver.adopt(ds)
+            if deriver is not None and outcome.status != "quarantined":
+                deriver.adopt(ds)  # (de-identified and encoded: its write is another matter)
             return outcome
     return _deidentify_file(None, path)
 
@@ -537,6 +544,11 @@ def _deidentify_file(ds, path: str, *, deidentified: bool = False) -> FileOutcom
     deid: Deidentifier = _WORKER["deid"]
     out: Path = _WORKER["out"]
     fast = ds is not None
+    writes: _Writes | None = _WORKER.get("writes")
+    if not fast and writes is not None:
+        # the outputs written ahead go into place first (their order decides conflicts;
+        # a failed one is redone now, as it would have been before this input)
+        writes.barrier()
     try:
         try:
             if ds is None:
@@ -565,13 +577,12 @@ def _deidentify_file(ds, path: str, *, deidentified: bool = False) -> FileOutcom
         data, _removed = deid.encode(ds, source=path)
         rel = _output_rel(ds, _WORKER["layout"])
         sop = str(peek(ds, "SOPInstanceUID"))
+        if fast and writes is not None:  # written ahead, put into place in its turn
+            return writes.defer(path, rel, sop, data, details,
+                                lambda: _mapping(deid, ds, original))
         status = _write_output(out, rel, sop, data, path, _WORKER["layout"])
-        mapping: dict[str, dict[str, str]] = {}
-        if _WORKER["want_map"]:
-            mapping = {"patient": {original["patient"]: str(peek(ds, "PatientID"))},
-                       "uid": deid.uids.drain()}
-        return FileOutcome(path, status, rel, sop_instance_uid=sop, mapping=mapping,
-                           details=details)
+        return FileOutcome(path, status, rel, sop_instance_uid=sop,
+                           mapping=_mapping(deid, ds, original), details=details)
     except Exception as exc:
         if not fast:
             return _failed(path, exc)
@@ -583,6 +594,15 @@ def _deidentify_file(ds, path: str, *, deidentified: bool = False) -> FileOutcom
         if isinstance(exc, Decline):
             raise
         raise Decline(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _mapping(deid: Deidentifier, ds, original: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The old -> new pairs of a finished input for the export map (when one is asked for):
+    its patient, and the UIDs first mapped since the last input's."""
+    if not _WORKER["want_map"]:
+        return {}
+    return {"patient": {original["patient"]: str(peek(ds, "PatientID"))},
+            "uid": deid.uids.drain()}
 
 
 def _failed(path: str, exc: Exception) -> FileOutcome:
@@ -611,6 +631,178 @@ def _run_pixels(stage, ds, path: str):
         logger.debug("pixel stage failed on %s", path, exc_info=True)
         return FileOutcome(path, "quarantined", stage="pixels",
                            reason=f"pixels: {type(exc).__name__}: {exc}".splitlines()[0])
+
+
+# -- writes in a background thread ------------------------------------------------------
+#: ``PIXELDEID_WRITER_THREAD=0``: the fast path writes each output before the next input
+#: is read, in the thread that de-identifies (for debugging; the outputs are the same)
+WRITER_THREAD_ENV = "PIXELDEID_WRITER_THREAD"
+#: outputs written by the background thread at most while the next input is de-identified
+WRITE_AHEAD = 3
+#: the status of an outcome whose output the background thread is still writing
+PENDING = "pending"
+
+
+def background_writes() -> bool:
+    """Whether the fast path's outputs are written by a background thread
+    (:data:`WRITER_THREAD_ENV`, on unless ``0``, ``off``, ``no`` or ``false``)."""
+    return os.environ.get(WRITER_THREAD_ENV, "").strip().lower() not in ("0", "off", "no",
+                                                                         "false")
+
+
+@dataclass
+class _Deferred:
+    """An input in :class:`_Writes`: its outcome, and the arguments of the
+    :func:`_write_output` that finishes it (None: the outcome is final)."""
+
+    outcome: FileOutcome
+    write: tuple | None = None
+
+    def ready(self) -> bool:
+        return self.write is None or self.write[3].ready()
+
+
+class _Writes:
+    """Outcomes of inputs handled one after another, the fast path's outputs written
+    ahead by a :class:`~pixeldeid.atomic.BackgroundWriter` while the next input is
+    de-identified.
+
+    Each outcome is what the synchronous code gives: the background thread only fills
+    temporary files (:class:`~pixeldeid.atomic.StagedFile`: it copies the pixel data);
+    this thread puts them into place with :func:`_write_output` in input order (SOP
+    claims and name conflicts as without the thread), and puts all of them into place
+    before the ordinary path handles an input (:meth:`barrier`). A write that fails
+    makes the ordinary path
+    redo that input, as :func:`_process` does when the fast path declines. An outcome is
+    handed on only once its output is in place (then the ledger records it).
+    """
+
+    def __init__(self, writer: BackgroundWriter) -> None:
+        self.writer = writer
+        self._queue: collections.deque[_Deferred] = collections.deque()
+        self._redoing = False
+        # UID pairs of a redone input that gave no output: the synchronous code drains
+        # them with the next finished input's (export map rows)
+        self._carry: dict[str, str] = {}
+
+    def defer(self, path: str, rel: str, sop: str, data, details: dict,
+              mapping: Callable[[], dict]) -> FileOutcome:
+        """Write ``data`` ahead (:class:`~pixeldeid.atomic.StagedFile`; raises OSError as a
+        write would) and queue the outcome of ``path``, pending until its output is put
+        into place in its turn. ``mapping()`` gives the outcome's export map rows."""
+        out: Path = _WORKER["out"]
+        staged = StagedFile(out / rel, data, self.writer)
+        try:
+            outcome = FileOutcome(path, PENDING, rel, sop_instance_uid=sop, mapping=mapping(),
+                                  details=details)
+            self._queue.append(_Deferred(outcome, (out, rel, sop, staged, path,
+                                                   _WORKER["layout"])))
+        except BaseException:
+            staged.discard()
+            raise
+        return outcome
+
+    def add(self, outcome: FileOutcome) -> None:
+        """Take the outcome of the next input (deferred by :meth:`defer`, or final)."""
+        if not self._queue or self._queue[-1].outcome is not outcome:
+            self._queue.append(_Deferred(outcome))
+
+    def barrier(self) -> None:
+        """Put every output written ahead into place (before this thread writes one)."""
+        if self._redoing:  # the inputs queued come after the one redone
+            return
+        for item in self._queue:
+            self._finish(item)
+
+    def take(self, keep: int) -> Iterator[FileOutcome]:
+        """Yield the finished outcomes in input order, finishing the oldest ones while
+        more than ``keep`` are queued."""
+        while self._queue and (len(self._queue) > keep or self._queue[0].ready()):
+            item = self._queue[0]
+            self._finish(item)
+            self._queue.popleft()
+            yield item.outcome
+
+    def discard(self) -> None:
+        """Drop what is queued (the batch stopped): no temporary file stays."""
+        while self._queue:
+            item = self._queue.popleft()
+            if item.write is not None:
+                item.write[3].discard()
+
+    def _finish(self, item: _Deferred) -> None:
+        """Make ``item``'s outcome final: its output put into place, else the input redone."""
+        if item.write is not None:
+            write, item.write = item.write, None
+            try:
+                item.outcome.status = _write_output(*write)
+            except Exception as exc:  # noqa: BLE001 - the ordinary path redoes the input
+                item.outcome = self._redo(item.outcome, exc)
+            finally:
+                write[3].discard()  # (nothing left when it was put into place)
+        o = item.outcome
+        if self._carry and o.status in ("written", "identical") and "uid" in o.mapping:
+            o.mapping["uid"] = {**self._carry, **o.mapping["uid"]}
+            self._carry = {}
+
+    def _redo(self, fast: FileOutcome, exc: Exception) -> FileOutcome:
+        path = fast.source
+        logger.debug("fast path declined %s: %s: %s", path, type(exc).__name__, exc)
+        self._redoing = True
+        try:
+            outcome = _deidentify_file(None, path)
+        finally:
+            self._redoing = False
+        outcome.signature = fast.signature
+        uids = fast.mapping.get("uid", {})
+        if outcome.status in ("written", "identical") and "uid" in outcome.mapping:
+            outcome.mapping["uid"] = {**uids, **outcome.mapping["uid"]}
+        else:
+            self._carry.update(uids)
+        return outcome
+
+
+def _start_writer() -> BackgroundWriter | None:
+    """A background writer, or None when switched off or no thread can be started."""
+    if not background_writes():
+        return None
+    try:
+        return BackgroundWriter()
+    except RuntimeError as exc:  # "can't start new thread": write in this thread
+        logger.debug("no background writer: %s", exc)
+        return None
+
+
+def _outcomes(paths: list[str], *, background: bool = True) -> Iterator[FileOutcome]:
+    """:func:`process_file` of each of ``paths``, in order, by the worker state of
+    :func:`_init_worker`; the fast path's writes overlap the next inputs' work in a
+    background thread (:class:`_Writes`) unless ``background`` is False or
+    :func:`background_writes` says no. When the batch stops early (an exception, an
+    interrupt, the generator closed) the copies not started are dropped, the one running
+    finishes, the thread is joined and the temporary files are removed: no input is
+    recorded without its output, and no partial file stays."""
+    writer = None
+    if background and _WORKER.get("fast") and len(paths) > 1:
+        writer = _start_writer()
+    if writer is None:
+        for p in paths:
+            yield process_file(p)
+        return
+    writes = _Writes(writer)
+    _WORKER["writes"] = writes
+    finished = False
+    try:
+        for p in paths:
+            writes.add(process_file(p))
+            yield from writes.take(WRITE_AHEAD)
+        yield from writes.take(0)
+        finished = True
+    finally:
+        _WORKER.pop("writes", None)
+        try:
+            writer.close(cancel=not finished)
+        finally:
+            writes.discard()
 
 
 # -- batch ----------------------------------------------------------------------------
@@ -678,17 +870,21 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                disable=None if progress is None else not progress)
     earlier_quarantine = (out / QUARANTINE_DIRNAME).is_dir()
     try:
-        for outcome in _execute(todo, config, out, layout, jobs, want_map):
-            if outcome.status == "quarantined":
-                rec = quarantine(outcome.source, out, outcome.reason, stage=outcome.stage)
-                outcome.reason = rec.reason
-            elif earlier_quarantine and withdraw(outcome.source, out):
-                logger.info("cleaned now, its quarantine record removed: %s", outcome.source)
-            summary.outcomes.append(outcome)
-            ledger.record(outcome)
-            bar.update()
-            if len(summary.outcomes) % 200 == 0:
-                ledger.commit()
+        # closed here when the loop stops early (an interrupt, an error): the work stops
+        # (a background writer is joined) before the ledger closes, not when the
+        # traceback is freed
+        with contextlib.closing(_execute(todo, config, out, layout, jobs, want_map)) as outcomes:
+            for outcome in outcomes:
+                if outcome.status == "quarantined":
+                    rec = quarantine(outcome.source, out, outcome.reason, stage=outcome.stage)
+                    outcome.reason = rec.reason
+                elif earlier_quarantine and withdraw(outcome.source, out):
+                    logger.info("cleaned now, its quarantine record removed: %s", outcome.source)
+                summary.outcomes.append(outcome)
+                ledger.record(outcome)
+                bar.update()
+                if len(summary.outcomes) % 200 == 0:
+                    ledger.commit()
     finally:
         bar.close()
         ledger.close()
@@ -864,7 +1060,7 @@ def _chunks(paths: list[str], size: int) -> Iterator[list[str]]:
 
 
 def _process_chunk(paths: list[str]) -> list[FileOutcome]:
-    return [process_file(p) for p in paths]
+    return list(_outcomes(paths))
 
 
 def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int,
@@ -949,8 +1145,7 @@ def _serial(todo: list[str], config: DeidConfig, out: Path, layout: str,
         return
     _init_worker(config, str(out), layout, want_map)
     try:
-        for p in todo:
-            yield process_file(p)
+        yield from _outcomes(todo)
     finally:
         _WORKER["deid"].close()
 

@@ -28,8 +28,17 @@ import os
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import empty_value_for_VR
+from pydicom.dataset import FileMetaDataset
 
-from .dsvalues import RAW_DEFAULTS, dictionary_vr, garbled_text, keyword_of, make_raw
+from .dsvalues import (
+    RAW_DEFAULTS,
+    dictionary_vr,
+    garbled_text,
+    keyword_of,
+    make_raw,
+    peek,
+    set_meta,
+)
 from .engine import Walker, _partner
 from .rawds import (
     _IMPL,
@@ -38,12 +47,11 @@ from .rawds import (
     RawDataset,
     RawSequence,
     _explicit_head,
-    _meta_element,
     _parse,
     _Parser,
     _WholeFile,
 )
-from .rawwrite import encode_elements
+from .rawwrite import Patch, encode_elements
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
@@ -63,6 +71,8 @@ CONTEXT_TAGS = frozenset({0x00080005, 0x00080016, 0x00080020, 0x00080021, 0x7FE0
                           0x7FE00002, 0x7FE00008, 0x7FE00009, 0xFFFCFFFC})
 _CONTEXT_GROUPS = frozenset({0x0000, 0x0002, 0x0010, 0x0012, 0x0028})
 PIXEL_DATA = 0x7FE00010
+#: top-level elements compared with the template's in one go
+GROUP = 8
 ENV_CHECK = "PIXELDEID_CHECK_DERIVED"
 
 
@@ -127,9 +137,32 @@ class Template:
     sop_class: bytes
     patient: str  #: the original patient (:func:`pixeldeid.api.patient_key`)
     signatures: dict = dataclasses.field(default_factory=dict)
-    #: the bytes of the elements of ``out`` by tag (:func:`pixeldeid.rawwrite.encode_elements`)
-    encoded: dict | None = None
+    #: how ``out`` was written, element by element (:class:`pixeldeid.rawwrite.Patch`)
+    patch: Patch | None = None
+    _groups: list | None = None
     derived: int = 0
+
+    @property
+    def read_size(self) -> int:
+        """How much of a file to read: the template's elements before one left in its file
+        (Pixel Data), and 4 KB more (values a little longer)."""
+        head = self.index[-1][1] if self.index[-1][2] > len(self.data) else self.index[-1][2]
+        return min(len(self.data), head) + 4096
+
+    def groups(self) -> list:
+        """The top-level elements in runs of :data:`GROUP`: (start, end, bytes of the run,
+        members), each member (tag, start, end, VR, bytes); bytes None where they are not
+        all in :attr:`data` (Pixel Data left in its file)."""
+        if self._groups is None:
+            n = len(self.data)
+            members = [(t, p, e, vr, self.data[p:e] if e <= n else None)
+                       for t, p, e, vr in self.index]
+            self._groups = []
+            for i in range(0, len(members), GROUP):
+                run = members[i:i + GROUP]
+                p, e = run[0][1], run[-1][2]
+                self._groups.append((p, e, self.data[p:e] if e <= n else None, run))
+        return self._groups
 
     def signature(self, tag: int) -> list:
         got = self.signatures.get(tag)
@@ -195,20 +228,24 @@ class Deriver:
         return out
 
     def _derive(self, tpl: Template, path: str) -> RawDataset | None:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            data = fh.read(max(len(tpl.data), 1 << 16))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            data = os.read(fd, tpl.read_size)  # (a header the size of the template's, or less)
+        finally:
+            os.close(fd)
         size = st.st_size
         if len(data) < 144 or data[128:132] != b"DICM":
             return None
         pos = 132
         meta: dict = {}
         while pos + 8 <= len(data) and data[pos] == 2 and data[pos + 1] == 0:
-            one, pos = _meta_element(data, pos)
-            meta[one.tag] = one
-        ts, sop_class = meta.get(0x00020010), meta.get(0x00020002)
-        if (ts is None or ts.value != tpl.transfer_syntax or sop_class is None
-                or sop_class.value != tpl.sop_class):
+            tag, _vr, length, start = _head(data, pos, False)
+            if length == 0xFFFFFFFF or start + length > len(data):
+                return None
+            meta[tag] = data[start:start + length]
+            pos = start + length
+        if meta.get(0x00020010) != tpl.transfer_syntax or meta.get(0x00020002) != tpl.sop_class:
             return None
         changed = _changes(tpl, data, pos, size, path, st.st_mtime_ns)
         if changed is None:
@@ -242,11 +279,13 @@ class Deriver:
                 out_dict[tag] = elem
         base = tpl.out
         ds = RawDataset(out_dict, base.original_encoding[0], base.original_character_set)
-        if tpl.encoded is None:
-            tpl.encoded = encode_elements(base, True, base.original_encoding[0])
-        ds._encoded = (base._dict, tpl.encoded)  # the template's elements are written as they were
-        ds.file_meta = base.file_meta
-        ds.file_meta = self.deid._file_meta(ds)
+        if tpl.patch is None:
+            tpl.patch = Patch(base._dict, encode_elements(base, True, base.original_encoding[0]),
+                              ())
+        ds._patch = tpl.patch.with_tags(closure)  # the rest is written as the template's was
+        ds.file_meta = meta = FileMetaDataset()  # the template's, with this instance's UID
+        meta._dict.update(base.file_meta._dict)
+        set_meta(meta, "MediaStorageSOPInstanceUID", str(peek(ds, "SOPInstanceUID")))
         ds.preamble = base.preamble
         ds.filename = path
         ds._pixeldeid_patient = tpl.patient  # the original patient, as pseudonyms know it
@@ -264,11 +303,15 @@ class Deriver:
         def encoded(make):
             try:
                 return bytes(self.deid.encode(make(), source=path)[0])
+            except OSError:
+                return None  # the file changed or went: nothing to compare
             except Exception as exc:  # noqa: BLE001 - compared as text
                 return f"{type(exc).__name__}: {exc}"
 
         derived = encoded(lambda: out)
         full = encoded(lambda: self.deid.deidentify_dataset(read_raw(path), source=path))
+        if derived is None or full is None:
+            return
         if derived != full:
             kind = "error" if isinstance(derived, str) or isinstance(full, str) else "bytes"
             with open(self.check_file, "a", encoding="utf-8") as fh:
@@ -317,55 +360,68 @@ def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
              mtime_ns: int) -> dict | None:
     """The top-level elements of ``data`` (a file whose data set starts at ``pos``) that
     differ from the template's, parsed; None when the file cannot be derived."""
-    tdata, index = tpl.data, tpl.index
+    index = tpl.index
     if not index:
         return None
-    implicit = tpl.pristine.original_encoding[0]
-    options = tpl.ctx.options
     delta = pos - index[0][1]
     changed: dict = {}
-    parser: _Parser | None = None
+    made: list = []
     charset = tpl.pristine.original_character_set
     end = pos
-    for tag, p, e, vr in index:
-        q = p + delta
-        if e <= len(tdata) and data[q:q + e - p] == tdata[p:e]:
-            end = q + e - p
+    for gp, ge, group_bytes, members in tpl.groups():
+        q = gp + delta
+        if group_bytes is not None and data[q:q + ge - gp] == group_bytes:
+            end = q + ge - gp  # (most runs of elements are the template's to the byte)
             continue
-        if q + 12 > len(data):
-            return None
-        btag, bvr, length, start = _head(data, q, implicit)
-        if btag != tag or bvr != vr or not context_free(tag, vr, options):
-            return None
-        if vr == "SQ":
-            if parser is None:
-                parser = _Parser(data, implicit)
-            seq, stop = parser.sequence(tag, start, length, 0)
-            if signature(seq) != tpl.signature(tag):
+        for tag, p, e, vr, same in members:
+            q = p + delta
+            if same is not None and data[q:q + e - p] == same:
+                end = q + e - p
+                continue
+            stop = _changed(tpl, tag, vr, data, q, size, path, mtime_ns, changed, made)
+            if stop is None:
                 return None
-            changed[tag] = seq
-        else:
-            if length == 0xFFFFFFFF:
-                return None
-            stop = start + length
-            if stop <= len(data):
-                value = data[start:stop] if length else empty_value_for_VR(vr, raw=True)
-                if garbled_text(vr or dictionary_vr(tag), value):
-                    return None
-            elif tag == PIXEL_DATA and stop == size:
-                value = FileSlice(path, size, mtime_ns, start, length)
-            else:
-                return None
-            changed[tag] = make_raw((tag, vr, length, value, start, implicit, True)
-                                    + RAW_DEFAULTS)
-        end = stop
-        delta += (stop - q) - (e - p)
+            end = stop
+            delta += (stop - q) - (e - p)
     if end != size:
         return None  # more elements, trailing bytes, or a short file
-    if parser is not None:
-        for one in parser.made:
-            if 0x00080005 in one._dict:
-                return None
-            d = one.__dict__
-            d["original_character_set"] = d["_character_set"] = charset
+    for one in made:
+        if 0x00080005 in one._dict:
+            return None
+        d = one.__dict__
+        d["original_character_set"] = d["_character_set"] = charset
     return changed
+
+
+def _changed(tpl: Template, tag: int, vr: str | None, data: bytes, q: int, size: int,
+             path: str, mtime_ns: int, changed: dict, made: list) -> int | None:
+    """Parse the element at ``q`` of ``data`` that differs from the template's element
+    ``tag`` into ``changed`` (the data sets of a sequence's items into ``made``); return
+    where it ends, or None when the file cannot be derived."""
+    implicit = tpl.pristine.original_encoding[0]
+    if q + 12 > len(data):
+        return None
+    btag, bvr, length, start = _head(data, q, implicit)
+    if btag != tag or bvr != vr or not context_free(tag, vr, tpl.ctx.options):
+        return None
+    if vr == "SQ":
+        parser = _Parser(data, implicit)
+        seq, stop = parser.sequence(tag, start, length, 0)
+        if signature(seq) != tpl.signature(tag):
+            return None
+        made += parser.made
+        changed[tag] = seq
+        return stop
+    if length == 0xFFFFFFFF:
+        return None
+    stop = start + length
+    if stop <= len(data):
+        value = data[start:stop] if length else empty_value_for_VR(vr, raw=True)
+        if garbled_text(vr or dictionary_vr(tag), value):
+            return None
+    elif tag == PIXEL_DATA and stop == size:
+        value = FileSlice(path, size, mtime_ns, start, length)
+    else:
+        return None
+    changed[tag] = make_raw((tag, vr, length, value, start, implicit, True) + RAW_DEFAULTS)
+    return stop

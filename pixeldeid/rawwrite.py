@@ -70,15 +70,15 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
     Returns the encoded elements and, for each, whether it is bulk pixel data (Pixel Data,
     Float and Double Float Pixel Data).
     """
+    patched = _patched_parts(ds, little, implicit)
+    if patched is not None:
+        return patched
     parts: list[bytes] = []
     bulk: list[bool] = []
     # the fast path's data sets know where each element's bytes lie in the input: runs of
     # unchanged elements are copied as one slice (the bytes the code below would make)
     spans = vars(ds).get("_spans")
     src = vars(ds).get("_src")
-    # a derived data set (pixeldeid.derive) shares its template's elements, whose bytes
-    # are known: (the template's elements by tag, their bytes by tag)
-    known, known_bytes = vars(ds).get("_encoded") or ({}, {})
     run_start = run_end = -1
     for tag in sorted(ds._dict.keys()):
         elem = ds._dict[tag]
@@ -97,13 +97,61 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
                 bulk.append(False)
                 run_start = run_end = -1
         bulk.append(tag in BULK_TAGS)
-        if known.get(tag) is elem and tag in known_bytes:
-            parts.append(known_bytes[tag])
-        else:
-            parts.append(_encode_element(ds, tag, elem, little, implicit))
+        parts.append(_encode_element(ds, tag, elem, little, implicit))
     if run_end >= 0:
         parts.append(src[run_start:run_end])
         bulk.append(False)
+    return parts, bulk
+
+
+class Patch:
+    """A data set written as another one's bytes but for a few elements (a derived data
+    set, :mod:`pixeldeid.derive`): ``base`` (a data set's elements by tag), the bytes
+    :func:`encode_dataset_parts` gives for it element by element (:func:`encode_elements`;
+    elements it does not give stay None), and ``tags``, every tag whose element differs
+    from ``base``'s (changed, added or removed)."""
+
+    __slots__ = ("base", "order", "parts", "tags")
+
+    def __init__(self, base: dict, encoded: dict[int, bytes], tags) -> None:
+        self.base = base
+        self.order = {t: i for i, t in enumerate(sorted(base))}
+        self.parts = [encoded.get(t) for t in sorted(base)]
+        self.tags = frozenset(tags)
+
+    def with_tags(self, tags) -> Patch:
+        other = Patch.__new__(Patch)
+        other.base, other.order, other.parts = self.base, self.order, self.parts
+        other.tags = frozenset(tags)
+        return other
+
+
+def _patched_parts(ds: Dataset, little: bool, implicit: bool):
+    """:func:`encode_dataset_parts` of a data set with a :class:`Patch` (``_patch``), or
+    None when it has none or the patch does not cover it (an element added in between)."""
+    patch = vars(ds).get("_patch")
+    if patch is None:
+        return None
+    d = ds._dict
+    if len(d) + sum(t in patch.order for t in patch.tags) != len(patch.order) + sum(
+            t in d for t in patch.tags):
+        return None  # (elements added or removed beyond the patch's tags)
+    parts = list(patch.parts)
+    bulk = [False] * len(parts)
+    for tag in patch.tags:
+        i = patch.order.get(tag)
+        elem = d.get(tag)
+        if i is None:
+            if elem is not None:
+                return None  # (a new element: its place is not in the list)
+            continue
+        if elem is None:
+            parts[i] = b""
+        else:
+            parts[i] = _encode_element(ds, tag, elem, little, implicit)
+            bulk[i] = tag in BULK_TAGS
+    if None in parts:  # a base element without known bytes that is still there
+        return None
     return parts, bulk
 
 
@@ -231,9 +279,17 @@ def encode_part10(ds: Dataset) -> tuple[bytes, bytes]:
         return header, header
     header = head + b"".join([p for p, b in zip(parts, bulk, strict=True) if not b])
     if any(isinstance(p, FileParts) for p in parts):
-        chunks: list = [head]
+        chunks: list = []
+        run: list = [head]  # bytes written in one go up to each value left in its file
         for p in parts:
-            chunks.extend(p.chunks if isinstance(p, FileParts) else [p])
+            for c in (p.chunks if isinstance(p, FileParts) else (p,)):
+                if isinstance(c, bytes):
+                    run.append(c)
+                else:
+                    chunks += [b"".join(run), c]
+                    run = []
+        if run:
+            chunks.append(b"".join(run))
         return FileParts(chunks), header
     return head + b"".join(parts), header
 

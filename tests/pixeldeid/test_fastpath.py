@@ -188,20 +188,47 @@ def test_header_scan_agrees_with_pydicom(sources: Path) -> None:
     assert taken >= 13
 
 
-def test_copy_falls_back_to_reads_and_writes(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("fails", [("copy_file_range",), ("copy_file_range", "sendfile")])
+def test_copy_falls_back_to_sendfile_then_reads_and_writes(tmp_path: Path, monkeypatch,
+                                                           fails) -> None:
     import errno
+
+    from pixeldeid import atomic
 
     [ct] = make_ct_series(tmp_path / "in", 1, seed=11)
     tail = rawds.read_raw(ct)._dict[0x7FE00010].value
+    calls: list[str] = []
 
-    def no_cfr(*args):
-        raise OSError(errno.EXDEV, "cross-device")
+    def failing(name):
+        def call(*args):
+            calls.append(name)
+            raise OSError(errno.EXDEV, "cross-device")
+        return call
 
-    monkeypatch.setattr(os, "copy_file_range", no_cfr, raising=False)
+    for name in fails:
+        monkeypatch.setattr(os, name, failing(name), raising=False)
+    monkeypatch.setattr(atomic, "_NO_CFR", set())
     with open(tmp_path / "x", "wb") as fh:
         FileParts([b"abcd", tail]).write_to(fh)
-    data = (tmp_path / "x").read_bytes()
-    assert data[:4] == b"abcd" and data[4:] == ct.read_bytes()[tail.offset:]
+    with open(tmp_path / "y", "wb") as fh:  # as write_exclusive writes
+        FileParts([b"abcd", tail]).write_fd(fh.fileno())
+    for x in ("x", "y"):
+        data = (tmp_path / x).read_bytes()
+        assert data[:4] == b"abcd" and data[4:] == ct.read_bytes()[tail.offset:]
+    assert calls == [n for _ in range(2) for n in fails]
+    # write_exclusive and a staged file remember where copy_file_range fails
+    calls.clear()
+    assert atomic.write_exclusive(tmp_path / "out" / "a.dcm", FileParts([b"ab", tail])) == \
+        "written"
+    assert atomic.write_exclusive(tmp_path / "out" / "b.dcm", FileParts([b"ab", tail])) == \
+        "written"
+    with atomic.BackgroundWriter() as writer:
+        staged = atomic.StagedFile(tmp_path / "out" / "c.dcm", FileParts([b"ab", tail]), writer)
+        assert atomic.write_exclusive(tmp_path / "out" / "c.dcm", staged) == "written"
+    # copy_file_range tried once; sendfile (when it fails too) for each of the 3 files
+    assert calls == ["copy_file_range"] + ["sendfile"] * 3 * (len(fails) - 1)
+    for x in "abc":
+        assert (tmp_path / "out" / f"{x}.dcm").read_bytes() == b"ab" + ct.read_bytes()[tail.offset:]
 
 
 @pytest.mark.parametrize("seed", [0, 2, 3])  # each wrote a damaged VR as it was, once
