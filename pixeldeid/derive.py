@@ -41,15 +41,14 @@ from .dsvalues import (
 )
 from .engine import Walker, _partner
 from .rawds import (
-    _IMPL,
     Decline,
     FileSlice,
     RawDataset,
     RawSequence,
-    _explicit_head,
     _parse,
     _Parser,
     _WholeFile,
+    element_head,
 )
 from .rawwrite import Patch, encode_elements
 
@@ -240,7 +239,7 @@ class Deriver:
         pos = 132
         meta: dict = {}
         while pos + 8 <= len(data) and data[pos] == 2 and data[pos + 1] == 0:
-            tag, _vr, length, start = _head(data, pos, False)
+            tag, _vr, length, start = element_head(data, pos, False)
             if length == 0xFFFFFFFF or start + length > len(data):
                 return None
             meta[tag] = data[start:start + length]
@@ -342,20 +341,6 @@ def _template(out: RawDataset) -> Template | None:
                     meta[0x00020002].value, patient_key(pristine))
 
 
-def _head(data: bytes, pos: int, implicit: bool) -> tuple[int, str | None, int, int]:
-    """(tag, VR, length, value offset) of the element at ``pos``, as the parser reads it."""
-    if implicit or (data[pos] == 0xFE and data[pos + 1] == 0xFF):
-        group, elem, length = _IMPL.unpack_from(data, pos)
-        vr = None
-        start = pos + 8
-    else:
-        group, elem, vr, length, start = _explicit_head(data, pos)
-    tag = group << 16 | elem
-    if vr is None and dictionary_vr(tag) == "SQ":
-        vr = "SQ"
-    return tag, vr, length, start
-
-
 def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
              mtime_ns: int) -> dict | None:
     """The top-level elements of ``data`` (a file whose data set starts at ``pos``) that
@@ -401,7 +386,7 @@ def _changed(tpl: Template, tag: int, vr: str | None, data: bytes, q: int, size:
     implicit = tpl.pristine.original_encoding[0]
     if q + 12 > len(data):
         return None
-    btag, bvr, length, start = _head(data, q, implicit)
+    btag, bvr, length, start = element_head(data, q, implicit)
     if btag != tag or bvr != vr or not context_free(tag, vr, tpl.ctx.options):
         return None
     if vr == "SQ":

@@ -217,13 +217,8 @@ class _Parser:
                 raise _WholeFile
             if pos + 8 > n:
                 raise Decline("truncated element header")
-            if implicit or (data[pos] == 0xFE and data[pos + 1] == 0xFF):  # no VR: items
-                group, elem, length = _IMPL.unpack_from(data, pos)
-                vr = None
-                start = pos + 8
-            else:
-                group, elem, vr, length, start = _explicit_head(data, pos)
-            tag = group << 16 | elem
+            tag, vr, length, start = element_head(data, pos, implicit)
+            group = tag >> 16
             if tag >= stop_tag:
                 return self._new(out, spans), n
             if tag <= prev and group != 0xFFFE:
@@ -235,8 +230,6 @@ class _Parser:
                 return self._new(out, spans), start
             if group == 0xFFFE:
                 raise Decline("misplaced item")
-            if vr is None and dictionary_vr(tag) == "SQ":
-                vr = "SQ"
             if vr == "SQ" or (vr == "UN" and length == 0xFFFFFFFF):
                 if vr != "SQ":
                     raise Decline("UN sequence")
@@ -399,6 +392,21 @@ def _parse(data: bytes, path, tail: FileSlice | None, *,
     ds.preamble = data[:128]
     ds.filename = os.fspath(path)
     return ds
+
+
+def element_head(data: bytes, pos: int, implicit: bool) -> tuple[int, str | None, int, int]:
+    """(tag, VR, length, value offset) of the element at ``pos``: the VR None where the
+    encoding has none (implicit VR, items and delimiters) unless the tag is a sequence's."""
+    if implicit or (data[pos] == 0xFE and data[pos + 1] == 0xFF):  # no VR: items
+        group, elem, length = _IMPL.unpack_from(data, pos)
+        vr = None
+        start = pos + 8
+    else:
+        group, elem, vr, length, start = _explicit_head(data, pos)
+    tag = group << 16 | elem
+    if vr is None and dictionary_vr(tag) == "SQ":
+        vr = "SQ"
+    return tag, vr, length, start
 
 
 def _explicit_head(data: bytes, pos: int) -> tuple[int, int, str, int, int]:

@@ -252,12 +252,14 @@ def corpus_runs(tmp_path_factory: pytest.TempPathFactory, session_key_file: Path
     return CorpusRuns(tmp_path_factory.mktemp("corpus"), session_key_file)
 
 
-def ct_small_variant(dest: Path, sop: str, *, pixel: int = 0, **values) -> Path:
-    """Write CT_small.dcm to ``dest`` with another SOP Instance UID, first pixel byte and
-    the attribute ``values`` (keywords), e.g. another Instance Number or patient."""
+def ct_small_variant(dest: Path, sop: str, *, pixel: int = 0, base: Path | None = None,
+                     **values) -> Path:
+    """Write CT_small.dcm (or the file ``base``) to ``dest`` with another SOP Instance UID,
+    first pixel byte and the attribute ``values`` (keywords), e.g. another Instance Number
+    or patient."""
     import pydicom
 
-    ds = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    ds = pydicom.dcmread(base or corpus_file("CT_small.dcm"))
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
     for keyword, value in values.items():
         setattr(ds, keyword, value)

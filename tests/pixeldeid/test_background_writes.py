@@ -21,7 +21,7 @@ from corpus import make_ct_series
 from pixeldeid import atomic, batch, rawds
 from pixeldeid.api import DeidConfig
 from pixeldeid.batch import run_batch
-from tests.pixeldeid.conftest import tree_digest
+from tests.pixeldeid.conftest import ct_small_variant, tree_digest
 
 KEY = b"k" * 32
 
@@ -53,16 +53,7 @@ def sources(tmp_path_factory) -> Path:
 def _variant(base: Path, dest: Path, sop: str, pixel: int, **values) -> Path:
     """A 512 x 512 CT slice (its pixel data past the fast path's first read: copied file
     to file by the writer thread) with another SOP Instance UID and first pixel byte."""
-    ds = pydicom.dcmread(base)
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
-    for keyword, value in values.items():
-        setattr(ds, keyword, value)
-    arr = bytearray(ds.PixelData)
-    arr[0] = pixel
-    ds.PixelData = bytes(arr)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(dest)
-    return dest
+    return ct_small_variant(dest, sop, pixel=pixel, base=base, **values)
 
 
 def _batch(src: Path, out: Path, monkeypatch, *, thread: bool, layout: str = "flat",
