@@ -15,6 +15,7 @@ the file meta made anew. Anything else (another patient, a changed text or perso
 elements added, missing or in another layout) and the file goes the ordinary fast way,
 then serves as the next template. The residual check runs on every output all the same.
 
+``PIXELDEID_DERIVE=0`` turns derivation off (every file takes the ordinary fast path).
 ``PIXELDEID_CHECK_DERIVED=<file>`` also de-identifies each derived file the ordinary way
 and appends a line to ``<file>`` when the two outputs differ (the test suite sets it).
 """
@@ -246,10 +247,13 @@ class Deriver:
             pos = start + length
         if meta.get(0x00020010) != tpl.transfer_syntax or meta.get(0x00020002) != tpl.sop_class:
             return None
-        changed = _changes(tpl, data, pos, size, path, st.st_mtime_ns)
+        spans: dict = {}
+        changed = _changes(tpl, data, pos, size, path, st.st_mtime_ns, spans)
         if changed is None:
             return None
-        return self._apply(tpl, changed, path)
+        ds = self._apply(tpl, changed, path)
+        ds.__dict__.update(_spans=spans, _src=data)  # the changed elements' bytes as read
+        return ds
 
     def _apply(self, tpl: Template, changed: dict, path: str) -> RawDataset:
         from .api import _RecordingUIDs
@@ -342,9 +346,11 @@ def _template(out: RawDataset) -> Template | None:
 
 
 def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
-             mtime_ns: int) -> dict | None:
+             mtime_ns: int, spans: dict) -> dict | None:
     """The top-level elements of ``data`` (a file whose data set starts at ``pos``) that
-    differ from the template's, parsed; None when the file cannot be derived."""
+    differ from the template's, parsed (and in ``spans``, tag: (element, start, end) of
+    those whose bytes are written as they are, as the parser records them); None when the
+    file cannot be derived."""
     index = tpl.index
     if not index:
         return None
@@ -363,7 +369,8 @@ def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
             if same is not None and data[q:q + e - p] == same:
                 end = q + e - p
                 continue
-            stop = _changed(tpl, tag, vr, data, q, size, path, mtime_ns, changed, made)
+            stop = _changed(tpl, tag, vr, data, q, size, path, mtime_ns, changed, made,
+                            spans)
             if stop is None:
                 return None
             end = stop
@@ -379,7 +386,7 @@ def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
 
 
 def _changed(tpl: Template, tag: int, vr: str | None, data: bytes, q: int, size: int,
-             path: str, mtime_ns: int, changed: dict, made: list) -> int | None:
+             path: str, mtime_ns: int, changed: dict, made: list, spans: dict) -> int | None:
     """Parse the element at ``q`` of ``data`` that differs from the template's element
     ``tag`` into ``changed`` (the data sets of a sequence's items into ``made``); return
     where it ends, or None when the file cannot be derived."""
@@ -408,5 +415,8 @@ def _changed(tpl: Template, tag: int, vr: str | None, data: bytes, q: int, size:
         value = FileSlice(path, size, mtime_ns, start, length)
     else:
         return None
-    changed[tag] = make_raw((tag, vr, length, value, start, implicit, True) + RAW_DEFAULTS)
+    changed[tag] = one = make_raw((tag, vr, length, value, start, implicit, True)
+                                  + RAW_DEFAULTS)
+    if stop <= len(data) and (start - q == 8 or data[q + 6:q + 8] == b"\0\0"):
+        spans[tag] = (one, q, stop)  # (as the parser records them)
     return stop

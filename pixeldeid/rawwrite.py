@@ -111,17 +111,19 @@ class Patch:
     elements it does not give stay None), and ``tags``, every tag whose element differs
     from ``base``'s (changed, added or removed)."""
 
-    __slots__ = ("base", "order", "parts", "tags")
+    __slots__ = ("base", "order", "parts", "bulk", "tags")
 
     def __init__(self, base: dict, encoded: dict[int, bytes], tags) -> None:
         self.base = base
         self.order = {t: i for i, t in enumerate(sorted(base))}
         self.parts = [encoded.get(t) for t in sorted(base)]
+        self.bulk = [t in BULK_TAGS for t in sorted(base)]
         self.tags = frozenset(tags)
 
     def with_tags(self, tags) -> Patch:
         other = Patch.__new__(Patch)
         other.base, other.order, other.parts = self.base, self.order, self.parts
+        other.bulk = self.bulk
         other.tags = frozenset(tags)
         return other
 
@@ -137,7 +139,8 @@ def _patched_parts(ds: Dataset, little: bool, implicit: bool):
             t in d for t in patch.tags):
         return None  # (elements added or removed beyond the patch's tags)
     parts = list(patch.parts)
-    bulk = [False] * len(parts)
+    bulk = list(patch.bulk)
+    spans = vars(ds).get("_spans") or {}  # (changed elements as read: their bytes)
     for tag in patch.tags:
         i = patch.order.get(tag)
         elem = d.get(tag)
@@ -145,11 +148,14 @@ def _patched_parts(ds: Dataset, little: bool, implicit: bool):
             if elem is not None:
                 return None  # (a new element: its place is not in the list)
             continue
+        span = spans.get(tag)
+        bulk[i] = tag in BULK_TAGS
         if elem is None:
             parts[i] = b""
+        elif span is not None and span[0] is elem and tag not in BULK_TAGS:
+            parts[i] = ds._src[span[1]:span[2]]
         else:
             parts[i] = _encode_element(ds, tag, elem, little, implicit)
-            bulk[i] = tag in BULK_TAGS
     if None in parts:  # a base element without known bytes that is still there
         return None
     return parts, bulk
@@ -157,15 +163,13 @@ def _patched_parts(ds: Dataset, little: bool, implicit: bool):
 
 def encode_elements(ds: Dataset, little: bool, implicit: bool) -> dict[int, bytes]:
     """The bytes of each element of ``ds`` (top level) that :func:`encode_dataset_parts`
-    writes, by tag; bulk data and values left in their file are not included."""
+    writes, by tag; values left in their file are not included."""
     spans = vars(ds).get("_spans") or {}
     src = vars(ds).get("_src")
     out: dict[int, bytes] = {}
     for tag, elem in ds._dict.items():
-        if tag in BULK_TAGS:
-            continue
         span = spans.get(tag)
-        if span is not None and span[0] is elem:
+        if span is not None and span[0] is elem and tag not in BULK_TAGS:
             out[tag] = src[span[1]:span[2]]
             continue
         got = _encode_element(ds, tag, elem, little, implicit)

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import pydicom
+import pydicom.data
 import pytest
 
 from pixeldeid import batch, derive
@@ -171,3 +172,23 @@ def test_context_free() -> None:
     assert derive.context_free(0x00091001, "DS", private)
     assert not derive.context_free(0x00091001, "SQ", basic)
     assert not derive.context_free(0x00100010, "UN", basic)  # read as the PN it is
+
+
+def test_small_files_with_the_same_pixels_and_empty_values(tmp_path: Path, monkeypatch
+                                                           ) -> None:
+    """MR_small.dcm re-saved with other SOP Instance UIDs: read whole (the pixel data is
+    the template's, byte for byte) and holding empty values (Echo Train Length)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    template = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    for i in range(4):
+        template.SOPInstanceUID = f"{template.SOPInstanceUID.rsplit('.', 1)[0]}.8{i:02d}"
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        template.save_as(src / f"mr{i:02d}.dcm")
+    check = tmp_path / "check.txt"  # (a derived output that cannot be encoded: a line)
+    monkeypatch.setenv(derive.ENV_CHECK, str(check))
+    summary, stats = _run(src, tmp_path / "derived", monkeypatch, derive_on=True)
+    assert not check.exists()
+    _run(src, tmp_path / "plain", monkeypatch, derive_on=False)
+    assert summary.count("written") == 4 and stats["derived"] == 3
+    assert _outputs(tmp_path / "derived") == _outputs(tmp_path / "plain")
