@@ -48,7 +48,6 @@ from .rawds import (
     RawSequence,
     _parse,
     _Parser,
-    _WholeFile,
     element_head,
 )
 from .rawwrite import Patch, encode_elements
@@ -212,11 +211,8 @@ class Deriver:
             return None
         try:
             out = self._derive(tpl, path)
-        except (Decline, _WholeFile, OSError, ValueError, KeyError, IndexError) as exc:
-            logger.debug("not derived %s: %s", path, exc)
-            out = None
         except Exception as exc:  # noqa: BLE001 - the ordinary way decides and reports
-            logger.debug("not derived %s", path, exc_info=exc)
+            logger.debug("not derived %s: %s", path, exc)
             out = None
         if out is None:
             self.stats["ordinary"] += 1
