@@ -279,9 +279,8 @@ class Deriver:
         base = tpl.out
         ds = RawDataset(out_dict, base.original_encoding[0], base.original_character_set)
         if tpl.patch is None:
-            tpl.patch = Patch(base._dict, encode_elements(base, True, base.original_encoding[0]),
-                              ())
-        ds._patch = tpl.patch.with_tags(closure)  # the rest is written as the template's was
+            tpl.patch = Patch(base._dict, encode_elements(base, True, base.original_encoding[0]))
+        ds._patch = (tpl.patch, closure)  # the rest is written as the template's was
         ds.file_meta = meta = FileMetaDataset()  # the template's, with this instance's UID
         meta._dict.update(base.file_meta._dict)
         set_meta(meta, "MediaStorageSOPInstanceUID", str(peek(ds, "SOPInstanceUID")))

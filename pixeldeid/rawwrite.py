@@ -105,43 +105,36 @@ def encode_dataset_parts(ds: Dataset, little: bool, implicit: bool
 
 
 class Patch:
-    """A data set written as another one's bytes but for a few elements (a derived data
-    set, :mod:`pixeldeid.derive`): ``base`` (a data set's elements by tag), the bytes
-    :func:`encode_dataset_parts` gives for it element by element (:func:`encode_elements`;
-    elements it does not give stay None), and ``tags``, every tag whose element differs
-    from ``base``'s (changed, added or removed)."""
+    """How a data set was written, element by element, for data sets that share all but a
+    few of its elements (derived data sets, :mod:`pixeldeid.derive`): its tags in order,
+    the bytes :func:`encode_dataset_parts` gives for each (:func:`encode_elements`; None
+    where it gives none) and which are bulk data."""
 
-    __slots__ = ("base", "order", "parts", "bulk", "tags")
+    __slots__ = ("order", "parts", "bulk")
 
-    def __init__(self, base: dict, encoded: dict[int, bytes], tags) -> None:
-        self.base = base
-        self.order = {t: i for i, t in enumerate(sorted(base))}
-        self.parts = [encoded.get(t) for t in sorted(base)]
-        self.bulk = [t in BULK_TAGS for t in sorted(base)]
-        self.tags = frozenset(tags)
-
-    def with_tags(self, tags) -> Patch:
-        other = Patch.__new__(Patch)
-        other.base, other.order, other.parts = self.base, self.order, self.parts
-        other.bulk = self.bulk
-        other.tags = frozenset(tags)
-        return other
+    def __init__(self, base: dict, encoded: dict[int, bytes]) -> None:
+        tags = sorted(base)
+        self.order = {t: i for i, t in enumerate(tags)}
+        self.parts = [encoded.get(t) for t in tags]
+        self.bulk = [t in BULK_TAGS for t in tags]
 
 
 def _patched_parts(ds: Dataset, little: bool, implicit: bool):
-    """:func:`encode_dataset_parts` of a data set with a :class:`Patch` (``_patch``), or
-    None when it has none or the patch does not cover it (an element added in between)."""
-    patch = vars(ds).get("_patch")
-    if patch is None:
+    """:func:`encode_dataset_parts` of a data set with ``_patch``: (a :class:`Patch`, every
+    tag whose element differs from the patch's data set: changed, added or removed); None
+    when it has none or the patch does not cover it (an element added in between)."""
+    got = vars(ds).get("_patch")
+    if got is None:
         return None
+    patch, tags = got
     d = ds._dict
-    if len(d) + sum(t in patch.order for t in patch.tags) != len(patch.order) + sum(
-            t in d for t in patch.tags):
+    if len(d) + sum(t in patch.order for t in tags) != len(patch.order) + sum(
+            t in d for t in tags):
         return None  # (elements added or removed beyond the patch's tags)
     parts = list(patch.parts)
     bulk = list(patch.bulk)
     spans = vars(ds).get("_spans") or {}  # (changed elements as read: their bytes)
-    for tag in patch.tags:
+    for tag in tags:
         i = patch.order.get(tag)
         elem = d.get(tag)
         if i is None:
