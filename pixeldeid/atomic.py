@@ -1,4 +1,5 @@
-"""Atomic output: write to a temporary name in the target folder, then rename."""
+"""Atomic output: write to a temporary file in the target folder (unnamed where the system
+has them), then give it its name."""
 
 from __future__ import annotations
 
@@ -233,49 +234,160 @@ def write_exclusive(path: str | os.PathLike, data, *, durable: bool = False) -> 
     workers can never overwrite each other. ``durable`` also fsyncs the data (survives a
     power cut, not only a killed process; much slower on many small files).
 
+    The data goes to an unnamed temporary file in the target folder where the system has
+    them (:class:`_Temporary`): no directory entry is made or removed but the output's,
+    so workers writing into one folder do not wait on each other, and a killed process
+    leaves nothing behind.
+
     ``data`` is bytes, :class:`FileParts`, or a :class:`StagedFile` of ``path`` (written
     ahead into its temporary file, by a :class:`BackgroundWriter`): then this waits for
     it, raises what its writing raised, and links it into place (``durable`` was its own).
     """
     path = Path(path)
-    staged = data if isinstance(data, StagedFile) else None
-    if staged is None:
-        fd, tmp = _temporary_beside(path)
-    elif staged.path != path:
-        raise ValueError(f"{staged.path} was staged, not {path}")
-    else:
-        tmp = staged.tmp
-    try:
-        if staged is None:
-            try:
-                _write(fd, data, os.path.dirname(tmp))
-                if durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        else:
-            staged.wait()
+    if isinstance(data, StagedFile):
+        if data.path != path:
+            raise ValueError(f"{data.path} was staged, not {path}")
         try:
-            os.link(tmp, path)
+            data.wait()
+            return data.temporary.link(path)
+        finally:
+            data.discard()
+    temporary = _Temporary(path)
+    try:
+        _write(temporary.fd, data, os.path.dirname(path))
+        if durable:
+            os.fsync(temporary.fd)
+        return temporary.link(path)
+    finally:
+        temporary.close()
+
+
+#: where unnamed temporary files cannot be made or linked (other file systems, no /proc):
+#: folders, or "" for everywhere (also with ``PIXELDEID_UNNAMED_TEMPORARIES=0``)
+_NO_UNNAMED: set[str] = {""} if os.environ.get("PIXELDEID_UNNAMED_TEMPORARIES") == "0" else set()
+
+#: errors of ``open(O_TMPFILE)`` on file systems without unnamed files
+_UNNAMED_REFUSED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP}
+
+
+class _Temporary:
+    """A new temporary file in the folder of ``path`` (made when missing), open for reading
+    and writing at :attr:`fd`, to :meth:`link` into place as ``path``.
+
+    Unnamed (Linux ``O_TMPFILE``, :attr:`name` None) where the file system has them, else
+    a named file (:data:`TMP_PREFIX`) beside ``path``. :meth:`close` closes it and
+    removes the name; a linked output stays (a hard link of its own). An OSError names
+    ``path``, not the temporary name.
+    """
+
+    __slots__ = ("fd", "name")
+
+    def __init__(self, path: Path) -> None:
+        self.name: str | None = None
+        fd = _open_unnamed(path)
+        if fd is None:
+            fd, self.name = _temporary_beside(path)
+        self.fd = fd
+
+    def link(self, path: Path) -> str:
+        """Give the file the name ``path`` unless another file has it: ``"written"``, or
+        ``"identical"``/``"conflict"`` when the name was taken (same bytes or not)."""
+        try:
+            if self.name is None:
+                try:
+                    _link_unnamed(self.fd, path)
+                except FileExistsError:
+                    raise
+                except OSError:  # no /proc, or a file system that refuses: name it first
+                    _NO_UNNAMED.add(os.fspath(path.parent))
+                    self._give_name(path)
+            if self.name is not None:
+                _link_named(self.name, path)
             return "written"
         except FileExistsError:
-            try:
-                same = path.stat().st_size == len(data) and path.read_bytes() == bytes(data)
-            except OSError:
-                same = False
-            return "identical" if same else "conflict"
-        except OSError:  # file systems without hard links: fall back to a plain rename
-            if path.exists():
-                same = path.read_bytes() == bytes(data)
-                return "identical" if same else "conflict"
-            os.replace(tmp, path)
-            return "written"
-    finally:
-        if staged is None:
+            return "identical" if self._same_as(path) else "conflict"
+
+    def close(self) -> None:
+        """Close the file and remove its temporary name (twice is harmless)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.name is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        else:
-            staged.discard()
+                os.unlink(self.name)
+            self.name = None
+
+    def read(self) -> bytes:
+        """Everything written so far."""
+        return os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+
+    def _give_name(self, path: Path) -> None:
+        """Copy the unnamed file into a new named temporary file beside ``path``."""
+        fd, name = _temporary_beside(path)
+        try:
+            _copy(self.fd, fd, 0, os.fstat(self.fd).st_size)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+        os.close(self.fd)
+        self.fd, self.name = fd, name
+
+    def _same_as(self, path: Path) -> bool:
+        try:
+            return (path.stat().st_size == os.fstat(self.fd).st_size
+                    and path.read_bytes() == self.read())
+        except OSError:
+            return False
+
+
+def _open_unnamed(path: Path) -> int | None:
+    """An unnamed new file in ``path``'s folder (made when missing), or None where the
+    system or its file system has none."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    folder = os.fspath(path.parent)
+    if not flag or "" in _NO_UNNAMED or folder in _NO_UNNAMED:
+        return None
+    flags = flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+    try:
+        try:
+            return os.open(folder, flags, 0o600)
+        except FileNotFoundError:  # the first file of its folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(folder, flags, 0o600)
+    except OSError as exc:
+        if exc.errno not in _UNNAMED_REFUSED:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        if len(_NO_UNNAMED) < 1024:
+            _NO_UNNAMED.add(folder)
+        return None
+
+
+def _link_unnamed(fd: int, path: Path) -> None:
+    """Give the unnamed file ``fd`` the name ``path`` (FileExistsError when taken)."""
+    folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    try:  # linkat(AT_SYMLINK_FOLLOW) of its /proc link: a directory fd makes os.link use it
+        os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=folder, follow_symlinks=True)
+    except FileNotFoundError:
+        if not os.path.isdir("/proc/self/fd"):
+            _NO_UNNAMED.add("")
+        raise OSError(errno.ENOENT, "cannot link an unnamed file", str(path)) from None
+    finally:
+        os.close(folder)
+
+
+def _link_named(name: str, path: Path) -> None:
+    """Give the temporary file ``name`` the name ``path`` too (FileExistsError when taken);
+    a plain rename on file systems without hard links."""
+    try:
+        os.link(name, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        os.replace(name, path)
 
 
 # -- writing ahead in a background thread -------------------------------------------------
@@ -394,8 +506,8 @@ class BackgroundWriter:
 
 
 class StagedFile:
-    """A file written ahead into a temporary file beside ``path``, for
-    :func:`write_exclusive` to link into place later.
+    """A file written ahead into a temporary file in the folder of ``path``
+    (:class:`_Temporary`), for :func:`write_exclusive` to link into place later.
 
     The temporary file is made and the bytes before the first slice are written here; the
     slices' sources are opened and checked (:meth:`pixeldeid.rawds.FileSlice.check`) here
@@ -426,11 +538,11 @@ class StagedFile:
                  durable: bool = False) -> None:
         self.path = Path(path)
         self._size = len(data)
-        self._fds: list[int] = []
+        self._fds: list[int] = []  # the slices' sources
         self._job: WriteJob | None = None
         self._discarded = False
-        fd, self.tmp = _temporary_beside(self.path)
-        self._fds.append(fd)
+        self.temporary = _Temporary(self.path)
+        fd = self.temporary.fd
         try:
             chunks = data.chunks if isinstance(data, FileParts) else [data]
             first = next((i for i, c in enumerate(chunks) if not isinstance(c, bytes)),
@@ -444,7 +556,7 @@ class StagedFile:
                 src = os.open(chunk.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
                 self._fds.append(src)
                 chunk.check(src)
-                route = (os.path.dirname(chunk.path), os.path.dirname(self.tmp))
+                route = (os.path.dirname(chunk.path), os.fspath(self.path.parent))
                 rest.append((src, chunk.offset, chunk.length, route))
             if rest or durable:
                 self._job = writer.submit(_write_rest, fd, rest, durable)
@@ -456,15 +568,17 @@ class StagedFile:
         return self._size
 
     def __bytes__(self) -> bytes:
-        """What was written (read back from the temporary file)."""
-        return Path(self.tmp).read_bytes()
+        """What was written (read back from the temporary file, once the writer is done)."""
+        if self._job is not None:
+            self._job.wait()
+        return self.temporary.read()
 
     def ready(self) -> bool:
         """Whether the writer's part is done (:meth:`wait` will not block)."""
         return self._job is None or self._job.done()
 
     def wait(self) -> None:
-        """Wait for the writer; raise what its part raised. The files are closed."""
+        """Wait for the writer; raise what its part raised. The sources are closed."""
         try:
             if self._job is not None:
                 self._job.result()
@@ -472,16 +586,15 @@ class StagedFile:
             self._close()
 
     def discard(self) -> None:
-        """Remove the temporary file (after the writer's part, which is never cut short);
-        an output put into place stays (a hard link of its own)."""
+        """Close and remove the temporary file (after the writer's part, which is never
+        cut short); an output put into place stays (a hard link of its own)."""
         if self._discarded:
             return
         self._discarded = True
         if self._job is not None:
             self._job.wait()
         self._close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
+        self.temporary.close()
 
     def _close(self) -> None:
         while self._fds:
