@@ -145,6 +145,9 @@ class DeidConfig:
         Patient pseudonyms are ``PREFIX_001``... unless a subject map supplies them.
     subject_map, uid_map : dict
         Exact original -> new values (``--map-csv``).
+    uid_map_by_key : dict
+        UID overrides of earlier batches into the same output folder, by the UID the key
+        would give (:mod:`pixeldeid.uidstate`; set by the batch).
     pseudonym_db : path, optional
         SQLite file remembering pseudonyms across batches (memory only when None).
     date_offset_days, date_offset_seconds : int, optional
@@ -159,6 +162,7 @@ class DeidConfig:
     pseudonym_prefix: str | None = None
     subject_map: dict[str, str] = field(default_factory=dict)
     uid_map: dict[str, str] = field(default_factory=dict)
+    uid_map_by_key: dict[str, str] = field(default_factory=dict)
     pseudonym_db: str | os.PathLike | None = None
     date_offset_days: int | None = None
     date_offset_seconds: int | None = None
@@ -367,7 +371,7 @@ class Deidentifier:
         profile = config.profile if isinstance(config.profile, Profile) else load_profile(config.profile)
         self.profile = profile.with_options(config.options)
         self.options = self.profile.options
-        self.uids = UIDMapper(config.key, config.uid_map)
+        self.uids = UIDMapper(config.key, config.uid_map, config.uid_map_by_key)
         prefix = config.pseudonym_prefix or self.profile.pseudonym_prefix or "SUBJ"
         self.pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
         self._allow = frozenset((a.creator.upper(), a.group, a.element)

@@ -37,6 +37,7 @@ from .dsvalues import peek
 from .errors import DeidError, InputError
 from .paths import each_path_once
 from .quarantine import QUARANTINE_DIRNAME, quarantine, withdraw
+from .uidstate import reconcile_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -836,6 +837,8 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         config.pseudonym_db = state / "subjects.sqlite"
     # a damaged map, or a subject map that contradicts it: a usage error before any file
     _open_pseudonyms(config).close()
+    # the UID overrides of earlier batches hold; a contradiction is a usage error
+    config.uid_map_by_key = reconcile_overrides(out, config.key, config.uid_map)
     ledger = Ledger(state / "ledger.sqlite", config.key)
     summary = BatchSummary()
     todo: list[str] = []

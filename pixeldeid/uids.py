@@ -28,6 +28,11 @@ STRUCTURAL_UID_KEYWORDS = frozenset({
 })
 
 
+def keyed_uid(key: bytes, uid: str) -> str:
+    """The UID that ``uid`` gets under the project ``key`` (no override)."""
+    return uid_from_digest(hmac.new(key, uid.encode("ascii", "replace"), hashlib.sha256).digest())
+
+
 def uid_from_digest(digest: bytes) -> str:
     """Return a ``2.25.`` UID from the first 16 bytes of ``digest`` (at most 44 characters)."""
     return "2.25." + str(int.from_bytes(digest[:16], "big"))
@@ -59,13 +64,19 @@ class UIDMapper:
         The project key. Keep it secret: with the key, originals can be confirmed.
     overrides : mapping, optional
         Exact old -> new values that take precedence (``--map-csv``).
+    by_key : mapping, optional
+        Overrides given by the UID the key would give (:func:`keyed_uid`) -> new: those of
+        earlier batches into the same output folder (:mod:`pixeldeid.uidstate`), which
+        hold without their originals.
     """
 
-    def __init__(self, key: bytes, overrides: Mapping[str, str] | None = None) -> None:
+    def __init__(self, key: bytes, overrides: Mapping[str, str] | None = None,
+                 by_key: Mapping[str, str] | None = None) -> None:
         if not key:
             raise ValueError("UIDMapper needs a non-empty project key")
         self._key = bytes(key)
         self._overrides = dict(overrides or {})
+        self._by_key = dict(by_key or {})
         self._cache: dict[str, str] = {}
         self._new: dict[str, str] = {}
 
@@ -78,8 +89,8 @@ class UIDMapper:
         if new is None:
             new = self._overrides.get(uid)
             if new is None:
-                new = uid_from_digest(hmac.new(self._key, uid.encode("ascii", "replace"),
-                                               hashlib.sha256).digest())
+                new = keyed_uid(self._key, uid)
+                new = self._by_key.get(new, new)
             self._cache[uid] = new
             if new != uid:
                 self._new[uid] = new

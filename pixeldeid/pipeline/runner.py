@@ -30,6 +30,7 @@ from ..atomic import atomic_output, remove_stale_temporaries
 from ..batch import STATE_DIRNAME, check_key, check_not_released, check_settings, load_or_create_key
 from ..errors import DeidError
 from ..quarantine import quarantine
+from ..uidstate import reconcile_overrides
 from .job import Job
 from .ledger import LEDGER_NAME, RunLedger
 from .plan import Item, Plan, build_plan, pixel_stage_available
@@ -114,7 +115,8 @@ def _pixel_settings(out: Path, job: Job):
 
 
 def worker_settings(out: Path, job: Job, key: bytes, profile, subject_map: dict[str, str],
-                    uid_map: dict[str, str]) -> dict:
+                    uid_map: dict[str, str], uid_map_by_key: dict[str, str] | None = None,
+                    ) -> dict:
     """The plain dict every worker gets (picklable; the key travels with it)."""
     pixels = _pixel_settings(out, job)
     if pixels is not None:
@@ -123,7 +125,8 @@ def worker_settings(out: Path, job: Job, key: bytes, profile, subject_map: dict[
         pixels = dataclasses.asdict(pixels)
     s = {"out": str(out), "profile": profile, "options": tuple(sorted(job.options)),
          "prefix": job.pseudonym_prefix, "subject_map": dict(subject_map),
-         "uid_map": dict(uid_map), "layout": job.layout, "pixels": pixels,
+         "uid_map": dict(uid_map), "uid_map_by_key": dict(uid_map_by_key or {}),
+         "layout": job.layout, "pixels": pixels,
          "deface": {"modality": job.deface.modality, "device": job.deface.device,
                     "qc": job.deface.qc, "check_orientation": job.deface.check_orientation},
          "wsi": {"label": job.wsi.label, "macro": job.wsi.macro, "ocr": job.wsi.ocr,
@@ -262,6 +265,8 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
                                            pseudonym_prefix=job.pseudonym_prefix,
                                            **({"pixels": pixels} if pixels else {})), job.layout)
             _check_run_settings(out, key, job)
+            # the UID overrides of earlier batches hold; a contradiction is a usage error
+            uids_by_key = reconcile_overrides(out, key, uids)
             pseudonyms = PseudonymMap(state / "subjects.sqlite", key, prefix, ids)
         except BaseException:
             lock.close()
@@ -288,8 +293,8 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
         lock.close()
         raise
     try:
-        _run(ledger, plan, sources, out, job, key, profile, uids, summary, progress,
-             executor_options, retry_quarantined)
+        _run(ledger, plan, sources, out, job, key, profile, (uids, uids_by_key), summary,
+             progress, executor_options, retry_quarantined)
     finally:
         ledger.close()
         lock.close()
@@ -315,7 +320,7 @@ def _lock(out: Path):
 
 
 def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job, key: bytes,
-         profile, uids: dict, summary: RunSummary, progress: bool | None,
+         profile, uids: tuple[dict, dict], summary: RunSummary, progress: bool | None,
          executor_options: dict | None, retry_quarantined: bool = False) -> None:
     from ..standard import release
     from .executors import get_executor, run_in_order, run_isolated
@@ -352,7 +357,7 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
     for it in plan.items:
         if it.status == "quarantined" and not any(t is it for t in todo):
             summary.quarantined.append((it.src, it.reason or "quarantined in an earlier run"))
-    settings = worker_settings(out, job, key, profile, plan.subject_map, uids)
+    settings = worker_settings(out, job, key, profile, plan.subject_map, *uids)
     first = [it for it in work if not it.sop.startswith("dup:")]
     later = [it for it in work if it.sop.startswith("dup:")]  # same SOP Instance UID: in order
     bars = _bars(work, progress)

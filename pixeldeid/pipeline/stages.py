@@ -95,7 +95,8 @@ def _config(settings: dict, **extra: Any):
     kwargs: dict[str, Any] = dict(
         profile=settings["profile"], options=tuple(settings["options"]), key=settings["key"],
         pseudonym_prefix=settings["prefix"], subject_map=dict(settings["subject_map"]),
-        uid_map=dict(settings["uid_map"]), pseudonym_db=None)
+        uid_map=dict(settings["uid_map"]),
+        uid_map_by_key=dict(settings.get("uid_map_by_key", {})), pseudonym_db=None)
     kwargs.update(extra)
     return DeidConfig(**kwargs)
 

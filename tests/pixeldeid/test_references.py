@@ -166,3 +166,101 @@ def test_the_export_map_names_patients_without_a_patient_id(tmp_path: Path, key_
                  str(key_file), "--map-csv", str(m), "--no-progress", "--pixels", "off"]) == 0
     assert {str(pydicom.dcmread(p).PatientID) for p in (tmp_path / "out2").glob("*.dcm")} == {
         "SUBJ_001", "TRIAL7"}
+
+
+def _another_instance(src: Path, dest: Path, suffix: str) -> Path:
+    """A copy of ``src`` as another instance of its series (new SOP Instance UID)."""
+    ds = pydicom.dcmread(src)
+    ds.SOPInstanceUID = ds.SOPInstanceUID + suffix
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest)
+    return dest
+
+
+def _released_studies(out: Path) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID)
+            for p in out.rglob("*.dcm") if ".pixeldeid" not in p.parts}
+
+
+@pytest.mark.parametrize("command", ["dicom", "run"])
+def test_uid_overrides_hold_in_later_batches(tmp_path: Path, key_file: Path, capsys,
+                                             command: str):
+    """A study given its new UID by --map-csv keeps it in a later batch into the same
+    output folder without the map; a later map that gives it another UID is refused
+    before any file, naming the UID."""
+    [first] = make_ct_series(tmp_path / "b1", 1, seed=3)
+    study = str(pydicom.dcmread(first).StudyInstanceUID)
+    _another_instance(first, tmp_path / "b2" / "x.dcm", ".8")
+    _another_instance(first, tmp_path / "b3" / "y.dcm", ".9")
+    out = tmp_path / "out"
+    base = [command, "-o", str(out), "--key-file", str(key_file), "--no-progress",
+            "--pixels", "off", *(["--no-deface"] if command == "run" else [])]
+    m = tmp_path / "m.csv"
+    m.write_text(f"id_old,id_new\n{study},1.2.826.0.1.3680043.10.99.1\n")
+    assert main([*base, str(tmp_path / "b1"), "--map-csv", str(m)]) == 0
+    assert main([*base, str(tmp_path / "b2")]) == 0  # no map this time
+    assert _released_studies(out) == {"1.2.826.0.1.3680043.10.99.1"}
+    capsys.readouterr()
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if ".pixeldeid" not in p.parts)
+    m.write_text(f"id_old,id_new\n{study},1.2.826.0.1.3680043.10.99.2\n")
+    assert main([*base, str(tmp_path / "b3"), "--map-csv", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and study in err and "1.2.826.0.1.3680043.10.99.1" in err
+    assert "would be split" in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")
+                  if ".pixeldeid" not in p.parts) == before
+
+
+@pytest.mark.parametrize("command", ["dicom", "run"])
+def test_a_later_override_of_a_released_uid_is_refused(tmp_path: Path, key_file: Path, capsys,
+                                                       command: str):
+    """A study released under the key's UID, then given another by a later --map-csv: its
+    next instances would form another study. Refused; an override of a UID not in the
+    release is taken."""
+    [first] = make_ct_series(tmp_path / "b1", 1, seed=4)
+    ds = pydicom.dcmread(first)
+    study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+    _another_instance(first, tmp_path / "b2" / "x.dcm", ".8")
+    out = tmp_path / "out"
+    base = [command, "-o", str(out), "--key-file", str(key_file), "--no-progress",
+            "--pixels", "off", *(["--no-deface"] if command == "run" else [])]
+    assert main([*base, str(tmp_path / "b1")]) == 0
+    capsys.readouterr()
+    released = UIDMapper(key_file.read_bytes().strip())(series)
+    m = tmp_path / "m.csv"
+    m.write_text(f"id_old,id_new\n{series},1.2.826.0.1.3680043.10.99.3\n")
+    assert main([*base, str(tmp_path / "b2"), "--map-csv", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and series in err and released in err
+    assert len([p for p in out.rglob("*.dcm") if ".pixeldeid" not in p.parts]) == 1
+    # a UID the release does not hold yet may be given its value
+    m.write_text(f"id_old,id_new\n{study}.77,1.2.826.0.1.3680043.10.99.4\n")
+    assert main([*base, str(tmp_path / "b2"), "--map-csv", str(m)]) == 0
+    assert len(_released_studies(out)) == 1
+
+
+def test_uid_override_record_refuses_contradictions(tmp_path: Path):
+    from pixeldeid.errors import DeidError
+    from pixeldeid.uids import keyed_uid
+    from pixeldeid.uidstate import OVERRIDES_NAME, reconcile_overrides
+
+    key = b"k" * 32
+    out = tmp_path / "out"
+    nothing = lambda out: set()  # noqa: E731 - an empty release
+    first = reconcile_overrides(out, key, {"1.2.3": "2.25.1"}, nothing)
+    assert first == {keyed_uid(key, "1.2.3"): "2.25.1"}
+    record = out / ".pixeldeid" / OVERRIDES_NAME
+    assert "1.2.3\n" not in record.read_text() and ",1.2.3," not in record.read_text()
+    # the same override again, and a new one beside it: both in force
+    both = reconcile_overrides(out, key, {"1.2.3": "2.25.1", "1.2.4": "2.25.2"}, nothing)
+    assert both == {keyed_uid(key, "1.2.3"): "2.25.1", keyed_uid(key, "1.2.4"): "2.25.2"}
+    assert reconcile_overrides(out, key, {}, nothing) == both  # a batch without a map
+    with pytest.raises(DeidError, match="which another UID already has"):
+        reconcile_overrides(out, key, {"1.2.5": "2.25.2"}, nothing)
+    with pytest.raises(DeidError, match="which another UID already has"):
+        reconcile_overrides(out, key, {"1.2.6": "2.25.9"}, lambda out: {"2.25.9"})
+    with pytest.raises(DeidError, match="gave it 2.25.1"):
+        reconcile_overrides(out, key, {"1.2.3": "2.25.7"}, nothing)
+    record.write_text("garbage\n")
+    with pytest.raises(DeidError, match="damaged"):
+        reconcile_overrides(out, key, {}, nothing)
