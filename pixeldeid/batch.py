@@ -125,39 +125,59 @@ def _walk_inputs(sources: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, s
         if not stat.S_ISDIR(st.st_mode):
             yield p, "not a regular file or directory"
             continue
-        errors: list[OSError] = []
-        for root, dirs, files in os.walk(p, onerror=errors.append, followlinks=False):
-            # our own state, and the quarantine of an output folder (one with a state
-            # folder beside it); a user's folder that happens to be named "quarantine" is read
-            ours = STATE_DIRNAME in dirs
-            dirs[:] = sorted(d for d in dirs if d != STATE_DIRNAME
-                             and not (ours and d == QUARANTINE_DIRNAME))
-            for name in sorted(files):
-                f = Path(root) / name
-                try:
-                    if f.is_symlink() and not f.exists():
-                        yield f, _broken_link_reason(f)
-                    elif f.is_file():
-                        yield f, None
-                    else:  # FIFO, socket, device: never read, never dropped silently
-                        yield f, "not a regular file or directory"
-                except OSError as exc:  # a path too long for the system: this entry only
-                    yield f, f"cannot read: {exc.strerror}"
-            for name in dirs:
-                d = Path(root) / name
-                try:
-                    linked = d.is_symlink()
-                except OSError as exc:  # (the walk does not enter it either)
-                    yield d, f"cannot read: {exc.strerror}"
-                    continue
-                if linked:  # not walked (no loops); say so instead of dropping it
-                    yield d, "symbolic link to a directory is not followed; give its target as a source"
-            while errors:
-                e = errors.pop(0)
-                yield Path(e.filename or p), f"unreadable directory: {e.strerror}"
-        while errors:  # a folder that failed last is reported after the walk ends
-            e = errors.pop(0)
-            yield Path(e.filename or p), f"unreadable directory: {e.strerror}"
+        yield from _walk_folder(p)
+
+
+def _walk_folder(top: Path) -> Iterator[tuple[Path, str | None]]:
+    """:func:`_walk_inputs` of a folder: depth first, each folder's files (sorted) before
+    its subfolders (sorted), as ``os.walk`` goes; the entries' types come from the folder
+    listing (no system call per regular file)."""
+    stack = [os.fspath(top)]
+    while stack:
+        root = stack.pop()
+        try:
+            with os.scandir(root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:  # (a path too long for the system: as for a file)
+            what = "cannot read" if exc.errno == errno.ENAMETOOLONG else "unreadable directory"
+            yield Path(exc.filename or root), f"{what}: {exc.strerror}"
+            continue
+        files, dirs = [], []
+        for e in entries:
+            try:
+                isdir = e.is_dir()  # (a link to a folder too, as os.walk sorts them)
+            except OSError:
+                isdir = False
+            (dirs if isdir else files).append(e)
+        # our own state, and the quarantine of an output folder (one with a state folder
+        # beside it); a user's folder that happens to be named "quarantine" is read
+        ours = any(d.name == STATE_DIRNAME for d in dirs)
+        dirs = [d for d in dirs if d.name != STATE_DIRNAME
+                and not (ours and d.name == QUARANTINE_DIRNAME)]
+        for e in files:
+            f = Path(e.path)
+            try:
+                if e.is_symlink() and not f.exists():
+                    yield f, _broken_link_reason(f)
+                elif e.is_file():
+                    yield f, None
+                else:  # FIFO, socket, device: never read, never dropped silently
+                    yield f, "not a regular file or directory"
+            except OSError as exc:  # a path too long for the system: this entry only
+                yield f, f"cannot read: {exc.strerror}"
+        walk = []
+        for d in dirs:
+            try:
+                linked = d.is_symlink()
+            except OSError as exc:  # (not walked either)
+                yield Path(d.path), f"cannot read: {exc.strerror}"
+                continue
+            if linked:  # not walked (no loops); say so instead of dropping it
+                yield Path(d.path), ("symbolic link to a directory is not followed; give its "
+                                     "target as a source")
+            else:
+                walk.append(d.path)
+        stack.extend(reversed(walk))
 
 
 def _broken_link_reason(link: Path) -> str:
@@ -843,9 +863,10 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     summary = BatchSummary()
     todo: list[str] = []
     changed: dict[str, set[str]] = {}  # earlier output -> changed inputs that produced it
+    folders: dict[str, str] = {}  # real paths of the folders of inputs
     for path, reason in iter_inputs(sources):
         try:
-            real = os.path.realpath(path)
+            real = _realpath(path, folders)
         except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
             real = None
         if real is not None and _inside(real, out_real):
@@ -897,6 +918,19 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if want_map:
         summary.map_gaps = _export_map(Path(export_map), summary, config)
     return summary
+
+
+def _realpath(path: Path, folders: dict[str, str]) -> str:
+    """``os.path.realpath(path)``, the real paths of its folder kept in ``folders`` (one
+    per folder, not one per file: a file that is not a link is its folder's real path
+    and its name)."""
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    folder, name = os.path.split(os.fspath(path))
+    real = folders.get(folder)
+    if real is None:
+        real = folders[folder] = os.path.realpath(folder or os.curdir)
+    return os.path.join(real, name)
 
 
 def _inside(path: str, folder: str) -> bool:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 from .errors import ProfileError
 from .paths import configs_dir, read_yaml
+from .schemas import validate
 
 
 @dataclass(frozen=True)
@@ -42,11 +41,6 @@ class Profile:
                        self.private_allowlist)
 
 
-@cache
-def _schema() -> dict:
-    return json.loads((configs_dir() / "schemas" / "profile.schema.json").read_text())
-
-
 def profile_names() -> list[str]:
     """Names of the profiles shipped in ``configs/profiles``."""
     return sorted(p.stem for p in (configs_dir() / "profiles").glob("*.yaml"))
@@ -54,15 +48,9 @@ def profile_names() -> list[str]:
 
 def parse_profile(data: object, source: str = "<profile>") -> Profile:
     """Validate profile data against the schema and build a :class:`Profile`."""
-    import jsonschema
-
     from .standard import check_options
 
-    try:
-        jsonschema.validate(data, _schema())
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
-        raise ProfileError(f"invalid profile at {where}: {exc.message}", source) from None
+    validate(data, "profile", "profile", source)
     assert isinstance(data, dict)
     try:
         options = check_options(data.get("options", []))

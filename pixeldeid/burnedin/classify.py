@@ -13,7 +13,6 @@ is redacted like identity (fail closed). Box texts never reach the logs.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import re
 import unicodedata
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from ..errors import ProfileError
 from ..paths import configs_dir, read_yaml
+from ..schemas import validate
 from .boxes import TextBox
 
 log = logging.getLogger(__name__)
@@ -373,25 +373,15 @@ def _similar(a: str, b: str) -> bool:
 
 
 # -- vocabulary ----------------------------------------------------------------------------
-@cache
-def _schema() -> dict:
-    return json.loads((configs_dir() / "schemas" / "vocabulary.schema.json").read_text())
-
-
 def vocabulary_files() -> list[Path]:
     """The shipped vocabulary files (``configs/vocabulary/*.yaml``)."""
     return sorted((configs_dir() / "vocabulary").glob("*.yaml"))
 
 
 def _load_vocab_file(path: Path) -> dict:
-    import jsonschema
 
     data = read_yaml(path, "vocabulary")
-    try:
-        jsonschema.validate(data, _schema())
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
-        raise ProfileError(f"invalid vocabulary at {where}: {exc.message}", str(path)) from None
+    validate(data, "vocabulary", "vocabulary", str(path))
     for key in ("patterns", "phrases"):
         for p in data.get(key, []):
             try:

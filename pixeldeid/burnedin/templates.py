@@ -30,7 +30,6 @@ because of it.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import math
 import re
@@ -45,6 +44,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from ..errors import ProfileError
 from ..paths import configs_dir, read_yaml
+from ..schemas import validate
 from .boxes import TextBox, clip_coords
 
 logger = logging.getLogger(__name__)
@@ -145,11 +145,6 @@ class Template:
 
 
 # -- loading ------------------------------------------------------------------------------
-@cache
-def _schema() -> dict:
-    return json.loads((configs_dir() / "schemas" / "template.schema.json").read_text())
-
-
 @cache
 def _keywords() -> tuple[str, ...]:
     from pydicom.datadict import DicomDictionary
@@ -261,15 +256,9 @@ def parse_templates(data: object, source: str = "<templates>") -> list[Template]
     Unknown keys, DICOM keywords and condition operators raise :class:`ProfileError` with
     "did you mean" suggestions.
     """
-    import jsonschema
 
     _precheck(data, source)
-    try:
-        jsonschema.validate(data, _schema())
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
-        raise ProfileError(f"invalid template file at {where}: {exc.message}", source) \
-            from None
+    validate(data, "template", "template file", source)
     assert isinstance(data, list)
     out: list[Template] = []
     seen: set[str] = set()

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ..errors import ProfileError
-from ..paths import configs_dir, read_yaml
+from ..paths import read_yaml
+from ..schemas import schema, validate
 
 __all__ = ["Job", "PixelJob", "DefaceJob", "WsiJob", "load_job", "parse_job"]
 
@@ -92,11 +91,6 @@ class Job:
         return d
 
 
-@cache
-def _schema() -> dict:
-    return json.loads((configs_dir() / "schemas" / "job.schema.json").read_text())
-
-
 def _unknown_keys(data: object, schema: dict, where: str, source: str) -> None:
     """Raise a "did you mean" :class:`ProfileError` for the first unknown key."""
     if not isinstance(data, dict) or "properties" not in schema:
@@ -122,18 +116,12 @@ def _resolve(value: str | None, base: Path | None) -> str | None:
 
 def parse_job(data: object, source: str = "<job>", base: Path | None = None) -> Job:
     """Validate job data and build a :class:`Job` (paths resolved against ``base``)."""
-    import jsonschema
-
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ProfileError("a job file must be a mapping of settings", source)
-    _unknown_keys(data, _schema(), "", source)
-    try:
-        jsonschema.validate(data, _schema())
-    except jsonschema.ValidationError as exc:
-        at = "/".join(str(p) for p in exc.absolute_path) or "top level"
-        raise ProfileError(f"invalid job file at {at}: {exc.message}", source) from None
+    _unknown_keys(data, schema("job"), "", source)
+    validate(data, "job", "job file", source)
     top = {k: v for k, v in data.items() if k not in ("pixels", "deface", "wsi", "packaging")}
     if "options" in top:
         top["options"] = tuple(top["options"])
