@@ -361,22 +361,24 @@ class Ledger:
             return (row[2] if row[2] and (out_dir / row[2]).exists() else None), None
         return None, row[2] or None
 
-    def withdraw_changed(self, changed: dict[str, set[str]], out_dir: Path) -> list[Path]:
+    def withdraw_changed(self, changed: dict[str, set[str]],
+                         out_dir: Path) -> list[tuple[Path, str]]:
         """Remove the earlier outputs of changed inputs, ``{output: src keys of this run's
         changed inputs that produced it}``, that no other input also produced (an exact
-        duplicate that did not change keeps it); return the files removed.
+        duplicate that did not change keeps it); return the files removed, each with its
+        recorded new SOP Instance UID ('' when none).
 
         An input and a link to it produce one output and both change together: the
         output goes, so the corrected input is written, not held back as a duplicate.
         """
         gone = []
         for rel, keys in sorted(changed.items()):
-            holders = {r[0] for r in self._con.execute("SELECT src FROM files WHERE output=?",
-                                                       (rel,))}
+            rows = self._con.execute("SELECT src, sop FROM files WHERE output=?",
+                                     (rel,)).fetchall()
             target = out_dir / rel
-            if holders <= keys and target.is_file() and not target.is_symlink():
+            if {r[0] for r in rows} <= keys and target.is_file() and not target.is_symlink():
                 target.unlink()
-                gone.append(target)
+                gone.append((target, next((r[1] for r in rows if r[1]), "")))
         return gone
 
     def recorded_sop(self, path: Path) -> str:
@@ -887,7 +889,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
             logger.info("input changed since its output was written; redoing %s", path)
             changed.setdefault(stale, set()).add(ledger.src_key(path))
         todo.append(str(path))
-    ledger.withdraw_changed(changed, out)
+    withdrawn = ledger.withdraw_changed(changed, out)
 
     want_map = export_map is not None
     bar = tqdm(total=len(todo), unit="file", desc="dicom", leave=False,
@@ -916,7 +918,8 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if layout == "dicomdir":
         _finish_dicomdir(out, summary)
     if want_map:
-        summary.map_gaps = _export_map(Path(export_map), summary, config)
+        summary.map_gaps = _export_map(Path(export_map), summary, config,
+                                       {sop for _path, sop in withdrawn if sop})
     return summary
 
 
@@ -1270,11 +1273,14 @@ def _finish_dicomdir(out: Path, summary: BatchSummary) -> None:
     prune_studies(out, lay.study_dirs)
 
 
-def _export_map(path: Path, summary: BatchSummary, config: DeidConfig) -> list[FileOutcome]:
+def _export_map(path: Path, summary: BatchSummary, config: DeidConfig,
+                withdrawn: set[str] = frozenset()) -> list[FileOutcome]:
     """Write the old -> new rows of every release of the output folder to ``path``.
 
     The rows already in ``path`` (earlier batches) are kept, this run's added (a value
-    mapped anew wins). Inputs finished by an earlier run (skipped now) whose SOP Instance
+    mapped anew wins), but for the SOP Instance UID rows of outputs ``withdrawn`` this
+    run (new SOP Instance UIDs of outputs of changed inputs) that no output of this run
+    has again. Inputs finished by an earlier run (skipped now) whose SOP Instance
     UID is not in the file yet (the earlier run was killed before it wrote the map, or
     wrote another file) are read again to give their rows (:func:`_mapping_again`).
     Returns those of them that could not be (the map lacks their rows).
@@ -1289,6 +1295,10 @@ def _export_map(path: Path, summary: BatchSummary, config: DeidConfig) -> list[F
             for old, new in pairs.items():
                 if old and old != new:
                     rows[(kind, old)] = new
+    gone = set(withdrawn) - {o.sop_instance_uid for o in summary.outcomes
+                             if o.status in ("written", "identical", "skipped")}
+    if gone:
+        rows = {k: v for k, v in rows.items() if not (k[0] == "uid" and v in gone)}
     with atomic_output(path) as fh:
         text = _csv_text([EXPORT_MAP_HEADER] +
                          [(old, new, kind) for (kind, old), new in sorted(rows.items())])

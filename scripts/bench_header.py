@@ -24,8 +24,9 @@ python scripts/bench_header.py --jobs 1,2,4 --peers ''  # -j N scaling only
 
 On a freshly started virtual machine, the first write into memory the guest never used
 is slow (the host backs each page on first touch: 1-2 ms per 512 KB file instead of
-0.2 ms), whichever tool writes; ``--touch-memory GB`` touches that much memory once
-before timing, so every tool writes into memory the host already backs.
+0.2 ms), whichever tool writes, and memory freed goes back to the host after a while
+(free page reporting). ``--touch-memory GB`` touches that much memory right before each
+timed run (and each I/O floor), so every tool writes into memory the host backs.
 """
 
 from __future__ import annotations
@@ -127,40 +128,61 @@ def run_dicom_anonymizer(src: Path, out: Path, files: list[Path], jobs: int, key
         anonymize_dicom_file(str(f), str(out / f"{i:06d}.dcm"))
 
 
-def _time(name: str, fn: Callable, src: Path, files: list[Path], work: Path, jobs: int,
-          key: Path, warm: list[Path], repeat: int = 1) -> dict:
-    """Median seconds of ``repeat`` timed runs of one tool, each into a fresh folder after
-    the page cache's dirty pages were written back (so no tool pays for another's writes)."""
-    out = work / name.replace(" ", "_")
-    times: list[float] = []
-    cpu: list[tuple[float, float]] = []
-    try:
-        if warm:  # untimed: imports, recipe/profile loading, worker start-up code paths
+def _time_all(entries: list[tuple[str, Callable, int]], src: Path, files: list[Path],
+              work: Path, key: Path, warm: list[Path], repeat: int = 1,
+              touch: int = 0) -> list[dict]:
+    """Median seconds of ``repeat`` timed runs of each tool of ``entries`` (name, runner,
+    jobs). The tools take turns, round by round, so a drift of the machine (page cache,
+    memory the host backs) falls on every tool alike; each run writes into a fresh folder
+    after the page cache's dirty pages were written back (no tool pays for another's
+    writes). A tool that fails gets its error instead (the others go on)."""
+    runs: dict[str, dict] = {name: {"times": [], "cpu": [], "written": 0, "error": None}
+                             for name, _fn, _jobs in entries}
+
+    def once(name: str, fn: Callable, jobs: int, timed: bool) -> None:
+        out = work / name.replace(" ", "_")
+        r = runs[name]
+        try:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
-            fn(warm[0].parent, out, warm, jobs, key)
-        for _ in range(repeat):
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
+            if not timed:  # untimed: imports, recipe/profile loading, worker start-up
+                fn(warm[0].parent, out, warm, jobs, key)
+                return
             if hasattr(os, "sync"):
                 os.sync()
+            touch_memory(touch)
             r0 = _rusage()
             t0 = time.perf_counter()
             fn(src, out, files, jobs, key)
-            times.append(time.perf_counter() - t0)
+            r["times"].append(time.perf_counter() - t0)
             r1 = _rusage()
-            cpu.append((r1[0] - r0[0], r1[1] - r0[1]))
-            written = _count(out)
-    except ImportError as exc:
-        return {"tool": name, "error": f"not installed ({exc.name})"}
-    except Exception as exc:  # a peer failing must not stop the benchmark
-        return {"tool": name, "error": f"{type(exc).__name__}: {exc}"[:200]}
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-    dt = statistics.median(times)
-    user, sys_ = cpu[times.index(dt)] if dt in times else cpu[0]
-    return {"tool": name, "seconds": dt, "written": written, "rate": len(files) / dt,
-            "user": user, "sys": sys_}
+            r["cpu"].append((r1[0] - r0[0], r1[1] - r0[1]))
+            r["written"] = _count(out)
+        except ImportError as exc:
+            r["error"] = f"not installed ({exc.name})"
+        except Exception as exc:  # a peer failing must not stop the benchmark
+            r["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    if warm:
+        for name, fn, jobs in entries:
+            once(name, fn, jobs, timed=False)
+    for _ in range(repeat):
+        for name, fn, jobs in entries:
+            if runs[name]["error"] is None:
+                once(name, fn, jobs, timed=True)
+    results = []
+    for name, _fn, _jobs in entries:
+        r = runs[name]
+        if r["error"] is not None or not r["times"]:
+            results.append({"tool": name, "error": r["error"] or "no run"})
+            continue
+        dt = statistics.median(r["times"])
+        user, sys_ = r["cpu"][r["times"].index(dt)] if dt in r["times"] else r["cpu"][0]
+        results.append({"tool": name, "seconds": dt, "written": r["written"],
+                        "rate": len(files) / dt, "user": user, "sys": sys_})
+    return results
 
 
 def _rusage() -> tuple[float, float]:
@@ -169,7 +191,7 @@ def _rusage() -> tuple[float, float]:
     return a.ru_utime + b.ru_utime, a.ru_stime + b.ru_stime
 
 
-def io_floor(files: list[Path], work: Path) -> float:
+def io_floor(files: list[Path], work: Path, touch: int = 0) -> float:
     """Seconds per file of the I/O alone that pixeldeid's fast path does: read the first
     64 KB, create a temporary output (unnamed where the system has them), write a header,
     copy the rest of the input file to file and link the output into place (no parsing)."""
@@ -177,6 +199,7 @@ def io_floor(files: list[Path], work: Path) -> float:
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(os, "sync"):
         os.sync()
+    touch_memory(touch)
     t0 = time.perf_counter()
     for i, f in enumerate(files):
         with open(f, "rb") as fh:
@@ -200,6 +223,8 @@ def touch_memory(n: int) -> None:
     """Write one byte in every page of ``n`` bytes of fresh memory, then free it."""
     import mmap
 
+    if n <= 0:
+        return
     block = mmap.mmap(-1, n)
     try:
         for i in range(0, n, mmap.PAGESIZE):
@@ -222,16 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--read-baseline", action="store_true",
                     help="also time pydicom's read of each file alone (context, not a peer)")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="timed runs per tool; the median is reported (default 1)")
+                    help="timed rounds, the tools taking turns; medians reported (default 1)")
     ap.add_argument("--touch-memory", type=float, default=0, metavar="GB",
-                    help="touch this much memory once before timing (fresh virtual machines)")
+                    help="touch this much memory before each timed run (virtual machines)")
     ap.add_argument("--warmup", type=int, default=5,
                     help="untimed warm-up run of each tool on this many other files (default 5)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
-    if args.touch_memory > 0:
-        touch_memory(int(args.touch_memory * 2**30))
+    touch = int(args.touch_memory * 2**30)
     cache = args.cache or Path.home() / ".cache" / "pixeldeid" / f"bench_header_{args.n}"
     files = make_cache(cache, args.n)
     total_mb = sum(f.stat().st_size for f in files) / 2**20
@@ -254,22 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     floors: list[float] = []
     try:
         if args.io_floor:  # before and after the tools
-            floors.append(io_floor(files, work))
-        for j in [int(x) for x in args.jobs.split(",") if x]:
-            results.append(_time(f"pixeldeid -j {j}", run_pixeldeid, cache, files, work, j, key,
-                                 warm, args.repeat))
+            floors.append(io_floor(files, work, touch))
         runners = {"dicognito": run_dicognito, "deid": run_deid,
                    "dicom-anonymizer": run_dicom_anonymizer}
+        entries: list[tuple[str, Callable, int]] = [
+            (f"pixeldeid -j {j}", run_pixeldeid, j)
+            for j in [int(x) for x in args.jobs.split(",") if x]]
         for peer in [p.strip() for p in args.peers.split(",") if p.strip()]:
             if peer not in runners:
                 ap.error(f"unknown peer {peer!r}")
-            results.append(_time(peer, runners[peer], cache, files, work, 1, key, warm,
-                                 args.repeat))
+            entries.append((peer, runners[peer], 1))
         if args.read_baseline:
-            results.append(_time("pydicom read only", run_pydicom_read, cache, files, work, 1,
-                                 key, warm, args.repeat) | {"context": True})
+            entries.append(("pydicom read only", run_pydicom_read, 1))
+        results = _time_all(entries, cache, files, work, key, warm, args.repeat, touch)
+        for r in results:
+            if r["tool"] == "pydicom read only":
+                r["context"] = True
         if floors:
-            floors.append(io_floor(files, work))
+            floors.append(io_floor(files, work, touch))
             floor = statistics.median(floors)
     finally:
         shutil.rmtree(work, ignore_errors=True)

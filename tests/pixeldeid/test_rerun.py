@@ -278,6 +278,32 @@ def test_rerun_redoes_a_changed_input(inputs, run, key_file, capsys, new_sop):
     assert pydicom.dcmread(new).PixelData == pydicom.dcmread(ct).PixelData
 
 
+@pytest.mark.parametrize("new_sop", [False, True])
+def test_the_export_map_drops_the_sop_row_of_a_withdrawn_output(inputs, run, key_file, tmp_path,
+                                                                 capsys, new_sop):
+    """A changed input with another SOP Instance UID: its earlier output is withdrawn, and
+    so is that output's row in the export map; the same UID again keeps its row."""
+    export = tmp_path / "map.csv"
+    status, out = run(inputs, "--export-map", str(export))
+    assert status == 0
+    ct = inputs / "CT_small.dcm"
+    mapper = UIDMapper(key_file.read_bytes().strip())
+    old_sop = str(pydicom.dcmread(ct, stop_before_pixels=True).SOPInstanceUID)
+    _flip_pixel(ct, "1.2.3.4.5.6.7.8.9" if new_sop else None)
+    status, _ = run(inputs, "--export-map", str(export), out=out)
+    assert status == 0, capsys.readouterr().err
+    rows = {(r["kind"], r["id_old"]): r["id_new"] for r in csv.DictReader(export.open())}
+    released = set(_sops(outputs(out)))
+    sop_rows = {new for (kind, old), new in rows.items()
+                if kind == "uid" and new.startswith("2.25.") and mapper(old) == new
+                and old in {old_sop, "1.2.3.4.5.6.7.8.9"}}
+    assert sop_rows <= released  # no row names an instance the release no longer holds
+    now = "1.2.3.4.5.6.7.8.9" if new_sop else old_sop
+    assert rows[("uid", now)] == mapper(now) in released
+    assert (("uid", old_sop) in rows) == (not new_sop)
+    assert len(released) == len(FILES)
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_an_input_changed_while_it_was_worked_on_is_redone(inputs, run, key_file, capsys,
                                                            monkeypatch, jobs):
