@@ -22,11 +22,9 @@ python scripts/bench_header.py --repeat 3 --io-floor  # medians; I/O floor
 python scripts/bench_header.py --read-baseline   # also pydicom's read alone (context)
 python scripts/bench_header.py --jobs 1,2,4 --peers ''  # -j N scaling only
 
-On a freshly started virtual machine, the first write into memory the guest never used
-is slow (the host backs each page on first touch: 1-2 ms per 512 KB file instead of
-0.2 ms), whichever tool writes, and memory freed goes back to the host after a while
-(free page reporting). ``--touch-memory GB`` touches that much memory right before each
-timed run (and each I/O floor), so every tool writes into memory the host backs.
+The cost of writing new files varies a lot on virtual machines (from 0.3 to 1 ms per
+512 KB file on the same one within an hour), whichever tool writes: the tools take turns
+round by round, and ``--io-floor`` measures the writing alone before and after them.
 """
 
 from __future__ import annotations
@@ -129,8 +127,7 @@ def run_dicom_anonymizer(src: Path, out: Path, files: list[Path], jobs: int, key
 
 
 def _time_all(entries: list[tuple[str, Callable, int]], src: Path, files: list[Path],
-              work: Path, key: Path, warm: list[Path], repeat: int = 1,
-              touch: int = 0) -> list[dict]:
+              work: Path, key: Path, warm: list[Path], repeat: int = 1) -> list[dict]:
     """Median seconds of ``repeat`` timed runs of each tool of ``entries`` (name, runner,
     jobs). The tools take turns, round by round, so a drift of the machine (page cache,
     memory the host backs) falls on every tool alike; each run writes into a fresh folder
@@ -150,7 +147,6 @@ def _time_all(entries: list[tuple[str, Callable, int]], src: Path, files: list[P
                 return
             if hasattr(os, "sync"):
                 os.sync()
-            touch_memory(touch)
             r0 = _rusage()
             t0 = time.perf_counter()
             fn(src, out, files, jobs, key)
@@ -191,7 +187,7 @@ def _rusage() -> tuple[float, float]:
     return a.ru_utime + b.ru_utime, a.ru_stime + b.ru_stime
 
 
-def io_floor(files: list[Path], work: Path, touch: int = 0) -> float:
+def io_floor(files: list[Path], work: Path) -> float:
     """Seconds per file of the I/O alone that pixeldeid's fast path does: read the first
     64 KB, create a temporary output (unnamed where the system has them), write a header,
     copy the rest of the input file to file and link the output into place (no parsing)."""
@@ -199,7 +195,6 @@ def io_floor(files: list[Path], work: Path, touch: int = 0) -> float:
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(os, "sync"):
         os.sync()
-    touch_memory(touch)
     t0 = time.perf_counter()
     for i, f in enumerate(files):
         with open(f, "rb") as fh:
@@ -219,20 +214,6 @@ def io_floor(files: list[Path], work: Path, touch: int = 0) -> float:
     return dt / len(files)
 
 
-def touch_memory(n: int) -> None:
-    """Write one byte in every page of ``n`` bytes of fresh memory, then free it."""
-    import mmap
-
-    if n <= 0:
-        return
-    block = mmap.mmap(-1, n)
-    try:
-        for i in range(0, n, mmap.PAGESIZE):
-            block[i] = 1
-    finally:
-        block.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=1000, help="number of CT files (default 1000)")
@@ -248,14 +229,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time pydicom's read of each file alone (context, not a peer)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="timed rounds, the tools taking turns; medians reported (default 1)")
-    ap.add_argument("--touch-memory", type=float, default=0, metavar="GB",
-                    help="touch this much memory before each timed run (virtual machines)")
     ap.add_argument("--warmup", type=int, default=5,
                     help="untimed warm-up run of each tool on this many other files (default 5)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
-    touch = int(args.touch_memory * 2**30)
     cache = args.cache or Path.home() / ".cache" / "pixeldeid" / f"bench_header_{args.n}"
     files = make_cache(cache, args.n)
     total_mb = sum(f.stat().st_size for f in files) / 2**20
@@ -278,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     floors: list[float] = []
     try:
         if args.io_floor:  # before and after the tools
-            floors.append(io_floor(files, work, touch))
+            floors.append(io_floor(files, work))
         runners = {"dicognito": run_dicognito, "deid": run_deid,
                    "dicom-anonymizer": run_dicom_anonymizer}
         entries: list[tuple[str, Callable, int]] = [
@@ -290,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             entries.append((peer, runners[peer], 1))
         if args.read_baseline:
             entries.append(("pydicom read only", run_pydicom_read, 1))
-        results = _time_all(entries, cache, files, work, key, warm, args.repeat, touch)
+        results = _time_all(entries, cache, files, work, key, warm, args.repeat)
         for r in results:
             if r["tool"] == "pydicom read only":
                 r["context"] = True
         if floors:
-            floors.append(io_floor(files, work, touch))
+            floors.append(io_floor(files, work))
             floor = statistics.median(floors)
     finally:
         shutil.rmtree(work, ignore_errors=True)
