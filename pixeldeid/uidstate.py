@@ -103,23 +103,21 @@ def reconcile_overrides(out: Path, key: bytes, overrides: Mapping[str, str],
     return record
 
 
-#: the UIDs of an output that other instances share or point at
-_RELEASED_TAGS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
-                  "FrameOfReferenceUID")
-
-
 def released_uids(out: Path) -> set[str]:
-    """The SOP Instance, Study, Series and Frame of Reference UIDs of the DICOM files in
-    the output folder ``out`` (its state and quarantine folders left out)."""
+    """Every UID in the headers of the DICOM files in the output folder ``out`` (at any
+    depth: references too; its state and quarantine folders left out)."""
     import pydicom
 
     uids: set[str] = set()
     for path in _released_files(out):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_RELEASED_TAGS)
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for elem in ds.iterall():
+                if elem.VR == "UI" and elem.value:
+                    value = elem.value
+                    uids.update((value,) if isinstance(value, str) else map(str, value))
         except Exception:  # noqa: BLE001 - not DICOM (a slide, a NIfTI, a report)
             continue
-        uids.update(v for k in _RELEASED_TAGS if isinstance(v := ds.get(k), str) and v)
     return uids
 
 

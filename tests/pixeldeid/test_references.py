@@ -239,6 +239,29 @@ def test_a_later_override_of_a_released_uid_is_refused(tmp_path: Path, key_file:
     assert len(_released_studies(out)) == 1
 
 
+def test_a_later_override_of_a_referenced_uid_is_refused(tmp_path: Path, key_file: Path,
+                                                        capsys):
+    """A UID the release holds only as a reference (an instance not in it): an override
+    given later would leave the released reference pointing elsewhere."""
+    [first] = make_ct_series(tmp_path / "b1", 1, seed=5)
+    ds = pydicom.dcmread(first)
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.55.1"
+    ds.ReferencedImageSequence = pydicom.Sequence([item])
+    ds.save_as(first)
+    _another_instance(first, tmp_path / "b2" / "x.dcm", ".8")
+    out = tmp_path / "out"
+    base = ["dicom", "-o", str(out), "--key-file", str(key_file), "--no-progress",
+            "--pixels", "off"]
+    assert main([*base, str(tmp_path / "b1")]) == 0
+    capsys.readouterr()
+    m = tmp_path / "m.csv"
+    m.write_text("id_old,id_new\n1.2.826.0.1.3680043.10.55.1,1.2.826.0.1.3680043.10.99.5\n")
+    assert main([*base, str(tmp_path / "b2"), "--map-csv", str(m)]) == 2
+    assert "released it as" in capsys.readouterr().err
+
+
 def test_uid_override_record_refuses_contradictions(tmp_path: Path):
     from pixeldeid.errors import DeidError
     from pixeldeid.uids import keyed_uid
