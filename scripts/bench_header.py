@@ -130,44 +130,26 @@ def _time_all(entries: list[tuple[str, Callable, int]], src: Path, files: list[P
               work: Path, key: Path, warm: list[Path], repeat: int = 1) -> list[dict]:
     """Median seconds of ``repeat`` timed runs of each tool of ``entries`` (name, runner,
     jobs). The tools take turns, round by round, so a drift of the machine (page cache,
-    memory the host backs) falls on every tool alike; each run writes into a fresh folder
-    after the page cache's dirty pages were written back (no tool pays for another's
-    writes). A tool that fails gets its error instead (the others go on)."""
+    memory the host backs) falls on every tool alike. Each run is a process of its own
+    (forked from this one, which runs no tool itself): the warm-up run, then
+    the timed one, so no tool runs in a heap or with caches another tool left. Each run
+    writes into a fresh folder after the page cache's dirty pages were written back (no
+    tool pays for another's writes). A tool that fails gets its error instead (the others
+    go on)."""
     runs: dict[str, dict] = {name: {"times": [], "cpu": [], "written": 0, "error": None}
                              for name, _fn, _jobs in entries}
-
-    def once(name: str, fn: Callable, jobs: int, timed: bool) -> None:
-        out = work / name.replace(" ", "_")
-        r = runs[name]
-        try:
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            if not timed:  # untimed: imports, recipe/profile loading, worker start-up
-                fn(warm[0].parent, out, warm, jobs, key)
-                return
-            if hasattr(os, "sync"):
-                os.sync()
-            r0 = _rusage()
-            t0 = time.perf_counter()
-            fn(src, out, files, jobs, key)
-            r["times"].append(time.perf_counter() - t0)
-            r1 = _rusage()
-            r["cpu"].append((r1[0] - r0[0], r1[1] - r0[1]))
-            r["written"] = _count(out)
-        except ImportError as exc:
-            r["error"] = f"not installed ({exc.name})"
-        except Exception as exc:  # a peer failing must not stop the benchmark
-            r["error"] = f"{type(exc).__name__}: {exc}"[:200]
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-
-    if warm:
-        for name, fn, jobs in entries:
-            once(name, fn, jobs, timed=False)
     for _ in range(repeat):
         for name, fn, jobs in entries:
-            if runs[name]["error"] is None:
-                once(name, fn, jobs, timed=True)
+            r = runs[name]
+            if r["error"] is not None:
+                continue
+            got = _in_child(_run_once, name, fn, src, files, work, jobs, key, warm)
+            if "error" in got:
+                r["error"] = got["error"]
+            else:
+                r["times"].append(got["seconds"])
+                r["cpu"].append(got["cpu"])
+                r["written"] = got["written"]
     results = []
     for name, _fn, _jobs in entries:
         r = runs[name]
@@ -175,10 +157,61 @@ def _time_all(entries: list[tuple[str, Callable, int]], src: Path, files: list[P
             results.append({"tool": name, "error": r["error"] or "no run"})
             continue
         dt = statistics.median(r["times"])
-        user, sys_ = r["cpu"][r["times"].index(dt)] if dt in r["times"] else r["cpu"][0]
+        nearest = min(range(len(r["times"])), key=lambda i: abs(r["times"][i] - dt))
+        user, sys_ = r["cpu"][nearest]
         results.append({"tool": name, "seconds": dt, "written": r["written"],
                         "rate": len(files) / dt, "user": user, "sys": sys_})
     return results
+
+
+def _run_once(name: str, fn: Callable, src: Path, files: list[Path], work: Path, jobs: int,
+              key: Path, warm: list[Path]) -> dict:
+    """One timed run of one tool (in a process of its own), after an untimed warm-up run
+    on ``warm`` (imports, recipe/profile loading, worker start-up code paths)."""
+    out = work / name.replace(" ", "_")
+    try:
+        if warm:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            fn(warm[0].parent, out, warm, jobs, key)
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        if hasattr(os, "sync"):
+            os.sync()
+        r0 = _rusage()
+        t0 = time.perf_counter()
+        fn(src, out, files, jobs, key)
+        dt = time.perf_counter() - t0
+        r1 = _rusage()
+        return {"seconds": dt, "cpu": (r1[0] - r0[0], r1[1] - r0[1]), "written": _count(out)}
+    except ImportError as exc:
+        return {"error": f"not installed ({exc.name})"}
+    except Exception as exc:  # a peer failing must not stop the benchmark
+        return {"error": f"{type(exc).__name__}: {exc}"[:200]}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _in_child(fn: Callable, *args) -> dict:
+    """``fn(*args)`` (a dict) in a forked child process; an error dict when it dies."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(send, fn, args))
+    proc.start()
+    send.close()
+    try:
+        got = recv.recv()
+    except EOFError:
+        got = None
+    proc.join()
+    return got if got is not None else {"error": f"the run's process died ({proc.exitcode})"}
+
+
+def _child_main(send, fn: Callable, args: tuple) -> None:
+    send.send(fn(*args))
+    send.close()
 
 
 def _rusage() -> tuple[float, float]:
