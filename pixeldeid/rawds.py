@@ -185,6 +185,8 @@ class _Parser:
         self.stop_tag = 0x100000000  # top level: stop before this tag (a header scan)
         #: when a list: (tag, start, end, VR) of each top-level element, appended as parsed
         self.index: list | None = None
+        #: a header scan's top-level tags: the other elements are skipped, not parsed
+        self.keep: frozenset[int] | None = None
 
     @property
     def partial(self) -> bool:
@@ -230,6 +232,9 @@ class _Parser:
                 return self._new(out, spans), start
             if group == 0xFFFE:
                 raise Decline("misplaced item")
+            if depth == 0 and self.keep is not None and tag not in self.keep:
+                pos = self.skip(vr, length, start, depth)
+                continue
             if vr == "SQ" or (vr == "UN" and length == 0xFFFFFFFF):
                 if vr != "SQ":
                     raise Decline("UN sequence")
@@ -265,6 +270,46 @@ class _Parser:
         if pos != n:
             raise Decline("element overruns its item")
         return self._new(out, spans), pos
+
+    def skip(self, vr: str | None, length: int, start: int, depth: int) -> int:
+        """The end of the element whose value starts at ``start``, nothing of it parsed but
+        the element heads of the items of a sequence of undefined length (a header scan)."""
+        if vr == "SQ" or (vr == "UN" and length == 0xFFFFFFFF):
+            if length != 0xFFFFFFFF:
+                return self._within(start + length)
+            pos = start
+            while True:
+                group, elem, ilen = _IMPL.unpack_from(self.data, self._within(pos + 8) - 8)
+                itag = group << 16 | elem
+                pos += 8
+                if itag == _SEQ_END:
+                    return pos
+                if itag != _ITEM:
+                    raise Decline("not an item")
+                pos = (self._within(pos + ilen) if ilen != 0xFFFFFFFF
+                       else self._skip_item(pos, depth + 1))
+        if length == 0xFFFFFFFF:
+            raise Decline("undefined length value")
+        return self._within(start + length)
+
+    def _skip_item(self, pos: int, depth: int) -> int:
+        if depth > _MAX_DEPTH:
+            raise Decline("sequences nested too deep")
+        while True:
+            self._within(pos + 8)
+            tag, vr, length, start = element_head(self.data, pos, self.implicit)
+            if tag == _ITEM_END:
+                return start
+            pos = self.skip(vr, length, start, depth)
+
+    def _within(self, end: int) -> int:
+        """``end``, unless the data read ends before it (then the whole file is read, or
+        it is truncated)."""
+        if end > len(self.data):
+            if self.partial:
+                raise _WholeFile
+            raise Decline("truncated element")
+        return end
 
     def sequence(self, tag: int, pos: int, length: int, depth: int) -> tuple[RawSequence, int]:
         data = self.data
@@ -303,30 +348,41 @@ class _Parser:
         return RawSequence(tag, items), pos
 
 
-def read_raw(path: str | os.PathLike, *, stop_tag: int | None = None) -> RawDataset:
+def read_raw(path: str | os.PathLike, *, stop_tag: int | None = None,
+             keep: frozenset[int] | None = None, head: int | None = None) -> RawDataset:
     """Parse a Part 10 file into a :class:`RawDataset` (raises :class:`Decline`).
 
     The first read takes :data:`HEAD_BYTES`; when only the Pixel Data, last in the file,
     runs past it, it is not read at all: its value is a :class:`FileSlice`, copied from
     file to file when the output is written. Otherwise the whole file is read.
-    ``stop_tag``: parse the top level only up to this tag (a header scan, unchecked).
+    ``stop_tag``: parse the top level only up to this tag (a header scan, unchecked);
+    ``keep``: with ``stop_tag``, parse only these top-level elements (skip the others);
+    ``head``: the size of the first read (default :data:`HEAD_BYTES`).
     """
     try:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
-            data = fh.read(HEAD_BYTES)
+            data = fh.read(head or HEAD_BYTES)
             if len(data) < st.st_size:
                 tail = FileSlice(os.fspath(path), st.st_size, st.st_mtime_ns)
                 try:
-                    return _parse(data, path, tail, stop_tag=stop_tag)
+                    return _parse(data, path, tail, stop_tag=stop_tag, keep=keep)
                 except _WholeFile:
                     fh.seek(0)
                     data = fh.read()
-            return _parse(data, path, None, stop_tag=stop_tag)
+            return _parse(data, path, None, stop_tag=stop_tag, keep=keep)
     except Decline:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable, malformed: the ordinary path says
         raise Decline(f"{type(exc).__name__}: {exc}") from exc
+
+
+#: the first read of :func:`scan_patient` (the whole file is read when its elements run
+#: past it)
+SCAN_BYTES = 1 << 14
+#: what :func:`scan_patient` reads: the character set, SOP Instance UID, Patient's Name,
+#: Patient ID and Patient's Birth Date (:func:`pixeldeid.api.patient_key`)
+_SCAN_TAGS = frozenset({0x00080005, 0x00080018, 0x00100010, 0x00100020, 0x00100030})
 
 
 def scan_patient(path: str | os.PathLike) -> tuple[str, str]:
@@ -334,7 +390,7 @@ def scan_patient(path: str | os.PathLike) -> tuple[str, str]:
     patients before a parallel run; raises :class:`Decline` (then pydicom reads it)."""
     from .api import patient_key
 
-    ds = read_raw(path, stop_tag=0x00110000)
+    ds = read_raw(path, stop_tag=0x00110000, keep=_SCAN_TAGS, head=SCAN_BYTES)
     sop = peek(ds, "SOPInstanceUID")
     if not sop:
         raise Decline("no SOP Instance UID")
@@ -342,7 +398,8 @@ def scan_patient(path: str | os.PathLike) -> tuple[str, str]:
 
 
 def _parse(data: bytes, path, tail: FileSlice | None, *,
-           stop_tag: int | None = None, index: list | None = None) -> RawDataset:
+           stop_tag: int | None = None, index: list | None = None,
+           keep: frozenset[int] | None = None) -> RawDataset:
     if len(data) < 144 or data[128:132] != b"DICM":
         raise Decline("no DICM preamble")
     meta_raw: dict = {}
@@ -374,6 +431,7 @@ def _parse(data: bytes, path, tail: FileSlice | None, *,
     parser.index = index
     if stop_tag is not None:
         parser.stop_tag = stop_tag
+        parser.keep = keep
     size = tail.size if tail is not None else len(data)
     ds, end = parser.dataset(pos, size, 0)
     if end != size:

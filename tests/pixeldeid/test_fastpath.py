@@ -175,7 +175,11 @@ def test_small_first_read_and_declines(tmp_path: Path, monkeypatch) -> None:
         ds["PatientID"]  # nor a decoded element
 
 
-def test_header_scan_agrees_with_pydicom(sources: Path) -> None:
+@pytest.mark.parametrize("first_read", [rawds.SCAN_BYTES, 300])
+def test_header_scan_agrees_with_pydicom(sources: Path, monkeypatch, first_read: int) -> None:
+    """The scan skips what it does not need (sequences of defined and undefined length,
+    nested) and reads the whole file when its elements run past the first read."""
+    monkeypatch.setattr(rawds, "SCAN_BYTES", first_read)
     taken = 0
     for path in sorted(p for p in sources.rglob("*") if p.is_file()):
         want = batch._scan_header_pydicom(str(path))
@@ -186,6 +190,30 @@ def test_header_scan_agrees_with_pydicom(sources: Path) -> None:
         taken += 1
         assert got == want, path.name
     assert taken >= 13
+
+
+def test_header_scan_skips_nested_sequences_and_declines_truncation(tmp_path: Path) -> None:
+    [ct] = make_ct_series(tmp_path / "in", 1, seed=12)
+    ds = pydicom.dcmread(ct)
+    inner = pydicom.Dataset()
+    inner.CodeValue, inner.CodingSchemeDesignator, inner.CodeMeaning = "1", "99X", "x"
+    outer = pydicom.Dataset()
+    outer.ProcedureCodeSequence = pydicom.Sequence([inner, inner])
+    ds.ReferencedStudySequence = pydicom.Sequence([outer])  # (0008,1110): before group 0010
+    for seq, items in ((ds["ReferencedStudySequence"], [outer]),
+                       (outer["ProcedureCodeSequence"], [inner])):
+        seq.is_undefined_length = True  # delimited sequences and items, nested
+        for item in items:
+            item.is_undefined_length_sequence_item = True
+    ds.PatientID = "SCAN-ME"
+    ds.save_as(ct)
+    data = ct.read_bytes()
+    assert data.count(b"\xfe\xff\xdd\xe0") >= 2  # sequence delimiters: undefined lengths
+    assert rawds.scan_patient(ct) == ("SCAN-ME", str(ds.SOPInstanceUID))
+    cut = data.index(b"99X") + 3  # inside the nested item
+    (tmp_path / "cut.dcm").write_bytes(data[:cut])
+    with pytest.raises(rawds.Decline):
+        rawds.scan_patient(tmp_path / "cut.dcm")
 
 
 @pytest.mark.parametrize("fails", [("copy_file_range",), ("copy_file_range", "sendfile")])
