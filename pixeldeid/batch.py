@@ -312,6 +312,7 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._key = key
         self._src_keys: dict[str, str] = {}
+        self._rows: list[tuple] = []  # recorded, not yet written (commit writes them)
         # Only a record of finished work: a damaged file is set aside and rebuilt (finished
         # outputs are then found identical, not written twice).
         self._con = open_state_db(path, self._open, "ledger")
@@ -328,7 +329,7 @@ class Ledger:
             raise
         return con
 
-    def src_key(self, path: Path) -> str:
+    def src_key(self, path: str | os.PathLike) -> str:
         """Keyed hash of the absolute source path, links not resolved (computed once per
         path and run): an input and a link to it are two inputs with a row each, as
         :func:`~pixeldeid.paths.each_path_once` and the quarantine count them."""
@@ -391,21 +392,25 @@ class Ledger:
         """Record ``o`` under the input's signature from before it was read: an input that
         changes while it is worked on (or while its outcome waits in a worker's chunk) is
         then redone by the next run."""
-        p = Path(o.source)
         sig = o.signature
         if not sig:
             try:
-                sig = self.signature(p)
+                sig = self.signature(Path(o.source))
             except OSError:
                 sig = ""
-        self._con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                          (self.src_key(p), sig, o.status, o.output, o.sop_instance_uid, o.reason))
+        self._rows.append((self.src_key(o.source), sig, o.status, o.output,
+                           o.sop_instance_uid, o.reason))
 
     def commit(self) -> None:
+        """Write the rows recorded since the last commit, in one transaction."""
+        if self._rows:
+            self._con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                                  self._rows)
+            self._rows = []
         self._con.commit()
 
     def close(self) -> None:
-        self._con.commit()
+        self.commit()
         self._con.close()
 
 
