@@ -49,7 +49,8 @@ def read_overrides(path: Path) -> dict[str, str]:
 
 
 def reconcile_overrides(out: Path, key: bytes, overrides: Mapping[str, str],
-                        released: Callable[[Path], set[str]] | None = None) -> dict[str, str]:
+                        released: Callable[[Path], set[str]] | None = None, *,
+                        record_new: bool = True) -> dict[str, str]:
     """Check this batch's UID ``overrides`` (original -> new) against the record of the
     output folder ``out``, record the new ones, and return every override in force there,
     by keyed UID (:class:`~pixeldeid.uids.UIDMapper`'s ``by_key``).
@@ -61,6 +62,8 @@ def reconcile_overrides(out: Path, key: bytes, overrides: Mapping[str, str],
       (``released(out)``, default :func:`released_uids`: read only when there is a new
       override);
     * a new UID that another original already has there.
+
+    ``record_new=False`` checks without writing the record (a dry run).
     """
     from .batch import STATE_DIRNAME
 
@@ -94,6 +97,8 @@ def reconcile_overrides(out: Path, key: bytes, overrides: Mapping[str, str],
             raise DeidError(f"the map CSV gives UID {old} the new UID {new}, which another "
                             "UID already has in this output folder", str(path))
     record.update(added)
+    if not record_new:
+        return record
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([HEADER, *sorted(record.items())])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -241,6 +241,7 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
             key = (state / "key").read_bytes().strip()
         else:
             key = secrets.token_hex(32).encode()
+        reconcile_overrides(out, key, uids, record_new=False)  # as the real run will
         db = state / "subjects.sqlite"
         pseudonyms = PseudonymMap(None, key, prefix, ids)
         if db.exists():  # number new patients after the ones already there

@@ -207,6 +207,9 @@ def test_uid_overrides_hold_in_later_batches(tmp_path: Path, key_file: Path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and study in err and "1.2.826.0.1.3680043.10.99.1" in err
     assert "would be split" in err
+    if command == "run":  # a dry run says so too
+        assert main([*base, str(tmp_path / "b3"), "--map-csv", str(m), "--dry-run"]) == 2
+        assert "would be split" in capsys.readouterr().err
     assert sorted(p.relative_to(out) for p in out.rglob("*")
                   if ".pixeldeid" not in p.parts) == before
 
