@@ -322,10 +322,12 @@ class _Temporary:
         return os.pread(self.fd, os.fstat(self.fd).st_size, 0)
 
     def _give_name(self, path: Path) -> None:
-        """Copy the unnamed file into a new named temporary file beside ``path``."""
+        """Copy the unnamed file into a new named temporary file beside ``path`` (synced:
+        the unnamed one may have been, for a durable write)."""
         fd, name = _temporary_beside(path)
         try:
             _copy(self.fd, fd, 0, os.fstat(self.fd).st_size)
+            os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(name)
