@@ -15,8 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .atomic import atomic_output
@@ -69,9 +68,10 @@ def reconcile_overrides(out: Path, key: bytes, overrides: Mapping[str, str],
 
     path = out / STATE_DIRNAME / OVERRIDES_NAME
     record = read_overrides(path)
+    keyed = {old: keyed_uid(key, old) for old in overrides}
     added: dict[str, str] = {}
     for old, new in overrides.items():
-        by_key = keyed_uid(key, old)
+        by_key = keyed[old]
         earlier = record.get(by_key)
         if earlier is None:
             added[by_key] = new
@@ -85,7 +85,7 @@ def reconcile_overrides(out: Path, key: bytes, overrides: Mapping[str, str],
     owners = {new: k for k, new in record.items()}
     taken = (released or released_uids)(out)
     for old, new in overrides.items():
-        by_key = keyed_uid(key, old)
+        by_key = keyed[old]
         if by_key not in added:
             continue
         if by_key in taken:
@@ -113,8 +113,10 @@ def released_uids(out: Path) -> set[str]:
     depth: references too; its state and quarantine folders left out)."""
     import pydicom
 
+    from .verify.checks import iter_outputs
+
     uids: set[str] = set()
-    for path in _released_files(out):
+    for path in iter_outputs(out):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             for elem in ds.iterall():
@@ -125,13 +127,3 @@ def released_uids(out: Path) -> set[str]:
             continue
     return uids
 
-
-def _released_files(out: Path) -> Iterator[str]:
-    from .batch import STATE_DIRNAME
-    from .quarantine import QUARANTINE_DIRNAME
-
-    for folder, dirs, files in os.walk(out):
-        if folder == os.fspath(out):
-            dirs[:] = [d for d in dirs if d not in (STATE_DIRNAME, QUARANTINE_DIRNAME)]
-        for name in files:
-            yield os.path.join(folder, name)
