@@ -372,6 +372,8 @@ class Walker:
 
     def _clean(self, ds: Dataset, tag: BaseTag, vr: str, path: tuple[str, ...], depth: int,
                done: set[int]) -> None:
+        if vr not in _CLEANED_VRS and dictionary_vr(tag) in TEXT_VRS:
+            vr = _retyped_as_text(ds, tag)  # (a descriptor written as CS, DS or UR)
         if vr == "SQ":
             self._recurse(ds, tag, path, depth, "clean")
         elif vr in DATE_VRS:
@@ -613,6 +615,23 @@ class Walker:
         if not isinstance(items, (Sequence, list)) or not all(
                 hasattr(i, "_dict") for i in items):
             raise DeidError(f"{where}: its items cannot be read")
+
+
+#: VRs whose values :meth:`Walker._clean` acts on as they are written
+_CLEANED_VRS = frozenset({"SQ", "PN", "AE", "UI"}) | DATE_VRS | TEXT_VRS | BINARY_VRS
+
+
+def _retyped_as_text(ds: Dataset, tag: BaseTag) -> str:
+    """Give an element that should hold free text but was written with another VR (Study
+    Description as CS, DS or UR, from a damaged or foreign file) its dictionary VR, its
+    value read as text, so that it is cleaned as text; return that VR."""
+    vr = dictionary_vr(tag)
+    elem = ds._dict[tag]
+    if isinstance(elem, RawDataElement):
+        ds._dict[tag] = elem._replace(VR=vr)
+    else:
+        ds[tag] = DataElement(tag, vr, "\\".join(str(v) for v in _values(elem)))
+    return vr
 
 
 def _holds_token(value: str, tokens: list[str]) -> bool:

@@ -4,6 +4,7 @@ identity-shaped patterns, keep the rest (PS3.15 Clean Descriptors Option)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from functools import cache, lru_cache
 
@@ -43,6 +44,31 @@ def _cjk(ch: str) -> bool:
 def has_cjk(text: str) -> bool:
     """Whether ``text`` holds a CJK ideograph, kana or Hangul syllable."""
     return any(_cjk(c) for c in text)
+
+
+@lru_cache(maxsize=4096)
+def _fold_char(ch: str) -> str:
+    """``ch`` without compatibility forms and accents: full-width ``Ｌ`` is ``L``, ``ü``
+    (one character or ``u`` and a combining diaeresis) is ``u``, ``ﬁ`` is ``fi``."""
+    return "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+
+
+def fold(text: str) -> str:
+    """``text`` as :func:`_fold_char` folds each character: the spelling that identity
+    matching compares (the same name in full-width, decomposed or accent-free form)."""
+    return text if text.isascii() else "".join(_fold_char(c) for c in text)
+
+
+def _folded_with_index(text: str) -> tuple[str, list[int]]:
+    """:func:`fold` of ``text`` and, for each folded character, the index in ``text`` of
+    the character it came from."""
+    chars: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        f = ch if ch.isascii() else _fold_char(ch)
+        chars.append(f)
+        index.extend([i] * len(f))
+    return "".join(chars), index
 
 
 def is_token(text: str) -> bool:
@@ -172,7 +198,7 @@ def remove_tokens(value: str, tokens: Iterable[str]) -> str:
 
 @lru_cache(maxsize=64)
 def _text_regex(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
-    alt = "|".join(r"(?<![A-Za-z0-9])" + re.escape(t) + r"(?![A-Za-z0-9])"
+    alt = "|".join(r"(?<![A-Za-z0-9])" + re.escape(fold(t)) + r"(?![A-Za-z0-9])"
                    for t in sorted(tokens, key=len, reverse=True) if is_token(t))
     return re.compile(alt, re.I) if alt else None
 
@@ -180,7 +206,7 @@ def _text_regex(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
 def contains_tokens(text: str, tokens: tuple[str, ...]) -> bool:
     """Whether :func:`remove_tokens` would remove something from ``text``."""
     pat = _text_regex(tokens)
-    return pat is not None and pat.search(text) is not None
+    return pat is not None and pat.search(fold(text)) is not None
 
 
 @lru_cache(maxsize=64)
@@ -202,17 +228,34 @@ def may_contain_tokens(raw: bytes, tokens: tuple[str, ...]) -> bool:
 
 
 def _drop_tokens(text: str, tokens: Iterable[str]) -> str:
+    """``text`` with each of ``tokens`` (whole words, case-insensitive) replaced by a space,
+    compared as :func:`fold` spells both: a name in full-width or decomposed characters,
+    or without its accents, goes too."""
     for tok in tokens:
-        if not is_token(tok):
-            continue
-        text = re.sub(r"(?<![A-Za-z0-9])" + re.escape(tok) + r"(?![A-Za-z0-9])", " ", text,
-                      flags=re.I)
+        if is_token(tok):
+            text = _drop_folded(text, re.compile(
+                r"(?<![A-Za-z0-9])" + re.escape(fold(tok)) + r"(?![A-Za-z0-9])", re.I))
     return text
 
 
 def _drop_patterns(text: str) -> str:
     for pat in _PATTERNS:
-        text = pat.sub(" ", text)
+        text = _drop_folded(text, pat)
+    return text
+
+
+def _drop_folded(text: str, pattern: re.Pattern[str]) -> str:
+    """``text`` with the spans where ``pattern`` matches its :func:`fold` replaced by a
+    space (the characters of ``text`` they came from, with their combining marks)."""
+    if text.isascii():
+        return pattern.sub(" ", text)
+    folded, index = _folded_with_index(text)
+    spans = [(m.start(), m.end()) for m in pattern.finditer(folded) if m.end() > m.start()]
+    for start, end in reversed(spans):
+        first, last = index[start], index[end - 1] + 1
+        while last < len(text) and not _fold_char(text[last]):  # its combining marks
+            last += 1
+        text = text[:first] + " " + text[last:]
     return text
 
 
@@ -273,8 +316,13 @@ def token_matches(data: bytes, tokens: Iterable[str], encodings: Iterable[str] =
     whole word or not."""
     low = data.lower()  # ASCII case folding, as re.I does for bytes
     # only tokens present as substrings can match: the (slow) regex runs on those alone,
-    # which finds exactly what it finds with every token, and not at all on clean data
-    toks = {k: v for k, v in _search_forms(tuple(tokens), tuple(encodings)) if k in low}
+    # which finds exactly what it finds with every token, and not at all on clean data.
+    # Forms that are not ASCII are looked for only where the data holds their first two
+    # bytes (the lead bytes of full-width letters, of a script): few searches, not one each
+    toks: dict[bytes, str] = {}
+    for gate, forms in _search_forms(tuple(tokens), tuple(encodings)):
+        if not gate or gate in low:
+            toks.update((k, v) for k, v in forms if k in low)
     if not toks:
         return [], False
     found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
@@ -283,14 +331,19 @@ def token_matches(data: bytes, tokens: Iterable[str], encodings: Iterable[str] =
 
 @lru_cache(maxsize=256)
 def _search_forms(tokens: tuple[str, ...], encodings: tuple[str, ...]
-                  ) -> tuple[tuple[bytes, str], ...]:
-    """(lowercased encoded form, token) of each 3+ byte form of ``tokens`` (the first token
-    of a form wins), for :func:`token_matches` (a series gives the same tokens each time)."""
+                  ) -> tuple[tuple[bytes, tuple[tuple[bytes, str], ...]], ...]:
+    """The lowercased encoded forms (3+ bytes) of ``tokens`` with their token (the first
+    token of a form wins), for :func:`token_matches`, grouped by a gate: ``b""`` for ASCII
+    forms, else the form's first two bytes (a series gives the same tokens each time)."""
     toks: dict[bytes, str] = {}
     for t in tokens:
         for form in _encoded_forms(t, encodings):
             toks.setdefault(form.lower(), t)
-    return tuple((k, v) for k, v in toks.items() if len(k) >= 3)
+    groups: dict[bytes, list[tuple[bytes, str]]] = {}
+    for k, v in toks.items():
+        if len(k) >= 3:
+            groups.setdefault(b"" if k.isascii() else k[:2], []).append((k, v))
+    return tuple((gate, tuple(forms)) for gate, forms in groups.items())
 
 
 def case_forms(token: str) -> set[str]:
@@ -302,13 +355,31 @@ def case_forms(token: str) -> set[str]:
     return {token, token.upper(), token.lower(), token.capitalize(), token.title()}
 
 
+def full_width(text: str) -> str:
+    """``text`` with its printable ASCII characters in their full-width forms (``ＡＢ１``)."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def spellings(token: str) -> set[str]:
+    """Spellings of ``token`` that a byte search looks for besides ASCII case: the
+    :func:`case_forms`, each also decomposed (NFD) and full-width, and the :func:`fold`
+    of the token (``Muller`` for ``Müller``)."""
+    forms = case_forms(token)
+    if not token.isascii():
+        forms |= {unicodedata.normalize("NFD", f) for f in forms}
+        forms.add(fold(token))
+    forms |= {full_width(f) for f in {*forms, token.upper(), token.lower()}}
+    return forms
+
+
 @lru_cache(maxsize=4096)
 def _encoded_forms(token: str, encodings: tuple[str, ...]) -> tuple[bytes, ...]:
-    """:func:`case_forms` of ``token`` in UTF-8 and in ``encodings``."""
-    if token.isascii():
-        return (token.encode("ascii"),)
+    """:func:`spellings` of ``token`` in UTF-8 and in ``encodings``."""
     forms: set[bytes] = set()
-    for variant in case_forms(token):
+    for variant in spellings(token):
+        if variant.isascii():
+            forms.add(variant.encode("ascii"))
+            continue
         for codec in ("utf-8", *encodings):
             try:
                 forms.add(variant.encode(codec))

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 import pydicom
 import pytest
 from conftest import outputs
 
-from pixeldeid.textclean import is_token
+from pixeldeid.textclean import full_width, is_token
 
 TEXT_VRS = ("PN", "LO", "SH", "ST", "LT", "UT", "UC")
 
@@ -126,3 +127,55 @@ def test_cjk_staff_names_are_cleaned_from_descriptors(tmp_path: Path, run, staff
     o = pydicom.dcmread(written)
     assert o.StudyDescription == "头部 平扫"
     assert "ReferringPhysicianName" not in o or staff not in str(o.ReferringPhysicianName)
+
+
+def _utf8_ct(dest: Path, name: str, pid: str, **values) -> Path:
+    """An ISO_IR 192 copy of pydicom's chrX1.dcm with this patient and these values."""
+    src = _charset_file("chrX1.dcm", dest)
+    ds = pydicom.dcmread(src)
+    ds.PatientName, ds.PatientID = name, pid
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    ds.save_as(src)
+    return src
+
+
+@pytest.mark.parametrize("spell", [full_width, lambda s: unicodedata.normalize("NFD", s),
+                                   lambda s: s.replace("ü", "u")],
+                         ids=["full-width", "decomposed", "accent-free"])
+def test_other_spellings_of_the_name_are_cleaned_from_descriptors(tmp_path: Path, run,
+                                                                   spell) -> None:
+    """The patient's name and ID in full-width letters (ＬＥＡＫ), decomposed (``u`` and a
+    combining diaeresis) or without accents are identity as written plainly: cleaned from
+    descriptors, and absent from the output's bytes and its hierarchy folder names."""
+    name, pid = "Zqmüller^Hansjörg", "ZQID0042"
+    src = _utf8_ct(tmp_path / "in", name, pid,
+                   StudyDescription=f"Kopf {spell('Zqmüller')} nativ",
+                   SeriesDescription=f"{spell(pid)} Serie",
+                   ImageComments=spell("Hansjörg Zqmüller"))
+    rc, out = run(src, "--profile", "tcia-like", "--layout", "hierarchy")
+    [written] = outputs(out)
+    o = pydicom.dcmread(written)
+    assert (o.StudyDescription, o.SeriesDescription) == ("Kopf nativ", "Serie")
+    assert "ImageComments" not in o or not str(o.ImageComments).strip()
+    data = written.read_bytes()
+    for part in ("Zqmüller", "Hansjörg", pid):
+        for form in {part, spell(part), unicodedata.normalize("NFD", part),
+                     part.replace("ü", "u").replace("ö", "o")}:
+            assert form.encode("utf-8") not in data, form
+    assert "zqm" not in str(written.relative_to(out)).lower()
+
+
+@pytest.mark.parametrize("spell", [full_width, lambda s: unicodedata.normalize("NFD", s)],
+                         ids=["full-width", "decomposed"])
+def test_the_residual_check_finds_other_spellings_in_kept_text(tmp_path: Path, run,
+                                                                spell) -> None:
+    """The patient's ID or name, full-width or decomposed, in an attribute Table E.1-1 does
+    not list (Convolution Kernel, kept): the file is quarantined, not released."""
+    src = _utf8_ct(tmp_path / "in", "Zqmüller^Hans", "ZQID0042",
+                   ConvolutionKernel=spell("Zqmüller") if spell is not full_width
+                   else spell("ZQID0042"))
+    rc, out = run(src)
+    assert rc == 1 and outputs(out) == []
+    [reason] = (out / "quarantine").rglob("*.reason.txt")
+    assert "identity still present" in reason.read_text()

@@ -383,3 +383,22 @@ def test_an_encapsulated_pdf_is_not_released_as_nul_bytes(tmp_path, run):
     assert status == 1 and data is None
     (reason,) = (out / "quarantine").glob("*.reason.txt")
     assert "encapsulated document" in reason.read_text()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["raw", "pydicom"])
+@pytest.mark.parametrize("vr", ["CS", "DS", "UR", "IS"])
+def test_a_descriptor_written_with_another_vr_is_cleaned(tmp_path, run, fast, monkeypatch, vr):
+    """Study Description (LO, C under Clean Descriptors) written as CS, DS, UR or IS by a
+    damaged or foreign file: it was kept as it was, with the removed institution's name
+    and address in it. It is cleaned as the text it is, and written as LO."""
+    if not fast:
+        monkeypatch.setattr(batch, "_fast_path_allowed", lambda *a: False)
+    ds = _ct(InstitutionName="Zqxinstitute", InstitutionAddress="Zqxstreet 5")
+    value = b"Zqxinstitute Zqxstreet head"
+    tag = Tag(0x00081030)
+    ds._dict[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    status, _, data = _deid(tmp_path, run, ds, "--profile", "tcia-like")
+    assert status == 0 and data is not None
+    assert b"zqxinstitute" not in data.lower() and b"zqxstreet" not in data.lower()
+    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    assert (out["StudyDescription"].VR, out.StudyDescription) == ("LO", "head")
