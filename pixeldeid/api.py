@@ -101,7 +101,13 @@ _DUMMY_WORDS = frozenset(str(v).lower() for v in DUMMY_VALUES.values()
 
 @dataclass(frozen=True)
 class SiteInfo:
-    """Clinical trial and site fields written when the user supplies them."""
+    """Clinical trial and site fields written when the user supplies them.
+
+    The site, sponsor and protocol fields make the Clinical Trial Subject Module, whose
+    Clinical Trial Sponsor Name and Protocol ID are Type 1: one of those fields without
+    both of these is refused. The time point fields (Clinical Trial Study Module) may come
+    alone.
+    """
 
     site_id: str | None = None
     site_name: str | None = None
@@ -119,6 +125,12 @@ class SiteInfo:
                 why = supplied_value_problem(value, limit)
                 if why:
                     raise ProfileError(f"{kw}: {why}")
+        subject = [_SITE_FIELDS[n] for n in _SUBJECT_FIELDS if getattr(self, n)]
+        missing = [_SITE_FIELDS[n] for n in ("sponsor", "protocol_id") if not getattr(self, n)]
+        if subject and missing:
+            raise ProfileError(
+                f"{', '.join(subject)} given without {' and '.join(missing)}: the Clinical "
+                f"Trial Subject Module needs both (Type 1; --trial-sponsor, --trial-protocol-id)")
 
 
 #: SiteInfo field -> the attribute it is written to (site_name to Institution Name too).
@@ -127,6 +139,8 @@ _SITE_FIELDS = {"site_id": "ClinicalTrialSiteID", "site_name": "ClinicalTrialSit
                 "protocol_name": "ClinicalTrialProtocolName",
                 "time_point_id": "ClinicalTrialTimePointID",
                 "time_point_description": "ClinicalTrialTimePointDescription"}
+#: the SiteInfo fields of the Clinical Trial Subject Module
+_SUBJECT_FIELDS = ("site_id", "site_name", "sponsor", "protocol_id", "protocol_name")
 
 
 @dataclass
@@ -552,16 +566,16 @@ class Deidentifier:
         s = self.config.site
         if s.site_name:
             ds.InstitutionName = s.site_name
-        pairs = [(kw, getattr(s, name)) for name, kw in _SITE_FIELDS.items()]
-        if any(v for _, v in pairs):
-            for kw, v in pairs:
-                if v:
-                    setattr(ds, kw, v)  # checked by SiteInfo: one value of its VR
-            for kw in ("ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialSiteID",
-                       "ClinicalTrialSiteName"):
+        for name, kw in _SITE_FIELDS.items():
+            if getattr(s, name):
+                setattr(ds, kw, getattr(s, name))  # checked by SiteInfo: one value of its VR
+        if s.sponsor:  # (and the protocol ID: SiteInfo takes both or neither)
+            for kw in ("ClinicalTrialProtocolName", "ClinicalTrialSiteID", "ClinicalTrialSiteName"):
                 if kw not in ds:
                     setattr(ds, kw, "")  # Type 2 in the Clinical Trial Subject Module
             ds.ClinicalTrialSubjectID = pseudonym
+        if s.time_point_description and "ClinicalTrialTimePointID" not in ds:
+            ds.ClinicalTrialTimePointID = ""  # Type 2 in the Clinical Trial Study Module
 
     def _file_meta(self, ds: Dataset) -> FileMetaDataset:
         old = getattr(ds, "file_meta", None)

@@ -25,7 +25,8 @@ examples:
   pixeldeid dicom in/ -o out/ --profile tcia-like --layout hierarchy -j 4
   pixeldeid dicom in/ -o out/ --option retain-longitudinal-modified-dates \\
       --option clean-descriptors --prefix TRIAL --map-csv subjects.csv --export-map map.csv
-  pixeldeid dicom in/ -o out/ --layout dicomdir --site-id 07 --site-name "Site 07"
+  pixeldeid dicom in/ -o out/ --layout dicomdir --site-id 07 --site-name "Site 07" \\
+      --trial-sponsor ACME --trial-protocol-id ACME-01
   pixeldeid dicom us/ -o out/ --pixels all-text --ocr rapidocr --device cuda
   pixeldeid dicom us/ -o out/ --pixels template --templates my-templates/
 
@@ -36,7 +37,9 @@ risk (US, SC, OT, XA, NM, secondary captures, Burned In Annotation YES) with nei
 nor a matching template, are quarantined. auto: templates where a signature matches plus
 OCR elsewhere, keeping safe annotations (MI, TIS, probe, depth); phi-only: OCR only;
 all-text: remove every text OCR finds; template: templates (or, for ultrasound without
-one, everything outside the Sequence of Ultrasound Regions) only; off: pixels untouched.
+one, everything outside the Sequence of Ultrasound Regions) only; off: pixel values
+untouched (as with every policy, comment and metadata segments of compressed frames,
+such as JPEG EXIF or COM, are removed without decoding the image).
 
 The output folder also holds quarantine/ (inputs that could not be cleaned, with a
 .reason.txt each) and .pixeldeid/ (ledger, pseudonym map of hashed IDs and, when no
@@ -89,11 +92,12 @@ def _add_dicom(sub: argparse._SubParsersAction) -> None:
                    help="SQLite pseudonym map shared across batches (default OUT/.pixeldeid/)")
     p.add_argument("--date-offset", type=int, metavar="DAYS",
                    help="fixed date shift in days for every patient (default: keyed per patient)")
-    p.add_argument("--site-id", help="Clinical Trial Site ID")
-    p.add_argument("--site-name", help="site name, written to Institution Name too")
-    p.add_argument("--trial-sponsor")
-    p.add_argument("--trial-protocol-id")
-    p.add_argument("--trial-protocol-name")
+    p.add_argument("--site-id", help="Clinical Trial Site ID (the site and protocol values "
+                   "need --trial-sponsor and --trial-protocol-id: Type 1 in their module)")
+    p.add_argument("--site-name", help="Clinical Trial Site Name, written to Institution Name too")
+    p.add_argument("--trial-sponsor", help="Clinical Trial Sponsor Name")
+    p.add_argument("--trial-protocol-id", help="Clinical Trial Protocol ID")
+    p.add_argument("--trial-protocol-name", help="Clinical Trial Protocol Name")
     p.add_argument("--time-point", help="Clinical Trial Time Point ID")
     p.add_argument("--time-point-description", help="Clinical Trial Time Point Description")
     g = p.add_argument_group("burned-in text in pixel data")

@@ -385,8 +385,9 @@ class Walker:
         elif vr in TEXT_VRS:
             old = _value_list(peek(ds, tag))
             vals = [clean_text(v, self.ctx.tokens) for v in old]
-            if old and not any(vals) and keyword_of(tag) in NONEMPTY_TEXT:
-                vals = ["REMOVED"]  # Type 1 (e.g. SR TEXT content): a value must remain
+            if old and not any(vals) and (keyword_of(tag) in NONEMPTY_TEXT or attribute_type(
+                    self.ctx.sop_class_uid, path, keyword_of(tag)) == "1"):
+                vals = ["REMOVED"]  # Type 1 (SR TEXT content, a Structure Set Label): a value
             if vals != old:
                 set_text(ds, tag, vals)
         elif vr == "PN":

@@ -131,6 +131,11 @@ def test_residual_check_uses_the_tokens_of_the_dataset_it_encodes():
 
 @pytest.mark.parametrize(("extra", "match"), [
     (["--site-name", "Ward\\7"], "ClinicalTrialSiteName: .* backslash"),  # a value of VM 2
+    (["--site-id", "07", "--trial-sponsor", "ACME"],
+     "ClinicalTrialSiteID, ClinicalTrialSponsorName given without ClinicalTrialProtocolID"),  # Type 1 left empty
+    (["--site-name", "North", "--trial-protocol-name", "Study"],
+     "ClinicalTrialSiteName, ClinicalTrialProtocolName given without "
+     "ClinicalTrialSponsorName and ClinicalTrialProtocolID"),
     (["--site-id", "S" * 65], "ClinicalTrialSiteID: .* longer than 64"),  # was cut to 64
     (["--time-point", "T1\tbaseline"], "ClinicalTrialTimePointID: .* control"),
     (["--trial-sponsor", "Hôpital Nord"], "ClinicalTrialSponsorName: .* non-ASCII"),
@@ -159,6 +164,7 @@ def test_supplied_site_values_are_written_whole(tmp_path: Path, key_file: Path):
     assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
                  "--no-progress", "--pixels", "off", "--site-id", site_id, "--site-name",
                  "North Clinic 7", "--time-point-description", description.strip(),
+                 "--trial-sponsor", "ACME", "--trial-protocol-id", "P-1",
                  "--profile", "tcia-like", "--date-offset", "-73050"]) == 0
     (f,) = out.glob("*.dcm")
     ds = pydicom.dcmread(f)

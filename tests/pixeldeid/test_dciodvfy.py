@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pydicom
 import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ImplicitVRLittleEndian
 
 from pixeldeid import dciodvfy
 from pixeldeid.dciodvfy import Finding, new_errors, normalize, parse_output, run_dciodvfy
@@ -124,3 +126,52 @@ def test_missing_tool_raises(monkeypatch, tmp_path):
 def test_found_beside_the_interpreter_without_path(monkeypatch):
     monkeypatch.setenv("PATH", "")
     assert dciodvfy.find_dciodvfy() is not None
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("trial", [
+    ["--time-point", "BASELINE"],
+    ["--time-point-description", "first visit"],
+    ["--site-id", "07", "--site-name", "Site 07", "--trial-sponsor", "ACME",
+     "--trial-protocol-id", "ACME-01"],
+], ids=["time-point", "time-point-description", "site-and-trial"])
+def test_supplied_trial_fields_make_valid_modules(tmp_path, key_file, trial):
+    """The site and trial values write the Clinical Trial Subject and Study Modules whole:
+    Type 1 attributes with values, Type 2 present (an empty Sponsor Name and Protocol ID
+    and no Protocol Name were written when only the site was given)."""
+    from pixeldeid.cli import main
+
+    src = write_dataset(ct_slice_dataset(0, 1, seed=2), tmp_path / "in" / "ct.dcm")
+    out = tmp_path / "out"
+    assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--pixels", "off", "--no-progress", *trial]) == 0
+    [written] = out.glob("*.dcm")
+    assert new_errors(src, written) == []
+    ds = pydicom.dcmread(written)
+    assert ("ClinicalTrialTimePointID" in ds) == any(a.startswith("--time") for a in trial)
+    assert ("ClinicalTrialSponsorName" in ds) == ("--trial-sponsor" in trial)
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("name", ["rtstruct.dcm", "rtplan.dcm"])
+def test_a_type_1_label_cleaned_to_nothing_keeps_a_value(tmp_path, key_file, name):
+    """Structure Set Label and RT Plan Label (Type 1, C under Clean Descriptors) holding only
+    the patient's name were cleaned to an empty value: an error dciodvfy reports."""
+    from pydicom.data import get_testdata_file
+
+    from pixeldeid.cli import main
+
+    ds = pydicom.dcmread(get_testdata_file(name), force=True)
+    ds.file_meta = FileMetaDataset()  # (pydicom's copies have none)
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    keyword = "StructureSetLabel" if "StructureSetLabel" in ds else "RTPlanLabel"
+    setattr(ds, keyword, str(ds.PatientName).split("^")[0])
+    src = write_dataset(ds, tmp_path / "in" / name)
+    out = tmp_path / "out"
+    assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--pixels", "off", "--no-progress", "--profile", "tcia-like"]) == 0
+    [written] = out.glob("*.dcm")
+    assert getattr(pydicom.dcmread(written), keyword) == "REMOVED"
+    assert not [e for e in new_errors(src, written) if keyword in e]
