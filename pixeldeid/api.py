@@ -10,9 +10,11 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +25,7 @@ from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -47,6 +49,7 @@ from .dsvalues import (
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError, ProfileError
+from .iodtypes import required_tags
 from .overlays import overlay_planes, remove_planes
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap, check_prefix
@@ -218,12 +221,53 @@ def read_dicom(path: str | os.PathLike) -> Dataset:
         ds = pydicom.dcmread(p, force=False)
     except InvalidDicomError:
         raise InputError("not a DICOM Part 10 file (no DICM preamble)", str(p)) from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, struct.error,
+            BytesLengthException) as exc:
         raise InputError(f"unreadable or truncated DICOM: {exc}".splitlines()[0], str(p)) from None
-    reason = instance_problem(ds)
+    reason = _tail_problem(ds, p, size) or instance_problem(ds)
     if reason:
         raise InputError(reason, str(p))
     return ds
+
+
+#: VRs written with a 4-byte length in explicit VR (PS3.5 Table 7.1-1)
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
+                       "UV"})
+
+
+def _tail_problem(ds: Dataset, path: Path, size: int) -> str | None:
+    """Why the bytes after the last element of ``ds`` (read from ``path``, ``size`` bytes)
+    say the file was cut, or None when the data set ends where the file does.
+
+    pydicom stops without a word where fewer bytes than an element header remain, and a
+    sequence or encapsulated Pixel Data cut in its last delimiter reads whole: the file
+    then ends inside an element header, or without the 8-byte Sequence Delimitation Item.
+    (A file cut exactly between two elements cannot be told from a whole one.)
+    """
+    ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "") or ""))
+    if not ds._dict or ts.is_deflated:
+        return None
+    elem = ds._dict[max(ds._dict)]
+    tell = elem.value_tell if isinstance(elem, RawDataElement) else elem.file_tell
+    if tell is None:
+        return None
+    implicit, little = getattr(ds, "original_encoding", (ts.is_implicit_VR, ts.is_little_endian))
+    width = 4 if implicit or elem.VR in _LONG_VRS else 2
+    with open(path, "rb") as fh:
+        fh.seek(tell - width)
+        length = int.from_bytes(fh.read(width), "little" if little else "big")
+        if length == 0xFFFFFFFF:
+            fh.seek(max(size - 8, 0))
+            last = fh.read(8)
+            delimiter = b"\xfe\xff\xdd\xe0" if little else b"\xff\xfe\xe0\xdd"
+            if last != delimiter + bytes(4):
+                return (f"truncated: {Tag(elem.tag)} of undefined length does not end with "
+                        f"its Sequence Delimitation Item")
+            return None
+    if tell + length < size:
+        return (f"truncated: the file ends with {size - tell - length} byte(s) after its last "
+                f"element {Tag(elem.tag)} (an element header cut short?)")
+    return None
 
 
 #: The institution attributes that Retain Institution Identity keeps (Table E.1-1).
@@ -276,7 +320,21 @@ def instance_problem(ds: Dataset) -> str | None:
             ("Rows" in ds and "Columns" in ds)
             or "Image Storage" in UID(str(peek(ds, "SOPClassUID"))).name):
         return "image without Pixel Data (truncated?)"
-    return None
+    return _ends_early(ds)
+
+
+def _ends_early(ds: Dataset) -> str | None:
+    """Why ``ds`` looks cut between two elements (a copy that stopped there reads without
+    error), or None: more of the Type 1 attributes its IOD requires are missing after the
+    last element it has than before it (a whole file missing some by mistake, or by a
+    table's flattening of nested macros, seldom ends before most of them)."""
+    required = required_tags(str(peek(ds, "SOPClassUID")))
+    last = max(ds._dict)
+    after = bisect.bisect_right(required, last)
+    if len(required) - after <= sum(t not in ds._dict for t in required[:after]):
+        return None
+    return (f"truncated? the file ends at {Tag(last)}, before {len(required) - after} "
+            f"attribute(s) its IOD requires, such as {Tag(required[after])}")
 
 
 def patient_key(ds: Dataset) -> str:

@@ -445,10 +445,12 @@ def _element_ends(path: Path) -> list[int]:
                   if isinstance(e, pydicom.dataelem.RawDataElement) and e.length != 0xFFFFFFFF)
 
 
-@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm"])
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                                  "reportsi.dcm"])
 def test_cut_anywhere_is_quarantined(tmp_path, run, key_file, capsys, name):
     """A file cut at an element boundary reads without any error in pydicom; cut there or
-    mid-element, it must be quarantined, never written as an image without its pixels."""
+    mid-element, it must be quarantined, never written as an image without its pixels or
+    a report without its Study and Series (its required attributes after the cut)."""
     whole = corpus_file(name).read_bytes()
     ends = [n for n in _element_ends(corpus_file(name)) if 300 < n < len(whole)]
     cuts = sorted(set(ends[:: max(1, len(ends) // 8)] + [n - 3 for n in ends[1::17]]
@@ -781,3 +783,27 @@ def test_sources_named_through_a_link_to_the_folder_of_the_output(tmp_path, run,
     (data / "in" / "into_out.dcm").symlink_to(next(out.glob("*.dcm")))  # still reported
     status, _ = run(tmp_path / "link", out=data / "out")
     assert status == 1 and "inside the output folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["rtplan.dcm", "reportsi.dcm", "JPEG2000.dcm",
+                                  "emri_small_RLE.dcm"])
+def test_a_file_ending_inside_an_element_header_is_quarantined(tmp_path, run, key_file,
+                                                                capsys, name):
+    """pydicom reads a file that ends 1 to 7 bytes into an element header, or inside the
+    Sequence Delimitation Item of encapsulated Pixel Data, as if it were whole: an RT Plan
+    cut so was written without its Study, Series and beams, and exit status 0."""
+    whole = corpus_file(name).read_bytes()
+    ends = [n for n in _element_ends(corpus_file(name)) if 300 < n < len(whole) - 8]
+    cuts = sorted({n + k for n in ends[:: max(1, len(ends) // 6)] for k in (1, 3, 7)}
+                  | {len(whole) - k for k in (1, 2, 4)})
+    src = tmp_path / "in"
+    good = _good_files(src)
+    bad = {}
+    for n in cuts:
+        p = src / "cut" / f"cut_at_{n}.dcm"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(whole[:n])
+        bad[p] = ("truncated", True)
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
