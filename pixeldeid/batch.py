@@ -34,7 +34,7 @@ from .atomic import (
     write_exclusive,
 )
 from .dsvalues import peek
-from .errors import DeidError, InputError
+from .errors import DeidError, InputError, OutputError
 from .paths import each_path_once
 from .quarantine import QUARANTINE_DIRNAME, quarantine, withdraw
 from .uidstate import reconcile_overrides
@@ -633,9 +633,18 @@ def _mapping(deid: Deidentifier, ds, original: dict[str, str]) -> dict[str, dict
             "uid": deid.uids.drain()}
 
 
+#: errors of writing that no input causes: the output's file system is full or read-only
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+#: the stage of an outcome whose output could not be written for one of OUTPUT_ERRNOS
+OUTPUT_STAGE = "output"
+
+
 def _failed(path: str, exc: Exception) -> FileOutcome:
     """The quarantine outcome of an error of the ordinary path (one bad file must not
-    stop the batch)."""
+    stop the batch; an output folder that cannot be written stops it, see run_batch)."""
+    if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
+        return FileOutcome(path, "quarantined", reason=exc.strerror or str(exc),
+                           stage=OUTPUT_STAGE)
     if isinstance(exc, DeidError):
         return FileOutcome(path, "quarantined", reason=exc.reason)
     if isinstance(exc, MemoryError):
@@ -881,7 +890,7 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                 continue  # never read our own outputs (OUT is inside a source folder)
             reason = "a link to a file inside the output folder (not read)"
         if reason:
-            rec = quarantine(path, out, reason, stage="header")
+            rec = _quarantine(path, out, reason, "header", summary)
             summary.input_errors.append(FileOutcome(str(path), "quarantined", reason=rec.reason))
             continue
         done, stale = ledger.lookup(path, out)
@@ -906,8 +915,11 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         # traceback is freed
         with contextlib.closing(_execute(todo, config, out, layout, jobs, want_map)) as outcomes:
             for outcome in outcomes:
+                if outcome.stage == OUTPUT_STAGE:  # no input's fault: stop, say where
+                    raise _output_error(out, outcome.reason, summary)
                 if outcome.status == "quarantined":
-                    rec = quarantine(outcome.source, out, outcome.reason, stage=outcome.stage)
+                    rec = _quarantine(outcome.source, out, outcome.reason, outcome.stage,
+                                      summary)
                     outcome.reason = rec.reason
                 elif earlier_quarantine and withdraw(outcome.source, out):
                     logger.info("cleaned now, its quarantine record removed: %s", outcome.source)
@@ -918,7 +930,10 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                     ledger.commit()
     finally:
         bar.close()
-        ledger.close()
+        try:
+            ledger.close()
+        except sqlite3.Error as exc:  # (a full disk) those inputs are redone by the next run
+            logger.warning("%s: the run ledger could not be saved: %s", out, exc)
 
     if layout == "dicomdir":
         _finish_dicomdir(out, summary)
@@ -926,6 +941,25 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         summary.map_gaps = _export_map(Path(export_map), summary, config,
                                        {sop for _path, sop in withdrawn if sop})
     return summary
+
+
+def _output_error(out: Path, why: str, summary: BatchSummary) -> OutputError:
+    """The error that stops a batch whose output folder cannot be written, with its
+    summary so far."""
+    exc = OutputError(f"{why}; the batch stopped after {summary.count('written')} "
+                      f"written (a rerun into the same folder skips them and goes on)", str(out))
+    exc.summary = summary
+    return exc
+
+
+def _quarantine(path, out: Path, reason: str, stage: str, summary: BatchSummary):
+    """:func:`quarantine` ``path``; an output folder too full to take it stops the batch."""
+    try:
+        return quarantine(path, out, reason, stage=stage)
+    except OSError as exc:
+        if exc.errno in OUTPUT_ERRNOS:
+            raise _output_error(out, exc.strerror or str(exc), summary) from None
+        raise
 
 
 def _realpath(path: Path, folders: dict[str, str]) -> str:

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import DeidError, MissingDependencyError
+from .errors import DeidError, MissingDependencyError, OutputError
 from .paths import printable
 
 logger = logging.getLogger("pixeldeid")
@@ -147,9 +147,18 @@ def _run_dicom(args: argparse.Namespace) -> int:
     config.key = load_or_create_key(args.key_file, out)  # last: it may create OUT
     if not args.verbose:  # each quarantined input gets one line, printed below
         logging.getLogger("pixeldeid.quarantine").setLevel(logging.ERROR)
-    summary = run_batch(args.sources, out, config, layout=args.layout, jobs=args.jobs,
-                        export_map=args.export_map,
-                        progress=False if args.no_progress else None)
+    try:
+        summary = run_batch(args.sources, out, config, layout=args.layout, jobs=args.jobs,
+                            export_map=args.export_map,
+                            progress=False if args.no_progress else None)
+    except OutputError as exc:  # full or read-only: what was done, then why it stopped
+        if exc.summary is not None:
+            for o in exc.summary.quarantined:
+                print(f"quarantined: {printable(o.source)}: {printable(o.reason)}",
+                      file=sys.stderr)
+            print(f"pixeldeid dicom: {exc.summary.line(out)}")
+        print(f"pixeldeid: error: {printable(str(exc))}", file=sys.stderr)
+        return 1
     for o in summary.quarantined:
         print(f"quarantined: {printable(o.source)}: {printable(o.reason)}", file=sys.stderr)
     for o in summary.map_gaps:

@@ -24,6 +24,15 @@ class InputError(DeidError):
     """An input file is unreadable, truncated, not of the expected kind, or hostile."""
 
 
+class OutputError(DeidError):
+    """The output folder cannot be written (full, over quota, read-only): the batch stops.
+
+    ``summary`` holds what the batch did before it stopped (set by the batch runner).
+    """
+
+    summary = None
+
+
 class ProfileError(DeidError):
     """A profile, option, template or job file is invalid or names something unknown."""
 

@@ -807,3 +807,67 @@ def test_a_file_ending_inside_an_element_header_is_quarantined(tmp_path, run, ke
     status, out = run(src)
     err = capsys.readouterr().err
     _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+
+
+def _full_after(limit: int):
+    """A stand-in for batch._write_output that fails as a full disk does for the inputs
+    numbered ``limit`` and on (IM00005.dcm...), in any worker process."""
+    import errno
+
+    from pixeldeid import batch
+
+    real = batch._write_output
+
+    def write(out, rel, sop, data, path, layout):
+        if int(Path(path).stem[2:]) >= limit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(out, rel, sop, data, path, layout)
+    return write
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_full_output_disk_stops_the_batch_and_blames_no_input(tmp_path, run, key_file,
+                                                                capsys, monkeypatch, jobs):
+    """Every input after the disk filled was quarantined as if it were bad (with -j 2 the
+    run died on a reason file, naming no folder). Now the batch stops with one line naming
+    OUT and the summary of what was done, no input is quarantined, and a rerun once there
+    is room finishes the release as one uninterrupted run writes it."""
+    from corpus import make_ct_series
+
+    from pixeldeid import batch
+
+    src = tmp_path / "in"
+    make_ct_series(src, 12)
+    monkeypatch.setattr(batch, "_write_output", _full_after(5))
+    status, out = run(src, "-j", jobs)
+    err = capsys.readouterr()
+    assert status == 1
+    [line] = [x for x in err.err.splitlines() if x.startswith("pixeldeid: error:")]
+    assert str(out) in line and "No space left on device" in line and "stopped" in line
+    assert "quarantined" not in err.err and not (out / "quarantine").exists()
+    assert "0 quarantined" in err.out and len(outputs(out)) <= 5
+    monkeypatch.undo()
+    status, _ = run(src, "-j", jobs, out=out)
+    assert status == 0
+    status, whole = run(src, "-j", jobs, out=tmp_path / "whole")
+    def release(root):
+        return {k: v for k, v in tree_digest(root).items() if not k.startswith(".pixeldeid")}
+    assert release(out) == release(whole) and len(outputs(out)) == 12
+
+
+def test_no_room_for_a_quarantine_record_stops_the_batch(tmp_path, run, capsys, monkeypatch):
+    import errno
+
+    from pixeldeid import batch
+
+    src = tmp_path / "in"
+    _good_files(src)
+    (src / "junk.dcm").write_bytes(b"not dicom")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(batch, "quarantine", full)
+    status, out = run(src)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"pixeldeid: error: {out}: No space left on device" in err
