@@ -150,10 +150,9 @@ def _walk_folder(top: Path) -> Iterator[tuple[Path, str | None]]:
                 isdir = False
             (dirs if isdir else files).append(e)
         # our own state, and the quarantine of an output folder (one with a state folder
-        # beside it); a user's folder that happens to be named "quarantine" is read
-        ours = any(d.name == STATE_DIRNAME for d in dirs)
-        dirs = [d for d in dirs if d.name != STATE_DIRNAME
-                and not (ours and d.name == QUARANTINE_DIRNAME)]
+        # beside it); a user's folders that happen to be named so are read
+        ours = any(d.name == STATE_DIRNAME and _is_state_folder(d.path) for d in dirs)
+        dirs = [d for d in dirs if not (ours and d.name in (STATE_DIRNAME, QUARANTINE_DIRNAME))]
         for e in files:
             f = Path(e.path)
             try:
@@ -178,6 +177,12 @@ def _walk_folder(top: Path) -> Iterator[tuple[Path, str | None]]:
             else:
                 walk.append(d.path)
         stack.extend(reversed(walk))
+
+
+def _is_state_folder(path: str) -> bool:
+    """Whether the folder ``path`` (named ``.pixeldeid``) is the state of an output folder:
+    it holds the project key's id that every pixeldeid run records first."""
+    return os.path.isfile(os.path.join(path, KEY_ID_NAME))
 
 
 def _broken_link_reason(link: Path) -> str:

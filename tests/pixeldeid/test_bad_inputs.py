@@ -871,3 +871,20 @@ def test_no_room_for_a_quarantine_record_stops_the_batch(tmp_path, run, capsys, 
     err = capsys.readouterr().err
     assert status == 1
     assert f"pixeldeid: error: {out}: No space left on device" in err
+
+
+def test_a_users_folders_named_like_ours_are_read(tmp_path, run, capsys):
+    """Files under a source folder named ``.pixeldeid`` were skipped without a word (the
+    state folder of an output folder is skipped); only a folder holding pixeldeid's key id
+    is state. An earlier output folder given as a source is still read without its state
+    and quarantine."""
+    src = tmp_path / "in"
+    mine = copy_corpus(["CT_small.dcm"], src / ".pixeldeid") + copy_corpus(["MR_small.dcm"],
+                                                                         src / "quarantine")
+    status, out = run(src)
+    assert status == 0 and len(outputs(out)) == 2, capsys.readouterr()
+    (src / "junk.dcm").write_bytes(b"not dicom")
+    status, again = run([src, out])  # OUT's own state and quarantine are not inputs
+    assert status == 1
+    assert "5 input(s): 4 written, 0 already done, 1 quarantined" in capsys.readouterr().out
+    assert len(outputs(again)) == 4 and mine
