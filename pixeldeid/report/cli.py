@@ -14,8 +14,10 @@ with their boxes, cine strips, defacing renders, slide label/macro before and af
 sorted unique values of retained text for a human to scan, the profile, options and
 PS3.15 release used, and a residual-risk table (k-anonymity over retained indirect
 identifiers such as age, sex, weight and height; classes smaller than k flagged).
-Works with the run ledger of `pixeldeid run` and on plain dicom/deface/wsi outputs.
-The report shows images of identity: it stays inside OUT (default OUT/report)."""
+Works with the run ledger of `pixeldeid run` and on plain dicom/deface/wsi outputs; the
+ledger of `pixeldeid dicom` gives the input totals (written, already done, quarantined).
+The report shows images of identity: it stays inside OUT (default OUT/report). It names
+no input file (counts and output names only)."""
 
 EPILOG = """examples:
   pixeldeid report release/                  # release/report/index.html

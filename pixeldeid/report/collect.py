@@ -18,6 +18,7 @@ from ..quarantine import QUARANTINE_DIRNAME
 from ..verify.checks import file_kind, iter_outputs
 from ..verify.ledger import RUN_LEDGER_NAME, LedgerItem, RunLedger
 from . import thumbs
+from .inputs import InputAccount, ledger_path, read_input_account, scrub_reason
 from .kanon import QUASI_IDENTIFIERS, KAnonymity, k_anonymity, patient_records
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     verify: dict | None = None          # the last `pixeldeid verify` result, when recorded
     verify_time: str = ""
+    #: the inputs as the ledger of ``pixeldeid dicom`` counts them (counts only, no names)
+    inputs: InputAccount = field(default_factory=InputAccount)
 
 
 def read_quarantine(out: Path) -> list[dict]:
@@ -149,7 +152,8 @@ def has_anything(out: str | Path) -> bool:
     from ..batch import STATE_DIRNAME
 
     out = Path(out)
-    if (out / STATE_DIRNAME / RUN_LEDGER_NAME).is_file() or (out / QUARANTINE_DIRNAME).is_dir():
+    if (out / STATE_DIRNAME / RUN_LEDGER_NAME).is_file() or (out / QUARANTINE_DIRNAME).is_dir() \
+            or ledger_path(out).is_file():
         return True
     return next(iter(iter_outputs(out)), None) is not None
 
@@ -190,14 +194,20 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
 
     _method(data, meta, headers, out)
     _counts(data, items, headers, out)
-    data.quarantine = read_quarantine(out)
+    records = read_quarantine(out)
+    data.inputs = read_input_account(out, records)
+    _input_notes(data)
     _last_verify(data, out)
-    known = {q["source"] for q in data.quarantine}
+    # the report lies in OUT, next to the release: no input path or name in it (the
+    # records in OUT/quarantine/ name the sources for the data holder)
+    data.quarantine = [{"name": q["name"], "stage": q["stage"],
+                        "reason": scrub_reason(q["reason"], q["source"])} for q in records]
+    known = {q["source"] for q in records}
     for it in items:  # printable: a source name need not be UTF-8 (the records' form)
         if it.status == "quarantined" and printable(it.src) not in known:
-            data.quarantine.append({"name": "", "source": printable(it.src),
-                                    "stage": ",".join(it.stages),
-                                    "reason": it.reason or "(no reason recorded)"})
+            data.quarantine.append({"name": "", "stage": ",".join(it.stages),
+                                    "reason": scrub_reason(it.reason, printable(it.src))
+                                    or "(no reason recorded)"})
     _pixels(data, items, artifacts, headers, out, images, by_output)
     _deface(data, items, artifacts, out, images)
     _slides(data, items, artifacts, headers, out, images)
@@ -340,6 +350,19 @@ def _method(data: ReportData, meta: dict, headers: list[dict], out: Path) -> Non
         if (out / name).is_file():
             rows.append(("report file", name))
     data.method = rows
+
+
+def _input_notes(data: ReportData) -> None:
+    acc = data.inputs
+    if acc.state == "unreadable":
+        data.notes.append(f"pixeldeid dicom ledger {acc.problem}: inputs not counted (the "
+                          f"outputs and the quarantine are shown as found)")
+    if acc.damaged_aside:
+        data.notes.append("a damaged pixeldeid dicom ledger was set aside (ledger.sqlite"
+                          ".damaged): inputs finished before that are not counted")
+    if acc.read and acc.outputs_missing:
+        data.notes.append(f"{acc.outputs_missing} of {acc.outputs_recorded} output(s) recorded "
+                          f"in the pixeldeid dicom ledger are no longer in the output folder")
 
 
 def _last_verify(data: ReportData, out: Path) -> None:

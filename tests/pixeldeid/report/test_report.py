@@ -43,7 +43,10 @@ def test_plain_dicom_output_without_ledger(ct_release, tmp_path, capsys):
     q = read_quarantine(out)
     assert len(q) == 1 and q[0]["reason"]
     rows = _cells(_section(html, "quarantine"))
-    assert rows[1][1:3] == ["header", q[0]["reason"]] and rows[1][3].endswith("broken.dcm")
+    assert rows[0] == ["copy", "stage", "reason"]
+    assert rows[1] == [q[0]["name"], "header", q[0]["reason"]]
+    assert "broken" not in html  # no input name in the report (the record names it)
+    assert q[0]["source"].endswith("broken.dcm")
     text = _section(html, "retained-text")
     assert "GE MEDICAL SYSTEMS" in text and "ANONYMIZED" not in text
     method = dict((r[0], r[1]) for r in _cells(_section(html, "method")))
