@@ -10,7 +10,6 @@ Examples
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import re
@@ -49,7 +48,6 @@ from .dsvalues import (
 from .dummy import DUMMY_VALUES
 from .engine import WalkContext, Walker, cleans_text, removed_text_values
 from .errors import DeidError, InputError, ProfileError
-from .iodtypes import required_tags
 from .overlays import overlay_planes, remove_planes
 from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap, check_prefix
@@ -325,16 +323,18 @@ def instance_problem(ds: Dataset) -> str | None:
 
 def _ends_early(ds: Dataset) -> str | None:
     """Why ``ds`` looks cut between two elements (a copy that stopped there reads without
-    error), or None: more of the Type 1 attributes its IOD requires are missing after the
-    last element it has than before it (a whole file missing some by mistake, or by a
-    table's flattening of nested macros, seldom ends before most of them)."""
-    required = required_tags(str(peek(ds, "SOPClassUID")))
+    error), or None: it ends before its Study or Series Instance UID, which every
+    composite instance has (Type 1). A cut after them is not seen here (images: see
+    :func:`instance_problem`)."""
     last = max(ds._dict)
-    after = bisect.bisect_right(required, last)
-    if len(required) - after <= sum(t not in ds._dict for t in required[:after]):
+    missing = [t for t in (_STUDY_UID, _SERIES_UID) if t not in ds._dict and t > last]
+    if not missing:
         return None
-    return (f"truncated? the file ends at {Tag(last)}, before {len(required) - after} "
-            f"attribute(s) its IOD requires, such as {Tag(required[after])}")
+    return (f"truncated? the file ends at {Tag(last)}, before its "
+            f"{'Study' if missing[0] == _STUDY_UID else 'Series'} Instance UID")
+
+
+_STUDY_UID, _SERIES_UID = 0x0020000D, 0x0020000E
 
 
 def patient_key(ds: Dataset) -> str:

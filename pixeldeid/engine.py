@@ -18,12 +18,12 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
+from pydicom.tag import BaseTag, Tag
 
 from . import dates as _dates
 from .dsvalues import dictionary_vr, encode_text, keyword_of, peek, set_text, with_value
 from .dummy import dummy_value
-from .errors import DeidError
+from .errors import DeidError, shape_of
 from .iodtypes import attribute_type, required_type, resolve_compound
 from .srcodes import standard_meaning_for
 from .standard import action_for, rules, safe_private_for
@@ -341,6 +341,8 @@ class Walker:
         if code == "K":
             if vr == "SQ":
                 self._recurse(ds, tag, path, depth, mode)
+            elif vr in NUMBER_VRS:
+                check_number(ds, tag, vr)
             return
         if code == "Z":
             zero_length(ds, tag, vr)
@@ -418,6 +420,8 @@ class Walker:
         if mode == "normal" and vr not in _ACTED_ON_UNTABLED:
             if vr in TEXT_VRS and self.ctx.kept_text_tokens:
                 self._drop_names(ds, tag)
+            elif vr in NUMBER_VRS:
+                check_number(ds, tag, vr)
             return  # (most elements: numbers, codes, text outside cleaned sequences)
         kw = keyword_of(tag)
         if vr == "SQ":
@@ -616,6 +620,38 @@ class Walker:
         if not isinstance(items, (Sequence, list)) or not all(
                 hasattr(i, "_dict") for i in items):
             raise DeidError(f"{where}: its items cannot be read")
+
+
+#: VRs of numbers written as text
+NUMBER_VRS = frozenset({"IS", "DS"})
+#: what IS and DS values are made of (PS3.5 6.2), a decimal comma and padding included
+_NUMBER_BYTES = b"0123456789+-.,eE \x00\\"
+#: words for numbers that some writers put in DS values
+_NUMBER_WORDS = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+_NOT_NUMBER_TEXT = str.maketrans("", "", _NUMBER_BYTES.decode("ascii"))
+
+
+def check_number(ds: Dataset, tag: int, vr: str) -> None:
+    """Raise DeidError when the kept IS or DS element ``tag`` holds text that is no number:
+    what a person typed there ("DRJONES-ONCALL" in Series Number) cannot be checked for
+    identity, so the file is not released (PS3.15 keeps these attributes as numbers)."""
+    elem = ds._dict[tag]
+    value = elem.value
+    if isinstance(elem, RawDataElement) and isinstance(value, bytes):
+        if not value.translate(None, _NUMBER_BYTES):
+            return  # (every well-formed value: one quick test)
+        try:
+            text = value.decode("latin-1")
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any bytes
+            text = ""
+    else:
+        text = "\\".join(str(v) for v in _value_list(value))
+    words = [w.strip(" \x00").lower() for w in text.split("\\")]
+    if all(not w.translate(_NOT_NUMBER_TEXT) or w in _NUMBER_WORDS for w in words):
+        return
+    raise DeidError(f"{keyword_of(tag) or Tag(tag)} {Tag(tag)}: text in a number ({vr}) "
+                    f"value, shaped {shape_of(text)}; what it holds cannot be checked for "
+                    f"identity")
 
 
 #: VRs whose values :meth:`Walker._clean` acts on as they are written

@@ -62,18 +62,6 @@ def required_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> st
     return kind if kind in ("1", "2") else None
 
 
-@cache
-def required_tags(sop_class_uid: str) -> tuple[int, ...]:
-    """Tags of the top-level attributes the IOD requires with a value unconditionally (Type
-    1 in a mandatory module), in increasing order; none for an unknown IOD."""
-    from pydicom.datadict import tag_for_keyword
-
-    table = _iod_types(sop_class_uid, False)
-    tags = {tag_for_keyword(key[0]) for key, kind in (table or {}).items()
-            if len(key) == 1 and kind == "1"}
-    return tuple(sorted(t for t in tags if t is not None))
-
-
 def attribute_type(sop_class_uid: str, path: tuple[str, ...], keyword: str) -> str | None:
     """Return the Type ("1", "2" or "3") of ``keyword`` at sequence ``path`` in the IOD.
 

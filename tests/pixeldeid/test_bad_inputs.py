@@ -445,12 +445,10 @@ def _element_ends(path: Path) -> list[int]:
                   if isinstance(e, pydicom.dataelem.RawDataElement) and e.length != 0xFFFFFFFF)
 
 
-@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm",
-                                  "reportsi.dcm"])
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm"])
 def test_cut_anywhere_is_quarantined(tmp_path, run, key_file, capsys, name):
     """A file cut at an element boundary reads without any error in pydicom; cut there or
-    mid-element, it must be quarantined, never written as an image without its pixels or
-    a report without its Study and Series (its required attributes after the cut)."""
+    mid-element, it must be quarantined, never written as an image without its pixels."""
     whole = corpus_file(name).read_bytes()
     ends = [n for n in _element_ends(corpus_file(name)) if 300 < n < len(whole)]
     cuts = sorted(set(ends[:: max(1, len(ends) // 8)] + [n - 3 for n in ends[1::17]]
@@ -888,3 +886,26 @@ def test_a_users_folders_named_like_ours_are_read(tmp_path, run, capsys):
     assert status == 1
     assert "5 input(s): 4 written, 0 already done, 1 quarantined" in capsys.readouterr().out
     assert len(outputs(again)) == 4 and mine
+
+
+@pytest.mark.parametrize("name", ["reportsi.dcm", "rtplan.dcm", "rtdose.dcm"])
+def test_an_instance_cut_before_its_study_is_quarantined(tmp_path, run, key_file, capsys,
+                                                         name):
+    """A report, plan or dose cut at an element boundary before its Study or Series
+    Instance UID read as whole and was written without them (and all after the cut)."""
+    whole = corpus_file(name).read_bytes()
+    elements = pydicom.dcmread(corpus_file(name))._dict
+    sop_at, series_at = elements[0x00080018].value_tell, elements[0x0020000E].value_tell
+    cuts = [n for n in _element_ends(corpus_file(name)) if sop_at < n < series_at - 8]
+    src = tmp_path / "in"
+    good = _good_files(src)
+    bad = {}
+    for n in cuts:
+        p = src / "cut" / f"cut_at_{n}.dcm"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(whole[:n])
+        bad[p] = ("truncated", True)
+    assert len(bad) >= 5
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())

@@ -402,3 +402,32 @@ def test_a_descriptor_written_with_another_vr_is_cleaned(tmp_path, run, fast, mo
     assert b"zqxinstitute" not in data.lower() and b"zqxstreet" not in data.lower()
     out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
     assert (out["StudyDescription"].VR, out.StudyDescription) == ("LO", "head")
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["raw", "pydicom"])
+@pytest.mark.parametrize(("keyword", "vr", "value", "kept"), [
+    ("SeriesNumber", "IS", b"DRJONES-ONCALL", False),        # kept by the table (untabled)
+    ("SliceThickness", "DS", b"ZQXHOSP 2", False),
+    ("PatientWeight", "DS", b"Zqxtechname", False),          # K under patient characteristics
+    ("SliceThickness", "DS", b"1,25", True),                 # a decimal comma: a number
+    ("SliceLocation", "DS", b"-12.5E+01\\NaN ", True),
+])
+def test_text_in_a_kept_number_is_not_released(tmp_path, run, fast, monkeypatch, keyword, vr,
+                                                value, kept):
+    """A name typed into a number (Series Number "DRJONES-ONCALL") was released as it was:
+    the residual check knows only the names in the file. Text that is no number is not
+    released; numbers written loosely (a decimal comma, NaN) are kept."""
+    if not fast:
+        monkeypatch.setattr(batch, "_fast_path_allowed", lambda *a: False)
+    ds = _ct()
+    tag = Tag(keyword)
+    ds._dict[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    status, out, data = _deid(tmp_path, run, ds, "--profile", "tcia-like")
+    if kept:
+        assert status == 0 and value in data
+        return
+    assert status == 1 and data is None
+    [reason] = (out / "quarantine").glob("*.reason.txt")
+    text = reason.read_text()
+    assert f"{keyword} " in text and "text in a number" in text
+    assert value.decode()[:6] not in text  # the value's shape only, never the value
