@@ -85,11 +85,12 @@ def resolve_compound(code: str, attr_type: str | None) -> str:
 
     ``X/Z``: Z for Type 1/2, else X. ``X/D``: D for Type 1, Z->D for Type 2 (a dummy is
     also valid), else X. ``X/Z/D``: D for Type 1, Z for Type 2, else X. ``Z/D``: D for
-    Type 1, else Z. ``X/Z/U*``: always ``U`` — the reference sequence is kept and every UID
-    in it is replaced by the same keyed mapping as its target (the items themselves are
-    walked by the profile too), so references between de-identified instances still
-    resolve; replacing the UIDs protects them as well as removing the sequence would. Unknown Type: the attribute is treated as Type 3 when not found in a
-    known IOD, and as Type 1 (keep a harmless dummy) when the IOD itself is unknown.
+    Type 1, else Z. ``X/Z/U*`` (a sequence of references, PS3.15 E.1.1: "X unless Z or
+    replacement of contained instance UIDs (U) is required to maintain IOD conformance"):
+    U for Type 1 (the sequence is kept, each UID in it replaced by the keyed mapping of
+    its target), Z for Type 2, else X. Unknown Type: the attribute is treated as Type 3
+    when not found in a known IOD, and as Type 1 (keep a harmless dummy, the references
+    replaced) when the IOD itself is unknown.
     """
     t = attr_type or "1"
     if code == "X/Z":
@@ -101,5 +102,5 @@ def resolve_compound(code: str, attr_type: str | None) -> str:
     if code == "Z/D":
         return "D" if t == "1" else "Z"
     if code == "X/Z/U*":
-        return "U"
+        return {"1": "U", "2": "Z"}.get(t, "X")
     return code

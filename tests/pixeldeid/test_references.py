@@ -22,9 +22,24 @@ def _uids(ds) -> dict[str, set[str]]:
     return out
 
 
+XA = "1.2.840.10008.5.1.4.1.1.12.1"  # X-Ray Angiographic Image: Referenced Image Sequence 1C
+
+
+def _as_xa(path: Path) -> None:
+    """Make the instance at ``path`` an X-Ray Angiographic image (its references kept)."""
+    ds = pydicom.dcmread(path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = XA
+    ds.save_as(path)
+
+
 def test_references_resolve_after_deid(tmp_path: Path, key_file: Path):
+    """Referenced and Source Image Sequence are X/Z/U* (PS3.15 E.1.1): removed where the
+    IOD makes them Type 3 (CT), kept with every UID replaced as its target's where it
+    requires them (XA: Referenced Image Sequence, Type 1C)."""
     src = tmp_path / "in"
-    make_ct_series(src, 6)
+    paths = make_ct_series(src, 6)
+    for p in paths[3:]:
+        _as_xa(p)
     inputs = [pydicom.dcmread(p) for p in sorted(src.rglob("*.dcm"))]
     out = tmp_path / "out"
     export = tmp_path / "map.csv"
@@ -44,8 +59,10 @@ def test_references_resolve_after_deid(tmp_path: Path, key_file: Path):
     assert not survivors
     for d in outputs:
         assert d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
-        assert d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+        assert d.SOPClassUID in ("1.2.840.10008.5.1.4.1.1.2", XA)
         assert len(str(d.SOPInstanceUID)) <= 64 and str(d.SOPInstanceUID).startswith("2.25.")
+        assert "SourceImageSequence" not in d  # Type 3 in both IODs
+        assert ("ReferencedImageSequence" in d) == (d.SOPClassUID == XA)
         for seq_kw in ("ReferencedImageSequence", "SourceImageSequence"):
             for item in d.get(seq_kw, []):
                 ref = str(item.ReferencedSOPInstanceUID)
@@ -57,10 +74,10 @@ def test_references_resolve_after_deid(tmp_path: Path, key_file: Path):
     assert set(by_old.values()) == sops
     for i, o in zip(sorted(inputs, key=lambda d: mapper(str(d.SOPInstanceUID))),
                     sorted(outputs, key=lambda d: str(d.SOPInstanceUID)), strict=True):
-        for seq_kw in ("ReferencedImageSequence", "SourceImageSequence"):
-            old_refs = [str(it.ReferencedSOPInstanceUID) for it in i.get(seq_kw, [])]
-            new_refs = [str(it.ReferencedSOPInstanceUID) for it in o.get(seq_kw, [])]
-            assert new_refs == [mapper(r) for r in old_refs]
+        if i.SOPClassUID == XA:
+            old_refs = [str(it.ReferencedSOPInstanceUID) for it in i.ReferencedImageSequence]
+            new_refs = [str(it.ReferencedSOPInstanceUID) for it in o.ReferencedImageSequence]
+            assert old_refs and new_refs == [mapper(r) for r in old_refs]
     rows = list(csv.DictReader(export.open()))
     assert {r["kind"] for r in rows} == {"patient", "uid"}
     assert any(r["id_old"] == str(inputs[0].StudyInstanceUID) and r["id_new"] in studies for r in rows)
@@ -252,6 +269,7 @@ def test_a_later_override_of_a_referenced_uid_is_refused(tmp_path: Path, key_fil
     item.ReferencedSOPClassUID = ds.SOPClassUID
     item.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.55.1"
     ds.ReferencedImageSequence = pydicom.Sequence([item])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = XA  # (kept there: Type 1C)
     ds.save_as(first)
     _another_instance(first, tmp_path / "b2" / "x.dcm", ".8")
     out = tmp_path / "out"
@@ -290,3 +308,21 @@ def test_uid_override_record_refuses_contradictions(tmp_path: Path):
     record.write_text("garbage\n")
     with pytest.raises(DeidError, match="damaged"):
         reconcile_overrides(out, key, {}, nothing)
+
+
+@pytest.mark.parametrize(("sop_class", "path", "keyword", "code"), [
+    ("1.2.840.10008.5.1.4.1.1.2", (), "SourceImageSequence", "X"),         # CT: Type 3
+    (XA, (), "ReferencedImageSequence", "U"),                              # XA: Type 1C
+    ("1.2.840.10008.5.1.4.1.1.2.1", ("SharedFunctionalGroupsSequence",),   # Enhanced CT:
+     "ReferencedImageSequence", "Z"),                                      # Type 2
+    ("1.2.840.10008.5.1.4.1.1.11.1", ("ReferencedSeriesSequence",),        # GSPS: Type 1
+     "ReferencedImageSequence", "U"),
+    ("1.2.3.4.5.6.7", (), "SourceImageSequence", "U"),                     # unknown IOD
+])
+def test_reference_sequences_follow_their_type(sop_class, path, keyword, code):
+    """PS3.15 E.1.1: X/Z/U* is "X unless Z or replacement of contained instance UIDs (U) is
+    required to maintain IOD conformance (Type 3 versus Type 2 versus Type 1 sequences
+    containing UID references)". It was U everywhere (Type 3 sequences kept)."""
+    from pixeldeid.iodtypes import attribute_type, resolve_compound
+
+    assert resolve_compound("X/Z/U*", attribute_type(sop_class, path, keyword)) == code
