@@ -55,6 +55,7 @@ from .rawds import FileSlice
 from .rawwrite import BULK_TAGS, encode_part10
 from .standard import DEID_METHOD_CODES, release
 from .textclean import (
+    STOPWORDS,
     dicom_vocabulary,
     distinctive,
     find_tokens,
@@ -281,6 +282,19 @@ def _institution_words(ds) -> frozenset[str]:
                   else [v]):
             words |= _word_set(x)
     return frozenset(words)
+
+
+def _lists_references(ds) -> bool:
+    """Whether ``ds`` has the Common Instance Reference Module: Referenced Series Sequence
+    or Studies Containing Other Referenced Instances Sequence (PS3.3 C.12.2)."""
+    return 0x00081115 in ds._dict or 0x00081200 in ds._dict
+
+
+def _place_word(word: str) -> bool:
+    """Whether ``word`` (lower case, of an institution's name or address) names the place:
+    4+ letters, not a word such names share (hospital, street...) nor a DICOM word."""
+    return (len(word) >= 4 and not word.isdigit() and word not in STOPWORDS
+            and word not in dicom_vocabulary())
 
 
 def _word_set(text) -> set[str]:
@@ -542,10 +556,16 @@ class Deidentifier:
         other_tokens = [t for t in _name_tokens(tuple(others)) if allowed(t)
                         and t.lower() not in _NAME_PLACEHOLDERS and _searchable(t)]
         residual += other_tokens
+        # the institution's own words (of its name, address and department, removed unless
+        # retained) leave that kept free text too; they are no residual-check tokens (a
+        # hospital named after its town or a vendor shares words with kept values)
+        place_tokens = [] if "retain-institution-identity" in opts else [
+            w for w in _institution_words(ds) if _place_word(w) and w not in ours]
         uid_map = _RecordingUIDs(self.uids)
         ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=uid_map,
                           offset=offset, tokens=clean_tokens, private_allow=self._allow,
-                          kept_text_tokens=tuple(other_tokens))
+                          kept_text_tokens=(*other_tokens, *place_tokens),
+                          lists_references=_lists_references(ds))
         Walker(ctx).walk(ds)
 
         # Planes whose data was removed go whole (none dangling); planes kept in the pixel

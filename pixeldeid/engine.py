@@ -66,6 +66,9 @@ class WalkContext:
     #: does not list): the names of the people other than the patient in the file, as
     #: the residual check searches for them
     kept_text_tokens: tuple[str, ...] = ()
+    #: the instance lists the instances it references (Common Instance Reference Module):
+    #: its reference sequences (X/Z/U*) are kept whatever their Type, see _element
+    lists_references: bool = False
 
     @property
     def retain_uids(self) -> bool:
@@ -319,7 +322,12 @@ class Walker:
                 return
             self._untabled(ds, tag, path, depth, done, mode, codes)
             return
-        if code in COMPOUND:
+        if code == "X/Z/U*" and ctx.lists_references:
+            # PS3.15 E.1.1: X "unless ... replacement of contained instance UIDs (U) is
+            # required to maintain IOD conformance": the Common Instance Reference Module
+            # lists what these sequences reference, and goes wrong without them
+            code = "U"
+        elif code in COMPOUND:
             kw = keyword_of(tag)
             code = resolve_compound(code, attribute_type(ctx.sop_class_uid, path, kw))
         self._apply(ds, tag, code, path, depth, done, mode)

@@ -326,3 +326,31 @@ def test_reference_sequences_follow_their_type(sop_class, path, keyword, code):
     from pixeldeid.iodtypes import attribute_type, resolve_compound
 
     assert resolve_compound("X/Z/U*", attribute_type(sop_class, path, keyword)) == code
+
+
+def test_references_listed_in_common_instance_reference_are_kept(tmp_path: Path,
+                                                                  key_file: Path):
+    """A Type 3 Referenced Image Sequence is X, but not where the Common Instance Reference
+    Module lists the instances it references: removed, the module would list references
+    the instance no longer makes (dciodvfy: "ReferencedSeriesSequence present but Instance
+    does not reference Instances"), as in a Segmentation whose per-frame sources went."""
+    [path] = make_ct_series(tmp_path / "in", 1, seed=9)
+    ds = pydicom.dcmread(path)
+    [ref] = ds.ReferencedImageSequence
+    series = pydicom.Dataset()
+    series.SeriesInstanceUID = "1.2.826.0.1.3680043.10.55.2"
+    series.ReferencedInstanceSequence = pydicom.Sequence([pydicom.Dataset()])
+    series.ReferencedInstanceSequence[0].ReferencedSOPClassUID = ref.ReferencedSOPClassUID
+    series.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID = ref.ReferencedSOPInstanceUID
+    ds.ReferencedSeriesSequence = pydicom.Sequence([series])
+    ds.save_as(path)
+    out = tmp_path / "out"
+    assert main(["-q", "dicom", str(path), "-o", str(out), "--key-file", str(key_file),
+                 "--no-progress", "--pixels", "off"]) == 0
+    [o] = [pydicom.dcmread(p) for p in out.glob("*.dcm")]
+    mapper = UIDMapper(key_file.read_bytes().strip())
+    new = mapper(str(ref.ReferencedSOPInstanceUID))
+    assert o.ReferencedImageSequence[0].ReferencedSOPInstanceUID == new
+    listed = o.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+    assert listed.ReferencedSOPInstanceUID == new
+    assert "SourceImageSequence" in o  # (X/Z/U* too)
