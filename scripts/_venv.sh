@@ -48,8 +48,10 @@ ensure_venv() {
       # EasyOCR needs torchvision; torch 2.14.1 + torchvision 0.29.1 (a CUDA build that also
       # runs on the CPU) is the pair these machines install from local disk.
       _pip "torch==2.14.1" "torchvision==0.29.1" || _pip torch torchvision
-    else
-      # CPU torch: a local CPU wheel on these machines, the PyPI one elsewhere.
+    elif ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+      # CPU torch: a local CPU wheel on these machines, the PyPI one elsewhere. A torch
+      # already there (the test flavour's, with its torchvision) is kept: replacing it
+      # would leave torchvision without the torch it was built for.
       _pip "torch==2.13.0" || _pip torch
     fi
     _pip -e ".[$extras]"
