@@ -227,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Remove identity from medical images.",
         epilog="Run `pixeldeid COMMAND --help` for the options and examples of each command.")
     parser.add_argument("--version", action="version", version=f"pixeldeid {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (also pydicom's warnings about input values, "
+                        "which may quote them: for the operator's console, not shared logs)")
     parser.add_argument("-q", "--quiet", action="store_true", help="errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_dicom(sub)
