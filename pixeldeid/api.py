@@ -55,7 +55,6 @@ from .rawds import FileSlice
 from .rawwrite import BULK_TAGS, encode_part10
 from .standard import DEID_METHOD_CODES, release
 from .textclean import (
-    STOPWORDS,
     dicom_vocabulary,
     distinctive,
     find_tokens,
@@ -243,9 +242,9 @@ def _tail_problem(ds: Dataset, path: Path, size: int) -> str | None:
     then ends inside an element header, or without the 8-byte Sequence Delimitation Item.
     (A file cut exactly between two elements cannot be told from a whole one.)
     """
-    ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID", "") or ""))
-    if not ds._dict or ts.is_deflated:
-        return None
+    ts = UID(str(peek(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""))
+    if not ds._dict or not ts.is_transfer_syntax or ts.is_deflated:
+        return None  # (no transfer syntax: instance_problem says so)
     elem = ds._dict[max(ds._dict)]
     tell = elem.value_tell if isinstance(elem, RawDataElement) else elem.file_tell
     if tell is None:
@@ -288,13 +287,6 @@ def _lists_references(ds) -> bool:
     """Whether ``ds`` has the Common Instance Reference Module: Referenced Series Sequence
     or Studies Containing Other Referenced Instances Sequence (PS3.3 C.12.2)."""
     return 0x00081115 in ds._dict or 0x00081200 in ds._dict
-
-
-def _place_word(word: str) -> bool:
-    """Whether ``word`` (lower case, of an institution's name or address) names the place:
-    4+ letters, not a word such names share (hospital, street...) nor a DICOM word."""
-    return (len(word) >= 4 and not word.isdigit() and word not in STOPWORDS
-            and word not in dicom_vocabulary())
 
 
 def _word_set(text) -> set[str]:
@@ -556,15 +548,10 @@ class Deidentifier:
         other_tokens = [t for t in _name_tokens(tuple(others)) if allowed(t)
                         and t.lower() not in _NAME_PLACEHOLDERS and _searchable(t)]
         residual += other_tokens
-        # the institution's own words (of its name, address and department, removed unless
-        # retained) leave that kept free text too; they are no residual-check tokens (a
-        # hospital named after its town or a vendor shares words with kept values)
-        place_tokens = [] if "retain-institution-identity" in opts else [
-            w for w in _institution_words(ds) if _place_word(w) and w not in ours]
         uid_map = _RecordingUIDs(self.uids)
         ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=uid_map,
                           offset=offset, tokens=clean_tokens, private_allow=self._allow,
-                          kept_text_tokens=(*other_tokens, *place_tokens),
+                          kept_text_tokens=tuple(other_tokens),
                           lists_references=_lists_references(ds))
         Walker(ctx).walk(ds)
 

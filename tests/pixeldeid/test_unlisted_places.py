@@ -431,26 +431,3 @@ def test_text_in_a_kept_number_is_not_released(tmp_path, run, fast, monkeypatch,
     text = reason.read_text()
     assert f"{keyword} " in text and "text in a number" in text
     assert value.decode()[:6] not in text  # the value's shape only, never the value
-
-
-@pytest.mark.parametrize("fast", [True, False], ids=["raw", "pydicom"])
-@pytest.mark.parametrize("option", [None, "retain-institution-identity"])
-def test_the_institutions_name_leaves_kept_free_text(tmp_path, run, fast, monkeypatch,
-                                                     option):
-    """Institution Name is removed, but the same name in a kept attribute the table does
-    not list (Manufacturer, Convolution Kernel) was released. Its words go from kept free
-    text, unless Retain Institution Identity keeps them; words such names share
-    (hospital, general) stay."""
-    if not fast:
-        monkeypatch.setattr(batch, "_fast_path_allowed", lambda *a: False)
-    ds = _ct(InstitutionName="Zqxvale General Hospital", Manufacturer="ZQXVALE MEDICAL",
-             ConvolutionKernel="ZQXVALE", ManufacturerModelName="General Scanner 7")
-    status, _, data = _deid(tmp_path, run, ds, *(["--option", option] if option else []))
-    assert status == 0 and data is not None
-    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
-    assert out.ManufacturerModelName == "General Scanner 7"
-    if option:
-        assert (out.Manufacturer, out.ConvolutionKernel) == ("ZQXVALE MEDICAL", "ZQXVALE")
-    else:
-        assert (out.Manufacturer, out.ConvolutionKernel) == ("MEDICAL", "REMOVED")
-        assert b"zqxvale" not in data.lower()
