@@ -445,6 +445,22 @@ def _element_ends(path: Path) -> list[int]:
                   if isinstance(e, pydicom.dataelem.RawDataElement) and e.length != 0xFFFFFFFF)
 
 
+def _assert_cuts_quarantined(tmp_path, run, key_file, capsys, whole: bytes, cuts, why: str):
+    """Run the file ``whole`` cut at each of ``cuts`` with good files: each cut is
+    quarantined with ``why`` in its reason, the good files are written."""
+    src = tmp_path / "in"
+    good = _good_files(src)
+    bad = {}
+    for n in cuts:
+        p = src / "cut" / f"cut_at_{n}.dcm"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(whole[:n])
+        bad[p] = (why, True)
+    status, out = run(src)
+    err = capsys.readouterr().err
+    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+
+
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm"])
 def test_cut_anywhere_is_quarantined(tmp_path, run, key_file, capsys, name):
     """A file cut at an element boundary reads without any error in pydicom; cut there or
@@ -453,17 +469,7 @@ def test_cut_anywhere_is_quarantined(tmp_path, run, key_file, capsys, name):
     ends = [n for n in _element_ends(corpus_file(name)) if 300 < n < len(whole)]
     cuts = sorted(set(ends[:: max(1, len(ends) // 8)] + [n - 3 for n in ends[1::17]]
                       + [len(whole) - 1, len(whole) // 2]))
-    src = tmp_path / "in"
-    good = _good_files(src)
-    bad = {}
-    for n in cuts:
-        p = src / "cut" / f"cut_at_{n}.dcm"
-        p.parent.mkdir(exist_ok=True)
-        p.write_bytes(whole[:n])
-        bad[p] = ("", True)
-    status, out = run(src)
-    err = capsys.readouterr().err
-    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+    _assert_cuts_quarantined(tmp_path, run, key_file, capsys, whole, cuts, "")
 
 
 def test_dicomdir_layout_quarantines_an_unindexable_instance(tmp_path, run, capsys):
@@ -794,17 +800,7 @@ def test_a_file_ending_inside_an_element_header_is_quarantined(tmp_path, run, ke
     ends = [n for n in _element_ends(corpus_file(name)) if 300 < n < len(whole) - 8]
     cuts = sorted({n + k for n in ends[:: max(1, len(ends) // 6)] for k in (1, 3, 7)}
                   | {len(whole) - k for k in (1, 2, 4)})
-    src = tmp_path / "in"
-    good = _good_files(src)
-    bad = {}
-    for n in cuts:
-        p = src / "cut" / f"cut_at_{n}.dcm"
-        p.parent.mkdir(exist_ok=True)
-        p.write_bytes(whole[:n])
-        bad[p] = ("truncated", True)
-    status, out = run(src)
-    err = capsys.readouterr().err
-    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+    _assert_cuts_quarantined(tmp_path, run, key_file, capsys, whole, cuts, "truncated")
 
 
 def _full_after(limit: int):
@@ -897,15 +893,5 @@ def test_an_instance_cut_before_its_study_is_quarantined(tmp_path, run, key_file
     elements = pydicom.dcmread(corpus_file(name))._dict
     sop_at, series_at = elements[0x00080018].value_tell, elements[0x0020000E].value_tell
     cuts = [n for n in _element_ends(corpus_file(name)) if sop_at < n < series_at - 8]
-    src = tmp_path / "in"
-    good = _good_files(src)
-    bad = {}
-    for n in cuts:
-        p = src / "cut" / f"cut_at_{n}.dcm"
-        p.parent.mkdir(exist_ok=True)
-        p.write_bytes(whole[:n])
-        bad[p] = ("truncated", True)
-    assert len(bad) >= 5
-    status, out = run(src)
-    err = capsys.readouterr().err
-    _assert_batch(out, status, err, good, bad, key_file.read_bytes().strip())
+    assert len(cuts) >= 5
+    _assert_cuts_quarantined(tmp_path, run, key_file, capsys, whole, cuts, "truncated")
