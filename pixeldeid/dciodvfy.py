@@ -39,6 +39,9 @@ _SEVERITY = re.compile(r"^(?P<prefix>.*?)\s*-?\s*\b(?P<sev>Error|Warning)\s+-\s+
 _KEEP_BEFORE = re.compile(r"(attribute|Element=|Module=|Explicit|Dictionary|expected)\s*$")
 _ANGLE = re.compile(r"<[^<>]*>")
 _QUOTED = re.compile(r'"[^"]*"')
+#: one character of a value, quoted with its code ("Character invalid for this VR = 't'
+#: (0x74)"): the lines of a value's bad characters spell the value out
+_CHARACTER = re.compile(r"= '.' \(0x[0-9a-fA-F]+\)")
 _VALUES_ARE = re.compile(r"(values are) .*$")
 _UID_IN = re.compile(r"\b\d+(?:\.\d+){2,}\b")
 _SPACES = re.compile(r"\s+")
@@ -88,6 +91,7 @@ def normalize(text: str, path: str | os.PathLike | None = None) -> str:
 
     text = _ANGLE.sub(angle, text)
     text = _QUOTED.sub('""', text)
+    text = _CHARACTER.sub("= ''", text)
     text = _VALUES_ARE.sub(r"\1 ...", text)
     text = _UID_IN.sub("<uid>", text)
     return _SPACES.sub(" ", text).strip()

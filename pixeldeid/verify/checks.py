@@ -176,7 +176,6 @@ class _Verifier:
         plain = [t for t in terms if not (t.text.isdigit() and len(t.text) < MIN_DIGITS)]
         self.fields = Matcher(terms, min_len=3)
         self.text = Matcher(plain, min_len=3)
-        self.raw = Matcher(plain, min_len=4)
         self.raw16 = Matcher(plain, min_len=4, utf16=True)
         self.text16 = Matcher(plain, min_len=3, utf16=True)
         self.ledger = ledger
@@ -205,7 +204,18 @@ class _Verifier:
 
     # -- helpers -------------------------------------------------------------------
     def add(self, rel: str, check: str, what: str, kind: str = "", length: int = 0) -> None:
-        self.result.findings.append(Finding(rel, check, what, kind, length))
+        self.result.findings.append(Finding(self.masked(rel), check, what, kind, length))
+
+    def masked(self, name: str) -> str:
+        """``name`` (a path in OUT, a zip member's name) with each identity term in it
+        written as ``*``: a finding names where, never the value (``*********_John.dcm``)."""
+        data = bytearray(os.fsencode(name))
+        hits = self.text.find(bytes(data), unbounded=True)
+        if not hits:
+            return name
+        for h in hits:
+            data[h.offset:h.offset + h.nbytes] = b"*" * h.nbytes
+        return os.fsdecode(bytes(data))
 
     def add_hits(self, rel: str, check: str, hits: Iterable[Hit], where: str) -> None:
         """One finding per (kind, length, encoding), counting the places."""
@@ -298,7 +308,8 @@ class _Verifier:
         gz = path.name.lower().endswith(".gz") or opener is not None
         # DICOM declares its character sets (its elements are decoded); other files may
         # hold text in any encoding
-        hits = (self.raw if kind == "dicom" else self.raw16).scan_file(path, unbounded=True)
+        # (UTF-16 in DICOM too: an OB or UN value may hold it, undeclared)
+        hits = self.raw16.scan_file(path, unbounded=True)
         if kind == "dicom":
             with open(path, "rb") as fh:
                 bulk = _dicom_bulk(fh, path.stat().st_size)
@@ -626,7 +637,8 @@ class _Verifier:
                     if info.is_dir():
                         continue
                     if info.file_size > _ZIP_MEMBER_LIMIT:
-                        self.add(rel, "zip", f"member {info.filename!r} too large to check "
+                        self.add(rel, "zip", f"member {self.masked(info.filename)!r} too "
+                                             f"large to check "
                                              f"({info.file_size} bytes)")
                         continue
                     self.add_hits(rel, "zip", self.text.find(info.filename.encode()),
@@ -641,7 +653,7 @@ class _Verifier:
                         self.add(rel, "zip", f"member {i + 1} of {len(infos)} cannot be "
                                              f"read ({why}): not checked")
                         continue
-                    self.add_hits(rel, "zip", hits, f"in member {info.filename}")
+                    self.add_hits(rel, "zip", hits, f"in member {self.masked(info.filename)}")
         except (zipfile.BadZipFile, OSError) as exc:
             self.add(rel, "zip", f"does not open: {type(exc).__name__}")
 

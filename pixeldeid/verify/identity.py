@@ -58,6 +58,14 @@ class IdentityValue:
     kind: str
     value: str
     patient: str = ""
+    #: lower-case texts a spelling of this value may sit in without being a finding (an
+    #: institution's word in its own kept Manufacturer: a vendor's site, "TOSHIBA" and
+    #: "TOSHIBA_MEC")
+    allowed: tuple[str, ...] = ()
+
+
+#: Device attributes the profile keeps whose values may share an institution's words
+DEVICE_KEYWORDS = ("Manufacturer", "ManufacturerModelName")
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,8 @@ def terms_for(values: Iterable[IdentityValue], *, exclude: Iterable[str] = (),
         for s in spellings(iv.kind, iv.value):
             if not distinctive(s, min_len) or s in _DUMMY or any(s in e for e in excl):
                 continue
+            if any(s in a for a in iv.allowed):
+                continue
             full = " ".join(iv.value.lower().split())
             owners = (frozenset({iv.patient}) if iv.kind == "institution" and iv.patient
                       and s != full else frozenset())
@@ -233,9 +243,12 @@ def _identity_elements(ds) -> Iterable[tuple[str, str, object]]:
 
 
 def identity_from_dataset(ds, patient: str = "") -> list[IdentityValue]:
-    """Identity values of one source header (see :func:`_identity_elements`)."""
-    return [IdentityValue(kind, v, patient) for _kw, kind, elem in _identity_elements(ds)
-            for v in _values_of(elem)]
+    """Identity values of one source header (see :func:`_identity_elements`); an
+    institution's words that its own device attributes hold too are allowed there."""
+    devices = tuple(" ".join(v.lower().split()) for kw in DEVICE_KEYWORDS if kw in ds
+                    for v in _values_of(ds.data_element(kw)))
+    return [IdentityValue(kind, v, patient, devices if kind == "institution" else ())
+            for _kw, kind, elem in _identity_elements(ds) for v in _values_of(elem)]
 
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")

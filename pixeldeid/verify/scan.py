@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..textclean import case_forms, distinctive, has_cjk
+from ..textclean import distinctive, has_cjk
+from ..textclean import spellings as text_spellings
 from .identity import Term
 
 _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -60,7 +61,8 @@ class Matcher:
             if not distinctive(t.text, min_len):
                 continue
             # the data is lower-cased as bytes (ASCII letters only) before the search, so
-            # each case form is too: "MÜLLER" is searched as "mÜller"
+            # each case form is too: "MÜLLER" is searched as "mÜller"; and the other
+            # spellings of the text: full-width, decomposed, without accents
             encodings: tuple[str, ...] = ("utf-8",)
             if utf16:
                 encodings += ("utf-16-le", "utf-16-be")
@@ -69,7 +71,7 @@ class Matcher:
             seen: set[bytes] = set()
             for enc in encodings:
                 unit = 2 if enc.startswith("utf-16") else 1
-                for f in case_forms(t.text):
+                for f in text_spellings(t.text):
                     try:
                         form = f.encode(enc).lower()
                     except UnicodeEncodeError:

@@ -803,3 +803,61 @@ def test_bz2_xz_nested_zip_and_pdf_are_opened_or_findings(ct_release, tmp_path):
     assert "report.pdf: [file-type] a PDF document whose content cannot be searched: " \
            "not checked" in lines
     assert not r.clean
+
+
+def _full_width(text: str) -> str:
+    from pixeldeid.textclean import full_width
+
+    return full_width(text)
+
+
+@pytest.mark.parametrize("how", ["full-width", "utf-16 in OB"])
+def test_other_spellings_and_undeclared_utf16_are_found(ct_release, tmp_path, how):
+    """The patient's name in full-width letters (a UTF-8 data set), or in UTF-16 inside a
+    private OB value (no character set says so), passed verify as clean."""
+    out = copy_release(ct_release, tmp_path / "out")
+    target = _outputs(out)[0]
+    ds = pydicom.dcmread(target)
+    p = ct_release.patients[0]
+    if how == "full-width":
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.ImageComments = f"seen {_full_width(p.family.upper())}"
+    else:
+        block = ds.private_block(0x0029, "ACME NOTES 1.0", create=True)
+        block.add_new(0x10, "OB", f"note {p.family}".encode("utf-16-le"))
+    ds.save_as(target)
+    r = verify_output(out, [ct_release.src], ocr=None, dciodvfy=False, progress=False)
+    assert r.exit_status == 1
+    assert any(f.kind == "name" for f in r.findings)
+
+
+def test_findings_mask_the_value_in_file_and_member_names(ct_release, tmp_path, capsys):
+    """A finding names the file; where the name itself holds the value, the value is
+    written as stars (it was printed, and kept in verify.json)."""
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    a, _b = _outputs(out)
+    a.rename(out / f"{p.family}_{p.given}.dcm")
+    with zipfile.ZipFile(out / "bundle.zip", "w") as zf:
+        zf.writestr(f"{p.family}_notes.txt", f"id {p.patient_id}")
+    js = tmp_path / "f.json"
+    rc, text = _run([str(out), "--against", str(ct_release.src), "--no-ocr", "--no-dciodvfy",
+                     "--json", str(js)], capsys)
+    assert rc == 1 and "*" * len(p.family) in text
+    _assert_no_values(text + js.read_text(), ct_release)
+
+
+def test_a_vendor_sites_name_in_its_own_manufacturer_is_no_finding(tmp_path, key_file):
+    """pydicom's MR_small: Institution Name TOSHIBA, Manufacturer TOSHIBA_MEC (kept by the
+    profile). verify --against flagged the clean output (exit 1). (A word the site shares
+    with its vendor cannot be told from the vendor's name: it is not searched for.)"""
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), src / "mr.dcm")
+    out = tmp_path / "out"
+    assert main(["-q", "dicom", str(src), "-o", str(out), "--key-file", str(key_file),
+                 "--pixels", "off", "--no-progress"]) == 0
+    r = verify_output(out, [src], ocr=None, dciodvfy=False, progress=False)
+    assert r.exit_status == 0, r.findings
