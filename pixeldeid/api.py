@@ -57,6 +57,7 @@ from .standard import DEID_METHOD_CODES, release
 from .textclean import (
     dicom_vocabulary,
     distinctive,
+    find_folded,
     find_tokens,
     identity_tokens,
     token_matches,
@@ -728,6 +729,12 @@ class Deidentifier:
             # escapes split a value's bytes by character set (山田 in 山田太郎様): neither
             # is a whole word in the byte stream
             hits = find_tokens(_value_texts(ds), tokens, encodings)
+        if not hits and (extensions or any(not t.isascii() for t in tokens)
+                         or not _SINGLE_BYTE.issuperset(e.lower() for e in encodings)):
+            # where text may hold what no fixed spelling is: a zero-width space or soft
+            # hyphen in the name, another accent, digits of another script (any Unicode
+            # character set, or a name that is not ASCII), the decoded text is folded
+            hits = find_folded(_decoded_texts(ds), tokens)
         if hits:
             raise DeidError(f"identity still present after de-identification "
                             f"({len(hits)} value(s), e.g. length {len(hits[0])})", source)
@@ -916,6 +923,13 @@ def _other_values(value, out: list[str]) -> None:
         out.extend(str(v) for v in value if v is not None)
     elif value is not None and not isinstance(value, FileSlice):
         out.append(str(value))
+
+
+#: Python codecs of the single-byte character sets (ISO_IR 100, 101, 109, 110, 144, 127,
+#: 126, 138, 148, 166, 203, the default): no zero-width or full-width text fits in them
+_SINGLE_BYTE = frozenset({"iso8859", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4",
+                          "iso_ir_126", "iso_ir_127", "iso_ir_138", "iso_ir_144",
+                          "iso_ir_148", "iso_ir_166"})
 
 
 def _charsets(ds, header: bytes) -> tuple[list[str], bool]:

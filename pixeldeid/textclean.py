@@ -49,7 +49,14 @@ def has_cjk(text: str) -> bool:
 @lru_cache(maxsize=4096)
 def _fold_char(ch: str) -> str:
     """``ch`` without compatibility forms and accents: full-width ``Ｌ`` is ``L``, ``ü``
-    (one character or ``u`` and a combining diaeresis) is ``u``, ``ﬁ`` is ``fi``."""
+    (one character or ``u`` and a combining diaeresis) is ``u``, ``ﬁ`` is ``fi``, a digit
+    of any script its ASCII digit (``٤`` is ``4``); invisible format characters (zero-width
+    space and joiners, soft hyphen, byte order mark) are nothing."""
+    if unicodedata.category(ch) == "Cf":
+        return ""
+    digit = unicodedata.decimal(ch, None)
+    if digit is not None:
+        return str(digit)
     return "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
 
 
@@ -236,6 +243,19 @@ def _drop_tokens(text: str, tokens: Iterable[str]) -> str:
             text = _drop_folded(text, re.compile(
                 r"(?<![A-Za-z0-9])" + re.escape(fold(tok)) + r"(?![A-Za-z0-9])", re.I))
     return text
+
+
+def find_folded(texts: Iterable[str], tokens: Iterable[str]) -> list[str]:
+    """The ``tokens`` found as whole words (any case) in the :func:`fold` of the non-ASCII
+    ``texts``: a name with a zero-width space or soft hyphen in it, another accent, mixed
+    full-width letters, digits of another script (the byte search knows fixed spellings)."""
+    pat = _text_regex(tuple(t for t in tokens if is_token(t)))
+    if pat is None:
+        return []
+    by_fold = {fold(t).lower(): t for t in tokens}
+    found = {m.group(0).lower() for text in texts if not text.isascii()
+             for m in pat.finditer(fold(text))}
+    return sorted({by_fold.get(f, f) for f in found})
 
 
 def _drop_patterns(text: str) -> str:

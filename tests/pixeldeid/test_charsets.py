@@ -166,15 +166,22 @@ def test_other_spellings_of_the_name_are_cleaned_from_descriptors(tmp_path: Path
     assert "zqm" not in str(written.relative_to(out)).lower()
 
 
-@pytest.mark.parametrize("spell", [full_width, lambda s: unicodedata.normalize("NFD", s)],
-                         ids=["full-width", "decomposed"])
+@pytest.mark.parametrize("planted", [
+    full_width("ZQID0042"), unicodedata.normalize("NFD", "Zqmüller"),
+    "Zqm\u200büller",                        # a zero-width space inside
+    "Zqm\u00adüller",                        # a soft hyphen inside
+    "Zqmu\u0301ller",                        # another accent
+    full_width("Z") + "qmüller",             # partly full-width
+    "ZQID\u0660\u0660\u0664\u0662",            # Arabic-Indic digits
+], ids=["full-width", "decomposed", "zero-width", "soft-hyphen", "other-accent",
+        "partly-full-width", "arabic-indic-digits"])
 def test_the_residual_check_finds_other_spellings_in_kept_text(tmp_path: Path, run,
-                                                                spell) -> None:
-    """The patient's ID or name, full-width or decomposed, in an attribute Table E.1-1 does
-    not list (Convolution Kernel, kept): the file is quarantined, not released."""
-    src = _utf8_ct(tmp_path / "in", "Zqmüller^Hans", "ZQID0042",
-                   ConvolutionKernel=spell("Zqmüller") if spell is not full_width
-                   else spell("ZQID0042"))
+                                                                planted: str) -> None:
+    """The patient's ID or name spelled otherwise (full-width, decomposed, with an
+    invisible character or another accent, digits of another script) in an attribute
+    Table E.1-1 does not list (Convolution Kernel, kept): the file is quarantined, not
+    released."""
+    src = _utf8_ct(tmp_path / "in", "Zqmüller^Hans", "ZQID0042", ConvolutionKernel=planted)
     rc, out = run(src)
     assert rc == 1 and outputs(out) == []
     [reason] = (out / "quarantine").rglob("*.reason.txt")
