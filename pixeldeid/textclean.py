@@ -205,7 +205,7 @@ def remove_tokens(value: str, tokens: Iterable[str]) -> str:
 
 @lru_cache(maxsize=64)
 def _text_regex(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
-    alt = "|".join(r"(?<![A-Za-z0-9])" + re.escape(fold(t)) + r"(?![A-Za-z0-9])"
+    alt = "|".join(r"(?<![A-Za-z0-9])" + _token_pattern(t) + r"(?![A-Za-z0-9])"
                    for t in sorted(tokens, key=len, reverse=True) if is_token(t))
     return re.compile(alt, re.I) if alt else None
 
@@ -241,7 +241,7 @@ def _drop_tokens(text: str, tokens: Iterable[str]) -> str:
     for tok in tokens:
         if is_token(tok):
             text = _drop_folded(text, re.compile(
-                r"(?<![A-Za-z0-9])" + re.escape(fold(tok)) + r"(?![A-Za-z0-9])", re.I))
+                r"(?<![A-Za-z0-9])" + _token_pattern(tok) + r"(?![A-Za-z0-9])", re.I))
     return text
 
 
@@ -256,6 +256,18 @@ def find_folded(texts: Iterable[str], tokens: Iterable[str]) -> list[str]:
     found = {m.group(0).lower() for text in texts if not text.isascii()
              for m in pat.finditer(fold(text))}
     return sorted({by_fold.get(f, f) for f in found})
+
+
+#: where an ID's letters meet its digits (ZQX|4471): written there with or without a
+#: separator (ZQX-4471, ZQX 4471)
+_LETTERS_DIGITS = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])")
+
+
+def _token_pattern(token: str) -> str:
+    """The regex of ``token`` as :func:`fold` spells it; where letters meet digits in it
+    (an ID: ZQX4471), a separator may stand between them (ZQX-4471, ZQX 4471)."""
+    parts = _LETTERS_DIGITS.split(fold(token))
+    return r"[-_ ./]?".join(re.escape(x) for x in parts)
 
 
 def _drop_patterns(text: str) -> str:
@@ -354,15 +366,25 @@ def _search_forms(tokens: tuple[str, ...], encodings: tuple[str, ...]
                   ) -> tuple[tuple[bytes, tuple[tuple[bytes, str], ...]], ...]:
     """The lowercased encoded forms (3+ bytes) of ``tokens`` with their token (the first
     token of a form wins), for :func:`token_matches`, grouped by a gate: ``b""`` for ASCII
-    forms, else the form's first two bytes (a series gives the same tokens each time)."""
+    forms, else the form's first two bytes; an ID written with a separator where its
+    letters meet its digits (ZQX-4471 for ZQX4471) under the gate of its first part (a
+    series gives the same tokens each time)."""
     toks: dict[bytes, str] = {}
+    gates: dict[bytes, bytes] = {}
     for t in tokens:
         for form in _encoded_forms(t, encodings):
             toks.setdefault(form.lower(), t)
+        parts = _LETTERS_DIGITS.split(t) if t.isascii() else []
+        if len(parts) > 1 and len(parts[0]) >= 2:
+            for sep in "-_ ./":
+                form = sep.join(parts).encode("ascii").lower()
+                toks.setdefault(form, t)
+                gates[form] = parts[0].encode("ascii").lower()
     groups: dict[bytes, list[tuple[bytes, str]]] = {}
     for k, v in toks.items():
         if len(k) >= 3:
-            groups.setdefault(b"" if k.isascii() else k[:2], []).append((k, v))
+            gate = gates.get(k, b"" if k.isascii() else k[:2])
+            groups.setdefault(gate, []).append((k, v))
     return tuple((gate, tuple(forms)) for gate, forms in groups.items())
 
 

@@ -431,3 +431,20 @@ def test_text_in_a_kept_number_is_not_released(tmp_path, run, fast, monkeypatch,
     text = reason.read_text()
     assert f"{keyword} " in text and "text in a number" in text
     assert value.decode()[:6] not in text  # the value's shape only, never the value
+
+
+@pytest.mark.parametrize("written", ["ZQX-88231", "zqx 88231", "ZQX_88231", "ZQX.88231"])
+def test_an_id_written_with_a_separator_is_the_id(tmp_path, run, written):
+    """Patient ID ZQX88231 written ZQX-88231 or ZQX 88231 (where its letters meet its
+    digits) in a descriptor is cleaned under Clean Descriptors, and in kept text the table
+    does not list it quarantines the file, as the ID written plainly does."""
+    ds = _ct(PatientID="ZQX88231", StudyDescription=f"CT ref {written} head",
+             ImageComments=f"{written}")
+    status, _, data = _deid(tmp_path, run, ds, "--profile", "tcia-like")
+    assert status == 0 and data is not None
+    out = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data))
+    assert out.StudyDescription == "CT ref head"
+    assert b"88231" not in data
+    ds = _ct(PatientID="ZQX88231", ContentDescription=f"ref {written}")
+    status, _, data = _deid(tmp_path / "kept", run, ds)
+    assert status == 1 and data is None
