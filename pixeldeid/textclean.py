@@ -353,12 +353,26 @@ def token_matches(data: bytes, tokens: Iterable[str], encodings: Iterable[str] =
     # bytes (the lead bytes of full-width letters, of a script): few searches, not one each
     toks: dict[bytes, str] = {}
     for gate, forms in _search_forms(tuple(tokens), tuple(encodings)):
-        if not gate or gate in low:
+        if not gate or _holds(low, gate):
             toks.update((k, v) for k, v in forms if k in low)
     if not toks:
         return [], False
     found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
     return sorted({toks[k] for k in found if k in toks}), True
+
+
+def _holds(data: bytes, gate: bytes) -> bool:
+    """``gate in data``; a gate that is not ASCII (a lead byte and one more) is looked for
+    by its first byte (a fast memchr), which binary data holds only here and there."""
+    if gate.isascii():
+        return gate in data
+    first = gate[:1]
+    i = data.find(first)
+    while i >= 0:
+        if data.startswith(gate, i):
+            return True
+        i = data.find(first, i + 1)
+    return False
 
 
 @lru_cache(maxsize=256)
@@ -367,7 +381,7 @@ def _search_forms(tokens: tuple[str, ...], encodings: tuple[str, ...]
     """The lowercased encoded forms (3+ bytes) of ``tokens`` with their token (the first
     token of a form wins), for :func:`token_matches`, grouped by a gate: ``b""`` for ASCII
     forms, else the form's first two bytes; an ID written with a separator where its
-    letters meet its digits (ZQX-4471 for ZQX4471) under the gate of its first part (a
+    letters meet its digits (ZQX-4471 for ZQX4471) under the gate of its longest part (a
     series gives the same tokens each time)."""
     toks: dict[bytes, str] = {}
     gates: dict[bytes, bytes] = {}
@@ -375,11 +389,11 @@ def _search_forms(tokens: tuple[str, ...], encodings: tuple[str, ...]
         for form in _encoded_forms(t, encodings):
             toks.setdefault(form.lower(), t)
         parts = _LETTERS_DIGITS.split(t) if t.isascii() else []
-        if len(parts) > 1 and len(parts[0]) >= 2:
+        if len(parts) > 1 and len(longest := max(parts, key=len)) >= 3:
             for sep in "-_ ./":
                 form = sep.join(parts).encode("ascii").lower()
                 toks.setdefault(form, t)
-                gates[form] = parts[0].encode("ascii").lower()
+                gates[form] = longest.encode("ascii").lower()
     groups: dict[bytes, list[tuple[bytes, str]]] = {}
     for k, v in toks.items():
         if len(k) >= 3:
