@@ -730,7 +730,7 @@ class Deidentifier:
             # is a whole word in the byte stream
             hits = find_tokens(_value_texts(ds), tokens, encodings)
         if not hits and (extensions or any(not t.isascii() for t in tokens)
-                         or not _SINGLE_BYTE.issuperset(e.lower() for e in encodings)):
+                         or any(_multibyte(e) for e in encodings)):
             # where text may hold what no fixed spelling is: a zero-width space or soft
             # hyphen in the name, another accent, digits of another script (any Unicode
             # character set, or a name that is not ASCII), the decoded text is folded
@@ -925,11 +925,16 @@ def _other_values(value, out: list[str]) -> None:
         out.append(str(value))
 
 
-#: Python codecs of the single-byte character sets (ISO_IR 100, 101, 109, 110, 144, 127,
-#: 126, 138, 148, 166, 203, the default): no zero-width or full-width text fits in them
-_SINGLE_BYTE = frozenset({"iso8859", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4",
-                          "iso_ir_126", "iso_ir_127", "iso_ir_138", "iso_ir_144",
-                          "iso_ir_148", "iso_ir_166"})
+@lru_cache(maxsize=64)
+def _multibyte(codec: str) -> bool:
+    """Whether the Python ``codec`` is a multi-byte one (UTF-8, GB18030, the CJK sets):
+    full-width letters fit in it, as they fit in no single-byte set (Latin-1 and the other
+    ISO 8859 parts, the default)."""
+    try:
+        "\uff21".encode(codec)
+    except (UnicodeError, LookupError):
+        return False
+    return True
 
 
 def _charsets(ds, header: bytes) -> tuple[list[str], bool]:

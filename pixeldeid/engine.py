@@ -648,10 +648,7 @@ def check_number(ds: Dataset, tag: int, vr: str) -> None:
     if isinstance(elem, RawDataElement) and isinstance(value, bytes):
         if not value.translate(None, _NUMBER_BYTES):
             return  # (every well-formed value: one quick test)
-        try:
-            text = value.decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any bytes
-            text = ""
+        text = value.decode("latin-1")
     else:
         text = "\\".join(str(v) for v in _value_list(value))
     words = [w.strip(" \x00").lower() for w in text.split("\\")]

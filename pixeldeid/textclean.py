@@ -66,16 +66,18 @@ def fold(text: str) -> str:
     return text if text.isascii() else "".join(_fold_char(c) for c in text)
 
 
-def _folded_with_index(text: str) -> tuple[str, list[int]]:
+@lru_cache(maxsize=256)
+def _folded_with_index(text: str) -> tuple[str, tuple[int, ...]]:
     """:func:`fold` of ``text`` and, for each folded character, the index in ``text`` of
-    the character it came from."""
+    the character it came from (kept: each pattern of a cleaning asks for it again until
+    one changes the text)."""
     chars: list[str] = []
     index: list[int] = []
     for i, ch in enumerate(text):
         f = ch if ch.isascii() else _fold_char(ch)
         chars.append(f)
         index.extend([i] * len(f))
-    return "".join(chars), index
+    return "".join(chars), tuple(index)
 
 
 def is_token(text: str) -> bool:
@@ -263,11 +265,15 @@ def find_folded(texts: Iterable[str], tokens: Iterable[str]) -> list[str]:
 _LETTERS_DIGITS = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])")
 
 
+def _id_parts(token: str) -> list[str]:
+    """``token`` split where its letters meet its digits (``ZQX4471``: ``ZQX``, ``4471``)."""
+    return _LETTERS_DIGITS.split(token)
+
+
 def _token_pattern(token: str) -> str:
     """The regex of ``token`` as :func:`fold` spells it; where letters meet digits in it
     (an ID: ZQX4471), a separator may stand between them (ZQX-4471, ZQX 4471)."""
-    parts = _LETTERS_DIGITS.split(fold(token))
-    return r"[-_ ./]?".join(re.escape(x) for x in parts)
+    return r"[-_ ./]?".join(re.escape(x) for x in _id_parts(fold(token)))
 
 
 def _drop_patterns(text: str) -> str:
@@ -349,8 +355,8 @@ def token_matches(data: bytes, tokens: Iterable[str], encodings: Iterable[str] =
     low = data.lower()  # ASCII case folding, as re.I does for bytes
     # only tokens present as substrings can match: the (slow) regex runs on those alone,
     # which finds exactly what it finds with every token, and not at all on clean data.
-    # Forms that are not ASCII are looked for only where the data holds their first two
-    # bytes (the lead bytes of full-width letters, of a script): few searches, not one each
+    # Forms under a gate (see _search_forms: the lead bytes of full-width letters, an ID's
+    # longest part) are looked for only where the data holds it: few searches, not one each
     toks: dict[bytes, str] = {}
     for gate, forms in _search_forms(tuple(tokens), tuple(encodings)):
         if not gate or _holds(low, gate):
@@ -388,7 +394,7 @@ def _search_forms(tokens: tuple[str, ...], encodings: tuple[str, ...]
     for t in tokens:
         for form in _encoded_forms(t, encodings):
             toks.setdefault(form.lower(), t)
-        parts = _LETTERS_DIGITS.split(t) if t.isascii() else []
+        parts = _id_parts(t) if t.isascii() else []
         if len(parts) > 1 and len(longest := max(parts, key=len)) >= 3:
             for sep in "-_ ./":
                 form = sep.join(parts).encode("ascii").lower()

@@ -16,6 +16,7 @@ import pytest
 from pixeldeid import dciodvfy
 from pixeldeid.cli import main
 from pixeldeid.errors import InputError, MissingDependencyError
+from pixeldeid.textclean import full_width
 from pixeldeid.verify import IdentityValue, verify_output
 from pixeldeid.verify.identity import date_spellings, id_spellings, name_spellings
 from tests.pixeldeid.verify.conftest import (
@@ -805,12 +806,6 @@ def test_bz2_xz_nested_zip_and_pdf_are_opened_or_findings(ct_release, tmp_path):
     assert not r.clean
 
 
-def _full_width(text: str) -> str:
-    from pixeldeid.textclean import full_width
-
-    return full_width(text)
-
-
 @pytest.mark.parametrize("how", ["full-width", "utf-16 in OB"])
 def test_other_spellings_and_undeclared_utf16_are_found(ct_release, tmp_path, how):
     """The patient's name in full-width letters (a UTF-8 data set), or in UTF-16 inside a
@@ -821,7 +816,7 @@ def test_other_spellings_and_undeclared_utf16_are_found(ct_release, tmp_path, ho
     p = ct_release.patients[0]
     if how == "full-width":
         ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.ImageComments = f"seen {_full_width(p.family.upper())}"
+        ds.ImageComments = f"seen {full_width(p.family.upper())}"
     else:
         block = ds.private_block(0x0029, "ACME NOTES 1.0", create=True)
         block.add_new(0x10, "OB", f"note {p.family}".encode("utf-16-le"))
