@@ -1122,8 +1122,25 @@ def _runs_decoders(config: DeidConfig) -> bool:
 def _pool(jobs: int, initargs: tuple) -> ProcessPoolExecutor:
     from .pipeline.executors import fork_context
 
-    return ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=initargs,
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_init_pool_worker,
+                               initargs=(writer_threads_fit(jobs), *initargs),
                                mp_context=fork_context())
+
+
+def writer_threads_fit(jobs: int, cores: int | None = None) -> bool:
+    """Whether each of ``jobs`` worker processes has a core to spare for its background
+    writer thread. Without one the thread only takes turns with the workers (``-j 2`` on
+    two cores ran 0.8-1.05x ``-j 1`` with the threads, 1.4x without)."""
+    if cores is None:
+        from .pipeline.executors import cpus
+
+        cores = cpus()
+    return 2 * jobs <= cores
+
+
+def _init_pool_worker(background: bool, *initargs) -> None:
+    _init_worker(*initargs)
+    _WORKER["background"] = background
 
 
 def _scan_headers(todo: list[str], pool: ProcessPoolExecutor,
@@ -1144,7 +1161,7 @@ def _chunks(paths: list[str], size: int) -> Iterator[list[str]]:
 
 
 def _process_chunk(paths: list[str]) -> list[FileOutcome]:
-    return list(_outcomes(paths))
+    return list(_outcomes(paths, background=_WORKER.get("background", True)))
 
 
 def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int,

@@ -139,13 +139,37 @@ def test_outputs_identical_with_and_without_the_writer_thread(sources, tmp_path,
     assert live == [0, batch.WRITE_AHEAD + 1]  # bounded; none left behind
 
 
-def test_two_workers_write_ahead_alike(sources, tmp_path, monkeypatch):
-    """Each -j 2 worker writes ahead too (in the worker processes: nothing to count
-    here); the outputs are those of -j 1 without the thread."""
-    sync, sync_map, _ = _batch(sources, tmp_path / "sync", monkeypatch, thread=False)
-    par, par_map, _ = _batch(sources, tmp_path / "par", monkeypatch, thread=True, jobs=2)
-    assert sorted(_outcomes(par, sources)) == sorted(_outcomes(sync, sources))
+@pytest.mark.parametrize("cores", [4, 2])
+def test_two_workers_write_ahead_alike(sources, tmp_path, monkeypatch, cores):
+    """Each -j 2 worker writes ahead too when it has a core to spare for its writer
+    thread (4 cores), not when the two workers take both (2 cores); the outputs are
+    those of -j 1 without the thread either way."""
+    from pixeldeid.pipeline import executors
+
+    started = tmp_path / "writers"
+    started.mkdir()
+    real_start = batch._start_writer
+
+    def start_writer():  # also in the worker processes (forked: they see this patch)
+        (started / str(os.getpid())).touch()
+        return real_start()
+
+    src = tmp_path / "src"  # with the files of ``sources``, enough for chunks of 2 inputs
+    shutil.copytree(sources, src)
+    make_ct_series(src / "more", 24, seed=70)
+    sync, sync_map, _ = _batch(src, tmp_path / "sync", monkeypatch, thread=False)
+    monkeypatch.setattr(executors, "cpus", lambda: cores)
+    monkeypatch.setattr(batch, "_start_writer", start_writer)
+    par, par_map, _ = _batch(src, tmp_path / "par", monkeypatch, thread=True, jobs=2)
+    assert sorted(_outcomes(par, src)) == sorted(_outcomes(sync, src))
     assert _released(tmp_path / "par") == _released(tmp_path / "sync") and par_map == sync_map
+    workers = {p.name for p in started.iterdir()} - {str(os.getpid())}  # not -j 1's part
+    assert bool(workers) == (cores >= 4)
+
+
+def test_writer_threads_fit_only_with_a_core_to_spare_per_worker():
+    assert batch.writer_threads_fit(1, cores=2) and batch.writer_threads_fit(4, cores=8)
+    assert not batch.writer_threads_fit(2, cores=2) and not batch.writer_threads_fit(5, cores=9)
 
 
 def _failing_copy(monkeypatch, victim: str, times: int | None) -> list[str]:
