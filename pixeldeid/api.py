@@ -194,6 +194,10 @@ class DeidConfig:
         if days is not None and abs(days) > _dates.MAX_FIXED_SHIFT_DAYS:
             raise ProfileError(f"date offset {days} days: give at most "
                                f"{_dates.MAX_FIXED_SHIFT_DAYS} days (200 years) either way")
+        if days == 0 and not self.date_offset_seconds:
+            raise ProfileError("date offset 0 days would release the real dates marked as "
+                               "modified: give a non-zero offset, or leave it out for a keyed "
+                               "offset per patient")
 
 
 @dataclass
@@ -317,7 +321,8 @@ def instance_problem(ds: Dataset) -> str | None:
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         return "missing SOP Class UID or SOP Instance UID"
     # (the fast path's parser declines all that _damaged looks for)
-    reason = (None if getattr(ds, "parsed_strictly", False) else _damaged(ds)) \
+    reason = (None if getattr(ds, "parsed_strictly", False)
+              else _damaged(ds, filename=getattr(ds, "filename", None))) \
         or _incomplete(ds)
     if reason:
         return reason
@@ -358,9 +363,10 @@ def _birth_date_forms(ds: Dataset) -> list[str]:
     """Patient's Birth Date as written in free text: YYYYMMDD, and with a 4-digit year
     separated by ``.``, ``/`` or ``-`` in the orders day-month-year (11.03.1947),
     month-day-year (03/11/1947) and year-month-day (1947-03-11). Forms with a 2-digit year
-    are left out: too many other numbers look like them."""
+    are left out: too many other numbers look like them. The placeholder 19000101 ("not
+    known") is no identity, and it is the dummy date that D writes."""
     bd = str(peek(ds, "PatientBirthDate", "") or "").strip()
-    if len(bd) == 8 and bd.isdigit():
+    if len(bd) == 8 and bd.isdigit() and bd != DUMMY_VALUES["DA"]:
         y, m, d = bd[:4], bd[4:6], bd[6:8]
         forms = [bd]
         for sep in "./-":
@@ -371,7 +377,27 @@ def _birth_date_forms(ds: Dataset) -> list[str]:
     return []
 
 
-def _damaged(ds: Dataset, depth: int = 0) -> str | None:
+def _stored_as_un(ds: Dataset, elem, filename) -> bool:
+    """Whether the sequence ``elem`` of ``ds`` (explicit VR) is stored as UN of undefined
+    length in ``filename``: its items are then implicit VR (PS3.5 6.2.2), not damaged.
+    Read from the file (pydicom keeps no trace of the VR it replaced): the 12 bytes before
+    its value must be its tag, ``UN``, two zero bytes and the undefined length."""
+    if not isinstance(filename, (str, os.PathLike)) or not elem.is_undefined_length \
+            or elem.file_tell is None or elem.file_tell < 12:
+        return False
+    little = getattr(ds, "original_encoding", (None, True))[1] is not False
+    order = "<" if little else ">"
+    want = struct.pack(f"{order}HH", elem.tag >> 16, elem.tag & 0xFFFF) + b"UN\0\0" + \
+        b"\xff" * 4
+    try:
+        with open(filename, "rb") as fh:
+            fh.seek(elem.file_tell - 12)
+            return fh.read(12) == want
+    except OSError:
+        return False
+
+
+def _damaged(ds: Dataset, depth: int = 0, filename=None) -> str | None:
     """Why ``ds``, as read, looks damaged at some depth (None: it does not).
 
     A raw value shorter than its declared length marks a truncated file. Elements out of
@@ -406,11 +432,12 @@ def _damaged(ds: Dataset, depth: int = 0) -> str | None:
         for item in items:
             # (an empty item has no element whose VR could be misread: pydicom's guess of
             # its encoding, from the bytes of the item delimiter, means nothing)
-            if item._dict and getattr(item, "original_encoding", (implicit,))[0] != implicit:
+            if item._dict and getattr(item, "original_encoding", (implicit,))[0] != implicit \
+                    and not (implicit is False and _stored_as_un(ds, ds[tag], filename)):
                 return (f"sequence {Tag(tag)} switches to "
                         f"{'explicit' if implicit else 'implicit'} VR (an element without a "
                         f"valid VR?); damaged header?")
-            reason = _damaged(item, depth + 1)
+            reason = _damaged(item, depth + 1, filename)
             if reason:
                 return reason
     return None

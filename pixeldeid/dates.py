@@ -100,6 +100,24 @@ def _format_tm(secs: int, frac: str | None, comps: int) -> str:
     return out
 
 
+def _moved(start, delta: _dt.timedelta, value: str):
+    """``start + delta``; DeidError when it leaves the years 1 to 9999."""
+    try:
+        return start + delta
+    except OverflowError:
+        raise DeidError(f"date of the form {shape_of(value)} shifted out of the years "
+                        f"0001-9999") from None
+
+
+def _digits(moment, components: int) -> str:
+    """The first ``components`` of YYYY MM DD HH MM SS of ``moment``, the year zero-padded
+    (``strftime('%Y')`` writes year 998 as ``998`` on glibc: not a DA)."""
+    parts = [f"{moment.year:04d}", f"{moment.month:02d}", f"{moment.day:02d}"]
+    if components > 3:
+        parts += [f"{moment.hour:02d}", f"{moment.minute:02d}", f"{moment.second:02d}"]
+    return "".join(parts[:components])
+
+
 def shift_date(value: str, off: DateOffset, carry_days: int = 0) -> str:
     """Shift a DA value (or a DA range ``A-B``) by the offset's days (+ carry)."""
     if "-" in value.strip():
@@ -107,8 +125,8 @@ def shift_date(value: str, off: DateOffset, carry_days: int = 0) -> str:
         if len(parts) != 2:
             raise DeidError(f"invalid DA range of the form {shape_of(value)}")
         return "-".join(shift_date(p, off, carry_days) if p else "" for p in parts)
-    d = _parse_da(value) + _dt.timedelta(days=off.days + carry_days)
-    return d.strftime("%Y%m%d")
+    d = _moved(_parse_da(value), _dt.timedelta(days=off.days + carry_days), value)
+    return _digits(d, 3)
 
 
 def shift_time(value: str, off: DateOffset) -> tuple[str, int]:
@@ -132,11 +150,13 @@ def shift_pair(date: str, time: str, off: DateOffset) -> tuple[str, str]:
 def shift_datetime(value: str, off: DateOffset) -> str:
     """Shift a DT value by the whole offset, keeping its precision and UTC offset suffix."""
     v = value.strip()
-    if "-" in v[1:] and not _DT.match(v):
+    m = _DT.match(v)
+    if m and m.group(8) and not _utc_offset(m.group(8)):
+        m = None  # "2017-2018" is a range, not 2017 at UTC-20:18
+    if "-" in v[1:] and not m:
         # a range A-B (a UTC offset suffix also contains '-', so only when it does not parse)
         a, _, b = v.partition("-")
         return "-".join(shift_datetime(p, off) if p else "" for p in (a, b))
-    m = _DT.match(v)
     if not m:
         raise DeidError(f"invalid DT value of the form {shape_of(value)}")
     y, mo, d, h, mi, s, frac, tz = m.groups()
@@ -147,12 +167,16 @@ def shift_datetime(value: str, off: DateOffset) -> str:
         raise DeidError(f"invalid DT value of the form {shape_of(value)}: {exc}") from None
     precision = sum(x is not None for x in (mo, d, h, mi, s))
     delta = off.delta if precision >= 3 else _dt.timedelta(days=off.days)
-    new = base + delta
-    fmt = ["%Y", "%m", "%d", "%H", "%M", "%S"][: precision + 1]
-    out = new.strftime("".join(fmt))
+    out = _digits(_moved(base, delta, value), precision + 1)
     if frac is not None and s is not None:
         out += "." + frac
     return out + (tz or "")
+
+
+def _utc_offset(suffix: str) -> bool:
+    """Whether ``&ZZXX`` is a UTC offset PS3.5 allows (-1200 to +1400)."""
+    minutes = int(suffix[1:3]) * 60 + int(suffix[3:5])
+    return int(suffix[3:5]) < 60 and minutes <= (720 if suffix[0] == "-" else 840)
 
 
 def age_string(birth: str, at: str) -> str | None:

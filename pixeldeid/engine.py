@@ -351,6 +351,8 @@ class Walker:
                 self._recurse(ds, tag, path, depth, mode)
             elif vr in NUMBER_VRS:
                 check_number(ds, tag, vr)
+            elif vr == "AS":
+                self._clip_ages(ds, tag)
             return
         if code == "Z":
             zero_length(ds, tag, vr)
@@ -430,6 +432,8 @@ class Walker:
                 self._drop_names(ds, tag)
             elif vr in NUMBER_VRS:
                 check_number(ds, tag, vr)
+            elif vr == "AS":
+                self._clip_ages(ds, tag)
             return  # (most elements: numbers, codes, text outside cleaned sequences)
         kw = keyword_of(tag)
         if vr == "SQ":
@@ -460,16 +464,32 @@ class Walker:
                 return
             self._map_uids(ds, tag)
         elif vr in DATE_VRS:
-            # PS3.15 E.1.1 Note: handle all dates and times by VR, listed or not.
-            if self.ctx.full_dates:
-                return
-            if self.ctx.modified_dates and self.ctx.offset is not None:
-                self._shift(ds, tag, vr, done)
-                return
-            code = resolve_compound("X/Z/D", attribute_type(self.ctx.sop_class_uid, path, kw))
-            self._apply(ds, tag, code, path, depth, done)
+            self._date_by_vr(ds, tag, vr, path, depth, done)
+
+    def _date_by_vr(self, ds: Dataset, tag: BaseTag, vr: str, path: tuple[str, ...],
+                    depth: int, done: set[int]) -> None:
+        """A date or time the table does not list (or a kept private one): PS3.15 E.1.1
+        Note, handle all dates and times by VR, listed or not."""
+        if self.ctx.full_dates:
+            return
+        if self.ctx.modified_dates and self.ctx.offset is not None:
+            self._shift(ds, tag, vr, done)
+            return
+        code = resolve_compound("X/Z/D", attribute_type(self.ctx.sop_class_uid, path,
+                                                        keyword_of(tag)))
+        self._apply(ds, tag, code, path, depth, done)
 
     # -- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _clip_ages(ds: Dataset, tag: int) -> None:
+        """Every kept age over 89 becomes ``090Y`` (HIPAA), at any depth and in any
+        attribute (a Patient's Age in a request item, a Selector AS Value); an age that
+        cannot be read is emptied."""
+        old = get_strings(ds, tag, "AS")
+        new = [_dates.clip_age(v) if v.strip() else v for v in old]
+        if new != old:
+            put_strings(ds, tag, "AS", new)
+
     def _drop_names(self, ds: Dataset, tag: int) -> None:
         """Take the identity words out of kept free text the table does not list (Content
         Description "Annotated by Dr <name>", a Segment Label, a Beam Name): a value left
@@ -598,6 +618,10 @@ class Walker:
                     # references an instance: replaced as its target is (a version UID
                     # names software, not an instance)
                     self._map_uids(ds, tag)
+                elif vr in DATE_VRS:  # shifted or removed as every other date is
+                    self._date_by_vr(ds, tag, vr, path, depth, set())
+                elif vr == "AS":
+                    self._clip_ages(ds, tag)
             else:
                 del ds[tag]
         for tag in tags:

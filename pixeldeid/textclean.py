@@ -8,11 +8,29 @@ import unicodedata
 from collections.abc import Iterable
 from functools import cache, lru_cache
 
+_MONTH = r"(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)[A-Z]*\.?"
+_DAY = r"(?:0?[1-9]|[12]\d|3[01])(?:ST|ND|RD|TH)?"
+_YEAR = r"(?:1[89]|20)\d{2}"
 _PATTERNS = [
-    re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"),                 # 08/29/1951, 1951-08-29
-    re.compile(r"\b\d{1,2}[- ]?(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)[A-Z]*[- ]?\d{2,4}\b",
-               re.I),                                                   # 29-AUG-1951
-    re.compile(r"\b(19|20)\d{6}\b"),                                    # 19510829
+    # ISO 8601 date and time: 2017-05-23T10:00, 20200314T1000, 2020-03-14T08:00:00.5+01:00
+    re.compile(r"(?<!\d)" + _YEAR + r"-?\d{2}-?\d{2}T\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?"
+               r"(?:Z|[+-]\d{2}:?\d{2})?(?!\d)", re.I),
+    re.compile(r"(?<!\d)\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?!\d)"),         # 08/29/1951, 1951-08-29
+    # 29-AUG-1951, 23rd May 2017, 14 of March 2020
+    re.compile(r"\b" + _DAY + r"[- ]?(?:OF )?" + _MONTH + r",?[- ]?\d{2,4}\b", re.I),
+    # May 23, 2017; March 14th 2020; Mar-14-2020
+    re.compile(r"\b" + _MONTH + r"[- ]?" + _DAY + r",?[- ]?\d{2,4}\b", re.I),
+    re.compile(r"\b" + _YEAR + r",?[- ]?" + _MONTH + r"[- ]?" + _DAY + r"\b", re.I),  # 2017 May 23
+    re.compile(r"\b" + _MONTH + r",?[- ]?" + _YEAR + r"\b", re.I),        # March 2020
+    re.compile(r"\b" + _YEAR + r"[-/.](?:0[1-9]|1[0-2])\b"),            # 2020-03
+    re.compile(r"\b(?:0?[1-9]|1[0-2])[-/.]" + _YEAR + r"\b"),           # 03/2020
+    re.compile(r"\b" + _YEAR + r" (?:0?[1-9]|1[0-2]) (?:0?[1-9]|[12]\d|3[01])\b"),  # 2020 03 14
+    re.compile(r"\b(?:0?[1-9]|[12]\d|3[01]) (?:0?[1-9]|1[0-2]) " + _YEAR + r"\b"),  # 14 03 2020
+    re.compile(r"(?<!\d)(19|20)\d{6}(?!\d)"),                            # 19510829
+    # an age over 89 (HIPAA): 92 y/o, 92yo, 95 years old, age 92, aged: 101 (not 90Y: the
+    # yttrium-90 of nuclear medicine)
+    re.compile(r"\b(?:9\d|1\d\d)[- ]?(?:y/o|y\.o\.?|yo|yrs?|years?)(?:[- ]old)?(?![A-Z0-9])"
+               r"|\bage[d]?\s*[:=]?\s*(?:9\d|1\d\d)\b", re.I),
     re.compile(r"\b\d{1,2}:\d{2}(:\d{2})?\b"),                          # 10:42(:10)
     re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),                             # e-mail
     re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b"),                 # phone
