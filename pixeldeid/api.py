@@ -566,10 +566,18 @@ class Deidentifier:
         # of attributes the table does not list loses the other people's names in the walk
         # ("Annotated by Dr <name>"); the patient's own identity there quarantines the
         # file (free text holding it is a sign of more that no search knows of)
-        ours = _word_set(pseudonym)  # the pseudonym is written by us: its words are no finding
+        ours = _word_set(pseudonym) | {pseudonym.lower()}  # written by us: no finding
+        if pseudonym != str(peek(ds, "PatientID", "") or "") and any(
+                t.lower() in ours for t in tokens):
+            # (a supplied pseudonym or a prefix that is the patient's surname, or holds the
+            # ID: its words would be exempt from the search below. Mapping an ID to itself
+            # keeps it on purpose.)
+            raise DeidError("the pseudonym given to this patient holds the patient's own "
+                            "name, ID or birth date (--map-csv, --subject-map or --prefix); "
+                            "not released")
 
         def allowed(t: str) -> bool:  # kept by the options, or written by us
-            return pseudonym not in t and t.lower() not in kept_words and t.lower() not in ours
+            return t.lower() not in kept_words and t.lower() not in ours
 
         residual = [t for t in tokens if allowed(t) and t not in birth_forms]
         others = _other_person_names(ds)

@@ -945,7 +945,33 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if want_map:
         summary.map_gaps = _export_map(Path(export_map), summary, config,
                                        {sop for _path, sop in withdrawn if sop})
+        summary.map_gaps += _unmapped_earlier(out, state / "ledger.sqlite", Path(export_map))
     return summary
+
+
+def _unmapped_earlier(out: Path, ledger: Path, export_map: Path) -> list[FileOutcome]:
+    """One outcome naming how many outputs of ``out`` that earlier batches wrote have no row
+    in ``export_map`` (those batches ran without ``--export-map``, or with another map:
+    the ledger keeps no input names to make their rows again); [] when none."""
+    mapped = {new for (kind, _old), new in _read_export_map(export_map).items()
+              if kind == "uid"}
+    try:
+        con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT DISTINCT sop, output FROM files WHERE status IN "
+                               "('written', 'identical') AND sop != ''").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        logger.warning("%s: the run ledger could not be read to check the export map: %s",
+                       out, exc)
+        return []
+    missing = {sop for sop, rel in rows if sop not in mapped and rel and (out / rel).exists()}
+    if not missing:
+        return []
+    return [FileOutcome(str(out), "map-gap", reason=(
+        f"{len(missing)} output(s) written by earlier batches have no rows in it (they ran "
+        "without this --export-map): give their inputs again with it to add them"))]
 
 
 def _output_error(out: Path, why: str, summary: BatchSummary) -> OutputError:

@@ -131,12 +131,23 @@ def _run_dicom(args: argparse.Namespace) -> int:
     if pixels is None and "clean-pixel-data" in profile.options:
         raise DeidError("option clean-pixel-data records a pixel cleaning that --pixels off "
                         "does not do; choose a --pixels policy or drop the option")
+    if pixels is not None and "clean-pixel-data" in profile.options and not _reads_text(pixels):
+        raise DeidError("option clean-pixel-data records a pixel check that no OCR engine "
+                        "would do (--ocr none, or none installed: images without a template "
+                        "would go unread); choose an OCR engine or drop the option")
+    if "clean-recognizable-visual-features" in profile.options:
+        raise DeidError("option clean-recognizable-visual-features records a defacing that "
+                        "pixeldeid dicom does not do; deface with pixeldeid deface (it records "
+                        "the option itself) or drop the option")
     out = Path(args.output)
     if args.map_csv:  # original IDs and UIDs: identity, never in the release
         check_not_released(args.map_csv, out, "map CSV")
     if args.subject_db:  # keyed hashes that confirm identities to whoever has the key
         check_not_released(args.subject_db, out, "subject database")
     ids, uids = load_map_csv(args.map_csv) if args.map_csv else ({}, {})
+    if uids and "retain-uids" in profile.options:
+        raise DeidError(f"--map-csv gives new values for {len(uids)} UID(s), but option "
+                        "retain-uids keeps every UID: drop the option or the UID rows")
     if args.export_map:
         check_export_map(args.export_map, out)
     site = SiteInfo(args.site_id, args.site_name, args.trial_sponsor, args.trial_protocol_id,
@@ -172,6 +183,17 @@ def _run_dicom(args: argparse.Namespace) -> int:
     return summary.exit_status
 
 
+def _reads_text(settings) -> bool:
+    """Whether the pixel stage of ``settings`` has an OCR engine to read images with."""
+    if settings.ocr == "none":
+        return False
+    if settings.ocr != "auto":
+        return True  # (a named engine that is missing is validate_settings' usage error)
+    from .burnedin.ocr import available_engines
+
+    return bool(available_engines())
+
+
 def _pixel_settings(args: argparse.Namespace):
     """The burned-in text settings of the flags, checked (usage errors before any file)."""
     if args.pixels == "off":
@@ -193,10 +215,13 @@ def _add_profiles(sub: argparse._SubParsersAction) -> None:
 
 def _run_profiles(args: argparse.Namespace) -> int:
     from .profiles import load_profile, profile_names
-    from .standard import OPTIONS, release
+    from .standard import OPTIONS, PIXEL_OPTIONS, release
 
     print(f"PS3.15 {release()} options:")
     for o in OPTIONS:
+        print(f"  {o}")
+    print("pixel options (recorded where the pixel stage or pixeldeid deface does the work):")
+    for o in PIXEL_OPTIONS:
         print(f"  {o}")
     print("profiles:")
     for n in profile_names():
@@ -260,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
             return int(args.func(args) or 0)
     except (DeidError, MissingDependencyError) as exc:
-        print(f"pixeldeid: error: {exc}", file=sys.stderr)
+        print(f"pixeldeid: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path given on the command line that cannot be written or read
         logger.debug("command failed", exc_info=True)

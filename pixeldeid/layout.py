@@ -80,6 +80,22 @@ def clean_component(value: object, max_len: int = 64) -> str:
     return text
 
 
+#: Names of OUT's own folders (quarantine, QC report, packages, state): a subject folder
+#: of that name would be left out of ``verify`` and of a release
+RESERVED_FOLDERS = frozenset({"quarantine", "report", "packages", "pixeldeid", ".pixeldeid"})
+
+
+def subject_component(value: object) -> str:
+    """:func:`clean_component` of a Patient ID for the subject folder, with a leading ``_``
+    where it would be one of :data:`RESERVED_FOLDERS` (also in another letter case: a
+    case-insensitive file system), and with 4 hex digits of the ID's hash where cleaning
+    changed it (``P.1`` and ``P/1`` would both be ``P_1``: two patients in one folder)."""
+    text = clean_component(value, 64)
+    if value is not None and text != str(value):
+        text = f"{text[:59]}_{hashlib.sha256(str(value).encode()).hexdigest()[:4]}"
+    return "_" + text if text.lower() in RESERVED_FOLDERS else text
+
+
 def uid_hash(uid: object, n: int) -> str:
     """First ``n`` hex digits of SHA-256 of a UID (``"NA"``-hash when missing)."""
     return hashlib.sha256(str(uid or "").strip().encode()).hexdigest()[:n]
@@ -133,7 +149,7 @@ def hierarchy_path(ds: Dataset) -> PurePosixPath:
         SOP Instance UID missing or invalid.
     """
     sop = _valid_uid(ds, "SOPInstanceUID")
-    subject = clean_component(ds.get("PatientID") or None, 64)
+    subject = subject_component(ds.get("PatientID") or None)
     study = "_".join([
         "study", _date(ds), uid_hash(ds.get("StudyInstanceUID"), 6),
         clean_component(ds.get("StudyDescription") or None, 48),
@@ -149,7 +165,7 @@ def hierarchy_path(ds: Dataset) -> PurePosixPath:
 
 
 def _study_key(ds: Dataset) -> tuple[str, str]:
-    return clean_component(ds.get("PatientID") or None, 64), uid_hash(ds.get("StudyInstanceUID"), 6)
+    return subject_component(ds.get("PatientID") or None), uid_hash(ds.get("StudyInstanceUID"), 6)
 
 
 # Type 1 attributes of the PATIENT/STUDY/SERIES/IMAGE directory records that a

@@ -52,11 +52,13 @@ def load_map_csv(path: str | os.PathLike) -> tuple[SubjectMap, dict[str, str]]:
     to the patient ID map (the MIDI-B benchmark's format). The file must be UTF-8 (a
     byte order mark is allowed). Refused, naming the line: an empty value, an old value
     given twice with different new values, a new UID that is not a valid UID or that two
-    old UIDs share, and a new patient ID that cannot be written as a Patient ID.
+    old UIDs share, and a new patient ID that cannot be written as a Patient ID or that
+    two old patient IDs share.
     """
     ids: dict[str, str] = {}
     uids: dict[str, str] = {}
     uid_line: dict[str, int] = {}  # new UID -> line that gave it
+    id_line: dict[str, int] = {}  # new patient ID -> line that gave it
     lines: dict[str, int] = {}  # old value -> its line
     p = str(path)
     rows = read_csv(path, "map")
@@ -80,6 +82,11 @@ def load_map_csv(path: str | os.PathLike) -> tuple[SubjectMap, dict[str, str]]:
                                    f"{uid_line[new]} to another UID", p)
         elif (why := supplied_value_problem(new)) is not None:
             raise ProfileError(f"line {n}: {why}", p)
+        elif id_line.setdefault(new, n) != n and ids.get(old) != new:
+            # (the pseudonym map holds one patient per pseudonym: a second one would get
+            # a new pseudonym in the next batch without the map)
+            raise ProfileError(f"line {n}: new patient ID {new!r} is also given on line "
+                               f"{id_line[new]} to another patient", p)
         if table.get(old, new) != new:
             raise ProfileError(f"line {n}: id_old on line {lines[old]} is given again "
                                "with another id_new", p)
@@ -132,6 +139,7 @@ class PseudonymMap:
             con.execute("PRAGMA journal_mode=WAL" if db_path else "PRAGMA journal_mode=MEMORY")
             con.execute("CREATE TABLE IF NOT EXISTS subjects (hkey TEXT PRIMARY KEY, "
                         "pseudonym TEXT UNIQUE, seq INTEGER, prefix TEXT)")
+            self._check_key(con)
             return con
         except OSError as exc:
             raise ProfileError(f"cannot create the pseudonym map: {exc.strerror}",
@@ -142,6 +150,20 @@ class PseudonymMap:
                                    "backup: it numbers the patients", self._db_path) from None
             raise ProfileError(f"cannot create the pseudonym map: {exc}",
                                self._db_path) from None
+
+    def _check_key(self, con: sqlite3.Connection) -> None:
+        """Record which project key the map hashes the original IDs with (a keyed check
+        value, not the key); refuse another key: every patient would get a new pseudonym
+        (a map shared by output folders made with different keys)."""
+        check = hmac.new(self._key, b"pseudonym-map-key-check", hashlib.sha256).hexdigest()[:32]
+        con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+        con.execute("INSERT OR IGNORE INTO meta VALUES ('key-check', ?)", (check,))
+        (stored,) = con.execute("SELECT value FROM meta WHERE name='key-check'").fetchone()
+        if stored != check:
+            con.close()
+            raise ProfileError("pseudonym map was made with another project key (its patients "
+                               "would get new pseudonyms): give the --key-file it was made "
+                               "with, or another --subject-db", self._db_path)
 
     def _check_supplied(self) -> None:
         """Refuse a supplied pseudonym that the SQLite map already gave another patient, or

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                                dciodvfy=not args.no_dciodvfy, jobs=args.jobs,
                                progress=False if args.no_progress else None)
     except DeidError as exc:
-        print(f"pixeldeid verify: error: {exc}", file=sys.stderr)
+        print(f"pixeldeid verify: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     for f in result.findings:
         print(printable(f.line()))
@@ -110,5 +110,9 @@ def run(args: argparse.Namespace) -> int:
         f", {len(result.not_ocr_verified)} not OCR-verified" if result.not_ocr_verified else "")
         + (f", {len(result.unreadable_sources)} source(s) not read: their identity values "
            f"were not searched for, NOT VERIFIED" if result.unreadable_sources else ""))
+    if not result.files:  # a wrong path, or a release left in folders not checked
+        print(f"pixeldeid verify: error: no file to release found in {printable(args.out)} "
+              f"(nothing checked: NOT VERIFIED)", file=sys.stderr)
+        return 1
     print(f"pixeldeid verify: {result.files} file(s) checked against {kinds}: {state}")
     return result.exit_status
