@@ -60,6 +60,7 @@ from .textclean import (
     find_folded,
     find_tokens,
     identity_tokens,
+    institution_words,
     token_matches,
     words_of,
 )
@@ -587,7 +588,7 @@ class Deidentifier:
         uid_map = _RecordingUIDs(self.uids)
         ctx = WalkContext(options=opts, sop_class_uid=sop_class, uid_map=uid_map,
                           offset=offset, tokens=clean_tokens, private_allow=self._allow,
-                          kept_text_tokens=tuple(other_tokens),
+                          kept_text_tokens=tuple(other_tokens) + _site_tokens(ds, opts),
                           lists_references=_lists_references(ds))
         Walker(ctx).walk(ds)
 
@@ -913,6 +914,27 @@ _OTHER_PN_TAGS = frozenset(t for t, entry in DicomDictionary.items() if entry[0]
 def _name_tokens(names: tuple[str, ...]) -> tuple[str, ...]:
     """:func:`identity_tokens` of person names (the same names recur through a series)."""
     return tuple(identity_tokens([], names=names))
+
+
+def _site_tokens(ds, options: frozenset[str]) -> tuple[str, ...]:
+    """What names the site and the study in ``ds`` when the profile removes it: the
+    distinctive words of the institution's name, address and department (not under Retain
+    Institution Identity; not those the device's own Manufacturer or Model Name holds:
+    a vendor's site) and the Study ID. Taken out of kept free text the table does not list
+    (a presentation state's Content Description "Read at <institution>, <Study ID>"), as
+    other people's names are; not searched for afterwards (kept device values such as a
+    Station Name may hold them by design)."""
+    words: set[str] = set()
+    if "retain-institution-identity" not in options:
+        for kw in INSTITUTION_KEYWORDS:
+            for v in _values_of(ds, kw):
+                words |= institution_words(v)
+        words -= {w for kw in ("Manufacturer", "ManufacturerModelName")
+                  for v in _values_of(ds, kw) for w in _word_set(v)}
+    study_id = str(peek(ds, "StudyID", "") or "").strip()
+    if len(study_id) >= 5 and not study_id.isalpha():  # (not "1": a word of any text)
+        words.add(study_id)
+    return tuple(sorted(words))
 
 
 def _other_person_names(ds) -> list[str]:

@@ -44,6 +44,9 @@ _QUOTED = re.compile(r'"[^"]*"')
 _CHARACTER = re.compile(r"= '.' \(0x[0-9a-fA-F]+\)")
 _VALUES_ARE = re.compile(r"(values are) .*$")
 _UID_IN = re.compile(r"\b\d+(?:\.\d+){2,}\b")
+#: a value after a UID attribute's name, whatever its shape: an invalid source UID ("0")
+#: and its keyed replacement are one finding
+_UID_AFTER = re.compile(r"\b(\w*UID) [0-9][0-9.]*(?![\w.])")
 _SPACES = re.compile(r"\s+")
 
 
@@ -93,6 +96,7 @@ def normalize(text: str, path: str | os.PathLike | None = None) -> str:
     text = _QUOTED.sub('""', text)
     text = _CHARACTER.sub("= ''", text)
     text = _VALUES_ARE.sub(r"\1 ...", text)
+    text = _UID_AFTER.sub(r"\1 <uid>", text)
     text = _UID_IN.sub("<uid>", text)
     return _SPACES.sub(" ", text).strip()
 

@@ -33,6 +33,10 @@ from .uids import STRUCTURAL_UID_KEYWORDS
 logger = logging.getLogger(__name__)
 
 DATE_VRS = frozenset({"DA", "DT", "TM"})
+#: External coding schemes whose code value alone says what the meaning is (languages,
+#: countries, units: TID 1204 Language of Content, UCUM units); pydicom's PS3.16 tables
+#: do not list them, and their meanings are kept unless they hold identity
+CODED_BY_VALUE = frozenset({"RFC5646", "ISO3166_1", "ISO639_1", "ISO639_2", "UCUM"})
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"})
 COMPOUND = frozenset({"X/Z", "X/D", "X/Z/D", "Z/D", "X/Z/U*"})
@@ -515,6 +519,9 @@ class Walker:
         standard = standard_meaning_for(meaning, scheme, value)
         if standard is not None:
             return standard
+        if scheme in CODED_BY_VALUE and value and not contains_tokens(
+                meaning, tuple(self.ctx.tokens) + tuple(self.ctx.kept_text_tokens)):
+            return meaning  # ("English" for RFC5646 eng: the code says it)
         if mode == "clean":
             return remove_tokens(meaning, self.ctx.tokens) or "REMOVED"
         return "REMOVED"

@@ -52,6 +52,28 @@ mri ct pet us xr cr dx mr nm scan scanner head chest body brain spine abdomen pe
 """.split())
 
 
+#: Generic words of institution names (besides textclean.STOPWORDS): not identity alone.
+GENERIC_INSTITUTION = frozenset("""
+infirmary royal saint children childrens regional county city national community cancer
+heart women womens district state hospice polyclinic klinikum klinik universitaets
+universitario hopital ospedale hospitalier academic teaching private public central north
+south east west northern southern eastern western practice surgery associates partners
+""".split())
+
+def institution_words(value: str) -> set[str]:
+    """The distinctive lower-case words of an institution's name, address or department
+    (4+ letters, not a number, not a generic word such as "hospital", "infirmary" or
+    "radiology", not DICOM vocabulary): what names the site."""
+    vocab = dicom_vocabulary()
+    out = set()
+    for w in re.split(r"[^\w'-]+", " ".join(str(value).lower().split())):
+        w = w.strip("'-_")
+        if (len(w) >= 4 and not w.isdigit() and w not in STOPWORDS and w not in vocab
+                and w not in GENERIC_INSTITUTION):
+            out.add(w)
+    return out
+
+
 def _cjk(ch: str) -> bool:
     """Whether ``ch`` is a CJK ideograph, kana or Hangul syllable (one may be a whole name)."""
     o = ord(ch)
@@ -225,9 +247,31 @@ def remove_tokens(value: str, tokens: Iterable[str]) -> str:
 
 @lru_cache(maxsize=64)
 def _text_regex(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
-    alt = "|".join(r"(?<![A-Za-z0-9])" + _token_pattern(t) + r"(?![A-Za-z0-9])"
-                   for t in sorted(tokens, key=len, reverse=True) if is_token(t))
+    alt = "|".join(_word_pattern(t) for t in sorted(tokens, key=len, reverse=True)
+                   if is_token(t))
     return re.compile(alt, re.I) if alt else None
+
+
+#: A name of this many letters or more is also found with one letter before it, and one
+#: letter and up to two digits after it: a login name or handle (aharrowgate, zquixbury,
+#: smithj, jsmith2, smithj12: TID 1003 Person Observer's Login Name, "portal user <name>")
+LOGIN_MIN = 5
+_LOGIN_HEAD, _LOGIN_TAIL = "[A-Za-z]?", "[A-Za-z]?[0-9]{0,2}"
+
+
+def login_shaped(token: str) -> bool:
+    """Whether ``token`` is a name that may stand in a login name (:data:`LOGIN_MIN`+ ASCII
+    letters)."""
+    return len(token) >= LOGIN_MIN and token.isascii() and token.isalpha()
+
+
+def _word_pattern(token: str) -> str:
+    """The regex of ``token`` as a whole word of :func:`fold`-ed text (a name also inside a
+    login name, :data:`LOGIN_MIN`)."""
+    core = _token_pattern(token)
+    if login_shaped(token):
+        core = _LOGIN_HEAD + core + _LOGIN_TAIL
+    return r"(?<![A-Za-z0-9])" + core + r"(?![A-Za-z0-9])"
 
 
 def contains_tokens(text: str, tokens: tuple[str, ...]) -> bool:
@@ -260,8 +304,7 @@ def _drop_tokens(text: str, tokens: Iterable[str]) -> str:
     or without its accents, goes too."""
     for tok in tokens:
         if is_token(tok):
-            text = _drop_folded(text, re.compile(
-                r"(?<![A-Za-z0-9])" + _token_pattern(tok) + r"(?![A-Za-z0-9])", re.I))
+            text = _drop_folded(text, re.compile(_word_pattern(tok), re.I))
     return text
 
 
@@ -348,7 +391,10 @@ def _whole_word(token: bytes) -> bytes:
     an ISO 2022 escape before it ends in a letter)."""
     head = rb"(?<![A-Za-z0-9])" if token[:1].isalnum() else b""
     tail = rb"(?![A-Za-z0-9])" if token[-1:].isalnum() else b""
-    return head + re.escape(token) + tail
+    core = re.escape(token)
+    if len(token) >= LOGIN_MIN and token.isalpha() and token.isascii():  # (login_shaped)
+        core = _LOGIN_HEAD.encode() + core + _LOGIN_TAIL.encode()
+    return head + core + tail
 
 
 @lru_cache(maxsize=256)
@@ -382,7 +428,12 @@ def token_matches(data: bytes, tokens: Iterable[str], encodings: Iterable[str] =
     if not toks:
         return [], False
     found = {m.group(0).lower() for m in _token_regex(tuple(sorted(toks))).finditer(data)}
-    return sorted({toks[k] for k in found if k in toks}), True
+    return sorted({toks[k] if k in toks else _inside(k, toks) for k in found}), True
+
+
+def _inside(word: bytes, toks: dict[bytes, str]) -> str:
+    """The token of the longest form in ``word`` (a name inside a login name)."""
+    return toks[max((f for f in toks if f in word), key=len)]
 
 
 def _holds(data: bytes, gate: bytes) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from ..api import IDENTITY_KEYWORDS
 from ..dummy import DUMMY_VALUES
 from ..pipeline.scan import IDENTITY_FIELDS
-from ..textclean import STOPWORDS, dicom_vocabulary, distinctive, has_cjk
+from ..textclean import STOPWORDS, dicom_vocabulary, distinctive, has_cjk, institution_words
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,6 @@ assert {kw for _k, kws in IDENTITY_FIELDS for kw in kws} <= set(SOURCE_KEYWORDS)
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _MONTHS_LONG = ("january", "february", "march", "april", "may", "june", "july", "august",
                 "september", "october", "november", "december")
-#: Generic words of institution names (besides textclean.STOPWORDS): not identity alone.
-_GENERIC_INSTITUTION = frozenset("""
-infirmary royal saint children childrens regional county city national community cancer
-heart women womens district state hospice polyclinic klinikum klinik universitaets
-universitario hopital ospedale hospitalier academic teaching private public central north
-south east west northern southern eastern western practice surgery associates partners
-""".split())
 _DUMMY = frozenset(str(v).lower() for v in DUMMY_VALUES.values() if isinstance(v, str))
 
 
@@ -151,17 +144,10 @@ def date_spellings(value: str) -> set[str]:
 
 
 def institution_spellings(value: str) -> set[str]:
-    """An institution name, and each distinctive word of it (4+ letters, not a generic word
-    such as "hospital" or "radiology", not DICOM vocabulary)."""
+    """An institution name, and each distinctive word of it
+    (:func:`~pixeldeid.textclean.institution_words`)."""
     v = " ".join(str(value).lower().split())
-    out = {v} if v else set()
-    vocab = dicom_vocabulary()
-    for w in re.split(r"[^\w'-]+", v):
-        w = w.strip("'-_")
-        if (len(w) >= 4 and not w.isdigit() and w not in STOPWORDS and w not in vocab
-                and w not in _GENERIC_INSTITUTION):
-            out.add(w)
-    return out
+    return ({v} if v else set()) | institution_words(v)
 
 
 def spellings(kind: str, value: str) -> set[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..textclean import distinctive, has_cjk
+from ..textclean import LOGIN_MIN, distinctive, has_cjk
 from ..textclean import spellings as text_spellings
 from .identity import Term
 
@@ -113,7 +113,8 @@ class Matcher:
         hits = []
         for idx, start in self._candidates(low):
             pat, term, enc, unit = self.patterns[idx]
-            bounded = _boundary(low, start, start + len(pat), enc, unit, pat)
+            bounded = _boundary(low, start, start + len(pat), enc, unit, pat) or (
+                unit == 1 and _login_word(low, start, start + len(pat), pat))
             if bounded or unbounded:
                 hits.append(Hit(term, base + start, enc, len(pat), bounded))
         if any(h.encoding == "utf-16-be" for h in hits):
@@ -172,6 +173,27 @@ def drop_chance_hits(hits: list[Hit], bulk: list[tuple[int, int]],
         if (h.nbytes >= need) if inside else h.bounded:
             kept.append(h)
     return kept
+
+
+_ALPHA = frozenset(b"abcdefghijklmnopqrstuvwxyz")  # (the data is lower-cased)
+_DIGITS = frozenset(b"0123456789")
+
+
+def _login_word(low: bytes, start: int, end: int, pat: bytes) -> bool:
+    """A name of :data:`~pixeldeid.textclean.LOGIN_MIN`+ letters inside a login name: one
+    letter before it and one letter and up to two digits after it, then the word ends
+    (aharrowgate, zquixbury, jsmith2), as the header's residual search finds it."""
+    if len(pat) < LOGIN_MIN or not pat.isalpha() or not pat.isascii():
+        return False
+    if start > 0 and low[start - 1] in _ALPHA:
+        start -= 1
+    if end < len(low) and low[end] in _ALPHA:
+        end += 1
+    stop = min(end + 2, len(low))
+    while end < stop and low[end] in _DIGITS:
+        end += 1
+    return (start == 0 or low[start - 1] not in _ALNUM) and (
+        end >= len(low) or low[end] not in _ALNUM)
 
 
 def _boundary(low: bytes, start: int, end: int, enc: str, unit: int, pat: bytes) -> bool:
