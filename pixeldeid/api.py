@@ -81,6 +81,10 @@ JPEG_TRANSFER_SYNTAXES = frozenset({
     "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
     "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
     "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
+    # JPEG 2000 Part 2 (multi-component), and the retired T.81 processes (extended,
+    # spectral selection, full progression, hierarchical): the same marker syntax
+    "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93",
+    *(f"1.2.840.10008.1.2.4.{n}" for n in (*range(52, 57), *range(58, 67))),
 })
 #: Header values of the patient that must not survive anywhere outside the pixel data.
 IDENTITY_KEYWORDS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthName",
@@ -310,6 +314,10 @@ def instance_problem(ds: Dataset) -> str | None:
     meta = getattr(ds, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:
         return "no File Meta Information / Transfer Syntax UID"
+    try:
+        _encapsulated(str(meta.TransferSyntaxUID))
+    except DeidError as exc:
+        return exc.reason
     sop_class = str(peek(meta, "MediaStorageSOPClassUID", "") or "") or \
         str(peek(ds, "SOPClassUID", "") or "")
     if sop_class == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
@@ -783,8 +791,9 @@ class Deidentifier:
                 or "PixelData" not in ds:
             return
         long_tokens = [t for t in tokens if distinctive(t, PIXEL_TOKEN_MIN)]
-        if long_tokens:
-            hits = find_tokens(bytes(ds.PixelData), long_tokens, encodings)
+        if long_tokens:  # (metadata in a codestream may be UTF-16: EXIF XP*, ICC mluc)
+            hits = find_tokens(bytes(ds.PixelData), long_tokens,
+                               (*encodings, "utf-16-le", "utf-16-be"))
             if hits:
                 raise DeidError(f"identity still present in the compressed pixel data after "
                                 f"its metadata was removed ({len(hits)} value(s), e.g. length "
@@ -807,7 +816,15 @@ _EOT_TAG, _EOT_LENGTHS_TAG = 0x7FE00001, 0x7FE00002
 
 @lru_cache(maxsize=64)
 def _encapsulated(transfer_syntax: str) -> bool:
-    return UID(transfer_syntax).is_encapsulated
+    """Whether ``transfer_syntax`` encapsulates its pixel data; DeidError for one pydicom
+    does not know (JPEG XL of 2024, a private one): its pixel data cannot be checked."""
+    try:
+        return UID(transfer_syntax).is_encapsulated
+    except ValueError:
+        shown = transfer_syntax if re.fullmatch(r"[0-9.]{1,64}", transfer_syntax) else \
+            "that is no UID"
+        raise DeidError(f"unsupported transfer syntax {shown}: its pixel data cannot be "
+                        "checked") from None
 
 
 class _RecordingUIDs:

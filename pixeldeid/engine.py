@@ -197,6 +197,8 @@ def code_for(tag: int, options: frozenset[str]) -> str | None:
 
 
 ENCAPSULATED_DOCUMENT = 0x00420011
+#: ICC Profile (0028,2000): its description and copyright tags are text anyone can set
+ICC_PROFILE = 0x00282000
 
 
 def _raw_length(ds: Dataset, tag: int) -> int:
@@ -431,6 +433,9 @@ class Walker:
         clean or dummy free text inside cleaned or dummied sequences (``codes``: code
         attributes too, see :meth:`walk`)."""
         vr = _vr_of(ds, tag)
+        if tag == ICC_PROFILE:
+            self._blank_icc(ds, tag)
+            return
         if mode == "normal" and vr not in _ACTED_ON_UNTABLED:
             if vr in TEXT_VRS and self.ctx.kept_text_tokens:
                 self._drop_names(ds, tag)
@@ -484,6 +489,23 @@ class Walker:
         self._apply(ds, tag, code, path, depth, done)
 
     # -- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _blank_icc(ds: Dataset, tag: int) -> None:
+        """The text of an ICC profile's tags (description, copyright, device names: set by
+        anyone, a patient's name seen there) replaced by spaces; the colour transform and
+        the profile's size stay (:func:`~pixeldeid.iccprofile.blank_text`)."""
+        from .iccprofile import ICCProfileError, blank_text
+
+        elem = ds[tag]
+        if not isinstance(elem.value, (bytes, bytearray)) or not elem.value:
+            return
+        try:
+            new, _blanked = blank_text(bytes(elem.value))
+        except ICCProfileError as exc:
+            raise DeidError(f"ICC Profile: {exc.reason}") from None
+        if new != elem.value:
+            elem.value = new
+
     @staticmethod
     def _clip_ages(ds: Dataset, tag: int) -> None:
         """Every kept age over 89 becomes ``090Y`` (HIPAA), at any depth and in any

@@ -18,11 +18,21 @@ so no extra bytes can ride in them. Markers whose content cannot be checked (the
 reserved JPG marker FFC8, JPGn FFF0..FFFD other than JPEG-LS SOF55/LSE, JPEG-LS
 mapping tables, RES and unknown markers) make the frame refused, never copied. Data
 after EOI other than one padding byte is removed. The same marker syntax serves
-baseline, extended, progressive and lossless JPEG (ITU-T T.81) and JPEG-LS (SOF55,
-ITU-T T.87).
+every T.81 process (baseline, extended, spectral selection, full progression, lossless,
+Huffman or arithmetic coded (SOF9-11, DAC), and hierarchical: DHP, EXP and the
+differential frames SOF5-7/SOF13-15, with APPn/COM between frames removed too) and
+JPEG-LS (SOF55, ITU-T T.87). Inside T.81 entropy-coded data an FF may only be followed
+by 00, RSTn, fill or a marker: anything else (FF01..FFBF) is refused. Bytes without FF
+between the last MCU and the next marker cannot be told from entropy-coded data without
+decoding: they are copied, and the caller's residual search covers them.
 
-JPEG 2000 (and HTJ2K) codestreams keep everything except COM marker segments
-(FF64), which may hold free text, in the main header and in tile-part headers.
+JPEG 2000 (and HTJ2K) codestreams keep only the marker segments that ISO/IEC 15444-1,
+-2 and -15 define, where they may be (main header or tile-part header), checked against
+their fields where those fix the length; COM marker segments (FF64), which may hold free
+text, are removed, and any other marker segment makes the codestream refused. In a JP2
+file the JP2 header box is rebuilt with only the image description boxes (ihdr, bpcc,
+colr, pclr, cmap, cdef, res with resc/resd), an ICC profile in colr gets its text
+blanked (:func:`pixeldeid.iccprofile.blank_text`), text and vendor boxes are removed.
 
 ``strip_encapsulated`` applies this to every frame of encapsulated Pixel Data and
 makes the Basic Offset Table either empty or exactly the offsets of the frames
@@ -36,6 +46,7 @@ import logging
 import struct
 
 from pixeldeid.errors import InputError
+from pixeldeid.iccprofile import ICCProfileError, blank_text
 
 __all__ = ["strip_jpeg_metadata", "strip_encapsulated", "frame_kind", "extended_offset_table"]
 
@@ -61,11 +72,27 @@ _ID_NAMES = {b"http://ns.adobe.com/xap/1.0/\0": "XMP",
              b"http://ns.adobe.com/xmp/extension/\0": "XMP extension", b"JP": "JUMBF"}
 
 J2K_SOC, J2K_SOT, J2K_SOD, J2K_EOC, J2K_COM, J2K_TLM = 0x4F, 0x90, 0x93, 0xD9, 0x64, 0x55
+J2K_SIZ = 0x51
+# J2K marker segments (ISO/IEC 15444-1 Table A.2 with CAP and PRF, 15444-2 Table A.2,
+# 15444-15 CPF): copied once their length is checked (_j2k_fields_ok). Main header only:
+# SIZ, CAP, TLM, PRF, PLM, CPF, PPM, CRG, CBD; tile-part headers only: PLT, PPT. COM
+# (FF64) is removed; any other marker segment (reserved codes, JPWL, unknown) is refused.
+_J2K_SEGMENTS = frozenset({
+    0x50, 0x51, 0x52, 0x53, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5C, 0x5D, 0x5E, 0x5F, 0x60,
+    0x61, 0x63,  # CAP SIZ COD COC TLM PRF PLM PLT CPF QCD QCC RGN POC PPM PPT CRG
+    0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79,  # DCO VMS DFS ADS MCT
+})  # MCC NLT MCO CBD ATK
+_J2K_MAIN = _J2K_SEGMENTS - {0x58, 0x61}
+_J2K_TILE = _J2K_SEGMENTS - {0x50, 0x51, 0x55, 0x56, 0x57, 0x59, 0x60, 0x63, 0x78}
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _PAD = b"\0\xff"  # padding bytes after EOI/EOC that are kept (odd-length frames)
-# JP2 boxes: kept (image and colour description), removed (text and vendor data)
-_JP2_KEEP = {b"jP  ", b"ftyp", b"rreq", b"jp2h"}
+# JP2 boxes: jP, ftyp, rreq, jp2h and jp2c are checked (_JP2_CHECKED); text and vendor
+# data boxes are removed; inside jp2h only the image description boxes are kept
 _JP2_DROP = {b"xml ", b"uuid", b"uinf", b"jp2i", b"asoc", b"lbl ", b"nlst"}
+_JP2_NAMED = _JP2_DROP | {b"ulst", b"url ", b"ihdr", b"bpcc", b"colr", b"pclr", b"cmap",
+                          b"cdef", b"res ", b"resc", b"resd", b"jp2h", b"jp2c", b"ftyp",
+                          b"rreq", b"roid", b"cgrp", b"opct", b"creg", b"ftbl", b"dtbl"}
+_JP2_BRANDS = {b"jp2 ", b"jpx ", b"jpxb", b"jph ", b"jhc ", b"J2P0", b"J2P1"}
 
 
 def frame_kind(frame: bytes) -> str:
@@ -107,6 +134,23 @@ def _trim_kept(marker: int, payload: bytes) -> bytes | None:
     return None
 
 
+def _frame_is_ls(marker: int, before: bool | None, pos: int) -> bool:
+    """Whether the frame header ``marker`` starts a JPEG-LS frame (SOF55); a hierarchical
+    image's later frames must be of the same kind as its first (``before``)."""
+    is_ls = marker == 0xF7
+    if before is not None and before != is_ls:
+        raise InputError(f"JPEG mixes JPEG-LS and T.81 frame headers (byte {pos})")
+    return is_ls
+
+
+def _dac_ok(tctb: int, cs: int) -> bool:
+    """A DAC conditioning entry (T.81 B.2.4.3): DC bounds L <= U, or AC Kx in 1..63."""
+    tc, tb = tctb >> 4, tctb & 0x0F
+    if tb > 3 or tc > 1:
+        return False
+    return (cs & 0x0F) <= (cs >> 4) if tc == 0 else 1 <= cs <= 63
+
+
 def _check_kept(marker: int, payload: bytes, pos: int) -> None:
     """Raise unless ``payload`` of a kept segment is exactly as long as its fields say
     (T.81 B.2, T.87 C.2): extra bytes in a copied segment could hold anything."""
@@ -127,12 +171,13 @@ def _check_kept(marker: int, payload: bytes, pos: int) -> None:
         while i < n:
             i += 1 + (128 if payload[i] >> 4 else 64)
         ok = ok and i == n
-    elif marker == 0xCC:  # DAC: (Tc/Tb, Cs)+
-        ok = ok and n % 2 == 0
+    elif marker == 0xCC:  # DAC: (Tc/Tb, Cs)+, at most 4 DC and 4 AC tables
+        ok = ok and n % 2 == 0 and n <= 16 and all(
+            _dac_ok(payload[i], payload[i + 1]) for i in range(0, n, 2))
     elif marker in (0xDC, 0xDD):  # DNL, DRI (JPEG-LS allows 2..4 byte values)
         ok = 2 <= n <= 4
-    elif marker == 0xDF:  # EXP: Eh/Ev
-        ok = n == 1
+    elif marker == 0xDF:  # EXP: Eh/Ev, each 0 or 1
+        ok = n == 1 and not payload[0] & 0xEE
     elif marker == 0xF8:  # LSE: preset coding parameters (ID 1) or oversize size (ID 4)
         if payload[:1] == b"\x02" or payload[:1] == b"\x03":
             raise InputError(f"JPEG-LS mapping table (LSE) at byte {pos}: its content cannot "
@@ -160,27 +205,35 @@ def _segment(data: bytes, pos: int) -> tuple[int, int]:
     return data[pos + 1], end
 
 
-def _entropy_end(data: bytes, pos: int) -> int:
-    """Return the offset of the first marker (its FF, after fill bytes) following scan data."""
+def _entropy_end(data: bytes, pos: int, jpeg_ls: bool = False) -> int:
+    """Return the offset of the first marker (its FF, after fill bytes) following scan data.
+
+    T.81 (every process but JPEG-LS: baseline, extended, progressive, lossless,
+    hierarchical, Huffman or arithmetic): inside entropy-coded data an FF is followed by
+    00 (a stuffed FF data byte), D0-D7 (RSTn) or more FF (fill before a marker); an FF
+    followed by 01..BF (TEM, RES) cannot be there and makes the frame refused, and
+    C0..FE is the next marker, checked by the caller. T.87 (JPEG-LS): an FF followed by a
+    byte below 0x80 is bit stuffing. What remains undetectable without decoding the scan:
+    bytes without FF (or with FF 00) between the end of the last MCU and the next marker
+    read as entropy-coded data and are copied (decoders skip them); the caller's residual
+    search of the compressed data covers those.
+    """
     n = len(data)
     while True:
         pos = data.find(b"\xff", pos)
         if pos < 0 or pos + 1 >= n:
             raise InputError("truncated JPEG: scan data ends without a marker (no EOI)")
+        while pos + 1 < n and data[pos + 1] == 0xFF:  # fill bytes
+            pos += 1
+        if pos + 1 >= n:
+            raise InputError("truncated JPEG: fill bytes at the end of the data")
         nxt = data[pos + 1]
-        # FF00 (T.81 stuffing), FF followed by a byte < 0x80 (T.87 bit stuffing) and
-        # RSTn are scan data; FFFF is fill before a marker
-        if nxt < 0x80 or 0xD0 <= nxt <= 0xD7:
+        if 0xD0 <= nxt <= 0xD7 or (nxt < 0x80 if jpeg_ls else nxt == 0):
             pos += 2
             continue
-        if nxt == 0xFF:
-            while pos + 1 < n and data[pos + 1] == 0xFF:
-                pos += 1
-            if pos + 1 >= n:
-                raise InputError("truncated JPEG: fill bytes at the end of the data")
-            if data[pos + 1] < 0x80 or 0xD0 <= data[pos + 1] <= 0xD7:
-                pos += 2
-                continue
+        if nxt < 0xC0 and not jpeg_ls:
+            raise InputError(f"JPEG entropy-coded data holds FF{nxt:02X} at byte {pos}: not "
+                             f"stuffing, a restart marker or a marker (hidden data?)")
         return pos
 
 
@@ -207,8 +260,10 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
     ------
     InputError
         Not a JPEG/JPEG 2000 codestream, truncated, a reserved or unknown marker (FFC8,
-        JPGn), a kept segment whose length does not match its fields, an unknown JP2
-        box, or a tile-part COM that cannot be removed safely.
+        JPGn, a J2K marker segment no part of 15444 defines), FF01..FFBF inside T.81
+        entropy-coded data, a kept segment whose length does not match its fields, an
+        unknown JP2 box, an ICC profile in a JP2 colr box that cannot be parsed, or a
+        tile-part COM that cannot be removed safely.
 
     Notes
     -----
@@ -224,6 +279,7 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
     out = [frame[:2]]
     removed: list[str] = []
     pos, n = 2, len(frame)
+    jpeg_ls, frames = False, 0  # the frame header (SOF55 or T.81 SOFn): how scans are coded
     while True:
         start = pos
         if pos >= n or frame[pos] != 0xFF:
@@ -262,11 +318,14 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
             pos = end
         elif marker == SOS:
             _check_kept(marker, frame[pos + 4:end], pos)
-            scan_end = _entropy_end(frame, end)
+            scan_end = _entropy_end(frame, end, jpeg_ls)
             out.append(frame[start:scan_end])
             pos = scan_end
         elif marker in _SEGMENTS_KEEP:
             _check_kept(marker, frame[pos + 4:end], pos)
+            if marker in _SOF and marker != 0xDE:  # (DHP is no frame of its own)
+                jpeg_ls = _frame_is_ls(marker, jpeg_ls if frames else None, pos)
+                frames += 1
             out.append(frame[start:end])
             pos = end
         else:
@@ -277,29 +336,73 @@ def strip_jpeg_metadata(frame: bytes) -> tuple[bytes, list[str]]:
     return b"".join(out), removed
 
 
-def _strip_j2k(cs: bytes) -> tuple[bytes, list[str]]:
-    """Remove COM (FF64) from the main and tile-part headers of a J2K codestream."""
-    n = len(cs)
-    out = [cs[:2]]
+def _j2k_fields_ok(marker: int, p: bytes, csiz: int) -> bool:
+    """Whether a kept J2K segment is exactly as long as its fields say (T.800 A.5-A.9,
+    T.814 for CAP); segments of variable content are only checked to be non-empty."""
+    n, c = len(p), 1 if csiz < 257 else 2
+    if marker == J2K_SIZ:  # Rsiz, 8 x 32-bit sizes and offsets, Csiz, Csiz x 3
+        return n >= 36 and n == 36 + 3 * struct.unpack_from(">H", p, 34)[0]
+    if marker == 0x50:  # CAP: Pcap, one Ccap per bit set
+        return n >= 4 and n == 4 + 2 * bin(struct.unpack_from(">I", p)[0]).count("1")
+    if marker == 0x52:  # COD: Scod, SGcod (4), SPcod (5), precinct sizes (NL+1)
+        return n >= 10 and n == 10 + (p[5] + 1 if p[0] & 1 else 0)
+    if marker == 0x53:  # COC: Ccoc, Scoc, SPcoc (5), precinct sizes (NL+1)
+        return n >= c + 6 and n == c + 6 + (p[c + 1] + 1 if p[c] & 1 else 0)
+    if marker == 0x5E:  # RGN: Crgn, Srgn, SPrgn
+        return n == c + 2
+    if marker == 0x5F:  # POC: (RSpoc, CSpoc, LYEpoc, REpoc, CEpoc, Ppoc)+
+        return n > 0 and n % (5 + 2 * c) == 0
+    if marker == 0x63:  # CRG: Xcrg, Ycrg per component
+        return n == 4 * csiz
+    return n > 0
+
+
+def _j2k_header(cs: bytes, pos: int, end: int, stop: frozenset[int],
+                allowed: frozenset[int], csiz: int,
+                where: str) -> tuple[list[bytes], int, int, list[str]]:
+    """Walk the marker segments of a main or tile-part header from ``pos`` to the first
+    marker in ``stop`` (before ``end``); return the kept segments, where it stopped, the
+    bytes dropped and the names of the removed segments (COM). Unknown or misplaced
+    segments are refused."""
+    kept: list[bytes] = []
     removed: list[str] = []
-    pos = 2
-    has_tlm = False
-    # main header: marker segments up to the first SOT
+    dropped = 0
     while True:
-        if pos + 2 > n or cs[pos] != 0xFF:
-            raise InputError(f"corrupt JPEG 2000: expected a marker at byte {pos}")
+        if pos + 2 > end or cs[pos] != 0xFF:
+            raise InputError(f"corrupt JPEG 2000 {where} at byte {pos}: expected a marker")
         marker = cs[pos + 1]
-        if marker == J2K_SOT:
-            break
-        if marker == J2K_EOC:
-            raise InputError("JPEG 2000 codestream without tiles")
-        _, end = _segment(cs, pos)
+        if marker in stop:
+            return kept, pos, dropped, removed
+        if marker != J2K_COM and marker not in allowed:
+            raise InputError(f"JPEG 2000 {where} with a reserved, unknown or misplaced marker "
+                             f"segment FF{marker:02X} at byte {pos}")
+        _, seg_end = _segment(cs, pos)
+        if seg_end > end:
+            raise InputError(f"JPEG 2000 marker segment at byte {pos} runs out of its {where}")
         if marker == J2K_COM:
             removed.append("J2K COM")
+            dropped += seg_end - pos
+        elif not _j2k_fields_ok(marker, cs[pos + 4:seg_end], csiz):
+            raise InputError(f"JPEG 2000 marker segment FF{marker:02X} at byte {pos} is not as "
+                             f"long as its fields (extra or missing bytes)")
         else:
-            has_tlm |= marker == J2K_TLM
-            out.append(cs[pos:end])
-        pos = end
+            kept.append(cs[pos:seg_end])
+        pos = seg_end
+
+
+def _strip_j2k(cs: bytes) -> tuple[bytes, list[str]]:
+    """Check the marker segments of a J2K codestream, removing COM (FF64) from the main
+    and tile-part headers; segments 15444-1/-2/-15 do not define are refused."""
+    if cs[:4] != b"\xff\x4f\xff\x51" or len(cs) < 4 + 38:
+        raise InputError("corrupt JPEG 2000: no SOC followed by SIZ")
+    csiz = struct.unpack_from(">H", cs, 4 + 36)[0]
+    kept, pos, _, removed = _j2k_header(cs, 2, len(cs), frozenset({J2K_SOT, J2K_EOC}),
+                                        _J2K_MAIN, csiz, "main header")
+    if cs[pos + 1] == J2K_EOC:
+        raise InputError("JPEG 2000 codestream without tiles")
+    has_tlm = any(seg[1] == J2K_TLM for seg in kept)
+    out = [cs[:2], *kept]
+    n = len(cs)
     # tile parts: SOT (Psot gives the tile-part length), header segments, SOD, data
     while pos < n:
         if cs[pos:pos + 2] == b"\xff\xd9":
@@ -309,27 +412,16 @@ def _strip_j2k(cs: bytes) -> tuple[bytes, list[str]]:
                 tail = b""
             out.append(cs[pos:pos + 2] + tail)
             break
-        if cs[pos:pos + 2] != b"\xff\x90" or pos + 12 > n:
-            raise InputError(f"corrupt JPEG 2000: expected SOT at byte {pos}")
+        if cs[pos:pos + 4] != b"\xff\x90\x00\x0a" or pos + 12 > n:
+            raise InputError(f"corrupt JPEG 2000: expected SOT (length 10) at byte {pos}")
         (psot,) = struct.unpack_from(">I", cs, pos + 6)
         part_end = n if psot == 0 else pos + psot
         if part_end > n or (psot and psot < 14):
             raise InputError(f"truncated JPEG 2000: tile-part length {psot} at byte {pos}")
-        hpos = pos + 12
-        header: list[bytes] = []
-        dropped = 0
-        while True:
-            if hpos + 2 > part_end or cs[hpos] != 0xFF:
-                raise InputError(f"corrupt JPEG 2000 tile-part header at byte {hpos}")
-            if cs[hpos + 1] == J2K_SOD:
-                break
-            _, end = _segment(cs, hpos)
-            if cs[hpos + 1] == J2K_COM:
-                dropped += end - hpos
-                removed.append("J2K COM")
-            else:
-                header.append(cs[hpos:end])
-            hpos = end
+        header, hpos, dropped, names = _j2k_header(cs, pos + 12, part_end,
+                                                   frozenset({J2K_SOD}), _J2K_TILE, csiz,
+                                                   "tile-part header")
+        removed.extend(names)
         if dropped and has_tlm:
             raise InputError("JPEG 2000 tile-part COM with a TLM index: cannot remove safely")
         if psot == 0:
@@ -352,8 +444,152 @@ def _strip_j2k(cs: bytes) -> tuple[bytes, list[str]]:
     return b"".join(out), removed
 
 
+def _box_name(box: bytes) -> str:
+    """A box type for the report: named only when it is a known one (never echo text)."""
+    return f"{box.decode().strip()} box" if box in _JP2_NAMED else "unknown box"
+
+
+def _box(box: bytes, content: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(content)) + box + content
+
+
+def _sub_boxes(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    """(type, content) of the boxes that exactly fill ``data`` (a super-box's content)."""
+    boxes, pos, n = [], 0, len(data)
+    while pos < n:
+        if pos + 8 > n:
+            raise InputError(f"JP2 {where} box ends inside a box header")
+        length, box = struct.unpack_from(">I", data, pos)[0], data[pos + 4:pos + 8]
+        head = 8
+        if length == 1 and pos + 16 <= n:
+            length, head = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        if length < head or pos + length > n:
+            raise InputError(f"JP2 box inside {where} at byte {pos} has a wrong length")
+        boxes.append((box, data[pos + head:pos + length]))
+        pos += length
+    return boxes
+
+
+def _pclr_ok(p: bytes) -> bool:
+    """Palette: NE, NPC, B_i, then NE entries of NPC values of ceil(B_i/8) bytes."""
+    if len(p) < 3:
+        return False
+    ne, npc = struct.unpack_from(">HB", p)
+    if len(p) < 3 + npc:
+        return False
+    width = sum(((b & 0x7F) + 8) // 8 for b in p[3:3 + npc])
+    return len(p) == 3 + npc + ne * width
+
+
+def _colr(p: bytes) -> tuple[bytes, list[str]]:
+    """Check a colour specification box; blank the text of an ICC profile (METH 2, 3)."""
+    if len(p) < 3:
+        raise InputError("JP2 colr box shorter than its fields")
+    if p[0] == 1:
+        if len(p) != 7:
+            raise InputError("JP2 colr box (enumerated) is not as long as its fields")
+        return p, []
+    if p[0] not in (2, 3):
+        raise InputError(f"JP2 colr box with method {p[0]}: it cannot be checked")
+    try:
+        icc, names = blank_text(p[3:])
+    except ICCProfileError as exc:
+        raise InputError(f"JP2 colr box: {exc.reason}") from None
+    return p[:3] + icc, [f"JP2 colr {name}" for name in names]
+
+
+def _res(p: bytes) -> tuple[bytes, list[str]]:
+    """Resolution super-box: resc and resd (10 bytes each) kept, anything else removed."""
+    out, removed = [], []
+    for box, content in _sub_boxes(p, "res "):
+        if box not in (b"resc", b"resd"):
+            removed.append(f"JP2 res {_box_name(box)}")
+        elif len(content) != 10:
+            raise InputError("JP2 resolution box is not as long as its fields")
+        else:
+            out.append(_box(box, content))
+    return b"".join(out), removed
+
+
+_JP2H_FIXED = (b"ihdr", b"bpcc", b"pclr", b"cmap", b"cdef")
+
+
+def _jp2h_box_ok(box: bytes, c: bytes, nc: int) -> bool:
+    """Whether an ihdr, bpcc, pclr, cmap or cdef box is exactly as long as its fields
+    (``nc``: the number of components ihdr gives)."""
+    if box == b"ihdr":
+        return len(c) == 14
+    if box == b"bpcc":
+        return len(c) == nc
+    if box == b"pclr":
+        return _pclr_ok(c)
+    if box == b"cmap":  # CMP, MTYP, PCOL per channel
+        return len(c) > 0 and len(c) % 4 == 0
+    return len(c) >= 2 and len(c) == 2 + 6 * struct.unpack_from(">H", c)[0]  # cdef
+
+
+def _jp2h(p: bytes) -> tuple[bytes, list[str]]:
+    """Rebuild the JP2 header super-box keeping only ihdr, bpcc, colr, pclr, cmap, cdef
+    and res (checked against their fields); anything else is removed."""
+    boxes = _sub_boxes(p, "jp2h")
+    if not boxes or boxes[0][0] != b"ihdr" or len(boxes[0][1]) != 14:
+        raise InputError("JP2 header box does not start with a 14-byte ihdr box")
+    nc = struct.unpack_from(">H", boxes[0][1], 8)[0]
+    out, removed = [], []
+    for box, content in boxes:
+        names: list[str] = []
+        if box == b"colr":
+            content, names = _colr(content)
+        elif box == b"res ":
+            content, names = _res(content)
+            if not content:  # (a resolution box holds at least one of resc, resd)
+                removed.extend(names)
+                continue
+        elif box not in _JP2H_FIXED:
+            removed.append(f"JP2 jp2h {_box_name(box)}")
+            continue
+        elif not _jp2h_box_ok(box, content, nc):
+            raise InputError(f"JP2 {box.decode()} box is not as long as its fields")
+        removed.extend(names)
+        out.append(_box(box, content))
+    return b"".join(out), removed
+
+
+def _ftyp(p: bytes) -> tuple[bytes, list[str]]:
+    """File type box: a known brand; unknown compatibility entries and a minor version
+    other than 0 (four free bytes each) are removed."""
+    if len(p) < 8 or len(p) % 4 or p[:4] not in _JP2_BRANDS:
+        raise InputError("JP2 file type box with an unknown brand or a wrong length")
+    entries = [p[i:i + 4] for i in range(8, len(p), 4)]
+    known = [e for e in entries if e in _JP2_BRANDS]
+    removed = ["JP2 ftyp unknown compatibility entries"] if len(known) < len(entries) else []
+    if p[4:8] != b"\0\0\0\0":
+        removed.append("JP2 ftyp minor version")
+    return (p[:4] + b"\0\0\0\0" + b"".join(known), removed) if removed else (p, [])
+
+
+def _rreq(p: bytes) -> tuple[bytes, list[str]]:
+    """Reader requirements box: checked against its fields; vendor features (16-byte
+    UUIDs of vendor boxes, which are removed) are dropped."""
+    bad = InputError("JP2 reader requirements box is not as long as its fields")
+    ml = p[0] if p else 0
+    pos = 1 + 2 * ml  # ML, FUAM, DCM
+    if ml == 0 or len(p) < pos + 2:
+        raise bad
+    pos += 2 + struct.unpack_from(">H", p, pos)[0] * (2 + ml)  # NSF, (SF, SM) x NSF
+    if len(p) < pos + 2:
+        raise bad
+    nvf = struct.unpack_from(">H", p, pos)[0]  # NVF, (VF, VM) x NVF
+    if len(p) != pos + 2 + nvf * (16 + ml):
+        raise bad
+    if not nvf:
+        return p, []
+    return p[:pos] + b"\0\0", ["JP2 rreq vendor features"]
+
+
 def _strip_jp2(data: bytes) -> tuple[bytes, list[str]]:
-    """Remove metadata boxes of a JP2 file and COM segments of its codestream."""
+    """Remove metadata boxes of a JP2 file and COM segments of its codestream; rebuild
+    the JP2 header box with the boxes that describe the image only."""
     out: list[bytes] = []
     removed: list[str] = []
     pos, n = 0, len(data)
@@ -373,23 +609,26 @@ def _strip_jp2(data: bytes) -> tuple[bytes, list[str]]:
             length = n - pos
         if length < head or pos + length > n:
             raise InputError(f"JP2 box at byte {pos} runs past the end")
-        if box == b"jp2c":
-            cs, names = _strip_j2k(data[pos + head:pos + length])
-            removed.extend(names)
-            if names:
-                out.append(struct.pack(">I", 8 + len(cs)) + box + cs)
-            else:
-                out.append(data[pos:pos + length])
-        elif box in _JP2_KEEP:
-            out.append(data[pos:pos + length])
+        content = data[pos + head:pos + length]
+        names: list[str] = []
+        if box in _JP2_CHECKED:
+            new, names = _JP2_CHECKED[box](content)
+        elif box == b"jP  " and content == b"\r\n\x87\n":
+            new = content
         elif box in _JP2_DROP:
             removed.append(f"JP2 {box.decode().strip()} box")
         else:
-            raise InputError(f"JP2 file with an unknown box type at byte {pos}")
+            raise InputError(f"JP2 file with an unknown or malformed box at byte {pos}")
+        removed.extend(names)
+        if box not in _JP2_DROP:
+            out.append(_box(box, new) if names else data[pos:pos + length])
         pos += length
     if not removed:
         return data, []
     return b"".join(out), removed
+
+
+_JP2_CHECKED = {b"jp2c": _strip_j2k, b"jp2h": _jp2h, b"ftyp": _ftyp, b"rreq": _rreq}
 
 
 def _items(buffer: bytes) -> list[bytes]:

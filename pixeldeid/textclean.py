@@ -507,9 +507,11 @@ def spellings(token: str) -> set[str]:
 def _encoded_forms(token: str, encodings: tuple[str, ...]) -> tuple[bytes, ...]:
     """:func:`spellings` of ``token`` in UTF-8 and in ``encodings``."""
     forms: set[bytes] = set()
+    utf16 = [c for c in encodings if c in ("utf-16-le", "utf-16-be")]
     for variant in spellings(token):
         if variant.isascii():
             forms.add(variant.encode("ascii"))
+            forms.update(variant.encode(c) for c in utf16)  # (searched in binary data)
             continue
         for codec in ("utf-8", *encodings):
             try:

@@ -14,9 +14,16 @@ inside a unit (emulation prevention in H.264/HEVC, the start code rules of MPEG-
   removed; reserved and system start codes (a program or transport stream) make the
   stream refused.
 
+Nothing may follow the end of a stream: bytes after an H.264 end of stream NAL unit
+(type 11), an HEVC end of bitstream NAL unit (type 37) or the MPEG-2 sequence_end_code
+(00 00 01 B7) are removed (zero bytes, stream padding, are left); further start codes
+there make the stream refused. End of sequence NAL units (H.264 10, HEVC 36) and access
+unit delimiters must be as short as their syntax (no room for text); otherwise refused.
+
 A stream that does not start like an elementary stream of its kind (an ISO BMFF/MP4
-container, an MPEG-2 transport or program stream, anything unrecognised) is refused:
-its container may hold identity (``udta`` boxes, titles) that is not checked here.
+container whatever its first box's size field, an MPEG-2 transport or program stream,
+anything unrecognised) is refused: its container may hold identity (``udta`` boxes,
+titles) that is not checked here.
 """
 
 from __future__ import annotations
@@ -45,17 +52,28 @@ _HEVC_DROP = {38: "HEVC filler data", 39: "HEVC prefix SEI", 40: "HEVC suffix SE
 _MPEG2_KEEP = frozenset({0x00, *range(0x01, 0xB0), 0xB3, 0xB4, 0xB5, 0xB7, 0xB8})
 _MPEG2_USER_DATA = 0xB2
 _SEQUENCE_HEADER = 0xB3
+_SEQUENCE_END = 0xB7
+# NAL unit types after which the stream ends (H.264 end of stream, HEVC end of bitstream)
+_END = {"h264": 11, "hevc": 37}
+# NAL unit types whose payload has a fixed size (beyond the NAL unit header): end of
+# sequence (none) and access unit delimiters (one byte: picture type and stop bit)
+_FIXED = {"h264": {9: 1, 10: 0}, "hevc": {35: 1, 36: 0}}
+# ISO BMFF box types that may come first in an MP4/MOV/3GP/fragmented file (ISO/IEC
+# 14496-12): a stream whose first box is one of them is a container
+_BMFF_FIRST = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide",
+                         b"pdin", b"moof", b"sidx", b"uuid", b"meta", b"emsg", b"prft",
+                         b"mfra", b"ssix"})
 
 
 def _start_codes(stream: bytes, what: str) -> list[int]:
     """Offsets of the start code prefixes 00 00 01; only zero bytes may come before the first."""
-    if stream[4:8] == b"ftyp":
+    first = stream.find(b"\0\0\1")
+    if stream[4:8] in _BMFF_FIRST or (first >= 0 and stream[first + 3:first + 7] in _BMFF_FIRST):
         raise InputError(f"{what} Pixel Data is an ISO BMFF (MP4/MOV) container, not an "
                          f"elementary stream: its boxes cannot be checked")
     if stream[:1] == b"\x47":
         raise InputError(f"{what} Pixel Data looks like an MPEG-2 transport stream, not an "
                          f"elementary stream: it cannot be checked")
-    first = stream.find(b"\0\0\1")
     if first < 0 or stream[:first].strip(b"\0"):
         raise InputError(f"{what} Pixel Data does not start like an elementary stream "
                          f"(no start code)")
@@ -67,11 +85,74 @@ def _start_codes(stream: bytes, what: str) -> list[int]:
     return starts
 
 
+def _classify(stream: bytes, kind: str, what: str, k: int, sc: int, end: int) -> tuple[str, str]:
+    """Classify the unit whose start code is at ``sc`` (payload up to ``end``, without the
+    zero bytes before the next start code): ``("keep", "")``, ``("drop", NAME)`` or
+    ``("end", "")`` for the unit that ends the stream; raise for one that cannot be checked."""
+    head = sc + 3
+    b0 = stream[head]
+    if kind == "mpeg2":
+        if k == 0 and b0 != _SEQUENCE_HEADER:
+            raise InputError("MPEG-2 video stream does not start with a sequence header "
+                             "(a program stream or another container?)")
+        if b0 == _MPEG2_USER_DATA:
+            return "drop", "MPEG-2 user data"
+        if b0 == _SEQUENCE_END:
+            return "end", ""
+        if b0 in _MPEG2_KEEP:
+            return "keep", ""
+        raise InputError(f"MPEG-2 video stream with reserved or system start code "
+                         f"{b0:02X} at byte {sc}: it cannot be checked")
+    hdr = 1 if kind == "h264" else 2
+    if b0 & 0x80 or head + hdr > end:
+        raise InputError(f"{what} stream: invalid NAL unit header at byte {sc}")
+    t = b0 & 0x1F if kind == "h264" else (b0 >> 1) & 0x3F
+    keep, drop = (_H264_KEEP, _H264_DROP) if kind == "h264" else (_HEVC_KEEP, _HEVC_DROP)
+    if t == _END[kind]:
+        return "end", ""
+    if t in _FIXED[kind] and end - head - hdr != _FIXED[kind][t]:
+        raise InputError(f"{what} stream: NAL unit type {t} at byte {sc} is not as long as "
+                         f"its syntax (extra bytes)")
+    if t in keep:
+        return "keep", ""
+    if t not in drop:
+        raise InputError(f"{what} stream: reserved or unspecified NAL unit type {t} "
+                         f"at byte {sc}: it cannot be checked")
+    return "drop", drop[t]
+
+
+def _end_cut(stream: bytes, kind: str, what: str, sc: int, last: bool) -> int | None:
+    """Where to cut the stream after its end unit at ``sc`` (``None``: nothing but zero
+    bytes follows); units after it are refused."""
+    if not last:
+        raise InputError(f"{what} stream: units after the end of stream at byte {sc}")
+    cut = sc + 3 + (2 if kind == "hevc" else 1)
+    return cut if stream[cut:].strip(b"\0") else None
+
+
 def strip_video_stream(stream: bytes, kind: str) -> tuple[bytes, list[str]]:
     """Remove SEI / filler NAL units (``"h264"``, ``"hevc"``) or user data (``"mpeg2"``).
 
-    Returns the stream (``stream`` itself when nothing was removed) and the names of
-    the removed units; raises :class:`InputError` for a stream that cannot be checked.
+    Parameters
+    ----------
+    stream : bytes
+        An Annex B byte stream (H.264, HEVC) or an MPEG-2 video elementary stream.
+    kind : str
+        ``"h264"``, ``"hevc"`` or ``"mpeg2"``.
+
+    Returns
+    -------
+    data : bytes
+        The stream, ``stream`` itself when nothing was removed.
+    removed : list of str
+        Names of the removed units, e.g. ``["H.264 SEI", "H.264 data after the end of
+        stream"]``.
+
+    Raises
+    ------
+    InputError
+        A container, a stream that does not start like one of its kind, reserved unit
+        types, units longer than their syntax, units after the end of stream.
     """
     what = {"h264": "H.264", "hevc": "HEVC", "mpeg2": "MPEG-2"}[kind]
     starts = _start_codes(stream, what)
@@ -82,34 +163,21 @@ def strip_video_stream(stream: bytes, kind: str) -> tuple[bytes, list[str]]:
     for k, sc in enumerate(starts):
         head = sc + 3
         nxt = starts[k + 1] if k + 1 < len(starts) else n
+        if head >= nxt:
+            raise InputError(f"{what} stream: empty unit at byte {sc}")
         end = nxt  # the unit without the zero bytes before the next start code
         while end > head + 1 and stream[end - 1] == 0:
             end -= 1
-        if head >= nxt:
-            raise InputError(f"{what} stream: empty unit at byte {sc}")
-        b0 = stream[head]
-        if kind == "mpeg2":
-            if k == 0 and b0 != _SEQUENCE_HEADER:
-                raise InputError("MPEG-2 video stream does not start with a sequence header "
-                                 "(a program stream or another container?)")
-            if b0 == _MPEG2_USER_DATA:
-                name = "MPEG-2 user data"
-            elif b0 in _MPEG2_KEEP:
-                continue
-            else:
-                raise InputError(f"MPEG-2 video stream with reserved or system start code "
-                                 f"{b0:02X} at byte {sc}: it cannot be checked")
-        else:
-            if b0 & 0x80 or (kind == "hevc" and head + 2 > nxt):
-                raise InputError(f"{what} stream: invalid NAL unit header at byte {sc}")
-            t = b0 & 0x1F if kind == "h264" else (b0 >> 1) & 0x3F
-            keep, drop = (_H264_KEEP, _H264_DROP) if kind == "h264" else (_HEVC_KEEP, _HEVC_DROP)
-            if t in keep:
-                continue
-            if t not in drop:
-                raise InputError(f"{what} stream: reserved or unspecified NAL unit type {t} "
-                                 f"at byte {sc}: it cannot be checked")
-            name = drop[t]
+        action, name = _classify(stream, kind, what, k, sc, end)
+        if action == "keep":
+            continue
+        if action == "end":
+            cut = _end_cut(stream, kind, what, sc, k + 1 == len(starts))
+            if cut is not None:
+                pieces.append(stream[cursor:cut])
+                cursor = n
+                removed.append(f"{what} data after the end of stream")
+            break
         # H.264/HEVC: the zero bytes before its start code go with it (a NAL unit never
         # ends with 00); MPEG-2 stuffing is left, a header may end with a zero byte
         lo, floor = sc, max(cursor, starts[k - 1] + 4 if k else 0)

@@ -570,3 +570,423 @@ def test_strip_video_keeps_encapsulation():
     out, removed = strip_video(pd, "1.2.840.10008.1.2.4.102.1")
     assert removed == ["video: H.264 SEI"] and LEAK not in out
     assert b"".join(generate_frames(out, number_of_frames=1)).rstrip(b"\0") == long
+
+
+# --- T.81 entropy-coded data: what an FF may be followed by ----------------------------
+
+U16 = "Zorbaxton ZQX88231".encode("utf-16-le")
+
+
+@pytest.mark.parametrize("hidden", [b"\xff\x41" + U16, U16 + b"\xff\x01\x00",
+                                    b"\xff\xff\xbf" + U16])
+def test_t81_scan_data_with_an_ff_that_is_no_marker_is_refused(hidden):
+    jpeg = _jfif()
+    data = jpeg[:-2] + hidden + b"\xff\xd9"  # between the last scan and EOI
+    with pytest.raises(InputError, match="entropy-coded data holds FF") as exc:
+        strip_jpeg_metadata(data)
+    assert "Zorb" not in exc.value.reason
+    # inside the scan too (a restart interval's data), in a progressive frame
+    buf = io.BytesIO()
+    Image.fromarray(_image(64, 64, seed=4)).save(buf, "JPEG", progressive=True,
+                                                  restart_marker_blocks=2)
+    prog = buf.getvalue()
+    rst = prog.index(b"\xff\xd0")
+    with pytest.raises(InputError, match="entropy-coded data"):
+        strip_jpeg_metadata(prog[:rst] + hidden + prog[rst:])
+
+
+def test_bytes_without_ff_before_eoi_cannot_be_told_from_scan_data():
+    """The documented limit: text without FF between the last MCU and EOI reads as
+    entropy-coded data (only decoding could find the last MCU's end); it is copied and
+    left to the caller's residual search of the compressed data."""
+    jpeg = _jfif()
+    data = jpeg[:-2] + U16 + b"\xff\xd9"
+    assert strip_jpeg_metadata(data) == (data, [])
+
+
+def test_jpeg_ls_bit_stuffing_is_still_scan_data_and_ls_does_not_mix_with_t81():
+    img = _image(48, 64, seed=9)
+    jls = imagecodecs.jpegls_encode(img, level=3)
+    assert any(jls[i] == 0xFF and 0 < jls[i + 1] < 0x80 for i in range(len(jls) - 1))
+    out, _ = strip_jpeg_metadata(jls)
+    np.testing.assert_array_equal(imagecodecs.jpegls_decode(out), imagecodecs.jpegls_decode(jls))
+    # a T.81 frame header next to SOF55 (to have FF xx pass as "bit stuffing"): refused
+    sof0 = _segment(0xFFC0, b"\x08\x00\x10\x00\x10\x01\x01\x11\x00")
+    with pytest.raises(InputError, match="mixes JPEG-LS and T.81"):
+        strip_jpeg_metadata(_insert_after_soi(jls, sof0))
+
+
+# --- retired T.81 processes: extended, arithmetic, hierarchical -------------------------
+
+APP_COM = (_segment(0xFFE1, b"Exif\0\0Artist Lockhart"), _segment(0xFFFE, b"COM Blackwood"))
+
+
+def _markers(data: bytes) -> list[int]:
+    """Marker codes of a T.81 stream, scan data skipped (for hand-made structures)."""
+    out, pos = [], 2
+    while pos < len(data):
+        m = data[pos + 1]
+        out.append(m)
+        if m == 0xD9:
+            break
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        pos += 2 + length
+        if m == 0xDA:
+            while not (data[pos] == 0xFF and data[pos + 1] not in (0, *range(0xD0, 0xD8))):
+                pos += 1
+    return out
+
+
+def _between_scans(data: bytes, *segments: bytes) -> bytes:
+    second = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
+    return data[:second] + b"".join(segments) + data[second:]
+
+
+def test_extended_12_bit_sof1_is_stripped():
+    img = _image(40, 56, dtype=np.uint16, top=4095)
+    enc = imagecodecs.jpeg8_encode(img, bitspersample=12, level=95)
+    assert b"\xff\xc1" in enc
+    out, removed = strip_jpeg_metadata(_insert_after_soi(enc, *APP_COM))
+    assert removed == ["APP1 Exif", "COM"] and out == enc
+    np.testing.assert_array_equal(imagecodecs.jpeg8_decode(out), imagecodecs.jpeg8_decode(enc))
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_arithmetic_coded_frames_sof9_sof10_with_dac_are_stripped(progressive, tmp_path):
+    jpeglib = pytest.importorskip("jpeglib")
+    rgb = np.stack([_image(48, 64, seed=s) for s in range(3)], -1)
+    flags = ["+ARITH_CODE"] + (["+PROGRESSIVE_MODE"] if progressive else [])
+    with jpeglib.version("9e"):
+        jpeglib.from_spatial(rgb).write_spatial(str(tmp_path / "a.jpg"), qt=90, flags=flags)
+    enc = (tmp_path / "a.jpg").read_bytes()
+    sof = 0xCA if progressive else 0xC9
+    assert sof in _markers(enc) and 0xCC in _markers(enc)  # SOFn and DAC
+    data = _insert_after_soi(enc, *APP_COM)
+    if progressive:
+        data = _between_scans(data, _segment(0xFFEF, b"APP15 Pettigrew"), APP_COM[1])
+    out, removed = strip_jpeg_metadata(data)
+    assert "COM" in removed and "APP1 Exif" in removed and out == enc
+    assert b"Lockhart" not in out and b"Blackwood" not in out and b"Pettigrew" not in out
+    np.testing.assert_array_equal(_pil(out), _pil(enc))
+
+
+def _hierarchical(*between: bytes, data: bytes | None = None) -> tuple[bytes, bytes]:
+    """A two-frame hierarchical JPEG (T.81 Annex J): DHP, an extended (SOF1) frame, then
+    EXP and a differential (SOF5) frame whose differences are all zero, so it decodes to
+    the first frame. Returns it and the baseline JPEG it was made from."""
+    buf = io.BytesIO()
+    Image.fromarray(_image(32, 48, seed=6)).save(buf, "JPEG", quality=90)
+    base = buf.getvalue()  # standard Huffman tables: DC category 0 "00", EOB "1010"
+    sof = base.index(b"\xff\xc0")
+    (length,) = struct.unpack_from(">H", base, sof + 2)
+    frame = base[sof + 4:sof + 2 + length]
+    dhp = _segment(0xFFDE, frame[:8] + b"\0")
+    scan = data if data is not None else bytes([0x28, 0xA2, 0x8A]) * 6  # 24 x "001010"
+    second = (_segment(0xFFDF, b"\x00") + _segment(0xFFC5, frame)
+              + _segment(0xFFDA, b"\x01\x01\x00\x00\x3f\x00") + scan)
+    h = (b"\xff\xd8" + dhp + base[2:sof] + b"\xff\xc1" + base[sof + 2:-2] + b"".join(between)
+         + second + b"\xff\xd9")
+    return h, base
+
+
+def test_hierarchical_frames_are_stripped_between_frames_too():
+    clean, base = _hierarchical()
+    assert _markers(clean)[:1] == [0xDE] and 0xDF in _markers(clean) and 0xC5 in _markers(clean)
+    data, _ = _hierarchical(*APP_COM)
+    data = _insert_after_soi(data, _segment(0xFFE2, b"ICC_PROFILE\0\1\1desc Quixmore"))
+    out, removed = strip_jpeg_metadata(data)
+    assert removed == ["APP2 ICC_PROFILE", "APP1 Exif", "COM"] and out == clean
+    libjpeg = pytest.importorskip("libjpeg")  # (pylibjpeg-libjpeg decodes Annex J)
+    np.testing.assert_array_equal(libjpeg.decode(out), libjpeg.decode(base))
+    np.testing.assert_array_equal(libjpeg.decode(out), libjpeg.decode(data))
+
+
+@pytest.mark.parametrize("first,second", [
+    (0xC2, 0xC6),  # progressive, differential progressive (Huffman)
+    (0xC3, 0xC7),  # lossless, differential lossless (Huffman)
+    (0xC9, 0xCD),  # arithmetic sequential, differential sequential
+    (0xCA, 0xCE),  # arithmetic progressive, differential progressive
+    (0xCB, 0xCF),  # arithmetic lossless, differential lossless
+])
+def test_every_hierarchical_and_arithmetic_frame_kind_is_walked(first, second):
+    """Hand-made marker structures (no decoder in the venv writes them): every APPn and
+    COM is removed wherever it sits, every other segment is copied."""
+    frame = b"\x08\x00\x08\x00\x08\x01\x01\x11\x00"
+    dac = _segment(0xFFCC, b"\x00\x10\x10\x05")
+    scan = _segment(0xFFDA, b"\x01\x01\x00\x00\x3f\x00") + b"\x12\x34\xff\x00\x56"
+    clean = (b"\xff\xd8" + _segment(0xFFDE, frame) + dac + _segment(0xFFC0 | first, frame)
+             + scan + _segment(0xFFDF, b"\x11") + _segment(0xFFC0 | second, frame) + scan
+             + b"\xff\xd9")
+    assert strip_jpeg_metadata(clean) == (clean, [])
+    dirty = clean.replace(scan + _segment(0xFFDF, b"\x11"),
+                          scan + APP_COM[0] + _segment(0xFFDF, b"\x11") + APP_COM[1])
+    dirty = _insert_after_soi(dirty, _segment(0xFFED, b"Photoshop 3.0\0Huxtable"))
+    out, removed = strip_jpeg_metadata(dirty)
+    assert out == clean and removed == ["APP13 Photoshop 3.0", "APP1 Exif", "COM"]
+
+
+@pytest.mark.parametrize("segment", [
+    _segment(0xFFCC, b"\x04\x10"),              # DAC table number 4
+    _segment(0xFFCC, b"\x00\x01"),              # DC conditioning U < L
+    _segment(0xFFCC, b"\x10\x40"),              # AC Kx 64
+    _segment(0xFFCC, b"\x00\x10" * 9),          # more tables than T.81 has
+    _segment(0xFFDF, b"\x22"),                  # EXP factor 2
+    _segment(0xFFDE, b"\x08\x00\x08\x00\x08\x01\x01\x11\x00" + LEAK),  # DHP with extra bytes
+])
+def test_arithmetic_and_hierarchical_segments_with_free_bytes_are_refused(segment):
+    with pytest.raises(InputError, match="not as long as its fields"):
+        strip_jpeg_metadata(_after_app0(_jfif(), segment))
+
+
+def test_audit_progressive_frame_of_retired_syntaxes_is_stripped():
+    """The frame of the audit's retired transfer syntax repro (.52/.55/.65 route here)."""
+    im = Image.new("L", (1, 1))
+    exif = im.getexif()
+    exif[0x010E] = "MRN 4821 DOB 11 Mar 1947"
+    exif[0x9C9F] = "Kim Min".encode("utf-16-le")
+    buf = io.BytesIO()
+    Image.fromarray(_image(64, 64)).save(buf, "JPEG", quality=90, progressive=True,
+                                         exif=exif.tobytes())
+    data = _insert_after_soi(buf.getvalue(), _segment(0xFFFE, b"COM: MRN 4821"))
+    out, removed = strip_jpeg_metadata(data)
+    assert removed == ["COM", "APP1 Exif"]
+    assert b"4821" not in out and "Kim".encode("utf-16-le") not in out
+    np.testing.assert_array_equal(_pil(out), _pil(data))
+
+
+# --- JPEG 2000: only the marker segments of 15444-1/-2/-15 -----------------------------
+
+
+def _j2k(img=None) -> bytes:
+    img = _image(32, 40) if img is None else img
+    return imagecodecs.jpeg2k_encode(img, codecformat="J2K", level=0)
+
+
+def _after_siz(cs: bytes, *segments: bytes) -> bytes:
+    siz_end = 4 + struct.unpack(">H", cs[4:6])[0]
+    return cs[:siz_end] + b"".join(segments) + cs[siz_end:]
+
+
+def _in_tile_part(cs: bytes, *segments: bytes) -> bytes:
+    sot = cs.index(b"\xff\x90")
+    extra = b"".join(segments)
+    (psot,) = struct.unpack_from(">I", cs, sot + 6)
+    return (cs[:sot + 6] + struct.pack(">I", psot + len(extra) if psot else 0)
+            + cs[sot + 10:sot + 12] + extra + cs[sot + 12:])
+
+
+@pytest.mark.parametrize("marker", [0xFF6F, 0xFF65, 0xFF68, 0xFF7A, 0xFF5B, 0xFF54])
+def test_j2k_unknown_or_reserved_marker_segments_are_refused(marker):
+    text = LEAK + "Zorbaxton ZQX88231".encode("utf-16-le")
+    cs = _j2k()
+    for data in (_after_siz(cs, _segment(marker, text)), _in_tile_part(cs, _segment(marker, text))):
+        with pytest.raises(InputError, match=f"FF{marker & 0xFF:02X}") as exc:
+            strip_jpeg_metadata(data)
+        assert "ZQX" not in exc.value.reason
+    # the audit's case decodes to the same pixels: the marker would otherwise pass
+    np.testing.assert_array_equal(imagecodecs.jpeg2k_decode(_after_siz(cs, _segment(marker, text))),
+                                  imagecodecs.jpeg2k_decode(cs))
+
+
+def test_j2k_misplaced_and_overlong_segments_are_refused():
+    cs = _j2k()
+    plt = _segment(0xFF58, b"\x00\x05")
+    with pytest.raises(InputError, match="misplaced"):
+        strip_jpeg_metadata(_after_siz(cs, plt))  # PLT belongs to tile-part headers
+    siz = cs[2:4 + struct.unpack(">H", cs[4:6])[0]]
+    with pytest.raises(InputError, match="misplaced"):
+        strip_jpeg_metadata(_in_tile_part(cs, siz))  # SIZ only in the main header
+    for marker in (0xFF52, 0xFF51):  # COD, SIZ with text after their fields
+        pos = cs.index(struct.pack(">H", marker))
+        (length,) = struct.unpack_from(">H", cs, pos + 2)
+        grown = (cs[:pos + 2] + struct.pack(">H", length + len(LEAK))
+                 + cs[pos + 4:pos + 2 + length] + LEAK + cs[pos + 2 + length:])
+        with pytest.raises(InputError, match="not as long as its fields"):
+            strip_jpeg_metadata(grown)
+    sot = cs.index(b"\xff\x90")
+    with pytest.raises(InputError, match="SOT"):
+        strip_jpeg_metadata(cs[:sot + 2] + b"\x00\x0c" + cs[sot + 4:])
+    with pytest.raises(InputError, match="SIZ"):
+        strip_jpeg_metadata(cs[:2] + _segment(0xFF64, b"\0\1x") + cs[2:])
+
+
+def test_j2k_part2_and_part15_segments_are_kept():
+    img = _image(32, 40, dtype=np.uint16, top=4095)
+    ht = imagecodecs.htj2k_encode(img)
+    assert b"\xff\x50" in ht[:80]  # CAP
+    out, removed = strip_jpeg_metadata(ht)
+    assert all(r == "J2K COM" for r in removed)
+    np.testing.assert_array_equal(imagecodecs.htj2k_decode(out), img)
+    cs, _ = strip_jpeg_metadata(_j2k())
+    # Part 2 segments are copied (structure only: these are not decodable here)
+    for marker in (0xFF70, 0xFF71, 0xFF72, 0xFF73, 0xFF74, 0xFF75, 0xFF76, 0xFF77, 0xFF79):
+        data = _in_tile_part(_after_siz(cs, _segment(marker, b"\x00\x01")),
+                             _segment(marker, b"\x00\x01"))
+        assert strip_jpeg_metadata(data) == (data, [])
+    data = _after_siz(cs, _segment(0xFF78, b"\x00\x01\x07"), _segment(0xFF56, b"\x00\x01"))
+    assert strip_jpeg_metadata(data) == (data, [])
+
+
+# --- JP2: the JP2 header box is rebuilt ------------------------------------------------
+
+
+def _box(t: bytes, p: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(p)) + t + p
+
+
+def _jp2_boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 0
+    while pos + 8 <= len(data):
+        (length,), t = struct.unpack_from(">I", data, pos), data[pos + 4:pos + 8]
+        out.append((t, data[pos + 8:pos + length]))
+        pos += length
+    return out
+
+
+def _with_jp2h(jp2: bytes, *extra: bytes, colr: bytes | None = None) -> bytes:
+    q = jp2.find(b"jp2h") - 4
+    (length,) = struct.unpack_from(">I", jp2, q)
+    inner = _jp2_boxes(jp2[q + 8:q + length])
+    body = b"".join(_box(t, colr if (t == b"colr" and colr is not None) else p) for t, p in inner)
+    return jp2[:q] + _box(b"jp2h", body + b"".join(extra)) + jp2[q + length:]
+
+
+def test_jp2h_nested_boxes_are_removed_and_lengths_rebuilt():
+    img = _image(48, 64)
+    jp2 = imagecodecs.jpeg2k_encode(img, codecformat="JP2", level=0)
+    clean, _ = strip_jpeg_metadata(jp2)
+    text = "Zorbaxton ZQX88231".encode("utf-16-le")
+    resc, resd = (_box(t, b"\0\x48\0\x01\0\x48\0\x01\0\0") for t in (b"resc", b"resd"))
+    res = _box(b"res ", resc + _box(b"xml ", text) + resd)
+    data = _with_jp2h(jp2, _box(b"xml ", text), _box(b"Zorb", text), res,
+                      _box(b"uuid", bytes(16) + text))
+    np.testing.assert_array_equal(imagecodecs.jpeg2k_decode(data), img)  # a valid file
+    out, removed = strip_jpeg_metadata(data)
+    assert removed[:4] == ["JP2 jp2h xml box", "JP2 jp2h unknown box", "JP2 res xml box",
+                           "JP2 jp2h uuid box"]
+    assert text not in out and "Zorb" not in " ".join(removed)
+    boxes = _jp2_boxes(out)
+    assert [t for t, _ in boxes] == [b"jP  ", b"ftyp", b"jp2h", b"jp2c"]
+    header = dict(_jp2_boxes(boxes[2][1]))
+    assert list(header) == [b"ihdr", b"colr", b"res "]
+    assert [t for t, _ in _jp2_boxes(header[b"res "])] == [b"resc", b"resd"]
+    assert sum(8 + len(p) for _, p in boxes) == len(out)
+    np.testing.assert_array_equal(imagecodecs.jpeg2k_decode(out), img)
+    assert strip_jpeg_metadata(out) == (out, [])
+    assert out == _with_jp2h(clean, _box(b"res ", resc + resd))
+
+
+def test_jp2_colr_icc_profile_text_is_blanked():
+    rgb = np.stack([_image(32, 48, seed=s) for s in range(3)], -1)
+    jp2 = imagecodecs.jpeg2k_encode(rgb, codecformat="JP2", level=0)
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    off, size = struct.unpack_from(">II", icc, 132 + 4)  # desc: mluc "sRGB built-in"
+    name = "Zorbaxton".encode("utf-16-be")
+    icc[off + 28:off + 28 + len(name)] = name
+    data = _with_jp2h(jp2, colr=b"\x02\x00\x00" + bytes(icc))
+    assert name in data
+    out, removed = strip_jpeg_metadata(data)
+    assert "JP2 colr ICC desc text" in removed and name not in out
+    assert len(out) == len(strip_jpeg_metadata(jp2)[0]) + len(icc) - 4  # colr: 7 -> 3 + ICC
+    np.testing.assert_array_equal(imagecodecs.jpeg2k_decode(out), imagecodecs.jpeg2k_decode(data))
+    with pytest.raises(InputError, match="JP2 colr box: ICC profile"):
+        strip_jpeg_metadata(_with_jp2h(jp2, colr=b"\x02\x00\x00" + bytes(icc[:-8])))
+    with pytest.raises(InputError, match="method 4"):
+        strip_jpeg_metadata(_with_jp2h(jp2, colr=b"\x04\x00\x00" + bytes(16) + LEAK))
+    with pytest.raises(InputError, match="enumerated"):
+        strip_jpeg_metadata(_with_jp2h(jp2, colr=b"\x01\x00\x00\x00\x00\x00\x10" + LEAK))
+
+
+def test_jp2_ftyp_rreq_and_header_boxes_are_checked():
+    jp2 = imagecodecs.jpeg2k_encode(_image(32, 32), codecformat="JP2", level=0)
+    clean, _ = strip_jpeg_metadata(jp2)
+    ftyp = _box(b"ftyp", b"jp2 \0\0\0\0jp2 ")
+    assert ftyp in clean
+    out, removed = strip_jpeg_metadata(clean.replace(ftyp, _box(b"ftyp", b"jp2 4821jp2 ZorbQuil")))
+    assert removed == ["JP2 ftyp unknown compatibility entries", "JP2 ftyp minor version"]
+    assert out == clean
+    rreq = _box(b"rreq", b"\x01\x80\x80\x00\x01\x00\x05\x80\x00\x01" + LEAK[:12] + b"Zorb\x80")
+    out, removed = strip_jpeg_metadata(clean.replace(ftyp, ftyp + rreq))
+    assert removed == ["JP2 rreq vendor features"] and b"Zorb" not in out
+    no_vendor = _box(b"rreq", b"\x01\x80\x80\x00\x01\x00\x05\x80\x00\x00")
+    assert out == clean.replace(ftyp, ftyp + no_vendor)
+    # the other image description boxes are kept when their fields fill them exactly
+    pclr = _box(b"pclr", struct.pack(">HB", 2, 1) + b"\x07" + b"\x00\xff")
+    described = _with_jp2h(clean, _box(b"bpcc", b"\x07"), pclr,
+                           _box(b"cmap", b"\0\0\1\0"), _box(b"cdef", b"\0\1\0\0\0\0\0\1"))
+    assert strip_jpeg_metadata(described) == (described, [])
+    bad = [clean.replace(ftyp, _box(b"ftyp", b"Zorb\0\0\0\0jp2 ")),          # brand
+           _with_jp2h(clean, _box(b"pclr", pclr[8:] + b"Z")),                  # pclr one long
+           _with_jp2h(clean, _box(b"cdef", b"\0\1\0\0\0\0\0\1Zorb")),
+           clean.replace(ftyp, ftyp + _box(b"rreq", b"\x01\x80\x80\x00\x00\x00\x00" + LEAK)),
+           clean.replace(b"colr", b"bpcc"),                                    # bpcc of 7 for NC 1
+           _with_jp2h(clean, _box(b"cmap", b"\0\0\1")),                        # cmap not 4 x n
+           ]
+    q = clean.find(b"jp2h") - 4
+    (length,) = struct.unpack_from(">I", clean, q)
+    inner = _jp2_boxes(clean[q + 8:q + length])
+    bad.append(clean[:q] + _box(b"jp2h", _box(*inner[1]) + _box(*inner[0])) + clean[q + length:])
+    for data in bad:
+        with pytest.raises(InputError, match="reader requirements|brand|as long as|ihdr") as exc:
+            strip_jpeg_metadata(data)
+        assert "Zorb" not in exc.value.reason and "ZQX" not in exc.value.reason
+
+
+# --- video: end of stream, containers --------------------------------------------------
+
+EOS_TEXT = "Zorbaxton^Quilleran ZQX88231".encode("utf-16-le")
+
+
+@pytest.mark.parametrize("kind,units,end", [
+    ("h264", [_nal("h264", 7, b"\x64\x00\x1f"), _nal("h264", 5, b"\x88\x84\x21")],
+     b"\0\0\0\1\x0b"),
+    ("hevc", [_nal("hevc", 32, b"\x0c\x01"), _nal("hevc", 19, b"\xaf\x00\x80")],
+     b"\0\0\0\1" + struct.pack(">H", 37 << 9 | 1)),
+    ("mpeg2", [b"\0\0\1\xb3\x01\x00\x10\x13\xff\xff\xe0\x18", b"\0\0\1\x00\x00\x0f\xff\xf8",
+               b"\0\0\1\x01\x12\x34\x56"], b"\0\0\1\xb7"),
+])
+def test_video_bytes_after_the_end_of_stream_are_removed(kind, units, end):
+    from pixeldeid.videostreams import strip_video_stream
+
+    clean = b"".join(units) + end
+    assert strip_video_stream(clean, kind) == (clean, [])
+    assert strip_video_stream(clean + b"\0\0", kind) == (clean + b"\0\0", [])  # padding
+    out, removed = strip_video_stream(clean + EOS_TEXT, kind)
+    assert out == clean and EOS_TEXT not in out
+    what = {"h264": "H.264", "hevc": "HEVC", "mpeg2": "MPEG-2"}[kind]
+    assert removed == [f"{what} data after the end of stream"]
+    with pytest.raises(InputError, match="units after the end of stream"):
+        strip_video_stream(clean + units[-1], kind)
+
+
+@pytest.mark.parametrize("kind,unit", [
+    ("h264", _nal("h264", 10, LEAK)),            # end of sequence: no payload
+    ("h264", _nal("h264", 9, b"\x10" + LEAK)),   # access unit delimiter: one byte
+    ("hevc", _nal("hevc", 36, LEAK)),
+    ("hevc", _nal("hevc", 35, b"\x50" + LEAK)),
+])
+def test_video_units_longer_than_their_syntax_are_refused(kind, unit):
+    from pixeldeid.videostreams import strip_video_stream
+
+    first = _nal(kind, 7 if kind == "h264" else 32, b"\x64\x00")
+    with pytest.raises(InputError, match="not as long as its syntax") as exc:
+        strip_video_stream(first + unit + first, kind)
+    assert "ZQX" not in exc.value.reason
+    ok = _nal(kind, 10 if kind == "h264" else 36, b"")
+    assert strip_video_stream(first + ok + first, kind)[1] == []
+
+
+@pytest.mark.parametrize("size", [b"\0\0\0\1", b"\0\0\0\0", b"\0\0\1\0", b"\0\0\0\x18"])
+@pytest.mark.parametrize("box", [b"mdat", b"moov", b"free", b"styp", b"moof", b"skip",
+                                 b"wide", b"pdin", b"sidx", b"ftyp"])
+def test_iso_bmff_is_refused_whatever_its_first_box_size(size, box):
+    from pixeldeid.videostreams import strip_video_stream
+
+    stream = (size + box + struct.pack(">Q", 24) + b"\x65\x88\x84\x00"
+              + _box(b"moov", _box(b"udta", _box(b"\xa9nam", EOS_TEXT))))
+    for kind in ("h264", "hevc", "mpeg2"):
+        with pytest.raises(InputError) as exc:
+            strip_video_stream(stream, kind)
+        assert "ZQX" not in exc.value.reason
+    with pytest.raises(InputError, match="ISO BMFF"):
+        strip_video_stream(stream, "h264")
