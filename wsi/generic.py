@@ -95,8 +95,8 @@ def blank_unknown_text_tags(ed: TiffEditor, handled=(IMAGE_DESCRIPTION, *BLOB_TA
                             ) -> list[str]:
     """Zero the ASCII/BYTE/UNDEFINED values of tags that are neither image structure, nor
     the identity/date tags :func:`clean_standard_tags` cleans, nor ``handled`` (private
-    scanner tags: a ``65001`` holding an accession number), in every IFD and SubIFD;
-    return printable runs of the old values to scan for."""
+    scanner tags: a ``65001`` holding an accession number), in every IFD and SubIFD, and
+    the text of their ICC profiles; return printable runs of the old values to scan for."""
     from .metadata_rules import plan_private_tag_blanking
 
     blanks, removed = plan_private_tag_blanking(
@@ -104,6 +104,9 @@ def blank_unknown_text_tags(ed: TiffEditor, handled=(IMAGE_DESCRIPTION, *BLOB_TA
          for d in [*ed.ifds, *ed.subifds]), handled=tuple(handled))
     for index, code in blanks:
         ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)
+    from .tiffclean import blank_icc_profiles
+
+    blank_icc_profiles(ed, [*ed.ifds, *ed.subifds])  # (kept: the colour transform)
     return removed
 
 

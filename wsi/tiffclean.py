@@ -21,7 +21,7 @@ from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
 if TYPE_CHECKING:  # pragma: no cover
     from .api import VendorReport
 
-__all__ = ["clean_tiff_tags", "edit_in_place"]
+__all__ = ["blank_icc_profiles", "clean_tiff_tags", "edit_in_place"]
 
 
 def edit_in_place(path: str | Path, run: Callable[[TiffEditor, VendorReport], str | None]
@@ -44,6 +44,29 @@ def edit_in_place(path: str | Path, run: Callable[[TiffEditor, VendorReport], st
     if kept is not None:
         report.removed_values = mr.finalize_removed(report.removed_values, kept)
     return report
+
+
+#: TIFF tag InterColorProfile: an ICC profile, whose description and copyright are text
+ICC_PROFILE_TAG = 34675
+
+
+def blank_icc_profiles(ed: TiffEditor, ifds: list) -> int:
+    """Replace the text of every IFD's ICC profile by spaces in place (same length: the
+    colour transform stays); return how many changed. A profile that cannot be parsed
+    raises :class:`~pixeldeid.iccprofile.ICCProfileError` (an InputError: the slide is
+    not released)."""
+    from pixeldeid.iccprofile import blank_text
+
+    changed = 0
+    for d in ifds:
+        tag = d.tags.get(ICC_PROFILE_TAG)
+        if tag is None or not tag.raw:
+            continue
+        new, _blanked = blank_text(bytes(tag.raw))
+        if new != tag.raw:
+            ed.set_tag_bytes(d.index, ICC_PROFILE_TAG, new)
+            changed += 1
+    return changed
 
 
 def clean_tiff_tags(ed: TiffEditor, shift_days: int | None, report: VendorReport,
@@ -79,6 +102,9 @@ def clean_tiff_tags(ed: TiffEditor, shift_days: int | None, report: VendorReport
         ed.set_tag_bytes(index, code, b"\x00" * ed.ifd(index).tags[code].nbytes)
     if blanks:
         report.actions.append(f"blanked {len(blanks)} private/unknown text tags")
+    icc = blank_icc_profiles(ed, ifds)
+    if icc:
+        report.actions.append(f"blanked the text of {icc} ICC profile(s)")
     if edits:
         report.actions.append(f"cleaned {len(edits)} generic TIFF tags")
     return blobs + removed

@@ -319,7 +319,9 @@ def _malformed() -> list[tuple[str, bytes, str]]:
         ("desc ascii", _with(base, cprt_off + 8, struct.pack(">I", 4000)), "ASCII part"),
         ("desc unicode", _with(base, cprt_off + 12 + len(NAME) + 1 + 4,
                                struct.pack(">I", 4000)), "Unicode part"),
-        ("overlap", _with(base, table + 12 + 4, struct.pack(">I", desc_off + 4)), "overlaps"),
+        # (cprt inside desc: desc is cut to the 4 bytes before it, too short for an mluc)
+        ("overlap", _with(base, table + 12 + 4, struct.pack(">I", desc_off + 4)),
+         "mluc element shorter than its header"),
         ("pseq", _with(base, desc_off, b"pseq"), "'pseq'"),
     ]
 

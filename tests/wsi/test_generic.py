@@ -85,3 +85,21 @@ def test_exif_subifd_refused(tmp_path):
     p.write_bytes(bytes(data))
     r = deidentify_slide(p, tmp_path / "out")
     assert r.status == "quarantined" and "EXIF" in r.reason
+
+
+def test_icc_profile_text_is_blanked_in_place(tmp_path):
+    """A scanner's ICC profile (TIFF tag 34675) is kept for its colour transform; its
+    description and copyright are text anyone can set: replaced by spaces, same size."""
+    from tests.pixeldeid.test_iccprofile import _build, _desc_v2, _srgb, _text
+
+    icc = _build(_srgb(), {b"desc": _desc_v2(b"Profile of Zorbaxton Quilleran", "Zorbaxton",
+                                             b"Zorbaxton"),
+                           b"cprt": _text(b"(c) Brindlefold Infirmary")})
+    s = make_generic(tmp_path / "in" / "slide.tif", icc=icc, label=False)
+    assert scan_raw(s.path, ["Zorbaxton", "Brindlefold"])
+    r = deidentify_slide(s.path, tmp_path / "out", pseudonym="GEN-1")
+    assert r.status == "clean", r.reason
+    assert scan_raw(r.output, ["Zorbaxton", "Brindlefold"]) == []
+    with TiffEditor(r.output) as ed:
+        kept = ed.ifds[0].tags[34675].raw
+    assert len(kept) == len(icc) and kept[:128] == icc[:128]

@@ -63,12 +63,13 @@ def _xmp() -> bytes:
 def make_generic(path: str | os.PathLike, *, width: int = 1600, height: int = 1200,
                  tile: int = 256, levels: int = 3, ome: bool = False, label: bool = True,
                  compression: str = "jpeg", seed: int = 0, bigtiff: bool = False,
-                 macro: bool = False) -> Synth:
+                 macro: bool = False, icc: bytes | None = None) -> Synth:
     """Write a generic tiled TIFF (or OME-TIFF with ``ome=True``); return what was planted.
 
     ``macro`` adds a stripped JPEG macro page after the pyramid (MACRO_SHAPE, the label
     text on its left quarter; ImageDescription "macro", or an OME Image named "macro"):
-    ``info["macro_ifd"]`` is its page index.
+    ``info["macro_ifd"]`` is its page index. ``icc``: an ICC profile for the base level
+    (TIFF tag InterColorProfile).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,8 @@ def make_generic(path: str | os.PathLike, *, width: int = 1600, height: int = 12
         (306, 2, 0, DATETIME, True),
         (700, 1, len(_xmp()), _xmp(), True),
     ]
+    if icc:
+        extratags.append((34675, 7, len(icc), icc, True))
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tw:
         tw.write(img, tile=(tile, tile), compression=compression, photometric="rgb",
                  description=desc, metadata=None, extratags=extratags,
