@@ -9,6 +9,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -31,9 +32,34 @@ _NAMES = {"pid": None, "prefix": "", "count": itertools.count()}
 
 
 def _temporary_name() -> str:
+    """``p<pid>-<random><counter>``: the process that writes it is in the name, so another
+    run's clean-up leaves it alone while that process lives (:func:`remove_stale_temporaries`)."""
     if _NAMES["pid"] != os.getpid():  # (a forked worker draws its own)
-        _NAMES.update(pid=os.getpid(), prefix=secrets.token_hex(6), count=itertools.count())
+        _NAMES.update(pid=os.getpid(), prefix=f"p{os.getpid()}-{secrets.token_hex(6)}",
+                      count=itertools.count())
     return f"{_NAMES['prefix']}{next(_NAMES['count']):x}"
+
+
+_OWNER = re.compile(r"p(\d+)-")
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the temporary ``name`` belongs to a process of this machine that is still
+    running (a batch writing into the same folder now); names without a process (other
+    writers, older versions) belong to none."""
+    m = _OWNER.match(name[len(TMP_PREFIX):])
+    if not m:
+        return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (EPERM: another user's process, alive)
+        return True
+    return True
 
 
 def _mkstemp(folder: str, suffix: str) -> tuple[int, str]:
@@ -102,11 +128,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = True,
+                             owned_only: bool = False) -> int:
     """Delete temporary files and folders (with everything in them) left by an interrupted
-    run below ``folder``; return the count. Links are removed, never followed."""
+    run below ``folder`` (in it only, unless ``recursive``); return the count. Links are
+    removed, never followed. Those of a process still running (another batch writing into
+    the same folder, :func:`_writer_alive`) are left alone; ``owned_only``: only those
+    whose name says which process wrote them (a folder that is not ours)."""
     n = 0
-    for p in sorted(Path(folder).rglob(TMP_PREFIX + "*")):  # a folder before its entries
+    found = Path(folder).rglob(TMP_PREFIX + "*") if recursive else \
+        Path(folder).glob(TMP_PREFIX + "*")
+    for p in sorted(found):  # a folder before its entries
+        if _writer_alive(p.name) or (owned_only and not _OWNER.match(p.name[len(TMP_PREFIX):])):
+            continue
         with contextlib.suppress(OSError):  # FileNotFoundError: went with its folder
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)

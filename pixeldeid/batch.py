@@ -66,7 +66,8 @@ class FileOutcome:
     mapping: dict[str, dict[str, str]] = field(default_factory=dict)
     details: dict = field(default_factory=dict)
     stage: str = "header"
-    #: size and modification time of the input before it was read (:meth:`Ledger.signature`)
+    #: size, modification and status change times and inode of the input before it was
+    #: read (:meth:`Ledger.signature`)
     signature: str = ""
 
 
@@ -329,6 +330,10 @@ class Ledger:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("CREATE TABLE IF NOT EXISTS files (src TEXT PRIMARY KEY, sig TEXT, "
                         "status TEXT, output TEXT, sop TEXT, reason TEXT)")
+            # new SOP Instance UIDs of outputs withdrawn (their inputs changed) whose export
+            # map rows are still to be removed: a run killed before it wrote the map leaves
+            # them to the next one
+            con.execute("CREATE TABLE IF NOT EXISTS withdrawn (sop TEXT PRIMARY KEY)")
         except sqlite3.DatabaseError:
             con.close()
             raise
@@ -348,7 +353,7 @@ class Ledger:
     @staticmethod
     def signature(path: Path) -> str:
         st = path.stat()
-        return f"{st.st_size}:{st.st_mtime_ns}"
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
     def lookup(self, path: Path, out_dir: Path) -> tuple[str | None, str | None]:
         """What an earlier run left for ``path``: (its output, when it was finished and the
@@ -383,8 +388,12 @@ class Ledger:
                                      (rel,)).fetchall()
             target = out_dir / rel
             if {r[0] for r in rows} <= keys and target.is_file() and not target.is_symlink():
+                sop = next((r[1] for r in rows if r[1]), "")
+                if sop:  # recorded before the output goes (see withdrawn_sops)
+                    self._con.execute("INSERT OR IGNORE INTO withdrawn VALUES (?)", (sop,))
+                    self._con.commit()
                 target.unlink()
-                gone.append((target, next((r[1] for r in rows if r[1]), "")))
+                gone.append((target, sop))
         return gone
 
     def recorded_sop(self, path: Path) -> str:
@@ -870,10 +879,10 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         check_not_released(config.pseudonym_db, out, "subject database")
     make_output_dir(out)
     out_real, out_abs = os.path.realpath(out), os.path.abspath(out)
-    remove_stale_temporaries(out)
     state = out / STATE_DIRNAME
     check_key(out, config.key)
     check_settings(out, config, layout)
+    remove_stale_temporaries(out)  # (after the checks: a refused batch touches nothing)
     if config.pseudonym_db is None:
         config.pseudonym_db = state / "subjects.sqlite"
     # a damaged map, or a subject map that contradicts it: a usage error before any file
@@ -943,10 +952,31 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if layout == "dicomdir":
         _finish_dicomdir(out, summary)
     if want_map:
-        summary.map_gaps = _export_map(Path(export_map), summary, config,
-                                       {sop for _path, sop in withdrawn if sop})
+        pending = {sop for _path, sop in withdrawn if sop} | _withdrawn_sops(
+            state / "ledger.sqlite")
+        summary.map_gaps = _export_map(Path(export_map), summary, config, pending)
+        _withdrawn_sops(state / "ledger.sqlite", done=pending)
         summary.map_gaps += _unmapped_earlier(out, state / "ledger.sqlite", Path(export_map))
     return summary
+
+
+def _withdrawn_sops(ledger: Path, done: set[str] | None = None) -> set[str]:
+    """The new SOP Instance UIDs of outputs withdrawn by this or an earlier run (killed
+    before it wrote the export map) whose rows are still to leave the export map; with
+    ``done``, forget those instead (their rows are gone)."""
+    try:
+        con = sqlite3.connect(ledger, timeout=60)
+        try:
+            if done is not None:
+                con.executemany("DELETE FROM withdrawn WHERE sop=?", [(s,) for s in done])
+                con.commit()
+                return set()
+            return {r[0] for r in con.execute("SELECT sop FROM withdrawn")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        logger.warning("%s: the withdrawn outputs could not be read: %s", ledger, exc)
+        return set()
 
 
 def _unmapped_earlier(out: Path, ledger: Path, export_map: Path) -> list[FileOutcome]:
@@ -1165,6 +1195,9 @@ def writer_threads_fit(jobs: int, cores: int | None = None) -> bool:
 
 
 def _init_pool_worker(background: bool, *initargs) -> None:
+    from .pipeline.executors import die_with_parent
+
+    die_with_parent()
     _init_worker(*initargs)
     _WORKER["background"] = background
 
@@ -1372,6 +1405,8 @@ def _export_map(path: Path, summary: BatchSummary, config: DeidConfig,
     wrote another file) are read again to give their rows (:func:`_mapping_again`).
     Returns those of them that could not be (the map lacks their rows).
     """
+    # a temporary copy of the map that a killed run left beside it (original IDs in it)
+    remove_stale_temporaries(path.parent, recursive=False, owned_only=True)
     rows = _read_export_map(path)
     mapped = {new for (kind, _old), new in rows.items() if kind == "uid"}
     again = [o for o in summary.outcomes

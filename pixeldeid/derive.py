@@ -49,6 +49,7 @@ from .rawds import (
     _parse,
     _Parser,
     element_head,
+    file_stamp,
 )
 from .rawwrite import Patch, encode_elements
 
@@ -244,7 +245,7 @@ class Deriver:
         if meta.get(0x00020010) != tpl.transfer_syntax or meta.get(0x00020002) != tpl.sop_class:
             return None
         spans: dict = {}
-        changed = _changes(tpl, data, pos, size, path, st.st_mtime_ns, spans)
+        changed = _changes(tpl, data, pos, size, path, file_stamp(st), spans)
         if changed is None:
             return None
         ds = self._apply(tpl, changed, path)
@@ -327,7 +328,7 @@ def _template(out: RawDataset) -> Template | None:
     tail = None
     if pixel is not None and isinstance(pixel.value, FileSlice):
         v = pixel.value
-        tail = FileSlice(v.path, v.size, v.mtime_ns)
+        tail = FileSlice(v.path, v.size, v.stamp)
     index: list = []
     pristine = _parse(data, getattr(out, "filename", ""), tail, index=index)
     groups = {t >> 16 for t in pristine._dict}
@@ -341,7 +342,7 @@ def _template(out: RawDataset) -> Template | None:
 
 
 def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
-             mtime_ns: int, spans: dict) -> dict | None:
+             stamp: tuple, spans: dict) -> dict | None:
     """The top-level elements of ``data`` (a file whose data set starts at ``pos``) that
     differ from the template's, parsed (and in ``spans``, tag: (element, start, end) of
     those whose bytes are written as they are, as the parser records them); None when the
@@ -364,7 +365,7 @@ def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
             if same is not None and data[q:q + e - p] == same:
                 end = q + e - p
                 continue
-            stop = _changed(tpl, tag, vr, data, q, size, path, mtime_ns, changed, made,
+            stop = _changed(tpl, tag, vr, data, q, size, path, stamp, changed, made,
                             spans)
             if stop is None:
                 return None
@@ -381,7 +382,7 @@ def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
 
 
 def _changed(tpl: Template, tag: int, vr: str | None, data: bytes, q: int, size: int,
-             path: str, mtime_ns: int, changed: dict, made: list, spans: dict) -> int | None:
+             path: str, stamp: tuple, changed: dict, made: list, spans: dict) -> int | None:
     """Parse the element at ``q`` of ``data`` that differs from the template's element
     ``tag`` into ``changed`` (the data sets of a sequence's items into ``made``); return
     where it ends, or None when the file cannot be derived."""
@@ -407,7 +408,7 @@ def _changed(tpl: Template, tag: int, vr: str | None, data: bytes, q: int, size:
         if garbled_text(vr or dictionary_vr(tag), value):
             return None
     elif tag == PIXEL_DATA and stop == size:
-        value = FileSlice(path, size, mtime_ns, start, length)
+        value = FileSlice(path, size, stamp, start, length)
     else:
         return None
     changed[tag] = one = make_raw((tag, vr, length, value, start, implicit, True)

@@ -56,6 +56,14 @@ class _WholeFile(Exception):
 HEAD_BYTES = 1 << 16
 
 
+def file_stamp(st: os.stat_result) -> tuple[int, int, int]:
+    """What tells a file's content changed besides its size: the modification time, the
+    status change time (a rewrite that kept the size and set the modification time back,
+    as ``cp -p`` and ``rsync -a`` do, still changes it) and the inode (a file replaced by
+    another)."""
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
 class FileSlice:
     """The value of an element left in its file: ``length`` bytes at ``offset``.
 
@@ -65,15 +73,15 @@ class FileSlice:
     the file has not changed since it was parsed.
     """
 
-    __slots__ = ("path", "size", "mtime_ns", "offset", "length")
+    __slots__ = ("path", "size", "stamp", "offset", "length")
 
-    def __init__(self, path: str, size: int, mtime_ns: int, offset: int = 0,
+    def __init__(self, path: str, size: int, stamp: tuple, offset: int = 0,
                  length: int = 0) -> None:
-        self.path, self.size, self.mtime_ns = path, size, mtime_ns
+        self.path, self.size, self.stamp = path, size, stamp
         self.offset, self.length = offset, length
 
     def at(self, offset: int, length: int) -> FileSlice:
-        return FileSlice(self.path, self.size, self.mtime_ns, offset, length)
+        return FileSlice(self.path, self.size, self.stamp, offset, length)
 
     def __len__(self) -> int:
         return self.length
@@ -81,7 +89,7 @@ class FileSlice:
     def check(self, fd: int) -> None:
         """Raise OSError when the open file ``fd`` is not the file that was parsed."""
         st = os.fstat(fd)
-        if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+        if st.st_size != self.size or file_stamp(st) != self.stamp:
             raise OSError(f"{self.path} changed while it was being de-identified")
 
     def read(self) -> bytes:
@@ -364,7 +372,7 @@ def read_raw(path: str | os.PathLike, *, stop_tag: int | None = None,
             st = os.fstat(fh.fileno())
             data = fh.read(head or HEAD_BYTES)
             if len(data) < st.st_size:
-                tail = FileSlice(os.fspath(path), st.st_size, st.st_mtime_ns)
+                tail = FileSlice(os.fspath(path), st.st_size, file_stamp(st))
                 try:
                     return _parse(data, path, tail, stop_tag=stop_tag, keep=keep)
                 except _WholeFile:

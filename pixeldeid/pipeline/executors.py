@@ -126,10 +126,35 @@ def _forget_inherited_engines() -> None:
         ocr._CACHE.clear()
 
 
+#: how often a worker process looks whether its parent still lives (seconds)
+PARENT_CHECK_S = 1.0
+
+
+def die_with_parent() -> None:
+    """In a pool's worker process: exit when the process that started it is gone (killed
+    with SIGKILL, or by the OOM killer: the pool's shutdown never comes, and the workers
+    would wait forever, holding the caller's stdout open: ``pixeldeid dicom ... | tee``
+    would never end). A daemon thread compares ``os.getppid()`` once a second."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="pixeldeid-parent-watch", daemon=True).start()
+
+
 def _set_ocr_threads(value: str) -> None:
     """Pool initializer: the OCR thread count of this worker process, fresh engines."""
     import os
 
+    die_with_parent()
     os.environ[OCR_THREADS_ENV] = value
     _forget_inherited_engines()
 

@@ -55,14 +55,15 @@ CREATE TABLE IF NOT EXISTS artifacts(item INTEGER, stage TEXT, kind TEXT, path T
 
 
 def signature(paths: Iterable[str]) -> str:
-    """Sizes and modification times of an item's source files ('' when one is unreadable)."""
+    """Sizes, modification and status change times and inodes of an item's source files
+    ('' when one is unreadable): a rewrite that keeps size and modification time shows."""
     parts = []
     for p in paths:
         try:
             st = os.stat(p)
         except OSError:
             return ""
-        parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
     return ";".join(parts)
 
 

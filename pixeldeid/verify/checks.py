@@ -992,6 +992,9 @@ _WORKER: dict = {}
 
 
 def _init_worker(args: tuple, source_errors: Counter | None) -> None:
+    from ..pipeline.executors import die_with_parent
+
+    die_with_parent()
     out, values, exclude, dicoms, ocr, dciodvfy, dates = args
     ledger = RunLedger(out)
     v = _Verifier(Path(out), values, exclude, ledger=ledger, against_dicoms=dicoms, ocr=ocr,

@@ -629,3 +629,98 @@ def test_a_corrected_input_with_a_link_to_it_is_redone(tmp_path, run, capsys, la
     assert _summary(captured.out) == {"inputs": 2, "written": 1, "done": 1, "quarantined": 0}
     (only,) = outputs(out)
     assert pydicom.dcmread(only).PixelData == pydicom.dcmread(ct).PixelData
+
+
+def test_a_rewrite_that_keeps_size_and_modification_time_is_redone(inputs, run, key_file,
+                                                                    capsys):
+    """``cp -p``, ``rsync -a`` or an unpacked corrected delivery give an input other bytes of
+    the same length under its old modification time: still a changed input."""
+    status, out = run(inputs)
+    ct = inputs / "CT_small.dcm"
+    st = ct.stat()
+    data = bytearray(ct.read_bytes())
+    data[-2:] = bytes([data[-2] ^ 0xFF, data[-1] ^ 0xFF])  # the last pixel, same length
+    ct.write_bytes(bytes(data))
+    os.utime(ct, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ct.stat().st_size == st.st_size and ct.stat().st_mtime_ns == st.st_mtime_ns
+    capsys.readouterr()
+    status, _ = run(inputs, out=out)
+    assert status == 0 and _summary(capsys.readouterr().out)["written"] == 1
+    mapper = UIDMapper(key_file.read_bytes().strip())
+    new = out / f"{mapper(str(pydicom.dcmread(ct, stop_before_pixels=True).SOPInstanceUID))}.dcm"
+    assert pydicom.dcmread(new).PixelData == pydicom.dcmread(ct).PixelData
+
+
+def test_the_export_map_drops_a_withdrawn_row_after_an_interrupted_run(
+        inputs, run, key_file, tmp_path, capsys, monkeypatch):
+    """The run that withdrew an output is interrupted before it writes the export map:
+    the next run still takes the withdrawn instance's row out."""
+    from pixeldeid import batch
+
+    export = tmp_path / "map.csv"
+    status, out = run(inputs, "--export-map", str(export))
+    ct = inputs / "CT_small.dcm"
+    mapper = UIDMapper(key_file.read_bytes().strip())
+    old_new = mapper(str(pydicom.dcmread(ct, stop_before_pixels=True).SOPInstanceUID))
+    _flip_pixel(ct, "1.2.3.4.5.6.7.8.9")
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(batch, "_execute", interrupted)
+        assert run(inputs, "--export-map", str(export), out=out)[0] == 130
+    assert not (out / f"{old_new}.dcm").exists()  # withdrawn before the interrupt
+    status, _ = run(inputs, "--export-map", str(export), out=out)
+    assert status == 0, capsys.readouterr().err
+    news = {r["id_new"] for r in csv.DictReader(export.open()) if r["kind"] == "uid"}
+    assert old_new not in news and mapper("1.2.3.4.5.6.7.8.9") in news
+
+
+def test_stale_temporaries_of_a_live_process_are_kept(tmp_path):
+    """A second batch into the same folder (even one refused) must not delete what a
+    running one is writing; a dead process's leftovers go."""
+    import subprocess
+
+    from pixeldeid.atomic import TMP_PREFIX, _temporary_name, remove_stale_temporaries
+
+    mine = tmp_path / f"{TMP_PREFIX}{_temporary_name()}.dcm"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    gone = tmp_path / "sub" / f"{TMP_PREFIX}p{dead}-abcdef0.dcm"
+    unowned = tmp_path / f"{TMP_PREFIX}xyz.csv"  # another writer's (tempfile.mkstemp)
+    for p in (mine, gone, unowned):
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path, owned_only=True) == 1 and not gone.exists()
+    assert mine.exists() and unowned.exists()
+    assert remove_stale_temporaries(tmp_path, recursive=False) == 1 and not unowned.exists()
+    assert mine.exists()
+
+
+def test_workers_exit_when_the_batch_process_is_killed(tmp_path):
+    """A SIGKILLed parent never shuts its pool down: its workers must not wait forever (a
+    ``pixeldeid dicom ... | tee log`` would never end)."""
+    import subprocess
+    import time
+
+    script = (
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from pixeldeid.pipeline.executors import die_with_parent, fork_context\n"
+        "pool = ProcessPoolExecutor(1, mp_context=fork_context(), initializer=die_with_parent)\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived its killed parent by 10 s")
