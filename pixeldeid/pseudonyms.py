@@ -195,6 +195,15 @@ class PseudonymMap:
         return hmac.new(self._key, b"patient\x00" + original.encode("utf-8", "replace"),
                         hashlib.sha256).hexdigest()
 
+    def chosen_words(self, pseudonym: str) -> set[str]:
+        """The lower-case words of ``pseudonym`` that a person chose: all of a supplied one,
+        the prefix's of a numbered one (``PREFIX_007``: its number is a count, and may
+        equal a patient's ID ``007`` by chance)."""
+        m = re.fullmatch(r"(.+)_\d+", pseudonym)
+        chosen = pseudonym if pseudonym in self._supplied_values or not m else m.group(1)
+        words = {w.lower() for w in re.findall(r"[^\W_]+", chosen)}
+        return words | ({chosen.lower()} if chosen == pseudonym else set())
+
     def __call__(self, original: str) -> str:
         """Return the pseudonym for ``original`` (allocating the next number if new).
 

@@ -8,7 +8,9 @@ import unicodedata
 from collections.abc import Iterable
 from functools import cache, lru_cache
 
-_MONTH = r"(?:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)[A-Z]*\.?"
+#: a month's name or abbreviation as a word of its own ("MARROW" and "Octopus" are none)
+_MONTH = (r"(?:JAN(?:UARY)?|FEB(?:RUARY)?|MAR(?:CH)?|APR(?:IL)?|MAY|JUNE?|JULY?|AUG(?:UST)?"
+          r"|SEPT?(?:EMBER)?|OCT(?:OBER)?|NOV(?:EMBER)?|DEC(?:EMBER)?)(?![A-Z])\.?")
 _DAY = r"(?:0?[1-9]|[12]\d|3[01])(?:ST|ND|RD|TH)?"
 _YEAR = r"(?:1[89]|20)\d{2}"
 _PATTERNS = [
@@ -22,15 +24,17 @@ _PATTERNS = [
     re.compile(r"\b" + _MONTH + r"[- ]?" + _DAY + r",?[- ]?\d{2,4}\b", re.I),
     re.compile(r"\b" + _YEAR + r",?[- ]?" + _MONTH + r"[- ]?" + _DAY + r"\b", re.I),  # 2017 May 23
     re.compile(r"\b" + _MONTH + r",?[- ]?" + _YEAR + r"\b", re.I),        # March 2020
-    re.compile(r"\b" + _YEAR + r"[-/.](?:0[1-9]|1[0-2])\b"),            # 2020-03
-    re.compile(r"\b(?:0?[1-9]|1[0-2])[-/.]" + _YEAR + r"\b"),           # 03/2020
+    # 2020-03, 03/2020 (not with a dot: "TR 2000.10" is a number)
+    re.compile(r"\b" + _YEAR + r"[-/](?:0[1-9]|1[0-2])\b"),
+    re.compile(r"\b(?:0?[1-9]|1[0-2])[-/]" + _YEAR + r"\b"),
     re.compile(r"\b" + _YEAR + r" (?:0?[1-9]|1[0-2]) (?:0?[1-9]|[12]\d|3[01])\b"),  # 2020 03 14
     re.compile(r"\b(?:0?[1-9]|[12]\d|3[01]) (?:0?[1-9]|1[0-2]) " + _YEAR + r"\b"),  # 14 03 2020
     re.compile(r"(?<!\d)(19|20)\d{6}(?!\d)"),                            # 19510829
-    # an age over 89 (HIPAA): 92 y/o, 92yo, 95 years old, age 92, aged: 101 (not 90Y: the
-    # yttrium-90 of nuclear medicine)
-    re.compile(r"\b(?:9\d|1\d\d)[- ]?(?:y/o|y\.o\.?|yo|yrs?|years?)(?:[- ]old)?(?![A-Z0-9])"
-               r"|\bage[d]?\s*[:=]?\s*(?:9\d|1\d\d)\b", re.I),
+    # an age over 89 (HIPAA): 92 y/o, 92yo, 95 years old, age 92, aged: 101, age 095Y, as
+    # DICOM writes it (095Y, 092 Y), 95 y (not 90Y alone: the yttrium-90 of nuclear medicine)
+    re.compile(r"\b0?(?:9\d|1\d\d)[- ]?(?:y/o|y\.o\.?|yo|yrs?|years?)(?:[- ]old)?(?![A-Z0-9])"
+               r"|\bage[d]?\s*[:=]?\s*0?(?:9\d|1\d\d)(?:\s?(?:y|yrs?|years?))?(?![A-Z0-9])"
+               r"|\b(?:0(?:9\d|1\d\d)|9[1-9]|1\d\d)\s?Y(?![A-Z0-9])", re.I),
     re.compile(r"\b\d{1,2}:\d{2}(:\d{2})?\b"),                          # 10:42(:10)
     re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),                             # e-mail
     re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b"),                 # phone
@@ -252,11 +256,12 @@ def _text_regex(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(alt, re.I) if alt else None
 
 
-#: A name of this many letters or more is also found with one letter before it, and one
-#: letter and up to two digits after it: a login name or handle (aharrowgate, zquixbury,
-#: smithj, jsmith2, smithj12: TID 1003 Person Observer's Login Name, "portal user <name>")
+#: A name of this many letters or more is also found with one letter before it and up to
+#: two digits after it: a login name or handle (aharrowgate, zquixbury, jsmith2: TID 1003
+#: Person Observer's Login Name, "portal user <name>"). Not a letter after it: Philip is
+#: in Philips, Harmon in Harmony (kept device names)
 LOGIN_MIN = 5
-_LOGIN_HEAD, _LOGIN_TAIL = "[A-Za-z]?", "[A-Za-z]?[0-9]{0,2}"
+_LOGIN_HEAD, _LOGIN_TAIL = "[A-Za-z]?", "[0-9]{0,2}"
 
 
 def login_shaped(token: str) -> bool:

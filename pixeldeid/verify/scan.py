@@ -181,14 +181,12 @@ _DIGITS = frozenset(b"0123456789")
 
 def _login_word(low: bytes, start: int, end: int, pat: bytes) -> bool:
     """A name of :data:`~pixeldeid.textclean.LOGIN_MIN`+ letters inside a login name: one
-    letter before it and one letter and up to two digits after it, then the word ends
+    letter before it and up to two digits after it, then the word ends
     (aharrowgate, zquixbury, jsmith2), as the header's residual search finds it."""
     if len(pat) < LOGIN_MIN or not pat.isalpha() or not pat.isascii():
         return False
     if start > 0 and low[start - 1] in _ALPHA:
         start -= 1
-    if end < len(low) and low[end] in _ALPHA:
-        end += 1
     stop = min(end + 2, len(low))
     while end < stop and low[end] in _DIGITS:
         end += 1

@@ -16,7 +16,7 @@ from corpus import make_ct_series
 from pixeldeid import atomic
 from pixeldeid.api import DeidConfig
 from pixeldeid.batch import run_batch
-from pixeldeid.rawds import FileSlice
+from pixeldeid.rawds import FileSlice, file_stamp
 from tests.pixeldeid.conftest import tree_digest
 
 unnamed_supported = pytest.mark.skipif(
@@ -41,7 +41,7 @@ def _parts(tmp_path: Path) -> tuple[atomic.FileParts, bytes]:
     src = tmp_path / "src.bin"
     src.write_bytes(bytes(range(256)) * 300)
     st = src.stat()
-    tail = FileSlice(str(src), st.st_size, st.st_mtime_ns, 100, 70000)
+    tail = FileSlice(str(src), st.st_size, file_stamp(st), 100, 70000)
     return atomic.FileParts([b"head", tail, b"end"]), b"head" + src.read_bytes()[100:70100] + b"end"
 
 

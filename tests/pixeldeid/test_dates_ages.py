@@ -27,7 +27,8 @@ KEY = b"0123456789abcdef-key"
     "CT 2017-05-23T10:00", "20200314T1000", "2020-03-14T08:00:00.5+01:00",
     "Mar 14 2017", "May 23, 2017", "March 14th 2020", "Mar-14-2020", "23rd May 2017",
     "2017 May 23", "2020 03 14", "14 03 2020", "March 2020", "2020-03", "03/2020",
-    "pt 92 y/o", "92yo", "95 years old", "age 92", "aged: 101",
+    "pt 92 y/o", "92yo", "95 years old", "age 92", "aged: 101", "age 95Y", "Age: 092Y",
+    "F 095Y", "pt 95 y", "101 Y",
 ])
 def test_dates_and_old_ages_written_as_text_are_removed(text):
     out = clean_text(f"follow-up {text} compare", [])
@@ -38,6 +39,7 @@ def test_dates_and_old_ages_written_as_text_are_removed(text):
 @pytest.mark.parametrize("text", [
     "5 yr follow-up", "T1 3D SAG", "MPRAGE 1.2 mm", "WB 2 mm 90Y", "Y-90 SPECT", "DWI b1000",
     "512 x 512", "Series 3 of 10", "PET 90 min", "MAR reduction 2010", "Apr dose 10 mCi",
+    "MARROW 2000", "TR 2000.10", "Bone MARGIN 1950 HU", "T2 MAYO", "WB 90 Y",
 ])
 def test_descriptor_text_that_is_no_date_stays(text):
     assert clean_text(text, []) == text

@@ -155,3 +155,11 @@ def test_a_usage_error_naming_a_path_stays_one_line(tmp_path, capsys):
                    str(tmp_path / "bad\nname\x1b[31m.key"), "--pixels", "off"])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "\x1b" not in err
+
+
+def test_a_patient_id_equal_to_the_pseudonyms_number_is_no_clash(tmp_path, run):
+    """IDs 001, 002...: the patient with ID 001 gets SUBJ_001 by counting, not by choice."""
+    for n in (1, 2, 3):
+        _input(tmp_path / "in", f"{n}.dcm", PatientID=f"{n:03d}")
+    status, out = run(tmp_path / "in")
+    assert status == 0 and len(_released(out)) == 3
