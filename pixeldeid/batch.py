@@ -199,21 +199,25 @@ def _broken_link_reason(link: Path) -> str:
 KEY_ID_NAME = "key-id"
 
 
-def check_key(out_dir: Path, key: bytes) -> None:
+def check_key(out_dir: Path, key: bytes, *, record: bool = True) -> None:
     """Refuse another project key on an output folder written with one (new UIDs and
-    pseudonyms would sit beside the old ones: every instance twice)."""
+    pseudonyms would sit beside the old ones: every instance twice). ``record``: note
+    this key's id when the folder has none yet (not for a dry run)."""
     kid = hmac.new(key, b"pixeldeid output folder key id", hashlib.sha256).hexdigest()
     _check_stamp(out_dir, KEY_ID_NAME, kid,
                  "this output folder was written with another project key; give the same "
-                 "--key-file, or another output folder")
+                 "--key-file, or another output folder", record=record)
 
 
-def _check_stamp(out_dir: Path, name: str, value: str, refusal: str) -> None:
+def _check_stamp(out_dir: Path, name: str, value: str, refusal: str, *,
+                 record: bool = True) -> None:
     """Record ``value`` in ``OUT/.pixeldeid/name``, or refuse when another one is there."""
     p = out_dir / STATE_DIRNAME / name
     if p.exists():
         if p.read_text(encoding="ascii", errors="replace").strip() != value:
             raise DeidError(refusal, str(out_dir))
+        return
+    if not record:
         return
     make_output_dir(p.parent)
     with atomic_output(p) as fh:
@@ -223,7 +227,8 @@ def _check_stamp(out_dir: Path, name: str, value: str, refusal: str) -> None:
 SETTINGS_ID_NAME = "settings-id"
 
 
-def check_settings(out_dir: Path, config: DeidConfig, layout: str) -> None:
+def check_settings(out_dir: Path, config: DeidConfig, layout: str, *,
+                   record: bool = True) -> None:
     """Refuse other output-changing settings on an output folder written before.
 
     A rerun skips finished inputs: with another profile, options, date offset, site or
@@ -252,7 +257,7 @@ def check_settings(out_dir: Path, config: DeidConfig, layout: str) -> None:
     _check_stamp(out_dir, SETTINGS_ID_NAME, sid,
                  "this output folder was written with other settings (profile, options, date "
                  "offset, site, layout or pixel settings); rerun with the same settings, or use another "
-                 "output folder")
+                 "output folder", record=record)
 
 
 def load_or_create_key(key_file: str | os.PathLike | None, out_dir: Path) -> bytes:

@@ -28,6 +28,31 @@ def configs_dir() -> Path:
     )
 
 
+class _DuplicateKey(ValueError):
+    """A mapping of a YAML file names a key twice (YAML would keep the last silently)."""
+
+
+@cache
+def _unique_keys_loader():
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _value in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool, type(None))):
+                    continue  # (a complex key: the schema refuses it)
+                if key in seen:
+                    raise _DuplicateKey(f"key {key!r} given twice (lines {seen[key]} and "
+                                        f"{key_node.start_mark.line + 1}): which one is meant?")
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml(path: str | os.PathLike, what: str) -> object:
     """Parse a declarative YAML file (``what``: "profile", "job file"...), never executing it.
 
@@ -41,7 +66,9 @@ def read_yaml(path: str | os.PathLike, what: str) -> object:
     from .errors import ProfileError
 
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_unique_keys_loader())
+    except _DuplicateKey as exc:
+        raise ProfileError(f"{what}: {exc}", str(path)) from None
     except OSError as exc:
         raise ProfileError(f"cannot read {what}: {exc.strerror}", str(path)) from None
     except UnicodeDecodeError:

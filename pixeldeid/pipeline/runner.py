@@ -88,7 +88,7 @@ def _check_sources(sources: list, out: Path) -> None:
             continue
 
 
-def _check_run_settings(out: Path, key: bytes, job: Job) -> None:
+def _check_run_settings(out: Path, key: bytes, job: Job, *, record: bool = True) -> None:
     """Refuse other stage settings (pixels, deface, wsi) on an output folder written before."""
     value = hmac.new(key, json.dumps(job.output_settings(), sort_keys=True).encode(),
                      hashlib.sha256).hexdigest()
@@ -99,8 +99,35 @@ def _check_run_settings(out: Path, key: bytes, job: Job) -> None:
                             "settings (profile, options, layout, pixels, deface or wsi); rerun "
                             "with the same job, or use another output folder", str(out))
         return
+    if not record:
+        return
     with atomic_output(p) as fh:
         fh.write(value.encode() + b"\n")
+
+
+def _validate_engines(job: Job) -> None:
+    """Usage errors before anything is written (the settings are recorded in OUT, so a typo
+    found per item would quarantine every item and lock OUT to the typo): unknown OCR
+    engines (did you mean), a named engine not installed, a missing templates folder."""
+    from ..burnedin.stage import PixelSettings, validate_settings
+
+    if job.pixels.policy != "off":
+        validate_settings(PixelSettings(policy=job.pixels.policy, ocr=job.pixels.ocr,
+                                        device=job.pixels.device,
+                                        templates_dir=job.pixels.templates))
+    if job.wsi.ocr:
+        validate_settings(PixelSettings(policy="auto", ocr=job.wsi.ocr))
+
+
+def _any_input(sources: list[str]) -> bool:
+    """Whether ``sources`` hold a file at all (a run without one creates no key or state)."""
+    for src in sources:
+        if not os.path.isdir(src):
+            return True  # (a file, or a path the plan reports on)
+        for _root, _dirs, files in os.walk(src):
+            if files:
+                return True
+    return False
 
 
 def _pixel_settings(out: Path, job: Job):
@@ -233,6 +260,9 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
     ids, uids = load_map_csv(job.subject_map) if job.subject_map else ({}, {})
     prefix = job.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
     check_prefix(prefix)
+    _validate_engines(job)
+    if not _any_input(sources):
+        raise DeidError("no input files found under " + ", ".join(sources))
     state = out / STATE_DIRNAME
     if dry_run:
         if job.key_file:
@@ -241,6 +271,16 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
             key = (state / "key").read_bytes().strip()
         else:
             key = secrets.token_hex(32).encode()
+        if state.is_dir():  # the refusals the real run would give, nothing recorded
+            from ..api import DeidConfig
+
+            check_key(out, key, record=False)
+            pixels = _pixel_settings(out, job)
+            check_settings(out, DeidConfig(profile=profile, options=tuple(job.options), key=key,
+                                           pseudonym_prefix=job.pseudonym_prefix,
+                                           **({"pixels": pixels} if pixels else {})),
+                           job.layout, record=False)
+            _check_run_settings(out, key, job, record=False)
         reconcile_overrides(out, key, uids, record_new=False)  # as the real run will
         db = state / "subjects.sqlite"
         pseudonyms = PseudonymMap(None, key, prefix, ids)
