@@ -271,8 +271,11 @@ def build_plan(sources: Iterable[str | os.PathLike], out: Path, job: Job, key: b
                                        target=_slide_name(key, pseudo, rec.path, rec.series_uid),
                                        **common))
             else:
-                item = Item(members[0], "dicom-series", ["deface", "header"], members=members,
-                            **common)
+                # burned-in text first, as for any DICOM image (a head series is no less
+                # likely to carry a name in its pixels)
+                item = Item(members[0], "dicom-series",
+                            (["pixels"] if pixels else []) + ["deface", "header"],
+                            members=members, **common)
                 if rec.modality == "PT":
                     ref = _pet_reference(rec, anat, grouped)
                     if ref:

@@ -222,10 +222,15 @@ def _run_series(item: dict, settings: dict) -> dict:
     work = _work_dir(settings, item)
     qc = out / STATE_DIRNAME / QC_DIRNAME / f"item-{item['id']}" if d["qc"] else None
     ref, ref_details = _reference(item)
-    folder, metrics = deface_series([Path(m) for m in item["members"]], work,
-                                    _deidentifier(settings), modality=d["modality"],
-                                    device=d["device"], qc_dir=qc, source=item["src"],
-                                    reference=ref, check_orientation=d["check_orientation"])
+    members, pixels = _without_burned_in_text([Path(m) for m in item["members"]], settings,
+                                              work / "redacted")
+    try:
+        folder, metrics = deface_series(members, work, _deidentifier(settings),
+                                        modality=d["modality"], device=d["device"], qc_dir=qc,
+                                        source=item["src"], reference=ref,
+                                        check_orientation=d["check_orientation"])
+    finally:  # (copies with the original headers: never left in OUT)
+        shutil.rmtree(work / "redacted", ignore_errors=True)
     first = min(folder.glob("*.dcm"))
     _check_pseudonym(first, item["patient"])
     rel = f"dicom/{folder.name}"
@@ -234,8 +239,40 @@ def _run_series(item: dict, settings: dict) -> dict:
     deface = {"metrics": metrics, "qc": [a[2] for a in artifacts], "files": len(item["members"])}
     if ref_details:
         deface["reference"] = ref_details
-    return {"status": "done", "output": rel, "details": {"deface": deface},
-            "artifacts": artifacts}
+    details = {"deface": deface, **({"pixels": pixels} if pixels else {})}
+    return {"status": "done", "output": rel, "details": details, "artifacts": artifacts}
+
+
+def _without_burned_in_text(members: list[Path], settings: dict,
+                            work: Path) -> tuple[list[Path], dict]:
+    """The files of a series with their burned-in text removed by the pixel stage, as
+    :func:`_run_dicom` removes it from any image (the identity values of each file's own
+    header); a file with nothing to remove is used as it is, a redacted one from a copy in
+    ``work``. Returns the files and what was done ({} when the stage is off). A file whose
+    text cannot be removed raises (the item is quarantined)."""
+    if not settings.get("pixels"):
+        return members, {}
+    import pydicom
+
+    from ..burnedin.classify import IdentityValues
+
+    st = _state(settings)
+    if "pixel_stage" not in st:
+        from ..burnedin.stage import BurnedInStage, PixelSettings
+
+        st["pixel_stage"] = BurnedInStage(PixelSettings(**settings["pixels"]))
+    stage = st["pixel_stage"]
+    files, redacted = [], 0
+    for i, m in enumerate(members):
+        ds = pydicom.dcmread(m)
+        if not stage.process(ds, IdentityValues.from_dataset(ds), source=str(m)).redacted:
+            files.append(m)
+            continue
+        work.mkdir(parents=True, exist_ok=True)
+        files.append(work / f"{i:05d}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+        redacted += 1
+    return files, {"files": len(members), "redacted": redacted}
 
 
 def _reference(item: dict):

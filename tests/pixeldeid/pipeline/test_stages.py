@@ -117,3 +117,51 @@ def test_slide_dates_follow_the_profile_and_the_patients_keyed_offset(
     days = offset_for(KEY.strip(), f"FILE:{src.resolve()}").days  # the key file, stripped
     want = (dt.date(2026, 11, 23) + dt.timedelta(days=days)).strftime("%m/%d/%y")
     assert dates == [want]
+
+
+@pytest.mark.shared
+def test_a_head_series_loses_its_burned_in_text_before_it_is_defaced(tmp_path: Path) -> None:
+    """Head series went to defacing without the pixel stage: a name and MRN burned into
+    every slice were released (``pixeldeid dicom`` removed them from the same files)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from tests.conftest import shared_path
+
+    pytest.importorskip("rapidocr_onnxruntime")
+    files = sorted(shared_path("data", "heads", "dicom-mr-series").iterdir())
+    dss = sorted((pydicom.dcmread(f) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+    src = tmp_path / "in"
+    src.mkdir()
+    try:
+        font = ImageFont.truetype("DejaVuSans-Bold.ttf", 22)
+    except OSError:
+        font = ImageFont.load_default(size=22)
+    mask = None
+    for i, ds in enumerate(dss[::4]):  # 30 slices: enough for the defacing to find the head
+        a = ds.pixel_array.copy()
+        img = Image.new("L", (a.shape[1], a.shape[0]), 0)
+        draw = ImageDraw.Draw(img)
+        draw.text((10, a.shape[0] - 70), "QUIXBURY^ALOYSIUS", fill=255, font=font)
+        draw.text((10, a.shape[0] - 40), "MRN 7733991155", fill=255, font=font)
+        mask = np.array(img) > 128
+        a[mask] = a.max()
+        ds.PixelData = a.tobytes()
+        ds.PatientName, ds.PatientID, ds.BodyPartExamined = "QUIXBURY^ALOYSIUS", "7733991155", "HEAD"
+        ds.save_as(src / f"s{i:03d}.dcm")
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    job = tmp_path / "job.yaml"
+    job.write_text("deface: {enabled: true, series: all, device: cpu, qc: false}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(src), "-o", str(out), "--key-file", str(key), "--config", str(job),
+                 "--no-progress"]) == 0
+    (item,) = _items(out)
+    assert json.loads(item["stages"]) == ["pixels", "deface", "header"]
+    assert json.loads(item["details"])["pixels"]["redacted"] > 0
+    left = [f for f in (out / item["output"]).glob("*.dcm")
+            if (pydicom.dcmread(f).pixel_array[mask] >= 0.9 * pydicom.dcmread(f).pixel_array.max()
+                ).mean() > 0.5]
+    assert not left
+    assert not (out / ".pixeldeid" / "work").exists() or not any(
+        (out / ".pixeldeid" / "work").rglob("redacted"))
