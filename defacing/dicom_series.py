@@ -3,8 +3,14 @@
 Files are grouped by Series Instance UID; single-frame slices are ordered by Image
 Position (Patient) along the slice normal, enhanced multi-frame objects by their
 per-frame positions. The defaced series keeps each instance's header, passes it through
-the pixeldeid header core (PS3.15 profile, keyed new UIDs), marks Image Type DERIVED
-and records Clean Recognizable Visual Features (113102). Compressed pixel data is
+the pixeldeid header core (PS3.15 profile, keyed new UIDs), marks Image Type DERIVED,
+records Clean Recognizable Visual Features (113102) and a Derivation Description. A
+defaced object is a new object: its Series and SOP Instance UIDs are keyed on the UIDs
+the header core gives the non-defaced object (:func:`derived_uid`), so ``pixeldeid dicom``
+and ``pixeldeid deface`` under one project key never give two different objects one UID,
+while Study Instance UID and Frame of Reference UID stay those of the study; a
+single-frame image references its non-defaced source (Source Image Sequence). Compressed
+pixel data is
 re-encoded in the same transfer syntax when pydicom can; otherwise the series is
 written Explicit VR Little Endian and the change is logged.
 """
@@ -22,12 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pixeldeid.atomic import TMP_PREFIX
+from pixeldeid.dsvalues import set_meta
 from pixeldeid.errors import DeidError, InputError
 from pixeldeid.paths import printable
 from pixeldeid.quarantine import quarantine
+from pixeldeid.uids import keyed_uid
 
 from .deface import deface_array, fill_value
 from .volume import RAS2LPS
@@ -37,6 +47,12 @@ logger = logging.getLogger(__name__)
 #: Relative tolerance on slice spacing regularity.
 SPACING_TOLERANCE = 0.05
 DICOM_OUT_DIRNAME = "dicom"
+#: What the UIDs of a defaced object are keyed on, before the UID the header core gives the
+#: non-defaced object (no UID holds a letter: no keyed UID of a real one is ever equal).
+DERIVED_UID_SALT = "pixeldeid-defaced:"
+DERIVATION_DESCRIPTION = "Face removed by pixeldeid defacing (affine template registration)"
+#: CID 7202 Source Image Purposes of Reference
+SOURCE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
 
 
 def group_series(files: list[Path]) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
@@ -227,7 +243,18 @@ def load_series(files: list[Path], source: str = ""):
     return vol, affine, [(it[0], it[1]) for it in items], rescales[:, 0], rescales[:, 1]
 
 
+def derived_uid(key: bytes, uid: str) -> str:
+    """The UID of the defaced object whose non-defaced output has ``uid`` (under ``key``):
+    deterministic, and never ``uid`` itself."""
+    return keyed_uid(key, DERIVED_UID_SALT + uid)
+
+
 def _derived(ds) -> None:
+    """Image Type (and Frame Type) DERIVED, and the Derivation Description of the defacing.
+
+    Called after the header profile (which removes the input's Derivation Description):
+    the input's one is kept before ours when the profile keeps it.
+    """
     it = list(ds.get("ImageType", []) or ["DERIVED", "SECONDARY"])
     it[0] = "DERIVED"
     if len(it) == 1:
@@ -242,9 +269,31 @@ def _derived(ds) -> None:
                         if ft:
                             ft[0] = "DERIVED"
                             item.FrameType = ft
-    desc = "Face removed by pixeldeid defacing (affine template registration)"
     old = str(ds.get("DerivationDescription", "") or "")
-    ds.DerivationDescription = (desc if not old else f"{old}; {desc}")[:1024]
+    if DERIVATION_DESCRIPTION not in old:
+        desc = DERIVATION_DESCRIPTION if not old else f"{old}; {DERIVATION_DESCRIPTION}"
+        ds.DerivationDescription = desc[:1024]
+
+
+def _new_instance(ds, key: bytes) -> None:
+    """Give the de-identified ``ds`` the Series and SOP Instance UIDs of a defaced object
+    (:func:`derived_uid` of those the header core gave it) and, for a single-frame image
+    (General Reference Module), a Source Image Sequence item naming the non-defaced object.
+    Study Instance UID and Frame of Reference UID are left as the header core set them."""
+    source_sop, source_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
+    ds.SeriesInstanceUID = derived_uid(key, str(ds.SeriesInstanceUID))
+    ds.SOPInstanceUID = derived_uid(key, source_sop)
+    set_meta(ds.file_meta, "MediaStorageSOPInstanceUID", str(ds.SOPInstanceUID))
+    if "PerFrameFunctionalGroupsSequence" in ds or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return  # (enhanced objects reference sources per frame: not written)
+    purpose = Dataset()
+    purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = SOURCE_PURPOSE
+    item = Dataset()
+    item.ReferencedSOPClassUID = source_class
+    item.ReferencedSOPInstanceUID = source_sop
+    item.PurposeOfReferenceCodeSequence = Sequence([purpose])
+    items = list(ds.get("SourceImageSequence", []) or [])
+    ds.SourceImageSequence = Sequence([*items, item])
 
 
 def _set_pixels(ds, frames: dict[int, np.ndarray]) -> None:
@@ -275,7 +324,8 @@ def _set_pixels(ds, frames: dict[int, np.ndarray]) -> None:
 def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str = "auto",
                   device: str = "cpu", qc_dir: Path | None = None, source: str = "",
                   reference=None, check_orientation: bool = True):
-    """Deface one series and write it to ``OUT/dicom/<new SeriesInstanceUID>/``.
+    """Deface one series and write it to ``OUT/dicom/<new SeriesInstanceUID>/`` (the UID of
+    the defaced series, :func:`derived_uid`).
 
     Returns ``(output folder, metrics)``. Raises DeidError/InputError on failure; nothing
     is left in ``out`` then.
@@ -316,8 +366,9 @@ def deface_series(files: list[Path], out: Path, deidentifier, *, modality: str =
         series_uid = None
         for n, (ds, frames) in enumerate(per_ds.values(), start=1):
             _set_pixels(ds, frames)
-            _derived(ds)
             deidentifier.deidentify_dataset(ds, source=source)
+            _derived(ds)  # after the profile, which removes Derivation Description
+            _new_instance(ds, deidentifier.config.key)
             deidentifier.add_method_code(ds, "clean-recognizable-visual-features")
             series_uid = str(ds.SeriesInstanceUID)
             deidentifier.write(ds, tmpdir / f"{n:05d}.dcm", source=source)

@@ -59,17 +59,48 @@ def read_nifti(path: str | os.PathLike):
     return data, img.affine, slope, inter, img
 
 
+#: Header fields that hold free text or are unused (ANALYZE leftovers): reset to the
+#: defaults of a fresh header. ``data_type`` (char[10]) and ``db_name`` (char[18]) take text
+#: from some tools; ``extents``, ``session_error``, ``regular``, ``glmax``, ``glmin`` and
+#: NIfTI-2's ``unused_str`` are raw bytes nothing reads.
+FREE_FIELDS = ("descrip", "aux_file", "intent_name", "data_type", "db_name", "extents",
+               "session_error", "regular", "glmax", "glmin", "unused_str")
+#: Intent parameters: numbers of a statistical intent, 12 free bytes without one.
+INTENT_PARAMS = ("intent_p1", "intent_p2", "intent_p3")
+
+
 def clean_header(img, descrip: bytes = b"defaced by pixeldeid") -> nib.Nifti1Header:
-    """Copy of the header with free-text fields and extensions (may embed DICOM) removed."""
+    """Copy of the header without free text, unused fields and extensions (may embed DICOM).
+
+    What is needed to read the image is kept: dimensions, voxel sizes and units, data
+    type, scaling, qform/sform, slice timing, intent code (and its parameters when it has
+    one), calibration range, magic.
+    """
     hdr = img.header.copy()
     hdr.extensions.clear()
+    fresh = type(hdr)()
+    names = hdr.structarr.dtype.names
+    for name in FREE_FIELDS:
+        if name in names:
+            hdr[name] = fresh[name]
+    if int(hdr["intent_code"]) == 0:
+        for name in INTENT_PARAMS:
+            hdr[name] = 0
     hdr["descrip"] = descrip
-    hdr["aux_file"] = b""
-    if "db_name" in hdr:
-        hdr["db_name"] = b""
-    if "intent_name" in hdr:
-        hdr["intent_name"] = b""
     return hdr
+
+
+def original_shape(data: np.ndarray, like) -> tuple[int, ...]:
+    """The shape to write ``data`` with: that of the image ``like`` when ``data`` is it
+    without trailing single-size axes (a 4D image of one volume stays 4D, keeping its
+    repetition time), else ``data.shape``."""
+    shape = tuple(int(n) for n in like.header.get_data_shape())
+    trimmed = list(shape)
+    while len(trimmed) > 3 and trimmed[-1] == 1:
+        trimmed.pop()
+    if tuple(data.shape) != shape and tuple(data.shape) == tuple(trimmed):
+        return shape
+    return tuple(data.shape)
 
 
 def write_nifti_atomic(path: str | os.PathLike, data: np.ndarray, like, slope: float,
@@ -77,7 +108,8 @@ def write_nifti_atomic(path: str | os.PathLike, data: np.ndarray, like, slope: f
     """Write stored values ``data`` to ``path`` atomically with the header of ``like``.
 
     The on-disk dtype, slope and intercept of the source are kept exactly (nibabel would
-    rescale float data to a new slope), so unchanged voxels keep their exact values.
+    rescale float data to a new slope), so unchanged voxels keep their exact values; so is
+    its shape where ``data`` is it without trailing single-size axes (:func:`original_shape`).
     """
     from nibabel.openers import ImageOpener
     from nibabel.volumeutils import array_to_file
@@ -86,6 +118,7 @@ def write_nifti_atomic(path: str | os.PathLike, data: np.ndarray, like, slope: f
     path.parent.mkdir(parents=True, exist_ok=True)
     hdr = clean_header(like, descrip)
     dtype = like.get_data_dtype()
+    data = np.asarray(data).reshape(original_shape(np.asarray(data), like))
     hdr.set_data_shape(data.shape)
     hdr.set_data_dtype(dtype)
     hdr.set_slope_inter(slope, inter)

@@ -428,6 +428,16 @@ def _label_identity(label: str) -> list[tuple[str, str]]:
     return out
 
 
+def _dataset_identity(root: Path) -> set[tuple[str, str]]:
+    """(kind, value) of the identity values a BIDS dataset's JSON sidecars and TSV tables
+    hold (:func:`defacing.identity.collect_values`)."""
+    from defacing.identity import collect_values, sidecar_files
+
+    kinds = {"name": "name", "id": "id", "birth": "birth_date"}
+    return {(kinds[k], v) for k, vs in collect_values(sidecar_files(root)).items()
+            for v in vs if v.strip()}
+
+
 def _bids_datasets(bids_of: dict[str, tuple[Path, str]], assign: Callable, plan: Plan,
                    key: bytes) -> dict[Path, _Dataset]:
     """Pseudonyms of the subjects of every BIDS dataset (folders with inputs, then the
@@ -460,6 +470,11 @@ def _bids_datasets(bids_of: dict[str, tuple[Path, str]], assign: Callable, plan:
             pseudo = plan.subject_map[pkey]
             pseudos[sub[4:]] = pseudo
             plan.identity.setdefault(pseudo, set()).update(_label_identity(sub[4:]))
+        # the names, IDs and birth dates its sidecars and tables hold: verify looks for
+        # them in every file of its subjects (the stage removes or quarantines them)
+        found = _dataset_identity(root)
+        for pseudo in pseudos.values():
+            plan.identity.setdefault(pseudo, set()).update(found)
         # named by a keyed hash: nothing of an input path reaches an output name (a
         # dataset folder may be named after a patient or a study)
         datasets[root] = _Dataset(f"dataset-{_hash(key, 'bids', str(root.resolve()), 8)}",
@@ -505,7 +520,8 @@ def _bids_item(rec: ScanRecord, where: tuple[Path, str], datasets: dict[Path, _D
     pkey = keys.get(rec.path) or (f"BIDS:{root.resolve() / sub}" if sub else "")
     patient = plan.subject_map.get(pkey, "") if pkey else ""
     action, hint = _bids_action(p)
-    bids = {"action": action, "hint": hint, "labels": ds.labels}  # one map per dataset, shared
+    # one map per dataset, shared; the root: the dataset's identity values (stages)
+    bids = {"action": action, "hint": hint, "labels": ds.labels, "root": str(root)}
     if rec.kind == "nifti":
         mod = "PT" if hint == "_pet" else "CT" if hint.lower() == "_ct" else "MR"
         item = Item(rec.path, "nifti", ["deface"] if action == "deface" else ["bids"],

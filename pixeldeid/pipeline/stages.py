@@ -333,6 +333,7 @@ def _run_nifti(item: dict, settings: dict) -> dict:
 def _run_sidecar(item: dict, settings: dict) -> dict:
     """A text file of a BIDS dataset: subjects relabelled, JSON and TSV scrubbed."""
     from defacing.bids import relabel_subjects
+    from defacing.identity import find_identity
     from defacing.sidecars import scrub_json_file, scrub_tsv_file
 
     from ..errors import InputError
@@ -361,10 +362,30 @@ def _run_sidecar(item: dict, settings: dict) -> dict:
             details["dates_removed"] = scrub_tsv_file(relabelled, tmp)
         else:
             os.replace(relabelled, tmp)
+        why = find_identity(tmp.read_bytes().decode("utf-8", "replace"),
+                            _dataset_tokens(settings, bids), labels=action == "text")
+        if why:  # (a README naming the patient, a sidecar comment holding the name)
+            raise InputError(why, item["src"])
     else:
         raise DeidError(f"no BIDS action {action!r} for a text file")
     _place(tmp, out / item["target"], out)
     return {"status": "done", "output": item["target"], "details": {"bids": details}}
+
+
+def _dataset_tokens(settings: dict, bids: dict) -> tuple[str, ...]:
+    """The identity values of a BIDS dataset's sidecars and tables (names, IDs, birth
+    dates: :func:`defacing.identity.collect_values`), searched for in each of its released
+    text files; the new subject labels are not. Built once per dataset and process."""
+    root = bids.get("root")
+    if not root:
+        return ()
+    cache = _state(settings).setdefault("bids_tokens", {})
+    if root not in cache:
+        from defacing.identity import collect_values, dataset_tokens, sidecar_files
+
+        cache[root] = dataset_tokens(collect_values(sidecar_files(Path(root))),
+                                     labels=(bids.get("labels") or {}).values())
+    return cache[root]
 
 
 def _slide_date_offset(item: dict, settings: dict) -> int | None:

@@ -346,8 +346,8 @@ def _method(data: ReportData, meta: dict, headers: list[dict], out: Path) -> Non
         from ..standard import release
 
         rows.append(("PS3.15 release of this pixeldeid", release()))
-    for name in ("deface_report.json", "wsi-report.csv"):
-        if (out / name).is_file():
+    for name in (".pixeldeid/deface_report.json", "deface_report.json", "wsi-report.csv"):
+        if (out / name).is_file():  # (deface_report.json: OUT/.pixeldeid/, once OUT/)
             rows.append(("report file", name))
     data.method = rows
 
@@ -538,11 +538,14 @@ def _deface(data: ReportData, items, artifacts, out: Path, images: _Images) -> N
                     pics.append(Picture(src, p.stem))
         if pics:
             data.deface.append(Panel(it.output or f"item {it.id}", pics))
-    qdir = out / DEFACE_QC_DIRNAME
+    from ..batch import STATE_DIRNAME
+
     groups: dict[str, list[Path]] = defaultdict(list)
-    if qdir.is_dir():
-        for p in sorted(qdir.glob("*.png")):
+    # pixeldeid deface --qc: OUT/.pixeldeid/qc (OUT/qc before: renders of faces in the release)
+    for qdir in (out / STATE_DIRNAME / DEFACE_QC_DIRNAME, out / DEFACE_QC_DIRNAME):
+        for p in sorted(qdir.glob("*.png")) if qdir.is_dir() else []:
             if p.resolve() not in seen:
+                seen.add(p.resolve())
                 groups[p.stem.rsplit("_", 1)[0]].append(p)
     for stem, ps in sorted(groups.items()):
         pics = []

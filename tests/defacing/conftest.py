@@ -112,3 +112,23 @@ def write_mr_series(folder, tweak=None, spacing: float = 2.5) -> list:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def output_of(out, src):
+    """Where ``pixeldeid deface`` wrote the input ``src`` (from the private map
+    ``OUT/.pixeldeid/deface_map.csv``): outputs are named by a keyed hash, not the input."""
+    import csv
+    import os
+    from pathlib import Path
+
+    with open(Path(out) / ".pixeldeid" / "deface_map.csv", newline="", encoding="utf-8") as fh:
+        rows = {r["source"]: r for r in csv.DictReader(fh)}
+    return Path(out) / rows[os.path.abspath(src)]["output"]
+
+
+def deface_report(out) -> dict:
+    """``OUT/.pixeldeid/deface_report.json`` (it names the inputs: not in the release)."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(out) / ".pixeldeid" / "deface_report.json").read_text())

@@ -4,7 +4,6 @@ first run (found by a red-team run)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,9 +11,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from defacing.batch import plan
+from defacing.batch import refuse_collisions
 from pixeldeid.atomic import TMP_PREFIX
-from tests.defacing.conftest import moved_template_head, run_cli, save_nifti, write_mr_series
+from tests.defacing.conftest import (
+    deface_report,
+    moved_template_head,
+    output_of,
+    run_cli,
+    save_nifti,
+    write_mr_series,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +35,8 @@ def reasons(out: Path) -> dict[str, str]:
 
 
 def report(out: Path) -> dict[str, str]:
-    """Status by source in ``deface_report.json``."""
-    return {e["source"]: e["status"]
-            for e in json.loads((out / "deface_report.json").read_text())["files"]}
+    """Status by source in ``OUT/.pixeldeid/deface_report.json``."""
+    return {e["source"]: e["status"] for e in deface_report(out)["files"]}
 
 
 def assert_clean_run(capsys, line: str) -> str:
@@ -49,26 +54,30 @@ def assert_defaced(src: Path, dst: Path) -> None:
 
 
 def test_same_file_name_from_two_folders_never_overwrites(tmp_path, capsys):
+    """Outputs are named by a keyed hash of the input path: two inputs of one file name
+    get two outputs (they were quarantined as a name collision before)."""
     for sub, kw in (("a", {}), ("b", {"angle_deg": -5.0, "shift": (0.0, 3.0, -2.0)})):
         (tmp_path / sub).mkdir()
         save_nifti(tmp_path / sub / "sub-01_T1w.nii", *moved_template_head(**kw))
     a, b = tmp_path / "a" / "sub-01_T1w.nii", tmp_path / "b" / "sub-01_T1w.nii"
     out = tmp_path / "out"
-    assert run_cli([a, b, "-o", out, "--device", "cpu"]) == 1
-    assert_clean_run(capsys, "1 defaced, 1 quarantined of 2 inputs")
-    assert_defaced(a, out / "sub-01_T1w.nii")  # the first input's, not overwritten by b
-    res = np.asarray(nib.load(str(out / "sub-01_T1w.nii")).dataobj)
-    same_as = [(res == np.asarray(nib.load(str(p)).dataobj)).mean() for p in (a, b)]
-    assert same_as[0] > same_as[1] + 0.05
-    assert "same name" in reasons(out)[str(b)]
-    assert report(out) == {str(a): "defaced", str(b): "quarantined"}
+    assert run_cli([a, b, "-o", out, "--device", "cpu"]) == 0
+    assert_clean_run(capsys, "2 defaced, 0 quarantined of 2 inputs")
+    outs = [output_of(out, a), output_of(out, b)]
+    assert outs[0] != outs[1] and all(o.parent == out / "nifti" for o in outs)
+    for src, dst in zip((a, b), outs, strict=True):
+        assert_defaced(src, dst)
+        res = np.asarray(nib.load(str(dst)).dataobj)
+        same_as = [(res == np.asarray(nib.load(str(p)).dataobj)).mean() for p in (a, b)]
+        assert max(same_as) == same_as[(a, b).index(src)]
+    assert report(out) == {str(a): "defaced", str(b): "defaced"}
 
 
-def test_two_folders_of_the_same_name_get_no_shared_output(tmp_path):
-    for parent in ("x", "y"):
-        (tmp_path / parent / "data").mkdir(parents=True)
-        (tmp_path / parent / "data" / "h.nii").write_bytes(b"")
-    jobs = plan([tmp_path / "x" / "data", tmp_path / "y" / "data"], tmp_path / "out")
+def test_two_inputs_with_one_output_are_refused():
+    from defacing.batch import Job
+
+    jobs = refuse_collisions([Job("nifti", Path("/x/a.nii"), Path("/o/n.nii")),
+                              Job("nifti", Path("/y/a.nii"), Path("/o/n.nii"))])
     assert [j.kind for j in jobs] == ["nifti", "unsupported"]
     assert "same name" in jobs[1].reason
 
@@ -99,7 +108,7 @@ def test_unexpected_errors_are_quarantined_and_the_batch_goes_on(tmp_path, capsy
     out = tmp_path / "out"
     assert run_cli([src, "-o", out, "--device", "cpu"]) == 1
     assert_clean_run(capsys, "1 defaced, 3 quarantined of 4 inputs")
-    assert_defaced(src / "d_good_T1w.nii", out / "in" / "d_good_T1w.nii")
+    assert_defaced(src / "d_good_T1w.nii", output_of(out, src / "d_good_T1w.nii"))
     why = reasons(out)
     assert "voxel size" in why[str(src / "a_huge_voxels.nii")]
     assert "not supported" in why[str(src / "b_rgb.nii")]
@@ -185,7 +194,7 @@ def test_entries_that_are_not_regular_files_are_reported(tmp_path, capsys):
     out = tmp_path / "out"
     assert run_cli([src, "-o", out, "--device", "cpu"]) == 1
     assert_clean_run(capsys, "1 defaced, 3 quarantined of 4 inputs")
-    assert_defaced(src / "sub-01_T1w.nii", out / "heads" / "sub-01_T1w.nii")
+    assert_defaced(src / "sub-01_T1w.nii", output_of(out, src / "sub-01_T1w.nii"))
     why = reasons(out)
     assert why[str(src / "fifo.nii")] == "not a regular file (FIFO)"
     assert why[str(src / "zero.nii")] == "not a regular file (link to a device)"
@@ -201,8 +210,10 @@ def test_out_inside_src_spelled_differently_is_not_scanned(tmp_path, capsys, mon
     for _ in range(2):
         assert run_cli([src, "-o", "nest/out", "--device", "cpu"]) == 0
         assert_clean_run(capsys, "1 defaced, 0 quarantined of 1 inputs")
-    files = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
-    assert files == ["out/deface_report.json", "out/nest/sub-01_T1w.nii", "sub-01_T1w.nii"]
+    files = sorted(str(p.relative_to(src)) for p in src.rglob("*")
+                   if p.is_file() and ".pixeldeid" not in p.parts)
+    assert files == [str(output_of(src / "out", src / "sub-01_T1w.nii").relative_to(src)),
+                     "sub-01_T1w.nii"]
 
 
 def test_dicom_rerun_into_the_same_out_is_not_quarantined(tmp_path, capsys):
@@ -219,8 +230,12 @@ def test_dicom_rerun_into_the_same_out_is_not_quarantined(tmp_path, capsys):
 
 
 def test_src_inside_out_never_overwrites_its_inputs(tmp_path):
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "h.nii").write_bytes(b"")
-    jobs = plan([tmp_path / "in"], tmp_path)  # OUT/in/h.nii would be the input itself
-    assert [j.kind for j in jobs] == ["unsupported"]
-    assert "would overwrite an input" in jobs[0].reason
+    from defacing.bids import plan_bids
+
+    root = tmp_path / "ds"  # OUT/ds/... would be the input itself
+    (root / "sub-01" / "anat").mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    (root / "sub-01" / "anat" / "sub-01_T1w.nii").write_bytes(b"")
+    jobs = refuse_collisions(plan_bids(root, tmp_path))
+    assert [j.kind for j in jobs] == ["unsupported", "unsupported"]
+    assert all("would overwrite an input" in j.reason for j in jobs)

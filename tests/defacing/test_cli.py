@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.defacing.conftest import run_cli, save_nifti
+from tests.defacing.conftest import output_of, run_cli, save_nifti
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +40,13 @@ def batch(tmp_path_factory, synthetic_head):
 def test_good_input_defaced_with_qc(batch):
     src, out, status = batch
     assert status == 1  # some inputs quarantined
-    res = out / src.name / "sub-01_T1w.nii.gz"
-    assert res.exists()
+    res = output_of(out, src / "sub-01_T1w.nii.gz")
+    assert res.exists() and res.parent == out / "nifti" and res.name.endswith("_T1w.nii.gz")
     a = np.asarray(nib.load(str(src / "sub-01_T1w.nii.gz")).dataobj)
     b = np.asarray(nib.load(str(res)).dataobj)
     assert (a != b).sum() > 1000
-    m = json.loads((out / "qc" / "sub-01_T1w_metrics.json").read_text())
+    stem = res.name[: -len(".nii.gz")]
+    m = json.loads((out / ".pixeldeid" / "qc" / f"{stem}_metrics.json").read_text())
     assert m["brain_voxels_changed"] == 0
 
 

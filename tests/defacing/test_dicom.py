@@ -37,7 +37,8 @@ def test_one_series_out_with_all_slices(dicom_case):
     files = sorted(series[0].glob("*.dcm"))
     assert len(files) == len(list(src.glob("*.dcm"))) == 120
     assert not (out / "quarantine").exists()
-    assert list((out / "qc").glob("*_front.png"))
+    assert list((out / ".pixeldeid" / "qc").glob("*_front.png"))
+    assert not (out / "qc").exists()
 
 
 def test_headers_derived_deidentified_new_uids(dicom_case):
@@ -183,7 +184,7 @@ def test_pet_registered_through_mr_of_same_frame_of_reference(tmp_path):
     series = sorted((out / "dicom").iterdir())
     assert len(series) == 2
     on = sorted(json.loads(p.read_text())["registration"]["registered_on"]
-                for p in (out / "qc").glob("*_metrics.json"))
+                for p in (out / ".pixeldeid" / "qc").glob("*_metrics.json"))
     assert on == ["reference", "self"]
     by_mod = {}
     for s in series:

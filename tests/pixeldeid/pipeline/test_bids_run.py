@@ -338,3 +338,33 @@ def test_zip_packages_dataset_files_apart_from_the_subjects(bids_run, tmp_path) 
     by_patient = {i["patient"] for i in bids_run["items"] if i["patient"]}
     assert set(zips) == {p for p in by_patient if any(  # one zip per subject released
         i["patient"] == p and i["status"] == "done" for i in bids_run["items"])}
+
+
+def test_identity_values_of_sidecars_leave_every_released_text(tmp_path: Path) -> None:
+    """The sidecar's PatientName was removed but its ImageComments kept the name; a name
+    column of participants.tsv and a README naming the patient were released, and verify
+    knew none of these values."""
+    src = _bids_dataset(tmp_path / "bids")
+    side = src / "sub-DOEJOHN" / "anat" / "sub-DOEJOHN_T1w.json"
+    meta = json.loads(side.read_text())
+    meta.update(PatientName="Blackwood^Zephyrine", PatientID="99887766",
+                ImageComments="Blackwood Zephyrine")
+    side.write_text(json.dumps(meta))
+    (src / "participants.tsv").write_text(
+        "participant_id\tname\tage\nsub-DOEJOHN\tZephyrine Blackwood\t97\nsub-02\tn/a\t37\n")
+    (src / "README").write_text("Scans of Zephyrine Blackwood, MRN 99887766.\n")
+    key = tmp_path / "k"
+    key.write_bytes(KEY)
+    out = tmp_path / "out"
+    assert _run(src, out, key) == 1  # the README is quarantined
+    released = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()
+                and not {".pixeldeid", "quarantine"} & set(p.relative_to(out).parts)}
+    for data in released.values():
+        for leak in (b"Blackwood", b"Zephyrine", b"99887766"):
+            assert leak not in data
+    by_src = {Path(i["src"]).name: i for i in _items(out)}
+    assert by_src["README"]["status"] == "quarantined"
+    assert "identity value" in by_src["README"]["reason"]
+    tsv = next(p for p in released if p.name == "participants.tsv")
+    assert tsv.read_text().splitlines()[1].split("\t")[1:] == ["n/a", "89+"]
+    assert main(["verify", str(out), "--no-ocr", "--no-dciodvfy", "--no-progress"]) == 0
