@@ -192,12 +192,22 @@ class PixelFrames:
             return np.empty((0, *self.frame_shape), dtype=np.uint8)
         return out
 
-    def display(self, indices: Sequence[int] | None = None) -> np.ndarray:
+    def other_windows(self) -> list[int]:
+        """Indices of the image's windows after the first, distinct from it, for a grey
+        image of more than 8 bits (text shown by a second window, a lung window, may not
+        show in the first)."""
+        if self.samples != 1 or self.photometric == "PALETTE COLOR" or (
+                self.bits_stored <= 8 and not self.signed and self.bits_allocated == 8):
+            return []
+        given = windows(self.ds)
+        return [k for k in range(1, len(given)) if given[k] not in given[:k]]
+
+    def display(self, indices: Sequence[int] | None = None, window: int = 0) -> np.ndarray:
         """Frames as ``(n, rows, cols, 3)`` uint8 RGB for OCR and analysis.
 
         Palette colour is applied, YBR converted to RGB, MONOCHROME1 inverted; more than 8 bits
-        are windowed with the first Window Center/Width (after the modality LUT), else each
-        frame's min..max.
+        are windowed with Window Center/Width number ``window`` (the first; after the modality
+        LUT), else each frame's min..max.
         """
         arr = self.decode(indices)
         if self.photometric == "PALETTE COLOR":
@@ -214,27 +224,36 @@ class PixelFrames:
         if self.bits_stored <= 8 and not self.signed and self.bits_allocated == 8:
             grey = arr.astype(np.uint8)
         else:
-            grey = _window(arr, self.ds)
+            grey = _window(arr, self.ds, window)
         if self.photometric == "MONOCHROME1":
             grey = 255 - grey
         return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def _window(arr: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Grey frames (n, H, W) to uint8 with the first window, else per-frame min..max."""
+def windows(ds: Dataset) -> list[tuple[float, float]]:
+    """The (center, width) pairs of Window Center/Width, in order, readable ones only."""
+    def values(v) -> list:
+        return list(v) if isinstance(v, Sequence) and not isinstance(v, str) else [v]
+
+    out = []
+    for c, w in zip(values(ds.get("WindowCenter")), values(ds.get("WindowWidth")), strict=False):
+        try:
+            out.append((float(c), float(w)))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _window(arr: np.ndarray, ds: Dataset, which: int = 0) -> np.ndarray:
+    """Grey frames (n, H, W) to uint8 with window ``which`` (the first), else per-frame
+    min..max."""
     values = arr.astype(np.float64)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
     values = values * slope + intercept
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     out = np.empty(values.shape, dtype=np.uint8)
-    try:
-        c = float(center[0] if isinstance(center, Sequence) and not isinstance(center, str)
-                  else center)
-        w = float(width[0] if isinstance(width, Sequence) and not isinstance(width, str)
-                  else width)
-    except (TypeError, ValueError, IndexError):
-        c = w = None
+    given = windows(ds)
+    c, w = given[which] if which < len(given) else (None, None)
     for k in range(values.shape[0]):
         v = values[k]
         if c is not None and w is not None and w >= 1:
@@ -244,6 +263,18 @@ def _window(arr: np.ndarray, ds: Dataset) -> np.ndarray:
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         out[k] = np.clip(np.rint((v - lo) * scale), 0, 255).astype(np.uint8)
     return out
+
+
+def black_shown(frames: PixelFrames, stored: np.ndarray | None = None) -> int:
+    """The grey level (0-255) :meth:`PixelFrames.display` shows for :func:`black_value`: 0
+    mostly; more where the first window starts below the lowest value the image can store
+    (an unsigned CT with intercept -1024 under a lung window shows it as 55)."""
+    if frames.samples != 1 or frames.photometric == "PALETTE COLOR" or (
+            frames.bits_stored <= 8 and not frames.signed and frames.bits_allocated == 8):
+        return 0
+    black = np.full((1, 1, 1), black_value(frames, stored)[0], dtype=np.float64)
+    grey = int(_window(black, frames.ds)[0, 0, 0])
+    return 255 - grey if frames.photometric == "MONOCHROME1" else grey
 
 
 def black_value(frames: PixelFrames, stored: np.ndarray | None = None) -> tuple[int, ...]:

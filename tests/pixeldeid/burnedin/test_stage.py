@@ -219,3 +219,57 @@ def test_text_appearing_mid_cine_is_read_in_its_change_frame_and_removed_everywh
     assert 9 in result.frames_read and result.verified
     after = PixelFrames(ds).display()
     assert int(after[:, box[1]:box[3], box[0]:box[2]].max()) <= 8
+
+
+def _ct_with_text(value: int, *, signed: bool, windows: tuple, intercept: int = 0):
+    """A 256 x 256 CT slice with a name burned in at stored ``value``, and its ink mask."""
+    from PIL import Image, ImageDraw, ImageFont
+    from pydicom.dataset import Dataset
+
+    rng = np.random.default_rng(0)
+    base = (-1000, -900) if signed else (0, 200)
+    a = rng.integers(*base, (256, 256)).astype(np.int16 if signed else np.uint16)
+    img = Image.new("L", (256, 256), 0)
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", 16)
+    except OSError:
+        font = ImageFont.load_default(size=16)
+    ImageDraw.Draw(img).text((12, 12), "KOWALSKI ANNA", fill=255, font=font)
+    mask = np.array(img) > 0
+    a[mask] = value
+    ds = Dataset()
+    ds.Modality, ds.ImageType = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientName, ds.PatientID = "KOWALSKI^ANNA", "ZK4471823"
+    ds.Rows = ds.Columns = 256
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, (16 if signed else 12), (15 if signed else 11)
+    ds.PixelRepresentation = int(signed)
+    ds.RescaleIntercept, ds.RescaleSlope = intercept, 1
+    ds.WindowCenter = [str(c) for c, _ in windows]
+    ds.WindowWidth = [str(w) for _, w in windows]
+    ds.PixelData = a.tobytes()
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds, mask
+
+
+def test_text_only_a_second_window_shows_is_found():
+    """Name at -400 HU: black under the first window (soft tissue 40/400), plain under the
+    file's second (lung -600/1500); only the first window was read, the text released."""
+    ds, mask = _ct_with_text(-400, signed=True, windows=((40, 400), (-600, 1500)))
+    result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
+    assert result.redacted
+    after = ds.pixel_array
+    assert int((after[mask] == -400).sum()) < 0.05 * mask.sum()
+
+
+def test_a_redaction_black_under_a_lung_window_is_not_quarantined():
+    """Unsigned CT, intercept -1024, lung window first: the lowest storable value shows as
+    grey 55, and the black-box check (48) quarantined every correct redaction."""
+    ds, mask = _ct_with_text(3000, signed=False, windows=((-600, 1500),), intercept=-1024)
+    result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
+    assert result.redacted and result.verified
+    assert int((ds.pixel_array[mask] == 3000).sum()) == 0
