@@ -29,7 +29,7 @@ from .redact import (
     read_ifd_image,
     redact_regions,
 )
-from .tiffclean import edit_in_place
+from .tiffclean import edit_in_place, refuse_exif_gps
 from .tiffedit import IMAGE_DESCRIPTION, NEW_SUBFILE_TYPE, TiffEditor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,8 +44,6 @@ __all__ = ["deidentify", "clean_standard_tags", "clean_ome_xml", "XMP", "blank_p
 XMP = 700
 IPTC = 33723
 PHOTOSHOP = 34377
-EXIF_IFD = 34665
-GPS_IFD = 34853
 SUB_IFDS = 330
 #: blobs that may carry free text: blanked (zeroed in place)
 BLOB_TAGS = (XMP, IPTC, PHOTOSHOP)
@@ -67,12 +65,8 @@ def blank_private_blobs(ed: TiffEditor, codes=BLOB_TAGS) -> list[str]:
 
     EXIF and GPS sub-IFDs (camera serials, capture dates, positions) are not rewritten
     here: a file carrying one is refused (``DeidError``), never passed through."""
+    refuse_exif_gps(ed)
     removed: list[str] = []
-    for d in [*ed.ifds, *ed.subifds]:
-        for code, name in ((EXIF_IFD, "EXIF"), (GPS_IFD, "GPS")):
-            if code in d.tags and any(d.tags[code].raw):
-                raise DeidError(f"IFD {d.index} has an {name} sub-IFD (not cleaned yet)",
-                                str(ed.path))
     for d in [*ed.ifds, *ed.subifds]:
         for code in codes:
             t = d.tags.get(code)

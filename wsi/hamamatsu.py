@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pixeldeid.errors import DeidError
 
-from .generic import blank_private_blobs, clean_standard_tags
+from .generic import BLOB_TAGS, blank_private_blobs, blank_unknown_text_tags, clean_standard_tags
 from .metadata_rules import clean_date_value
 from .redact import (
     RedactStats,
@@ -142,6 +142,9 @@ def _run(ed: TiffEditor, options: SlideOptions, rep: VendorReport) -> None:
     rep.actions.append("Reference and serial blanked")
     rep.removed_values += clean_standard_tags(ed, options.date_offset)
     rep.removed_values += blank_private_blobs(ed)
+    # other text tags (an ImageDescription, a scanner's private ASCII tags) and ICC text
+    rep.removed_values += blank_unknown_text_tags(
+        ed, handled=(PROPERTY_MAP, REFERENCE, SERIAL, *BLOB_TAGS))
     macros = [i for i, v in lens.items() if v == -1.0]
     maps = [i for i, v in lens.items() if v == -2.0]
     remove: list[int] = []

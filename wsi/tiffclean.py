@@ -21,7 +21,7 @@ from .tiffedit import IMAGE_DESCRIPTION, TiffEditor
 if TYPE_CHECKING:  # pragma: no cover
     from .api import VendorReport
 
-__all__ = ["blank_icc_profiles", "clean_tiff_tags", "edit_in_place"]
+__all__ = ["blank_icc_profiles", "clean_tiff_tags", "edit_in_place", "refuse_exif_gps"]
 
 
 def edit_in_place(path: str | Path, run: Callable[[TiffEditor, VendorReport], str | None]
@@ -44,6 +44,23 @@ def edit_in_place(path: str | Path, run: Callable[[TiffEditor, VendorReport], st
     if kept is not None:
         report.removed_values = mr.finalize_removed(report.removed_values, kept)
     return report
+
+
+#: TIFF tags pointing at an EXIF and a GPS sub-IFD
+EXIF_IFD, GPS_IFD = 34665, 34853
+
+
+def refuse_exif_gps(ed: TiffEditor) -> None:
+    """Raise DeidError when an IFD points at an EXIF or GPS sub-IFD (camera owner and
+    serial, capture dates, positions): they are not rewritten, so such a slide is refused,
+    never passed through."""
+    from pixeldeid.errors import DeidError
+
+    for d in [*ed.ifds, *ed.subifds]:
+        for code, name in ((EXIF_IFD, "EXIF"), (GPS_IFD, "GPS")):
+            if code in d.tags and any(d.tags[code].raw):
+                raise DeidError(f"IFD {d.index} has an {name} sub-IFD (not cleaned yet)",
+                                str(ed.path))
 
 
 #: TIFF tag InterColorProfile: an ICC profile, whose description and copyright are text
@@ -89,6 +106,7 @@ def clean_tiff_tags(ed: TiffEditor, shift_days: int | None, report: VendorReport
     list of str
         The old values, to scan the output for.
     """
+    refuse_exif_gps(ed)
     ifds = [*ed.ifds, *ed.subifds]  # SubIFDs (tag 330) carry tags too
     edits, removed = mr.plan_tiff_tag_edits(
         ((d.index, {c: t.value for c, t in d.tags.items() if c in mr.TEXT_TAG_CODES})
