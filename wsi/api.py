@@ -232,6 +232,18 @@ def output_name(src: Path, options: SlideOptions) -> str:
     return stem + suffix
 
 
+def _check_in_place(src: Path) -> None:
+    """Refuse in-place editing where replacing ``src`` would leave its content identified
+    under another name: a symbolic link (its target would keep it), a file with other hard
+    links (they would)."""
+    if src.is_symlink():
+        raise DeidError("a symbolic link: editing it in place would replace the link and "
+                        "leave its target identified; give the target", str(src))
+    if src.stat().st_nlink > 1:
+        raise DeidError(f"the file has {src.stat().st_nlink - 1} other hard link(s): editing "
+                        "it in place would leave them identified", str(src))
+
+
 def deidentify_slide(src: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                      in_place: bool = False, label: str = "remove", macro: str = "remove",
                      redact_regions: tuple[Region, ...] | list[Region] = (),
@@ -272,6 +284,8 @@ def deidentify_slide(src: str | os.PathLike, out_dir: str | os.PathLike | None =
         result.vendor = vendor
         mod = vendor_module(vendor)
         final = src if in_place else Path(out_dir) / output_name(src, options)
+        if in_place:
+            _check_in_place(src)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists() and not in_place and final.resolve() == src.resolve():
             raise DeidError("output would overwrite the input; use in_place", str(src))
@@ -279,6 +293,8 @@ def deidentify_slide(src: str | os.PathLike, out_dir: str | os.PathLike | None =
         os.close(fd)
         work = Path(tmp)
         shutil.copyfile(src, work)
+        if in_place:  # the cleaned file replaces the input: with the input's permissions
+            shutil.copymode(src, work)
         result.seconds["copy"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         report = mod.deidentify(work, options)

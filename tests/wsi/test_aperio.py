@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import openslide
@@ -343,3 +344,28 @@ def test_tile_outside_the_file_quarantines(tmp_path, where):
     assert "outside the file" in r.reason
     assert not (tmp_path / "out" / "BAD.svs").exists()
     assert list((tmp_path / "out" / "quarantine").glob("*.reason.txt"))
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_in_place_refuses_a_name_that_is_not_the_only_one(svs, tmp_path, link):
+    """In place, a symbolic link was replaced by the cleaned file and its target kept the
+    identity; other hard links of the file keep it too: both are refused."""
+    other = tmp_path / "cohort" / "case1.svs"
+    other.parent.mkdir()
+    if link == "symbolic":
+        other.symlink_to(svs.path)
+        edited = other
+    else:
+        os.link(svs.path, other)
+        edited = svs.path
+    before = _sha(svs.path)
+    r = deidentify_slide(edited, in_place=True, pseudonym="L1", quarantine_dir=tmp_path / "q")
+    assert r.status == "quarantined" and "link" in r.reason
+    assert _sha(svs.path) == before and (link == "hard" or other.is_symlink())
+
+
+def test_in_place_keeps_the_files_permissions(svs):
+    os.chmod(svs.path, 0o644)
+    r = deidentify_slide(svs.path, in_place=True, pseudonym="L1")
+    assert r.status == "clean", r.reason
+    assert svs.path.stat().st_mode & 0o777 == 0o644
