@@ -22,7 +22,9 @@ Removes or replaces the label, removes or redacts the macro, cleans vendor metad
 allowlist (dates removed or shifted), blacks out level-0 regions on every pyramid level and
 the thumbnail re-encoding only the tiles they touch, then scans the raw bytes of the output
 for every removed value and re-opens it with openslide. Slides that fail any step are
-quarantined (OUT/quarantine) with a reason; inputs are never modified unless --in-place."""
+quarantined (OUT/quarantine) with a reason; inputs are never modified unless --in-place.
+OUT/.pixeldeid/wsi-report.csv lists each input with its output and status (it names the
+inputs: not for release)."""
 
 EPILOG = """examples:
   pixeldeid wsi slides/ -o clean/
@@ -103,8 +105,31 @@ def _is_dicom(p: Path) -> bool:
         return False
 
 
-def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int]:
-    """DICOM WSI: instances grouped by series and handled together (wsi.dicomwsi)."""
+#: ``OUT/.pixeldeid/wsi-report.csv``: per input its output, vendor, status and reason
+REPORT_NAME = "wsi-report.csv"
+
+
+def report_path(out: Path) -> Path:
+    """Where :func:`write_report` writes (the state folder: input paths are identity)."""
+    from pixeldeid.batch import STATE_DIRNAME
+
+    return out / STATE_DIRNAME / REPORT_NAME
+
+
+def write_report(out: Path, rows: list[list[str]]) -> None:
+    """The report CSV of a ``pixeldeid wsi`` run (source, output, vendor, status, reason)."""
+    path = report_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as fh:
+        lines = ["source,output,vendor,status,reason\n"]
+        for cells in rows:
+            lines.append(",".join('"' + c.replace('"', "'") + '"' for c in cells) + "\n")
+        fh.write("".join(lines).encode("utf-8"))
+
+
+def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int, list[list[str]]]:
+    """DICOM WSI: instances grouped by series and handled together (wsi.dicomwsi); the
+    counts of clean and quarantined slides and a report row per input file."""
     from pixeldeid.batch import load_or_create_key
 
     from . import dicomwsi
@@ -121,7 +146,9 @@ def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int]:
             bad += 1
             print(f"pixeldeid wsi: {', '.join(printable(s) for s in r.sources[:3])}: "
                   f"{printable(r.reason)}", file=sys.stderr)
-    return len(results) - bad, bad
+    rows = [[src, r.output_dir or "", "dicom", r.status, r.reason or ""]
+            for r in results for src in r.sources]
+    return len(results) - bad, bad, rows
 
 
 def _collect(srcs: list[str], out: str | None
@@ -294,18 +321,15 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
     if bar:
         bar.close()
-    if args.out:
-        with atomic_output(Path(args.out) / "wsi-report.csv") as fh:
-            lines = ["source,output,vendor,status,reason\n"]
-            for r in results:
-                cells = [r.source, r.output or "", r.vendor or "", r.status, (r.reason or "")]
-                lines.append(",".join('"' + c.replace('"', "'") + '"' for c in cells) + "\n")
-            fh.write("".join(lines).encode("utf-8"))
     clean = sum(r.ok for r in results)
     bad = len(results) - clean
+    rows = [[r.source, r.output or "", r.vendor or "", r.status, r.reason or ""]
+            for r in results]
     if dicom:
-        c, b = _run_dicom(dicom, args)
-        clean, bad = clean + c, bad + b
+        c, b, more = _run_dicom(dicom, args)
+        clean, bad, rows = clean + c, bad + b, rows + more
+    if args.out:  # input paths (names may be identity): in the state folder, not released
+        write_report(Path(args.out), rows)
     dest = args.out or "in place"
     print(f"pixeldeid wsi: {clean + bad} slides: {clean} clean, {bad} quarantined ({dest})")
     return 0 if bad == 0 else 1

@@ -346,7 +346,8 @@ def _method(data: ReportData, meta: dict, headers: list[dict], out: Path) -> Non
         from ..standard import release
 
         rows.append(("PS3.15 release of this pixeldeid", release()))
-    for name in (".pixeldeid/deface_report.json", "deface_report.json", "wsi-report.csv"):
+    for name in (".pixeldeid/deface_report.json", "deface_report.json",
+                 ".pixeldeid/wsi-report.csv", "wsi-report.csv"):
         if (out / name).is_file():  # (deface_report.json: OUT/.pixeldeid/, once OUT/)
             rows.append(("report file", name))
     data.method = rows
@@ -619,10 +620,15 @@ def _slides(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
 
 
 def _wsi_report_sources(out: Path) -> dict[str, Path]:
-    """Output (relative to OUT) -> source slide, from ``OUT/wsi-report.csv``."""
+    """Output (relative to OUT) -> source slide, from ``OUT/.pixeldeid/wsi-report.csv``
+    (``OUT/wsi-report.csv`` of older versions)."""
     import csv
 
-    p = out / "wsi-report.csv"
+    from ..batch import STATE_DIRNAME
+
+    p = out / STATE_DIRNAME / "wsi-report.csv"
+    if not p.is_file():
+        p = out / "wsi-report.csv"
     found: dict[str, Path] = {}
     if not p.is_file():
         return found

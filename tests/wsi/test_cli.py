@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 
 import openslide
@@ -31,12 +32,13 @@ def test_batch_with_one_bad_file(tmp_path, capsys):
     err = capsys.readouterr()
     assert "c.svs" in err.err and "3 slides: 2 clean, 1 quarantined" in err.out
     outs = sorted(p.name for p in out.iterdir())
-    assert outs == ["SLIDE-0001.svs", "SLIDE-0002.ndpi", "quarantine", "wsi-report.csv"]
+    # (the report names the inputs: in the state folder, not in the release)
+    assert outs == [".pixeldeid", "SLIDE-0001.svs", "SLIDE-0002.ndpi", "quarantine"]
     for f, s in (("SLIDE-0001.svs", a), ("SLIDE-0002.ndpi", n)):
         assert scan_raw(out / f, s.planted) == []
     assert openslide.OpenSlide(str(out / "SLIDE-0002.ndpi")).properties["openslide.vendor"] == "hamamatsu"
     assert len(list((out / "quarantine").glob("*.reason.txt"))) == 1
-    assert "quarantined" in (out / "wsi-report.csv").read_text()
+    assert "quarantined" in (out / ".pixeldeid" / "wsi-report.csv").read_text()
 
 
 def test_in_place_and_options(tmp_path):
@@ -82,6 +84,11 @@ def test_dicom_wsi_folder_grouped(tmp_path, capsys):
     rc = _run([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--key-file", str(key)])
     assert rc == 0, capsys.readouterr().err
     assert "2 slides: 2 clean" in capsys.readouterr().out
+    # every input has its row in the report, the DICOM instances too (they had none)
+    rows = list(csv.DictReader(open(tmp_path / "out" / ".pixeldeid" / "wsi-report.csv")))
+    dcm = [r for r in rows if r["vendor"] == "dicom"]
+    assert len(dcm) == len(list((tmp_path / "in" / "dcm").iterdir()))
+    assert {r["status"] for r in rows} == {"clean"} and not (tmp_path / "out" / "wsi-report.csv").exists()
     assert _run([str(tmp_path / "in"), "--in-place"]) == 2
 
 
@@ -136,7 +143,6 @@ def test_working_copies_a_killed_run_left_are_removed(tmp_path):
 def test_folder_entries_are_never_dropped_silently(tmp_path, capsys):
     """A folder named quarantine, a .mrxs slide, a FIFO, a link to /dev/zero and a
     dangling link were skipped without a word ("1 slides: 1 clean", exit 0)."""
-    import csv
     import os
 
     src = tmp_path / "slides"
@@ -153,7 +159,8 @@ def test_folder_entries_are_never_dropped_silently(tmp_path, capsys):
     assert _run([str(src), "-o", str(out)]) == 1
     err = capsys.readouterr()
     assert "6 slides: 2 clean, 4 quarantined" in err.out
-    rows = {os.path.basename(r["source"]): r for r in csv.DictReader(open(out / "wsi-report.csv"))}
+    rows = {os.path.basename(r["source"]): r
+            for r in csv.DictReader(open(out / ".pixeldeid" / "wsi-report.csv"))}
     assert set(rows) == {"a.svs", "b.svs", "c.mrxs", "fifo.svs", "zero.svs", "dangling.svs"}
     assert rows["a.svs"]["status"] == rows["b.svs"]["status"] == "clean"
     assert "unsupported format" in rows["c.mrxs"]["reason"]
