@@ -576,8 +576,9 @@ class Deidentifier:
         # ("Annotated by Dr <name>"); the patient's own identity there quarantines the
         # file (free text holding it is a sign of more that no search knows of)
         ours = _word_set(pseudonym) | {pseudonym.lower()}  # written by us: no finding
+        chosen = self.pseudonyms.chosen_words(pseudonym)
         if pseudonym != str(peek(ds, "PatientID", "") or "") and any(
-                t.lower() in self.pseudonyms.chosen_words(pseudonym) for t in tokens):
+                t.lower() in chosen for t in tokens):
             # (a supplied pseudonym or a prefix that is the patient's surname, or holds the
             # ID: its words would be exempt from the search below. Mapping an ID to itself
             # keeps it on purpose.)

@@ -394,7 +394,7 @@ class Ledger:
             target = out_dir / rel
             if {r[0] for r in rows} <= keys and target.is_file() and not target.is_symlink():
                 sop = next((r[1] for r in rows if r[1]), "")
-                if sop:  # recorded before the output goes (see withdrawn_sops)
+                if sop:  # recorded before the output goes (see _withdrawn_sops)
                     self._con.execute("INSERT OR IGNORE INTO withdrawn VALUES (?)", (sop,))
                     self._con.commit()
                 target.unlink()
@@ -960,28 +960,30 @@ def run_batch(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
         pending = {sop for _path, sop in withdrawn if sop} | _withdrawn_sops(
             state / "ledger.sqlite")
         summary.map_gaps = _export_map(Path(export_map), summary, config, pending)
-        _withdrawn_sops(state / "ledger.sqlite", done=pending)
+        _forget_withdrawn(state / "ledger.sqlite", pending)
         summary.map_gaps += _unmapped_earlier(out, state / "ledger.sqlite", Path(export_map))
     return summary
 
 
-def _withdrawn_sops(ledger: Path, done: set[str] | None = None) -> set[str]:
+def _withdrawn_sops(ledger: Path) -> set[str]:
     """The new SOP Instance UIDs of outputs withdrawn by this or an earlier run (killed
-    before it wrote the export map) whose rows are still to leave the export map; with
-    ``done``, forget those instead (their rows are gone)."""
+    before it wrote the export map) whose rows are still to leave the export map."""
     try:
-        con = sqlite3.connect(ledger, timeout=60)
-        try:
-            if done is not None:
-                con.executemany("DELETE FROM withdrawn WHERE sop=?", [(s,) for s in done])
-                con.commit()
-                return set()
+        with contextlib.closing(sqlite3.connect(ledger, timeout=60)) as con:
             return {r[0] for r in con.execute("SELECT sop FROM withdrawn")}
-        finally:
-            con.close()
     except sqlite3.Error as exc:
         logger.warning("%s: the withdrawn outputs could not be read: %s", ledger, exc)
         return set()
+
+
+def _forget_withdrawn(ledger: Path, sops: set[str]) -> None:
+    """Forget withdrawn ``sops`` whose export map rows are gone."""
+    try:
+        with contextlib.closing(sqlite3.connect(ledger, timeout=60)) as con:
+            con.executemany("DELETE FROM withdrawn WHERE sop=?", [(s,) for s in sops])
+            con.commit()
+    except sqlite3.Error as exc:  # (the next map write removes them again)
+        logger.warning("%s: the withdrawn outputs could not be updated: %s", ledger, exc)
 
 
 def _unmapped_earlier(out: Path, ledger: Path, export_map: Path) -> list[FileOutcome]:

@@ -64,6 +64,7 @@ universitario hopital ospedale hospitalier academic teaching private public cent
 south east west northern southern eastern western practice surgery associates partners
 """.split())
 
+
 def institution_words(value: str) -> set[str]:
     """The distinctive lower-case words of an institution's name, address or department
     (4+ letters, not a number, not a generic word such as "hospital", "infirmary" or
@@ -397,7 +398,7 @@ def _whole_word(token: bytes) -> bytes:
     head = rb"(?<![A-Za-z0-9])" if token[:1].isalnum() else b""
     tail = rb"(?![A-Za-z0-9])" if token[-1:].isalnum() else b""
     core = re.escape(token)
-    if len(token) >= LOGIN_MIN and token.isalpha() and token.isascii():  # (login_shaped)
+    if token.isascii() and login_shaped(token.decode("ascii")):
         core = _LOGIN_HEAD.encode() + core + _LOGIN_TAIL.encode()
     return head + core + tail
 
