@@ -30,12 +30,16 @@ from .nifti import nifti_stem
 NIFTI_OUT_DIRNAME = "nifti"
 MAP_NAME = "deface_map.csv"
 MAP_HEADER = ("source", "output", "status")
-#: BIDS image suffixes kept at the end of a hashed name (no identity: a closed list).
-KEPT_SUFFIXES = frozenset((
-    "T1w", "T2w", "FLAIR", "PD", "PDw", "T2starw", "ct", "CT", "pet", "dwi", "sbref",
-    "magnitude", "magnitude1", "magnitude2", "epi", "m0scan", "bold", "T1map", "T2map",
-    "UNIT1", "angio", "inplaneT1", "inplaneT2",
-))
+#: BIDS image suffixes kept at the end of a hashed name (no identity: a closed list; the
+#: anatomical, functional, diffusion, perfusion, field map and PET suffixes of BIDS 1.9,
+#: and ``ct``/``CT``); ``pixeldeid run`` names its NIfTI outputs with them too
+KEPT_SUFFIXES = frozenset("""
+T1w T2w PDw T2starw FLAIR PD inplaneT1 inplaneT2 PDT2 angio T1map T2map T2starmap R1map
+R2map R2starmap PDmap MTRmap MTsat UNIT1 T1rho MWFmap MTVmap PDT2map Chimap S0map M0map
+defacemask MEGRE MESE VFA IRT1 MP2RAGE MPM MTS MTR TB1DAM TB1EPI TB1AFI TB1TFL TB1RFM
+TB1SRGE TB1map RB1map RB1COR bold cbv phase sbref dwi epi fieldmap magnitude magnitude1
+magnitude2 phasediff phase1 phase2 asl m0scan aslcontext pet ct CT
+""".split())
 HASH_CHARS = 16
 
 

@@ -125,24 +125,15 @@ def _bids_subject(path: Path) -> str | None:
     return None
 
 
-#: BIDS suffixes of anatomical, functional, diffusion, perfusion, field map and PET images
-#: (BIDS 1.9 entity tables): the only part of an input's name an output name keeps
-BIDS_SUFFIXES = frozenset("""
-T1w T2w PDw T2starw FLAIR inplaneT1 inplaneT2 PDT2 angio T1map T2map T2starmap R1map R2map
-R2starmap PDmap MTRmap MTsat UNIT1 T1rho MWFmap MTVmap PDT2map Chimap S0map M0map defacemask
-MEGRE MESE VFA IRT1 MP2RAGE MPM MTS MTR TB1DAM TB1EPI TB1AFI TB1TFL TB1RFM TB1SRGE TB1map
-RB1map RB1COR bold cbv phase sbref dwi epi fieldmap magnitude magnitude1 magnitude2
-phasediff phase1 phase2 asl m0scan aslcontext pet
-""".split())
-
-
 def _nifti_suffix(path: Path) -> str:
     """The BIDS suffix of a NIfTI name (``T1w``, ``bold``...) when it is one BIDS defines;
     any other last word of a name (``T1_HARROWGATE``, ``mprage_4455667``) is the input's,
     and may be identity."""
+    from defacing.naming import KEPT_SUFFIXES
+
     stem = path.name.split(".", 1)[0]
     last = stem.rsplit("_", 1)[-1] if "_" in stem else ""
-    return last if last in BIDS_SUFFIXES else ""
+    return last if last in KEPT_SUFFIXES else ""
 
 
 def _inside(path: Path, out_resolved: Path) -> bool:
