@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from pixeldeid.dates import written_forms
 from pixeldeid.textclean import contains_tokens, distinctive, identity_tokens
 
 from .sidecars import BIRTH_COLUMN_RE, IDENTITY_COLUMN_RE, MISSING
@@ -50,13 +51,10 @@ MIN_DIGIT_TOKEN = 6
 
 
 def birth_date_forms(value: str) -> list[str]:
-    """Written forms of a DICOM (``YYYYMMDD``) or ISO birth date, else the value itself."""
+    """Written forms of a DICOM (``YYYYMMDD``) or ISO birth date
+    (:func:`pixeldeid.dates.written_forms`), else the value itself."""
     v = value.strip()
-    m = re.fullmatch(r"(\d{4})-?(\d\d)-?(\d\d)", v)
-    if not m:
-        return [v] if v else []
-    y, mo, d = m.groups()
-    return [f"{y}{mo}{d}", f"{y}-{mo}-{d}", f"{d}/{mo}/{y}", f"{mo}/{d}/{y}", f"{d}.{mo}.{y}"]
+    return written_forms(v) or ([v] if v else [])
 
 
 def _json_values(obj, found: dict[str, list[str]], depth: int = 0) -> None:

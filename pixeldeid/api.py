@@ -369,20 +369,12 @@ def patient_key(ds: Dataset) -> str:
 
 
 def _birth_date_forms(ds: Dataset) -> list[str]:
-    """Patient's Birth Date as written in free text: YYYYMMDD, and with a 4-digit year
-    separated by ``.``, ``/`` or ``-`` in the orders day-month-year (11.03.1947),
-    month-day-year (03/11/1947) and year-month-day (1947-03-11). Forms with a 2-digit year
-    are left out: too many other numbers look like them. The placeholder 19000101 ("not
-    known") is no identity, and it is the dummy date that D writes."""
+    """Patient's Birth Date as written in free text (:func:`pixeldeid.dates.written_forms`).
+    The placeholder 19000101 ("not known") is no identity, and it is the dummy date that
+    D writes."""
     bd = str(peek(ds, "PatientBirthDate", "") or "").strip()
     if len(bd) == 8 and bd.isdigit() and bd != DUMMY_VALUES["DA"]:
-        y, m, d = bd[:4], bd[4:6], bd[6:8]
-        forms = [bd]
-        for sep in "./-":
-            for form in (f"{d}{sep}{m}{sep}{y}", f"{m}{sep}{d}{sep}{y}", f"{y}{sep}{m}{sep}{d}"):
-                if form not in forms:
-                    forms.append(form)
-        return forms
+        return _dates.written_forms(bd)
     return []
 
 

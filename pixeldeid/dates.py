@@ -179,6 +179,24 @@ def _utc_offset(suffix: str) -> bool:
     return int(suffix[3:5]) < 60 and minutes <= (720 if suffix[0] == "-" else 840)
 
 
+def written_forms(value: str) -> list[str]:
+    """A date (``YYYYMMDD`` or ``YYYY-MM-DD``) as free text writes it: YYYYMMDD, and with
+    its 4-digit year separated by ``.``, ``/`` or ``-`` in the orders day-month-year
+    (11.03.1947), month-day-year (03/11/1947) and year-month-day (1947-03-11); [] for
+    another value. Forms with a 2-digit year are left out: too many other numbers look
+    like them."""
+    m = re.fullmatch(r"(\d{4})-?(\d\d)-?(\d\d)", value.strip())
+    if not m:
+        return []
+    y, mo, d = m.groups()
+    forms = [f"{y}{mo}{d}"]
+    for sep in "./-":
+        for form in (f"{d}{sep}{mo}{sep}{y}", f"{mo}{sep}{d}{sep}{y}", f"{y}{sep}{mo}{sep}{d}"):
+            if form not in forms:
+                forms.append(form)
+    return forms
+
+
 def age_string(birth: str, at: str) -> str | None:
     """Return the DICOM AS age (``NNNY``/``NNNM``/``NNND``) between two DA values, or None."""
     try:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from ..api import IDENTITY_KEYWORDS
+from ..dates import written_forms
 from ..dummy import DUMMY_VALUES
 from ..pipeline.scan import IDENTITY_FIELDS
 from ..textclean import STOPWORDS, dicom_vocabulary, distinctive, has_cjk, institution_words
@@ -132,8 +133,7 @@ def date_spellings(value: str) -> set[str]:
     if len(v) != 8:
         return {str(value).strip().lower()} if str(value).strip() else set()
     y, m, d = v[:4], v[4:6], v[6:]
-    out = {v, f"{y}-{m}-{d}", f"{y}/{m}/{d}", f"{y}.{m}.{d}", f"{m}/{d}/{y}", f"{d}/{m}/{y}",
-           f"{d}.{m}.{y}", f"{d}-{m}-{y}", f"{m}-{d}-{y}"}
+    out = set(written_forms(v))  # the numeric ones, as the header core searches them
     mi = int(m) - 1
     if 0 <= mi < 12:
         for mon in (_MONTHS[mi], _MONTHS_LONG[mi]):

@@ -343,16 +343,22 @@ def test_reserved_jpg_markers_refuse_the_frame(marker):
         strip_encapsulated(encapsulate([data]), 1)
 
 
+def _grown(data: bytes, marker: int) -> bytes:
+    """``data`` with :data:`LEAK` appended to the first ``marker`` segment's fields (its
+    length grown to hold it)."""
+    pos = data.index(struct.pack(">H", marker))
+    (length,) = struct.unpack_from(">H", data, pos + 2)
+    return (data[:pos + 2] + struct.pack(">H", length + len(LEAK))
+            + data[pos + 4:pos + 2 + length] + LEAK + data[pos + 2 + length:])
+
+
 def test_kept_segments_with_extra_bytes_refuse_the_frame():
     jpeg = _jfif()
     for marker in (0xFFDB, 0xFFC0, 0xFFC4, 0xFFDA, 0xFFDD):
         if marker == 0xFFDD:  # (PIL writes no DRI)
             grown = _after_app0(jpeg, _segment(0xFFDD, b"\0\x10" + LEAK))
         else:
-            pos = jpeg.index(struct.pack(">H", marker))
-            (length,) = struct.unpack_from(">H", jpeg, pos + 2)
-            grown = (jpeg[:pos + 2] + struct.pack(">H", length + len(LEAK))
-                     + jpeg[pos + 4:pos + 2 + length] + LEAK + jpeg[pos + 2 + length:])
+            grown = _grown(jpeg, marker)
         with pytest.raises(InputError, match="not as long as its fields"):
             strip_jpeg_metadata(grown)
     # JPEG-LS: preset parameters are kept, mapping tables (arbitrary bytes) are refused
@@ -797,10 +803,7 @@ def test_j2k_misplaced_and_overlong_segments_are_refused():
     with pytest.raises(InputError, match="misplaced"):
         strip_jpeg_metadata(_in_tile_part(cs, siz))  # SIZ only in the main header
     for marker in (0xFF52, 0xFF51):  # COD, SIZ with text after their fields
-        pos = cs.index(struct.pack(">H", marker))
-        (length,) = struct.unpack_from(">H", cs, pos + 2)
-        grown = (cs[:pos + 2] + struct.pack(">H", length + len(LEAK))
-                 + cs[pos + 4:pos + 2 + length] + LEAK + cs[pos + 2 + length:])
+        grown = _grown(cs, marker)
         with pytest.raises(InputError, match="not as long as its fields"):
             strip_jpeg_metadata(grown)
     sot = cs.index(b"\xff\x90")
