@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -74,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pseudonym", help="output name and replaced-label text (one SRC only)")
     parser.add_argument("--pseudonym-map", metavar="CSV",
                         help="CSV with columns source,pseudonym[,patient_id] (source = file "
-                             "name or path; patient_id keys the date offset)")
+                             "name or path; for a DICOM slide one of its files or its folder; "
+                             "patient_id keys the date offset)")
     parser.add_argument("--prefix", default="SLIDE",
                         help="pseudonyms PREFIX-0001... for slides without one (default SLIDE)")
     parser.add_argument("--dates", choices=("remove", "shift"), default="remove",
@@ -127,19 +129,24 @@ def write_report(out: Path, rows: list[list[str]]) -> None:
         fh.write("".join(lines).encode("utf-8"))
 
 
-def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int, list[list[str]]]:
-    """DICOM WSI: instances grouped by series and handled together (wsi.dicomwsi); the
-    counts of clean and quarantined slides and a report row per input file."""
+def _run_dicom(slides: list[list[Path]], refused: list[tuple[Path, str]], names: list[str],
+               args: argparse.Namespace) -> tuple[int, int, list[list[str]]]:
+    """DICOM WSI: the instances of each slide (:func:`wsi.dicomwsi.group_series`) handled
+    together, each slide under its pseudonym; the counts of clean and quarantined slides
+    and a report row per input file."""
     from pixeldeid.batch import load_or_create_key
 
     from . import dicomwsi
 
     opts = SlideOptions(label=args.label, macro=args.macro, redact_regions=tuple(args.redact),
-                        pseudonym=args.pseudonym, date_offset=args.shift_days, ocr=args.ocr,
+                        date_offset=args.shift_days, ocr=args.ocr,
                         extra_values=tuple(args.value))
     key = load_or_create_key(args.key_file, Path(args.out))
     deid = dicomwsi.make_deidentifier(key, opts, keyed_dates=args.dates == "shift")
-    results = dicomwsi.deidentify_paths(files, args.out, opts, deid)
+    results = [dicomwsi.quarantine_refused(f, reason, args.out) for f, reason in refused]
+    results += [dicomwsi.deidentify_series(members, args.out,
+                                           dataclasses.replace(opts, pseudonym=name), deid)
+                for members, name in zip(slides, names, strict=True)]
     bad = 0
     for r in results:
         if not r.ok:
@@ -149,6 +156,20 @@ def _run_dicom(files: list[Path], args: argparse.Namespace) -> tuple[int, int, l
     rows = [[src, r.output_dir or "", "dicom", r.status, r.reason or ""]
             for r in results for src in r.sources]
     return len(results) - bad, bad, rows
+
+
+def _dicom_names(slides: list[list[Path]], pmap: dict[str, str], args: argparse.Namespace,
+                 first: int) -> list[str]:
+    """The pseudonym of each DICOM slide: ``--pseudonym``, else the map's entry for one of
+    its files or its folder (path or name), else ``PREFIX-nnnn`` numbered on from
+    ``first``."""
+    names = []
+    for k, members in enumerate(slides, first):
+        keys = [str(m) for m in members] + [m.name for m in members]
+        keys += [str(members[0].parent), members[0].parent.name]
+        hit = next((pmap[c] for c in keys if c in pmap), None)
+        names.append(args.pseudonym or hit or f"{args.prefix}-{k:04d}")
+    return names
 
 
 def _collect(srcs: list[str], out: str | None
@@ -227,6 +248,22 @@ def _name_clash(files: list[Path], names: list[str]) -> str | None:
     return None
 
 
+def _folder_clash(slides: list[list[Path]], names: list[str]) -> str | None:
+    """A message when two DICOM slides would get the same output folder, else None
+    (folder names as :func:`wsi.dicomwsi.slide_name` writes them, case-folded)."""
+    from .dicomwsi import slide_name
+
+    seen: dict[str, tuple[str, Path]] = {}
+    for members, name in zip(slides, names, strict=True):
+        first = seen.setdefault(slide_name(name).lower(), (name, members[0]))
+        if first[1] != members[0]:
+            return (f"two DICOM slides would get the same output folder "
+                    f"{printable(slide_name(name))}: pseudonym {first[0]!r} "
+                    f"({printable(first[1].parent)}) and {name!r} "
+                    f"({printable(members[0].parent)})")
+    return None
+
+
 def _date_offsets(files: list[Path], args: argparse.Namespace,
                   patients: dict[str, str]) -> list[int | None] | str:
     """Days to shift each slide's dates (None: remove), or a usage error message."""
@@ -277,7 +314,10 @@ def run(args: argparse.Namespace) -> int:
         print("pixeldeid wsi: error: DICOM WSI cannot be edited in place (new UIDs); use -o",
               file=sys.stderr)
         return 2
-    if (args.pseudonym or args.patient_id) and len(files) > 1:
+    from . import dicomwsi
+
+    dicom_slides, dicom_refused = dicomwsi.group_series(dicom) if dicom else ([], [])
+    if (args.pseudonym or args.patient_id) and len(files) + len(dicom_slides) > 1:
         print("pixeldeid wsi: error: --pseudonym and --patient-id need exactly one slide",
               file=sys.stderr)
         return 2
@@ -294,7 +334,9 @@ def run(args: argparse.Namespace) -> int:
            if tqdm else None)
     names = [args.pseudonym or pmap.get(str(f)) or pmap.get(f.name) or f"{args.prefix}-{k:04d}"
              for k, f in enumerate(files, 1)]
-    clash = None if args.in_place else _name_clash(files, names)
+    dicom_names = _dicom_names(dicom_slides, pmap, args, len(files) + 1)
+    clash = None if args.in_place else (_name_clash(files, names)
+                                        or _folder_clash(dicom_slides, dicom_names))
     if clash:
         print(f"pixeldeid wsi: error: {clash}", file=sys.stderr)
         return 2
@@ -326,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [[r.source, r.output or "", r.vendor or "", r.status, r.reason or ""]
             for r in results]
     if dicom:
-        c, b, more = _run_dicom(dicom, args)
+        c, b, more = _run_dicom(dicom_slides, dicom_refused, dicom_names, args)
         clean, bad, rows = clean + c, bad + b, rows + more
     if args.out:  # input paths (names may be identity): in the state folder, not released
         write_report(Path(args.out), rows)

@@ -53,6 +53,7 @@ __all__ = [
     "make_deidentifier",
     "deidentify_series",
     "deidentify_paths",
+    "group_series",
     "deidentify",
 ]
 
@@ -214,9 +215,11 @@ def _redact_overview(ds: Any, options: SlideOptions) -> bool:
     return True
 
 
-def _slide_name(options: SlideOptions | None, series_uid: str) -> str:
-    if options is not None and options.pseudonym:
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in options.pseudonym)
+def slide_name(pseudonym: str | None, series_uid: str = "") -> str:
+    """The output folder name of a slide: its pseudonym (characters a file name cannot
+    hold become ``_``), else a hash of its new SeriesInstanceUID."""
+    if pseudonym:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in pseudonym)
     return "slide-" + hashlib.sha256(series_uid.encode()).hexdigest()[:16]
 
 
@@ -317,7 +320,7 @@ def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.Path
             result.problems += _verify(kept_sources[0], stage / result.outputs[0], options)
         if result.problems:
             raise DeidError("verification failed: " + "; ".join(result.problems[:3]))
-        final = out_dir / _slide_name(options, new_series)
+        final = out_dir / slide_name(options.pseudonym, new_series)
         if final.exists():
             raise DeidError(f"output folder {final} already exists")
         os.replace(stage, final)
@@ -390,21 +393,20 @@ def _verify(src: Path, out: Path, options: SlideOptions) -> list[str]:
     return problems
 
 
-def deidentify_paths(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
-                     options: SlideOptions, deid: Deidentifier) -> list[SeriesResult]:
-    """Group DICOM files (or folders of them) by slide and de-identify each slide.
+def group_series(paths: Iterable[str | os.PathLike]
+                 ) -> tuple[list[list[Path]], list[tuple[Path, str]]]:
+    """Group DICOM files (or folders of them) by slide (SeriesInstanceUID).
 
-    Files that are not DICOM WSI instances are quarantined, one result each.
+    Returns ``(slides, refused)``: the instances of each slide, in order of first
+    appearance, and the files that are no DICOM WSI instance with the reason.
     """
-    from pixeldeid.quarantine import quarantine
+    import pydicom
 
     files: list[Path] = []
     for p in map(Path, paths):
         files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
     groups: dict[str, list[Path]] = {}
-    results: list[SeriesResult] = []
-    import pydicom
-
+    refused: list[tuple[Path, str]] = []
     for f in files:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True,
@@ -413,18 +415,34 @@ def deidentify_paths(paths: Iterable[str | os.PathLike], out_dir: str | os.PathL
             if not uid or str(ds.get("SOPClassUID", "")) != WSI_SOP_CLASS:
                 raise InputError("not a VL Whole Slide Microscopy instance", str(f))
         except Exception as exc:  # pydicom raises many kinds on hostile files
-            reason = getattr(exc, "reason", None) or f"unreadable DICOM: {exc}".splitlines()[0]
-            r = SeriesResult([str(f)], status="quarantined", reason=reason)
-            with contextlib.suppress(OSError):
-                rec = quarantine(f, out_dir, reason, stage="wsi")
-                if rec.copy:
-                    r.quarantine_copies.append(rec.copy)
-            results.append(r)
+            refused.append((f, getattr(exc, "reason", None)
+                            or f"unreadable DICOM: {exc}".splitlines()[0]))
             continue
         groups.setdefault(uid, []).append(f)
-    for members in groups.values():
-        results.append(deidentify_series(members, out_dir, options, deid))
-    return results
+    return list(groups.values()), refused
+
+
+def quarantine_refused(path: Path, reason: str, out_dir: str | os.PathLike) -> SeriesResult:
+    """The result of a file that is no DICOM WSI instance, copied to quarantine."""
+    from pixeldeid.quarantine import quarantine
+
+    r = SeriesResult([str(path)], status="quarantined", reason=reason)
+    with contextlib.suppress(OSError):
+        rec = quarantine(path, out_dir, reason, stage="wsi")
+        if rec.copy:
+            r.quarantine_copies.append(rec.copy)
+    return r
+
+
+def deidentify_paths(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                     options: SlideOptions, deid: Deidentifier) -> list[SeriesResult]:
+    """Group DICOM files (or folders of them) by slide and de-identify each slide.
+
+    Files that are not DICOM WSI instances are quarantined, one result each.
+    """
+    slides, refused = group_series(paths)
+    results = [quarantine_refused(f, reason, out_dir) for f, reason in refused]
+    return results + [deidentify_series(members, out_dir, options, deid) for members in slides]
 
 
 def deidentify(path: Path, options: SlideOptions) -> VendorReport:
