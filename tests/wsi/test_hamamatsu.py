@@ -54,6 +54,20 @@ def test_ndpi_deidentified(ndpi, tmp_path):
             assert ea.read_segment(i, 0) == eb.read_segment(i, 0)
 
 
+def test_ndpi_text_tags_no_rule_knows_are_zeroed(tmp_path):
+    """An NDPI ImageDescription and a private ASCII tag (65500) held an accession number
+    and a name: NDPI files were cleaned by the property-map rules only and released them."""
+    extra = {270: "Case S24-55120 for Harrowgate Quentin", 65500: "operator qharrowgate"}
+    src = make_ndpi(tmp_path / "in" / "x.ndpi", levels=2, extra_text=extra)
+    assert all(scan_raw(src.path, [v]) for v in extra.values())
+    r = deidentify_slide(src.path, tmp_path / "out", pseudonym="SUBJ-9")
+    assert r.status == "clean", r.reason
+    assert scan_raw(r.output, [*src.planted, "S24-55120", "Harrowgate", "qharrowgate"]) == []
+    b = openslide.OpenSlide(r.output)
+    assert b.properties["openslide.vendor"] == "hamamatsu"
+    assert b.level_dimensions == openslide.OpenSlide(str(src.path)).level_dimensions
+
+
 def test_ndpi_date_shift(ndpi, tmp_path):
     r = deidentify_slide(ndpi.path, tmp_path / "out", pseudonym="S", date_offset=30)
     assert r.status == "clean", r.reason

@@ -48,8 +48,14 @@ def _jpeg(img: np.ndarray) -> bytes:
 
 
 def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
-              levels: int = 3, seed: int = 0, macro: bool = True, filler: int = 0) -> Synth:
-    """Write a synthetic NDPI file and return what was planted in it."""
+              levels: int = 3, seed: int = 0, macro: bool = True, filler: int = 0,
+              extra_text: dict[int, str] | None = None) -> Synth:
+    """Write a synthetic NDPI file and return what was planted in it.
+
+    ``extra_text`` adds ASCII tags to every IFD (tag code -> value: an ImageDescription
+    270, a scanner's private tag), planted too.
+    """
+    extra_text = dict(extra_text or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img = tissue(height, width, seed)
@@ -83,7 +89,8 @@ def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
                       ("software", b"NDP.scan 3.2.15\x00"), ("datetime", DATETIME.encode() + b"\x00"),
                       ("bps", struct.pack("<3H", 8, 8, 8)), ("serial", SERIAL.encode() + b"\x00"),
                       ("props", PROPERTY_MAP.encode() + b"\x00"),
-                      ("reference", f"{ACCESSION} {PATIENT}".encode() + b"\x00")):
+                      ("reference", f"{ACCESSION} {PATIENT}".encode() + b"\x00"),
+                      *((f"extra{c}", v.encode() + b"\x00") for c, v in extra_text.items())):
         shared[key] = put(data)
     # the filler goes before the image data, so the strips of a big file lie past 4 GB
     # close to their IFDs, as in real NDPI files (offset high bits after each IFD)
@@ -129,7 +136,10 @@ def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
             (65427, 2, len(ACCESSION) + len(PATIENT) + 2, struct.pack("<I", shared["reference"])),
             (65442, 2, len(SERIAL) + 1, struct.pack("<I", shared["serial"])),
             (65449, 2, len(PROPERTY_MAP) + 1, struct.pack("<I", shared["props"])),
+            *((c, 2, len(v) + 1, struct.pack("<I", shared[f"extra{c}"]))
+              for c, v in extra_text.items()),
         ]
+        tags.sort(key=lambda t: t[0])
         n = len(tags)
         ifd = bytearray(struct.pack("<H", n))
         for code, typ, count, field in tags:
@@ -161,6 +171,6 @@ def make_ndpi(path: str | os.PathLike, *, width: int = 2048, height: int = 1536,
             fh.seek(off)
             fh.write(b)
     planted = [PATIENT, ACCESSION, SERIAL, MACRO_SERIAL, CREATED, UPDATED, DATETIME,
-               SHADING_SERIAL, "2024/05/30"]
+               SHADING_SERIAL, "2024/05/30", *extra_text.values()]
     return Synth(path, planted, (width, height),
                  {"levels": len([i for i in images if i[1] > 0]), "macro": macro})
