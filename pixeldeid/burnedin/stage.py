@@ -438,21 +438,27 @@ class BurnedInStage:
         # plain CT/MR frames are read downscaled; every frame of a multi-frame image is
         # examined all the same (a name in one slice of 60 was released)
         long_side = None if risk else CHEAP_LONG_SIDE
+
+        def other_windows(frames: list[int], out: list[TextBox]) -> list[TextBox]:
+            # the file's other windows too (a lung window shows text the first one hides):
+            # what they find besides ``out`` in ``frames``
+            more: list[TextBox] = []
+            for w in pf.other_windows():
+                for f, img in zip(frames, pf.display(frames, window=w), strict=True):
+                    boxes = read_frame(engine, _blackout(img, cover), long_side)
+                    more += classify_boxes(
+                        [b.with_(frame=f) for b in boxes
+                         if not any(b.intersects(o) for o in out + more if o.frame == f)],
+                        identity, vocab)
+            return more
+
         if n <= 3:
             result.frames_read = list(range(n))
             out: list[TextBox] = []
             for f, img in enumerate(pf.display()):
                 boxes = read_frame(engine, _blackout(img, cover), long_side)
                 out += classify_boxes([b.with_(frame=f) for b in boxes], identity, vocab)
-            # the file's other windows too (a lung window shows text the first one hides);
-            # what they find besides is added
-            for w in pf.other_windows():
-                for f, img in enumerate(pf.display(window=w)):
-                    boxes = read_frame(engine, _blackout(img, cover), long_side)
-                    more = [b.with_(frame=f) for b in boxes
-                            if not any(b.intersects(o) for o in out if o.frame == f)]
-                    out += classify_boxes(more, identity, vocab)
-            return out
+            return out + other_windows(list(range(n)), out)
 
         if n * pf.rows * pf.columns > MAX_ANALYSED_PIXELS:
             raise DeidError(f"{n} frames of {pf.rows} x {pf.columns}: too many to examine "
@@ -463,6 +469,9 @@ class BurnedInStage:
         out = classify_boxes([b.with_(frame=first) for b in
                               read_frame(engine, _blackout(img0, cover), long_side)],
                              identity, vocab)
+        # (text the first window hides is read in the first frame under the others: the
+        # change analysis below sees the first window only)
+        out += other_windows([first], out)
         # (the last frame needs no whole read: changes of the overlay are change regions
         # there as anywhere, and so is every strong thin change over the moving image in
         # the last transition, where no later frame can show that it holds)

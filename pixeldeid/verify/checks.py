@@ -492,19 +492,20 @@ class _Verifier:
         if engine is None:
             self.result.not_ocr_verified.append((rel, self._engine_error or "no OCR engine"))
             return
-        from .ocr import frames_rgb, frames_to_read
+        from .ocr import frames_rgb, frames_to_read, window_views
 
         n = int(ds.get("NumberOfFrames", 1) or 1)
         item = self.item_for(path)
         boxes = ((item.details.get("pixels") or {}).get("boxes") or []) if item else []
         frames = frames_to_read(n, [b.get("frame") for b in boxes if isinstance(b, dict)])
         try:
-            images = frames_rgb(ds, frames)
+            images = [(f"frame {f}", img)
+                      for f, img in zip(frames, frames_rgb(ds, frames), strict=True)]
+            images += window_views(ds, frames)
         except Exception as exc:  # noqa: BLE001 - undecodable pixels cannot be verified
             self.result.not_ocr_verified.append((rel, f"pixels not decodable: {type(exc).__name__}"))
             return
-        self.ocr_images(rel, [(f"frame {f}", img) for f, img in zip(frames, images, strict=True)],
-                        str(ds.get("Modality", "") or ""))
+        self.ocr_images(rel, images, str(ds.get("Modality", "") or ""))
 
     def ocr_images(self, rel: str, images: Sequence[tuple[str, object]], modality: str,
                    *, any_text_is_finding: bool = False) -> None:

@@ -93,6 +93,20 @@ def frames_rgb(ds, indices: Sequence[int]) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def window_views(ds, frames: Sequence[int]) -> list[tuple[str, np.ndarray]]:
+    """Frames under the image's windows after the first (text a lung window shows, black
+    under the first): every frame of ``frames`` for up to 3 frames, else the first one,
+    as :mod:`pixeldeid.burnedin` reads them; none without that package."""
+    try:
+        from ..burnedin.frames import PixelFrames
+    except ImportError:
+        return []
+    pf = PixelFrames(ds)
+    which = list(frames) if len(frames) <= 3 else list(frames)[:1]
+    return [(f"frame {f} under window {w + 1}", img) for w in pf.other_windows()
+            for f, img in zip(which, pf.display(which, window=w), strict=True)]
+
+
 def frames_to_read(n_frames: int, extra: Sequence[int] = (), most: int = 3) -> list[int]:
     """First, middle and last frame, plus frames named in ``extra`` (redacted frames)."""
     base = {0, n_frames // 2, n_frames - 1} if n_frames > most else set(range(n_frames))

@@ -221,14 +221,16 @@ def test_text_appearing_mid_cine_is_read_in_its_change_frame_and_removed_everywh
     assert int(after[:, box[1]:box[3], box[0]:box[2]].max()) <= 8
 
 
-def _ct_with_text(value: int, *, signed: bool, windows: tuple, intercept: int = 0):
-    """A 256 x 256 CT slice with a name burned in at stored ``value``, and its ink mask."""
+def _ct_with_text(value: int, *, signed: bool, windows: tuple, intercept: int = 0,
+                  frames: int = 1):
+    """A 256 x 256 CT slice (``frames`` > 1: a multi-frame image of such slices) with a
+    name burned in at stored ``value``, and its ink mask."""
     from PIL import Image, ImageDraw, ImageFont
     from pydicom.dataset import Dataset
 
     rng = np.random.default_rng(0)
     base = (-1000, -900) if signed else (0, 200)
-    a = rng.integers(*base, (256, 256)).astype(np.int16 if signed else np.uint16)
+    a = rng.integers(*base, (frames, 256, 256)).astype(np.int16 if signed else np.uint16)
     img = Image.new("L", (256, 256), 0)
     try:
         font = ImageFont.truetype("DejaVuSans.ttf", 16)
@@ -236,8 +238,10 @@ def _ct_with_text(value: int, *, signed: bool, windows: tuple, intercept: int = 
         font = ImageFont.load_default(size=16)
     ImageDraw.Draw(img).text((12, 12), "KOWALSKI ANNA", fill=255, font=font)
     mask = np.array(img) > 0
-    a[mask] = value
+    a[:, mask] = value
     ds = Dataset()
+    if frames > 1:
+        ds.NumberOfFrames = frames
     ds.Modality, ds.ImageType = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.PatientName, ds.PatientID = "KOWALSKI^ANNA", "ZK4471823"
     ds.Rows = ds.Columns = 256
@@ -264,6 +268,18 @@ def test_text_only_a_second_window_shows_is_found():
     assert result.redacted
     after = ds.pixel_array
     assert int((after[mask] == -400).sum()) < 0.05 * mask.sum()
+
+
+def test_text_only_a_second_window_shows_is_found_in_a_multi_frame_image():
+    """The same name on every slice of an 8-frame CT: the first window of a multi-frame
+    image was the only one read, and the text released."""
+    ds, mask = _ct_with_text(-400, signed=True, windows=((40, 400), (-600, 1500)), frames=8)
+    result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
+    assert result.redacted and result.verified
+    after = ds.pixel_array
+    assert after.shape[0] == 8
+    for f in range(8):
+        assert int((after[f][mask] == -400).sum()) < 0.05 * mask.sum(), f
 
 
 def test_a_redaction_black_under_a_lung_window_is_not_quarantined():

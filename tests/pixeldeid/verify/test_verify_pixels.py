@@ -28,6 +28,32 @@ def test_ocr_reads_a_name_left_in_the_pixels(ct_release, tmp_path):
     assert {f.file for f in r.findings} == {"sc_left.dcm"}
 
 
+def test_ocr_reads_text_only_a_second_window_shows(ct_release, tmp_path):
+    """A 16-bit secondary capture with a name at -400 under a soft-tissue window (black)
+    and a lung window (plain): verify read the first window only and passed it."""
+    import numpy as np
+
+    ocr = pytest.importorskip("pixeldeid.burnedin.ocr")
+    if "rapidocr" not in ocr.available_engines():
+        pytest.skip("rapidocr not installed")
+    out = copy_release(ct_release, tmp_path / "out")
+    p = ct_release.patients[0]
+    ds = image_dataset("SUBJ_001", "SUBJ_001", rows=120, cols=360, font_size=24,
+                       text=f"{p.family.upper()} {p.given.upper()}")
+    ink = ds.pixel_array > 128
+    a = np.random.default_rng(0).integers(-1000, -900, ink.shape).astype(np.int16)
+    a[ink] = -400
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+    ds.WindowCenter, ds.WindowWidth = ["40", "-600"], ["400", "1500"]
+    ds.PixelData = a.tobytes()
+    save(ds, out / "sc_window.dcm")
+    r = verify_output(out, [ct_release.src], ocr="rapidocr", dciodvfy=False, progress=False)
+    hits = [f for f in r.findings if f.check == "ocr"]
+    assert hits and {f.file for f in hits} == {"sc_window.dcm"}
+    assert all("under window 2" in f.what for f in hits)
+
+
 def test_slides_label_macro_and_metadata(tmp_path):
     synth, out, _ = deidentified_slide(tmp_path)
     from wsi.synth import ACCESSION, PATIENT
