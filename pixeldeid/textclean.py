@@ -262,7 +262,31 @@ def _text_regex(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
 #: Person Observer's Login Name, "portal user <name>"). Not a letter after it: Philip is
 #: in Philips, Harmon in Harmony (kept device names)
 LOGIN_MIN = 5
-_LOGIN_HEAD, _LOGIN_TAIL = "[A-Za-z]?", "[0-9]{0,2}"
+_LOGIN_TAIL = "[0-9]{0,2}"
+#: Ordinary words that are one letter and a name (Elvis in pelvis is DICOM vocabulary
+#: already, see :func:`login_lookalikes`).
+_LETTER_AND_NAME_WORDS = frozenset({
+    "nearly", "slight", "flight", "plight", "blight", "spinal", "stress", "strain", "sparks",
+    "swells", "stroke", "splint", "scrapes", "bangles",
+})
+
+
+@cache
+def _lookalikes_by_name() -> dict[str, tuple[str, ...]]:
+    """Words of one letter and 5+ more (DICOM vocabulary and a few ordinary ones) by their
+    tail: ``"elvis"`` -> ``("pelvis",)``."""
+    out: dict[str, list[str]] = {}
+    for w in dicom_vocabulary() | _LETTER_AND_NAME_WORDS:
+        if len(w) > LOGIN_MIN and w.isascii() and w.isalpha():
+            out.setdefault(w[1:], []).append(w)
+    return {k: tuple(sorted(v)) for k, v in out.items()}
+
+
+def login_lookalikes(token: str) -> tuple[str, ...]:
+    """The words that are one letter and ``token`` (lower case): ``pelvis`` for Elvis,
+    ``strain`` for Train. They are no login name (a patient named Elvis had every PELVIS
+    image withheld and "CT ABDOMEN PELVIS" cut to "CT ABDOMEN")."""
+    return _lookalikes_by_name().get(token.lower(), ())
 
 
 def login_shaped(token: str) -> bool:
@@ -271,12 +295,21 @@ def login_shaped(token: str) -> bool:
     return len(token) >= LOGIN_MIN and token.isascii() and token.isalpha()
 
 
+def _login_head(token: str) -> str:
+    """The regex of the one letter a login name puts before ``token``, never one that
+    spells a word of :func:`login_lookalikes`."""
+    words = login_lookalikes(token)
+    if not words:
+        return "[A-Za-z]?"
+    return (f"(?:(?!(?:{'|'.join(words)}){_LOGIN_TAIL}(?![A-Za-z0-9]))[A-Za-z])?")
+
+
 def _word_pattern(token: str) -> str:
     """The regex of ``token`` as a whole word of :func:`fold`-ed text (a name also inside a
     login name, :data:`LOGIN_MIN`)."""
     core = _token_pattern(token)
     if login_shaped(token):
-        core = _LOGIN_HEAD + core + _LOGIN_TAIL
+        core = _login_head(token) + core + _LOGIN_TAIL
     return r"(?<![A-Za-z0-9])" + core + r"(?![A-Za-z0-9])"
 
 
@@ -399,7 +432,7 @@ def _whole_word(token: bytes) -> bytes:
     tail = rb"(?![A-Za-z0-9])" if token[-1:].isalnum() else b""
     core = re.escape(token)
     if token.isascii() and login_shaped(token.decode("ascii")):
-        core = _LOGIN_HEAD.encode() + core + _LOGIN_TAIL.encode()
+        core = _login_head(token.decode("ascii")).encode() + core + _LOGIN_TAIL.encode()
     return head + core + tail
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..textclean import LOGIN_MIN, distinctive, has_cjk
+from ..textclean import LOGIN_MIN, distinctive, has_cjk, login_lookalikes
 from ..textclean import spellings as text_spellings
 from .identity import Term
 
@@ -186,6 +186,8 @@ def _login_word(low: bytes, start: int, end: int, pat: bytes) -> bool:
     if len(pat) < LOGIN_MIN or not pat.isalpha() or not pat.isascii():
         return False
     if start > 0 and low[start - 1] in _ALPHA:
+        if bytes(low[start - 1:end]).decode("ascii") in login_lookalikes(pat.decode("ascii")):
+            return False  # pelvis, not a login name of Elvis
         start -= 1
     stop = min(end + 2, len(low))
     while end < stop and low[end] in _DIGITS:

@@ -41,6 +41,23 @@ def test_a_patient_named_like_the_device_is_released(tmp_path, run):
     assert status == 0 and b"Philips Medical Systems" in data
 
 
+def test_a_word_of_one_letter_and_a_name_is_no_login_name(tmp_path, run, capsys):
+    """A patient named Presley^Elvis: PELVIS (p + elvis) was taken for a login name, every
+    pelvis image withheld and "CT ABDOMEN PELVIS" cut to "CT ABDOMEN"; Train in Strain."""
+    toks = ["Presley", "Elvis", "Train"]
+    assert remove_tokens("CT ABDOMEN PELVIS", toks) == "CT ABDOMEN PELVIS"
+    assert remove_tokens("Strain imaging, by pelvis2", toks) == "Strain imaging, by pelvis2"
+    assert remove_tokens("user xelvis", toks) == "user"  # still a login name
+    assert find_tokens(b" PELVIS \x00 strain ", toks) == []
+    ds = _ct(PatientName="PRESLEY^ELVIS", BodyPartExamined="PELVIS",
+             StudyDescription="CT ABDOMEN PELVIS")
+    status, out, data = _deid(tmp_path, run, ds, "--profile", "tcia-like")
+    assert status == 0 and b"CT ABDOMEN PELVIS" in data and b"PELVIS" in data
+    # and verify finds no login name in it
+    assert main(["verify", str(out), "--against", str(tmp_path / "in"), "--no-ocr",
+                 "--no-dciodvfy", "--no-progress"]) == 0, capsys.readouterr().out
+
+
 def test_the_residual_search_finds_a_name_inside_a_login_name():
     data = b"\x08\x00\x10\x00LO\x0c\x00aharrowgate \x10\x00"
     assert find_tokens(data, ["Harrowgate"]) == ["Harrowgate"]
