@@ -94,7 +94,8 @@ def read_csv(path: str | os.PathLike, what: str) -> list[list[str]]:
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            return list(csv.reader(fh, strict=True))
+            # (skipinitialspace: `a, "b"` is b, not "b" with its quotes)
+            return list(csv.reader(fh, strict=True, skipinitialspace=True))
     except OSError as exc:
         raise ProfileError(f"cannot read {what}: {exc.strerror}", str(path)) from None
     except UnicodeDecodeError:

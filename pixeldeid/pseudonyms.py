@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .dsvalues import supplied_value_problem
-from .errors import ProfileError
+from .errors import DeidError, ProfileError
 from .paths import read_csv
 
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+_UID_RE = re.compile(r"^[0-2](\.[0-9]+)+$")
 _UID_STRICT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")  # PS3.5 9.1
 
 
@@ -73,7 +73,7 @@ def load_map_csv(path: str | os.PathLike) -> tuple[SubjectMap, dict[str, str]]:
         new = row[i_new].strip() if i_new < len(row) else ""
         if not old or not new:
             raise ProfileError(f"line {n}: empty id_old or id_new", p)
-        table = uids if _UID_RE.match(old) else ids
+        table = uids if _UID_RE.match(old) else ids  # (a UID's first arc is 0, 1 or 2)
         if table is uids:
             if not _UID_STRICT.match(new) or len(new) > 64:
                 raise ProfileError(f"line {n}: {new!r} is not a valid UID", p)
@@ -92,6 +92,11 @@ def load_map_csv(path: str | os.PathLike) -> tuple[SubjectMap, dict[str, str]]:
                                "with another id_new", p)
         table[old] = new
         lines.setdefault(old, n)
+    for old, new in ids.items():
+        if new != old and new in ids:  # (a chained or rotated map)
+            raise ProfileError(f"line {id_line[new]}: new patient ID {new!r} is the original "
+                               f"patient ID of line {lines[new]}: that patient's real ID "
+                               "would be released as another patient's pseudonym", p)
     return SubjectMap(ids, p, {o: lines[o] for o in ids}), uids
 
 
@@ -214,6 +219,13 @@ class PseudonymMap:
         hit = self._cache.get(original)
         if hit is not None:
             return hit
+        if original in self._supplied_values and self._supplied.get(original) is None:
+            lines = [self._supplied_lines.get(o) for o, v in self._supplied.items()
+                     if v == original]
+            where = f" (line {lines[0]})" if lines and lines[0] else ""
+            raise DeidError("this patient's ID is the pseudonym the subject map gives another "
+                            f"patient{where}: that patient's outputs would carry this "
+                            "patient's real ID; give that patient another pseudonym")
         hkey = self._hkey(original)
         con = self._con
         con.execute("BEGIN IMMEDIATE")

@@ -163,3 +163,35 @@ def test_a_patient_id_equal_to_the_pseudonyms_number_is_no_clash(tmp_path, run):
         _input(tmp_path / "in", f"{n}.dcm", PatientID=f"{n:03d}")
     status, out = run(tmp_path / "in")
     assert status == 0 and len(_released(out)) == 3
+
+
+def test_a_map_giving_one_patient_anothers_real_id_is_refused(tmp_path, run, capsys):
+    """Rows MRN-A -> MRN-B, MRN-B -> ZETA released patient A under patient B's real MRN
+    (session 14 audit); without the second row, patient B's files come to the batch with
+    their real ID equal to A's pseudonym: quarantined, naming the map's line, and the run
+    exits 1 (A's files, written before or after, still carry B's ID: the exit status and
+    the reason are what tell the operator)."""
+    a = _input(tmp_path / "in", "a.dcm", PatientID="MRN-A-1001", PatientName="Alpha^Ann")
+    _input(tmp_path / "in", "b.dcm", PatientID="MRN-B-2002", PatientName="Beta^Bob")
+    chained = _map(tmp_path, ("MRN-A-1001", "MRN-B-2002"), ("MRN-B-2002", "ZETA"))
+    status, out = run(a.parent, "--map-csv", str(chained))
+    err = capsys.readouterr().err
+    assert status == 2 and "line 2" in err and "line 3" in err and not _released(out)
+    status, out = run(a.parent, "--map-csv", str(_map(tmp_path, ("MRN-A-1001", "MRN-B-2002"))))
+    assert status == 1
+    [reason] = out.rglob("*.reason.txt")
+    assert "pseudonym the subject map gives another patient (line 2)" in reason.read_text()
+
+
+def test_map_rows_dotted_patient_ids_and_quoted_values(tmp_path, run):
+    """A dotted Patient ID (123.456.789) was read as a UID row ("'ANON01' is not a valid
+    UID"; first arc 0, 1 or 2 only) and ``MRN, "BETA"`` gave Patient ID '"BETA"'."""
+    src = _input(tmp_path / "in", PatientID="123.456.789")
+    status, out = run(src, "--map-csv", str(_map(tmp_path, ("123.456.789", "ANON01"))))
+    assert status == 0
+    assert [pydicom.dcmread(p).PatientID for p in _released(out)] == ["ANON01"]
+    m = tmp_path / "quoted.csv"
+    m.write_text('id_old,id_new\n123.456.789 , "BETA"\n')
+    status, out = run(src, "--map-csv", str(m))
+    assert status == 0
+    assert [pydicom.dcmread(p).PatientID for p in _released(out)] == ["BETA"]
