@@ -53,7 +53,7 @@ from .profiles import Profile, load_profile
 from .pseudonyms import PseudonymMap, check_prefix
 from .rawds import FileSlice
 from .rawwrite import BULK_TAGS, encode_part10
-from .standard import DEID_METHOD_CODES, release
+from .standard import DEID_METHOD_CODES, creator_key, release
 from .textclean import (
     dicom_vocabulary,
     distinctive,
@@ -481,7 +481,7 @@ class Deidentifier:
         self.uids = UIDMapper(config.key, config.uid_map, config.uid_map_by_key)
         prefix = config.pseudonym_prefix or self.profile.pseudonym_prefix or "SUBJ"
         self.pseudonyms = PseudonymMap(config.pseudonym_db, config.key, prefix, config.subject_map)
-        self._allow = frozenset((a.creator.upper(), a.group, a.element)
+        self._allow = frozenset((creator_key(a.creator), a.group, a.element)
                                 for a in self.profile.private_allowlist)
         self._offsets: dict[str, _dates.DateOffset] = {}
 

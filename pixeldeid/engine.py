@@ -26,7 +26,7 @@ from .dummy import dummy_value
 from .errors import DeidError, shape_of
 from .iodtypes import attribute_type, required_type, resolve_compound
 from .srcodes import standard_meaning_for
-from .standard import action_for, rules, safe_private_for
+from .standard import action_for, creator_key, rules, safe_private_for
 from .textclean import clean_text, contains_tokens, may_contain_tokens, remove_tokens
 from .uids import STRUCTURAL_UID_KEYWORDS
 
@@ -153,6 +153,16 @@ UNLISTED_ACTIONS: dict[int, str] = {
     0x00080051: "X",  # Issuer of Accession Number Sequence
     0x00400026: "X",  # Order Placer Identifier Sequence
     0x00400027: "X",  # Order Filler Identifier Sequence
+    # the same issuer macro wherever else it stands (its namespace and OID name the
+    # hospital), and the agency or department that assigned an identifier
+    0x00400031: "X",  # Local Namespace Entity ID
+    0x00400032: "X",  # Universal Entity ID
+    0x00400036: "X",  # Assigning Facility Sequence
+    0x0040003A: "X",  # Assigning Agency or Department Code Sequence
+    # a person to contact, who authorized a SOP instance, who owns a film session
+    0x0074100C: "X",  # Contact Display Name
+    0x01000424: "X",  # SOP Authorization Comment
+    0x21000160: "X",  # Owner ID
 }
 
 #: VRs of retired attributes the table does not list that go (X): free text, names and
@@ -360,6 +370,11 @@ class Walker:
             elif vr == "AS":
                 self._clip_ages(ds, tag)
             return
+        if code == "Z" and required_type(self.ctx.sop_class_uid, path,
+                                         keyword_of(tag)) == "1":
+            # PS3.15 E.1.1: Z allows a dummy value, and a Type 1 attribute needs one (RT
+            # Accessory Holder Slot ID of an RT Patient Position Acquisition Instruction)
+            code = "D"
         if code == "Z":
             zero_length(ds, tag, vr)
         elif code == "D" and tag == ENCAPSULATED_DOCUMENT and _raw_length(ds, tag):
@@ -618,7 +633,7 @@ class Walker:
                 value = peek(ds, tag)
                 if isinstance(value, bytes):
                     value = value.decode("latin-1", "replace")
-                creators[(group, elem)] = str(value or "").strip()
+                creators[(group, elem)] = str(value or "")  # (matched by creator_key)
         for tag in tags:
             group, elem = tag >> 16, tag & 0xFFFF
             if elem < 0x1000:
@@ -627,38 +642,68 @@ class Walker:
             creator = creators.get(block)
             keep = False
             safe = None
-            if retain and creator:
+            if retain and creator.strip(" \x00"):
                 low = elem & 0xFF
                 safe = safe_private_for(creator, group, low)
-                keep = safe is not None or (creator.upper(), group, low) in self.ctx.private_allow
-            if keep:
-                kept.add(block)
-                vr = _vr_of(ds, tag)
-                if safe is not None and safe.vr == "SQ" and vr != "SQ":
-                    self._read_private_sequence(ds, tag, vr, creator)
-                    vr = "SQ"
-                elif vr in ("UN", None) and safe is not None:
-                    vr = safe.vr  # implicit VR: the table says what it is
-                if vr == "SQ":
-                    self._recurse(ds, tag, path, depth, mode)
-                elif vr == "UI" and not self.ctx.retain_uids and not (
-                        safe is not None and "Version" in safe.name):
-                    # a UID kept in a safe private element (NQHeader Analyzed Series UID)
-                    # references an instance: replaced as its target is (a version UID
-                    # names software, not an instance)
-                    self._map_uids(ds, tag)
-                elif vr in DATE_VRS:  # shifted or removed as every other date is
-                    self._date_by_vr(ds, tag, vr, path, depth, set())
-                elif vr == "AS":
-                    self._clip_ages(ds, tag)
-            else:
+                keep = safe is not None or (creator_key(creator), group,
+                                            low) in self.ctx.private_allow
+            vr = self._kept_private_vr(ds, tag, safe, creator) if keep else None
+            if vr is None:
                 del ds[tag]
+                continue
+            kept.add(block)
+            if vr == "SQ":
+                self._recurse(ds, tag, path, depth, mode)
+            elif vr == "UI" and not self.ctx.retain_uids and not (
+                    safe is not None and "Version" in safe.name):
+                # a UID kept in a safe private element (NQHeader Analyzed Series UID)
+                # references an instance: replaced as its target is (a version UID
+                # names software, not an instance)
+                self._map_uids(ds, tag)
+            elif vr in DATE_VRS:  # shifted or removed as every other date is
+                self._date_by_vr(ds, tag, vr, path, depth, set())
+            elif vr == "AS":
+                self._clip_ages(ds, tag)
+            elif vr in NUMBER_VRS:  # text in a kept number: as for a standard one
+                check_number(ds, tag, vr)
+            elif vr in TEXT_VRS and self.ctx.kept_text_tokens:
+                # other people's names, the site's words, the Study ID: as in the free
+                # text the table does not list
+                self._drop_names(ds, tag)
         for tag in tags:
             group, elem = tag >> 16, tag & 0xFFFF
             if elem < 0x1000 and (group, elem) not in kept:
                 if tag in ds._dict:
                     del ds[tag]
 
+
+    def _kept_private_vr(self, ds: Dataset, tag: int, safe, creator: str) -> str | None:
+        """The VR a safe or allowlisted private element is kept as, or None: it goes.
+
+        An element the file gives no VR (implicit VR, UN) takes the table's; one that
+        holds a sequence (an item tag first) is read as the sequence it is; text whose
+        bytes are no text of that VR, an allowlisted element whose VR nothing tells, a
+        VR of another kind than the table's (text in a number, a PN where the table says
+        LO) and any person name go: what they hold cannot be handled as what is listed.
+        """
+        want = (safe.vr or None) if safe is not None else None
+        vr = ds._dict[tag].VR
+        if vr in ("UN", None):
+            raw = getattr(ds._dict[tag], "value", None)
+            if want == "SQ" or (isinstance(raw, bytes) and raw[:4] in _ITEM_TAGS):
+                self._read_private_sequence(ds, tag, vr, creator)
+                return "SQ"
+            if want is None or (want in STRING_VRS and isinstance(raw, bytes)
+                                and raw.rstrip(b"\x00").translate(None, _TEXT_BYTES)):
+                return None
+            elem = ds._dict[tag]
+            if isinstance(elem, RawDataElement):
+                ds._dict[tag] = elem._replace(VR=want)
+            return want
+        if vr == "PN" or (want is not None and vr != "SQ" and vr != want
+                          and _VR_KIND.get(vr, vr) != _VR_KIND.get(want, want)):
+            return None
+        return vr
 
     @staticmethod
     def _read_private_sequence(ds: Dataset, tag: int, vr: str | None, creator: str) -> None:
@@ -737,6 +782,15 @@ def _holds_token(value: str, tokens: list[str]) -> bool:
 
 
 STRING_VRS = TEXT_VRS | {"PN"}
+#: The kinds of VR a kept private element may be written with instead of the table's
+#: (a vendor's LT for the table's LO): text, a number as text, a binary number
+_VR_KIND = {**dict.fromkeys(("SH", "LO", "ST", "LT", "UT", "UC", "CS"), "text"),
+            **dict.fromkeys(("DS", "IS"), "number-text"),
+            **dict.fromkeys(("US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"), "number")}
+#: An item tag, little and big endian: a value that starts with one is a sequence
+_ITEM_TAGS = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")
+#: Bytes text values may hold (printable, character set bytes, TAB/LF/FF/CR, ESC)
+_TEXT_BYTES = bytes([9, 10, 12, 13, 27, *range(0x20, 0x7F), *range(0x80, 0x100)])
 #: VRs a sequence may be read with (UN: pydicom parses it as the sequence it is)
 _SEQUENCE_VRS = frozenset({"SQ", "UN", None})
 #: VRs of untabled elements that Walker._untabled acts on in a "normal" walk

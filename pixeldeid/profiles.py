@@ -59,8 +59,9 @@ def parse_profile(data: object, source: str = "<profile>") -> Profile:
     allow = tuple(PrivateAllow(a["creator"].strip(), a["group"], a["element"])
                   for a in data.get("private_allowlist", []))
     for a in allow:
-        if a.group % 2 == 0:
-            raise ProfileError(f"private_allowlist group {a.group:#06x} is not odd", source)
+        if a.group % 2 == 0 or not 0x0009 <= a.group <= 0xFFFD:
+            raise ProfileError(f"private_allowlist group {a.group:#06x} is not a private "
+                               "group (odd, 0009 to FFFD)", source)
     return Profile(data["name"], options, data.get("description", ""),
                    data.get("pseudonym_prefix"), allow)
 

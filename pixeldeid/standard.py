@@ -428,15 +428,18 @@ def safe_private() -> Mapping[str, Mapping[tuple[int, int], SafePrivate]]:
     return MappingProxyType({k: MappingProxyType(v) for k, v in table.items()})
 
 
-def _creator_key(creator: str) -> str:
-    return " ".join(creator.split()).casefold()
+def creator_key(creator: str) -> str:
+    """A private creator as it is matched: LO padding (spaces, a trailing NUL) dropped,
+    case ignored; a TAB, a no-break space or inner spaces make another creator (a
+    look-alike of a listed one keeps nothing)."""
+    return creator.strip(" \x00").casefold()
 
 
 @cache
 def _safe_private_folded() -> dict[str, Mapping[tuple[int, int], SafePrivate]]:
     folded: dict[str, dict[tuple[int, int], SafePrivate]] = {}
     for creator, items in safe_private().items():
-        folded.setdefault(_creator_key(creator), {}).update(items)
+        folded.setdefault(creator_key(creator), {}).update(items)
     return folded
 
 
@@ -449,7 +452,7 @@ def safe_private_for(creator: str, group: int, element_low: int) -> SafePrivate 
     """
     if not isinstance(creator, str):
         return None
-    items = _safe_private_folded().get(_creator_key(creator))
+    items = _safe_private_folded().get(creator_key(creator))
     if items is None:
         return None
     return items.get((group, element_low & 0xFF))
