@@ -405,8 +405,11 @@ class Walker:
 
     def _clean(self, ds: Dataset, tag: BaseTag, vr: str, path: tuple[str, ...], depth: int,
                done: set[int]) -> None:
-        if vr not in _CLEANED_VRS and dictionary_vr(tag) in TEXT_VRS:
-            vr = _retyped_as_text(ds, tag)  # (a descriptor written as CS, DS or UR)
+        if dictionary_vr(tag) in TEXT_VRS and (vr not in _CLEANED_VRS
+                                               or ds._dict[tag].VR == "UN"):
+            # (a descriptor written as CS, DS or UR; a text of 64 KB or more, which
+            # explicit VR can only write as UN)
+            vr = _retyped_as_text(ds, tag)
         if vr == "SQ":
             self._recurse(ds, tag, path, depth, "clean")
         elif vr in DATE_VRS:

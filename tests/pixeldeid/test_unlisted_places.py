@@ -6,7 +6,6 @@ repeated a bad value."""
 from __future__ import annotations
 
 import io
-
 import sqlite3
 import struct
 from pathlib import Path
@@ -450,3 +449,22 @@ def test_an_id_written_with_a_separator_is_the_id(tmp_path, run, written):
     ds = _ct(PatientID="ZQX88231", ContentDescription=f"ref {written}")
     status, _, data = _deid(tmp_path / "kept", run, ds)
     assert status == 1 and data is None
+
+
+@pytest.mark.parametrize("latin1", [False, True])
+def test_a_text_too_long_for_its_vr_is_cleaned_as_text(tmp_path, run, latin1):
+    """Image Comments of 64 KB or more, which explicit VR writes as UN: under Clean
+    Descriptors it was released as the Python repr of its bytes (b'...'), or, holding a
+    Latin-1 letter, quarantined with a TypeError."""
+    from pydicom.dataelem import DataElement
+
+    lead = "Nachkontrolle Größe, Dr Quixmore. " if latin1 else "Follow-up, Dr Quixmore. "
+    text = lead + "Findings unremarkable. " * 3000
+    ds = _ct(ReferringPhysicianName="Quixmore^Hans")
+    ds[0x00204000] = DataElement(0x00204000, "UN", text.encode("latin-1"))
+    status, _, data = _deid(tmp_path, run, ds, "--profile", "tcia-like")
+    assert status == 0
+    value = pydicom.dcmread(io.BytesIO(data))[0x00204000].value
+    value = value.decode("latin-1") if isinstance(value, bytes) else value
+    assert not value.startswith("b'") and "Quixmore" not in value
+    assert value.startswith(lead.split(",")[0]) and value.rstrip().endswith("unremarkable.")
