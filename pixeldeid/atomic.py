@@ -12,10 +12,16 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # (no file locks: a temporary's writer is told by its pid alone)
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +38,11 @@ _NAMES = {"pid": None, "prefix": "", "count": itertools.count()}
 
 
 def _temporary_name() -> str:
-    """``p<pid>-<random><counter>``: the process that writes it is in the name, so another
-    run's clean-up leaves it alone while that process lives (:func:`remove_stale_temporaries`)."""
+    """``p<pid>-<token>-<counter>``: ``<token>`` is drawn anew by each process, so a
+    process tells its own temporaries from those of a dead process that had its pid (a
+    container's runs are all pid 1), :func:`_is_mine`."""
     if _NAMES["pid"] != os.getpid():  # (a forked worker draws its own)
-        _NAMES.update(pid=os.getpid(), prefix=f"p{os.getpid()}-{secrets.token_hex(6)}",
+        _NAMES.update(pid=os.getpid(), prefix=f"p{os.getpid()}-{secrets.token_hex(6)}-",
                       count=itertools.count())
     return f"{_NAMES['prefix']}{next(_NAMES['count']):x}"
 
@@ -43,16 +50,17 @@ def _temporary_name() -> str:
 _OWNER = re.compile(r"p(\d+)-")
 
 
-def _writer_alive(name: str) -> bool:
-    """Whether the temporary ``name`` belongs to a process of this machine that is still
-    running (a batch writing into the same folder now); names without a process (other
-    writers, older versions) belong to none."""
-    m = _OWNER.match(name[len(TMP_PREFIX):])
-    if not m:
+def _is_mine(name: str) -> bool:
+    """Whether the temporary ``name`` was made by this very process (its token, not its
+    pid: an earlier run in a container had the same pid)."""
+    return _NAMES["pid"] == os.getpid() and name.startswith(TMP_PREFIX + _NAMES["prefix"])
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (a zombie counts: only for file
+    systems without locks, :func:`_stale`)."""
+    if pid == os.getpid():  # (not :func:`_is_mine`: a dead run that had our pid)
         return False
-    pid = int(m.group(1))
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -62,14 +70,92 @@ def _writer_alive(name: str) -> bool:
     return True
 
 
+def _hold(fd: int, name: str) -> bool:
+    """Lock the new temporary file ``fd`` (at ``name``) while it is open: the lock goes with
+    its writer (killed, or a zombie not yet reaped), so a clean-up of another process tells
+    a live writer from a dead one whatever their pids (:func:`_stale`). False when a
+    clean-up took the file between its creation and the lock (and removes it)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a clean-up holds it
+        return False
+    except OSError:  # a file system without locks: the pid in the name tells
+        return True
+    try:  # the clean-up locks, then removes: the name must still be this file
+        return os.path.samestat(os.stat(name), os.fstat(fd))
+    except FileNotFoundError:
+        return False
+
+
+#: how a clean-up opens a temporary to try its lock (never blocks on a FIFO, never follows)
+_PROBE_FLAGS = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor of the regular file ``path`` holding its lock (its writer is
+    gone), -1 when another process holds the lock (a live writer), None when that cannot
+    be told (no locks here, not a regular file, not ours to open)."""
+    if fcntl is None or not stat.S_ISREG(path.lstat().st_mode):
+        return None
+    for mode in (os.O_RDWR, os.O_RDONLY):  # (NFS locks a file open for writing only)
+        try:
+            fd = os.open(path, mode | _PROBE_FLAGS)
+        except PermissionError:
+            continue
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            os.close(fd)
+            return -1
+        except OSError:
+            os.close(fd)
+    return None
+
+
+@contextlib.contextmanager
+def _stale(path: Path) -> Iterator[bool]:
+    """Whether the temporary ``path`` is left by a writer that is gone; while the caller
+    removes it, its lock is held (a writer that made it just now and has not locked it
+    yet gives the name up, :func:`_hold`). Names without a process (other writers, such
+    as :mod:`pixeldeid.layout`'s) are always stale."""
+    m = _OWNER.match(path.name[len(TMP_PREFIX):])
+    if not m:
+        yield True
+        return
+    if _is_mine(path.name):
+        yield False
+        return
+    try:
+        fd = _try_lock(path)
+    except FileNotFoundError:  # (went with its folder, or its writer finished)
+        fd = -1
+    if fd is None:
+        yield not _pid_alive(int(m.group(1)))
+        return
+    try:
+        yield fd >= 0
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _mkstemp(folder: str, suffix: str) -> tuple[int, str]:
-    """:func:`tempfile.mkstemp` without its per-call overhead: (fd, name)."""
+    """:func:`tempfile.mkstemp` without its per-call overhead, locked (:func:`_hold`):
+    (fd, name)."""
     for _ in range(100):
         name = os.path.join(folder, f"{TMP_PREFIX}{_temporary_name()}{suffix}")
         try:
-            return os.open(name, _TMP_FLAGS, 0o600), name
+            fd = os.open(name, _TMP_FLAGS, 0o600)
         except FileExistsError:
             continue
+        if _hold(fd, name):
+            return fd, name
+        os.close(fd)  # (a clean-up of another process removes it)
     raise FileExistsError(errno.EEXIST, "no usable temporary name", folder)
 
 
@@ -91,8 +177,10 @@ def probe_writable(path: str | os.PathLike) -> None:
     """Raise OSError unless :func:`atomic_output` can write ``path`` (its folder is made
     when missing): a temporary file is created beside it and removed."""
     fd, tmp = _temporary_beside(Path(path))
-    os.close(fd)
-    os.unlink(tmp)
+    try:  # (removed while locked: another run's clean-up would take it otherwise)
+        os.unlink(tmp)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -114,7 +202,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # (while open: its lock keeps other clean-ups off, _hold)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -133,15 +221,19 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = Tru
     """Delete temporary files and folders (with everything in them) left by an interrupted
     run below ``folder`` (in it only, unless ``recursive``); return the count. Links are
     removed, never followed. Those of a process still running (another batch writing into
-    the same folder, :func:`_writer_alive`) are left alone; ``owned_only``: only those
-    whose name says which process wrote them (a folder that is not ours)."""
+    the same folder: its temporaries are locked, :func:`_stale`) are left alone;
+    ``owned_only``: only those whose name says which process wrote them (a folder that is
+    not ours)."""
     n = 0
     found = Path(folder).rglob(TMP_PREFIX + "*") if recursive else \
         Path(folder).glob(TMP_PREFIX + "*")
     for p in sorted(found):  # a folder before its entries
-        if _writer_alive(p.name) or (owned_only and not _OWNER.match(p.name[len(TMP_PREFIX):])):
+        if owned_only and not _OWNER.match(p.name[len(TMP_PREFIX):]):
             continue
-        with contextlib.suppress(OSError):  # FileNotFoundError: went with its folder
+        # (FileNotFoundError: went with its folder)
+        with contextlib.suppress(OSError), _stale(p) as stale:
+            if not stale:
+                continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:

@@ -1282,16 +1282,18 @@ def _one_by_one(paths: list[str], initargs: tuple) -> Iterator[FileOutcome]:
 
     todo = collections.deque(paths)
     while todo:
+        died = False
         with _pool(1, initargs) as pool:
-            while todo:
+            while todo and not died:
                 path = todo.popleft()
                 try:
                     yield from pool.submit(_process_chunk, [path]).result()
                 except BrokenProcessPool:
                     logger.warning("the worker process died while handling %s", path)
-                    remove_stale_temporaries(initargs[1])  # (it may have died in a write)
+                    died = True
                     yield FileOutcome(path, "quarantined", reason=WORKER_DIED, stage="worker")
-                    break
+        if died:  # (it may have died in a write; the pool is shut down: it is reaped too)
+            remove_stale_temporaries(initargs[1])
 
 
 def _warm_caches() -> None:
