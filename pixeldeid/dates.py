@@ -179,21 +179,39 @@ def _utc_offset(suffix: str) -> bool:
     return int(suffix[3:5]) < 60 and minutes <= (720 if suffix[0] == "-" else 840)
 
 
+#: English month abbreviations, as a date in free text writes them (23-May-1925)
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                "Dec")
+
+
 def written_forms(value: str) -> list[str]:
-    """A date (``YYYYMMDD`` or ``YYYY-MM-DD``) as free text writes it: YYYYMMDD, and with
-    its 4-digit year separated by ``.``, ``/`` or ``-`` in the orders day-month-year
-    (11.03.1947), month-day-year (03/11/1947) and year-month-day (1947-03-11); [] for
-    another value. Forms with a 2-digit year are left out: too many other numbers look
-    like them."""
+    """A date (``YYYYMMDD`` or ``YYYY-MM-DD``) as free text writes it; [] for another value.
+
+    - ``YYYYMMDD``, and its 4-digit year separated by ``.``, ``/``, ``-`` or ``_`` in the
+      orders day-month-year (11.03.1947), month-day-year (03/11/1947) and year-month-day
+      (1947-03-11, 1947_03_11 in a file name);
+    - the day (also without its zero) and the month's abbreviation and year, together
+      (11Mar1947) and between slashes (11/Mar/1947). The residual search and the text
+      cleaning find the first also with ``-``, ``_``, ``.``, ``/`` or a space between its
+      parts (as an ID's letters and digits, :func:`pixeldeid.textclean._token_pattern`);
+      ``pixeldeid verify`` finds each as written.
+
+    Forms with a 2-digit year are left out: too many other numbers look like them. The
+    forms are few: each is searched for in every file.
+    """
     m = re.fullmatch(r"(\d{4})-?(\d\d)-?(\d\d)", value.strip())
     if not m:
         return []
     y, mo, d = m.groups()
     forms = [f"{y}{mo}{d}"]
-    for sep in "./-":
+    for sep in "./-_":
         for form in (f"{d}{sep}{mo}{sep}{y}", f"{mo}{sep}{d}{sep}{y}", f"{y}{sep}{mo}{sep}{d}"):
             if form not in forms:
                 forms.append(form)
+    if 1 <= int(mo) <= 12:
+        name = _MONTH_NAMES[int(mo) - 1]
+        for day in dict.fromkeys((d, d.lstrip("0"))):  # 05 and 5, once when alike
+            forms += [f"{day}{name}{y}", f"{day}/{name}/{y}"]
     return forms
 
 

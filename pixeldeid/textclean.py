@@ -13,33 +13,76 @@ _MONTH = (r"(?:JAN(?:UARY)?|FEB(?:RUARY)?|MAR(?:CH)?|APR(?:IL)?|MAY|JUNE?|JULY?|
           r"|SEPT?(?:EMBER)?|OCT(?:OBER)?|NOV(?:EMBER)?|DEC(?:EMBER)?)(?![A-Z])\.?")
 _DAY = r"(?:0?[1-9]|[12]\d|3[01])(?:ST|ND|RD|TH)?"
 _YEAR = r"(?:1[89]|20)\d{2}"
+#: between the parts of a date with a month's name: 23-May-2017, 23/May/2017, 23_May_2017
+_MSEP = r"[-/_ ]?"
+#: no letter or digit before / after (unlike \b, "_" is a separator: recon_23_May_2017)
+_LEFT, _RIGHT = r"(?<![A-Z0-9])", r"(?![A-Z0-9])"
+_DD, _MM = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])"
+#: after a pair of labels, "N/M" is a pair of values (TR/TE 2000/10, WW/WL 1500/10)
+_PAIR_OF_LABELS = r"(?<!/[A-Z] )(?<!/[A-Z]{2} )(?<!/[A-Z]{3} )"
+#: an age over 89; the sex or months that may follow it (92yoF, 92YF, 92Y6M)
+_AGE = r"(?:9\d|1\d\d)"
+_SEX = r"[MF]?"
+_AGE_MONTHS = r"(?:\s?(?:[0-9]|1[01])\s?M(?:OS?|ONTHS?)?" + _RIGHT + ")"
+#: "120 Y" is a coordinate, not an age, after an X (X 120 Y 95), before a length or
+#: another axis (120 Y 95 mm; 105 Y, 20 X) or before an axis word (130 Y axis)
+_NOT_AFTER_X = r"(?<!\bX )(?<!\bX)(?<!\bX=)(?<!\bX:)(?<!\bX: )(?<!\bX= )"
+_COORDINATE = (r"(?:\s?,?\s?[-+]?\d{1,6}(?:\.\d{1,6})?\s?(?:MM|CM|PX|DEG|°|[XZ])(?![A-Z0-9])"
+               r"|\s?-?\s?(?:AXIS|AXES|DIRECTION|PLANE|COORD))")
+
+
+def _cjk_unit(chars: str) -> str:
+    """The regex of one of ``chars`` (year, month or day in Chinese/Japanese and Korean) as
+    :func:`fold` spells it: NFKD splits a Hangul syllable into its letters."""
+    return "(?:" + "|".join(unicodedata.normalize("NFKD", c) for c in chars) + ")"
+
+
+# Each pattern runs on the fold of the text (Unicode dashes are "-") and in linear time:
+# no two unbounded repeats that can share characters (an "age" followed by 64 KB of
+# white space, or 64 KB of letters before no "@", backtracked for tens of seconds).
 _PATTERNS = [
     # ISO 8601 date and time: 2017-05-23T10:00, 20200314T1000, 2020-03-14T08:00:00.5+01:00
     re.compile(r"(?<!\d)" + _YEAR + r"-?\d{2}-?\d{2}T\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?"
                r"(?:Z|[+-]\d{2}:?\d{2})?(?!\d)", re.I),
-    re.compile(r"(?<!\d)\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?!\d)"),         # 08/29/1951, 1951-08-29
-    # 29-AUG-1951, 23rd May 2017, 14 of March 2020
-    re.compile(r"\b" + _DAY + r"[- ]?(?:OF )?" + _MONTH + r",?[- ]?\d{2,4}\b", re.I),
-    # May 23, 2017; March 14th 2020; Mar-14-2020
-    re.compile(r"\b" + _MONTH + r"[- ]?" + _DAY + r",?[- ]?\d{2,4}\b", re.I),
-    re.compile(r"\b" + _YEAR + r",?[- ]?" + _MONTH + r"[- ]?" + _DAY + r"\b", re.I),  # 2017 May 23
-    re.compile(r"\b" + _MONTH + r",?[- ]?" + _YEAR + r"\b", re.I),        # March 2020
-    # 2020-03, 03/2020 (not with a dot: "TR 2000.10" is a number)
-    re.compile(r"\b" + _YEAR + r"[-/](?:0[1-9]|1[0-2])\b"),
-    re.compile(r"\b(?:0?[1-9]|1[0-2])[-/]" + _YEAR + r"\b"),
-    re.compile(r"\b" + _YEAR + r" (?:0?[1-9]|1[0-2]) (?:0?[1-9]|[12]\d|3[01])\b"),  # 2020 03 14
-    re.compile(r"\b(?:0?[1-9]|[12]\d|3[01]) (?:0?[1-9]|1[0-2]) " + _YEAR + r"\b"),  # 14 03 2020
+    # 08/29/1951, 1951-08-29, one separator twice (not "Pixel 0.5/0.5/1.0", "1.2/16")
+    re.compile(r"(?<!\d)\d{1,4}(?P<s>[-/.])\d{1,2}(?P=s)\d{1,4}(?!\d)"),
+    # with a 4-digit year, also "_" or spaced separators: 2017_05_23, 23 / 05 / 2017
+    re.compile(r"(?<!\d)(?:" + _YEAR + r"(?P<a>_| ?[-/] ?)" + _DD + r"(?P=a)" + _DD
+               + r"|" + _DD + r"(?P<b>_| ?[-/] ?)" + _DD + r"(?P=b)" + _YEAR + r")(?!\d)"),
+    # 29-AUG-1951, 23rd May 2017, 14 of March 2020, 23/May/2017
+    re.compile(_LEFT + _DAY + _MSEP + r"(?:OF )?" + _MONTH + r",?" + _MSEP + r"\d{2,4}" + _RIGHT,
+               re.I),
+    # May 23, 2017; March 14th 2020; Mar-14-2020; May, 23 2017
+    re.compile(_LEFT + _MONTH + r",?" + _MSEP + _DAY + r",?" + _MSEP + r"\d{2,4}" + _RIGHT, re.I),
+    re.compile(_LEFT + _YEAR + r",?" + _MSEP + _MONTH + _MSEP + _DAY + _RIGHT, re.I),  # 2017 May 23
+    re.compile(_LEFT + _MONTH + r",?" + _MSEP + _YEAR + _RIGHT, re.I),  # March 2020
+    # 2020-03, 2020/03, 03/2020 (not "TR 2000.10" nor "TR/TE 2000/10": a pair of values
+    # after a pair of labels)
+    re.compile(r"\b" + _PAIR_OF_LABELS + _YEAR + r"[-/](?:0[1-9]|1[0-2])\b", re.I),
+    re.compile(r"\b" + _PAIR_OF_LABELS + _MM + r"[-/]" + _YEAR + r"\b", re.I),
+    # 2020 03 14, 14 03 2020: two digits each (not "seed pos 1 4 1800", "MPR 3 5 2000")
+    re.compile(r"\b" + _YEAR + r" (?:0[1-9]|1[0-2]) (?:0[1-9]|[12]\d|3[01])\b"),
+    re.compile(r"\b(?:0[1-9]|[12]\d|3[01]) (?:0[1-9]|1[0-2]) " + _YEAR + r"\b"),
     re.compile(r"(?<!\d)(19|20)\d{6}(?!\d)"),                            # 19510829
-    # an age over 89 (HIPAA): 92 y/o, 92yo, 95 years old, age 92, aged: 101, age 095Y, as
-    # DICOM writes it (095Y, 092 Y), 95 y (not 90Y alone: the yttrium-90 of nuclear medicine)
-    re.compile(r"\b0?(?:9\d|1\d\d)[- ]?(?:y/o|y\.o\.?|yo|yrs?|years?)(?:[- ]old)?(?![A-Z0-9])"
-               r"|\bage[d]?\s*[:=]?\s*0?(?:9\d|1\d\d)(?:\s?(?:y|yrs?|years?))?(?![A-Z0-9])"
-               r"|\b(?:0(?:9\d|1\d\d)|9[1-9]|1\d\d)\s?Y(?![A-Z0-9])", re.I),
+    # 2017年5月23日, 2017년 5월 23일, 2017年5月
+    re.compile(r"(?<!\d)" + _YEAR + r"\s?" + _cjk_unit("年년") + r"\s?" + _MM + r"\s?"
+               + _cjk_unit("月월") + r"(?:\s?" + _DD + r"\s?" + _cjk_unit("日일") + ")?"),
+    # an age over 89 (HIPAA): 92 y/o, 92yo, 95 years old, 97yoF, age 92, aged: 101, age
+    # 095Y, as DICOM writes it (095Y, 092 Y), 95 y, 92YF, 92Y6M (not 90Y alone: the
+    # yttrium-90 of nuclear medicine; not the coordinate of "X 120 Y 95")
+    re.compile(r"\b0?" + _AGE + r"[- ]?(?:y/o|y\.o\.?|yo|yrs?|years?)(?:[- ]old)?" + _SEX + _RIGHT
+               + r"|\bage[d]?(?:\s{0,3}[:=])?\s{0,3}0?" + _AGE + r"(?:\s?(?:y|yrs?|years?))?"
+               + _SEX + _RIGHT
+               + r"|\b0" + _AGE + r"\s?Y(?:" + _AGE_MONTHS + "|" + _SEX + _RIGHT + ")"
+               + r"|\b" + _NOT_AFTER_X + r"(?:9[1-9]|1\d\d)\s?Y(?:" + _AGE_MONTHS + "|" + _SEX + _RIGHT
+               + r"(?!" + _COORDINATE + "))", re.I),
     re.compile(r"\b\d{1,2}:\d{2}(:\d{2})?\b"),                          # 10:42(:10)
-    re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),                             # e-mail
+    # e-mail; a local part starts where a run of its characters does (else each letter of
+    # a long word without "@" starts a new scan to its end)
+    re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
     re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b"),                 # phone
     re.compile(r"\b\d{5,}\b"),                                          # long digit runs (IDs)
-    re.compile(r"\b(MRN|DOB|SSN|ACC|ID)\b\s*[:#]?\s*\S+", re.I),        # labelled identifiers
+    re.compile(r"\b(MRN|DOB|SSN|ACC|ID)\b(?:\s*[:#])?\s*\S+", re.I),    # labelled identifiers
     # a capitalised word after a title or role: "Dr Lockhart", "Patient Ravenswood", "tech Smith"
     re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Nurse|Sister|Sr|tech|technologist|Patient|Pt|"
                r"Daughter|Son|Wife|Husband|Mother|Father)\b\.?\s+[A-Z][\w'-]+"),
@@ -91,18 +134,34 @@ def has_cjk(text: str) -> bool:
     return any(_cjk(c) for c in text)
 
 
+#: Letters that Unicode does not decompose into a base letter and an accent, as an
+#: accent-free spelling writes them (ØSTERGÅRD as Ostergard, WAŁĘSA as Walesa, Größ as
+#: Gross), and the dashes and slashes of word processors as ASCII (a date 23‐05‐2017
+#: with U+2010 hyphens is a date)
+_UNDECOMPOSED = {
+    "Ø": "O", "ø": "o", "Ł": "L", "ł": "l", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe",
+    "ß": "ss", "ẞ": "SS", "Đ": "D", "đ": "d", "Ð": "D", "ð": "d", "Þ": "TH", "þ": "th",
+    "ı": "i", "Ħ": "H", "ħ": "h",
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58", "-"),
+    **dict.fromkeys("\u2044\u2215", "/"),
+}
+
+
 @lru_cache(maxsize=4096)
 def _fold_char(ch: str) -> str:
     """``ch`` without compatibility forms and accents: full-width ``Ｌ`` is ``L``, ``ü``
-    (one character or ``u`` and a combining diaeresis) is ``u``, ``ﬁ`` is ``fi``, a digit
-    of any script its ASCII digit (``٤`` is ``4``); invisible format characters (zero-width
-    space and joiners, soft hyphen, byte order mark) are nothing."""
+    (one character or ``u`` and a combining diaeresis) is ``u``, ``ﬁ`` is ``fi``, ``Ø`` is
+    ``O`` and ``ß`` is ``ss`` (:data:`_UNDECOMPOSED`), a Unicode dash ``-``, a digit of any
+    script its ASCII digit (``٤`` is ``4``); invisible format characters (zero-width space
+    and joiners, soft hyphen, byte order mark) are nothing. One character may give several
+    (:func:`_folded_with_index` maps them back)."""
     if unicodedata.category(ch) == "Cf":
         return ""
     digit = unicodedata.decimal(ch, None)
     if digit is not None:
         return str(digit)
-    return "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+    return "".join(_UNDECOMPOSED.get(c, c) for c in unicodedata.normalize("NFKD", ch)
+                   if not unicodedata.combining(c))
 
 
 def fold(text: str) -> str:
@@ -532,12 +591,12 @@ def full_width(text: str) -> str:
 
 def spellings(token: str) -> set[str]:
     """Spellings of ``token`` that a byte search looks for besides ASCII case: the
-    :func:`case_forms`, each also decomposed (NFD) and full-width, and the :func:`fold`
-    of the token (``Muller`` for ``Müller``)."""
+    :func:`case_forms`, each also decomposed (NFD), :func:`fold`-ed (``Muller`` for
+    ``Müller``) and full-width."""
     forms = case_forms(token)
     if not token.isascii():
-        forms |= {unicodedata.normalize("NFD", f) for f in forms}
-        forms.add(fold(token))
+        # (each case folded: the full-width form of "OSTERGARD" comes from ØSTERGÅRD's)
+        forms |= {unicodedata.normalize("NFD", f) for f in forms} | {fold(f) for f in forms}
     forms |= {full_width(f) for f in {*forms, token.upper(), token.lower()}}
     return forms
 

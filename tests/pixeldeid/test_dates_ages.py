@@ -29,6 +29,14 @@ KEY = b"0123456789abcdef-key"
     "2017 May 23", "2020 03 14", "14 03 2020", "March 2020", "2020-03", "03/2020",
     "pt 92 y/o", "92yo", "95 years old", "age 92", "aged: 101", "age 95Y", "Age: 092Y",
     "F 095Y", "pt 95 y", "101 Y",
+    # forms the session 14 review found kept: age and sex or months, a month's name
+    # between slashes, underscores, Unicode dashes (hyphen, en dash, minus, full-width),
+    # spaced slashes, a comma after the month, CJK dates
+    "97yoF", "92yF", "92YF", "92Y6M", "pt 092Y 6M", "101 years old", "23/May/2017",
+    "recon_2017_05_23", "recon_23_05_2017_axial", "born 1st_May_2017", "23\u201005\u20102017",
+    "23\u201305\u20132017", "23\u221205\u22122017", "\uff12\uff13\uff0d\uff10\uff15\uff0d\uff12\uff10\uff11\uff17",
+    "23 / 05 / 2017", "2017 - 05 - 23", "May, 23 2017", "2017\u5e745\u670823\u65e5",
+    "2017\ub144 5\uc6d4 23\uc77c", "2017\u5e7405\u6708",
 ])
 def test_dates_and_old_ages_written_as_text_are_removed(text):
     out = clean_text(f"follow-up {text} compare", [])
@@ -40,6 +48,12 @@ def test_dates_and_old_ages_written_as_text_are_removed(text):
     "5 yr follow-up", "T1 3D SAG", "MPRAGE 1.2 mm", "WB 2 mm 90Y", "Y-90 SPECT", "DWI b1000",
     "512 x 512", "Series 3 of 10", "PET 90 min", "MAR reduction 2010", "Apr dose 10 mCi",
     "MARROW 2000", "TR 2000.10", "Bone MARGIN 1950 HU", "T2 MAYO", "WB 90 Y",
+    # sequence parameters, coordinates and spaced numbers the session 14 review saw cut
+    "PD TSE TR/TE 2000/10", "T1 SE TR/TE 1900/12 FS", "TE/TR 10/2000", "WW/WL 2000/11",
+    "ROI centre X 120 Y 95 mm", "X 95 Y 120", "shift 105 Y, 20 X", "angle 130 Y axis",
+    "seed pos 1 4 1800", "MPR 3 5 2000 slices", "Pixel 0.5/0.5/1.0", "collimation 1.2/16",
+    "Sr-90 Y-90 microspheres", "Tc-99m MDP", "HU \u22121000 to 3000",
+    "DLP 120\u2013150 mGy cm", "PET 92 MBq", "series_1_2_3",
 ])
 def test_descriptor_text_that_is_no_date_stays(text):
     assert clean_text(text, []) == text
