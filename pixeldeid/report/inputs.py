@@ -173,17 +173,25 @@ _QUOTED_PATH = re.compile(r"""(['"])[^'"\n]*[/\\][^'"\n]*\1""")
 _BARE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:~|\.{1,2})?[/\\][^\s'\"]+")
 
 
+def _ordinary_word(stem: str) -> bool:
+    """A file stem that reads as an ordinary word of a reason ("zero", "dangling"), not
+    a name: lower-case letters only."""
+    return stem.isalpha() and stem.islower()
+
+
 def scrub_reason(reason: str, source: str = "") -> str:
     """``reason`` without the input's path or name (a reason may quote an exception that
-    names the file): ``source`` and its name are replaced, and so is anything that looks
-    like a path."""
+    names the file): ``source`` and its name are replaced where they stand whole (not
+    "zero" of "zero-byte file" for zero.dcm), the stem too unless it is an ordinary word;
+    and so is anything that looks like a path."""
     text = str(reason or "")
     if source:
         p = Path(source)
         forms = {source, os.path.abspath(source), p.name}
-        if len(p.stem) >= 3:
+        if len(p.stem) >= 3 and not _ordinary_word(p.stem):
             forms.add(p.stem)
         for form in sorted((f for f in forms if f), key=len, reverse=True):
-            text = text.replace(form, "(input)")
+            # whole: not inside a longer name, word or number
+            text = re.sub(rf"(?<![\w.-]){re.escape(form)}(?![\w-]|\.\w)", "(input)", text)
     text = _QUOTED_PATH.sub("(path)", text)
     return _BARE_PATH.sub("(path)", text)

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..api import MEDIA_DIRECTORY_SOP_CLASS
 from ..batch import STATE_DIRNAME
@@ -73,6 +74,10 @@ class VerifyResult:
     findings: list[Finding] = field(default_factory=list)
     not_ocr_verified: list[tuple[str, str]] = field(default_factory=list)
     ocr_verified: list[str] = field(default_factory=list)
+    #: (file, how much was read): long cines OCR'd in a sample of their frames and in every
+    #: frame where the cine analysis of all frames saw the overlay change (not in
+    #: ``ocr_verified``: most frames were compared, not read)
+    ocr_partial: list[tuple[str, str]] = field(default_factory=list)
     values: dict[str, int] = field(default_factory=dict)
     ocr_required: bool = True
     #: file -> identity kinds not searched there because the release keeps them on purpose
@@ -100,7 +105,9 @@ class VerifyResult:
                 "values_by_kind": self.values,
                 "findings": [asdict(f) for f in self.findings],
                 "not_ocr_verified": [{"file": f, "reason": r} for f, r in self.not_ocr_verified],
-                "ocr_verified": self.ocr_verified, "retained_kinds": self.retained_kinds,
+                "ocr_verified": self.ocr_verified,
+                "ocr_partial": [{"file": f, "reason": r} for f, r in self.ocr_partial],
+                "retained_kinds": self.retained_kinds,
                 "unreadable_sources": len(self.unreadable_sources),
                 "not_for_release": self.not_for_release}
 
@@ -108,7 +115,21 @@ class VerifyResult:
 def _what(h: Hit, where: str, count: int = 1) -> str:
     enc = "" if h.encoding == "utf-8" else f" ({h.encoding})"
     more = f" ({count} places)" if count > 1 else ""
-    return f"{h.term.kind} value (length {h.term.length}) {where}{enc}{more}"
+    form = f", {h.term.form}" if h.term.form else ""
+    return f"{h.term.kind} value (length {h.term.length}{form}) {where}{enc}{more}"
+
+
+def _outermost(hits: Iterable[Hit]) -> list[Hit]:
+    """``hits`` less those lying within a longer hit of the same encoding."""
+    hs = sorted(hits, key=lambda h: (h.encoding, h.offset, -h.nbytes))
+    out: list[Hit] = []
+    end: dict[str, int] = {}
+    for h in hs:
+        if h.offset + h.nbytes <= end.get(h.encoding, -1) and h.nbytes:
+            continue
+        out.append(h)
+        end[h.encoding] = max(end.get(h.encoding, -1), h.offset + h.nbytes)
+    return out
 
 
 def iter_outputs(out: Path, links: list[Path] | None = None,
@@ -149,7 +170,7 @@ def file_kind(path: Path) -> str:
             head = fh.read(132)
     except OSError:
         return "other"
-    if head[128:132] == b"DICM":
+    if head[128:132] == b"DICM" or _bare_dicom(path, head):
         return "dicom"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") or name.endswith(TIFF_SUFFIXES):
         return "tiff"
@@ -158,6 +179,32 @@ def file_kind(path: Path) -> str:
     if name.endswith(TEXT_SUFFIXES):
         return "text"
     return "other"
+
+
+#: VR codes: a data set written without preamble and file meta starts with one in
+#: explicit VR (after its first tag)
+_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST "
+                 b"SV TM UC UI UL UN UR US UT UV".split())
+
+
+def _bare_dicom(path: Path, head: bytes) -> bool:
+    """Whether a file without the Part 10 preamble is a DICOM data set all the same (file
+    meta or group 0008 first, as old systems and some exports write it; pydicom reads it
+    with ``force``): verified as DICOM (and reported), never as opaque bytes."""
+    if len(head) < 8:
+        return False
+    group_le, group_be = int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big")
+    if 0x0002 not in (group_le, group_be) and 0x0008 not in (group_le, group_be):
+        return False
+    if head[4:6] not in _VRS and int.from_bytes(head[4:8], "little") > 0xFFFF:
+        return False  # neither explicit VR nor a short implicit-VR length
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=1024)
+    except Exception:  # noqa: BLE001 - no data set
+        return False
+    return sum(tag >> 16 == 0x0008 for tag in ds.keys()) >= 2
 
 
 class _Verifier:
@@ -218,15 +265,17 @@ class _Verifier:
         return os.fsdecode(bytes(data))
 
     def add_hits(self, rel: str, check: str, hits: Iterable[Hit], where: str) -> None:
-        """One finding per (kind, length, encoding), counting the places."""
+        """One finding per (kind, length, encoding, spelling form), counting the places; a
+        hit inside a longer one ("zelda" in "quixbury^zelda") is that one's."""
         groups: dict[tuple, list[Hit]] = {}
-        for h in hits:
+        for h in _outermost(hits):
             if h.term.kind in self._retained:
                 continue
             if h.term.owners and self._patients and not self._patients & h.term.owners:
                 continue  # another patient's institution word (the file's patient is known)
-            groups.setdefault((h.term.kind, h.term.length, h.encoding), []).append(h)
-        for (kind, length, _enc), hs in groups.items():
+            groups.setdefault((h.term.kind, h.term.length, h.encoding, h.term.form),
+                              []).append(h)
+        for (kind, length, _enc, _form), hs in groups.items():
             offsets = sorted({h.offset for h in hs})
             at = where.format(offset=offsets[0]) if "{offset}" in where else where
             self.add(rel, check, _what(hs[0], at, len(offsets)), kind, length)
@@ -331,9 +380,9 @@ class _Verifier:
             inner_bulk = [(_nifti_offset(path), _END)] if kind == "nifti" else [(_OPEN_HEAD, _END)]
             self.add_hits(rel, "raw-bytes", drop_chance_hits(inner, inner_bulk),
                           "in the decompressed bytes at {offset}")
-        elif kind == "other" and any(magic.startswith(m) for m in _UNCHECKED):
-            self.add(rel, "file-type", f"{_UNCHECKED[next(m for m in _UNCHECKED if magic.startswith(m))]}"
-                                       f" whose content cannot be searched: not checked")
+        elif kind == "other" and _unchecked_kind(magic):
+            self.add(rel, "file-type", f"{_unchecked_kind(magic)} whose content cannot be "
+                                       f"searched: not checked")
 
     # DICOM ------------------------------------------------------------------------
     def check_dicom(self, path: Path, rel: str) -> None:
@@ -356,13 +405,15 @@ class _Verifier:
             except Exception as exc:  # noqa: BLE001
                 self.add(rel, "dicom-open", f"does not parse: {type(exc).__name__}")
                 return
-        for where, data, numeric in _dicom_values(ds):
+        for where, data, numeric, raw in _dicom_values(ds):
             hits = self.fields.find(data)
             if numeric:
                 hits = [h for h in hits if not h.term.text.isdigit()
                         or len(h.term.text) >= MIN_DIGITS]
             if hits:
                 self.add_hits(rel, "dicom-header", hits, f"in {where}")
+            if raw:
+                self.check_embedded(rel, where, data)
         self.check_dates(path, rel, ds)
         is_dir = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == \
             MEDIA_DIRECTORY_SOP_CLASS
@@ -376,6 +427,36 @@ class _Verifier:
         if pixels_at_risk(ds):
             self.check_ocr_dicom(ds, path, rel)
         self.check_pixels_kept(ds, path, rel)
+
+    def check_embedded(self, rel: str, where: str, data: bytes) -> None:
+        """A compressed stream, archive or document in a bytes value (a PDF in Encapsulated
+        Document, GE's gzip Protocol Data Block in a private OB): decompressed and
+        searched as a compressed file of the release is, or a finding when it cannot be."""
+        magic = bytes(data[:8])
+        unchecked = _unchecked_kind(magic)
+        if unchecked:
+            self.add(rel, "dicom-header", f"{unchecked} in {where} whose content cannot be "
+                                          f"searched: not checked")
+            return
+        if magic.startswith(b"PK\x03\x04"):
+            self.check_zip(io.BytesIO(data), rel, f"in {where}")
+            return
+        opener = _opener_for(magic)
+        try:
+            if opener is not None:
+                with opener(io.BytesIO(data), "rb") as fh:
+                    inner = self.raw16.scan_stream(fh, unbounded=True)
+            elif _is_zlib(magic):
+                inner = self.raw16.find(_inflate(data), unbounded=True)
+            else:
+                return
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            if opener is not None:  # (two zlib-like bytes may open any binary value)
+                self.add(rel, "dicom-header", f"compressed stream in {where} unreadable "
+                                              f"({type(exc).__name__}): not checked")
+            return
+        self.add_hits(rel, "dicom-header", drop_chance_hits(inner, [(_OPEN_HEAD, _END)]),
+                      f"in {where}, decompressed")
 
     def check_pixels_kept(self, ds, path: Path, rel: str) -> None:
         """Pixels must be those of the source (ledger item, source still there) outside the
@@ -426,14 +507,15 @@ class _Verifier:
                                     f"the recorded redaction boxes")
 
     def check_dates(self, path: Path, rel: str, ds) -> None:
-        """Service dates equal to those of the output's source (paired by its pixel data,
-        ``--against``): the dates were not shifted although the release does not keep
-        full dates (no Retain Longitudinal Temporal Information Full Dates Option)."""
+        """Service dates equal to those of the output's source (paired by its pixel data or
+        SR content tree, ``--against``): the dates were not shifted although the release
+        does not keep full dates (no Retain Longitudinal Temporal Information Full Dates
+        Option)."""
         if "dates" in self._retained or not self.source_dates:
             return
-        from .identity import SERVICE_DATE_KEYWORDS, pixel_fingerprint
+        from .identity import SERVICE_DATE_KEYWORDS, pairing_key
 
-        src = self.source_dates.get(pixel_fingerprint(path) or "")
+        src = self.source_dates.get(pairing_key(path, ds) or "")
         if not src:
             return
         same = [kw for kw in SERVICE_DATE_KEYWORDS
@@ -492,12 +574,22 @@ class _Verifier:
         if engine is None:
             self.result.not_ocr_verified.append((rel, self._engine_error or "no OCR engine"))
             return
-        from .ocr import frames_rgb, frames_to_read, window_views
+        from .ocr import (
+            OCR_ALL_FRAMES,
+            cine_change_frames,
+            coverage,
+            frames_rgb,
+            frames_to_read,
+            window_views,
+        )
 
         n = int(ds.get("NumberOfFrames", 1) or 1)
         item = self.item_for(path)
         boxes = ((item.details.get("pixels") or {}).get("boxes") or []) if item else []
-        frames = frames_to_read(n, [b.get("frame") for b in boxes if isinstance(b, dict)])
+        # a long cine: a sample, and the frames where the overlay changes (all compared)
+        changes = cine_change_frames(ds, n) if n > OCR_ALL_FRAMES else []
+        frames = frames_to_read(n, [b.get("frame") for b in boxes if isinstance(b, dict)],
+                                changes=changes or ())
         try:
             images = [(f"frame {f}", img)
                       for f, img in zip(frames, frames_rgb(ds, frames), strict=True)]
@@ -505,10 +597,18 @@ class _Verifier:
         except Exception as exc:  # noqa: BLE001 - undecodable pixels cannot be verified
             self.result.not_ocr_verified.append((rel, f"pixels not decodable: {type(exc).__name__}"))
             return
-        self.ocr_images(rel, images, str(ds.get("Modality", "") or ""))
+        whole = len(frames) == n
+        if not self.ocr_images(rel, images, str(ds.get("Modality", "") or ""), verified=whole):
+            return
+        if not whole:  # never "OCR-verified" when frames were not read: say how many were
+            covered = changes is not None and set(changes) <= set(frames)
+            (self.result.ocr_partial if covered else self.result.not_ocr_verified).append(
+                (rel, coverage(frames, n, changes)))
 
     def ocr_images(self, rel: str, images: Sequence[tuple[str, object]], modality: str,
-                   *, any_text_is_finding: bool = False) -> None:
+                   *, any_text_is_finding: bool = False, verified: bool = True) -> bool:
+        """OCR ``images`` of one file and report what they show; the file is listed as
+        OCR-verified when ``verified`` (every frame read). False when OCR failed."""
         from .ocr import classify
 
         engine = self.engine()
@@ -516,7 +616,7 @@ class _Verifier:
             results = engine.read_batch([img for _, img in images])
         except Exception as exc:  # noqa: BLE001
             self.result.not_ocr_verified.append((rel, f"OCR failed: {type(exc).__name__}"))
-            return
+            return False
         for (where, _img), boxes in zip(images, results, strict=True):
             texts = [str(getattr(b, "text", "") or "") for b in boxes]
             texts = [t for t in texts if t.strip()]
@@ -530,8 +630,9 @@ class _Verifier:
                                          f"pixels of {where}", "ocr", len(t))
             if any_text_is_finding and texts:
                 self.add(rel, "ocr", f"{len(texts)} text line(s) readable in {where}")
-        if rel not in self.result.ocr_verified:
+        if verified and rel not in self.result.ocr_verified:
             self.result.ocr_verified.append(rel)
+        return True
 
     # NIfTI ------------------------------------------------------------------------
     def check_nifti(self, path: Path, rel: str) -> None:
@@ -630,7 +731,10 @@ class _Verifier:
             slide.close()
 
     # packages ---------------------------------------------------------------------
-    def check_zip(self, path: Path, rel: str) -> None:
+    def check_zip(self, path: Path | BinaryIO, rel: str, where: str = "") -> None:
+        """Every member of a zip archive: a file of OUT, or one ``where`` a DICOM element
+        holds it ("in (0009,1010) private")."""
+        within = f" of the zip archive {where}" if where else ""
         try:
             with zipfile.ZipFile(path) as zf:
                 infos = zf.infolist()
@@ -638,12 +742,11 @@ class _Verifier:
                     if info.is_dir():
                         continue
                     if info.file_size > _ZIP_MEMBER_LIMIT:
-                        self.add(rel, "zip", f"member {self.masked(info.filename)!r} too "
-                                             f"large to check "
-                                             f"({info.file_size} bytes)")
+                        self.add(rel, "zip", f"member {self.masked(info.filename)!r}{within} "
+                                             f"too large to check ({info.file_size} bytes)")
                         continue
                     self.add_hits(rel, "zip", self.text.find(info.filename.encode()),
-                                  "in a member name")
+                                  f"in a member name{within}")
                     try:
                         hits = self._zip_member(zf, info)
                     except (RuntimeError, NotImplementedError, zlib.error, EOFError,
@@ -651,12 +754,14 @@ class _Verifier:
                         # encrypted, Deflate64/other methods, a corrupt stream
                         why = ("encrypted" if info.flag_bits & 0x1 else str(exc)
                                if isinstance(exc, ValueError) else type(exc).__name__)
-                        self.add(rel, "zip", f"member {i + 1} of {len(infos)} cannot be "
-                                             f"read ({why}): not checked")
+                        self.add(rel, "zip", f"member {i + 1} of {len(infos)}{within} cannot "
+                                             f"be read ({why}): not checked")
                         continue
-                    self.add_hits(rel, "zip", hits, f"in member {self.masked(info.filename)}")
+                    self.add_hits(rel, "zip", hits,
+                                  f"in member {self.masked(info.filename)}{within}")
         except (zipfile.BadZipFile, OSError) as exc:
-            self.add(rel, "zip", f"does not open: {type(exc).__name__}")
+            self.add(rel, "zip", f"{f'the zip archive {where} ' if where else ''}does not open: "
+                                 f"{type(exc).__name__}")
 
 
     def _zip_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> list[Hit]:
@@ -725,6 +830,28 @@ def _opener_for(magic: bytes):
 _UNCHECKED = {b"%PDF": "a PDF document", b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive",
               b"Rar!": "a RAR archive", b"\x28\xb5\x2f\xfd": "a Zstandard stream",
               b"\xd0\xcf\x11\xe0": "an OLE (Office) document"}
+
+
+def _unchecked_kind(magic: bytes) -> str | None:
+    """What format of :data:`_UNCHECKED` starts ``magic`` ("a PDF document"), or None."""
+    return next((what for m, what in _UNCHECKED.items() if magic.startswith(m)), None)
+
+
+#: Most bytes a zlib stream in an element value is inflated to (a bomb stops there).
+_INFLATE_LIMIT = 256 << 20
+
+
+def _is_zlib(magic: bytes) -> bool:
+    """A zlib header (deflate, a valid check value): GE and Siemens private blobs."""
+    return len(magic) >= 2 and magic[0] & 0x0F == 8 and magic[0] >> 4 <= 7 and \
+        int.from_bytes(magic[:2], "big") % 31 == 0
+
+
+def _inflate(data: bytes) -> bytes:
+    """The inflated bytes of a zlib stream, at most :data:`_INFLATE_LIMIT`."""
+    return zlib.decompressobj().decompress(data, _INFLATE_LIMIT)
+
+
 #: The first bytes of binary files are searched in full (names, headers, PNG text chunks).
 _OPEN_HEAD = 4096
 _ZIP_PARSE_LIMIT = 256 << 20
@@ -817,9 +944,11 @@ def _tiff_bulk(path: Path) -> list[tuple[int, int]]:
     return out
 
 
-def _dicom_values(ds) -> Iterable[tuple[str, bytes, bool]]:
-    """``(where, value bytes, numeric)`` of every element at any depth, file meta and private included
-    (pixel data excluded; its bytes are in the raw scan)."""
+def _dicom_values(ds) -> Iterable[tuple[str, bytes, bool, bool]]:
+    """``(where, value bytes, numeric, raw)`` of every element at any depth, file meta and
+    private included (pixel data excluded; its bytes are in the raw scan). ``numeric``:
+    numbers, UIDs or codes as text (short digit terms are no findings there); ``raw``: the
+    bytes of a binary value (OB, UN: it may hold a compressed stream)."""
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         yield from _walk(meta, "")
@@ -831,6 +960,12 @@ def _dicom_values(ds) -> Iterable[tuple[str, bytes, bool]]:
 _BINARY_NUMBERS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT", "OF", "OD",
                              "OL", "OV"})
 _NUMERIC_TEXT = frozenset({"IS", "DS", "UI"})
+#: Coded structure (an SR's Code Value "1234.0", a template number): searched as numbers
+#: are, short digit terms are no findings there.
+_CODE_KEYWORDS = frozenset({"CodeValue", "LongCodeValue", "URNCodeValue", "CodingSchemeVersion",
+                            "CodingSchemeDesignator", "ContextIdentifier", "ContextGroupVersion",
+                            "MappingResource", "MappingResourceUID", "TemplateIdentifier",
+                            "ContextGroupExtensionCreatorUID"})
 MIN_DIGITS = 6
 
 
@@ -848,7 +983,8 @@ def _decoded(value: bytes, charsets: list[str]) -> bytes:
     return text.lower().encode("utf-8", "replace")
 
 
-def _walk(ds, prefix: str, charsets: list[str] | None = None) -> Iterable[tuple[str, bytes, bool]]:
+def _walk(ds, prefix: str, charsets: list[str] | None = None
+          ) -> Iterable[tuple[str, bytes, bool, bool]]:
     cs = ds.get("SpecificCharacterSet", None) if "SpecificCharacterSet" in ds else None
     if cs is not None:
         charsets = [str(x) for x in (cs if isinstance(cs, (list, tuple))
@@ -872,15 +1008,16 @@ def _walk(ds, prefix: str, charsets: list[str] | None = None) -> Iterable[tuple[
         if v is None:
             continue
         if isinstance(v, bytes):
-            data = v
             text = _decoded(v, charsets or [])
             if text:
-                yield label, text, False
-        elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+                yield label, text, False, False
+            yield label, v, False, True
+            continue
+        if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
             data = "\\".join(str(x) for x in v).lower().encode("utf-8", "replace")
         else:  # decoded in the data set's character set; lower case in full (MÜLLER)
             data = str(v).lower().encode("utf-8", "replace")
-        yield label, data, elem.VR in _NUMERIC_TEXT
+        yield label, data, elem.VR in _NUMERIC_TEXT or elem.keyword in _CODE_KEYWORDS, False
 
 
 def _check_engine_name(name: str) -> None:
@@ -1009,7 +1146,7 @@ def _check_one(path: str) -> tuple:
     v.result = VerifyResult(str(v.out), ocr_required=v.result.ocr_required)
     v.check_file(Path(path))
     r = v.result
-    return r.findings, r.not_ocr_verified, r.ocr_verified, r.retained_kinds
+    return r.findings, r.not_ocr_verified, r.ocr_verified, r.ocr_partial, r.retained_kinds
 
 
 def _parallel(v: _Verifier, files: list[Path], jobs: int, args: tuple, bar) -> None:
@@ -1031,11 +1168,12 @@ def _parallel(v: _Verifier, files: list[Path], jobs: int, args: tuple, bar) -> N
     chunk = max(1, min(16, len(files) // (jobs * 4) or 1))
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(args, source_errors)) as pool:
-        for findings, unverified, verified, retained in pool.map(
+        for findings, unverified, verified, partial, retained in pool.map(
                 _check_one, [str(p) for p in files], chunksize=chunk):
             v.result.findings += findings
             v.result.not_ocr_verified += unverified
             v.result.ocr_verified += verified
+            v.result.ocr_partial += partial
             v.result.retained_kinds.update(retained)
             bar.update()
 

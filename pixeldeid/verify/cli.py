@@ -29,10 +29,15 @@ fields and extensions, TIFF tags and slide properties. Checks that DICOM outputs
 full and say Patient Identity Removed YES, that NIfTI files and slides open, that no slide
 label/macro with text is left, that pixels equal the source's outside the recorded
 redaction boxes (run ledger, source still there), that service dates differ from the
-source's (--against, paired by pixel data; not with the Retain Longitudinal Full Dates
+source's (--against, paired by pixel data or SR content; not with the Retain Longitudinal Full Dates
 Option), runs dciodvfy on DICOM (with --against
 or a ledger: only errors the source did not have), and OCRs pixels that were at risk (US,
-SC, OT, XA, NM, secondary captures, Burned In Annotation). Findings give the file, the
+SC, OT, XA, NM, secondary captures, Burned In Annotation): every frame of a cine of up to
+32 frames; of a longer one 32 evenly spaced frames and every frame where the analysis of
+all its frames sees the overlay text change (listed as OCR-verified in part, with the
+count; without that analysis: not OCR-verified). Compressed data inside DICOM elements
+(gzip, zlib, zip) is searched decompressed; a PDF or other document there is a finding
+(not searchable). A DICOM data set without the Part 10 preamble is checked as DICOM. Findings give the file, the
 check and the kind and length of the value -- never the value itself. Symbolic links in
 OUT are findings (never followed). The result is also kept in OUT/.pixeldeid/verify.json
 for `pixeldeid report`.
@@ -86,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         print(printable(f.line()))
     for rel, why in result.not_ocr_verified:
         print(printable(f"{rel}: [ocr] not OCR-verified: {why}"))
+    for rel, why in result.ocr_partial:
+        print(printable(f"{rel}: [ocr] OCR-verified in part: {why}"))
     for src, why in result.unreadable_sources:
         print(printable(f"{src}: [source] {why}: its identity values were not searched for"))
     kept = sorted({k for ks in result.retained_kinds.values() for k in ks})
@@ -114,5 +121,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixeldeid verify: error: no file to release found in {printable(args.out)} "
               f"(nothing checked: NOT VERIFIED)", file=sys.stderr)
         return 1
+    if result.ocr_partial:
+        state += (f" ({len(result.ocr_partial)} cine(s) OCR-read in part: the frames where their "
+                  f"overlay changes and a sample)")
     print(f"pixeldeid verify: {result.files} file(s) checked against {kinds}: {state}")
     return result.exit_status

@@ -3,7 +3,8 @@
 Values come from the run ledger's ``identity`` table and/or from the headers of the source
 files (``--against``). Each value is expanded to the spellings it may take in an output:
 person names in every order with carets, spaces, commas and initials; IDs and accession
-numbers with and without leading zeros; birth dates in several formats.
+numbers with and without leading zeros; birth dates in several formats (2-digit years too);
+addresses by their street and distinctive words; phone numbers as their digits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..textclean import STOPWORDS, dicom_vocabulary, distinctive, has_cjk, insti
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("name", "id", "birth_date", "accession", "institution", "uid", "other")
+KINDS = ("name", "id", "birth_date", "accession", "institution", "uid", "address", "phone",
+         "other")
 #: Service dates compared with the source's (``--against``): equal ones were not shifted.
 SERVICE_DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 #: Header keyword -> identity kind (source scan).
@@ -31,7 +33,7 @@ SOURCE_KEYWORDS = {
     "PatientMotherBirthName": "name", "PatientID": "id", "OtherPatientIDs": "id",
     "IssuerOfPatientID": "other", "MedicalRecordLocator": "id", "AccessionNumber": "accession",
     "PatientBirthDate": "birth_date", "InstitutionName": "institution",
-    "InstitutionAddress": "other", "PatientAddress": "other", "PatientTelephoneNumbers": "other",
+    "InstitutionAddress": "other", "PatientAddress": "address", "PatientTelephoneNumbers": "phone",
     # other people and the department (every other PN at any depth is a name too)
     "ReferringPhysicianName": "name", "PerformingPhysicianName": "name",
     "OperatorsName": "name", "NameOfPhysiciansReadingStudy": "name",
@@ -73,6 +75,9 @@ class Term:
     #: institution in another patient's file is no finding ("Quixmore syndrome" vs "St
     #: Quixmore Infirmary"). Empty: searched in every file.
     owners: frozenset[str] = frozenset()
+    #: which spelling of the value this is, when not the value itself ("its digits
+    #: alone"): findings say it (never the text)
+    form: str = ""
 
 
 def _name_parts(value: str) -> list[str]:
@@ -112,17 +117,26 @@ def name_spellings(value: str) -> set[str]:
     return out
 
 
+#: The number of a letter-prefixed ID is searched alone from this many digits on: a
+#: shorter one ("1234" of ABCD1234) is any count, code or size.
+MIN_ID_NUMBER = 5
+_PREFIXED_ID = re.compile(r"^([a-z]+)[-_ ]?0*([1-9]\d{2,})$")
+
+
 def id_spellings(value: str) -> set[str]:
-    """An ID as written and without leading zeros (lower case)."""
+    """An ID as written and without leading zeros; a letter-prefixed one without the
+    zeros after its prefix, and its number alone when that has :data:`MIN_ID_NUMBER`
+    digits or more (lower case)."""
     v = str(value).strip().lower()
     out = {v} if v else set()
     stripped = v.lstrip("0")
     if stripped != v and len(stripped) >= 3:
         out.add(stripped)
-    m = re.match(r"^([a-z]+)[-_ ]?0*([1-9]\d{2,})$", v)  # MRN0012345 -> MRN12345, 12345
+    m = _PREFIXED_ID.match(v)  # MRN0012345 -> MRN12345, 12345
     if m:
-        out.add(m.group(2))
         out.add(m.group(1) + m.group(2))
+        if len(m.group(2)) >= MIN_ID_NUMBER:
+            out.add(m.group(2))
     return out
 
 
@@ -140,7 +154,59 @@ def date_spellings(value: str) -> set[str]:
             dd = str(int(d))
             out.update({f"{d}-{mon}-{y}", f"{d} {mon} {y}", f"{dd} {mon} {y}", f"{mon} {dd}, {y}",
                         f"{mon} {d} {y}", f"{d}{mon}{y}"})
+    out.update(two_digit_year_spellings(v))
     return out
+
+
+def two_digit_year_spellings(yyyymmdd: str) -> set[str]:
+    """A YYYYMMDD date with a 2-digit year, as clinical text writes birth dates:
+    17-mar-48, 17 mar 48, 17/03/48, 03/17/48, 17.03.48, 17-03-48 (not 170348: any
+    6-digit number)."""
+    y, m, d = yyyymmdd[2:4], yyyymmdd[4:6], yyyymmdd[6:]
+    mi = int(m) - 1
+    out = {f"{d}/{m}/{y}", f"{m}/{d}/{y}", f"{d}.{m}.{y}", f"{d}-{m}-{y}"}
+    if 0 <= mi < 12:
+        out.update({f"{d}-{_MONTHS[mi]}-{y}", f"{d} {_MONTHS[mi]} {y}", f"{d}{_MONTHS[mi]}{y}"})
+    return out
+
+
+#: A phone number: digits with the usual separators only, 7 digits or more.
+_PHONE = re.compile(r"[+(]?\d[\d\s().+/-]{5,}\d")
+_PHONE_MIN_DIGITS = 7
+#: A street address: a house number, a word, then a further part ("12 Wexcombe Lane,
+#: Tarnby", "12a Mill Rd^Leeds"); not a slide title such as "3 liver sections".
+_STREET = re.compile(r"^\d+[a-z]?\s+[a-z][^,^\n]*[,^\n]\s*\w")
+
+
+def phone_spellings(value: str) -> set[str]:
+    """A phone number as written, as its digits alone and with its digit groups joined by
+    a space, a hyphen, a dot or nothing, the first in brackets ("(555) 0199 321")."""
+    v = " ".join(str(value).lower().split())
+    out = {v} if v else set()
+    groups = re.findall(r"\d+", v)
+    if not _PHONE.fullmatch(v) or sum(map(len, groups)) < _PHONE_MIN_DIGITS:
+        return out
+    for sep in ("", " ", "-", "."):
+        out.add(sep.join(groups))
+    if len(groups) > 1:
+        for sep in (" ", "-"):
+            out.update({f"({groups[0]}) {sep.join(groups[1:])}",
+                        f"({groups[0]}){sep.join(groups[1:])}"})
+    return out
+
+
+def address_spellings(value: str) -> set[str]:
+    """An address as written, each of its comma- or caret-separated parts ("12 wexcombe
+    lane", "little whinging") and each distinctive word of its street (the part with the
+    house number; :func:`~pixeldeid.textclean.institution_words`: "wexcombe", not "lane"),
+    not the words of a town alone ("little")."""
+    v = " ".join(str(value).lower().split())
+    if not v:
+        return set()
+    parts = [p.strip(" .") for p in re.split(r"[,^;\n]", v)]
+    street = [institution_words(p) for p in parts if re.match(r"\d+[a-z]?\s", p)]
+    return ({v} | {p for p in parts if distinctive(p) and not p.isdigit()}
+            | set().union(*street))
 
 
 def institution_spellings(value: str) -> set[str]:
@@ -163,7 +229,32 @@ def spellings(kind: str, value: str) -> set[str]:
         return date_spellings(value)
     if kind == "institution":
         return institution_spellings(value)
-    return {" ".join(value.lower().split())}
+    if kind == "address":
+        return address_spellings(value)
+    if kind == "phone":
+        return phone_spellings(value)
+    # values of the run ledger come as "other": addresses and phones among them by shape
+    out = phone_spellings(value)
+    if _STREET.search(value.lower()):
+        out |= address_spellings(value)
+    return out
+
+
+def spelling_form(kind: str, value: str, spelling: str) -> str:
+    """What part or form of ``value`` the lower-case ``spelling`` is, for a finding
+    ("its digits alone", "a part of it"); empty for the value itself or a plain respelling
+    (case, order, separators)."""
+    full = " ".join(str(value).lower().split())
+    if spelling == full:
+        return ""
+    if spelling.isdigit() and not full.isdigit():
+        return "its digits alone"
+    if kind == "birth_date" and re.search(r"\d{4}", spelling) is None:
+        return "with a 2-digit year"
+    if spelling in re.split(r"[\^,\s=]+", full) or (
+            kind in ("address", "other") and spelling in full):
+        return "a part of it"
+    return ""
 
 
 def terms_for(values: Iterable[IdentityValue], *, exclude: Iterable[str] = (),
@@ -184,7 +275,8 @@ def terms_for(values: Iterable[IdentityValue], *, exclude: Iterable[str] = (),
             full = " ".join(iv.value.lower().split())
             owners = (frozenset({iv.patient}) if iv.kind == "institution" and iv.patient
                       and s != full else frozenset())
-            t = Term(s, iv.kind, len(iv.value.strip()), owners)
+            t = Term(s, iv.kind, len(iv.value.strip()), owners,
+                     spelling_form(iv.kind, iv.value, s))
             prev = best.get(s)
             if prev is None:
                 best[s] = t
@@ -296,6 +388,42 @@ def pixel_fingerprint(path: str | os.PathLike, ds=None) -> str | None:
         return None
 
 
+#: Content item attributes that de-identification keeps (structure, numbers), not text,
+#: dates or UIDs: what pairs an SR output with its source.
+_CONTENT_KEYS = ("ValueType", "RelationshipType", "NumericValue", "CodeValue",
+                 "CodingSchemeDesignator", "TemplateIdentifier")
+
+
+def _content_structure(items, out: list[str]) -> None:
+    for it in items or []:
+        out.append("|".join(str(it.get(k, "") or "") for k in _CONTENT_KEYS))
+        for kw in ("ConceptNameCodeSequence", "ConceptCodeSequence", "MeasuredValueSequence",
+                   "MeasurementUnitsCodeSequence", "ContentTemplateSequence", "ContentSequence"):
+            if kw in it:
+                out.append(kw)
+                _content_structure(it.get(kw), out)
+
+
+def pairing_key(path: str | os.PathLike, ds=None) -> str | None:
+    """What pairs an output with its source for the date check: the digest of its pixel
+    data (:func:`pixel_fingerprint`), else of its SR content tree (value types, codes,
+    numbers: kept by de-identification, unlike its UIDs, dates and times); None without
+    either."""
+    import hashlib
+
+    fp = pixel_fingerprint(path)  # (its own read: ``ds`` may lack the pixel data)
+    if fp or ds is None or "ContentSequence" not in ds:
+        return fp
+    try:
+        parts = [str(ds.get("SOPClassUID", ""))]
+        _content_structure(ds.ContentSequence, parts)
+    except Exception:  # noqa: BLE001 - no pairing
+        return None
+    if len(parts) < 3:  # too little structure to tell one SR from another
+        return None
+    return "sr:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def identity_from_sources(sources: Iterable[str | os.PathLike], *,
                           progress: bool | None = None,
                           unreadable: list[tuple[str, str]] | None = None,
@@ -304,8 +432,8 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
     """Scan the source headers for identity values; return ``(values, dicom source files)``.
 
     The instance UIDs of each source (kind ``uid``) are values too. ``dates``, when given,
-    receives the service dates of each source by :func:`pixel_fingerprint` (None where
-    sources with the same pixels have other dates).
+    receives the service dates of each source by :func:`pairing_key` (None where
+    sources with the same pixels or SR content have other dates).
     Non-DICOM sources (NIfTI, slides) carry no patient header here; they are skipped.
     A DICOM source that cannot be read, or whose header is damaged, adds no values (they
     would be made of other elements' bytes); it is appended to ``unreadable`` as
@@ -345,7 +473,7 @@ def identity_from_sources(sources: Iterable[str | os.PathLike], *,
             found += [IdentityValue("uid", u) for u in sorted(source_uids(ds))]
             problem = source_problem(ds)
             if dates is not None and not problem:
-                fp = pixel_fingerprint(p)
+                fp = pairing_key(p, ds)
                 got = {kw: str(ds.get(kw, "") or "").strip() for kw in SERVICE_DATE_KEYWORDS}
                 got = {k: v for k, v in got.items() if v}
                 if fp and got:

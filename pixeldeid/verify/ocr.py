@@ -107,10 +107,59 @@ def window_views(ds, frames: Sequence[int]) -> list[tuple[str, np.ndarray]]:
             for f, img in zip(which, pf.display(which, window=w), strict=True)]
 
 
-def frames_to_read(n_frames: int, extra: Sequence[int] = (), most: int = 3) -> list[int]:
-    """First, middle and last frame, plus frames named in ``extra`` (redacted frames)."""
-    base = {0, n_frames // 2, n_frames - 1} if n_frames > most else set(range(n_frames))
+#: Every frame of a cine up to this many is read (OCR costs about 0.2-0.5 s a frame on a CPU).
+OCR_ALL_FRAMES = 32
+#: At most this many frames of a longer cine are read: evenly spaced ones and the frames
+#: where the cine analysis sees the overlay change.
+OCR_MAX_FRAMES = 96
+
+
+def frames_to_read(n_frames: int, extra: Sequence[int] = (), most: int = OCR_ALL_FRAMES,
+                   changes: Sequence[int] = ()) -> list[int]:
+    """Every frame of a cine of up to ``most`` frames; of a longer one ``most`` evenly
+    spaced frames (first and last included) and the ``changes`` frames (where overlay text
+    changes), at most :data:`OCR_MAX_FRAMES` in all; plus the frames named in ``extra``
+    (redacted frames)."""
+    if n_frames <= most:
+        base = set(range(n_frames))
+    else:
+        base = {int(i) for i in np.linspace(0, n_frames - 1, most).round()}
+        room = max(0, OCR_MAX_FRAMES - len(base))
+        more = sorted({int(f) for f in changes if 0 <= int(f) < n_frames} - base)
+        if len(more) > room:  # a clock ticking in every frame: evenly spaced among them
+            more = [more[int(i)] for i in np.linspace(0, len(more) - 1, room).round()] if room else []
+        base |= set(more)
     return sorted(base | {int(f) for f in extra if f is not None and 0 <= int(f) < n_frames})
+
+
+def cine_change_frames(ds, n_frames: int) -> list[int] | None:
+    """The frames of a cine where :func:`pixeldeid.burnedin.cine.analyse_cine`, comparing
+    every frame, sees overlay text change or appear; None without that package or when the
+    pixels do not decode (then no frame is known unchanged)."""
+    try:
+        from ..burnedin.cine import analyse_cine
+        from ..burnedin.frames import PixelFrames
+    except ImportError:
+        return None
+    try:
+        return list(analyse_cine(PixelFrames(ds).display, n_frames).change_frames)
+    except Exception as exc:  # noqa: BLE001 - undecodable: the caller reads a sample only
+        logger.debug("cine analysis failed: %s", exc)
+        return None
+
+
+def coverage(read: Sequence[int], n_frames: int, changes: Sequence[int] | None) -> str:
+    """How much of a cine OCR read, for the result ("40 of 200 frames read: ...")."""
+    head = f"{len(read)} of {n_frames} frames read"
+    if changes is None:
+        return (f"{head} (evenly spaced; no cine analysis told which other frames show new "
+                f"text): the others were not read")
+    left = sorted(set(changes) - set(read))
+    if left:
+        return (f"{head} (evenly spaced, and {len(set(changes)) - len(left)} of the "
+                f"{len(set(changes))} frames where the overlay changes): the others were not read")
+    return (f"{head} (evenly spaced, and every frame where the cine analysis of all frames "
+            f"saw the overlay change); the others were compared, not read")
 
 
 def classify(texts: Sequence[str], values, modality: str) -> list[bool]:
@@ -125,7 +174,7 @@ def classify(texts: Sequence[str], values, modality: str) -> list[bool]:
         return [False] * len(texts)
     by = {"name": [], "id": [], "birth_date": [], "institution": [], "other": []}
     for v in values:
-        key = {"accession": "id"}.get(v.kind, v.kind)
+        key = {"accession": "id", "address": "other", "phone": "other"}.get(v.kind, v.kind)
         by.setdefault(key, []).append(v.value)
     try:
         ident = IdentityValues(names=by["name"], ids=by["id"], dates=by["birth_date"],
