@@ -9,6 +9,7 @@ was relocated.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -455,6 +456,8 @@ class Walker:
             self._blank_icc(ds, tag)
             return
         if mode == "normal" and vr not in _ACTED_ON_UNTABLED:
+            if vr in TEXT_VRS and not self.ctx.retain_uids:
+                self._map_text_uids(ds, tag)
             if vr in TEXT_VRS and self.ctx.kept_text_tokens:
                 self._drop_names(ds, tag)
             elif vr in NUMBER_VRS:
@@ -575,6 +578,21 @@ class Walker:
             raise DeidError(f"{kw}: a sequence whose items cannot be read")
         for item in items:
             self.walk(item, (*path, kw), depth + 1, mode)
+
+    def _map_text_uids(self, ds: Dataset, tag: int) -> None:
+        """Replace the UIDs written in kept free text ("see <a Study Instance UID>") as the
+        UID elements are replaced: the text names the same new instance, whether or not
+        this file references it (a GSPS Content Description released another study's
+        original UID)."""
+        raw = getattr(ds._dict[tag], "value", None)
+        if isinstance(raw, bytes) and not _TEXT_UID_BYTES.search(raw):
+            return  # (most values: one quick search)
+        if keyword_of(tag) in CODE_KEYWORDS:
+            return
+        old = _value_list(peek(ds, tag))
+        vals = [_TEXT_UID.sub(lambda m: self.ctx.uid_map(m.group(0)), str(v)) for v in old]
+        if vals != [str(v) for v in old]:
+            set_text(ds, tag, vals)
 
     def _map_uids(self, ds: Dataset, tag: int) -> None:
         vals = [self.ctx.uid_map(v) for v in get_strings(ds, tag, "UI")]
@@ -785,6 +803,9 @@ def _holds_token(value: str, tokens: list[str]) -> bool:
 
 
 STRING_VRS = TEXT_VRS | {"PN"}
+#: A UID written in text: first arc 0-2 and 5+ more (not a version number "2.0.1.5")
+_TEXT_UID = re.compile(r"(?<![\w.])[0-2](?:\.(?:0|[1-9][0-9]*)){5,}(?![\w.])")
+_TEXT_UID_BYTES = re.compile(rb"(?<![\w.])[0-2](?:\.[0-9]+){5,}")
 #: The kinds of VR a kept private element may be written with instead of the table's
 #: (a vendor's LT for the table's LO): text, a number as text, a binary number
 _VR_KIND = {**dict.fromkeys(("SH", "LO", "ST", "LT", "UT", "UC", "CS"), "text"),

@@ -468,3 +468,22 @@ def test_a_text_too_long_for_its_vr_is_cleaned_as_text(tmp_path, run, latin1):
     value = value.decode("latin-1") if isinstance(value, bytes) else value
     assert not value.startswith("b'") and "Quixmore" not in value
     assert value.startswith(lead.split(",")[0]) and value.rstrip().endswith("unremarkable.")
+
+
+def test_a_uid_in_kept_text_is_replaced_as_the_uid_elements_are(tmp_path, run):
+    """A Content Description "see <UID of an image>" kept the original UID when the file
+    did not reference that image itself (the same text in a file that did was
+    quarantined): the UID in text is replaced by the one the image gets."""
+    image, note = _ct(), _ct(ContentDescription="")
+    note.ContentDescription = f"see {image.SOPInstanceUID} (version 2.0.1.5)"
+    src = tmp_path / "in"
+    src.mkdir()
+    image.save_as(src / "image.dcm", enforce_file_format=True)
+    note.save_as(src / "note.dcm", enforce_file_format=True)
+    status, out = run(src)
+    assert status == 0
+    released = {(d := pydicom.dcmread(p)).get("ContentDescription", ""): d
+                for p in out.rglob("*.dcm") if "quarantine" not in p.parts}
+    new_uid = released[""].SOPInstanceUID
+    assert f"see {new_uid} (version 2.0.1.5)" in released
+    assert all(image.SOPInstanceUID.encode() not in p.read_bytes() for p in out.rglob("*.dcm"))
