@@ -663,7 +663,7 @@ class Walker:
             creator = creators.get(block)
             keep = False
             safe = None
-            if retain and creator.strip(" \x00"):
+            if retain and creator and creator.strip(" \x00"):
                 low = elem & 0xFF
                 safe = safe_private_for(creator, group, low)
                 keep = safe is not None or (creator_key(creator), group,

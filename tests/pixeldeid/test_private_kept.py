@@ -157,3 +157,12 @@ def test_z_on_a_type_1_attribute_gives_a_dummy(tmp_path, run):
         .RTAccessoryHolderSlotSequence[0].RTAccessoryHolderSlotID
     assert value and value != "SLOT-A"
 
+
+
+def test_a_private_element_without_its_creator_goes(tmp_path, run):
+    """An orphan private element (no creator in its block) under Retain Safe Private: the
+    creator check of the kept-VR rules raised AttributeError and quarantined the file."""
+    ds = _ct()
+    ds.add_new(0x00091010, "LO", "PLNTORPHAN")
+    status, _, data = _deid(tmp_path, run, ds, *TCIA)
+    assert status == 0 and b"PLNTORPHAN" not in data
