@@ -13,6 +13,8 @@ import hmac
 from collections.abc import Mapping
 from functools import cache
 
+from .errors import DeidError
+
 #: The root of the UIDs the standard defines (see :func:`is_structural`).
 DICOM_ROOT = "1.2.840.10008."
 CONTEXT_GROUP_ROOT = DICOM_ROOT + "6.1."
@@ -68,6 +70,13 @@ class UIDMapper:
         Overrides given by the UID the key would give (:func:`keyed_uid`) -> new: those of
         earlier batches into the same output folder (:mod:`pixeldeid.uidstate`), which
         hold without their originals.
+
+    Raises
+    ------
+    DeidError
+        (from a call) when the key would give a UID the new UID that an override gives
+        another original: two studies, series or instances would be merged under one UID,
+        in this batch or across batches into one output folder. The file is quarantined.
     """
 
     def __init__(self, key: bytes, overrides: Mapping[str, str] | None = None,
@@ -77,6 +86,8 @@ class UIDMapper:
         self._key = bytes(key)
         self._overrides = dict(overrides or {})
         self._by_key = dict(by_key or {})
+        # the new UIDs that overrides give: a keyed UID must never take one of them
+        self._claimed = frozenset(self._overrides.values()) | frozenset(self._by_key.values())
         self._cache: dict[str, str] = {}
         self._new: dict[str, str] = {}
 
@@ -89,8 +100,12 @@ class UIDMapper:
         if new is None:
             new = self._overrides.get(uid)
             if new is None:
-                new = keyed_uid(self._key, uid)
-                new = self._by_key.get(new, new)
+                keyed = keyed_uid(self._key, uid)
+                new = self._by_key.get(keyed)
+                if new is None:
+                    if keyed in self._claimed:
+                        raise _merge_error(keyed, keyed in self._overrides.values())
+                    new = keyed
             self._cache[uid] = new
             if new != uid:
                 self._new[uid] = new
@@ -105,3 +120,15 @@ class UIDMapper:
     def mapping(self) -> dict[str, str]:
         """The old -> new pairs replaced so far in this process."""
         return {k: v for k, v in self._cache.items() if k != v}
+
+
+def _merge_error(new: str, in_this_map: bool) -> DeidError:
+    """The refusal of the keyed UID ``new`` that an override already gives another
+    original (``in_this_map``: this batch's map CSV, else an earlier batch's). No original
+    UID is named: the reason is kept in the output folder's quarantine."""
+    given = ("the map CSV gives another UID (the row whose id_new is that UID)" if in_this_map
+             else "an earlier batch's map CSV gave another UID in this output folder")
+    return DeidError(f"the project key gives a UID of this file the new UID {new}, which "
+                     f"{given}; two studies, series or instances would be merged under "
+                     "one UID. Give this file's UID a row of its own in the map CSV, or "
+                     "drop that row")

@@ -63,6 +63,11 @@ def reconcile_overrides(out: Path, key: bytes, overrides: Mapping[str, str],
     * a new UID that another original already has there.
 
     ``record_new=False`` checks without writing the record (a dry run).
+
+    The overrides returned hold in every later batch, with or without a map: the
+    :class:`~pixeldeid.uids.UIDMapper` given them quarantines a file whose UID the key
+    would give one of their new UIDs (two studies merged), so a batch with no new
+    override needs no check here.
     """
     from .batch import STATE_DIRNAME
 
@@ -88,7 +93,9 @@ def reconcile_overrides(out: Path, key: bytes, overrides: Mapping[str, str],
         by_key = keyed[old]
         if by_key not in added:
             continue
-        if by_key in taken:
+        # (a UID there that an override gave is that override's, not this original's:
+        # the mapper never lets the key give it, so this original may get a row now)
+        if by_key in taken and by_key not in owners:
             raise DeidError(f"the map CSV gives UID {old} the new UID {new}, but an earlier "
                             f"batch into this output folder released it as {by_key}; its "
                             "study would be split. Drop that row, or use another output "
