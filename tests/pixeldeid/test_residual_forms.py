@@ -165,13 +165,14 @@ def test_name_in_a_sequence_items_own_character_set_is_found(tmp_path: Path, run
 
 
 # -- 6. original instance UIDs ------------------------------------------------------------
-def test_original_series_uid_in_a_kept_element_is_found(tmp_path: Path, run) -> None:
+def test_original_series_uid_in_a_kept_element_is_replaced(tmp_path: Path, run) -> None:
     """An element the table does not list (kept) holding a UID the profile replaced
-    (a converter's note; a URL the engine now removes was the first such case)."""
+    (a converter's note; a URL the engine now removes was the first such case): the UID
+    in the text is replaced as the element is (it was quarantined as a residual)."""
     series = "1.2.826.0.1.3680043.2.1125.55"
     ds = _slice(SeriesInstanceUID=series, SoftwareVersions=f"conv from {series}")
-    reason = _quarantined(tmp_path, run, ds, series)
-    assert "original UID" in reason
+    o = _released(tmp_path, run, ds)
+    assert o.SoftwareVersions == f"conv from {o.SeriesInstanceUID}" != f"conv from {series}"
 
 
 def test_longer_uid_under_the_original_is_no_finding(tmp_path: Path, run) -> None:
