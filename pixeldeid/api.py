@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import struct
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -759,7 +760,8 @@ class Deidentifier:
         if not tokens:
             return
         encodings, extensions = _charsets(ds, header)
-        hits, occurs = token_matches(header, tokens, encodings)
+        tokens, legacy = _residual_search(tuple(tokens), tuple(encodings))
+        hits, occurs = token_matches(header, tokens, legacy)
         if not hits and (extensions or occurs):
             # each value on its own: a token at the end of a value runs into the next
             # element's tag ("...for Quixbury" then group 0070, a 'p'), and ISO 2022
@@ -1011,9 +1013,9 @@ def _charsets(ds, header: bytes) -> tuple[list[str], bool]:
     nested = sum(header.count(t) for t in _SCS_TAGS) > (1 if terms else 0)
     if nested and isinstance(ds, Dataset):  # (the fast path takes no item charsets)
         terms = [t for item in _walk_items(ds) for t in _charset_terms(item)]
-    encodings: list[str] = list(getattr(ds, "_character_set", None) or ())
-    if isinstance(encodings, str):
-        encodings = [encodings]
+    declared = getattr(ds, "_character_set", None) or ()
+    # (pydicom gives one codec as a str: "iso8859" is no list of its letters)
+    encodings: list[str] = [declared] if isinstance(declared, str) else list(declared)
     for term in dict.fromkeys(terms):
         try:
             for enc in convert_encodings(term or None):
@@ -1024,6 +1026,61 @@ def _charsets(ds, header: bytes) -> tuple[list[str], bool]:
     # (every code extension term is "ISO 2022 ..."; a multi-valued one is one of them)
     extensions = any(t.strip().startswith("ISO 2022") for t in terms) or b"\x1b" in header
     return encodings, extensions
+
+
+_JAPANESE = ("shift_jis", "euc_jp", "iso2022_jp")
+_CJK = (*_JAPANESE, "gb18030", "big5", "euc_kr")
+#: The common legacy encodings of each script (the first word of a letter's Unicode name)
+#: besides UTF-8: other systems' encodings that a value may hold whatever the data set
+#: declares (a vendor's Windows code page, Shift-JIS or EUC-JP in an ISO 2022 file). A
+#: Han ideograph may be Japanese, Chinese or Korean; full-width letters are CJK text's.
+SCRIPT_ENCODINGS: dict[str, tuple[str, ...]] = {
+    "LATIN": ("cp1252", "latin-1", "iso8859-2"),
+    "CYRILLIC": ("cp1251", "koi8_r", "iso8859-5"),
+    "GREEK": ("iso8859-7", "cp1253"),
+    "ARABIC": ("cp1256", "iso8859-6"),
+    "HEBREW": ("cp1255", "iso8859-8"),
+    "HIRAGANA": _JAPANESE, "KATAKANA": _JAPANESE, "HALFWIDTH": _JAPANESE,
+    "HANGUL": ("euc_kr",), "CJK": _CJK, "FULLWIDTH": _CJK,
+}
+
+
+@lru_cache(maxsize=4096)
+def _script_encodings(ch: str) -> tuple[str, ...]:
+    return SCRIPT_ENCODINGS.get(unicodedata.name(ch, "").split(" ", 1)[0], ())
+
+
+def legacy_encodings(text: str) -> tuple[str, ...]:
+    """The legacy encodings of the scripts that ``text`` is written in
+    (:data:`SCRIPT_ENCODINGS`); none for ASCII text."""
+    if text.isascii():
+        return ()
+    return tuple(dict.fromkeys(e for ch in text if not ch.isascii()
+                               for e in _script_encodings(ch)))
+
+
+@lru_cache(maxsize=256)
+def _residual_search(tokens: tuple[str, ...], declared: tuple[str, ...]
+                     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tokens and the encodings the residual check searches the header for, given the
+    identity ``tokens`` and the ``declared`` character sets (:func:`_charsets`): also the
+    :func:`legacy_encodings` of the tokens, and a token that is UTF-8 read in a single-byte
+    set (no Specific Character Set: MÃ¼ller for the bytes of Müller) also as the text it
+    is (its Latin-1 bytes are another form). ASCII tokens add nothing (a series gives the
+    same tokens each time: cached)."""
+    single_byte = [e for e in declared if not _multibyte(e)]
+    repaired: list[str] = []
+    for t in (t for t in tokens if not t.isascii()):
+        for enc in single_byte:
+            try:
+                text = t.encode(enc).decode("utf-8")
+            except (UnicodeError, LookupError):
+                continue
+            if text != t and _searchable(text):
+                repaired.append(text)
+    tokens = tuple(dict.fromkeys((*tokens, *repaired)))
+    return tokens, tuple(dict.fromkeys((*declared, *(e for t in tokens
+                                                      for e in legacy_encodings(t)))))
 
 
 def _value_texts(ds) -> bytes:

@@ -144,6 +144,10 @@ _UNDECOMPOSED = {
     "ı": "i", "Ħ": "H", "ħ": "h",
     **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58", "-"),
     **dict.fromkeys("\u2044\u2215", "/"),
+    # hiragana as katakana: a phonetic name group is written in either (やまだ, ヤマダ)
+    **{chr(o): chr(o + 0x60) for o in (*range(0x3041, 0x3097), 0x309D)},
+    # the Arabic tatweel (kashida) only stretches a word: زقمحـمود is زقمحمود
+    "\u0640": "",
 }
 
 
@@ -151,9 +155,10 @@ _UNDECOMPOSED = {
 def _fold_char(ch: str) -> str:
     """``ch`` without compatibility forms and accents: full-width ``Ｌ`` is ``L``, ``ü``
     (one character or ``u`` and a combining diaeresis) is ``u``, ``ﬁ`` is ``fi``, ``Ø`` is
-    ``O`` and ``ß`` is ``ss`` (:data:`_UNDECOMPOSED`), a Unicode dash ``-``, a digit of any
-    script its ASCII digit (``٤`` is ``4``); invisible format characters (zero-width space
-    and joiners, soft hyphen, byte order mark) are nothing. One character may give several
+    ``O`` and ``ß`` is ``ss`` (:data:`_UNDECOMPOSED`), a Unicode dash ``-``, hiragana its
+    katakana (``や`` is ``ヤ``), a digit of any script its ASCII digit (``٤`` is ``4``);
+    invisible format characters (zero-width space and joiners, soft hyphen, byte order
+    mark) and the Arabic tatweel are nothing. One character may give several
     (:func:`_folded_with_index` maps them back)."""
     if unicodedata.category(ch) == "Cf":
         return ""

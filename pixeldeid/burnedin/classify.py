@@ -15,15 +15,18 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 
+from pydicom.charset import default_encoding
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
+
 from ..errors import ProfileError
 from ..paths import configs_dir, read_yaml
 from ..schemas import validate
+from ..textclean import fold as text_fold
 from .boxes import TextBox
 
 log = logging.getLogger(__name__)
@@ -40,20 +43,15 @@ _FOLD = str.maketrans({"0": "O", "1": "I", "L": "I", "|": "I", "!": "I", "5": "S
 _NON_ALNUM = re.compile(r"[^0-9A-Z|!$]+")
 
 
-def _deaccent(text: str) -> str:
-    """MÜLLER, JOSÉ -> MULLER, JOSE (OCR reads either)."""
-    if text.isascii():
-        return text
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-
-
 def fold(text: str) -> str:
-    """Upper-case, strip accents, drop all but letters and digits, fold O/0, I/1/l and S/5."""
-    return _NON_ALNUM.sub("", _deaccent(text).upper()).translate(_FOLD)
+    """Upper-case, strip accents (as :func:`pixeldeid.textclean.fold` does for the header's
+    text: MÜLLER and MULLER, ØSTERGÅRD and OSTERGARD, GROß and GROSS are one; OCR reads
+    either), drop all but letters and digits, fold O/0, I/1/l and S/5."""
+    return _NON_ALNUM.sub("", text_fold(text).upper()).translate(_FOLD)
 
 
 def _tokens(text: str) -> list[str]:
-    return [t for t in re.split(r"[^0-9A-Za-z|!$]+", _deaccent(text)) if t]
+    return [t for t in re.split(r"[^0-9A-Za-z|!$]+", text_fold(text)) if t]
 
 
 # Letters OCR reads in place of digits inside numbers (for the pattern rules).
@@ -143,12 +141,31 @@ _OTHER_KEYWORDS = ("PatientAddress", "PatientTelephoneNumbers", "ReferringPhysic
                    "NamesOfIntendedRecipientsOfResults", "ContentCreatorName")
 
 
+def _element(ds, tag, encoding):
+    """The element ``tag`` of ``ds`` decoded as ``ds[tag]`` decodes it (``encoding``: the
+    character set of ``ds``), without storing it in ``ds``: the writer copies a raw element
+    byte for byte, but re-encodes a decoded one (a kept text whose bytes are invalid in its
+    character set would get U+FFFD in them)."""
+    elem = ds.get_item(tag)
+    if not isinstance(elem, RawDataElement):
+        return elem
+    if elem.value is None and elem.length != 0:  # (a deferred read: pydicom reads it now)
+        return ds[tag]
+    return convert_raw_data_element(
+        elem, encoding=default_encoding if tag == 0x00080005 else encoding, ds=ds)
+
+
 def _walk(ds):
-    """Every element of ``ds`` and its sequences; an element that cannot be decoded is skipped
-    (its value cannot be searched for, the identity patterns still apply)."""
+    """Every element of ``ds`` and its sequences (:func:`_element`: ``ds`` is not changed);
+    an element that cannot be decoded is skipped (its value cannot be searched for, the
+    identity patterns still apply)."""
+    try:  # (as Dataset.__getitem__ chooses it)
+        encoding = ds.original_character_set or ds._character_set
+    except Exception:  # noqa: BLE001 - a broken Specific Character Set: pydicom's default
+        encoding = default_encoding
     for tag in list(ds.keys()):
         try:
-            elem = ds[tag]
+            elem = _element(ds, tag, encoding)
             value = elem.value
         except Exception:  # noqa: BLE001 - hostile or broken values: skip this one element
             log.debug("identity values: element %s not decodable, skipped", tag)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..textclean import LOGIN_MIN, distinctive, has_cjk, login_lookalikes
+from ..api import legacy_encodings
+from ..textclean import LOGIN_MIN, distinctive, login_lookalikes
 from ..textclean import spellings as text_spellings
 from .identity import Term
 
@@ -24,9 +25,6 @@ _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 CHUNK = 16 << 20
 #: Shortest hit (bytes) reported inside bulk binary data.
 BULK_MIN_BYTES = 8
-#: Legacy encodings searched for non-ASCII terms (with ``utf16``): Latin and CJK.
-LEGACY_ENCODINGS = ("cp1252", "latin-1", "iso8859-2", "cp1251", "iso8859-7")
-CJK_ENCODINGS = ("shift_jis", "euc-jp", "iso2022_jp", "gb18030", "big5", "euc-kr")
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class Matcher:
         Shorter spellings are ignored (raw binary data: 4 keeps chance hits rare).
     utf16 : bool
         Also search the UTF-16 LE and BE encodings, and the legacy single- and multi-byte
-        encodings of non-ASCII terms (:data:`LEGACY_ENCODINGS`, :data:`CJK_ENCODINGS`):
+        encodings of non-ASCII terms (:func:`pixeldeid.api.legacy_encodings`):
         files that are not DICOM say nothing of their character set.
     """
 
@@ -67,7 +65,7 @@ class Matcher:
             if utf16:
                 encodings += ("utf-16-le", "utf-16-be")
                 if not t.text.isascii():
-                    encodings += CJK_ENCODINGS if has_cjk(t.text) else LEGACY_ENCODINGS
+                    encodings += legacy_encodings(t.text)
             seen: set[bytes] = set()
             for enc in encodings:
                 unit = 2 if enc.startswith("utf-16") else 1
