@@ -583,16 +583,23 @@ class Walker:
         """Replace the UIDs written in kept free text ("see <a Study Instance UID>") as the
         UID elements are replaced: the text names the same new instance, whether or not
         this file references it (a GSPS Content Description released another study's
-        original UID)."""
+        original UID). A value the new UIDs would make too long for its VR loses them
+        instead (the output stays valid); text naming a coding scheme keeps its OID."""
         raw = getattr(ds._dict[tag], "value", None)
         if isinstance(raw, bytes) and not _TEXT_UID_BYTES.search(raw):
             return  # (most values: one quick search)
-        if keyword_of(tag) in CODE_KEYWORDS:
+        kw = keyword_of(tag)
+        if kw in CODE_KEYWORDS or kw in _OID_TEXT_KEYWORDS:
             return
-        old = _value_list(peek(ds, tag))
-        vals = [_TEXT_UID.sub(lambda m: self.ctx.uid_map(m.group(0)), str(v)) for v in old]
-        if vals != [str(v) for v in old]:
-            set_text(ds, tag, vals)
+        old = [str(v) for v in _value_list(peek(ds, tag))]
+        vals = [_TEXT_UID.sub(lambda m: self.ctx.uid_map(m.group(0)), v) for v in old]
+        if vals == old:
+            return
+        limit = _TEXT_MAX.get(_vr_of(ds, tag))
+        if limit is not None and any(len(v) > limit for v in vals):
+            vals = [re.sub(r"\s+", " ", _TEXT_UID.sub("", v)).strip() or "REMOVED"
+                    for v in old]
+        set_text(ds, tag, vals)
 
     def _map_uids(self, ds: Dataset, tag: int) -> None:
         vals = [self.ctx.uid_map(v) for v in get_strings(ds, tag, "UI")]
@@ -707,7 +714,9 @@ class Walker:
         VR of another kind than the table's (text in a number, a PN where the table says
         LO) and any person name go: what they hold cannot be handled as what is listed.
         """
-        want = (safe.vr or None) if safe is not None else None
+        # (the table may list several: "OW/OB", "US/SS")
+        wants = tuple(safe.vr.split("/")) if safe is not None and safe.vr else ()
+        want = wants[0] if wants else None
         vr = ds._dict[tag].VR
         if vr in ("UN", None):
             raw = getattr(ds._dict[tag], "value", None)
@@ -721,8 +730,8 @@ class Walker:
             if isinstance(elem, RawDataElement):
                 ds._dict[tag] = elem._replace(VR=want)
             return want
-        if vr == "PN" or (want is not None and vr != "SQ" and vr != want
-                          and _VR_KIND.get(vr, vr) != _VR_KIND.get(want, want)):
+        if vr == "PN" or (wants and vr != "SQ" and vr not in wants and _VR_KIND.get(vr, vr)
+                          not in {_VR_KIND.get(w, w) for w in wants}):
             return None
         return vr
 
@@ -804,8 +813,15 @@ def _holds_token(value: str, tokens: list[str]) -> bool:
 
 STRING_VRS = TEXT_VRS | {"PN"}
 #: A UID written in text: first arc 0-2 and 5+ more (not a version number "2.0.1.5")
-_TEXT_UID = re.compile(r"(?<![\w.])[0-2](?:\.(?:0|[1-9][0-9]*)){5,}(?![\w.])")
-_TEXT_UID_BYTES = re.compile(rb"(?<![\w.])[0-2](?:\.[0-9]+){5,}")
+#: A UID written in text: first arc 0-2, 5+ more, 16+ characters (not a version number
+#: "2.0.1.5" nor a kernel "1.2.3.4.5.6"); a sentence's full stop or a "_suffix" may follow,
+#: an arc may have a leading zero (Toshiba/Canon UIDs do)
+_TEXT_UID = re.compile(r"(?<![0-9A-Za-z.])(?=[0-9.]{16})[0-2](?:\.[0-9]+){5,}(?!\.?[0-9])")
+_TEXT_UID_BYTES = re.compile(rb"(?<![0-9A-Za-z.])[0-2](?:\.[0-9]+){5,}")
+#: Text that names a coding scheme by its registered OID, not an instance
+_OID_TEXT_KEYWORDS = frozenset({"CodingSchemeExternalID"})
+#: The longest values of text VRs (PS3.5 6.2) a UID in text may make too long
+_TEXT_MAX = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "CS": 16}
 #: The kinds of VR a kept private element may be written with instead of the table's
 #: (a vendor's LT for the table's LO): text, a number as text, a binary number
 _VR_KIND = {**dict.fromkeys(("SH", "LO", "ST", "LT", "UT", "UC", "CS"), "text"),

@@ -166,3 +166,17 @@ def test_a_private_element_without_its_creator_goes(tmp_path, run):
     ds.add_new(0x00091010, "LO", "PLNTORPHAN")
     status, _, data = _deid(tmp_path, run, ds, *TCIA)
     assert status == 0 and b"PLNTORPHAN" not in data
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_a_safe_element_the_table_lists_with_two_vrs_is_kept(tmp_path, run, implicit):
+    """Philips (2001,xx7D) is "OW/OB" in Table E.3.10-1: written as OB it was removed, and
+    in an implicit VR file the table's "OW/OB" was set as its VR and the file quarantined."""
+    ds = _ct()
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+    _raw(ds, 0x2001107D, None if implicit else "OB", bytes(range(16)))
+    status, _, data = _deid(tmp_path, run, ds, *TCIA)
+    assert status == 0
+    assert bytes(_released(data)[0x2001107D].value) == bytes(range(16))

@@ -475,7 +475,7 @@ def test_a_uid_in_kept_text_is_replaced_as_the_uid_elements_are(tmp_path, run):
     did not reference that image itself (the same text in a file that did was
     quarantined): the UID in text is replaced by the one the image gets."""
     image, note = _ct(), _ct(ContentDescription="")
-    note.ContentDescription = f"see {image.SOPInstanceUID} (version 2.0.1.5)"
+    note.ContentDescription = f"see {image.SOPInstanceUID} v 2.0.1.5"
     src = tmp_path / "in"
     src.mkdir()
     image.save_as(src / "image.dcm", enforce_file_format=True)
@@ -485,5 +485,27 @@ def test_a_uid_in_kept_text_is_replaced_as_the_uid_elements_are(tmp_path, run):
     released = {(d := pydicom.dcmread(p)).get("ContentDescription", ""): d
                 for p in out.rglob("*.dcm") if "quarantine" not in p.parts}
     new_uid = released[""].SOPInstanceUID
-    assert f"see {new_uid} (version 2.0.1.5)" in released
+    assert f"see {new_uid} v 2.0.1.5" in released
     assert all(image.SOPInstanceUID.encode() not in p.read_bytes() for p in out.rglob("*.dcm"))
+
+
+def test_uids_in_kept_text_in_every_writing_and_values_stay_valid(tmp_path, run):
+    """A UID ending a sentence, with a "_suffix" or with a leading-zero arc (Toshiba/Canon)
+    was released; a coding scheme's OID in Coding Scheme External ID became a 2.25 UID;
+    a UID replaced in an SH value made it longer than SH allows."""
+    a, b = "1.2.826.0.1.3680043.8.498.1111111", "1.2.392.200036.9116.2.6.1.48.12148.09547"
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = "SCT"
+    scheme.CodingSchemeUID = scheme.CodingSchemeExternalID = "2.16.840.1.113883.6.96"
+    ds = _ct(ContentDescription=f"compare with {a}.", ReconstructionMethod=f"prior {b} x",
+             ConvolutionKernel=f"{a}_r")
+    ds.CodingSchemeIdentificationSequence = [scheme]
+    status, _, data = _deid(tmp_path, run, ds)
+    assert status == 0 and a.encode() not in data and b.encode() not in data
+    out = pydicom.dcmread(io.BytesIO(data))
+    assert out.ContentDescription.startswith("compare with 2.25.")
+    assert out.ContentDescription.endswith(".")
+    assert out.ReconstructionMethod.startswith("prior 2.25.")
+    assert len(out.ConvolutionKernel) <= 16 and "1111111" not in out.ConvolutionKernel
+    assert out.CodingSchemeIdentificationSequence[0].CodingSchemeExternalID == \
+        "2.16.840.1.113883.6.96"
