@@ -619,7 +619,7 @@ def _deidentify_file(ds, path: str, *, deidentified: bool = False) -> FileOutcom
             details["pixels"] = pix.to_json()
         if not deidentified:
             deid.deidentify_dataset(ds, source=path)
-        if pix is not None and (pix.redacted or pix.verified):
+        if pix is not None and pix.clean:  # (the pixels read after redaction, none left)
             deid.add_method_code(ds, "clean-pixel-data")
         data, _removed = deid.encode(ds, source=path)
         rel = _output_rel(ds, _WORKER["layout"])

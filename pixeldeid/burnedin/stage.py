@@ -49,7 +49,7 @@ class PixelSettings:
     device : str
         ``auto``, ``cpu`` or ``cuda``.
     templates_dir : str, optional
-        A folder of user templates (YAML) besides the shipped ones.
+        A folder (or file) of user templates (YAML) besides the shipped ones.
     verify : bool
         OCR the redacted frames again and refuse the file when identity is still readable.
     verify_ocr : str, optional
@@ -79,13 +79,22 @@ class PixelResult:
     engine: str | None = None
     templates: list[str] = field(default_factory=list)
     qc: list[str] = field(default_factory=list)
+    #: text boxes the verification read outside the redacted regions and could not
+    #: classify, left in the pixels (``--pixels template`` redacts templates only)
+    text_left: int = 0
+
+    @property
+    def clean(self) -> bool:
+        """Whether OCR checked the written pixels and left no text it could not classify
+        (what the Clean Pixel Data Option, code 113101, records)."""
+        return self.verified and not self.text_left
 
     def to_json(self) -> dict:
         """JSON-able summary; the text of identity and unknown boxes is left out."""
         return {"boxes": boxes_to_json(self.boxes, with_text=False), "redacted": self.redacted,
                 "method": self.method, "verified": self.verified,
-                "frames_read": list(self.frames_read), "engine": self.engine,
-                "templates": list(self.templates), "qc": list(self.qc)}
+                "text_left": self.text_left, "frames_read": list(self.frames_read),
+                "engine": self.engine, "templates": list(self.templates), "qc": list(self.qc)}
 
 
 # -- risk -----------------------------------------------------------------------------------
@@ -240,7 +249,7 @@ def validate_settings(settings: PixelSettings) -> None:
     ------
     ProfileError
         Unknown policy, engine or device (with "did you mean"), a missing or invalid
-        templates folder.
+        templates folder or file.
     MissingDependencyError
         A named OCR engine (not ``auto``/``none``) that is not installed.
     """
@@ -262,7 +271,7 @@ def validate_settings(settings: PixelSettings) -> None:
             if not cls.is_available():
                 raise MissingDependencyError(f"OCR engine {real!r}", cls.extra, cls.module)
     if settings.templates_dir is not None:
-        if not Path(settings.templates_dir).is_dir():
+        if not Path(settings.templates_dir).exists():   # a folder or a file, as load_templates
             raise ProfileError("templates folder not found", settings.templates_dir)
         from .templates import load_templates
 
@@ -315,6 +324,10 @@ class BurnedInStage:
         """The OCR engine of the first pass (None when OCR is off or unavailable)."""
         return self._engine(self.settings.ocr)
 
+    def _flags(self, ds: Dataset) -> list[str]:
+        """Names of the ``flag`` templates (text in unknown places) that match ``ds``."""
+        return [t.name for t in self.templates() if t.action == "flag" and t.matches(ds)]
+
     def templates(self) -> list:
         """Shipped templates plus those of ``templates_dir`` (loaded once)."""
         if self._templates is None:
@@ -361,6 +374,16 @@ class BurnedInStage:
             raise DeidError(f"pixel data: {exc.reason}", source) from None
         risk = at_risk(ds)
         engine = None if s.policy == "template" else self.engine
+        flags = self._flags(ds)
+        if flags:
+            # text in unknown places: OCR must read the image; no template covers it
+            if engine is None:
+                why = "--pixels template reads no text" if s.policy == "template" else \
+                    "no OCR engine reads it (pip install 'pixeldeid[ocr]')"
+                raise DeidError(f"pixels at risk of burned-in text: template {flags[0]!r} "
+                                f"flags text in unknown places, which no template covers and "
+                                f"{why}", source)
+            risk = risk or f"template {flags[0]}"
         use_templates = s.policy in ("auto", "template") or engine is None
         tboxes: list[TextBox] = []
         names: list[str] = []
@@ -416,9 +439,17 @@ class BurnedInStage:
             full = bool(s.verify_ocr) or engine is None
             # the frames read, and the last one (a redaction must hold to the end)
             check = sorted({*(result.frames_read or [0]), pf.n_frames - 1})
-            self._verify(ds, to_redact, check, identity, vocab, verifier, full, source, risk)
+            left = self._verify(ds, to_redact, check, identity, vocab, verifier, full, source,
+                                risk)
             result.verified = True
-            if risk or result.redacted or "BurnedInAnnotation" in ds:
+            result.text_left = len(left)
+            if left:
+                # read, not classified, and left by the policy: the header must not say NO
+                logger.warning("%s: %d text box(es) that could not be classified left outside "
+                               "the redacted regions (--pixels %s); Burned In Annotation "
+                               "stays YES", source or "image", len(left), s.policy)
+                ds.BurnedInAnnotation = "YES"
+            elif risk or result.redacted or "BurnedInAnnotation" in ds:
                 ds.BurnedInAnnotation = "NO"
         if s.qc_dir and before is not None:
             from .qc import write_thumbnails
@@ -546,12 +577,14 @@ class BurnedInStage:
 
     def _verify(self, ds: Dataset, redacted: list[TextBox], frames: list[int],
                 identity: IdentityValues, vocab, engine, full: bool,
-                source: str | None, risk: str | None = None) -> None:
+                source: str | None, risk: str | None = None) -> list[TextBox]:
         """OCR the written pixels again; identity still readable -> :class:`DeidError`.
 
         With ``full`` (no first OCR pass, or a second engine) the written pixels are
         searched as the first pass searches: the first frame whole and every change of a
-        multi-frame image outside the redacted boxes.
+        multi-frame image outside the redacted boxes. Returns the text that search read
+        there and could not classify (``unknown``, taken for text): no first pass
+        classified it, so nothing redacted it.
         """
         from .classify import classify_boxes
 
@@ -572,6 +605,8 @@ class BurnedInStage:
             cover = [b.with_(frame=None) for b in redacted if b.frame is None]
             found += self._find_text(pf, engine, cover, identity, vocab, "phi-only", risk,
                                      PixelResult())
+        left = [b for b in found if b.label == "unknown"
+                and plausible_text(b, pf.rows, pf.columns)]
         if redacted:
             rows, cols = pf.rows, pf.columns
             places = merge_boxes([b.with_(frame=None) for b in redacted], gap=8)
@@ -587,6 +622,7 @@ class BurnedInStage:
             where = sorted({b.frame for b in leaks if b.frame is not None})
             raise DeidError(f"identity still readable after redaction: {len(leaks)} text box(es) "
                             f"in frame(s) {where[:5]}", source)
+        return left
 
 
 def _qc_stem(ds: Dataset, source: str | None) -> str:

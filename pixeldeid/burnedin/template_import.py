@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ProfileError
-from .templates import Template, check_key, close_keywords, tag_for
+from .templates import Template, check_key, close_keywords, region_problem, tag_for
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,8 @@ _CTP_ATOM = re.compile(
     r'([A-Za-z]+)\s*\(\s*"((?:[^"\\]|\\.)*)"\s*\)')
 _CTP_REGION = re.compile(r"\(\s*(-?[0-9]+)\s*,\s*(-?[0-9]+)\s*,\s*(-?[0-9]+)\s*,"
                          r"\s*(-?[0-9]+)\s*\)")
+#: what CTP's PixelScript takes for a region: every parenthesised group after a signature
+_CTP_GROUP = re.compile(r"\([^)]*\)")
 
 
 def _ctp_leaf(name: str, method: str, value: str) -> Node:
@@ -225,6 +227,26 @@ class _CtpParser:
         return _ctp_leaf(*m.groups())
 
 
+def _ctp_regions(text: str) -> list[tuple[int, ...]]:
+    """The regions CTP applies from the text between one signature and the next.
+
+    CTP's ``PixelScript.getSignatures`` takes every ``( ... )`` group there, whatever lies
+    around it (notes, commas), and skips a group without four comma-separated parts. A
+    group of four parts that are not all integers is :class:`Unsupported` (CTP would read
+    something; nothing is guessed).
+    """
+    out = []
+    for m in _CTP_GROUP.finditer(text):
+        if m.group().count(",") != 3:
+            logger.debug("CTP group %r is no region (CTP skips it too)", m.group())
+            continue
+        region = _CTP_REGION.fullmatch(m.group())
+        if region is None:
+            raise Unsupported(f"region {' '.join(m.group().split())!r} is not four integers")
+        out.append(tuple(int(v) for v in region.groups()))
+    return out
+
+
 def parse_ctp_script(text: str, source: str = "<ctp>") -> ImportResult:
     """Templates from the text of a CTP DicomPixelAnonymizer script."""
     result = ImportResult()
@@ -250,14 +272,6 @@ def parse_ctp_script(text: str, source: str = "<ctp>") -> ImportResult:
             context = " / ".join(text_lines)
         after_end = blocks[i + 1].start() if i + 1 < len(blocks) else len(text)
         after = text[block.end():after_end]
-        regions = []
-        for line in after.splitlines():
-            if not line.strip():
-                continue
-            found = _CTP_REGION.findall(line)
-            if not found or _CTP_REGION.sub("", line).strip():
-                break
-            regions += [tuple(int(v) for v in r) for r in found]
         pos = block.end()
         n += 1
         label = " ".join(p for p in (section, context) if p) or f"signature {n}"
@@ -265,6 +279,7 @@ def parse_ctp_script(text: str, source: str = "<ctp>") -> ImportResult:
         signature = " ".join(block.group(1).split())
         try:
             match = _to_match(_CtpParser(block.group(1)).parse())
+            regions = _ctp_regions(after)
             if not regions:
                 raise Unsupported("no regions after the signature")
             boxes = []
@@ -366,6 +381,9 @@ def _deid_coords(text: str, ctp: bool) -> tuple:
         if w <= 0 or h <= 0:  # type: ignore[operator]
             raise Unsupported(f"ctpcoordinates {text!r} are empty")
         return (x, y, x + w, y + h)  # type: ignore[operator]
+    why = region_problem(vals)
+    if why:  # (swapped corners would silently cover nothing)
+        raise Unsupported(f"coordinates {text!r} are empty: {why}")
     return tuple(vals)
 
 
@@ -405,7 +423,9 @@ def _deid_label(group: str, label: str, lines: list[str], source: str,
     except Unsupported as exc:
         logger.warning("%s: deid label %r skipped: %s", source, title, exc)
         raise Unsupported(f"{name}: {exc}") from None
-    match = {} if node is None else _to_match(node)
+    # (a label without filters applies to every image in deid; a template says so
+    # explicitly: an empty match is refused as a likely mistake)
+    match = {"PixelData": {"present": True}} if node is None else _to_match(node)
     if keep_us:
         action = "keep-us-regions"
     elif regions:
@@ -415,7 +435,7 @@ def _deid_label(group: str, label: str, lines: list[str], source: str,
     desc = " ".join(p for p in (f"deid {group}: {title}", comment.strip(), *notes) if p)
     for note in notes:
         logger.warning("%s: deid label %r: %s", source, title, note)
-    if not match and regions:
+    if node is None and regions:
         logger.warning("%s: deid label %r has no filter: it matches every image", source, title)
     return Template(name, match, tuple(regions), source, desc, action)
 

@@ -18,13 +18,15 @@ such as ImageType matches when any value or the backslash-joined string does)::
     any: [{Modality: CT}, {Modality: MR}]         # at least one sub-match (also all, none)
 
 A coordinate may be ``Rows`` or ``Columns`` (optionally ``+``/``-`` an integer), resolved
-against the dataset at match time; regions are clipped to the image.
+against the dataset at match time; regions are clipped to the image. A region that is empty
+whatever the image (``x1 <= x0``), a range with ``min > max`` and an empty match are errors;
+quote tags (``'60000022'``: unquoted, YAML reads a number).
 
 ``action`` (default ``redact``) says what a match means: ``redact`` blacks out the regions;
 ``keep-us-regions`` blacks out everything outside SequenceOfUltrasoundRegions; ``flag``
-(imported filters without coordinates) marks the image as carrying text in unknown places;
-``clean`` (imported whitelists) is informational only: pixeldeid never skips its checks
-because of it.
+(imported filters without coordinates) marks the image as carrying text in unknown places
+(the pixel stage reads it with OCR, or quarantines it where no OCR runs); ``clean``
+(imported whitelists) is informational only: pixeldeid never skips its checks because of it.
 """
 
 from __future__ import annotations
@@ -186,6 +188,9 @@ def check_key(key: str, source: str = "<template>") -> None:
 
 
 def _check_match(match: dict, name: str, source: str) -> None:
+    if not match:
+        raise ProfileError(f"template {name!r}: empty match (it would match every image): "
+                           "name at least one element", source)
     for key, cond in match.items():
         check_key(key, source)
         if key in COMBINERS:
@@ -204,6 +209,10 @@ def _check_condition(cond: object, key: str, name: str, source: str) -> None:
         except re.error as exc:
             raise ProfileError(f"template {name!r}: bad regex for {key}: {exc}", source) \
                 from None
+    lo, hi = cond.get("min"), cond.get("max")
+    if lo is not None and hi is not None and lo > hi:
+        raise ProfileError(f"template {name!r}: range of {key} is empty: min {lo} > max {hi}",
+                           source)
     if "not" in cond:
         _check_condition(cond["not"], key, name, source)
 
@@ -214,6 +223,45 @@ _FIELDS = ("name", "description", "action", "match", "regions")
 def _did_you_mean(word: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(known), n=2, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _key_text(key: object, label: str, source: str) -> str:
+    """A match key as text. YAML reads an unquoted tag as a number: ``60000022`` (eight
+    digits, the first not 0) is that tag; other numbers are ambiguous (``00100010`` is read
+    as octal 32776) and an error."""
+    if isinstance(key, str):
+        return key
+    if type(key) is int and 10_000_000 <= key <= 99_999_999:
+        return str(key)
+    raise ProfileError(f"template {label!r}: match key {key!r} is no DICOM keyword or tag "
+                       "(YAML reads an unquoted tag as a number, 0-led ones as octal): quote "
+                       "it, e.g. '00100010'", source)
+
+
+def _text_keys(match: dict, label: str, source: str) -> dict:
+    """``match`` with every key (sub-matches too) as text, see :func:`_key_text`."""
+    out: dict = {}
+    for key, cond in match.items():
+        k = _key_text(key, label, source)
+        if k in out:
+            raise ProfileError(f"template {label!r}: match key {k!r} given twice", source)
+        if k in COMBINERS and isinstance(cond, list):
+            cond = [_text_keys(m, label, source) if isinstance(m, dict) else m for m in cond]
+        out[k] = cond
+    return out
+
+
+def _with_text_keys(data: object, source: str) -> object:
+    """Template-file data with the keys of every match as text (a copy where changed)."""
+    if not isinstance(data, list):
+        return data
+    out = []
+    for i, item in enumerate(data):
+        if isinstance(item, dict) and isinstance(item.get("match"), dict):
+            item = {**item, "match": _text_keys(item["match"], item.get("name", f"#{i}"),
+                                                source)}
+        out.append(item)
+    return out
 
 
 def _precheck(data: object, source: str) -> None:
@@ -257,16 +305,18 @@ def parse_templates(data: object, source: str = "<templates>") -> list[Template]
     "did you mean" suggestions.
     """
 
+    data = _with_text_keys(data, source)
     _precheck(data, source)
     validate(data, "template", "template file", source)
     assert isinstance(data, list)
-    out: list[Template] = []
     seen: set[str] = set()
     for item in data:
+        if item["name"] in seen:
+            raise ProfileError(f"template name {item['name']!r} used twice", source)
+        seen.add(item["name"])
+    out: list[Template] = []
+    for item in data:
         name = item["name"]
-        if name in seen:
-            raise ProfileError(f"template name {name!r} used twice", source)
-        seen.add(name)
         action = item.get("action", "redact")
         regions = tuple(tuple(r) for r in item.get("regions", []))
         if action == "redact" and not regions:
@@ -276,6 +326,10 @@ def parse_templates(data: object, source: str = "<templates>") -> list[Template]
                 if isinstance(c, str) and not _COORD.match(c.strip()):
                     raise ProfileError(f"template {name!r}: bad coordinate {c!r} (an integer, "
                                        "Rows or Columns, optionally +/- N)", source)
+            why = region_problem(r)
+            if why:  # (it would silently cover nothing: corners swapped, or w/h given)
+                raise ProfileError(f"template {name!r}: region {list(r)} is empty: {why} "
+                                   "(regions are [x0, y0, x1, y1], x1/y1 exclusive)", source)
         _check_match(item["match"], name, source)
         out.append(Template(name, item["match"], regions, source,  # type: ignore[arg-type]
                             item.get("description", ""), action))
@@ -470,14 +524,38 @@ def _int_or_none(v: object) -> int | None:
         return None
 
 
-def _coord(c: Coord, rows: int | None, cols: int | None) -> int:
-    if isinstance(c, int):
-        return c
+def _coord_parts(c: Coord) -> tuple[str, int] | None:
+    """A coordinate as (base, offset): base ``""`` for an integer; None when unreadable."""
+    if isinstance(c, int) and not isinstance(c, bool):
+        return "", c
     m = _COORD.match(str(c).strip())
     if not m:
-        raise ValueError(f"bad coordinate {c!r}")
-    base = rows if m.group(1) == "Rows" else cols
-    if base is None:
-        raise ValueError(f"{m.group(1)} not in the dataset")
+        return None
     delta = int(m.group(3) or 0)
-    return base - delta if m.group(2) == "-" else base + delta
+    return m.group(1), -delta if m.group(2) == "-" else delta
+
+
+def region_problem(region: Sequence[Coord]) -> str | None:
+    """Why ``region`` (x0, y0, x1, y1) covers nothing whatever the image, or None.
+
+    Only coordinates of the same kind compare (two integers, or ``Columns - 40`` and
+    ``Columns``); ``[0, 0, Columns, 40]`` depends on the image and passes.
+    """
+    for lo, hi, axis in ((region[0], region[2], "x"), (region[1], region[3], "y")):
+        a, b = _coord_parts(lo), _coord_parts(hi)
+        if a is not None and b is not None and a[0] == b[0] and b[1] <= a[1]:
+            return f"{axis}1 <= {axis}0"
+    return None
+
+
+def _coord(c: Coord, rows: int | None, cols: int | None) -> int:
+    parts = _coord_parts(c)
+    if parts is None:
+        raise ValueError(f"bad coordinate {c!r}")
+    base, delta = parts
+    if not base:
+        return delta
+    size = rows if base == "Rows" else cols
+    if size is None:
+        raise ValueError(f"{base} not in the dataset")
+    return size + delta

@@ -146,7 +146,8 @@ def test_run_batch_reports_pixel_details_without_identity(inputs, tmp_path):
         ds = pydicom.dcmread(tmp_path / "out" / o.output)
         assert ds.BurnedInAnnotation == "YES"      # NO only when verified
         codes = [str(i.CodeValue) for i in ds.DeidentificationMethodCodeSequence]
-        assert CLEAN_PIXEL_DATA in codes
+        # (redacted by the template, not read again: no Clean Pixel Data claim)
+        assert CLEAN_PIXEL_DATA not in codes
 
 
 def test_clean_pixel_option_with_pixels_off_is_refused(inputs, tmp_path, capsys):

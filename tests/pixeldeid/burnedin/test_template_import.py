@@ -165,7 +165,9 @@ def test_deid_ultrasound_recipe_of_the_installed_package() -> None:
     assert template_boxes(_ds(Rows=100, Columns=200), [keep]) == []   # no sequence: no match
     # without a keep rule after it, "coordinates all" blanks the whole image, as in deid
     (blank,) = parse_deid_recipe("%filter graylist\nLABEL All\n  coordinates all\n").templates
-    assert blank.match == {} and blank.regions == ((0, 0, "Columns", "Rows"),)
+    assert blank.match == {"PixelData": {"present": True}}
+    assert blank.regions == ((0, 0, "Columns", "Rows"),)
+    ds.PixelData = b"\x00\x00"  # (a deid label with no filter matches images: pixel data)
     assert [(b.x0, b.y0, b.x1, b.y1) for b in template_boxes(ds, [blank])] == [(0, 0, 200, 100)]
 
 

@@ -185,7 +185,8 @@ def test_empty_condition() -> None:
 
 
 def test_regions_resolve_expressions_and_clip() -> None:
-    t = _t({}, [[0, 0, "Columns", 60], [700, "Rows - 40", 900, "Rows"], [900, 0, 950, 10]])
+    t = _t({"Modality": "US"},
+           [[0, 0, "Columns", 60], [700, "Rows - 40", 900, "Rows"], [900, 0, 950, 10]])
     assert t.resolve_regions(_ds()) == [(0, 0, 800, 60), (700, 560, 800, 600)]
     boxes = template_boxes(_ds(), [t])
     assert [(b.x0, b.y0, b.x1, b.y1) for b in boxes] == [(0, 0, 800, 60), (700, 560, 800, 600)]
@@ -251,7 +252,7 @@ def test_user_folder_loaded_cached_and_checked(tmp_path: Path) -> None:
                  "# changed\n")
     assert [t.name for t in load_template_file(f)] == ["mine2"]          # reloaded
     (tmp_path / "dup.yaml").write_text(
-        "- name: philips-epiq5g-800x600\n  match: {}\n  regions: [[0, 0, 1, 1]]\n")
+        "- name: philips-epiq5g-800x600\n  match: {Modality: US}\n  regions: [[0, 0, 1, 1]]\n")
     with pytest.raises(ProfileError, match="also defined"):
         load_templates([tmp_path])
     with pytest.raises(ProfileError, match="not found"):
