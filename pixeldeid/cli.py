@@ -121,6 +121,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
 
     from .api import DeidConfig, SiteInfo
     from .batch import check_export_map, check_not_released, load_or_create_key, run_batch
+    from .pipeline.runner import check_option_claims
     from .profiles import load_profile
     from .pseudonyms import load_map_csv
 
@@ -128,17 +129,9 @@ def _run_dicom(args: argparse.Namespace) -> int:
     # write nothing, not even a generated key).
     profile = load_profile(args.profile).with_options(args.option)
     pixels = _pixel_settings(args)
-    if pixels is None and "clean-pixel-data" in profile.options:
-        raise DeidError("option clean-pixel-data records a pixel cleaning that --pixels off "
-                        "does not do; choose a --pixels policy or drop the option")
-    if pixels is not None and "clean-pixel-data" in profile.options and not _reads_text(pixels):
-        raise DeidError("option clean-pixel-data records a pixel check that no OCR engine "
-                        "would do (--ocr none, or none installed: images without a template "
-                        "would go unread); choose an OCR engine or drop the option")
-    if "clean-recognizable-visual-features" in profile.options:
-        raise DeidError("option clean-recognizable-visual-features records a defacing that "
-                        "pixeldeid dicom does not do; deface with pixeldeid deface (it records "
-                        "the option itself) or drop the option")
+    check_option_claims(profile.options, pixels,
+                        deface="pixeldeid dicom does not do; deface with pixeldeid deface (it "
+                               "records the option itself)")
     out = Path(args.output)
     if args.map_csv:  # original IDs and UIDs: identity, never in the release
         check_not_released(args.map_csv, out, "map CSV")
@@ -181,17 +174,6 @@ def _run_dicom(args: argparse.Namespace) -> int:
               f"{', '.join(printable(s) for s in args.sources)}", file=sys.stderr)
         return 2
     return summary.exit_status
-
-
-def _reads_text(settings) -> bool:
-    """Whether the pixel stage of ``settings`` has an OCR engine to read images with."""
-    if settings.ocr == "none":
-        return False
-    if settings.ocr != "auto":
-        return True  # (a named engine that is missing is validate_settings' usage error)
-    from .burnedin.ocr import available_engines
-
-    return bool(available_engines())
 
 
 def _pixel_settings(args: argparse.Namespace):

@@ -25,7 +25,8 @@ from .plan import Item
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunLedger", "LEDGER_NAME", "SCHEMA", "signature", "path_to_db", "path_from_db"]
+__all__ = ["RunLedger", "LEDGER_NAME", "SCHEMA", "signature", "path_to_db", "path_from_db",
+           "make_private"]
 
 LEDGER_NAME = "run.sqlite"
 SCHEMA = """
@@ -82,6 +83,17 @@ def path_from_db(value: str | bytes | None) -> str | None:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
+def make_private(path: Path) -> None:
+    """Mode 0600 for a SQLite file and its ``-wal``/``-shm`` files where they exist: the
+    ledger holds names, IDs and source paths in clear text, like the other private files
+    (key, mapping CSV, quarantine)."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            os.chmod(p, 0o600)
+        except FileNotFoundError:
+            continue
+
+
 class RunLedger:
     """Open (or create) the run ledger of an output folder."""
 
@@ -92,6 +104,9 @@ class RunLedger:
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
+        # owner-only before SQLite writes a byte (it gives its WAL files the database's mode)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        make_private(path)  # (a ledger of an earlier version: world-readable)
         con = sqlite3.connect(path, timeout=60)
         try:
             con.execute("PRAGMA journal_mode=WAL")
@@ -100,6 +115,7 @@ class RunLedger:
         except sqlite3.DatabaseError:
             con.close()
             raise
+        make_private(path)
         return con
 
     # -- meta ------------------------------------------------------------------------

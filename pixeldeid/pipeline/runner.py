@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -30,9 +31,11 @@ from ..atomic import atomic_output, remove_stale_temporaries
 from ..batch import STATE_DIRNAME, check_key, check_not_released, check_settings, load_or_create_key
 from ..errors import DeidError
 from ..quarantine import quarantine
+from ..standard import PIXEL_OPTIONS
 from ..uidstate import reconcile_overrides
 from .job import Job
 from .ledger import LEDGER_NAME, RunLedger
+from .packaging import PACKAGES_DIRNAME, package_subjects
 from .plan import Item, Plan, build_plan, pixel_stage_available
 from .stages import QC_DIRNAME, WORK_DIRNAME, run_item
 
@@ -105,18 +108,77 @@ def _check_run_settings(out: Path, key: bytes, job: Job, *, record: bool = True)
         fh.write(value.encode() + b"\n")
 
 
+def _job_pixels(job: Job):
+    """The job's burned-in text settings (no QC folder), or None when its policy is off."""
+    if job.pixels.policy == "off":
+        return None
+    from ..burnedin.stage import PixelSettings
+
+    return PixelSettings(policy=job.pixels.policy, ocr=job.pixels.ocr, device=job.pixels.device,
+                         templates_dir=job.pixels.templates)
+
+
 def _validate_engines(job: Job) -> None:
     """Usage errors before anything is written (the settings are recorded in OUT, so a typo
     found per item would quarantine every item and lock OUT to the typo): unknown OCR
     engines (did you mean), a named engine not installed, a missing templates folder."""
+    pixels = _job_pixels(job)
+    if pixels is None and not job.wsi.ocr:
+        return
     from ..burnedin.stage import PixelSettings, validate_settings
 
-    if job.pixels.policy != "off":
-        validate_settings(PixelSettings(policy=job.pixels.policy, ocr=job.pixels.ocr,
-                                        device=job.pixels.device,
-                                        templates_dir=job.pixels.templates))
+    if pixels is not None:
+        validate_settings(pixels)
     if job.wsi.ocr:
         validate_settings(PixelSettings(policy="auto", ocr=job.wsi.ocr))
+
+
+def reads_text(settings) -> bool:
+    """Whether the pixel stage of ``settings`` has an OCR engine to read images with."""
+    if settings.ocr == "none":
+        return False
+    if settings.ocr != "auto":
+        return True  # (a named engine that is missing is validate_settings' usage error)
+    from ..burnedin.ocr import available_engines
+
+    return bool(available_engines())
+
+
+def check_option_claims(options: Iterable[str], pixels, *, deface: str | None) -> None:
+    """Refuse options that record work the command will not do (usage errors, raised
+    before anything is written; shared by ``pixeldeid dicom`` and ``pixeldeid run``).
+
+    Parameters
+    ----------
+    options : iterable of str
+        The options in force (profile and extra ones).
+    pixels : PixelSettings or None
+        The burned-in text stage's settings; None when the policy is off.
+    deface : str or None
+        None when the command defaces (the option is then recorded on defaced outputs
+        only); else the end of the refusal: what does not deface, and what to do instead.
+
+    Raises
+    ------
+    DeidError
+        ``clean-pixel-data`` with no pixel stage or no OCR engine to read images with;
+        ``clean-recognizable-visual-features`` without defacing.
+    """
+    options = frozenset(options)
+    if pixels is None and "clean-pixel-data" in options:
+        raise DeidError("option clean-pixel-data records a pixel cleaning that --pixels off "
+                        "does not do; choose a --pixels policy or drop the option")
+    if pixels is not None and "clean-pixel-data" in options and not reads_text(pixels):
+        raise DeidError("option clean-pixel-data records a pixel check that no OCR engine "
+                        "would do (--ocr none, or none installed: images without a template "
+                        "would go unread); choose an OCR engine or drop the option")
+    if deface is not None and "clean-recognizable-visual-features" in options:
+        raise DeidError("option clean-recognizable-visual-features records a defacing that "
+                        f"{deface} or drop the option")
+
+
+#: the end of the defacing claim's refusal when a run's job turns defacing off
+_NO_DEFACE = "--no-deface (deface: enabled: false) does not do; turn defacing on"
 
 
 def _any_input(sources: list[str]) -> bool:
@@ -147,10 +209,13 @@ def worker_settings(out: Path, job: Job, key: bytes, profile, subject_map: dict[
     """The plain dict every worker gets (picklable; the key travels with it)."""
     pixels = _pixel_settings(out, job)
     if pixels is not None:
-        import dataclasses
-
         pixels = dataclasses.asdict(pixels)
-    s = {"out": str(out), "profile": profile, "options": tuple(sorted(job.options)),
+    # the pixel options are recorded by the stages that do their work, on those outputs only
+    # (the pixel stage where it redacted or verified, defacing on defaced series): recorded
+    # by the header core they would claim it for every output
+    profile = dataclasses.replace(profile, options=profile.options - frozenset(PIXEL_OPTIONS))
+    options = tuple(sorted(o for o in job.options if o not in PIXEL_OPTIONS))
+    s = {"out": str(out), "profile": profile, "options": options,
          "prefix": job.pseudonym_prefix, "subject_map": dict(subject_map),
          "uid_map": dict(uid_map), "uid_map_by_key": dict(uid_map_by_key or {}),
          "layout": job.layout, "pixels": pixels,
@@ -206,6 +271,12 @@ def _withdraw(out: Path, rel: str) -> None:
             p.unlink()
 
 
+def _has_packages(out: Path) -> bool:
+    """Whether ``OUT/packages`` holds a zip (of an earlier run with ``--zip``)."""
+    folder = out / PACKAGES_DIRNAME
+    return folder.is_dir() and any(folder.glob("*.zip"))
+
+
 def _bars(todo: list[Item], enabled: bool | None):
     from tqdm import tqdm
 
@@ -258,9 +329,20 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
     if job.subject_map:  # original IDs and UIDs: identity, never in the release
         check_not_released(job.subject_map, out, "map CSV")
     ids, uids = load_map_csv(job.subject_map) if job.subject_map else ({}, {})
-    prefix = job.pseudonym_prefix or profile.pseudonym_prefix or "SUBJ"
+    # ("" is a prefix given, refused here: not the default, found after the key is made)
+    prefix = job.pseudonym_prefix if job.pseudonym_prefix is not None else (
+        profile.pseudonym_prefix or "SUBJ")
     check_prefix(prefix)
     _validate_engines(job)
+    check_option_claims(profile.options, _job_pixels(job),
+                        deface=None if job.deface.enabled else _NO_DEFACE)
+    from ..api import DeidConfig
+
+    pixels = _pixel_settings(out, job)
+    # built (and so checked) before the key, which may be created in OUT; the key comes later
+    config = DeidConfig(profile=profile, options=tuple(job.options),
+                        pseudonym_prefix=job.pseudonym_prefix,
+                        **({"pixels": pixels} if pixels else {}))
     if not _any_input(sources):
         raise DeidError("no input files found under " + ", ".join(sources))
     state = out / STATE_DIRNAME
@@ -271,15 +353,10 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
             key = (state / "key").read_bytes().strip()
         else:
             key = secrets.token_hex(32).encode()
+        config.key = key
         if state.is_dir():  # the refusals the real run would give, nothing recorded
-            from ..api import DeidConfig
-
             check_key(out, key, record=False)
-            pixels = _pixel_settings(out, job)
-            check_settings(out, DeidConfig(profile=profile, options=tuple(job.options), key=key,
-                                           pseudonym_prefix=job.pseudonym_prefix,
-                                           **({"pixels": pixels} if pixels else {})),
-                           job.layout, record=False)
+            check_settings(out, config, job.layout, record=False)
             _check_run_settings(out, key, job, record=False)
         reconcile_overrides(out, key, uids, record_new=False)  # as the real run will
         db = state / "subjects.sqlite"
@@ -292,19 +369,14 @@ def run_pipeline(sources: Iterable[str | os.PathLike], out: str | os.PathLike, j
             pseudonyms._con.executemany("INSERT INTO subjects VALUES (?, ?, ?, ?)", rows)
             pseudonyms._check_supplied()  # as the real run will
     else:
-        from ..api import DeidConfig
-
-        key = load_or_create_key(job.key_file, out)
+        key = config.key = load_or_create_key(job.key_file, out)
         state.mkdir(parents=True, exist_ok=True)
         lock = _lock(out)  # one run at a time per output folder, released at the end
         try:
             remove_stale_temporaries(out)
             shutil.rmtree(state / WORK_DIRNAME, ignore_errors=True)
             check_key(out, key)
-            pixels = _pixel_settings(out, job)
-            check_settings(out, DeidConfig(profile=profile, options=tuple(job.options), key=key,
-                                           pseudonym_prefix=job.pseudonym_prefix,
-                                           **({"pixels": pixels} if pixels else {})), job.layout)
+            check_settings(out, config, job.layout)
             _check_run_settings(out, key, job)
             # the UID overrides of earlier batches hold; a contradiction is a usage error
             uids_by_key = reconcile_overrides(out, key, uids)
@@ -365,7 +437,6 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
          executor_options: dict | None, retry_quarantined: bool = False) -> None:
     from ..standard import release
     from .executors import get_executor, run_in_order, run_isolated
-    from .packaging import package_subjects
 
     meta = ledger.meta()
     srcs = sorted({*json.loads(meta.get("sources", "[]")),
@@ -448,7 +519,10 @@ def _run(ledger: RunLedger, plan: Plan, sources: list[str], out: Path, job: Job,
     finally:
         for b in bars.values():
             b.close()
-    if job.zip_per_subject:
+    if job.zip_per_subject or _has_packages(out):
+        if not job.zip_per_subject:  # left as they were, they would release withdrawn outputs
+            logger.warning("%s holds the zips of an earlier --zip run: brought up to date "
+                           "(delete the folder to stop packaging)", out / PACKAGES_DIRNAME)
         outputs: dict[str, list[str]] = {}
         shared: list[str] = []
         for row in ledger.items():

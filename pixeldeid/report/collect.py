@@ -15,7 +15,7 @@ from PIL import Image
 from ..api import MEDIA_DIRECTORY_SOP_CLASS
 from ..paths import printable
 from ..quarantine import QUARANTINE_DIRNAME
-from ..verify.checks import file_kind, iter_outputs
+from ..verify.checks import REPORT_IMAGES, file_kind, iter_outputs
 from ..verify.ledger import RUN_LEDGER_NAME, LedgerItem, RunLedger
 from . import thumbs
 from .inputs import InputAccount, ledger_path, read_input_account, scrub_reason
@@ -67,7 +67,9 @@ class ReportData:
     statuses: list[str] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
     quarantine: list[dict] = field(default_factory=list)
-    redactions: list[Panel] = field(default_factory=list)
+    redactions: list[Panel] = field(default_factory=list)   # outputs the pixel stage redacted
+    #: at-risk outputs with no record of the pixel stage (as written: redacted or not)
+    at_risk: list[Panel] = field(default_factory=list)
     strips: list[Panel] = field(default_factory=list)
     deface: list[Panel] = field(default_factory=list)
     slides: list[Panel] = field(default_factory=list)
@@ -78,6 +80,8 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     verify: dict | None = None          # the last `pixeldeid verify` result, when recorded
     verify_time: str = ""
+    #: why the last verification does not cover the outputs now ('' when it does)
+    verify_stale: str = ""
     #: the inputs as the ledger of ``pixeldeid dicom`` counts them (counts only, no names)
     inputs: InputAccount = field(default_factory=InputAccount)
 
@@ -106,7 +110,7 @@ class _Images:
     """Writes report images under ``report/images`` with neutral numbered names."""
 
     def __init__(self, report_dir: Path, limit: int) -> None:
-        self.dir = report_dir / "images"
+        self.dir = report_dir / REPORT_IMAGES
         self.n = 0
         self.limit = limit
         self.skipped = 0
@@ -197,7 +201,7 @@ def collect(out: str | Path, report_dir: str | Path, *, k: int = 5, max_images: 
     records = read_quarantine(out)
     data.inputs = read_input_account(out, records)
     _input_notes(data)
-    _last_verify(data, out)
+    _last_verify(data, out, files)
     # the report lies in OUT, next to the release: no input path or name in it (the
     # records in OUT/quarantine/ name the sources for the data holder)
     data.quarantine = [{"name": q["name"], "stage": q["stage"],
@@ -366,7 +370,8 @@ def _input_notes(data: ReportData) -> None:
                           f"in the pixeldeid dicom ledger are no longer in the output folder")
 
 
-def _last_verify(data: ReportData, out: Path) -> None:
+def _last_verify(data: ReportData, out: Path, files: list[Path]) -> None:
+    """The last ``pixeldeid verify`` result, and whether outputs changed after it."""
     from ..batch import STATE_DIRNAME
     from ..verify.cli import LAST_VERIFY_NAME
 
@@ -381,9 +386,27 @@ def _last_verify(data: ReportData, out: Path) -> None:
     if isinstance(doc, dict):
         import datetime as _dt
 
+        st = p.stat()
         data.verify = doc
-        data.verify_time = _dt.datetime.fromtimestamp(p.stat().st_mtime, _dt.timezone.utc
+        data.verify_time = _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc
                                                       ).strftime("%Y-%m-%d %H:%M UTC")
+        data.verify_stale = stale_verify(doc.get("files"), st.st_mtime_ns, files)
+
+
+def stale_verify(checked: object, when_ns: int, files: list[Path]) -> str:
+    """Why a verification of ``checked`` files at ``when_ns`` (ns since the epoch) does not
+    cover ``files`` now: outputs written after it, or another number of files (outputs
+    added or withdrawn); '' when it covers them."""
+    newer = 0
+    for f in files:
+        try:
+            newer += f.stat().st_mtime_ns > when_ns
+        except OSError:
+            continue
+    why = [f"{newer} output file(s) written after it"] if newer else []
+    if checked != len(files):
+        why.append(f"{len(files)} file(s) to check now")
+    return "; ".join(why)
 
 
 def _counts(data: ReportData, items: list[LedgerItem], headers: list[dict], out: Path) -> None:
@@ -440,10 +463,15 @@ def _pixels(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
     arts = _art_by_item(artifacts, "pixels")
     shown: set[str] = set()      # outputs with before/after pictures
     stripped: set[str] = set()   # outputs with a recorded strip
+    unchanged = 0                # read by the pixel stage, nothing redacted
     for it in items:
         px = it.details.get("pixels") if isinstance(it.details, dict) else None
+        # read and left as it was (before = after): not a redaction
+        redacted = not isinstance(px, dict) or bool(px.get("redacted"))
+        unchanged += not redacted and it.status == "done"
         if it.id in arts:
-            pics = _copy_artifacts([a for a in arts[it.id] if a.kind != "strip"], out, images)
+            pics = _copy_artifacts([a for a in arts[it.id] if a.kind != "strip"], out,
+                                   images) if redacted else []
             if pics:
                 boxes = [b for b in ((px or {}).get("boxes") or []) if isinstance(b, dict)]
                 data.redactions.append(Panel(it.output or f"item {it.id}", pics,
@@ -455,7 +483,7 @@ def _pixels(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
             if it.output:
                 shown.add(it.output)
             continue
-        if not px or not it.output or it.status != "done":
+        if not redacted or not px or not it.output or it.status != "done":
             continue
         boxes = [b for b in (px.get("boxes") or []) if isinstance(b, dict)]
         if not boxes:
@@ -480,10 +508,13 @@ def _pixels(data: ReportData, items, artifacts, headers, out: Path, images: _Ima
             try:
                 frames, _ = thumbs.dicom_frames(h["path"], [0])
                 src = images.save(thumbs.thumbnail(frames[0]), "after")
-                data.redactions.append(Panel(h["rel"], [Picture(src, "output, frame 0")],
-                                             note="no run ledger record: output only"))
+                data.at_risk.append(Panel(h["rel"], [Picture(src, "output, frame 0")],
+                                          note="no run ledger record: output only"))
             except Exception as exc:  # noqa: BLE001
                 data.notes.append(f"{h['rel']}: frame not shown ({type(exc).__name__})")
+    if unchanged:
+        data.notes.append(f"{unchanged} output(s) read by the burned-in text stage with nothing "
+                          f"to redact: not shown among the redacted frames")
 
 
 def _rebuild_redaction(it: LedgerItem, boxes: list[dict], out: Path,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .. import __version__
 from ..atomic import write_bytes_atomic
-from ..batch import make_output_dir
+from ..batch import STATE_DIRNAME, make_output_dir
 from ..errors import InputError
-from ..verify.checks import REPORT_MARKER
+from ..quarantine import QUARANTINE_DIRNAME
+from ..verify.checks import REPORT_IMAGES, REPORT_MARKER, REPORT_PAGE, iter_outputs, report_files
 from .collect import ReportData, collect, has_anything
 
 TEMPLATE = "report.html.j2"
@@ -33,19 +34,46 @@ def render_html(data: ReportData) -> str:
 def report_dir_for(out: str | os.PathLike, report: str | os.PathLike | None, *,
                    allow_outside: bool = False) -> Path:
     """The report folder (default ``OUT/report``); one outside OUT is refused unless
-    ``allow_outside`` (the report holds images of identity)."""
+    ``allow_outside`` (the report holds images of identity), and so is one inside OUT
+    that is not a folder of its own (:func:`check_report_place`)."""
     outp = Path(out)
     rdir = Path(report) if report else outp / "report"
-    if not allow_outside:
-        try:
-            inside = rdir.resolve().is_relative_to(outp.resolve())
-        except (OSError, RuntimeError):
-            inside = False
-        if not inside:
-            raise InputError("the report shows images before de-identification and stays inside "
-                             "the output folder; give --allow-outside to write it elsewhere",
-                             str(rdir))
+    try:
+        rel = rdir.resolve().relative_to(outp.resolve())
+    except (OSError, RuntimeError, ValueError):
+        rel = None
+    if rel is None and not allow_outside:
+        raise InputError("the report shows images before de-identification and stays inside "
+                         "the output folder; give --allow-outside to write it elsewhere",
+                         str(rdir))
+    if rel is not None:
+        check_report_place(outp, rel, rdir)
     return rdir
+
+
+def check_report_place(out: Path, rel: PurePath, rdir: Path) -> None:
+    """Refuse a report folder (``rel`` inside ``out``) that is OUT itself, holds release
+    outputs or lies inside a folder that does: its images of identity would sit among the
+    files released, and ``verify`` must tell them apart. Inside OUT/.pixeldeid or
+    OUT/quarantine (never released) any folder will do.
+
+    Raises
+    ------
+    InputError
+        Naming the folder and one release file found there.
+    """
+    if not rel.parts:
+        raise InputError("the report needs a folder of its own inside the output folder "
+                         "(default OUT/report), not the output folder itself", str(rdir))
+    top = out / rel.parts[0]
+    if rel.parts[0] in (STATE_DIRNAME, QUARANTINE_DIRNAME) or not top.is_dir():
+        return
+    found = iter_outputs(top)  # (a folder of an earlier report alone: none)
+    if found:
+        where = "holds" if len(rel.parts) == 1 else "lies in a folder holding"
+        raise InputError(f"the report folder {where} release outputs (e.g. "
+                         f"{found[0].relative_to(out).as_posix()}); give a folder of its "
+                         "own, such as OUT/report", str(rdir))
 
 
 def build_report(out: str | os.PathLike, report: str | os.PathLike | None = None, *,
@@ -69,10 +97,9 @@ def build_report(out: str | os.PathLike, report: str | os.PathLike | None = None
         raise InputError("nothing to report: no run ledger, no outputs and no quarantine "
                          "(is this an output folder of pixeldeid?)", str(out))
     make_output_dir(rdir)  # a file in the way, no permission: a DeidError (exit 2)
-    if (rdir / REPORT_MARKER).is_file():  # images of an earlier report: ours, by name
-        for old in (rdir / "images").glob("[0-9][0-9][0-9][0-9][0-9]-*.*"):
-            if old.is_file() and not old.is_symlink():
-                old.unlink()
+    for old in report_files(rdir):  # images of an earlier report: ours, by name
+        if old.parent == rdir / REPORT_IMAGES:
+            old.unlink()
     write_bytes_atomic(rdir / REPORT_MARKER, b"pixeldeid QC report: never release this folder\n")
 
     def bar(files):
@@ -80,6 +107,6 @@ def build_report(out: str | os.PathLike, report: str | os.PathLike | None = None
                     disable=None if progress is None else not progress)
 
     data = collect(outp, rdir, k=k, max_images=max_images, sample=sample, progress=bar)
-    index = rdir / "index.html"
+    index = rdir / REPORT_PAGE
     write_bytes_atomic(index, render_html(data).encode("utf-8"))
     return index

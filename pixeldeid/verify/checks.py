@@ -41,8 +41,12 @@ from .scan import Hit, Matcher, drop_chance_hits
 
 logger = logging.getLogger(__name__)
 
-#: A folder holding this file is a QC report (images of identity by design): not scanned.
+#: A folder holding this file is a QC report (images of identity by design): the files the
+#: report wrote there (:func:`report_files`) are not scanned, anything else beside them is.
 REPORT_MARKER = ".pixeldeid-report"
+#: the page and the images folder a QC report writes beside its marker
+REPORT_PAGE = "index.html"
+REPORT_IMAGES = "images"
 TIFF_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".bif", ".scn", ".qptiff")
 TEXT_SUFFIXES = (".json", ".tsv", ".csv", ".txt", ".xml", ".html", ".bval", ".bvec")
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
@@ -132,26 +136,81 @@ def _outermost(hits: Iterable[Hit]) -> list[Hit]:
     return out
 
 
+def is_report_image(name: str) -> bool:
+    """Whether ``name`` is that of a QC report image: ``NNNNN-tag.ext``, numbered."""
+    number, dash, rest = name.partition("-")
+    return (len(number) >= 5 and number.isascii() and number.isdigit() and bool(dash)
+            and "." in rest)
+
+
+def _regular(p: Path) -> bool:
+    return p.is_file() and not p.is_symlink()
+
+
+def report_files(folder: Path) -> set[Path]:
+    """The files a QC report wrote in ``folder``: none without its marker, else the marker,
+    the page and the numbered images (by name, as the report replaces them)."""
+    if not _regular(folder / REPORT_MARKER):
+        return set()
+    own = {p for p in (folder / REPORT_MARKER, folder / REPORT_PAGE) if _regular(p)}
+    images = folder / REPORT_IMAGES
+    if images.is_dir() and not images.is_symlink():
+        own.update(p for p in images.iterdir() if is_report_image(p.name) and _regular(p))
+    return own
+
+
+def _only_report(folder: Path, own: set[Path]) -> bool:
+    """Whether ``folder`` holds nothing but ``own`` (empty folders aside)."""
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        r = Path(root)
+        if any(r / n not in own for n in names) or any((r / d).is_symlink() for d in dirs):
+            return False
+    return True
+
+
+def _mixed_report(folder: Path, own: set[Path]) -> set[Path]:
+    """``own``, the files of a report lying among other files (release outputs, perhaps),
+    with a warning: those others are checked, the report's images of identity are not."""
+    if own:
+        logger.warning("%s holds a QC report among other files: those are checked, the "
+                       "report's own files are not; move the report out of the release "
+                       "(pixeldeid report OUT -o OUT/report)", folder)
+    return own
+
+
 def iter_outputs(out: Path, links: list[Path] | None = None,
                  folders: list[Path] | None = None,
                  skipped: list[Path] | None = None) -> list[Path]:
-    """Every file of OUT that may be released: not the state folder, the quarantine or a
-    QC report folder. Symbolic links and other non-regular entries are not read; they are
+    """Every file of OUT that may be released: not the state folder, the quarantine, a QC
+    report folder or a report's own files (:func:`report_files`) where other files lie
+    beside them. Symbolic links and other non-regular entries are not read; they are
     appended to ``links`` when given (a release must not hold them). The folders walked
     (OUT itself excluded) are appended to ``folders``, the folders left out (not for
     release) to ``skipped``, when given."""
     files: list[Path] = []
+    own = report_files(out)  # (OUT itself a report folder: nothing to release)
+    if own and not _only_report(out, own):
+        _mixed_report(out, own)
     for root, dirs, names in os.walk(out, followlinks=False):
         r = Path(root)
         if folders is not None and r != out:
             folders.append(r)
-        keep = [d for d in dirs if not (r == out and d in (STATE_DIRNAME, QUARANTINE_DIRNAME))
-                and not (r / d / REPORT_MARKER).exists()]
+        keep = []
+        for d in sorted(dirs):
+            if r == out and d in (STATE_DIRNAME, QUARANTINE_DIRNAME):
+                continue
+            mine = report_files(r / d)
+            if mine and _only_report(r / d, mine):
+                continue  # a report folder: not for release
+            own |= _mixed_report(r / d, mine)
+            keep.append(d)
         if skipped is not None:
             skipped += [r / d for d in sorted(set(dirs) - set(keep))]
-        dirs[:] = sorted(keep)
+        dirs[:] = keep
         for n in sorted(names) + [d for d in dirs if (r / d).is_symlink()]:
             p = r / n
+            if p in own:
+                continue
             if p.is_symlink() or not p.is_file():
                 if links is not None:
                     links.append(p)
@@ -1193,4 +1252,4 @@ def _needs_source_errors(v: _Verifier, path: Path) -> bool:
 
 
 __all__ = ["Finding", "VerifyResult", "verify_output", "iter_outputs", "file_kind", "Term",
-           "REPORT_MARKER"]
+           "REPORT_MARKER", "REPORT_PAGE", "REPORT_IMAGES", "report_files", "is_report_image"]
