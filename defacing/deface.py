@@ -43,8 +43,14 @@ MIN_EXTENT_MM = 60.0
 #: Largest voxel size accepted (mm): beyond it the header's geometry is not an image's.
 MAX_VOXEL_MM = 100.0
 AIR_HU = -1000.0
+#: Percentile of the volume's outer shell taken as the MR/PET background.
+BACKGROUND_PERCENTILE = 5.0
 #: Grid spacing (mm) of the subject image used for registration.
 REGISTRATION_SPACING_MM = 3.0
+#: Smallest share of the warped face region that must hold tissue: below it the input is a
+#: skull-stripped brain (or a head already defaced) and is quarantined, never cut. Real heads
+#: measured 0.10-0.23; brain-only images 0.0 and a defaced head 0.007.
+MIN_FACE_TISSUE = 0.03
 
 
 class RegistrationQualityError(DeidError):
@@ -97,19 +103,28 @@ def guess_modality(data: np.ndarray, slope: float = 1.0, inter: float = 0.0,
     return "mr"
 
 
+def _background(data: np.ndarray) -> float:
+    """Stored background value: a low percentile of the array's outer shell (the air).
+
+    The faces of the volume (edges of a slice) lie in the air around the head; a low
+    percentile keeps clear of the head where it touches the edge of the field of view,
+    and ``lower`` makes it a value the image holds.
+    """
+    faces = [np.take(data, i, axis=ax).ravel() for ax in range(min(data.ndim, 3)) for i in (0, -1)]
+    return float(np.percentile(np.concatenate(faces), BACKGROUND_PERCENTILE, method="lower"))
+
+
 def fill_value(modality: str, data: np.ndarray, slope: float, inter: float) -> float:
     """Stored value to write into removed voxels.
 
     CT: air, -1000 HU converted to stored units (clipped to the data type). MR and PET:
-    the background, 0 when representable else the minimum.
+    the image's own background: 0 where the air reaches down to it, else the air's value
+    (an offset image whose air is -50 keeps -50; air above 0 gets the minimum).
     """
     if modality == "ct":
         v = (AIR_HU - inter) / (slope if slope else 1.0)
     else:
-        v = (0.0 - inter) / (slope if slope else 1.0)
-        dmin = float(np.min(data))
-        if v < dmin:
-            v = dmin
+        v = float(np.clip(0.0, float(np.min(data)), _background(data)))
     if np.issubdtype(data.dtype, np.integer):
         info = np.iinfo(data.dtype)
         v = float(np.clip(np.round(v), info.min, info.max))
@@ -185,17 +200,22 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
     Returns
     -------
     DefaceResult
-        Metrics hold ``brain_voxels_changed`` (0 by construction), ``face_fraction_removed``
+        Metrics hold ``brain_voxels_changed`` (voxels changed inside the warped brain mask
+        plus margin: 0 by construction; it vouches for the brain only where that mask fits
+        the input's brain, which is why a skull-stripped brain, whose mask shrinks with the
+        template head, is refused before the cut), ``face_fraction_removed``
         (removed share of the warped face region inside the field of view),
         ``face_in_fov`` (share of the template face region inside the field of view),
-        ``registration`` (metric, head Dice, scale, anisotropy, engine) and ``runtime_s``.
+        ``registration`` (metric, head Dice, scale, anisotropy, ``face_tissue``, engine) and
+        ``runtime_s``.
 
     Raises
     ------
     InputError
         Not a 3D/4D head-sized volume, or non-finite data.
     RegistrationQualityError
-        The registration failed its quality check.
+        The registration failed its quality check, or the face region holds no tissue
+        (skull-stripped brain).
     """
     t0 = time.perf_counter()
     data = np.asarray(data)
@@ -236,6 +256,7 @@ def deface_array(data: np.ndarray, affine: np.ndarray, *, modality: str = "auto"
                 f"face)", path)
     reg = _register(fixed, tpl, device)
     quality = registration_quality(fixed, tpl, reg)
+    quality["face_tissue"] = face_tissue(fixed, tpl, reg)
     quality["runtime_registration_s"] = round(time.perf_counter() - t0, 3)
     quality["registered_on"] = "self" if reference is None else "reference"
     if oc is not None:
@@ -319,7 +340,26 @@ def registration_quality(fixed: sitk.Image, tpl: Template, reg: Registration) ->
             "volume_scale": round(scale, 4), "anisotropy": round(aniso, 4)}
 
 
+def face_tissue(fixed: sitk.Image, tpl: Template, reg: Registration) -> float:
+    """Share of the warped template face region (inside the field of view) holding tissue.
+
+    Measured on the subject's own tissue: a skull-stripped brain fits the template head well
+    enough (the head is shrunk onto the brain), so the fit cannot tell it from a head, but
+    its face region is empty, and its warped brain mask is smaller than the real brain
+    (the ear boxes would cut cortex).
+    """
+    face = sitk.GetArrayFromImage(resample_to(tpl.face, fixed, reg.transform)) >= 0.5
+    n_face = int(face.sum())
+    return round(float((head_mask(fixed) & face).sum()) / n_face, 4) if n_face else 0.0
+
+
 def _check_quality(q: dict, path: str | None) -> None:
+    if q["face_tissue"] < MIN_FACE_TISSUE:
+        # fail closed: the masks would land on brain, and there is no face to remove
+        raise RegistrationQualityError(
+            f"skull-stripped brain: no face to remove; not defaced (tissue fills "
+            f"{q['face_tissue']:.3f} of the face region, < {MIN_FACE_TISSUE}; a skull-stripped "
+            f"or already defaced image)", path)
     if q["head_dice"] < MIN_HEAD_DICE:
         raise RegistrationQualityError(
             f"registration failed its quality check: head Dice {q['head_dice']:.3f} "

@@ -108,8 +108,9 @@ def _add_dicom(sub: argparse._SubParsersAction) -> None:
                         "tesseract), rapidocr, easyocr, tesseract or none")
     g.add_argument("--device", default="auto", metavar="DEV",
                    help="auto (default), cpu or cuda: where OCR and frame analysis run")
-    g.add_argument("--templates", metavar="DIR",
-                   help="folder of extra redaction templates (YAML) besides the shipped ones")
+    g.add_argument("--templates", metavar="PATH",
+                   help="folder or file of extra redaction templates (YAML) besides the "
+                        "shipped ones")
     p.add_argument("-j", "--jobs", type=worker_count, default=1, metavar="N",
                    help="worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
