@@ -195,12 +195,24 @@ class PixelFrames:
     def other_windows(self) -> list[int]:
         """Indices of the image's windows after the first, distinct from it, for a grey
         image of more than 8 bits (text shown by a second window, a lung window, may not
-        show in the first)."""
+        show in the first): Window Center/Width at the top level or in the functional
+        groups of an enhanced image, and the VOI LUTs of a VOI LUT Sequence (:func:`windows`).
+
+        Raises
+        ------
+        InputError
+            More than :data:`MAX_WINDOWS` distinct ones (each is read: a file with a
+            hundred would cost minutes; not read in part).
+        """
         if self.samples != 1 or self.photometric == "PALETTE COLOR" or (
                 self.bits_stored <= 8 and not self.signed and self.bits_allocated == 8):
             return []
         given = windows(self.ds)
-        return [k for k in range(1, len(given)) if given[k] not in given[:k]]
+        out = [k for k in range(1, len(given)) if given[k] not in given[:k]]
+        if len(out) >= MAX_WINDOWS:
+            raise InputError(f"{len(out) + 1} windows (VOI): too many to read each for "
+                             f"burned-in text (at most {MAX_WINDOWS})", _source(self.ds))
+        return out
 
     def display(self, indices: Sequence[int] | None = None, window: int = 0) -> np.ndarray:
         """Frames as ``(n, rows, cols, 3)`` uint8 RGB for OCR and analysis.
@@ -230,30 +242,70 @@ class PixelFrames:
         return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def windows(ds: Dataset) -> list[tuple[float, float]]:
-    """The (center, width) pairs of Window Center/Width, in order, readable ones only."""
+#: The most windows (VOI) an image may have: each is read for burned-in text
+MAX_WINDOWS = 8
+
+
+def _first_item(ds: Dataset, *path: str) -> Dataset | None:
+    """The first item at the end of the sequence ``path`` of ``ds``, or None."""
+    for kw in path:
+        seq = ds.get(kw)
+        if not seq:
+            return None
+        ds = seq[0]
+    return ds
+
+
+def _groups(ds: Dataset, macro: str) -> Dataset | None:
+    """The item of functional group ``macro`` (Frame VOI LUT, Pixel Value Transformation)
+    of an enhanced image: shared, else the first frame's."""
+    return (_first_item(ds, "SharedFunctionalGroupsSequence", macro)
+            or _first_item(ds, "PerFrameFunctionalGroupsSequence", macro))
+
+
+def windows(ds: Dataset) -> list[tuple[float, float] | tuple[str, int]]:
+    """The image's windows (VOI) in order, readable ones only: the (center, width) pairs of
+    Window Center/Width (top level, else an enhanced image's Frame VOI LUT functional
+    group), then ``("lut", i)`` for each item of a VOI LUT Sequence."""
     def values(v) -> list:
         return list(v) if isinstance(v, Sequence) and not isinstance(v, str) else [v]
 
-    out = []
-    for c, w in zip(values(ds.get("WindowCenter")), values(ds.get("WindowWidth")), strict=False):
+    src = ds if "WindowCenter" in ds else (_groups(ds, "FrameVOILUTSequence") or ds)
+    out: list[tuple[float, float] | tuple[str, int]] = []
+    for c, w in zip(values(src.get("WindowCenter")), values(src.get("WindowWidth")),
+                    strict=False):
         try:
             out.append((float(c), float(w)))
         except (TypeError, ValueError):
             continue
+    lut = ds.get("VOILUTSequence") or src.get("VOILUTSequence") or []
+    out += [("lut", i) for i, item in enumerate(lut) if "LUTData" in item]
     return out
 
 
+def _rescale(ds: Dataset) -> tuple[float, float]:
+    """Rescale Slope and Intercept: top level, else an enhanced image's Pixel Value
+    Transformation functional group."""
+    src = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else (
+        _groups(ds, "PixelValueTransformationSequence") or ds)
+    try:
+        return (float(src.get("RescaleSlope", 1) or 1),
+                float(src.get("RescaleIntercept", 0) or 0))
+    except (TypeError, ValueError):
+        return 1.0, 0.0
+
+
 def _window(arr: np.ndarray, ds: Dataset, which: int = 0) -> np.ndarray:
-    """Grey frames (n, H, W) to uint8 with window ``which`` (the first), else per-frame
-    min..max."""
-    values = arr.astype(np.float64)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    values = values * slope + intercept
+    """Grey frames (n, H, W) to uint8 with window ``which`` of :func:`windows` (the first),
+    else per-frame min..max."""
+    slope, intercept = _rescale(ds)
+    values = arr.astype(np.float64) * slope + intercept
     out = np.empty(values.shape, dtype=np.uint8)
     given = windows(ds)
-    c, w = given[which] if which < len(given) else (None, None)
+    view = given[which] if which < len(given) else None
+    if view is not None and view[0] == "lut":
+        return _lut_view(values, ds, int(view[1]))
+    c, w = view if view is not None else (None, None)
     for k in range(values.shape[0]):
         v = values[k]
         if c is not None and w is not None and w >= 1:
@@ -263,6 +315,26 @@ def _window(arr: np.ndarray, ds: Dataset, which: int = 0) -> np.ndarray:
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         out[k] = np.clip(np.rint((v - lo) * scale), 0, 255).astype(np.uint8)
     return out
+
+
+def _lut_view(values: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
+    """Frames (after the modality LUT) through item ``index`` of the VOI LUT Sequence
+    (PS3.3 C.11.2: values below the first entry take the first, above the last the last),
+    scaled from the LUT's output range to 0-255."""
+    item = ds.get("VOILUTSequence")[index]
+    desc = [int(v) for v in item.LUTDescriptor]
+    n, first, bits = desc[0] or 65536, desc[1], desc[2]
+    raw = item.LUTData
+    lut = np.asarray(raw if not isinstance(raw, (bytes, bytearray))
+                     else np.frombuffer(raw, dtype="<u2" if bits > 8 else np.uint8),
+                     dtype=np.float64).ravel()[:n]
+    if not lut.size:
+        raise InputError("VOI LUT without data", _source(ds))
+    if first >= 1 << 15 and bits <= 16:  # (a signed first value stored unsigned)
+        first -= 1 << 16
+    idx = np.clip(np.rint(values - first), 0, lut.size - 1).astype(np.intp)
+    top = float(max(lut.max(), 1.0))
+    return np.clip(np.rint(lut[idx] * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
 def black_shown(frames: PixelFrames, stored: np.ndarray | None = None) -> int:

@@ -654,7 +654,8 @@ class _Verifier:
                       for f, img in zip(frames, frames_rgb(ds, frames), strict=True)]
             images += window_views(ds, frames)
         except Exception as exc:  # noqa: BLE001 - undecodable pixels cannot be verified
-            self.result.not_ocr_verified.append((rel, f"pixels not decodable: {type(exc).__name__}"))
+            why = getattr(exc, "reason", None) or f"pixels not decodable: {type(exc).__name__}"
+            self.result.not_ocr_verified.append((rel, why))
             return
         whole = len(frames) == n
         if not self.ocr_images(rel, images, str(ds.get("Modality", "") or ""), verified=whole):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from pixeldeid.burnedin import frames
 from pixeldeid.burnedin.frames import PixelFrames
 from pixeldeid.burnedin.synth import make_us_cine, make_us_frame
 from pixeldeid.errors import DeidError
@@ -289,3 +290,53 @@ def test_a_redaction_black_under_a_lung_window_is_not_quarantined():
     result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
     assert result.redacted and result.verified
     assert int((ds.pixel_array[mask] == 3000).sum()) == 0
+
+
+def _fg_windows(ds, windows) -> None:
+    """Move the windows of ``ds`` into an enhanced image's shared Frame VOI LUT group."""
+    from pydicom.dataset import Dataset
+
+    voi, group = Dataset(), Dataset()
+    voi.WindowCenter = [str(c) for c, _ in windows]
+    voi.WindowWidth = [str(w) for _, w in windows]
+    group.FrameVOILUTSequence = [voi]
+    del ds.WindowCenter, ds.WindowWidth
+    ds.SharedFunctionalGroupsSequence = [group]
+
+
+def test_windows_of_an_enhanced_image_and_a_voi_lut_sequence_are_read():
+    """An Enhanced CT keeps its windows in the Frame VOI LUT functional group, another
+    image only a VOI LUT Sequence: neither was read (min..max left the name two grey
+    levels above its background) and the name its own window shows was released."""
+    from pydicom.dataset import Dataset
+
+    wins = ((500, 2000), (40, 80))
+    ds, mask = _ct_with_text(60, signed=True, windows=wins, frames=2)
+    arr = ds.pixel_array
+    arr[:, mask] = 60
+    arr[:, ~mask] = 20
+    arr[:, :8, :8], arr[:, -8:, -8:] = -1000, 3000  # air and metal: a wide min..max
+    ds.PixelData = arr.astype(np.int16).tobytes()
+    _fg_windows(ds, wins)
+    result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
+    assert result.redacted and int((ds.pixel_array[:, mask] == 60).sum()) < 0.05 * 2 * mask.sum()
+
+    ds, _ = _ct_with_text(60, signed=True, windows=wins, frames=2)
+    ds.PixelData = arr.astype(np.int16).tobytes()
+    del ds.WindowCenter, ds.WindowWidth
+    lut = Dataset()
+    lut.LUTDescriptor = [256, 0, 8]
+    lut.LUTData = [int(v) for v in np.clip((np.arange(256) - 20) * 6, 0, 255)]
+    ds.VOILUTSequence = [lut]
+    assert frames.windows(ds) == [("lut", 0)]
+    result = stage("auto").process(ds, IdentityValues.from_dataset(ds))
+    assert result.redacted and int((ds.pixel_array[:, mask] == 60).sum()) < 0.05 * 2 * mask.sum()
+
+
+def test_an_image_with_too_many_windows_is_not_read_in_part():
+    """Each further window is read (about 0.5 s a frame): 100 presets cost minutes. More
+    than MAX_WINDOWS: quarantined, not read under some of them."""
+    many = tuple((40 + 10 * k, 400) for k in range(frames.MAX_WINDOWS + 1))
+    ds, _ = _ct_with_text(-400, signed=True, windows=many)
+    with pytest.raises(DeidError, match="windows"):
+        stage("auto").process(ds, IdentityValues.from_dataset(ds))
