@@ -223,12 +223,24 @@ def vendor_module(vendor: str) -> Any:
 
 
 def output_name(src: Path, options: SlideOptions) -> str:
-    """The output file name: the pseudonym, else a hash of the source path, + suffix."""
+    """The output file name: the pseudonym, else a hash of the source path, + suffix.
+
+    Raises
+    ------
+    DeidError
+        For a name pixeldeid reserves (:func:`wsi.dicomwsi.reserved_name`: a hidden name,
+        which a temporary's prefix makes a file the next run removes).
+    """
+    from .dicomwsi import reserved_name, slide_name
+
     suffix = "".join(s for s in src.suffixes[-1:]).lower() or ".tif"
     if options.pseudonym:
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in options.pseudonym)
+        stem = slide_name(options.pseudonym)  # the same characters as a DICOM slide's folder
     else:
         stem = "slide-" + hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:16]
+    reserved = reserved_name(stem + suffix)
+    if reserved:
+        raise DeidError(reserved, str(src))
     return stem + suffix
 
 

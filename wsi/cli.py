@@ -8,8 +8,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from pixeldeid.atomic import TMP_PREFIX, atomic_output, remove_stale_temporaries
+from pixeldeid.errors import DeidError
 from pixeldeid.paths import printable, read_csv
 
 from .api import SlideOptions, SlideResult, deidentify_slide, output_name
@@ -133,7 +135,8 @@ def _run_dicom(slides: list[list[Path]], refused: list[tuple[Path, str]], names:
                args: argparse.Namespace) -> tuple[int, int, list[list[str]]]:
     """DICOM WSI: the instances of each slide (:func:`wsi.dicomwsi.group_series`) handled
     together, each slide under its pseudonym; the counts of clean and quarantined slides
-    and a report row per input file."""
+    and a report row per input file. A slide whose folder holds it from an earlier run
+    into OUT (same key) is already done: skipped, and counted clean."""
     from pixeldeid.batch import load_or_create_key
 
     from . import dicomwsi
@@ -144,9 +147,17 @@ def _run_dicom(slides: list[list[Path]], refused: list[tuple[Path, str]], names:
     key = load_or_create_key(args.key_file, Path(args.out))
     deid = dicomwsi.make_deidentifier(key, opts, keyed_dates=args.dates == "shift")
     results = [dicomwsi.quarantine_refused(f, reason, args.out) for f, reason in refused]
-    results += [dicomwsi.deidentify_series(members, args.out,
-                                           dataclasses.replace(opts, pseudonym=name), deid)
-                for members, name in zip(slides, names, strict=True)]
+    for members, name in zip(slides, names, strict=True):
+        folder = Path(args.out) / dicomwsi.slide_name(name)
+        if dicomwsi.done_before(members, folder, deid):
+            print(f"pixeldeid wsi: {printable(members[0].parent)}: already done "
+                  f"({printable(folder)}), skipped", file=sys.stderr)
+            results.append(dicomwsi.SeriesResult(
+                [str(m) for m in members], "clean", str(folder),
+                reason="already done (its output folder holds it from an earlier run)"))
+            continue
+        results.append(dicomwsi.deidentify_series(
+            members, args.out, dataclasses.replace(opts, pseudonym=name), deid))
     bad = 0
     for r in results:
         if not r.ok:
@@ -158,18 +169,48 @@ def _run_dicom(slides: list[list[Path]], refused: list[tuple[Path, str]], names:
     return len(results) - bad, bad, rows
 
 
-def _dicom_names(slides: list[list[Path]], pmap: dict[str, str], args: argparse.Namespace,
-                 first: int) -> list[str]:
-    """The pseudonym of each DICOM slide: ``--pseudonym``, else the map's entry for one of
-    its files or its folder (path or name), else ``PREFIX-nnnn`` numbered on from
-    ``first``."""
-    names = []
-    for k, members in enumerate(slides, first):
-        keys = [str(m) for m in members] + [m.name for m in members]
-        keys += [str(members[0].parent), members[0].parent.name]
-        hit = next((pmap[c] for c in keys if c in pmap), None)
-        names.append(args.pseudonym or hit or f"{args.prefix}-{k:04d}")
-    return names
+class PseudonymMap(NamedTuple):
+    """A ``--pseudonym-map``: source -> pseudonym, -> patient ID, -> its line."""
+
+    pseudonyms: dict[str, str]
+    patients: dict[str, str]
+    lines: dict[str, int]
+
+
+class SlideName(NamedTuple):
+    """A slide's pseudonym and where it was given (errors name that, never the value)."""
+
+    text: str
+    origin: str  # "--pseudonym", "--pseudonym-map line N" or "--prefix"
+    chosen: str  # what a person chose: all of a given one, the prefix of PREFIX-nnnn
+
+
+def _slide_keys(members: list[Path]) -> list[str]:
+    """The map sources that name a DICOM slide: one of its files or its folder (path or
+    name)."""
+    keys = [str(m) for m in members] + [m.name for m in members]
+    return keys + [str(members[0].parent), members[0].parent.name]
+
+
+def _pick_name(keys: list[str], pmap: PseudonymMap, args: argparse.Namespace,
+               number: int) -> SlideName:
+    """The pseudonym of a slide: ``--pseudonym``, else the map's entry for the first of
+    ``keys`` it has, else ``PREFIX-nnnn``."""
+    if args.pseudonym:
+        return SlideName(args.pseudonym, "--pseudonym", args.pseudonym)
+    hit = next((c for c in keys if pmap.pseudonyms.get(c)), None)
+    if hit is not None:
+        given = pmap.pseudonyms[hit]
+        return SlideName(given, f"--pseudonym-map line {pmap.lines[hit]}", given)
+    return SlideName(f"{args.prefix}-{number:04d}", "--prefix", args.prefix)
+
+
+def _dicom_names(slides: list[list[Path]], pmap: PseudonymMap, args: argparse.Namespace,
+                 first: int) -> list[SlideName]:
+    """The pseudonym of each DICOM slide (:func:`_pick_name` by :func:`_slide_keys`),
+    ``PREFIX-nnnn`` numbered on from ``first``."""
+    return [_pick_name(_slide_keys(members), pmap, args, k)
+            for k, members in enumerate(slides, first)]
 
 
 def _collect(srcs: list[str], out: str | None
@@ -220,47 +261,115 @@ def _refuse(path: Path, reason: str, args: argparse.Namespace) -> SlideResult:
                        quarantine_copy=rec.copy)
 
 
-def _load_map(path: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Read ``source,pseudonym[,patient_id]`` rows: (source -> pseudonym, source -> patient)."""
+def _load_map(path: str) -> PseudonymMap:
+    """Read ``source,pseudonym[,patient_id]`` rows (a later row of a source wins)."""
     rows = read_csv(path, "pseudonym map")  # unreadable, not UTF-8, bad CSV: usage error
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["source", "pseudonym"]:
-        rows = rows[1:]
-    rows = [r for r in rows if len(r) >= 2 and r[0].strip()]
-    pseudo = {r[0].strip(): r[1].strip() for r in rows}
-    patient = {r[0].strip(): r[2].strip() for r in rows if len(r) >= 3 and r[2].strip()}
-    return pseudo, patient
+    numbered = [(n, r) for n, r in enumerate(rows, 1) if len(r) >= 2 and r[0].strip()]
+    if numbered and numbered[0][0] == 1 and \
+            [c.strip().lower() for c in numbered[0][1][:2]] == ["source", "pseudonym"]:
+        numbered = numbered[1:]
+    return PseudonymMap({r[0].strip(): r[1].strip() for _, r in numbered},
+                        {r[0].strip(): r[2].strip() for _, r in numbered
+                         if len(r) >= 3 and r[2].strip()},
+                        {r[0].strip(): n for n, r in numbered})
 
 
-def _name_clash(files: list[Path], names: list[str]) -> str | None:
-    """A message when two slides would get the same output file name, else None.
+class _Output(NamedTuple):
+    """What a slide becomes in OUT: a file (slide files) or a folder (DICOM slides)."""
 
-    The names compared are those written (:func:`wsi.api.output_name`: characters a file
-    name cannot hold become ``_``), case-folded for case-insensitive file systems: the
-    pseudonyms "P 1" and "P_1" both give ``P_1.svs`` and one slide would replace the other.
+    written: str  # its name in OUT
+    name: SlideName
+    where: Path  # the slide file, or the DICOM slide's folder
+
+
+def _outputs(files: list[Path], names: list[SlideName], slides: list[list[Path]],
+             dicom_names: list[SlideName], in_place: bool = False) -> list[_Output]:
+    """The output of every slide, file names by :func:`wsi.api.output_name` (``in_place``:
+    the file itself) and folder names by :func:`wsi.dicomwsi.slide_name`.
+
+    Raises
+    ------
+    DeidError
+        A name pixeldeid reserves (:func:`wsi.dicomwsi.reserved_name`), naming where the
+        pseudonym was given.
     """
-    seen: dict[str, tuple[str, Path]] = {}
+    from .dicomwsi import reserved_name, slide_name
+
+    outs = []
     for f, name in zip(files, names, strict=True):
-        out = output_name(f, SlideOptions(pseudonym=name))
-        first = seen.setdefault(out.lower(), (name, f))
-        if first[1] != f:
-            return (f"two slides would get the same output name {printable(out)}: pseudonym "
-                    f"{first[0]!r} ({printable(first[1])}) and {name!r} ({printable(f)})")
+        try:
+            written = f.name if in_place else output_name(f, SlideOptions(pseudonym=name.text))
+            outs.append(_Output(written, name, f))
+        except DeidError as exc:
+            raise DeidError(f"{name.origin}: {exc.reason}") from None
+    for members, name in zip(slides, dicom_names, strict=True):
+        folder = slide_name(name.text)
+        reserved = reserved_name(folder)
+        if reserved:
+            raise DeidError(f"{name.origin}: {reserved}")
+        outs.append(_Output(folder, name, members[0].parent))
+    return outs
+
+
+def _output_clash(outputs: list[_Output]) -> str | None:
+    """A message when two slides would get the same output name, else None.
+
+    The names compared are those written (characters a file name cannot hold become
+    ``_``), files and DICOM slide folders together, case-folded for case-insensitive file
+    systems: the pseudonyms "P 1" and "P_1" both give ``P_1.svs`` and one slide would
+    replace the other; a folder ``P1.svs`` would refuse the slide file ``P1.svs``.
+    """
+    seen: dict[str, _Output] = {}
+    for o in outputs:  # (one entry a slide: any name seen before is another slide's)
+        first = seen.setdefault(o.written.casefold(), o)
+        if first is not o:
+            return (f"two slides would get the same output name {printable(o.written)}: "
+                    f"pseudonym {first.name.text!r} ({printable(first.where)}) and "
+                    f"{o.name.text!r} ({printable(o.where)})")
     return None
 
 
-def _folder_clash(slides: list[list[Path]], names: list[str]) -> str | None:
-    """A message when two DICOM slides would get the same output folder, else None
-    (folder names as :func:`wsi.dicomwsi.slide_name` writes them, case-folded)."""
-    from .dicomwsi import slide_name
+def _holds(name: SlideName, tokens: list[str]) -> bool:
+    """Whether what a person chose of ``name`` holds an identity token: the header core's
+    rule (:meth:`pixeldeid.pseudonyms.Pseudonyms.chosen_words`): a token equal to one of
+    its words or to all of it, case-folded."""
+    from pixeldeid.api import _word_set
 
-    seen: dict[str, tuple[str, Path]] = {}
-    for members, name in zip(slides, names, strict=True):
-        first = seen.setdefault(slide_name(name).lower(), (name, members[0]))
-        if first[1] != members[0]:
-            return (f"two DICOM slides would get the same output folder "
-                    f"{printable(slide_name(name))}: pseudonym {first[0]!r} "
-                    f"({printable(first[1].parent)}) and {name!r} "
-                    f"({printable(members[0].parent)})")
+    words = _word_set(name.chosen) | {name.chosen.lower()}
+    return any(t.lower() in words for t in tokens)
+
+
+def _identity_problem(outputs: list[_Output], files: list[Path], slides: list[list[Path]],
+                      values: list[str]) -> str | None:
+    """A message when a slide's pseudonym holds the identity of its patient (the headers
+    of a DICOM slide's instances) or a ``--value``: it would name the output and be
+    drawn into a replaced label. Names where it was given, never the value."""
+    from pixeldeid.textclean import identity_tokens
+
+    from .dicomwsi import patient_tokens
+
+    extra = identity_tokens(values)
+    tokens = [extra] * len(files) + [patient_tokens(m) + extra for m in slides]
+    for o, toks in zip(outputs, tokens, strict=True):
+        if _holds(o.name, toks):
+            return (f"{o.name.origin}: the pseudonym given to {printable(o.where)} holds the "
+                    "patient's own name, ID or birth date, or a --value text; it would name "
+                    "the output and its label: give another")
+    return None
+
+
+def _dicom_patient_problem(slides: list[list[Path]], pmap: PseudonymMap,
+                           args: argparse.Namespace) -> str | None:
+    """A message when a patient ID is given for a DICOM slide (it would be ignored: the
+    header core keys its dates and pseudonym by the header's Patient ID), else None."""
+    if args.patient_id and slides:
+        return "--patient-id: DICOM slides are keyed by their header's Patient ID"
+    for members in slides:
+        hit = next((c for c in _slide_keys(members) if c in pmap.patients), None)
+        if hit is not None:
+            return (f"--pseudonym-map line {pmap.lines[hit]}: a patient_id for the DICOM "
+                    f"slide {printable(members[0].parent)}; DICOM slides are keyed by their "
+                    "header's Patient ID")
     return None
 
 
@@ -321,8 +430,18 @@ def run(args: argparse.Namespace) -> int:
         print("pixeldeid wsi: error: --pseudonym and --patient-id need exactly one slide",
               file=sys.stderr)
         return 2
-    pmap, patients = _load_map(args.pseudonym_map) if args.pseudonym_map else ({}, {})
-    offsets = _date_offsets(files, args, patients)
+    pmap = _load_map(args.pseudonym_map) if args.pseudonym_map else PseudonymMap({}, {}, {})
+    slide_names = [_pick_name([str(f), f.name], pmap, args, k) for k, f in enumerate(files, 1)]
+    dicom_names = _dicom_names(dicom_slides, pmap, args, len(files) + 1)
+    try:  # every name checked before any work (the key too: offsets below)
+        outputs = _outputs(files, slide_names, dicom_slides, dicom_names, args.in_place)
+    except DeidError as exc:
+        print(f"pixeldeid wsi: error: {exc.reason}", file=sys.stderr)
+        return 2
+    problem = (_dicom_patient_problem(dicom_slides, pmap, args)
+               or _identity_problem(outputs, files, dicom_slides, args.value)
+               or (None if args.in_place else _output_clash(outputs)))
+    offsets = problem or _date_offsets(files, args, pmap.patients)
     if isinstance(offsets, str):
         print(f"pixeldeid wsi: error: {offsets}", file=sys.stderr)
         return 2
@@ -332,14 +451,7 @@ def run(args: argparse.Namespace) -> int:
         tqdm = None
     bar = (tqdm(total=len(files), unit="slide", file=sys.stderr, disable=not sys.stderr.isatty())
            if tqdm else None)
-    names = [args.pseudonym or pmap.get(str(f)) or pmap.get(f.name) or f"{args.prefix}-{k:04d}"
-             for k, f in enumerate(files, 1)]
-    dicom_names = _dicom_names(dicom_slides, pmap, args, len(files) + 1)
-    clash = None if args.in_place else (_name_clash(files, names)
-                                        or _folder_clash(dicom_slides, dicom_names))
-    if clash:
-        print(f"pixeldeid wsi: error: {clash}", file=sys.stderr)
-        return 2
+    names = [n.text for n in slide_names]
     if args.out:  # last of the usage checks: a file in the way, no permission (DeidError)
         from pixeldeid.batch import make_output_dir
 
@@ -368,7 +480,8 @@ def run(args: argparse.Namespace) -> int:
     rows = [[r.source, r.output or "", r.vendor or "", r.status, r.reason or ""]
             for r in results]
     if dicom:
-        c, b, more = _run_dicom(dicom_slides, dicom_refused, dicom_names, args)
+        c, b, more = _run_dicom(dicom_slides, dicom_refused, [n.text for n in dicom_names],
+                                args)
         clean, bad, rows = clean + c, bad + b, rows + more
     if args.out:  # input paths (names may be identity): in the state folder, not released
         write_report(Path(args.out), rows)

@@ -54,6 +54,10 @@ __all__ = [
     "deidentify_series",
     "deidentify_paths",
     "group_series",
+    "slide_name",
+    "reserved_name",
+    "patient_tokens",
+    "done_before",
     "deidentify",
 ]
 
@@ -223,6 +227,75 @@ def slide_name(pseudonym: str | None, series_uid: str = "") -> str:
     return "slide-" + hashlib.sha256(series_uid.encode()).hexdigest()[:16]
 
 
+def reserved_name(name: str) -> str | None:
+    """Why ``name``, a slide's output file or folder name in OUT, cannot be one, else None.
+
+    ``quarantine`` would put a clean slide among identified originals; a name starting
+    with ``.`` is hidden, ``.``/``..`` are no new folder, ``.pixeldeid`` is the state folder
+    and :data:`~pixeldeid.atomic.TMP_PREFIX` names are removed by the next run as stale
+    temporaries. (Case-folded: case-insensitive file systems.)
+    """
+    from pixeldeid.batch import STATE_DIRNAME
+    from pixeldeid.quarantine import QUARANTINE_DIRNAME
+
+    if name.casefold() in (QUARANTINE_DIRNAME.casefold(), STATE_DIRNAME.casefold()):
+        return f"output name {name!r} is reserved (pixeldeid's own folder in OUT)"
+    if name.startswith((".", TMP_PREFIX)):
+        return (f"output name {name!r} is reserved (hidden: pixeldeid's state and its "
+                "temporaries, which the next run removes, start with '.')")
+    return None
+
+
+#: header elements :func:`patient_tokens` reads (those of the header core's identity)
+_IDENTITY_READ = ("SpecificCharacterSet", "PatientBirthDate", "OtherPatientIDsSequence")
+
+
+def patient_tokens(members: Iterable[str | os.PathLike]) -> list[str]:
+    """The patient's identity tokens in the headers of a slide's instances: name, IDs,
+    birth date forms... as the header core reads them
+    (:func:`pixeldeid.textclean.identity_tokens` of its identity values). Unreadable
+    files give none (they are quarantined later)."""
+    import pydicom
+
+    from pixeldeid.api import IDENTITY_KEYWORDS, Deidentifier
+    from pixeldeid.textclean import identity_tokens
+
+    values: list[str] = []
+    names: list[str] = []
+    for m in members:
+        try:
+            ds = pydicom.dcmread(m, stop_before_pixels=True,
+                                 specific_tags=[*IDENTITY_KEYWORDS, *_IDENTITY_READ])
+            # (the core's own reading: the same values as its pseudonym check compares)
+            got, pn = Deidentifier._identity(ds)
+        except Exception:  # pydicom raises many kinds on hostile files
+            continue
+        values += got
+        names += pn
+    return identity_tokens(values, names=names)
+
+
+def done_before(members: Sequence[str | os.PathLike], folder: Path, deid: Deidentifier) -> bool:
+    """Whether ``folder`` (the slide's output folder) holds this slide from an earlier run
+    under the same key: every file in it an instance of the Series Instance UID the key
+    gives the slide (keyed UIDs: a rerun writes the same one)."""
+    import pydicom
+
+    if not folder.is_dir():
+        return False
+    try:
+        old = pydicom.dcmread(members[0], stop_before_pixels=True,
+                              specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID")
+        new = deid.uids(str(old or ""))
+        files = list(folder.iterdir())
+        return bool(files) and bool(old) and all(
+            f.is_file() and str(pydicom.dcmread(f, stop_before_pixels=True,
+                                                specific_tags=["SeriesInstanceUID"])
+                                .get("SeriesInstanceUID", "")) == new for f in files)
+    except Exception:  # unreadable: not this slide's output (an error as before)
+        return False
+
+
 def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                       options: SlideOptions, deid: Deidentifier, *,
                       verify: bool | None = None) -> SeriesResult:
@@ -262,6 +335,9 @@ def deidentify_series(paths: Sequence[str | os.PathLike], out_dir: str | os.Path
             raise InputError("no DICOM instances given")
         if options.redact_regions:
             raise DeidError("region redaction is not implemented for DICOM WSI")
+        reserved = reserved_name(slide_name(options.pseudonym))
+        if reserved:
+            raise DeidError(reserved)
         datasets = [(p, _read(p)) for p in sources]
         series = {str(ds.SeriesInstanceUID) for _, ds in datasets}
         if len(series) != 1:
