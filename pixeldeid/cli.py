@@ -7,8 +7,10 @@ Exit status: 0 when every input was cleaned, 1 when some were quarantined or fai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -270,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DeidError, MissingDependencyError) as exc:
         print(f"pixeldeid: error: {printable(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pixeldeid profiles | head -1`: the reader went; no error
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a path given on the command line that cannot be written or read
         logger.debug("command failed", exc_info=True)
         where = f"{printable(exc.filename)}: " if exc.filename else ""

@@ -413,6 +413,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixeldeid wsi: error: OCR engine {args.ocr!r} is not available "
               f"(known: {', '.join(OCR_ENGINES)}; pip install 'pixeldeid[ocr]')", file=sys.stderr)
         return 2
+    try:  # every output is re-opened with openslide: without it every slide would fail
+        import openslide  # noqa: F401
+    except ImportError:
+        from pixeldeid.errors import MissingDependencyError
+
+        print(f"pixeldeid wsi: error: "
+              f"{MissingDependencyError('re-opening each output slide', 'slides', 'openslide')}",
+              file=sys.stderr)
+        return 2
     files, refused, others = _collect(args.src, args.out)
     if not files and not refused:
         print("pixeldeid wsi: error: no slide files found", file=sys.stderr)

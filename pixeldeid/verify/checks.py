@@ -669,7 +669,7 @@ class _Verifier:
                    *, any_text_is_finding: bool = False, verified: bool = True) -> bool:
         """OCR ``images`` of one file and report what they show; the file is listed as
         OCR-verified when ``verified`` (every frame read). False when OCR failed."""
-        from .ocr import classify
+        from .ocr import ClassifierError, classify
 
         engine = self.engine()
         try:
@@ -680,7 +680,11 @@ class _Verifier:
         for (where, _img), boxes in zip(images, results, strict=True):
             texts = [str(getattr(b, "text", "") or "") for b in boxes]
             texts = [t for t in texts if t.strip()]
-            flagged = classify(texts, self.values, modality)
+            try:
+                flagged = classify(texts, self.values, modality)
+            except ClassifierError as exc:
+                self.result.not_ocr_verified.append((rel, str(exc)))
+                return False
             for t, is_id in zip(texts, flagged, strict=True):
                 hits = self.fields.find_text(t)
                 if hits:

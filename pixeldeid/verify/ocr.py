@@ -162,11 +162,22 @@ def coverage(read: Sequence[int], n_frames: int, changes: Sequence[int] | None) 
             f"saw the overlay change); the others were compared, not read")
 
 
+class ClassifierError(RuntimeError):
+    """The burned-in text classifier cannot run (its vocabulary missing or broken): the
+    text read cannot be told safe, so the file is not OCR-verified."""
+
+
 def classify(texts: Sequence[str], values, modality: str) -> list[bool]:
     """Whether each OCR text is identity per :mod:`pixeldeid.burnedin.classify` (when present).
 
     ``values`` are :class:`~pixeldeid.verify.identity.IdentityValue`; returns all False
-    when the classifier is not available (the caller also matches the terms itself).
+    when the burned-in package is not installed (the caller also matches the terms itself).
+
+    Raises
+    ------
+    ClassifierError
+        The classifier is installed but cannot run (a wheel without its vocabulary
+        passed a DOB and an MRN read in the pixels as clean).
     """
     try:
         from ..burnedin.classify import IdentityValues, Vocabulary, classify_text
@@ -181,6 +192,6 @@ def classify(texts: Sequence[str], values, modality: str) -> list[bool]:
                                institutions=by["institution"], other=by["other"])
         vocab = Vocabulary.load(modality)
         return [classify_text(t, ident, vocab) == "identity" for t in texts]
-    except Exception as exc:  # noqa: BLE001 - classifier still being built: own matching only
-        logger.debug("burned-in classifier unusable: %s", exc)
-        return [False] * len(texts)
+    except Exception as exc:  # noqa: BLE001 - vocabulary missing or invalid: not verified
+        raise ClassifierError(f"burned-in text classifier unusable: {exc}".splitlines()[0]) \
+            from exc

@@ -397,3 +397,23 @@ def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path: Path, key_file: Pa
     assert text.splitlines()[0] == f"source: {shown}"
     assert len(text.splitlines()) == 3 and "\x1b" not in text
     assert printable(bad) == shown
+
+
+def test_a_reader_that_goes_away_is_no_error(monkeypatch):
+    """`pixeldeid profiles | head -1` ended with "pixeldeid: error: Broken pipe", exit 2."""
+    import sys
+
+    from pixeldeid.cli import main
+
+    class Gone:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            raise OSError("no descriptor")
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    assert main(["profiles"]) == 0

@@ -194,3 +194,16 @@ def test_a_rerun_with_out_inside_the_source_takes_no_output_for_an_input(tmp_pat
     assert _run([str(src), "-o", str(out)]) == 0
     assert "1 slides" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.svs")) == first == ["SLIDE-0001.svs"]
+
+
+def test_without_openslide_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """Without the [slides] extra every slide was processed, then quarantined (a copy of
+    each) with three lines apiece: one usage line now, naming the extra."""
+    import sys
+
+    make_aperio(tmp_path / "in" / "a.svs", width=400, height=300)
+    monkeypatch.setitem(sys.modules, "openslide", None)
+    assert _run([str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pixeldeid[slides]" in err
+    assert not (tmp_path / "out").exists()

@@ -83,3 +83,27 @@ def test_against_reads_identity_from_source_slides(tmp_path):
     (out / "notes.txt").write_text("scanned by jsmith_operator")
     r = verify_output(out, [synth.path.parent], ocr=None, dciodvfy=False, progress=False)
     assert [(f.file, f.kind) for f in r.findings] == [("notes.txt", "other")]
+
+
+def test_an_unusable_classifier_leaves_the_file_not_ocr_verified(ct_release, tmp_path,
+                                                                  monkeypatch):
+    """A wheel without its vocabulary: the classifier failed, every text read counted as
+    no identity and a DOB and an MRN in the pixels were passed as clean."""
+    ocr = pytest.importorskip("pixeldeid.burnedin.ocr")
+    if "rapidocr" not in ocr.available_engines():
+        pytest.skip("rapidocr not installed")
+    from pixeldeid.burnedin import classify
+    from pixeldeid.errors import ProfileError
+
+    def missing(cls, modality=""):
+        raise ProfileError("vocabulary folder not found")
+
+    monkeypatch.setattr(classify.Vocabulary, "load", classmethod(missing))
+    out = copy_release(ct_release, tmp_path / "out")
+    save(image_dataset("SUBJ_001", "SUBJ_001", rows=120, cols=360, font_size=24,
+                       text="DOB 03/14/1951"), out / "sc_dob.dcm")
+    r = verify_output(out, [ct_release.src], ocr="rapidocr", dciodvfy=False, progress=False)
+    assert "sc_dob.dcm" not in r.ocr_verified
+    assert [w for f, w in r.not_ocr_verified if f == "sc_dob.dcm"] == [
+        "burned-in text classifier unusable: vocabulary folder not found"]
+    assert not r.clean
