@@ -38,6 +38,7 @@ from .atomic import atomic_output
 from .dsvalues import (
     dictionary_vr,
     garbled_text,
+    keyword_of,
     new_item,
     new_sequence,
     peek,
@@ -97,6 +98,21 @@ NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName", "Patien
 _IDENTITY_TAGS = tuple(tag_of(kw) for kw in IDENTITY_KEYWORDS)
 _NAME_TAGS = tuple(tag_of(kw) for kw in NAME_KEYWORDS)
 _OTHER_IDS_TAG = tag_of("OtherPatientIDsSequence")
+_PATIENT_ID_TAG, _BIRTH_DATE_TAG = tag_of("PatientID"), tag_of("PatientBirthDate")
+#: VRs whose values are no text (PS3.5 6.2): numbers, tags, bytes and sequences.
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "US", "SS", "UL", "SL", "FL",
+                         "FD", "AT", "SV", "UV", "SQ", "OB or OW", "US or SS", "US or OW"})
+
+
+def _check_text_vr(ds, tag: int) -> None:
+    """Raise DeidError when the identity attribute ``tag`` of ``ds`` is stored with a VR
+    whose value is no text (a damaged VR: Patient's Name as OB, US, FD...): its value
+    gives the searches for the patient's identity no token, so the name would stay in
+    cleaned free text. Refused rather than guessed at (fail closed)."""
+    vr = getattr(ds._dict[tag], "VR", None)
+    if vr in _BINARY_VRS:
+        raise DeidError(f"{keyword_of(tag)} is stored with VR {vr}, not as text: it cannot "
+                        f"be read for the identity search (damaged header?)")
 
 
 #: The words of pixeldeid's own dummy values: a name that is one of them ("ANONYMIZED", an
@@ -446,27 +462,66 @@ def _damaged(ds: Dataset, depth: int = 0, filename=None) -> str | None:
 
 
 def _incomplete(ds: Dataset) -> str | None:
-    """Why ``ds`` looks truncated: pixel data shorter than the image attributes say (None:
-    complete; values shorter than their declared length are :func:`_damaged`'s)."""
-    if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
-        ts = UID(str(peek(ds.file_meta, "TransferSyntaxUID")))
-        raw = ds._dict[0x7FE00010]
-        if not ts.is_compressed and getattr(raw, "length", 0xFFFFFFFF) != 0xFFFFFFFF:
-            try:
-                rows, cols = int(peek(ds, "Rows")), int(peek(ds, "Columns"))
-                spp = int(peek(ds, "SamplesPerPixel", 1))
-                bits = int(peek(ds, "BitsAllocated", 16))
-                frames = int(peek(ds, "NumberOfFrames", 1) or 1)
-            except (TypeError, ValueError) as exc:
-                return f"invalid image attributes: {exc}"
-            expected = rows * cols * spp * frames * bits // 8
-            if spp == 3 and str(peek(ds, "PhotometricInterpretation", "")).strip() == \
-                    "YBR_FULL_422":
-                expected = expected // 3 * 2  # Cb, Cr at half the horizontal rate (PS3.3 C.7.6.3.1.2)
-            value = raw.value if raw.value is not None else b""
-            if len(value) < expected:  # (a value left in its file has its length too)
-                return f"truncated pixel data: {len(value)} of {expected} bytes"
+    """Why the pixel data of ``ds`` is not what its attributes say: encapsulated (undefined
+    length) under a native transfer syntax or native under an encapsulated one (what no
+    stage would read right: a JPEG's COM segment under an Explicit VR label is copied as
+    samples), or native pixel data shorter (truncated) or longer (frames no stage examines)
+    than the image attributes say, beyond the pad byte to even length. None: it matches
+    (values shorter than their declared length are :func:`_damaged`'s)."""
+    if "PixelData" not in ds:
+        return None
+    ts = str(peek(ds.file_meta, "TransferSyntaxUID"))
+    raw = ds._dict[0x7FE00010]
+    undefined = _undefined_length(raw)
+    if undefined != _encapsulated(ts):
+        return (f"pixel data does not match its transfer syntax: "
+                f"{'encapsulated' if undefined else 'native'} pixel data under "
+                f"{'a native' if undefined else 'an encapsulated'} transfer syntax label "
+                f"(damaged or relabelled file)")
+    if undefined or "Rows" not in ds or "Columns" not in ds:
+        return None
+    try:
+        rows, cols = int(peek(ds, "Rows")), int(peek(ds, "Columns"))
+        spp = int(peek(ds, "SamplesPerPixel", 1))
+        bits = int(peek(ds, "BitsAllocated", 16))
+        frames = int(peek(ds, "NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        return f"invalid image attributes: {exc}"
+    samples = rows * cols * spp * frames
+    if spp == 3 and str(peek(ds, "PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        samples = samples // 3 * 2  # Cb, Cr at half the horizontal rate (PS3.3 C.7.6.3.1.2)
+    expected = (samples * bits + 7) // 8  # (Bits Allocated 1: frames packed, PS3.5 8.1.1)
+    held = len(raw.value) if raw.value is not None else 0  # (a FileSlice has its length)
+    if held < expected:
+        return f"truncated pixel data: {held} of {expected} bytes"
+    if held > expected + expected % 2 and not _zero_tail(raw.value, expected):
+        # bytes past the declared frames are released unexamined (a burned-in frame more);
+        # NUL padding (pydicom's MR_small_padded) holds no picture
+        return f"pixel data holds {held - expected} bytes more than its {frames} frame(s)"
     return None
+
+
+def _zero_tail(value, start: int) -> bool:
+    """Whether the bytes of the pixel data ``value`` (bytes, or a FileSlice of the fast
+    path) from ``start`` on are all NUL; more than ``start`` of them is taken as frames
+    (not read)."""
+    if len(value) - start > start:
+        return False
+    if isinstance(value, FileSlice):
+        try:
+            value = value.at(value.offset + start, len(value) - start).read()
+        except OSError:
+            return False
+        start = 0
+    return not bytes(value[start:]).strip(b"\0")
+
+
+def _undefined_length(elem) -> bool:
+    """Whether the element ``elem`` (raw as read, or converted) has undefined length."""
+    length = getattr(elem, "length", None)
+    if length is not None:
+        return length == 0xFFFFFFFF
+    return bool(getattr(elem, "is_undefined_length", False))
 
 
 class Deidentifier:
@@ -513,13 +568,18 @@ class Deidentifier:
         names: list[str] = []
         for tag in _IDENTITY_TAGS:
             if tag in ds._dict:
+                _check_text_vr(ds, tag)
                 got = _values_of(ds, tag)
                 vals.extend(got)
                 if tag in _NAME_TAGS:
                     names.extend(got)
         if _OTHER_IDS_TAG in ds._dict:
             for item in _items_of(ds, "OtherPatientIDsSequence"):
+                if _PATIENT_ID_TAG in item._dict:
+                    _check_text_vr(item, _PATIENT_ID_TAG)
                 vals.extend(_values_of(item, "PatientID"))
+        if _BIRTH_DATE_TAG in ds._dict:
+            _check_text_vr(ds, _BIRTH_DATE_TAG)
         return vals + _birth_date_forms(ds), names
 
     def deidentify_dataset(self, ds: Dataset, source: str | None = None) -> Dataset:
@@ -955,6 +1015,7 @@ def _other_person_names(ds) -> list[str]:
     out: list[str] = []
     for item in _walk_items(ds):
         for tag in item._dict.keys() & _OTHER_PN_TAGS:
+            _check_text_vr(item, tag)
             raw = getattr(item._dict[tag], "value", None)
             if isinstance(raw, bytes) and raw.isascii() and b"\x1b" not in raw:
                 # (undecoded ASCII: the values as pydicom would give them)

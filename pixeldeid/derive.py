@@ -381,6 +381,12 @@ def _changes(tpl: Template, data: bytes, pos: int, size: int, path: str,
     return changed
 
 
+def _pixel_length(tpl: Template) -> int | None:
+    """The length of the template's Pixel Data (its image attributes were checked)."""
+    elem = tpl.pristine._dict.get(PIXEL_DATA)
+    return getattr(elem, "length", None) if elem is not None else None
+
+
 def _changed(tpl: Template, tag: int, vr: str | None, data: bytes, q: int, size: int,
              path: str, stamp: tuple, changed: dict, made: list, spans: dict) -> int | None:
     """Parse the element at ``q`` of ``data`` that differs from the template's element
@@ -402,6 +408,8 @@ def _changed(tpl: Template, tag: int, vr: str | None, data: bytes, q: int, size:
         return stop
     if length == 0xFFFFFFFF:
         return None
+    if tag == PIXEL_DATA and length != _pixel_length(tpl):
+        return None  # (checked against the image attributes on the full path)
     stop = start + length
     if stop <= len(data):
         value = data[start:stop] if length else empty_value_for_VR(vr, raw=True)

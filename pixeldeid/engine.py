@@ -376,6 +376,10 @@ class Walker:
             # PS3.15 E.1.1: Z allows a dummy value, and a Type 1 attribute needs one (RT
             # Accessory Holder Slot ID of an RT Patient Position Acquisition Instruction)
             code = "D"
+        if code in ("U", "D") and vr not in ("UI", "SQ") and dictionary_vr(tag) == "UI":
+            # a UID attribute whose VR bytes are damaged (PN, DA, OB...): that VR's dummy
+            # (ANONYMOUS, 19000101) would name every such instance alike
+            vr = _retyped_as_uid(ds, tag)
         if code == "Z":
             zero_length(ds, tag, vr)
         elif code == "D" and tag == ENCAPSULATED_DOCUMENT and _raw_length(ds, tag):
@@ -802,6 +806,35 @@ def _retyped_as_text(ds: Dataset, tag: BaseTag) -> str:
     else:
         ds[tag] = DataElement(tag, vr, "\\".join(str(v) for v in _values(elem)))
     return vr
+
+
+#: The text of a UID (PS3.5 9.1): numeric components separated by periods.
+_UID_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)+")
+
+
+def _retyped_as_uid(ds: Dataset, tag: BaseTag) -> str:
+    """Give a UID attribute stored with another VR (a damaged VR: PN, DA, AT, OB...) VR UI
+    when its value is the text of UIDs, so that it is mapped as a UID; return "UI".
+    DeidError when it is not: no new UID can be made for it."""
+    elem = ds._dict[tag]
+    if isinstance(elem.value, (bytes, bytearray)):
+        text: str | None = bytes(elem.value).decode("latin-1")
+    elif all(isinstance(v, str) or type(v).__name__ == "PersonName" for v in _values(elem)):
+        text = "\\".join(str(v) for v in _values(elem))
+    else:  # (a number, a tag: AT, US, FD...)
+        text = None
+    bare = (text or "").rstrip("\x00 ")
+    vals = [v.strip("\x00 ") for v in bare.split("\\")] if bare else []
+    if text is None or (text and not vals) or not all(
+            len(v) <= 64 and _UID_TEXT.fullmatch(v) for v in vals):  # (NUL bytes: no UID)
+        raise DeidError(f"{keyword_of(tag) or Tag(tag)} is not a UID (stored with VR "
+                        f"{elem.VR}; damaged header?)")
+    if isinstance(elem, RawDataElement):
+        data = encode_text("\\".join(vals), "UI")
+        ds._dict[tag] = elem._replace(VR="UI", length=len(data), value=data)
+    else:
+        ds[tag] = DataElement(tag, "UI", vals if len(vals) > 1 else "".join(vals))
+    return "UI"
 
 
 def _holds_token(value: str, tokens: list[str]) -> bool:
