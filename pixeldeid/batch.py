@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import stat
@@ -34,7 +35,7 @@ from .atomic import (
     write_exclusive,
 )
 from .dsvalues import peek
-from .errors import DeidError, InputError, OutputError
+from .errors import DeidError, InputError, OutputError, shape_of
 from .paths import each_path_once
 from .quarantine import QUARANTINE_DIRNAME, quarantine, withdraw
 from .uidstate import reconcile_overrides
@@ -48,6 +49,15 @@ LAYOUTS = ("flat", "hierarchy", "dicomdir")
 #: The quarantine reason of an input whose worker process died while it ran alone.
 WORKER_DIED = ("its worker process died while handling it (killed, e.g. for memory, or a "
                "crash in a compiled decoder)")
+
+#: What ends the batch as it should (an interrupt, an exit, a generator closed). Any other
+#: BaseException of one input (pyo3's PanicException of a Rust decoder) costs that input.
+PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+#: quoted values (``b'PXID73319 '``, ``'...'``, ``"..."``) and runs of digits and dots
+#: (IDs, dates, phone numbers, UIDs) in an exception's text
+_DIGITS_TO_9 = str.maketrans("0123456789", "9" * 10)
+_LITERALS = re.compile(r"""(?<!\w)b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*"|\d[\d.]{4,}""")
 
 
 @dataclass
@@ -556,7 +566,13 @@ def process_file(path: str) -> FileOutcome:
         sig = Ledger.signature(Path(path))
     except OSError:
         sig = ""  # reading it fails too, and says why
-    outcome = _process(path)
+    try:
+        outcome = _process(path)
+    except BaseException as exc:  # noqa: BLE001 - (unpicklable from a worker: a lost chunk)
+        if isinstance(exc, PASS_THROUGH):
+            raise
+        logger.debug("unexpected error on %s", path, exc_info=exc)
+        outcome = _failed(path, exc)
     outcome.signature = sig
     return outcome
 
@@ -630,7 +646,9 @@ def _deidentify_file(ds, path: str, *, deidentified: bool = False) -> FileOutcom
         status = _write_output(out, rel, sop, data, path, _WORKER["layout"])
         return FileOutcome(path, status, rel, sop_instance_uid=sop,
                            mapping=_mapping(deid, ds, original), details=details)
-    except Exception as exc:
+    except BaseException as exc:  # noqa: BLE001 - one bad file must not stop the batch
+        if isinstance(exc, PASS_THROUGH):
+            raise
         if not fast:
             return _failed(path, exc)
         # the fast path reports nothing itself: the ordinary path redoes the file and
@@ -658,7 +676,7 @@ OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 OUTPUT_STAGE = "output"
 
 
-def _failed(path: str, exc: Exception) -> FileOutcome:
+def _failed(path: str, exc: BaseException) -> FileOutcome:
     """The quarantine outcome of an error of the ordinary path (one bad file must not
     stop the batch; an output folder that cannot be written stops it, see run_batch)."""
     if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
@@ -669,7 +687,30 @@ def _failed(path: str, exc: Exception) -> FileOutcome:
     if isinstance(exc, MemoryError):
         return FileOutcome(path, "quarantined", reason="out of memory while reading")
     logger.debug("unexpected error on %s", path, exc_info=exc)
-    return FileOutcome(path, "quarantined", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    return FileOutcome(path, "quarantined", reason=unexpected_reason(exc))
+
+
+def unexpected_reason(exc: BaseException, crashed: str = "a decoder crashed") -> str:
+    """One line on an unexpected exception that repeats no header value: its type and its
+    message with quoted values and digit runs replaced by their form
+    (:func:`~pixeldeid.errors.shape_of`); pydicom quotes the raw value it could not convert.
+    A BaseException that is no Exception (a Rust panic) is ``crashed: TYPE``."""
+    name = type(exc).__name__
+    if not isinstance(exc, Exception):
+        return f"{crashed}: {name}"
+    first = next(iter(str(exc).splitlines()), "")
+    text = _LITERALS.sub(_form_of_literal, first)
+    return f"{name}: {text}" if text else name
+
+
+def _form_of_literal(m: re.Match) -> str:
+    """The form of a :data:`_LITERALS` match: a VR or a struct format (2 characters at
+    most) stays, as do the quotes."""
+    lit = m.group()
+    if lit[0].isdigit():
+        return lit.translate(_DIGITS_TO_9)
+    inner = lit.lstrip("b")[1:-1]
+    return lit if len(inner) <= 2 else shape_of(inner)
 
 
 def _run_pixels(stage, ds, path: str):
@@ -683,10 +724,14 @@ def _run_pixels(stage, ds, path: str):
     except MemoryError:
         return FileOutcome(path, "quarantined", reason="out of memory in the pixel stage",
                            stage="pixels")
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+    except BaseException as exc:  # noqa: BLE001 - one bad file must not stop the batch
+        if isinstance(exc, PASS_THROUGH):
+            raise
+        # (a Rust decoder's panic is a BaseException, and cannot go back from a worker)
         logger.debug("pixel stage failed on %s", path, exc_info=True)
-        return FileOutcome(path, "quarantined", stage="pixels",
-                           reason=f"pixels: {type(exc).__name__}: {exc}".splitlines()[0])
+        reason = (unexpected_reason(exc, crashed="a pixel decoder crashed")
+                  if not isinstance(exc, Exception) else f"pixels: {unexpected_reason(exc)}")
+        return FileOutcome(path, "quarantined", stage="pixels", reason=reason)
 
 
 # -- writes in a background thread ------------------------------------------------------
@@ -1260,6 +1305,8 @@ def _parallel(chunks: Iterator[list[str]], initargs: tuple, jobs: int,
                     done = pending[0][0].result()
                 except BrokenProcessPool:
                     break
+                except Exception as exc:  # noqa: BLE001 - its outcomes could not come back
+                    done = _lost_chunk(pending[0][1], exc, initargs)
                 pending.popleft()
                 yield from done
             if not pending and not not_sent:
@@ -1287,13 +1334,34 @@ def _one_by_one(paths: list[str], initargs: tuple) -> Iterator[FileOutcome]:
             while todo and not died:
                 path = todo.popleft()
                 try:
-                    yield from pool.submit(_process_chunk, [path]).result()
+                    done = pool.submit(_process_chunk, [path]).result()
                 except BrokenProcessPool:
                     logger.warning("the worker process died while handling %s", path)
                     died = True
-                    yield FileOutcome(path, "quarantined", reason=WORKER_DIED, stage="worker")
+                    done = [FileOutcome(path, "quarantined", reason=WORKER_DIED, stage="worker")]
+                except Exception as exc:  # noqa: BLE001 - its outcome could not come back
+                    done = [_worker_failed(path, exc)]
+                yield from done
         if died:  # (it may have died in a write; the pool is shut down: it is reaped too)
             remove_stale_temporaries(initargs[1])
+
+
+def _lost_chunk(paths: list[str], exc: Exception, initargs: tuple) -> Iterable[FileOutcome]:
+    """Outcomes of a chunk whose worker raised instead of handing them back (a result that
+    cannot be pickled, e.g. a Rust decoder's PanicException: ``PicklingError``): one input
+    is quarantined (stage ``worker``); several are run again one at a time, so that only
+    the input at fault is."""
+    if len(paths) == 1:
+        return [_worker_failed(paths[0], exc)]
+    return _one_by_one(paths, initargs)
+
+
+def _worker_failed(path: str, exc: Exception) -> FileOutcome:
+    """The quarantine outcome of an input whose worker raised ``exc`` instead of handing
+    back its outcome."""
+    logger.debug("the worker failed on %s", path, exc_info=exc)
+    return FileOutcome(path, "quarantined", stage="worker",
+                       reason=f"its worker failed on it: {unexpected_reason(exc)}")
 
 
 def _warm_caches() -> None:
@@ -1324,9 +1392,15 @@ def _scan_header(path: str) -> tuple[str, str] | None:
     from .rawds import Decline, scan_patient
 
     try:
-        return scan_patient(path)
-    except Decline:
-        return _scan_header_pydicom(path)
+        try:
+            return scan_patient(path)
+        except Decline:
+            return _scan_header_pydicom(path)
+    except BaseException as exc:  # noqa: BLE001 - the work on it quarantines it, not the batch
+        if isinstance(exc, PASS_THROUGH):
+            raise
+        logger.debug("header scan failed on %s", path, exc_info=exc)
+        return None
 
 
 def _scan_header_pydicom(path: str) -> tuple[str, str] | None:
@@ -1338,11 +1412,12 @@ def _scan_header_pydicom(path: str) -> tuple[str, str] | None:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
             "PatientID", "PatientName", "PatientBirthDate", "SOPInstanceUID"])
+        if "SOPInstanceUID" not in ds:
+            return None
+        # values are converted here, lazily: a damaged VR ('QI', a Patient ID as FD) raises
+        return patient_key(ds), str(ds.SOPInstanceUID).strip()
     except Exception:  # noqa: BLE001 - the worker reports unreadable files
         return None
-    if "SOPInstanceUID" not in ds:
-        return None
-    return patient_key(ds), str(ds.SOPInstanceUID).strip()
 
 
 def _open_pseudonyms(config: DeidConfig):
@@ -1453,7 +1528,8 @@ def _mapping_again(outcomes: list[FileOutcome], config: DeidConfig) -> list[File
                 original = patient_key(ds)
                 deid.deidentify_dataset(ds, source=o.source)
             except Exception as exc:  # noqa: BLE001 - reported; the outputs stand
-                o.reason = f"its export map rows could not be made again: {exc}"
+                why = exc.reason if isinstance(exc, DeidError) else unexpected_reason(exc)
+                o.reason = f"its export map rows could not be made again: {why}"
                 failed.append(o)
                 continue
             o.mapping = {"patient": {original: str(peek(ds, "PatientID"))},
