@@ -151,3 +151,15 @@ def _escape(c: str) -> str:
         return _ESCAPES[c]
     n = ord(c)
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+
+def make_private(path: str | os.PathLike) -> None:
+    """Mode 0600 for a SQLite file and its ``-wal``/``-shm`` files where they exist (the
+    run ledger holds names and IDs in clear text, the pseudonym map keyed hashes that
+    confirm an identity to whoever has the key), like the other private files."""
+    path = Path(path)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            os.chmod(p, 0o600)
+        except FileNotFoundError:
+            continue

@@ -8,6 +8,7 @@ an immediate transaction, so parallel workers and later batches agree.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -140,6 +141,10 @@ class PseudonymMap:
         try:
             if db_path:
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+                # a new map is owner-only before SQLite writes a byte (its WAL files take
+                # that mode); an existing one keeps its mode (a team may share it)
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
             con = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
             con.execute("PRAGMA journal_mode=WAL" if db_path else "PRAGMA journal_mode=MEMORY")
             con.execute("CREATE TABLE IF NOT EXISTS subjects (hkey TEXT PRIMARY KEY, "

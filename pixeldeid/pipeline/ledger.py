@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..batch import open_state_db
+from ..paths import make_private
 from .plan import Item
 
 logger = logging.getLogger(__name__)
@@ -81,17 +82,6 @@ def path_to_db(path: str) -> str | bytes:
 def path_from_db(value: str | bytes | None) -> str | None:
     """The source path of a ledger value written by :func:`path_to_db`."""
     return os.fsdecode(value) if isinstance(value, bytes) else value
-
-
-def make_private(path: Path) -> None:
-    """Mode 0600 for a SQLite file and its ``-wal``/``-shm`` files where they exist: the
-    ledger holds names, IDs and source paths in clear text, like the other private files
-    (key, mapping CSV, quarantine)."""
-    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            os.chmod(p, 0o600)
-        except FileNotFoundError:
-            continue
 
 
 class RunLedger:

@@ -195,3 +195,29 @@ def test_map_rows_dotted_patient_ids_and_quoted_values(tmp_path, run):
     status, out = run(src, "--map-csv", str(m))
     assert status == 0
     assert [pydicom.dcmread(p).PatientID for p in _released(out)] == ["BETA"]
+
+
+def test_a_new_pseudonym_map_is_owner_only_and_a_shared_one_keeps_its_mode(tmp_path):
+    """OUT/.pixeldeid/subjects.sqlite was world-readable (0644): keyed hashes that confirm
+    an identity to whoever has the key. A map given with --subject-db that exists keeps
+    its mode (a team may share it)."""
+    import os
+    import stat
+
+    from pixeldeid.pseudonyms import PseudonymMap
+
+    old = os.umask(0o022)
+    try:
+        new = tmp_path / "new" / "subjects.sqlite"
+        m = PseudonymMap(new, b"k" * 32)
+        m("MRN1")
+        m.close()
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in new.parent.iterdir()}
+        assert modes and set(modes.values()) == {0o600}, modes
+        shared = tmp_path / "shared.sqlite"
+        PseudonymMap(shared, b"k" * 32).close()
+        shared.chmod(0o660)
+        PseudonymMap(shared, b"k" * 32).close()
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o660
+    finally:
+        os.umask(old)
