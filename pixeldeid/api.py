@@ -115,11 +115,11 @@ def _check_text_vr(ds, tag: int) -> None:
                         f"be read for the identity search (damaged header?)")
 
 
-#: The words of pixeldeid's own dummy values: a name that is one of them ("ANONYMIZED", an
-#: input de-identified before) cannot be told apart from the dummies written in its place.
 #: Shortest token the residual check searches compressed Pixel Data for (see _residual).
 PIXEL_TOKEN_MIN = 5
 
+#: The words of pixeldeid's own dummy values: a name that is one of them ("ANONYMIZED", an
+#: input de-identified before) cannot be told apart from the dummies written in its place.
 _DUMMY_WORDS = frozenset(str(v).lower() for v in DUMMY_VALUES.values()
                          if isinstance(v, str) and v.isalpha())
 
